@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Write a large, realistic products CSV for provmint: GS1 demo-range GTINs with valid
+check digits, random 12-character Crockford base32 serials (EU FMD-style randomised),
+lots, expiry and production dates, product names.
+
+    python scripts/make_products.py 1000000 -o products-1m.csv [--seed 7] [--skus 40]
+
+The same seed gives the same file. Serials are unique inside one file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+CROCKFORD = np.frombuffer(b"0123456789ABCDEFGHJKMNPQRSTVWXYZ", dtype=np.uint8)
+PRODUCTS = [
+    "Aurora Serum 30 ml", "Aurora Cream 50 ml", "Borealis Tablets 20 x 500 mg",
+    "Cirrus Eye Drops 10 ml", "Delta Syrup 100 ml", "Equinox Capsules 30 x 250 mg",
+    "Fjord Nasal Spray 15 ml", "Glacier Gel 40 g", "Halo Lotion 200 ml", "Iris Patch x 7",
+]
+
+
+def check_digit(body: str) -> int:
+    """GS1 mod-10 check digit (weights 3,1,... from the right)."""
+    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    return (10 - total % 10) % 10
+
+
+def gtins(count: int) -> list[str]:
+    """``count`` GTIN-14s in the GS1 demo range 952 (never real products)."""
+    out = []
+    for item in range(count):
+        body = f"0952012345{item:03d}"
+        out.append(body + str(check_digit(body)))
+    return out
+
+
+def serials(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` distinct 12-character Crockford base32 serials as a (n, 12) byte matrix."""
+    while True:
+        picks = rng.integers(0, 32, size=(n, 12), dtype=np.uint8)
+        as_int = picks.astype(np.uint64) @ (np.uint64(32) ** np.arange(12, dtype=np.uint64))
+        if np.unique(as_int).size == n:
+            return CROCKFORD[picks]
+
+
+def write_csv(path: Path, n: int, seed: int, skus: int) -> None:
+    """Write ``n`` product rows to ``path``."""
+    rng = np.random.default_rng(seed)
+    sku_gtins = gtins(skus)
+    sku = rng.integers(0, skus, size=n)
+    serial = serials(rng, n)
+    lot_no = rng.integers(0, 60, size=n)
+    start = date(2026, 1, 1)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write("gtin,serial,lot,expiry,product_name,production_date\n")
+        block = 100_000
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            lines = []
+            for i in range(lo, hi):
+                lot = int(lot_no[i])
+                made = start + timedelta(days=7 * lot)
+                expiry = made + timedelta(days=730)
+                s = int(sku[i])
+                lines.append(
+                    f"{sku_gtins[s]},{serial[i].tobytes().decode()},L{made:%y%m}{chr(65 + lot % 26)},"
+                    f"{expiry:%Y-%m-%d},{PRODUCTS[s % len(PRODUCTS)]},{made:%Y-%m-%d}\n"
+                )
+            fh.write("".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rows", type=int, help="number of product rows")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="CSV file to write")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--skus", type=int, default=40, help="distinct GTINs (default 40)")
+    args = parser.parse_args(argv)
+    if args.rows < 1:
+        parser.error("rows must be at least 1")
+    write_csv(args.out, args.rows, args.seed, args.skus)
+    print(f"wrote {args.rows} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

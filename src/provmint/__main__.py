@@ -1,0 +1,6 @@
+"""``python -m provmint``."""
+
+from provmint.cli import main
+
+if __name__ == "__main__":
+    main()

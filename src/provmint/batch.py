@@ -1,0 +1,418 @@
+"""``mint_batch``: validate a products CSV, mint tokens, store the batch and its tree.
+
+The verb behind ``provmint batch create``. It reads and validates the file without the
+store lock (bad files fail fast), then under the exclusive lock checks every product
+against the store, writes the batch into a staging directory in aligned chunks (in a
+process pool when there is enough work), and commits it atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provmint import __version__, merkle
+from provmint.canonical import (
+    RECORD_VERSION,
+    TOKEN_VERSION,
+    batch_commitment,
+    manifest_digest,
+)
+from provmint.config import Settings
+from provmint.errors import InputError, ProvmintError, Reject, RowsRejectedError
+from provmint.ingest import Ingested, read_products, record_lines
+from provmint.keys import load_keyring
+from provmint.store import BatchInfo, Store
+from provmint.store.treefile import create_tree_file
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+__all__ = ["MANIFEST_FORMAT", "MintSummary", "Progress", "mint_batch", "write_rejects"]
+
+MANIFEST_FORMAT = "provmint-manifest/1"
+POOL_MIN_BYTES = 2 << 20
+"""Below this input size a process pool costs more than it saves: mint in-process."""
+
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``; phases: read, check, mint, commit."""
+
+
+@dataclass(frozen=True, slots=True)
+class MintSummary:
+    """What ``mint_batch`` did."""
+
+    batch_id: str
+    source: str
+    store: str
+    products: int
+    total_rows: int
+    rejected_rows: int
+    rejects: tuple[Reject, ...]
+    rejects_path: str | None
+    root: str
+    tree_size: int
+    commitment: str
+    key_id: str
+    workers: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        """Products minted per second of wall time."""
+        return self.products / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready summary (rejects are counted here, listed in the rejects file)."""
+        return {
+            "batch_id": self.batch_id,
+            "source": self.source,
+            "store": self.store,
+            "products": self.products,
+            "rows": self.total_rows,
+            "rejected": self.rejected_rows,
+            "rejects_file": self.rejects_path,
+            "root": self.root,
+            "tree_size": self.tree_size,
+            "commitment": self.commitment,
+            "key_id": self.key_id,
+            "workers": self.workers,
+            "elapsed_s": round(self.elapsed, 3),
+            "products_per_s": round(self.rate, 1),
+        }
+
+
+def write_rejects(path: Path, rejects: tuple[Reject, ...] | list[Reject]) -> None:
+    """Write every reject as CSV (row, line, column, value, code, reason), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            out = csv.writer(fh)
+            out.writerow(["row", "line", "column", "value", "code", "reason"])
+            for r in rejects:
+                out.writerow([r.row, "" if r.line is None else r.line, r.column, r.value,
+                              r.code, r.reason])
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write rejects file {path}: {exc.strerror}") from exc
+
+
+def _new_batch_id(now: datetime) -> str:
+    return f"{now:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def _store_duplicates(store: Store, con: Any, ing: Ingested) -> tuple[list[Reject], Any]:
+    """Rows whose (gtin, serial) is already in the store: rejects and a keep-mask."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    keep = np.ones(ing.table.num_rows, dtype=bool)
+    if not ing.table.num_rows:
+        return [], keep
+    hits = store.key_candidates(con, ing.keys)
+    if not hits.num_rows:
+        return [], keep
+    found: list[tuple[int, str]] = []
+    seqs = hits.column("batch_seq").to_numpy()
+    for seq in np.unique(seqs).tolist():
+        sel = np.flatnonzero(seqs == seq)
+        batch = store.batch_by_seq(con, int(seq))
+        leaves = hits.column("leaf_index").to_numpy()[sel]
+        positions = hits.column("pos").to_numpy()[sel]
+        stored = pa.concat_tables(
+            pq.read_table(p, columns=["gtin", "serial"]) for p in store.part_files(batch)
+        ) if len(sel) > 64 else store.read_products(batch, leaves.tolist(), ["gtin", "serial"])
+        if len(sel) > 64:
+            stored = stored.take(pa.array(leaves))
+        new = ing.table.select(["gtin", "serial"]).take(pa.array(positions))
+        same = pc.and_(pc.equal(stored.column("gtin"), new.column("gtin")),
+                       pc.equal(stored.column("serial"), new.column("serial")))
+        for pos in positions[same.to_numpy(zero_copy_only=False)].tolist():
+            found.append((int(pos), batch.batch_id))
+    if not found:
+        return [], keep
+    lines = record_lines(ing)
+    rejects = []
+    gtins = ing.table.column("gtin")
+    serials = ing.table.column("serial")
+    for pos, batch_id in found:
+        keep[pos] = False
+        row = int(ing.rows[pos])
+        rejects.append(Reject(
+            row, lines.get(row), "serial", serials[pos].as_py(), "duplicate_in_store",
+            f"already minted in batch {batch_id} (same gtin {gtins[pos].as_py()} and serial)",
+        ))
+    return rejects, keep
+
+
+class _Runner:
+    """Runs chunk tasks in a process pool or in this process, a bounded number at a time."""
+
+    def __init__(self, workers: int, secret: bytes, use_pool: bool) -> None:
+        from provmint import engine
+
+        self.secret = secret
+        self.workers = workers if use_pool else 1
+        self.pool: ProcessPoolExecutor | None = None
+        if use_pool:
+            context = get_context("forkserver")
+            # The fork server imports the engine (pyarrow, numpy) once; workers fork from it
+            # ready to run instead of each paying the import.
+            context.set_forkserver_preload(["provmint.engine"])
+            self.pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=engine.init_worker,
+                initargs=(secret,),
+            )
+            for _ in range(workers):  # let workers import while the parent reads the CSV
+                self.pool.submit(engine.warm_up)
+
+    def run(self, tasks: Any, on_done: Callable[[Any], None]) -> list[Any]:
+        from dataclasses import replace
+
+        from provmint import engine
+
+        results = []
+        if self.pool is None:
+            for task in tasks:
+                result = engine.mint_chunk(replace(task, secret=self.secret))
+                on_done(result)
+                results.append(result)
+            return results
+        pending: list[Future[Any]] = []
+        for task in tasks:
+            pending.append(self.pool.submit(engine.mint_chunk, task))
+            while len([f for f in pending if not f.done()]) >= 2 * self.workers:
+                time.sleep(0.002)
+        for future in pending:
+            result = future.result()
+            on_done(result)
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _mint_chunks(
+    runner: _Runner, table: pa.Table, staging: Path, url_base: str, progress: Progress
+) -> tuple[bytes, bytes]:
+    """Mint every chunk; return (root, token prefixes in leaf order)."""
+    from provmint import engine
+
+    n = table.num_rows
+    tree_path = staging / "tree.bin"
+    offsets = create_tree_file(tree_path, n)
+    sizes = merkle.level_sizes(n)
+    chunk_level = engine.CHUNK_ROWS.bit_length() - 1
+    top = min(chunk_level, len(sizes) - 1)
+
+    def tasks() -> Any:
+        for index, start in enumerate(range(0, n, engine.CHUNK_ROWS)):
+            yield engine.ChunkTask(
+                index=index,
+                start=start,
+                rows_ipc=engine.table_to_ipc(table.slice(start, engine.CHUNK_ROWS)),
+                part_path=str(staging / "products" / f"part-{index:05d}.parquet"),
+                tree_path=str(tree_path),
+                level_offsets=offsets,
+                top_level=top,
+                url_base=url_base,
+            )
+
+    done = [0]
+
+    def on_done(result: Any) -> None:
+        done[0] += result.rows
+        progress("mint", done[0], n)
+
+    results = sorted(runner.run(tasks(), on_done), key=lambda r: r.index)
+    roots = b"".join(r.root for r in results)
+    if len(results) == 1:
+        root = results[0].root
+    else:
+        upper = merkle.build_levels(roots)
+        with open(tree_path, "r+b") as fh:
+            for j, level in enumerate(upper[1:], start=1):
+                fh.seek(offsets[chunk_level + j])
+                fh.write(level)
+            fh.flush()
+            os.fsync(fh.fileno())
+        root = upper[-1]
+    return root, b"".join(r.token_prefixes for r in results)
+
+
+def mint_batch(
+    source: Path,
+    *,
+    settings: Settings,
+    skip_invalid: bool = False,
+    rejects_path: Path | None = None,
+    label: str | None = None,
+    progress: Progress | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> MintSummary:
+    """Validate ``source``, mint every product and commit the batch to the store.
+
+    Refuses the whole batch (RowsRejectedError, nothing stored) if any row is invalid or
+    already minted, unless ``skip_invalid``. All rejects go to ``rejects_path`` when given.
+    Raises KeyringError without an issuer key, StoreBusyError if the store stays locked.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    started = time.perf_counter()
+    report: Progress = progress or (lambda phase, done, total: None)
+    key = load_keyring(settings.key_file).active
+    store = Store.open(settings.store, create=True)
+    try:
+        size = source.stat().st_size
+    except OSError:
+        size = 0
+    use_pool = settings.workers > 1 and size >= POOL_MIN_BYTES
+    runner = _Runner(settings.workers, key.secret.reveal(), use_pool)
+    try:
+        report("read", 0, 1)
+        ing = read_products(source)
+        report("read", 1, 1)
+        with (store.lock(exclusive=True, timeout=settings.lock_timeout,
+                         purpose="batch create", on_wait=on_wait),
+              store.connect(write=True) as con):
+            store.recover(con)
+            report("check", 0, 1)
+            dup_rejects, keep = _store_duplicates(store, con, ing)
+            report("check", 1, 1)
+            rejects = tuple(sorted(ing.rejects + tuple(dup_rejects), key=lambda r: (r.row, r.column)))
+            rejected_rows = len({r.row for r in rejects})
+            if rejects and rejects_path is not None:
+                write_rejects(rejects_path, rejects)
+            if rejects and not skip_invalid:
+                error = RowsRejectedError(source, list(rejects), rejected_rows, ing.total_rows,
+                                          rejects_path)
+                _hint_same_file(store, con, ing, error)
+                raise error
+            table = ing.table if keep.all() else ing.table.take(pa.array(np.flatnonzero(keep)))
+            keys = ing.keys[keep]
+            if table.num_rows == 0:
+                raise InputError(f"{source}: no valid rows to mint ({rejected_rows} rejected)")
+
+            now = datetime.now(UTC)
+            batch_id = _new_batch_id(now)
+            seq = store.next_seq(con)
+            staging = store.staging_path(batch_id)
+            try:
+                root, prefixes = _mint_chunks(runner, table, staging, settings.url_base, report)
+                report("commit", 0, 1)
+                info = _batch_info(seq, batch_id, now, label, source, ing, table, root, key.id,
+                                   settings.url_base, rejected_rows)
+                (staging / "manifest.json").write_text(
+                    json.dumps(info.manifest, indent=2, sort_keys=True) + "\n")
+                leaf_index = pa.array(np.arange(table.num_rows, dtype=np.int64))
+                key_table = pa.table({"key_hash": pa.array(keys, type=pa.uint64()),
+                                      "leaf_index": leaf_index})
+                token_table = pa.table({
+                    "token_prefix": pa.array(np.frombuffer(prefixes, dtype="<u8"), type=pa.uint64()),
+                    "leaf_index": leaf_index,
+                })
+                store.commit_batch(con, staging, info, key_table, token_table)
+                report("commit", 1, 1)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    except BrokenProcessPool as exc:
+        raise ProvmintError("minting failed: a worker process died (out of memory?)") from exc
+    except OSError as exc:
+        raise ProvmintError(f"minting failed: {exc.strerror or exc}: {exc.filename}") from exc
+    finally:
+        runner.close()
+    return MintSummary(
+        batch_id=batch_id,
+        source=str(source),
+        store=str(store.root),
+        products=table.num_rows,
+        total_rows=ing.total_rows,
+        rejected_rows=rejected_rows,
+        rejects=rejects,
+        rejects_path=str(rejects_path) if rejects and rejects_path is not None else None,
+        root=root.hex(),
+        tree_size=table.num_rows,
+        commitment=info.commitment,
+        key_id=key.id,
+        workers=runner.workers,
+        elapsed=time.perf_counter() - started,
+    )
+
+
+def _hint_same_file(store: Store, con: Any, ing: Ingested, error: RowsRejectedError) -> None:
+    """If this exact file was minted before, say so: the likeliest reason for duplicates."""
+    row = con.execute(
+        "SELECT batch_id, created_at FROM batches WHERE source_sha256 = ? ORDER BY seq LIMIT 1",
+        [ing.source_sha256],
+    ).fetchone()
+    if row:
+        error.hint = f"this exact file was already minted as batch {row[0]} on {row[1]}"
+
+
+def _batch_info(
+    seq: int,
+    batch_id: str,
+    now: datetime,
+    label: str | None,
+    source: Path,
+    ing: Ingested,
+    table: pa.Table,
+    root: bytes,
+    key_id: str,
+    url_base: str,
+    rejected_rows: int,
+) -> BatchInfo:
+    from provmint.engine import CHUNK_ROWS
+
+    n = table.num_rows
+    parts = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
+    created = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "batch_id": batch_id,
+        "created_at": created,
+        "label": label,
+        "source": {"name": source.name, "sha256": ing.source_sha256,
+                   "bytes": ing.source_bytes, "rows": ing.total_rows},
+        "products": n,
+        "rejected": rejected_rows,
+        "columns": sorted(ing.columns),
+        "tree": {"profile": merkle.PROFILE, "size": n, "root": root.hex()},
+        "record_version": RECORD_VERSION,
+        "token_version": TOKEN_VERSION,
+        "key_id": key_id,
+        "url_base": url_base,
+        "parts": {"rows": CHUNK_ROWS, "count": parts},
+        "provmint_version": __version__,
+    }
+    digest = manifest_digest(manifest)
+    commitment = batch_commitment(batch_id, n, root, digest)
+    return BatchInfo(
+        seq=seq, batch_id=batch_id, created_at=created, label=label, source_name=source.name,
+        source_sha256=ing.source_sha256, products=n, rejected=rejected_rows,
+        tree_profile=merkle.PROFILE, tree_size=n, root=root.hex(),
+        manifest_digest=digest.hex(), commitment=commitment.hex(), key_id=key_id,
+        part_rows=CHUNK_ROWS, parts=parts, manifest=manifest,
+    )

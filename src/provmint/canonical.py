@@ -1,0 +1,178 @@
+"""FORMAT-CRITICAL: the byte encodings that tokens, leaves and batch commitments hash.
+
+Everything here is frozen. A change to any byte layout is a new version with a new tag,
+never an edit: proofs and printed labels live for years. Golden vectors in
+``tests/vectors/canonical.json`` pin every function.
+
+Encodings (all integers big-endian):
+
+``provmint-record/1`` (a product record, every column of its CSV row)::
+
+    b"PMR1" || u16 field_count || field...        fields sorted by name (bytewise)
+    field = u8 len(name) || name (ASCII) || u32 len(value) || value (UTF-8)
+
+    Names match ``[a-z][a-z0-9_]{0,63}``; ``gtin`` (14 digits) and ``serial`` are required.
+    Values are the CSV text as given (the GTIN normalized to 14 digits).
+
+``provmint-token/1`` (the message the issuer key authenticates)::
+
+    b"PMT1" || gtin14 (14 ASCII digits) || serial (ASCII)
+
+``provmint-leaf/1`` (the Merkle leaf data of a product)::
+
+    record bytes || token_commitment          token_commitment = SHA-256(b"PMC1" || token)
+
+    The token is secret-keyed, so sibling hashes in a proof reveal nothing usable about
+    other products, and the proof carries only the commitment, never the token.
+
+``provmint-batch/1`` (what anchoring commits to; binds root, size, id and manifest)::
+
+    SHA-256(b"PMB1" || u8 len(batch_id) || batch_id || u64 tree_size || root || manifest_digest)
+    manifest_digest = SHA-256(b"PMM1" || JCS(manifest))      (RFC 8785 for str/int/list/dict)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "BATCH_TAG",
+    "COMMIT_TAG",
+    "FIELD_NAME_PATTERN",
+    "MANIFEST_TAG",
+    "MAX_FIELDS",
+    "MAX_VALUE_BYTES",
+    "RECORD_MAGIC",
+    "RECORD_VERSION",
+    "TOKEN_TAG",
+    "TOKEN_VERSION",
+    "batch_commitment",
+    "canonical_json",
+    "encode_record",
+    "leaf_data",
+    "manifest_digest",
+    "token_commitment",
+    "token_message",
+]
+
+RECORD_VERSION = "provmint-record/1"
+TOKEN_VERSION = "provmint-token/1"
+RECORD_MAGIC = b"PMR1"
+TOKEN_TAG = b"PMT1"
+COMMIT_TAG = b"PMC1"
+BATCH_TAG = b"PMB1"
+MANIFEST_TAG = b"PMM1"
+
+FIELD_NAME_PATTERN = r"[a-z][a-z0-9_]{0,63}"
+MAX_FIELDS = 64
+"""At most this many columns per product: a bound for hostile proofs, generous for labels."""
+MAX_VALUE_BYTES = 4096
+"""At most this many UTF-8 bytes per value."""
+
+_NAME = re.compile(FIELD_NAME_PATTERN)
+
+
+def _check_fields(fields: Mapping[str, str]) -> None:
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"a record has at most {MAX_FIELDS} fields, got {len(fields)}")
+    for name, value in fields.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"invalid field name {name!r}")
+        if not isinstance(value, str):
+            raise ValueError(f"field {name!r} must be a string")
+    for required in ("gtin", "serial"):
+        if required not in fields:
+            raise ValueError(f"a record needs a {required!r} field")
+
+
+def encode_record(fields: Mapping[str, str]) -> bytes:
+    """Canonical ``provmint-record/1`` bytes of one product record.
+
+    Raises ValueError if a name or value breaks the rules above.
+    """
+    _check_fields(fields)
+    parts = [RECORD_MAGIC, struct.pack(">H", len(fields))]
+    for name in sorted(fields, key=lambda n: n.encode("ascii")):
+        raw_name = name.encode("ascii")
+        raw_value = fields[name].encode("utf-8")
+        if len(raw_value) > MAX_VALUE_BYTES:
+            raise ValueError(f"field {name!r} is longer than {MAX_VALUE_BYTES} bytes")
+        parts += [struct.pack(">B", len(raw_name)), raw_name]
+        parts += [struct.pack(">I", len(raw_value)), raw_value]
+    return b"".join(parts)
+
+
+def token_message(gtin14: str, serial: str) -> bytes:
+    """The ``provmint-token/1`` message for a product identity."""
+    if len(gtin14) != 14 or not gtin14.isascii() or not gtin14.isdigit():
+        raise ValueError("gtin14 must be 14 ASCII digits")
+    if not serial or not serial.isascii():
+        raise ValueError("serial must be non-empty ASCII")
+    return TOKEN_TAG + gtin14.encode("ascii") + serial.encode("ascii")
+
+
+def token_commitment(token: bytes) -> bytes:
+    """SHA-256 commitment to a raw token: what a leaf and a proof carry instead of it."""
+    return hashlib.sha256(COMMIT_TAG + token).digest()
+
+
+def leaf_data(fields: Mapping[str, str], commitment: bytes) -> bytes:
+    """``provmint-leaf/1`` data: the canonical record followed by the token commitment."""
+    if len(commitment) != 32:
+        raise ValueError("a token commitment is 32 bytes")
+    return encode_record(fields) + commitment
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) bytes of a JSON value made of str, int, bool, None, list and dict.
+
+    Floats are refused: their JCS form is subtle and provmint never needs them.
+    """
+
+    def check(v: Any) -> None:
+        if isinstance(v, float):
+            raise ValueError("floats are not allowed in canonical JSON")
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise ValueError("object keys must be strings")
+                check(item)
+        elif isinstance(v, list):
+            for item in v:
+                check(item)
+
+    check(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> bytes:
+    """SHA-256 over the canonical JSON of a batch manifest."""
+    return hashlib.sha256(MANIFEST_TAG + canonical_json(dict(manifest))).digest()
+
+
+def batch_commitment(batch_id: str, tree_size: int, root: bytes, manifest_hash: bytes) -> bytes:
+    """The ``provmint-batch/1`` commitment: binds root, tree size, batch id and manifest.
+
+    An RFC 9162 inclusion proof alone does not pin the tree size (a proof for size n can
+    also pass for n+1), so the size is committed next to the root.
+    """
+    raw_id = batch_id.encode("ascii")
+    if not 0 < len(raw_id) < 256:
+        raise ValueError("batch id must be 1-255 ASCII characters")
+    if not 0 < tree_size < 2**64 or len(root) != 32 or len(manifest_hash) != 32:
+        raise ValueError("bad tree size, root or manifest digest")
+    return hashlib.sha256(
+        BATCH_TAG
+        + struct.pack(">B", len(raw_id))
+        + raw_id
+        + struct.pack(">Q", tree_size)
+        + root
+        + manifest_hash
+    ).digest()

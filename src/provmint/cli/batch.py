@@ -1,0 +1,267 @@
+"""``provmint batch``: mint a CSV, list and show batches, export label files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from provmint.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    KeyFileOpt,
+    LockTimeoutOpt,
+    StoreOpt,
+    handle_errors,
+    print_json,
+    settings,
+    short,
+    stderr,
+    stdout,
+)
+
+if TYPE_CHECKING:
+    from provmint.batch import MintSummary
+    from provmint.errors import RowsRejectedError
+    from provmint.store import BatchInfo
+
+app = typer.Typer(rich_markup_mode=None, help="Mint, list, show and export batches.", no_args_is_help=True)
+
+SHOWN_REJECTS = 10
+
+
+def _progress(console: Any, enabled: bool) -> tuple[Any, Any]:
+    """A rich progress display and the callback that feeds it (no-op when disabled)."""
+    if not enabled:
+        return None, None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<26}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                        transient=True)
+    labels = {"read": "reading and validating", "check": "checking the store",
+              "mint": "minting", "commit": "committing"}
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(labels.get(phase, phase), total=total)
+        progress.update(tasks[phase], completed=done, total=total)
+
+    return progress, update
+
+
+def _show_rejects(error: RowsRejectedError) -> None:
+    from rich.markup import escape
+
+    console = stderr()
+    for reject in error.rejects[:SHOWN_REJECTS]:
+        console.print(escape(reject.describe(error.path)))
+    more = len(error.rejects) - SHOWN_REJECTS
+    if more > 0:
+        console.print(f"… and {more} more")
+    if error.rejects_path is not None:
+        console.print(f"All {len(error.rejects)} problems are listed in {error.rejects_path}")
+
+
+@app.command("create")
+@handle_errors
+def create(
+    csv_file: Annotated[Path, typer.Argument(metavar="FILE", help="Products CSV to mint.",
+                                             show_default=False)],
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Mint the valid rows and list the rest in the rejects file, "
+        "instead of refusing the whole batch.")] = False,
+    rejects: Annotated[Path | None, typer.Option(
+        "--rejects", help="Where to write rejected rows [default: ./<FILE stem>.rejects.csv]",
+        show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", "-j", min=1, max=256,
+        help="Worker processes [env: PROVMINT_WORKERS; default: CPU count]",
+        show_default=False)] = None,
+    url_base: Annotated[str | None, typer.Option(
+        "--url-base", help="Verification URL base [env: PROVMINT_URL_BASE; default: "
+        "https://id.example.com]", show_default=False)] = None,
+    label: Annotated[str | None, typer.Option("--label", help="A note kept with the batch.")] = None,
+    store: StoreOpt = None,
+    key_file: KeyFileOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Validate FILE, mint a token and URL per product, build the Merkle tree, store it.
+
+    Columns gtin and serial are required (any letter case; aliases such as EAN, UPC,
+    "Serial Number", SN, 01 and 21 are accepted); every other column is kept and
+    committed as given. Any invalid or already-minted row refuses the whole batch
+    unless --skip-invalid. Exit codes: 0 minted, 6 input rejected, 8 store busy,
+    9 no issuer key.
+
+    Examples:
+
+      provmint batch create examples/products.csv
+
+      provmint batch create big.csv --workers 2 --skip-invalid --json
+    """
+    from provmint.batch import mint_batch
+    from provmint.errors import RowsRejectedError
+
+    cfg = settings(store, key_file, config, workers=workers, url_base=url_base,
+                   lock_timeout=lock_timeout)
+    rejects_path = rejects or Path.cwd() / f"{csv_file.stem}.rejects.csv"
+    err = stderr()
+    progress, update = _progress(err, enabled=not json and err.is_terminal)
+    try:
+        if progress is not None:
+            progress.start()
+        summary = mint_batch(
+            csv_file, settings=cfg, skip_invalid=skip_invalid, rejects_path=rejects_path,
+            label=label, progress=update,
+            on_wait=lambda who: err.print(f"waiting for the store: {who} holds it"),
+        )
+    except RowsRejectedError as exc:
+        if progress is not None:
+            progress.stop()
+        if not json:
+            _show_rejects(exc)
+        raise
+    finally:
+        if progress is not None:
+            progress.stop()
+    if json:
+        print_json(summary.to_json())
+    else:
+        _summary(summary)
+
+
+def _summary(s: MintSummary) -> None:
+    from rich.table import Table
+
+    out = stdout()
+    out.print(f"[bold green]Minted batch {s.batch_id}[/]")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("products", f"{s.products:,} of {s.total_rows:,} rows")
+    grid.add_row("rejected", f"{s.rejected_rows:,}" + (f"  (see {s.rejects_path})"
+                                                         if s.rejects_path else ""))
+    grid.add_row("merkle root", s.root)
+    grid.add_row("commitment", s.commitment)
+    grid.add_row("key", s.key_id)
+    grid.add_row("elapsed", f"{s.elapsed:.2f} s  ({s.rate:,.0f} products/s, "
+                            f"{s.workers} worker{'s' if s.workers > 1 else ''})")
+    grid.add_row("store", s.store)
+    out.print(grid)
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List the batches in the store, oldest first.
+
+    Example: provmint batch list --json
+    """
+    from rich.table import Table
+
+    from provmint.products import list_batches
+
+    batches = list_batches(settings(store, None, config, lock_timeout=lock_timeout))
+    if json:
+        print_json([b.to_json() for b in batches])
+        return
+    if not batches:
+        stdout().print("No batches yet. Mint one with: provmint batch create FILE")
+        return
+    table = Table(title="Batches", title_justify="left")
+    for column, justify in (("batch", "left"), ("created", "left"), ("products", "right"),
+                            ("rejected", "right"), ("source", "left"), ("root", "left"),
+                            ("anchor", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for b in batches:
+        table.add_row(b.batch_id, b.created_at, f"{b.products:,}", f"{b.rejected:,}",
+                      b.source_name, short(b.root), "pending")
+    stdout().print(table)
+
+
+def _show(b: BatchInfo) -> None:
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    m = b.manifest
+    rows = [
+        ("batch", b.batch_id), ("created", b.created_at), ("label", b.label or ""),
+        ("source", f"{m['source']['name']}  ({m['source']['rows']:,} rows, "
+                   f"sha256 {m['source']['sha256']})"),
+        ("products", f"{b.products:,}"), ("rejected", f"{b.rejected:,}"),
+        ("columns", ", ".join(b.columns)),
+        ("tree", f"{b.tree_profile}, {b.tree_size:,} leaves"), ("merkle root", b.root),
+        ("manifest digest", b.manifest_digest), ("commitment", b.commitment),
+        ("key", b.key_id), ("record format", m["record_version"]),
+        ("token format", m["token_version"]), ("url base", m["url_base"]),
+        ("provmint", m["provmint_version"]), ("anchor", "pending (not anchored yet)"),
+    ]
+    for name, value in rows:
+        grid.add_row(name, value)
+    stdout().print(grid)
+
+
+@app.command("show")
+@handle_errors
+def show(
+    batch: Annotated[str, typer.Argument(metavar="ID", help="Batch id or unique prefix.",
+                                         show_default=False)],
+    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show one batch: manifest, root, commitment, anchor state.
+
+    Example: provmint batch show 20261128-4884
+    """
+    from provmint.products import show_batch
+
+    info = show_batch(settings(store, None, config, lock_timeout=lock_timeout), batch)
+    if json:
+        print_json(info.to_json())
+    else:
+        _show(info)
+
+
+@app.command("export")
+@handle_errors
+def export(
+    batch: Annotated[str, typer.Argument(metavar="ID", help="Batch id or unique prefix.",
+                                         show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f",
+                                     help="csv or parquet.")] = "csv",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output file [default: standard output, CSV only]",
+        show_default=False)] = None,
+    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+) -> None:
+    """Export the label-printer file: gtin, serial, lot, expiry, token, url.
+
+    Examples:
+
+      provmint batch export 20261128-4884 -o labels.csv
+
+      provmint batch export 20261128-4884 --format parquet -o labels.parquet
+    """
+    from provmint.products import export_labels
+
+    count = export_labels(settings(store, None, config, lock_timeout=lock_timeout), batch, out,
+                          fmt=fmt)
+    if out is not None:
+        stderr().print(f"Wrote {count:,} labels to {out}")

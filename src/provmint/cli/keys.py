@@ -1,0 +1,84 @@
+"""``provmint keys``: create, rotate and list issuer keys (never shows a secret)."""
+
+from __future__ import annotations
+
+import typer
+
+from provmint.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    KeyFileOpt,
+    handle_errors,
+    print_json,
+    settings,
+    stdout,
+)
+
+app = typer.Typer(rich_markup_mode=None, 
+    help="Manage the issuer key that authenticates every token.",
+    no_args_is_help=True,
+)
+
+
+@app.command("init")
+@handle_errors
+def init(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """Create a key file (mode 0600) with one fresh 256-bit issuer key.
+
+    Never overwrites an existing file. Back the file up: tokens cannot be checked
+    without it.
+
+    Example: provmint keys init --key-file /etc/provmint/keys.json
+    """
+    from provmint.keys import init_keyring
+
+    cfg = settings(key_file=key_file, config=config)
+    key = init_keyring(cfg.key_file)
+    if json:
+        print_json({"key_file": str(cfg.key_file), "key_id": key.id, "created_at": key.created_at})
+        return
+    stdout().print(f"Created issuer key [bold]{key.id}[/] in {cfg.key_file} (mode 0600).")
+    stdout().print("Back this file up: printed tokens can only be checked with it.")
+
+
+@app.command("rotate")
+@handle_errors
+def rotate(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """Make a new active key; older keys stay in the file and keep verifying.
+
+    Example: provmint keys rotate
+    """
+    from provmint.keys import rotate_key
+
+    cfg = settings(key_file=key_file, config=config)
+    new, old = rotate_key(cfg.key_file)
+    if json:
+        print_json({"key_file": str(cfg.key_file), "active": new.id, "retired": old.id})
+        return
+    stdout().print(f"New active key [bold]{new.id}[/]; {old.id} retired (still verifies).")
+
+
+@app.command("list")
+@handle_errors
+def list_keys(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """List key ids, status and dates (never the secrets).
+
+    Example: provmint keys list --json
+    """
+    from rich.table import Table
+
+    from provmint.keys import load_keyring
+
+    cfg = settings(key_file=key_file, config=config)
+    ring = load_keyring(cfg.key_file)
+    rows = [{"id": k.id, "status": k.status, "created_at": k.created_at,
+             "retired_at": k.retired_at} for k in ring.keys]
+    if json:
+        print_json({"key_file": str(cfg.key_file), "keys": rows})
+        return
+    table = Table(title=f"Issuer keys in {cfg.key_file}", title_justify="left")
+    for column in ("id", "status", "created", "retired"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["id"], r["status"], r["created_at"], r["retired_at"] or "")
+    stdout().print(table)

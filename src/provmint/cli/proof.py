@@ -1,0 +1,169 @@
+"""``provmint proof export``, ``provmint product show`` and ``provmint token verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from provmint.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    KeyFileOpt,
+    LockTimeoutOpt,
+    StoreOpt,
+    handle_errors,
+    print_json,
+    settings,
+    stderr,
+    stdout,
+)
+
+app = typer.Typer(rich_markup_mode=None, help="Export inclusion proofs.", no_args_is_help=True)
+product_app = typer.Typer(rich_markup_mode=None, help="Look products up.", no_args_is_help=True)
+token_app = typer.Typer(rich_markup_mode=None, help="Check printed tokens against the issuer key.", no_args_is_help=True)
+
+GtinOpt = Annotated[str | None, typer.Option("--gtin", help="GTIN-8/12/13/14 of the product.",
+                                             show_default=False)]
+SerialOpt = Annotated[str | None, typer.Option("--serial", help="Serial number.",
+                                               show_default=False)]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="The product's printed token.",
+                                              show_default=False)]
+
+
+@app.command("export")
+@handle_errors
+def export(
+    gtin: GtinOpt = None,
+    serial: SerialOpt = None,
+    token: TokenOpt = None,
+    batch: Annotated[str | None, typer.Option(
+        "--batch", help="With --all: the batch whose proofs to export.",
+        show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Export the proof of every product of "
+                                       "--batch.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f",
+                                     help="For --all: jsonl or parquet.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output file [default: standard output; required with --all]",
+        show_default=False)] = None,
+    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+) -> None:
+    """Export a self-contained proof (provmint-proof/1) for one product or a whole batch.
+
+    Examples:
+
+      provmint proof export --gtin 09520123450014 --serial 546CAWQDCR56 -o proof.json
+
+      provmint proof export --token 52VqMUmlXpKNjHggOl1ALg
+
+      provmint proof export --batch 20261128-4884 --all -o proofs.jsonl
+    """
+    from provmint.errors import ConfigError
+    from provmint.proofs import proof_to_json
+
+    cfg = settings(store, None, config, lock_timeout=lock_timeout)
+    if all_:
+        if batch is None or out is None:
+            raise ConfigError("--all needs --batch ID and --out FILE")
+        _export_all(cfg, batch, out, fmt)
+        return
+    if batch is not None:
+        raise ConfigError("--batch is for --all; find one product by --gtin/--serial or --token")
+    doc = proof_to_json(_one(cfg, gtin, serial, token))
+    if out is None:
+        typer.echo(doc)
+    else:
+        out.write_text(doc + "\n", encoding="utf-8")
+        stderr().print(f"Wrote proof to {out}")
+
+
+def _one(cfg: object, gtin: str | None, serial: str | None, token: str | None) -> dict[str, object]:
+    from provmint.products import export_proof
+
+    return export_proof(cfg, gtin=gtin, serial=serial, token=token)  # type: ignore[arg-type]
+
+
+def _export_all(cfg: object, batch: str, out: Path, fmt: str) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from provmint.products import export_batch_proofs
+
+    err = stderr()
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("proofs", total=None)
+        info, count = export_batch_proofs(
+            cfg, batch, out, fmt=fmt,  # type: ignore[arg-type]
+            progress=lambda done, total: progress.update(task, completed=done, total=total))
+    err.print(f"Wrote {count:,} proofs of batch {info.batch_id} to {out}")
+
+
+@product_app.command("show")
+@handle_errors
+def show(
+    gtin: GtinOpt = None, serial: SerialOpt = None, token: TokenOpt = None,
+    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show a product by --gtin and --serial, or by --token.
+
+    Examples:
+
+      provmint product show --gtin 09520123450014 --serial 546CAWQDCR56
+
+      provmint product show --token 52VqMUmlXpKNjHggOl1ALg --json
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from provmint.products import find_product
+
+    product = find_product(settings(store, None, config, lock_timeout=lock_timeout),
+                           gtin=gtin, serial=serial, token=token)
+    if json:
+        print_json(product.to_json())
+        return
+    table = Table(title=f"Product #{product.leaf_index} of batch {product.batch.batch_id}",
+                  title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in product.record.items():
+        table.add_row(name, escape(value))
+    table.add_row("token", product.token)
+    table.add_row("url", escape(product.url))
+    table.add_row("anchor", "pending (not anchored yet)")
+    stdout().print(table)
+
+
+@token_app.command("verify")
+@handle_errors
+def verify_token(
+    token: Annotated[str, typer.Argument(help="The printed token.", show_default=False)],
+    gtin: Annotated[str, typer.Option("--gtin", help="GTIN of the product.",
+                                      show_default=False)],
+    serial: Annotated[str, typer.Option("--serial", help="Serial of the product.",
+                                        show_default=False)],
+    key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonOpt = False,
+) -> None:
+    """Check a token against the issuer keys (any key in the key file, constant time).
+
+    Exit codes: 0 genuine, 3 not a token of this product.
+
+    Example: provmint token verify 52VqMUmlXpKNjHggOl1ALg --gtin 09520123450014
+    --serial 546CAWQDCR56
+    """
+    from provmint.errors import EXIT_INVALID
+    from provmint.products import verify_token as check
+
+    result = check(settings(None, key_file, config), token, gtin, serial)
+    if json:
+        print_json(result.to_json())
+    elif result.valid:
+        stdout().print(f"[bold green]VALID[/]: token of GTIN {result.gtin} serial "
+                       f"{result.serial} (key {result.key_id})")
+    else:
+        stdout().print(f"[bold red]INVALID[/]: not a token of GTIN {result.gtin} serial "
+                       f"{result.serial} under any issuer key")
+    raise typer.Exit(0 if result.valid else EXIT_INVALID)

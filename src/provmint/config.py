@@ -1,0 +1,210 @@
+"""Settings, resolved once: command-line flags > ``PROVMINT_*`` environment > config file >
+defaults. This is the only module that reads the environment.
+
+The config file is TOML, at ``$PROVMINT_CONFIG`` or ``$XDG_CONFIG_HOME/provmint/config.toml``
+(``~/.config/provmint/config.toml``)::
+
+    store = "/srv/provmint/store"
+    key_file = "/etc/provmint/issuer-keys.json"
+    url_base = "https://id.example-brand.com"
+    workers = 2
+    lock_timeout = 60
+
+Secrets never live in the config file: the issuer key has its own 0600 key file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from provmint.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_URL_BASE",
+    "Secret",
+    "Settings",
+    "default_config_file",
+    "resolve_settings",
+]
+
+DEFAULT_URL_BASE = "https://id.example.com"
+"""Placeholder verification domain (RFC 2606 reserves example.com); set your own."""
+DEFAULT_LOCK_TIMEOUT = 60.0
+"""Seconds a command waits for another provmint process to release the store."""
+
+_KNOWN_KEYS = {"store", "key_file", "url_base", "workers", "lock_timeout"}
+
+
+class Secret:
+    """A secret value whose repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        """The secret itself; call only where it is used."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("secrets are not pickled")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Resolved settings for one provmint invocation."""
+
+    store: Path
+    key_file: Path
+    url_base: str = DEFAULT_URL_BASE
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    config_file: Path | None = None
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    base = env.get(var) or str(Path(env.get("HOME", str(Path.home()))) / fallback)
+    return Path(base)
+
+
+def default_config_file(env: Mapping[str, str] | None = None) -> Path:
+    """Where the config file is looked for."""
+    env = os.environ if env is None else env
+    if env.get("PROVMINT_CONFIG"):
+        return Path(env["PROVMINT_CONFIG"]).expanduser()
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "provmint" / "config.toml"
+
+
+def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: config file not found") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - _KNOWN_KEYS - {"chains"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting {unknown[0]!r}",
+            hint=f"known settings: {', '.join(sorted(_KNOWN_KEYS))}",
+        )
+    return data
+
+
+def _check_url_base(value: str, source: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"{source}: url base {value!r} must be an http(s) URL with a host")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{source}: url base {value!r} must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _positive_int(value: Any, source: str, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a whole number, got {value!r}") from None
+    if not 1 <= number <= 256:
+        raise ConfigError(f"{source}: {name} must be between 1 and 256, got {number}")
+    return number
+
+
+def _timeout(value: Any, source: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: lock_timeout must be a number, got {value!r}") from None
+    if not 0 <= number <= 86400:
+        raise ConfigError(f"{source}: lock_timeout must be between 0 and 86400 seconds")
+    return number
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_settings(
+    *,
+    store: Path | str | None = None,
+    key_file: Path | str | None = None,
+    url_base: str | None = None,
+    workers: int | None = None,
+    lock_timeout: float | None = None,
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting once: explicit argument, then environment, then file, then
+    default. Raises ConfigError naming the source of a bad value."""
+    env = os.environ if env is None else env
+    explicit_file = config_file is not None or bool(env.get("PROVMINT_CONFIG"))
+    cfg_path = Path(config_file).expanduser() if config_file else default_config_file(env)
+    file_values = _load_file(cfg_path, explicit_file)
+
+    def pick(arg: Any, env_name: str, key: str) -> tuple[Any, str]:
+        if arg is not None:
+            return arg, "option"
+        if env.get(env_name):
+            return env[env_name], env_name
+        if key in file_values:
+            return file_values[key], f"{cfg_path} ({key})"
+        return None, "default"
+
+    store_v, _ = pick(store, "PROVMINT_STORE", "store")
+    store_path = (
+        Path(store_v).expanduser()
+        if store_v is not None
+        else _xdg(env, "XDG_DATA_HOME", ".local/share") / "provmint" / "store"
+    )
+    key_v, _ = pick(key_file, "PROVMINT_KEY_FILE", "key_file")
+    key_path = (
+        Path(key_v).expanduser()
+        if key_v is not None
+        else _xdg(env, "XDG_CONFIG_HOME", ".config") / "provmint" / "keys.json"
+    )
+    if _is_within(key_path, store_path):
+        raise ConfigError(
+            f"key file {key_path} is inside the product store {store_path}",
+            hint="keep the issuer key outside the store: stores are copied and shared",
+        )
+    url_v, url_src = pick(url_base, "PROVMINT_URL_BASE", "url_base")
+    url = _check_url_base(str(url_v), url_src) if url_v is not None else DEFAULT_URL_BASE
+    workers_v, workers_src = pick(workers, "PROVMINT_WORKERS", "workers")
+    n_workers = (
+        _positive_int(workers_v, workers_src, "workers")
+        if workers_v is not None
+        else (os.cpu_count() or 1)
+    )
+    timeout_v, timeout_src = pick(lock_timeout, "PROVMINT_LOCK_TIMEOUT", "lock_timeout")
+    timeout = _timeout(timeout_v, timeout_src) if timeout_v is not None else DEFAULT_LOCK_TIMEOUT
+    return Settings(
+        store=store_path,
+        key_file=key_path,
+        url_base=url,
+        workers=n_workers,
+        lock_timeout=timeout,
+        config_file=cfg_path if cfg_path.exists() else None,
+    )

@@ -1,0 +1,301 @@
+"""The minting hot path: one aligned chunk of validated rows -> tokens, leaves, subtree
+levels, URLs and a Parquet part file.
+
+A chunk holds ``2^k`` rows starting at a multiple of ``2^k`` (the last chunk may be
+shorter), so its subtree is a node of the batch's RFC 9162 tree and chunks are reduced
+independently: in worker processes, or in this process for small batches. Both paths run
+:func:`mint_chunk`, so their results are identical by construction (and tested).
+
+Row encodings are built over whole Arrow columns; only the three hashes per row (token
+HMAC, token commitment, leaf) and the tree's node hashes run in a Python loop, with
+precomputed HMAC pads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from provmint import gs1, merkle
+from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
+from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
+
+try:
+    from provmint import _native  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised on machines without a C compiler
+    _native = None
+
+__all__ = [
+    "CHUNK_ROWS",
+    "NATIVE",
+    "ChunkResult",
+    "ChunkTask",
+    "init_worker",
+    "mint_chunk",
+    "record_bytes_column",
+    "table_from_ipc",
+    "table_to_ipc",
+    "warm_up",
+]
+
+CHUNK_ROWS = 1 << 16
+"""Rows per chunk and per Parquet part file (a power of two: see the module docstring)."""
+ROW_GROUP_ROWS = 1 << 14
+"""Parquet row group size: a product lookup decodes one group of this many rows."""
+
+NATIVE = _native is not None
+"""Whether the C hashing loops are available (otherwise the same work runs in Python)."""
+
+_SECRET: bytes | None = None
+_UNIQUE_COLUMNS = ("leaf_index", "serial", "token", "url")
+_UNRESERVED = r"^[A-Za-z0-9._~-]*$"
+
+
+def init_worker(secret: bytes) -> None:
+    """Process-pool initializer: keep the issuer secret in this worker only."""
+    global _SECRET
+    _SECRET = secret
+
+
+def warm_up() -> int:
+    """A no-op task that makes a fresh worker import its modules while the parent reads."""
+    return os.getpid()
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTask:
+    """What a worker needs to mint one chunk (the rows travel as Arrow IPC bytes)."""
+
+    index: int
+    start: int
+    rows_ipc: bytes
+    part_path: str
+    tree_path: str
+    level_offsets: tuple[int, ...]
+    top_level: int
+    url_base: str
+    secret: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """What comes back: the chunk's subtree root and the token index entries."""
+
+    index: int
+    rows: int
+    root: bytes
+    token_prefixes: bytes
+
+
+def table_to_ipc(table: pa.Table) -> bytes:
+    """Serialize a (sliced) table compactly: IPC copies only the slice, pickle would not."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def table_from_ipc(data: bytes) -> pa.Table:
+    """Inverse of :func:`table_to_ipc`."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+Part = bytes | tuple[str, pa.Array] | tuple[str, pa.Array, bytes]
+"""One piece of a per-row concatenation: constant bytes, ``("col", array)`` (the value),
+``("len32", array)`` (the value's length as u32 big-endian) or ``("opt", array, prefix)``
+(prefix and value, or nothing for an empty value)."""
+
+
+def concat_parts(n: int, parts: list[Part], *, text: bool = False) -> pa.Array:
+    """Concatenate ``parts`` row by row into one binary (or string) array of ``n`` rows."""
+    if _native is not None:
+        native: list[Any] = []
+        for part in parts:
+            if isinstance(part, bytes):
+                native.append(part)
+            else:
+                offsets, data = _buffers(part[1])
+                native.append((part[0], offsets, data if data is not None else b"", *part[2:]))
+        offsets_raw, data_raw = _native.concat(n, native)
+        return pa.Array.from_buffers(pa.string() if text else pa.binary(), n,
+                                     [None, pa.py_buffer(offsets_raw), pa.py_buffer(data_raw)])
+    arrow: list[Any] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            arrow.append(pa.scalar(part, pa.binary()))
+        elif part[0] == "col":
+            arrow.append(part[1].cast(pa.binary()))
+        elif part[0] == "len32":
+            arrow.append(_be_u32(pc.binary_length(part[1])))
+        else:
+            values = part[1].cast(pa.binary())
+            joined = pc.binary_join_element_wise(pa.scalar(part[2], pa.binary()), values, b"")
+            arrow.append(pc.if_else(pc.equal(values, b""), pa.scalar(b"", pa.binary()), joined))
+    out = pc.binary_join_element_wise(*arrow, b"")
+    out = out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+    return out.cast(pa.string()) if text else out
+
+
+def _be_u32(lengths: pa.Array) -> pa.Array:
+    raw = lengths.to_numpy(zero_copy_only=False).astype(">u4").tobytes()
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(lengths), [None, pa.py_buffer(raw)])
+    return fixed.cast(pa.binary())
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def record_bytes_column(table: pa.Table) -> pa.Array:
+    """``provmint-record/1`` bytes of every row, built over whole columns.
+
+    Must equal :func:`provmint.canonical.encode_record` row by row (a property test pins it).
+    """
+    names = sorted(table.column_names, key=lambda n: n.encode("ascii"))
+    parts: list[Part] = [RECORD_MAGIC + struct.pack(">H", len(names))]
+    for name in names:
+        raw_name = name.encode("ascii")
+        values = _column(table, name)
+        parts += [struct.pack(">B", len(raw_name)) + raw_name, ("len32", values), ("col", values)]
+    return concat_parts(table.num_rows, parts)
+
+
+def _percent_encoded(values: pa.Array) -> pa.Array:
+    if pc.all(pc.ascii_is_alnum(values)).as_py():  # the usual case, and cheaper than a regex
+        return values
+    needs = pc.invert(pc.match_substring_regex(values, pattern=_UNRESERVED))
+    if not pc.any(needs).as_py():
+        return values
+    encoded = [gs1.percent_encode(v) if n else v
+               for v, n in zip(values.to_pylist(), needs.to_pylist(), strict=True)]
+    return pa.array(encoded, type=pa.string())
+
+
+def _token_strings(tokens: bytes, n: int) -> pa.Array:
+    """Unpadded base64url of every 16-byte token at once (18 bytes -> 24 chars, first 22)."""
+    raw = np.zeros((n, 18), dtype=np.uint8)
+    raw[:, :TOKEN_BYTES] = np.frombuffer(tokens, dtype=np.uint8).reshape(n, TOKEN_BYTES)
+    text = np.frombuffer(base64.urlsafe_b64encode(raw.tobytes()), dtype=np.uint8).reshape(n, 24)
+    data = np.ascontiguousarray(text[:, :TOKEN_CHARS]).tobytes()
+    offsets = np.arange(0, (n + 1) * TOKEN_CHARS, TOKEN_CHARS, dtype=np.int32).tobytes()
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _urls(table: pa.Table, tokens: pa.Array, url_base: str) -> pa.Array:
+    """GS1 Digital Link verification URL of every row (see :func:`provmint.gs1.digital_link`)."""
+    parts: list[Part] = [(url_base.rstrip("/") + "/01/").encode(), ("col", _column(table, "gtin"))]
+    if "lot" in table.column_names:
+        parts.append(("opt", _percent_encoded(_column(table, "lot")), b"/10/"))
+    parts += [b"/21/", ("col", _percent_encoded(_column(table, "serial"))), b"?t=",
+              ("col", tokens)]
+    return concat_parts(table.num_rows, parts, text=True)
+
+
+def _buffers(arr: pa.Array) -> tuple[np.ndarray, Any]:
+    """The absolute int32 offsets and the data buffer of a binary array (zero copy)."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1,
+                            offset=arr.offset * 4)
+    return offsets, arr.buffers()[2]
+
+
+def hash_rows(ids: pa.Array, records: pa.Array, secret: bytes) -> tuple[bytes, bytes]:
+    """Tokens (16 bytes each) and leaf hashes (32 bytes each) of every row, concatenated.
+
+    ``ids`` holds ``gtin14 || serial`` and ``records`` the canonical record bytes of each
+    row (binary arrays). Runs in C when the native module is built, else in Python.
+    """
+    if _native is not None and len(secret) <= 64:
+        id_offsets, id_data = _buffers(ids)
+        rec_offsets, rec_data = _buffers(records)
+        tokens, leaves = _native.hash_rows(secret, TOKEN_TAG, COMMIT_TAG, id_offsets, id_data,
+                                           rec_offsets, rec_data)
+        return tokens, leaves
+    return _hash_rows_py(ids.to_pylist(), records.to_pylist(), secret)
+
+
+def _hash_rows_py(ids: list[bytes], records: list[bytes], secret: bytes) -> tuple[bytes, bytes]:
+    inner, outer = hmac_states(secret)
+    inner_copy, outer_copy = inner.copy, outer.copy
+    sha256 = hashlib.sha256
+    tokens = bytearray()
+    leaves = bytearray()
+    add_token, add_leaf = tokens.extend, leaves.extend
+    for ident, record in zip(ids, records, strict=True):
+        h = inner_copy()
+        h.update(ident)
+        o = outer_copy()
+        o.update(h.digest())
+        token = o.digest()[:TOKEN_BYTES]
+        add_token(token)
+        add_leaf(sha256(b"\x00" + record + sha256(COMMIT_TAG + token).digest()).digest())
+    return bytes(tokens), bytes(leaves)
+
+
+def _write_levels(task: ChunkTask, levels: list[bytes]) -> None:
+    fd = os.open(task.tree_path, os.O_WRONLY)
+    try:
+        for level in range(task.top_level + 1):
+            # Above the chunk's own height a short last chunk's root is promoted unchanged.
+            node = levels[level] if level < len(levels) else levels[-1]
+            os.pwrite(fd, node, task.level_offsets[level] + merkle.HASH_SIZE * (task.start >> level))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mint_chunk(task: ChunkTask) -> ChunkResult:
+    """Mint one chunk: hash, write its subtree into the tree file and its Parquet part."""
+    secret = task.secret if task.secret is not None else _SECRET
+    if secret is None:
+        raise RuntimeError("worker started without an issuer secret")
+    table = table_from_ipc(task.rows_ipc)
+    n = table.num_rows
+    ids = concat_parts(n, [("col", _column(table, "gtin")), ("col", _column(table, "serial"))])
+    tokens, leaves = hash_rows(ids, record_bytes_column(table), secret)
+    del ids
+
+    levels = merkle.build_levels(leaves)
+    _write_levels(task, levels)
+
+    token_text = _token_strings(tokens, n)
+    columns = {"leaf_index": pa.array(np.arange(task.start, task.start + n, dtype=np.int64))}
+    for name in table.column_names:
+        columns[name] = _column(table, name)
+    columns["token"] = token_text
+    columns["url"] = _urls(table, token_text, task.url_base)
+    part = pa.table(columns)
+    _write_part(part, Path(task.part_path))
+    prefixes = np.frombuffer(tokens, dtype=np.uint8).reshape(n, TOKEN_BYTES)[:, :8]
+    return ChunkResult(
+        index=task.index,
+        rows=n,
+        root=levels[-1],
+        token_prefixes=np.ascontiguousarray(prefixes).tobytes(),
+    )
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    with open(path, "wb") as fh:
+        pq.write_table(
+            table,
+            fh,
+            compression_level={c: 1 for c in table.column_names if c != "token"},
+            row_group_size=ROW_GROUP_ROWS,
+            use_dictionary=[c for c in table.column_names if c not in _UNIQUE_COLUMNS],
+            # Random tokens do not compress; URLs do (shared prefix).
+            compression={c: "none" if c == "token" else "zstd" for c in table.column_names},
+            write_statistics=["leaf_index"],
+        )
+        fh.flush()
+        os.fsync(fh.fileno())

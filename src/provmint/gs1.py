@@ -1,0 +1,179 @@
+"""GS1 rules provmint relies on: GTIN check digits, the CSET 82 serial alphabet, expiry
+dates, and the GS1 Digital Link form of a verification URL.
+
+Pure functions, no I/O. The vectorized validators in :mod:`provmint.ingest` implement the
+same rules over whole columns; tests pin the two against each other.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+__all__ = [
+    "CSET82_PATTERN",
+    "GTIN_LENGTHS",
+    "SERIAL_MAX",
+    "FieldProblem",
+    "check_expiry",
+    "check_lot",
+    "check_serial",
+    "digital_link",
+    "gtin_check_digit",
+    "normalize_gtin",
+    "percent_encode",
+]
+
+GTIN_LENGTHS = (8, 12, 13, 14)
+"""GTIN-8, GTIN-12 (UPC-A), GTIN-13 (EAN-13) and GTIN-14; all are carried as 14 digits."""
+
+SERIAL_MAX = 20
+"""AI (21) serial and AI (10) lot are X..20: 1 to 20 characters of CSET 82."""
+
+_CSET82_CLASS = "!\"%&'()*+,\\-./0-9:;<=>?A-Z_a-z"
+CSET82_PATTERN = f"^[{_CSET82_CLASS}]{{1,{SERIAL_MAX}}}$"
+"""RE2/Python pattern of a valid serial or lot (GS1 AI encodable character set 82)."""
+
+_CSET82_CHAR = re.compile(f"[{_CSET82_CLASS}]")
+_SCIENTIFIC = re.compile(r"^[0-9](\.[0-9]+)?[eE][+-]?[0-9]+$")
+_ISO_DATE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
+_GS1_DATE = re.compile(r"^([0-9]{2})([0-9]{2})([0-9]{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """Why one value is invalid: a stable machine code and a human reason."""
+
+    code: str
+    reason: str
+
+
+def gtin_check_digit(body: str) -> int:
+    """GS1 mod-10 check digit of ``body`` (all digits except the check digit).
+
+    Weights 3, 1, 3, ... run from the rightmost digit, so one routine serves every length.
+
+    >>> gtin_check_digit("0952012345001")
+    4
+    """
+    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    return (10 - total % 10) % 10
+
+
+def normalize_gtin(value: str) -> str | FieldProblem:
+    """Return the 14-digit form of a GTIN-8/12/13/14, or the problem with it.
+
+    Surrounding whitespace is ignored (spreadsheet damage); anything else is reported.
+    """
+    text = value.strip()
+    if not text:
+        return FieldProblem("gtin_empty", "GTIN is empty")
+    if _SCIENTIFIC.match(text):
+        return FieldProblem(
+            "gtin_scientific",
+            "GTIN is in scientific notation (a spreadsheet converted it to a number); "
+            "export the column as text",
+        )
+    if not text.isascii() or not text.isdigit():
+        return FieldProblem("gtin_not_digits", "GTIN must contain digits only")
+    if len(text) not in GTIN_LENGTHS:
+        return FieldProblem(
+            "gtin_length", f"GTIN has {len(text)} digits; expected 8, 12, 13 or 14"
+        )
+    padded = text.rjust(14, "0")
+    expected = gtin_check_digit(padded[:13])
+    if int(padded[13]) != expected:
+        return FieldProblem(
+            "gtin_check_digit", f"GTIN check digit is {padded[13]}, expected {expected}"
+        )
+    return padded
+
+
+def _first_bad_char(value: str) -> str:
+    for ch in value:
+        if not _CSET82_CHAR.fullmatch(ch):
+            return ch
+    return ""
+
+
+def _describe_char(ch: str) -> str:
+    names = {" ": "a space", "\t": "a tab", "\u00a0": "a no-break space"}
+    if ch in names:
+        return names[ch]
+    if ord(ch) < 32 or ord(ch) == 127:
+        return f"control character U+{ord(ch):04X}"
+    return f"{ch!r} (U+{ord(ch):04X})"
+
+
+def _check_x20(value: str, what: str, code: str) -> FieldProblem | None:
+    if not value:
+        return FieldProblem(f"{code}_empty", f"{what} is empty")
+    if len(value) > SERIAL_MAX:
+        return FieldProblem(
+            f"{code}_too_long", f"{what} has {len(value)} characters; at most {SERIAL_MAX}"
+        )
+    bad = _first_bad_char(value)
+    if bad:
+        return FieldProblem(
+            f"{code}_charset",
+            f"{what} contains {_describe_char(bad)}, not allowed in GS1 CSET 82",
+        )
+    return None
+
+
+def check_serial(value: str) -> FieldProblem | None:
+    """Problem with a serial (AI 21: 1-20 characters of CSET 82), or None if valid."""
+    return _check_x20(value, "serial", "serial")
+
+
+def check_lot(value: str) -> FieldProblem | None:
+    """Problem with a non-empty lot (AI 10: 1-20 characters of CSET 82), or None."""
+    return _check_x20(value, "lot", "lot") if value else None
+
+
+def check_expiry(value: str) -> FieldProblem | None:
+    """Problem with a non-empty expiry date, or None.
+
+    Accepted: ISO ``YYYY-MM-DD`` and GS1 ``YYMMDD``. A day of ``00`` means the last day
+    of the month (GS1 AI 17). The value is committed as given; this only checks it is a
+    real date.
+    """
+    if not value:
+        return None
+    m = _ISO_DATE.match(value)
+    if m:
+        year = int(m.group(1))
+    else:
+        m = _GS1_DATE.match(value)
+        if not m:
+            return FieldProblem(
+                "expiry_format", "expiry must be YYYY-MM-DD or GS1 YYMMDD"
+            )
+        year = 2000 + int(m.group(1))
+    month, day = int(m.group(2)), int(m.group(3))
+    if not 1 <= month <= 12:
+        return FieldProblem("expiry_date", f"expiry month {month:02d} does not exist")
+    if day > calendar.monthrange(year, month)[1]:
+        return FieldProblem("expiry_date", f"expiry day {day:02d} does not exist in that month")
+    return None
+
+
+def percent_encode(value: str) -> str:
+    """Percent-encode a Digital Link path or query value (everything but RFC 3986
+    unreserved characters, so ``/`` inside a serial cannot split the path)."""
+    return quote(value, safe="")
+
+
+def digital_link(base: str, gtin14: str, serial: str, lot: str, token: str) -> str:
+    """The verification URL of one product, in GS1 Digital Link form.
+
+    ``{base}/01/{gtin14}/10/{lot}/21/{serial}?t={token}``; the lot segment only when the
+    lot is not empty. Qualifiers keep GS1's fixed order (22, 10, 21).
+    """
+    lot_part = f"/10/{percent_encode(lot)}" if lot else ""
+    return (
+        f"{base.rstrip('/')}/01/{gtin14}{lot_part}/21/{percent_encode(serial)}"
+        f"?t={percent_encode(token)}"
+    )

@@ -1,0 +1,344 @@
+"""Read-side verbs over a store: list and show batches, find a product, export label files
+and proofs, check a token.
+
+Readers hold the store lock (shared) only while they read the catalog; committed batch
+files never change, so Parquet and tree reads need no lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provmint import gs1, merkle
+from provmint.canonical import encode_record, token_commitment
+from provmint.config import Settings
+from provmint.errors import ConfigError, NotFoundError, StoreCorruptError
+from provmint.keys import load_keyring
+from provmint.proofs import PROOF_FORMAT
+from provmint.store import BatchInfo, Store
+from provmint.tokens import make_token, parse_token, tokens_equal
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = [
+    "ProductRecord",
+    "TokenCheck",
+    "export_batch_proofs",
+    "export_labels",
+    "export_proof",
+    "find_product",
+    "list_batches",
+    "show_batch",
+    "verify_token",
+]
+
+LABEL_COLUMNS = ("gtin", "serial", "lot", "expiry", "token", "url")
+_NOT_RECORD = ("leaf_index", "token", "url")
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRecord:
+    """One stored product: its committed record, token, URL and place in its batch."""
+
+    batch: BatchInfo
+    leaf_index: int
+    record: dict[str, str]
+    token: str
+    url: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"batch_id": self.batch.batch_id, "leaf_index": self.leaf_index,
+                "record": self.record, "token": self.token, "url": self.url}
+
+
+@contextmanager
+def _reading(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyConnection]]:
+    store = Store.open(settings.store)
+    with (store.lock(exclusive=False, timeout=settings.lock_timeout, purpose="read"),
+          store.connect(write=False) as con):
+        yield store, con
+
+
+def list_batches(settings: Settings) -> list[BatchInfo]:
+    """Every batch in the store, oldest first."""
+    with _reading(settings) as (store, con):
+        return store.batches(con)
+
+
+def show_batch(settings: Settings, ref: str) -> BatchInfo:
+    """One batch by id or unique id prefix."""
+    with _reading(settings) as (store, con):
+        return store.batch(con, ref)
+
+
+def _product(store: Store, batch: BatchInfo, leaf: int) -> ProductRecord:
+    row = store.read_products(batch, [leaf]).to_pylist()[0]
+    record = {k: v for k, v in row.items() if k not in _NOT_RECORD and v is not None}
+    return ProductRecord(batch=batch, leaf_index=leaf, record=record, token=row["token"],
+                         url=row["url"])
+
+
+def find_product(
+    settings: Settings,
+    *,
+    gtin: str | None = None,
+    serial: str | None = None,
+    token: str | None = None,
+) -> ProductRecord:
+    """Look a product up by (gtin, serial) or by its printed token."""
+    import numpy as np
+    import pyarrow as pa
+
+    from provmint.ingest import key_hashes
+
+    if token is not None:
+        try:
+            raw = parse_token(token)
+        except ValueError as exc:
+            raise ConfigError(f"token {token[:40]!r}: {exc}") from exc
+        prefix = int(np.frombuffer(raw[:8], dtype="<u8")[0])
+        with _reading(settings) as (store, con):
+            for seq, leaf in store.token_candidates(con, prefix):
+                product = _product(store, store.batch_by_seq(con, seq), leaf)
+                if tokens_equal(parse_token(product.token), raw):
+                    return product
+        raise NotFoundError(f"no product with token {token} in store {settings.store}")
+    if gtin is None or serial is None:
+        raise ConfigError("give --gtin and --serial, or --token")
+    gtin14 = gs1.normalize_gtin(gtin)
+    if isinstance(gtin14, gs1.FieldProblem):
+        raise ConfigError(f"gtin {gtin!r}: {gtin14.reason}")
+    problem = gs1.check_serial(serial)
+    if problem is not None:
+        raise ConfigError(f"serial {serial!r}: {problem.reason}")
+    key = key_hashes(pa.array([gtin14]), pa.array([serial]))
+    with _reading(settings) as (store, con):
+        hits = store.key_candidates(con, key)
+        for seq, leaf in zip(hits.column("batch_seq").to_pylist(),
+                             hits.column("leaf_index").to_pylist(), strict=True):
+            product = _product(store, store.batch_by_seq(con, seq), leaf)
+            if product.record["gtin"] == gtin14 and product.record["serial"] == serial:
+                return product
+    raise NotFoundError(f"no product (gtin {gtin14}, serial {serial}) in store {settings.store}")
+
+
+def _batch_section(batch: BatchInfo) -> dict[str, Any]:
+    return {"id": batch.batch_id, "manifest": batch.manifest,
+            "manifest_digest": batch.manifest_digest, "commitment": batch.commitment}
+
+
+def _proof(batch: BatchInfo, leaf: int, record: dict[str, str], commitment: bytes,
+           path: list[bytes], section: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": PROOF_FORMAT,
+        "product": {"record_version": batch.manifest["record_version"], "record": record,
+                    "token_commitment": commitment.hex()},
+        "tree": {"profile": batch.tree_profile, "size": batch.tree_size, "leaf_index": leaf,
+                 "path": [p.hex() for p in path], "root": batch.root},
+        "batch": section,
+        "anchor": None,
+    }
+
+
+def export_proof(
+    settings: Settings,
+    *,
+    gtin: str | None = None,
+    serial: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """The proof document of one product (O(log n) tree reads). The proof is checked
+    against the stored tree before it is returned."""
+    product = find_product(settings, gtin=gtin, serial=serial, token=token)
+    store = Store.open(settings.store)
+    tree = store.tree(product.batch)
+    commitment = token_commitment(parse_token(product.token))
+    leaf = merkle.leaf_hash(encode_record(product.record) + commitment)
+    if not tokens_equal(leaf, tree.leaf(product.leaf_index)):
+        raise StoreCorruptError(
+            f"batch {product.batch.batch_id}: stored record {product.leaf_index} does not match "
+            "its leaf in the tree file")
+    path = tree.inclusion_path(product.leaf_index)
+    if not merkle.verify_inclusion(leaf, product.leaf_index, tree.size, path,
+                                   bytes.fromhex(product.batch.root)):
+        raise StoreCorruptError(f"batch {product.batch.batch_id}: tree file does not match root")
+    return _proof(product.batch, product.leaf_index, product.record, commitment, path,
+                  _batch_section(product.batch))
+
+
+def _paths(levels: list[bytes], index: int, sizes: list[int]) -> list[bytes]:
+    out = []
+    i = index
+    for level, count in enumerate(sizes[:-1]):
+        sibling = i ^ 1
+        if sibling < count:
+            out.append(levels[level][32 * sibling : 32 * sibling + 32])
+        i >>= 1
+    return out
+
+
+def export_batch_proofs(
+    settings: Settings,
+    ref: str,
+    out: Path,
+    *,
+    fmt: str = "jsonl",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[BatchInfo, int]:
+    """Write the proof of every product of a batch: JSON lines (one proof document per
+    line) or Parquet (one row per product; the batch section in the file metadata)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if fmt not in ("jsonl", "parquet"):
+        raise ConfigError(f"unknown proof export format {fmt!r}; use jsonl or parquet")
+    with _reading(settings) as (store, con):
+        batch = store.batch(con, ref)
+    tree = store.tree(batch)
+    levels = [tree.level(i) for i in range(tree.level_count)]
+    sizes = tree.sizes
+    section = _batch_section(batch)
+    done = 0
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    writer: Any = None
+    try:
+        with open(tmp, "wb") as fh:
+            for part in store.part_files(batch):
+                table = pq.read_table(part)
+                fields = [c for c in table.column_names if c not in _NOT_RECORD]
+                rows = table.to_pylist()
+                if fmt == "jsonl":
+                    lines = []
+                    for row in rows:
+                        leaf = row["leaf_index"]
+                        record = {k: row[k] for k in fields}
+                        commitment = token_commitment(parse_token(row["token"]))
+                        lines.append(json.dumps(_proof(batch, leaf, record, commitment,
+                                                       _paths(levels, leaf, sizes), section),
+                                                separators=(",", ":"), ensure_ascii=False))
+                    fh.write(("\n".join(lines) + "\n").encode("utf-8"))
+                else:
+                    commitments = [token_commitment(parse_token(t)) for t in
+                                   table.column("token").to_pylist()]
+                    paths = [_paths(levels, leaf, sizes)
+                             for leaf in table.column("leaf_index").to_pylist()]
+                    part_table = table.select(["leaf_index", *fields]).append_column(
+                        "token_commitment", pa.array(commitments, pa.binary(32))
+                    ).append_column("path", pa.array(paths, pa.list_(pa.binary(32))))
+                    if writer is None:
+                        meta = {b"provmint": json.dumps({
+                            "format": PROOF_FORMAT, "batch": section,
+                            "tree": {"profile": batch.tree_profile, "size": batch.tree_size,
+                                     "root": batch.root},
+                            "record_version": batch.manifest["record_version"],
+                        }).encode()}
+                        writer = pq.ParquetWriter(fh, part_table.schema.with_metadata(meta),
+                                                  compression="zstd")
+                    writer.write_table(part_table.replace_schema_metadata(writer.schema.metadata))
+                done += table.num_rows
+                if progress is not None:
+                    progress(done, batch.tree_size)
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return batch, done
+
+
+def export_labels(settings: Settings, ref: str, out: Path | None, *, fmt: str = "csv") -> int:
+    """Write the label-printer file of a batch (gtin, serial, lot, expiry, token, url).
+
+    CSV to ``out`` (or standard output when ``out`` is None) or Parquet. Returns the row
+    count.
+    """
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"unknown label format {fmt!r}; use csv or parquet")
+    if fmt == "parquet" and out is None:
+        raise ConfigError("Parquet labels need an output file: pass -o FILE")
+    with _reading(settings) as (store, con):
+        batch = store.batch(con, ref)
+    written = 0
+    target: Any = sys.stdout.buffer if out is None else None
+    tmp = None
+    if out is not None:
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        target = open(tmp, "wb")  # noqa: SIM115 - closed below, renamed into place
+    writer: Any = None
+    try:
+        for part in store.part_files(batch):
+            table = pq.read_table(part)
+            columns = {}
+            for name in LABEL_COLUMNS:
+                columns[name] = (table.column(name) if name in table.column_names
+                                 else pa.nulls(table.num_rows, pa.string()).fill_null(""))
+            labels = pa.table(columns)
+            if writer is None:
+                writer = (pacsv.CSVWriter(target, labels.schema) if fmt == "csv"
+                          else pq.ParquetWriter(target, labels.schema, compression="zstd"))
+            writer.write_table(labels)
+            written += labels.num_rows
+        if writer is not None:
+            writer.close()
+        if tmp is not None and out is not None:
+            target.close()
+            os.replace(tmp, out)
+    except BaseException:
+        if tmp is not None:
+            target.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """Result of checking a printed token against the issuer keys."""
+
+    valid: bool
+    gtin: str
+    serial: str
+    key_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"valid": self.valid, "gtin": self.gtin, "serial": self.serial,
+                "key_id": self.key_id}
+
+
+def verify_token(settings: Settings, token: str, gtin: str, serial: str) -> TokenCheck:
+    """Check a printed token against every key in the key file (constant-time compares).
+
+    Needs only the key file, not the store.
+    """
+    gtin14 = gs1.normalize_gtin(gtin)
+    if isinstance(gtin14, gs1.FieldProblem):
+        raise ConfigError(f"gtin {gtin!r}: {gtin14.reason}")
+    problem = gs1.check_serial(serial)
+    if problem is not None:
+        raise ConfigError(f"serial {serial!r}: {problem.reason}")
+    try:
+        raw = parse_token(token)
+    except ValueError:
+        return TokenCheck(False, gtin14, serial, None)
+    matched = None
+    for key in load_keyring(settings.key_file).keys:
+        # Every key is tried, so the time taken does not reveal which one matched.
+        if tokens_equal(make_token(key.secret.reveal(), gtin14, serial), raw) and matched is None:
+            matched = key.id
+    return TokenCheck(matched is not None, gtin14, serial, matched)

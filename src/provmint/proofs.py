@@ -1,0 +1,254 @@
+"""FORMAT-CRITICAL: the self-contained proof document, ``provmint-proof/1``.
+
+A proof carries everything needed to check one product offline: the committed record,
+the token commitment, the inclusion path, the batch manifest (whose digest the batch
+commitment binds) and, once anchored, the anchor. Example (shortened)::
+
+    {
+      "format": "provmint-proof/1",
+      "product": {"record_version": "provmint-record/1",
+                  "record": {"gtin": "09520123450014", "serial": "546CAWQDCR56", ...},
+                  "token_commitment": "<64 hex>"},
+      "tree": {"profile": "rfc9162-sha256", "size": 9, "leaf_index": 0,
+               "path": ["<64 hex>", ...], "root": "<64 hex>"},
+      "batch": {"id": "20261128-4884667e", "manifest": {...},
+                "manifest_digest": "<64 hex>", "commitment": "<64 hex>"},
+      "anchor": null
+    }
+
+``anchor`` is ``null`` until the batch is anchored; then it is an object with
+``"format": "provmint-anchor/1"``: the path from the batch commitment to the anchored
+root (same tree profile) and the chain record (chain id, transaction, block). Proofs from
+strangers are untrusted input: :func:`parse_proof` bounds sizes, rejects duplicate keys,
+floats, unknown fields and non-canonical hex, and reports the exact field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from provmint import merkle
+from provmint.canonical import FIELD_NAME_PATTERN, MAX_FIELDS, MAX_VALUE_BYTES, RECORD_VERSION
+from provmint.errors import ProofError
+
+__all__ = [
+    "ANCHOR_FORMAT",
+    "MAX_PROOF_BYTES",
+    "PROOF_FORMAT",
+    "Proof",
+    "parse_proof",
+    "proof_to_json",
+]
+
+PROOF_FORMAT = "provmint-proof/1"
+ANCHOR_FORMAT = "provmint-anchor/1"
+MAX_PROOF_BYTES = 1 << 20
+"""A proof is a few KB; anything over 1 MiB is refused before parsing."""
+_MAX_DEPTH = 16
+_MAX_MANIFEST_BYTES = 64 << 10
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(FIELD_NAME_PATTERN)
+_BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A parsed, well-formed proof (not yet verified)."""
+
+    record: dict[str, str]
+    record_version: str
+    token_commitment: bytes
+    profile: str
+    size: int
+    leaf_index: int
+    path: tuple[bytes, ...]
+    root: bytes
+    batch_id: str
+    manifest: dict[str, Any]
+    manifest_digest: bytes
+    commitment: bytes
+    anchor: dict[str, Any] | None
+    document: dict[str, Any]
+
+
+class _Doc:
+    """Typed access to a JSON object with the path of every field for error messages."""
+
+    def __init__(self, value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise ProofError(f"proof field {where or 'document'} must be an object")
+        self.value = value
+        self.where = where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def keys(self, required: set[str], optional: frozenset[str] = frozenset()) -> None:
+        missing = sorted(required - set(self.value))
+        if missing:
+            raise ProofError(f"proof field {self._name(missing[0])} is missing")
+        unknown = sorted(set(self.value) - required - optional)
+        if unknown:
+            raise ProofError(f"proof field {self._name(unknown[0])} is not part of {PROOF_FORMAT}")
+
+    def obj(self, key: str) -> _Doc:
+        return _Doc(self.value[key], self._name(key))
+
+    def str(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
+        v = self.value[key]
+        if not isinstance(v, str):
+            raise ProofError(f"proof field {self._name(key)} must be a string")
+        if pattern is not None and not pattern.fullmatch(v):
+            raise ProofError(f"proof field {self._name(key)} has an invalid value {v[:80]!r}")
+        return v
+
+    def hex(self, key: str) -> bytes:
+        v = self.value[key]
+        if not isinstance(v, str) or not _HEX64.fullmatch(v):
+            raise ProofError(f"proof field {self._name(key)} must be 64 lowercase hex digits")
+        return bytes.fromhex(v)
+
+    def int(self, key: str, low: int, high: int) -> int:
+        v = self.value[key]
+        if type(v) is not int or not low <= v <= high:
+            raise ProofError(f"proof field {self._name(key)} must be a whole number in "
+                             f"[{low}, {high}]")
+        return v
+
+    def hex_list(self, key: str, limit: int) -> tuple[bytes, ...]:
+        v = self.value[key]
+        if not isinstance(v, list):
+            raise ProofError(f"proof field {self._name(key)} must be a list")
+        if len(v) > limit:
+            raise ProofError(f"proof field {self._name(key)} has {len(v)} entries; at most {limit}")
+        out = []
+        for i, item in enumerate(v):
+            if not isinstance(item, str) or not _HEX64.fullmatch(item):
+                raise ProofError(f"proof field {self._name(key)}[{i}] must be 64 lowercase hex digits")
+            out.append(bytes.fromhex(item))
+        return tuple(out)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ProofError(f"proof has a duplicate field {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _no_floats(text: str) -> Any:
+    raise ProofError(f"proof contains a non-integer number {text[:40]!r}")
+
+
+def _depth(value: Any, level: int = 0) -> None:
+    if level > _MAX_DEPTH:
+        raise ProofError("proof is nested too deeply")
+    if isinstance(value, dict):
+        for v in value.values():
+            _depth(v, level + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _depth(v, level + 1)
+
+
+def _decode(data: bytes | str) -> dict[str, Any]:
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > MAX_PROOF_BYTES:
+        raise ProofError(f"proof is {len(raw)} bytes; at most {MAX_PROOF_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProofError(f"proof is not UTF-8 (byte {exc.start})") from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_reject_duplicates, parse_float=_no_floats,
+                         parse_constant=_no_floats)
+    except RecursionError:
+        raise ProofError("proof is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ProofError(f"proof is not valid JSON: {exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}") from None
+    _depth(doc)
+    if not isinstance(doc, dict):
+        raise ProofError("proof must be a JSON object")
+    return doc
+
+
+def _record(doc: _Doc) -> dict[str, str]:
+    value = doc.value["record"]
+    where = doc._name("record")
+    if not isinstance(value, dict):
+        raise ProofError(f"proof field {where} must be an object")
+    if len(value) > MAX_FIELDS:
+        raise ProofError(f"proof field {where} has {len(value)} fields; at most {MAX_FIELDS}")
+    for name, v in value.items():
+        if not _NAME.fullmatch(name):
+            raise ProofError(f"proof field {where} has an invalid field name {name[:80]!r}")
+        if not isinstance(v, str):
+            raise ProofError(f"proof field {where}.{name} must be a string")
+        if len(v.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+            raise ProofError(f"proof field {where}.{name} is longer than {MAX_VALUE_BYTES} bytes")
+    for required in ("gtin", "serial"):
+        if required not in value:
+            raise ProofError(f"proof field {where}.{required} is missing")
+    return dict(value)
+
+
+def parse_proof(data: bytes | str | dict[str, Any]) -> Proof:
+    """Parse and structurally check a proof document. Raises ProofError naming the field."""
+    doc_value = data if isinstance(data, dict) else _decode(data)
+    if isinstance(data, dict):
+        _depth(doc_value)
+    doc = _Doc(doc_value, "")
+    doc.keys({"format", "product", "tree", "batch", "anchor"})
+    fmt = doc.str("format")
+    if fmt != PROOF_FORMAT:
+        raise ProofError(f"unsupported proof format {fmt[:40]!r}; this provmint reads "
+                         f"{PROOF_FORMAT}")
+    product = doc.obj("product")
+    product.keys({"record_version", "record", "token_commitment"})
+    record_version = product.str("record_version")
+    if record_version != RECORD_VERSION:
+        raise ProofError(f"unsupported record version {record_version[:40]!r}")
+    tree = doc.obj("tree")
+    tree.keys({"profile", "size", "leaf_index", "path", "root"})
+    profile = tree.str("profile")
+    if profile != merkle.PROFILE:
+        raise ProofError(f"unsupported tree profile {profile[:40]!r}")
+    size = tree.int("size", 1, merkle.MAX_TREE_SIZE)
+    batch = doc.obj("batch")
+    batch.keys({"id", "manifest", "manifest_digest", "commitment"})
+    manifest = batch.obj("manifest").value
+    if len(json.dumps(manifest)) > _MAX_MANIFEST_BYTES:
+        raise ProofError("proof field batch.manifest is too large")
+    anchor = doc.value["anchor"]
+    if anchor is not None:
+        anchor_doc = doc.obj("anchor")
+        if anchor_doc.value.get("format") != ANCHOR_FORMAT:
+            raise ProofError(f"proof field anchor.format must be {ANCHOR_FORMAT!r}")
+    return Proof(
+        record=_record(product),
+        record_version=record_version,
+        token_commitment=product.hex("token_commitment"),
+        profile=profile,
+        size=size,
+        leaf_index=tree.int("leaf_index", 0, size - 1),
+        path=tree.hex_list("path", merkle.MAX_PATH),
+        root=tree.hex("root"),
+        batch_id=batch.str("id", _BATCH_ID),
+        manifest=dict(manifest),
+        manifest_digest=batch.hex("manifest_digest"),
+        commitment=batch.hex("commitment"),
+        anchor=anchor,
+        document=doc_value,
+    )
+
+
+def proof_to_json(proof: dict[str, Any], *, indent: int | None = 2) -> str:
+    """Serialize a proof document (stable key order)."""
+    return json.dumps(proof, indent=indent, sort_keys=False, ensure_ascii=False)

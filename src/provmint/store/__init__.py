@@ -1,0 +1,406 @@
+"""The product store: per-batch Parquet parts and tree files, plus a DuckDB catalog.
+
+Layout (``provmint-store/1``)::
+
+    <store>/STORE                      marker: format and creation time
+    <store>/catalog.duckdb             batches, lookup indexes, the ``products`` view
+    <store>/.lock                      advisory lock (see :mod:`provmint.store.lock`)
+    <store>/batches/<id>/manifest.json the batch manifest (its digest is committed)
+    <store>/batches/<id>/tree.bin      the whole Merkle tree (:mod:`provmint.store.treefile`)
+    <store>/batches/<id>/products/part-NNNNN.parquet   2^16 products per part, zstd
+    <store>/staging/                   batches being written (never visible to readers)
+
+The catalog is the source of truth: a batch exists once its catalog row is committed.
+A batch is written under ``staging/``, fsynced, renamed into ``batches/`` and only then
+committed to the catalog in one DuckDB transaction, so an interruption at any point
+(even ``kill -9``) leaves either nothing or the whole batch; leftovers are removed by the
+next writer. Committed batch directories are never modified.
+
+Lookups scale with the store: ``product_keys`` (64-bit (gtin, serial) hash) and
+``product_tokens`` (first 8 token bytes) are appended sorted per batch, so DuckDB's zone
+maps prune a point lookup to about one row group per batch; every hit is confirmed
+against the Parquet record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provmint.errors import NotFoundError, StoreCorruptError, StoreError
+from provmint.store.lock import store_lock
+from provmint.store.treefile import TreeFile
+
+if TYPE_CHECKING:
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+
+__all__ = ["STORE_FORMAT", "BatchInfo", "Store", "store_lock"]
+
+STORE_FORMAT = "provmint-store/1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY,
+    batch_id VARCHAR UNIQUE NOT NULL,
+    created_at VARCHAR NOT NULL,
+    label VARCHAR,
+    source_name VARCHAR NOT NULL,
+    source_sha256 VARCHAR NOT NULL,
+    products BIGINT NOT NULL,
+    rejected BIGINT NOT NULL,
+    tree_profile VARCHAR NOT NULL,
+    tree_size BIGINT NOT NULL,
+    root VARCHAR NOT NULL,
+    manifest_digest VARCHAR NOT NULL,
+    commitment VARCHAR NOT NULL,
+    key_id VARCHAR NOT NULL,
+    part_rows INTEGER NOT NULL,
+    parts INTEGER NOT NULL,
+    manifest VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS product_keys (key_hash UBIGINT, batch_seq INTEGER, leaf_index BIGINT);
+CREATE TABLE IF NOT EXISTS product_tokens (
+    token_prefix UBIGINT, batch_seq INTEGER, leaf_index BIGINT
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """A committed batch as the catalog knows it; ``manifest`` is the committed manifest."""
+
+    seq: int
+    batch_id: str
+    created_at: str
+    label: str | None
+    source_name: str
+    source_sha256: str
+    products: int
+    rejected: int
+    tree_profile: str
+    tree_size: int
+    root: str
+    manifest_digest: str
+    commitment: str
+    key_id: str
+    part_rows: int
+    parts: int
+    manifest: dict[str, Any]
+
+    @property
+    def columns(self) -> list[str]:
+        """The product fields the batch committed."""
+        return list(self.manifest["columns"])
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (the manifest plus catalog facts)."""
+        return {
+            "batch_id": self.batch_id,
+            "created_at": self.created_at,
+            "label": self.label,
+            "source": self.manifest["source"],
+            "products": self.products,
+            "rejected": self.rejected,
+            "tree": self.manifest["tree"],
+            "manifest_digest": self.manifest_digest,
+            "commitment": self.commitment,
+            "key_id": self.key_id,
+            "columns": self.columns,
+            "record_version": self.manifest["record_version"],
+            "token_version": self.manifest["token_version"],
+            "url_base": self.manifest["url_base"],
+            "provmint_version": self.manifest["provmint_version"],
+        }
+
+
+_BATCH_COLUMNS = (
+    "seq, batch_id, created_at, label, source_name, source_sha256, products, rejected, "
+    "tree_profile, tree_size, root, manifest_digest, commitment, key_id, part_rows, parts, "
+    "manifest"
+)
+
+
+def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:
+    values = list(row)
+    values[-1] = json.loads(values[-1])
+    return BatchInfo(*values)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """A product store on disk. Open it with :meth:`open`; lock it around catalog access."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.catalog_path = root / "catalog.duckdb"
+        self.batches_dir = root / "batches"
+        self.staging_dir = root / "staging"
+
+    @classmethod
+    def open(cls, root: Path, *, create: bool = False) -> Store:
+        """Open the store at ``root``; with ``create``, make it if it does not exist."""
+        marker = root / "STORE"
+        if not marker.exists():
+            if not create:
+                raise StoreError(
+                    f"no provmint store at {root}",
+                    hint="mint a batch first (provmint batch create FILE), or pass --store",
+                )
+            if root.exists() and any(root.iterdir()):
+                raise StoreError(f"{root} exists and is not a provmint store (not empty)")
+            try:
+                for sub in ("batches", "staging"):
+                    (root / sub).mkdir(parents=True, exist_ok=True)
+                doc = {"format": STORE_FORMAT,
+                       "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                tmp = root / ".STORE.tmp"
+                tmp.write_text(json.dumps(doc) + "\n")
+                os.replace(tmp, marker)
+            except OSError as exc:
+                raise StoreError(f"cannot create a store at {root}: {exc.strerror}") from exc
+        else:
+            try:
+                doc = json.loads(marker.read_text())
+            except (OSError, ValueError) as exc:
+                raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
+            if doc.get("format") != STORE_FORMAT:
+                raise StoreError(f"{root}: unsupported store format {doc.get('format')!r}")
+        return cls(root)
+
+    def lock(self, *, exclusive: bool, timeout: float, purpose: str,
+             on_wait: Any = None) -> Any:
+        """The store lock (see :func:`provmint.store.lock.store_lock`)."""
+        return store_lock(self.root, exclusive=exclusive, timeout=timeout, purpose=purpose,
+                          on_wait=on_wait)
+
+    @contextmanager
+    def connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A catalog connection; call it only while holding the lock (exclusive to write)."""
+        import duckdb
+
+        if not write and not self.catalog_path.exists():
+            raise StoreError(f"no catalog in {self.root}", hint="mint a batch first")
+        try:
+            con = duckdb.connect(str(self.catalog_path), read_only=not write)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open catalog {self.catalog_path}: {exc}") from exc
+        try:
+            if write:
+                con.execute(_SCHEMA)
+            yield con
+        except duckdb.Error as exc:
+            raise StoreError(f"catalog error in {self.catalog_path}: {exc}") from exc
+        finally:
+            con.close()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def recover(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        """Remove what interrupted writers left behind (needs the exclusive lock).
+
+        Staging directories are always leftovers; a batch directory the catalog does not
+        know is one renamed into place by a writer that died before committing.
+        """
+        removed = []
+        known = {r[0] for r in con.execute("SELECT batch_id FROM batches").fetchall()}
+        for parent in (self.staging_dir, self.batches_dir):
+            if not parent.exists():
+                continue
+            for entry in parent.iterdir():
+                if parent == self.batches_dir and entry.name in known:
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(str(entry.relative_to(self.root)))
+        return removed
+
+    def staging_path(self, batch_id: str) -> Path:
+        """A fresh staging directory for a batch being written."""
+        path = self.staging_dir / f"{batch_id}.{os.getpid()}"
+        (path / "products").mkdir(parents=True)
+        return path
+
+    def commit_batch(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        staging: Path,
+        info: BatchInfo,
+        keys: pa.Table,
+        tokens: pa.Table,
+    ) -> None:
+        """Make a fully written staging batch visible: rename it into place and commit
+        its catalog rows in one transaction. On failure nothing is visible."""
+        final = self.batches_dir / info.batch_id
+        for sub in ("products", ""):
+            _fsync_dir(staging / sub if sub else staging)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [info.seq, info.batch_id, info.created_at, info.label, info.source_name,
+                 info.source_sha256, info.products, info.rejected, info.tree_profile,
+                 info.tree_size, info.root, info.manifest_digest, info.commitment,
+                 info.key_id, info.part_rows, info.parts, json.dumps(info.manifest)],
+            )
+            con.register("new_keys", keys)
+            con.execute("INSERT INTO product_keys SELECT key_hash, ?::INTEGER, leaf_index "
+                        "FROM new_keys ORDER BY key_hash", [info.seq])
+            con.register("new_tokens", tokens)
+            con.execute("INSERT INTO product_tokens SELECT token_prefix, ?::INTEGER, leaf_index "
+                        "FROM new_tokens ORDER BY token_prefix", [info.seq])
+            con.unregister("new_keys")
+            con.unregister("new_tokens")
+            os.replace(staging, final)
+            _fsync_dir(self.batches_dir)
+            self._refresh_view(con, extra=info)
+        except BaseException:
+            con.execute("ROLLBACK")
+            if final.exists() and not staging.exists():
+                os.replace(final, staging)
+            raise
+        con.execute("COMMIT")
+
+    def _refresh_view(self, con: duckdb.DuckDBPyConnection, extra: BatchInfo | None = None) -> None:
+        """(Re)create the ``products`` view over every committed part file."""
+        rows = con.execute("SELECT batch_id, parts FROM batches ORDER BY seq").fetchall()
+        if extra is not None and extra.batch_id not in {r[0] for r in rows}:
+            rows.append((extra.batch_id, extra.parts))
+        files = [
+            str((self.batches_dir / bid / "products" / f"part-{i:05d}.parquet").resolve())
+            for bid, parts in rows
+            for i in range(parts)
+        ]
+        if not files:
+            con.execute("DROP VIEW IF EXISTS products")
+            return
+        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        con.execute(
+            "CREATE OR REPLACE VIEW products AS SELECT * FROM "
+            f"read_parquet([{listing}], union_by_name = true, filename = true)"
+        )
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", [str(self.root.resolve())])
+
+    def next_seq(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The sequence number the next batch gets."""
+        row = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM batches").fetchone()
+        return int(row[0]) if row else 1
+
+    # -- reading ---------------------------------------------------------------------
+
+    def batches(self, con: duckdb.DuckDBPyConnection) -> list[BatchInfo]:
+        """Every committed batch, oldest first."""
+        rows = con.execute(f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY seq").fetchall()
+        return [_batch_from_row(r) for r in rows]
+
+    def batch(self, con: duckdb.DuckDBPyConnection, ref: str) -> BatchInfo:
+        """A batch by full id or unique prefix (like a git commit)."""
+        rows = con.execute(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE starts_with(batch_id, ?) ORDER BY seq",
+            [ref],
+        ).fetchall()
+        exact = [r for r in rows if r[1] == ref]
+        if exact:
+            return _batch_from_row(exact[0])
+        if not rows or not ref:
+            raise NotFoundError(f"no batch {ref!r} in store {self.root}",
+                                hint="list batches with: provmint batch list")
+        if len(rows) > 1:
+            ids = ", ".join(r[1] for r in rows[:5])
+            raise NotFoundError(f"batch id prefix {ref!r} is ambiguous: {ids}")
+        return _batch_from_row(rows[0])
+
+    def batch_by_seq(self, con: duckdb.DuckDBPyConnection, seq: int) -> BatchInfo:
+        """A batch by its catalog sequence number."""
+        rows = con.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE seq = ?", [seq]).fetchall()
+        if not rows:
+            raise StoreCorruptError(f"catalog index points at missing batch #{seq}")
+        return _batch_from_row(rows[0])
+
+    def batch_dir(self, batch: BatchInfo) -> Path:
+        """Directory of a committed batch."""
+        return self.batches_dir / batch.batch_id
+
+    def tree(self, batch: BatchInfo) -> TreeFile:
+        """The batch's stored Merkle tree."""
+        tree = TreeFile(self.batch_dir(batch) / "tree.bin")
+        if tree.size != batch.tree_size:
+            raise StoreCorruptError(f"tree file of batch {batch.batch_id} has the wrong size")
+        return tree
+
+    def part_files(self, batch: BatchInfo) -> list[Path]:
+        """The batch's Parquet part files, in leaf order."""
+        return [self.batch_dir(batch) / "products" / f"part-{i:05d}.parquet"
+                for i in range(batch.parts)]
+
+    def key_candidates(self, con: duckdb.DuckDBPyConnection, keys: np.ndarray) -> pa.Table:
+        """Stored (key_hash, batch_seq, leaf_index, pos) matching any of ``keys`` (pos is
+        the index into ``keys``). Hash hits only: confirm them against the records."""
+        import numpy as np
+        import pyarrow as pa
+
+        probe = pa.table({"key_hash": pa.array(keys, type=pa.uint64()),
+                          "pos": pa.array(np.arange(len(keys), dtype=np.int64))})
+        con.register("probe_keys", probe)
+        try:
+            return con.sql(
+                "SELECT p.key_hash, k.batch_seq, k.leaf_index, p.pos FROM probe_keys p "
+                "JOIN product_keys k ON k.key_hash = p.key_hash ORDER BY p.pos"
+            ).to_arrow_table()
+        finally:
+            con.unregister("probe_keys")
+
+    def token_candidates(self, con: duckdb.DuckDBPyConnection, prefix: int) -> list[tuple[int, int]]:
+        """(batch_seq, leaf_index) of products whose token starts with ``prefix``."""
+        rows = con.execute(
+            "SELECT batch_seq, leaf_index FROM product_tokens WHERE token_prefix = ?", [prefix]
+        ).fetchall()
+        return [(int(a), int(b)) for a, b in rows]
+
+    def read_products(
+        self, batch: BatchInfo, leaf_indexes: list[int], columns: list[str] | None = None
+    ) -> pa.Table:
+        """Stored product rows by leaf index (reads only the row groups holding them)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from provmint.engine import ROW_GROUP_ROWS
+
+        pieces = []
+        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for position, leaf in enumerate(leaf_indexes):
+            if not 0 <= leaf < batch.tree_size:
+                raise NotFoundError(f"batch {batch.batch_id} has no product #{leaf}")
+            part, offset = divmod(leaf, batch.part_rows)
+            groups.setdefault((part, offset // ROW_GROUP_ROWS), []).append(
+                (position, offset % ROW_GROUP_ROWS))
+        order: list[int] = []
+        try:
+            for (part, group), wanted in sorted(groups.items()):
+                table = pq.ParquetFile(self.part_files(batch)[part]).read_row_group(
+                    group, columns=columns)
+                pieces.append(table.take(pa.array([offset for _, offset in wanted])))
+                order += [position for position, _ in wanted]
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreCorruptError(f"cannot read products of batch {batch.batch_id}: {exc}") from exc
+        if not pieces:
+            raise NotFoundError("no products asked for")
+        combined = pa.concat_tables(pieces)
+        inverse = sorted(range(len(order)), key=order.__getitem__)
+        return combined.take(pa.array(inverse))

@@ -1,0 +1,74 @@
+"""An advisory lock over a whole store (``flock`` on ``<store>/.lock``).
+
+Writers take it exclusively, readers shared, only for as long as they touch the catalog.
+The kernel drops a lock when its process dies, even by ``kill -9``, so a crash never
+leaves the store locked. The holder writes who it is into the lock file, so a waiting
+process can say what it is waiting for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from provmint.errors import StoreBusyError
+
+__all__ = ["store_lock"]
+
+_POLL = 0.05
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another provmint process"
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another provmint process"
+    return f"provmint pid {info['pid']} ({info.get('purpose', '?')}, since {info.get('since', '?')})"
+
+
+@contextmanager
+def store_lock(
+    root: Path,
+    *,
+    exclusive: bool,
+    timeout: float,
+    purpose: str,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the store lock; raise StoreBusyError after ``timeout`` seconds of waiting."""
+    path = root / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(
+                        f"store {root} is busy: {_holder(path)} holds it",
+                        hint="wait for it to finish, or raise --lock-timeout",
+                    ) from None
+                if on_wait is not None and not told:
+                    on_wait(_holder(path))
+                    told = True
+                time.sleep(_POLL)
+        if exclusive:
+            info = {"pid": os.getpid(), "purpose": purpose,
+                    "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
