@@ -25,10 +25,19 @@ def main(path: str) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={"gtin": pa.string(), "serial": pa.string(), "lot": pa.string(),
-                      "expiry": pa.string(), "product_name": pa.string(),
-                      "production_date": pa.string()}))
+    table = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={
+                "gtin": pa.string(),
+                "serial": pa.string(),
+                "lot": pa.string(),
+                "expiry": pa.string(),
+                "product_name": pa.string(),
+                "production_date": pa.string(),
+            }
+        ),
+    )
     key = os.urandom(32)
     columns = [table.column(name).to_pylist() for name in table.column_names]
     leaves = []
@@ -38,15 +47,24 @@ def main(path: str) -> None:
         leaves.append(sha256(b"\x00" + "\x1f".join(row).encode() + token).digest())
     level = leaves
     while len(level) > 1:
-        nxt = [sha256(b"\x01" + level[i] + level[i + 1]).digest()
-               for i in range(0, len(level) - 1, 2)]
+        nxt = [
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": table.num_rows, "wall_s": round(wall, 3),
-                      "peak_rss_mb": round(peak, 1), "root": level[0].hex()}))
+    print(
+        json.dumps(
+            {
+                "rows": table.num_rows,
+                "wall_s": round(wall, 3),
+                "peak_rss_mb": round(peak, 1),
+                "root": level[0].hex(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,16 @@ import numpy as np
 
 CROCKFORD = np.frombuffer(b"0123456789ABCDEFGHJKMNPQRSTVWXYZ", dtype=np.uint8)
 PRODUCTS = [
-    "Aurora Serum 30 ml", "Aurora Cream 50 ml", "Borealis Tablets 20 x 500 mg",
-    "Cirrus Eye Drops 10 ml", "Delta Syrup 100 ml", "Equinox Capsules 30 x 250 mg",
-    "Fjord Nasal Spray 15 ml", "Glacier Gel 40 g", "Halo Lotion 200 ml", "Iris Patch x 7",
+    "Aurora Serum 30 ml",
+    "Aurora Cream 50 ml",
+    "Borealis Tablets 20 x 500 mg",
+    "Cirrus Eye Drops 10 ml",
+    "Delta Syrup 100 ml",
+    "Equinox Capsules 30 x 250 mg",
+    "Fjord Nasal Spray 15 ml",
+    "Glacier Gel 40 g",
+    "Halo Lotion 200 ml",
+    "Iris Patch x 7",
 ]
 
 
@@ -49,30 +56,35 @@ def serials(rng: np.random.Generator, n: int) -> np.ndarray:
             return CROCKFORD[picks]
 
 
-def write_csv(path: Path, n: int, seed: int, skus: int) -> None:
+def write_csv(path: Path, n: int, seed: int = 7, skus: int = 40) -> None:
     """Write ``n`` product rows to ``path``."""
     rng = np.random.default_rng(seed)
     sku_gtins = gtins(skus)
-    sku = rng.integers(0, skus, size=n)
-    serial = serials(rng, n)
-    lot_no = rng.integers(0, 60, size=n)
+    names = [PRODUCTS[s % len(PRODUCTS)] for s in range(skus)]
+    sku = rng.integers(0, skus, size=n).tolist()
+    serial = serials(rng, n).view("S12").ravel().astype("U12").tolist()
+    lots = rng.integers(0, 60, size=n).tolist()
     start = date(2026, 1, 1)
+    lot_text = []
+    for lot in range(60):
+        made = start + timedelta(days=7 * lot)
+        expiry = made + timedelta(days=730)
+        lot_text.append(
+            (f"L{made:%y%m}{chr(65 + lot % 26)}", f"{expiry:%Y-%m-%d}", f"{made:%Y-%m-%d}")
+        )
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write("gtin,serial,lot,expiry,product_name,production_date\n")
-        block = 100_000
+        block = 200_000
         for lo in range(0, n, block):
             hi = min(n, lo + block)
-            lines = []
-            for i in range(lo, hi):
-                lot = int(lot_no[i])
-                made = start + timedelta(days=7 * lot)
-                expiry = made + timedelta(days=730)
-                s = int(sku[i])
-                lines.append(
-                    f"{sku_gtins[s]},{serial[i].tobytes().decode()},L{made:%y%m}{chr(65 + lot % 26)},"
-                    f"{expiry:%Y-%m-%d},{PRODUCTS[s % len(PRODUCTS)]},{made:%Y-%m-%d}\n"
+            fh.write(
+                "".join(
+                    f"{sku_gtins[s]},{ser},{lt[0]},{lt[1]},{names[s]},{lt[2]}\n"
+                    for s, ser, lt in zip(
+                        sku[lo:hi], serial[lo:hi], (lot_text[x] for x in lots[lo:hi]), strict=True
+                    )
                 )
-            fh.write("".join(lines))
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

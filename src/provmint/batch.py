@@ -13,9 +13,10 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +39,6 @@ from provmint.store import BatchInfo, Store
 from provmint.store.treefile import create_tree_file
 
 if TYPE_CHECKING:
-    import numpy as np
     import pyarrow as pa
 
 __all__ = ["MANIFEST_FORMAT", "MintSummary", "Progress", "mint_batch", "write_rejects"]
@@ -103,8 +103,9 @@ def write_rejects(path: Path, rejects: tuple[Reject, ...] | list[Reject]) -> Non
             out = csv.writer(fh)
             out.writerow(["row", "line", "column", "value", "code", "reason"])
             for r in rejects:
-                out.writerow([r.row, "" if r.line is None else r.line, r.column, r.value,
-                              r.code, r.reason])
+                out.writerow(
+                    [r.row, "" if r.line is None else r.line, r.column, r.value, r.code, r.reason]
+                )
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -135,14 +136,20 @@ def _store_duplicates(store: Store, con: Any, ing: Ingested) -> tuple[list[Rejec
         batch = store.batch_by_seq(con, int(seq))
         leaves = hits.column("leaf_index").to_numpy()[sel]
         positions = hits.column("pos").to_numpy()[sel]
-        stored = pa.concat_tables(
-            pq.read_table(p, columns=["gtin", "serial"]) for p in store.part_files(batch)
-        ) if len(sel) > 64 else store.read_products(batch, leaves.tolist(), ["gtin", "serial"])
+        stored = (
+            pa.concat_tables(
+                pq.read_table(p, columns=["gtin", "serial"]) for p in store.part_files(batch)
+            )
+            if len(sel) > 64
+            else store.read_products(batch, leaves.tolist(), ["gtin", "serial"])
+        )
         if len(sel) > 64:
             stored = stored.take(pa.array(leaves))
         new = ing.table.select(["gtin", "serial"]).take(pa.array(positions))
-        same = pc.and_(pc.equal(stored.column("gtin"), new.column("gtin")),
-                       pc.equal(stored.column("serial"), new.column("serial")))
+        same = pc.and_(
+            pc.equal(stored.column("gtin"), new.column("gtin")),
+            pc.equal(stored.column("serial"), new.column("serial")),
+        )
         for pos in positions[same.to_numpy(zero_copy_only=False)].tolist():
             found.append((int(pos), batch.batch_id))
     if not found:
@@ -154,62 +161,99 @@ def _store_duplicates(store: Store, con: Any, ing: Ingested) -> tuple[list[Rejec
     for pos, batch_id in found:
         keep[pos] = False
         row = int(ing.rows[pos])
-        rejects.append(Reject(
-            row, lines.get(row), "serial", serials[pos].as_py(), "duplicate_in_store",
-            f"already minted in batch {batch_id} (same gtin {gtins[pos].as_py()} and serial)",
-        ))
+        rejects.append(
+            Reject(
+                row,
+                lines.get(row),
+                "serial",
+                serials[pos].as_py(),
+                "duplicate_in_store",
+                f"already minted in batch {batch_id} (same gtin {gtins[pos].as_py()} and serial)",
+            )
+        )
     return rejects, keep
 
 
 class _Runner:
-    """Runs chunk tasks in a process pool or in this process, a bounded number at a time."""
+    """Runs chunk tasks in a process pool or in this process, a bounded number at a time.
+
+    The pool starts in a background thread: the fork server imports the engine (pyarrow,
+    numpy) once and workers fork from it ready to run, while the parent reads the CSV.
+    """
 
     def __init__(self, workers: int, secret: bytes, use_pool: bool) -> None:
-        from provmint import engine
-
         self.secret = secret
         self.workers = workers if use_pool else 1
         self.pool: ProcessPoolExecutor | None = None
+        self._starting: threading.Thread | None = None
+        self._error: BaseException | None = None
         if use_pool:
+            self._starting = threading.Thread(target=self._start, daemon=True)
+            self._starting.start()
+
+    def _start(self) -> None:
+        from provmint import engine
+
+        try:
             context = get_context("forkserver")
-            # The fork server imports the engine (pyarrow, numpy) once; workers fork from it
-            # ready to run instead of each paying the import.
             context.set_forkserver_preload(["provmint.engine"])
-            self.pool = ProcessPoolExecutor(
-                max_workers=workers,
+            pool = ProcessPoolExecutor(
+                max_workers=self.workers,
                 mp_context=context,
                 initializer=engine.init_worker,
-                initargs=(secret,),
+                initargs=(self.secret, os.getpid()),
             )
-            for _ in range(workers):  # let workers import while the parent reads the CSV
-                self.pool.submit(engine.warm_up)
+            for _ in range(self.workers):
+                pool.submit(engine.warm_up)
+            self.pool = pool
+        except BaseException as exc:  # reported when the pool is first needed
+            self._error = exc
 
-    def run(self, tasks: Any, on_done: Callable[[Any], None]) -> list[Any]:
+    def _ready(self) -> ProcessPoolExecutor | None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+            if self._error is not None:
+                raise ProvmintError(f"cannot start worker processes: {self._error}") from (
+                    self._error
+                )
+        return self.pool
+
+    def run(self, tasks: Iterator[Any], on_done: Callable[[Any], None]) -> list[Any]:
+        """Run every task; ``on_done`` sees each result as it completes."""
         from dataclasses import replace
 
         from provmint import engine
 
+        pool = self._ready()
         results = []
-        if self.pool is None:
+        if pool is None:
             for task in tasks:
                 result = engine.mint_chunk(replace(task, secret=self.secret))
                 on_done(result)
                 results.append(result)
             return results
-        pending: list[Future[Any]] = []
+        pending: set[Future[Any]] = set()
         for task in tasks:
-            pending.append(self.pool.submit(engine.mint_chunk, task))
-            while len([f for f in pending if not f.done()]) >= 2 * self.workers:
-                time.sleep(0.002)
-        for future in pending:
-            result = future.result()
-            on_done(result)
-            results.append(result)
+            pending.add(pool.submit(engine.mint_chunk, task))
+            if len(pending) >= 2 * self.workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    results.append(future.result())
+                    on_done(results[-1])
+        for future in as_completed(pending):
+            results.append(future.result())
+            on_done(results[-1])
         return results
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers (also when minting failed half-way)."""
+        try:
+            pool = self._ready()
+        except ProvmintError:
+            return
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _mint_chunks(
@@ -225,7 +269,7 @@ def _mint_chunks(
     chunk_level = engine.CHUNK_ROWS.bit_length() - 1
     top = min(chunk_level, len(sizes) - 1)
 
-    def tasks() -> Any:
+    def tasks() -> Iterator[engine.ChunkTask]:
         for index, start in enumerate(range(0, n, engine.CHUNK_ROWS)):
             yield engine.ChunkTask(
                 index=index,
@@ -293,20 +337,29 @@ def mint_batch(
         report("read", 0, 1)
         ing = read_products(source)
         report("read", 1, 1)
-        with (store.lock(exclusive=True, timeout=settings.lock_timeout,
-                         purpose="batch create", on_wait=on_wait),
-              store.connect(write=True) as con):
+        with (
+            store.lock(
+                exclusive=True,
+                timeout=settings.lock_timeout,
+                purpose="batch create",
+                on_wait=on_wait,
+            ),
+            store.connect(write=True) as con,
+        ):
             store.recover(con)
             report("check", 0, 1)
             dup_rejects, keep = _store_duplicates(store, con, ing)
             report("check", 1, 1)
-            rejects = tuple(sorted(ing.rejects + tuple(dup_rejects), key=lambda r: (r.row, r.column)))
+            rejects = tuple(
+                sorted(ing.rejects + tuple(dup_rejects), key=lambda r: (r.row, r.column))
+            )
             rejected_rows = len({r.row for r in rejects})
             if rejects and rejects_path is not None:
                 write_rejects(rejects_path, rejects)
             if rejects and not skip_invalid:
-                error = RowsRejectedError(source, list(rejects), rejected_rows, ing.total_rows,
-                                          rejects_path)
+                error = RowsRejectedError(
+                    source, list(rejects), rejected_rows, ing.total_rows, rejects_path
+                )
                 _hint_same_file(store, con, ing, error)
                 raise error
             table = ing.table if keep.all() else ing.table.take(pa.array(np.flatnonzero(keep)))
@@ -321,17 +374,34 @@ def mint_batch(
             try:
                 root, prefixes = _mint_chunks(runner, table, staging, settings.url_base, report)
                 report("commit", 0, 1)
-                info = _batch_info(seq, batch_id, now, label, source, ing, table, root, key.id,
-                                   settings.url_base, rejected_rows)
+                info = _batch_info(
+                    seq,
+                    batch_id,
+                    now,
+                    label,
+                    source,
+                    ing,
+                    table,
+                    root,
+                    key.id,
+                    settings.url_base,
+                    rejected_rows,
+                )
                 (staging / "manifest.json").write_text(
-                    json.dumps(info.manifest, indent=2, sort_keys=True) + "\n")
+                    json.dumps(info.manifest, indent=2, sort_keys=True) + "\n"
+                )
                 leaf_index = pa.array(np.arange(table.num_rows, dtype=np.int64))
-                key_table = pa.table({"key_hash": pa.array(keys, type=pa.uint64()),
-                                      "leaf_index": leaf_index})
-                token_table = pa.table({
-                    "token_prefix": pa.array(np.frombuffer(prefixes, dtype="<u8"), type=pa.uint64()),
-                    "leaf_index": leaf_index,
-                })
+                key_table = pa.table(
+                    {"key_hash": pa.array(keys, type=pa.uint64()), "leaf_index": leaf_index}
+                )
+                token_table = pa.table(
+                    {
+                        "token_prefix": pa.array(
+                            np.frombuffer(prefixes, dtype="<u8"), type=pa.uint64()
+                        ),
+                        "leaf_index": leaf_index,
+                    }
+                )
                 store.commit_batch(con, staging, info, key_table, token_table)
                 report("commit", 1, 1)
             except BaseException:
@@ -394,8 +464,12 @@ def _batch_info(
         "batch_id": batch_id,
         "created_at": created,
         "label": label,
-        "source": {"name": source.name, "sha256": ing.source_sha256,
-                   "bytes": ing.source_bytes, "rows": ing.total_rows},
+        "source": {
+            "name": source.name,
+            "sha256": ing.source_sha256,
+            "bytes": ing.source_bytes,
+            "rows": ing.total_rows,
+        },
         "products": n,
         "rejected": rejected_rows,
         "columns": sorted(ing.columns),
@@ -410,9 +484,21 @@ def _batch_info(
     digest = manifest_digest(manifest)
     commitment = batch_commitment(batch_id, n, root, digest)
     return BatchInfo(
-        seq=seq, batch_id=batch_id, created_at=created, label=label, source_name=source.name,
-        source_sha256=ing.source_sha256, products=n, rejected=rejected_rows,
-        tree_profile=merkle.PROFILE, tree_size=n, root=root.hex(),
-        manifest_digest=digest.hex(), commitment=commitment.hex(), key_id=key_id,
-        part_rows=CHUNK_ROWS, parts=parts, manifest=manifest,
+        seq=seq,
+        batch_id=batch_id,
+        created_at=created,
+        label=label,
+        source_name=source.name,
+        source_sha256=ing.source_sha256,
+        products=n,
+        rejected=rejected_rows,
+        tree_profile=merkle.PROFILE,
+        tree_size=n,
+        root=root.hex(),
+        manifest_digest=digest.hex(),
+        commitment=commitment.hex(),
+        key_id=key_id,
+        part_rows=CHUNK_ROWS,
+        parts=parts,
+        manifest=manifest,
     )

@@ -16,9 +16,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import select
 import struct
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -30,8 +34,9 @@ from provmint import gs1, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
 from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
 
+_native: ModuleType | None
 try:
-    from provmint import _native  # type: ignore[attr-defined]
+    from provmint import _native
 except ImportError:  # pragma: no cover - exercised on machines without a C compiler
     _native = None
 
@@ -61,10 +66,26 @@ _UNIQUE_COLUMNS = ("leaf_index", "serial", "token", "url")
 _UNRESERVED = r"^[A-Za-z0-9._~-]*$"
 
 
-def init_worker(secret: bytes) -> None:
-    """Process-pool initializer: keep the issuer secret in this worker only."""
+def init_worker(secret: bytes, parent_pid: int) -> None:
+    """Process-pool initializer: keep the issuer secret in this worker only, and exit
+    when the minting process dies (a killed parent must not leave workers behind)."""
     global _SECRET
     _SECRET = secret
+    threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(70)
+    select.select([fd], [], [])  # readable once the process has exited
+    os._exit(70)
 
 
 def warm_up() -> int:
@@ -125,10 +146,14 @@ def concat_parts(n: int, parts: list[Part], *, text: bool = False) -> pa.Array:
                 native.append(part)
             else:
                 offsets, data = _buffers(part[1])
-                native.append((part[0], offsets, data if data is not None else b"", *part[2:]))
+                extra = (part[2],) if len(part) == 3 else ()
+                native.append((part[0], offsets, data if data is not None else b"", *extra))
         offsets_raw, data_raw = _native.concat(n, native)
-        return pa.Array.from_buffers(pa.string() if text else pa.binary(), n,
-                                     [None, pa.py_buffer(offsets_raw), pa.py_buffer(data_raw)])
+        return pa.Array.from_buffers(
+            pa.string() if text else pa.binary(),
+            n,
+            [None, pa.py_buffer(offsets_raw), pa.py_buffer(data_raw)],
+        )
     arrow: list[Any] = []
     for part in parts:
         if isinstance(part, bytes):
@@ -137,10 +162,12 @@ def concat_parts(n: int, parts: list[Part], *, text: bool = False) -> pa.Array:
             arrow.append(part[1].cast(pa.binary()))
         elif part[0] == "len32":
             arrow.append(_be_u32(pc.binary_length(part[1])))
-        else:
+        elif len(part) == 3:
             values = part[1].cast(pa.binary())
             joined = pc.binary_join_element_wise(pa.scalar(part[2], pa.binary()), values, b"")
             arrow.append(pc.if_else(pc.equal(values, b""), pa.scalar(b"", pa.binary()), joined))
+        else:
+            raise ValueError(f"unknown part {part[0]!r}")
     out = pc.binary_join_element_wise(*arrow, b"")
     out = out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
     return out.cast(pa.string()) if text else out
@@ -148,7 +175,9 @@ def concat_parts(n: int, parts: list[Part], *, text: bool = False) -> pa.Array:
 
 def _be_u32(lengths: pa.Array) -> pa.Array:
     raw = lengths.to_numpy(zero_copy_only=False).astype(">u4").tobytes()
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(lengths), [None, pa.py_buffer(raw)])
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(4), len(lengths), [None, pa.py_buffer(raw)]
+    )
     return fixed.cast(pa.binary())
 
 
@@ -177,8 +206,10 @@ def _percent_encoded(values: pa.Array) -> pa.Array:
     needs = pc.invert(pc.match_substring_regex(values, pattern=_UNRESERVED))
     if not pc.any(needs).as_py():
         return values
-    encoded = [gs1.percent_encode(v) if n else v
-               for v, n in zip(values.to_pylist(), needs.to_pylist(), strict=True)]
+    encoded = [
+        gs1.percent_encode(v) if n else v
+        for v, n in zip(values.to_pylist(), needs.to_pylist(), strict=True)
+    ]
     return pa.array(encoded, type=pa.string())
 
 
@@ -197,15 +228,15 @@ def _urls(table: pa.Table, tokens: pa.Array, url_base: str) -> pa.Array:
     parts: list[Part] = [(url_base.rstrip("/") + "/01/").encode(), ("col", _column(table, "gtin"))]
     if "lot" in table.column_names:
         parts.append(("opt", _percent_encoded(_column(table, "lot")), b"/10/"))
-    parts += [b"/21/", ("col", _percent_encoded(_column(table, "serial"))), b"?t=",
-              ("col", tokens)]
+    parts += [b"/21/", ("col", _percent_encoded(_column(table, "serial"))), b"?t=", ("col", tokens)]
     return concat_parts(table.num_rows, parts, text=True)
 
 
 def _buffers(arr: pa.Array) -> tuple[np.ndarray, Any]:
     """The absolute int32 offsets and the data buffer of a binary array (zero copy)."""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1,
-                            offset=arr.offset * 4)
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4
+    )
     return offsets, arr.buffers()[2]
 
 
@@ -218,8 +249,9 @@ def hash_rows(ids: pa.Array, records: pa.Array, secret: bytes) -> tuple[bytes, b
     if _native is not None and len(secret) <= 64:
         id_offsets, id_data = _buffers(ids)
         rec_offsets, rec_data = _buffers(records)
-        tokens, leaves = _native.hash_rows(secret, TOKEN_TAG, COMMIT_TAG, id_offsets, id_data,
-                                           rec_offsets, rec_data)
+        tokens, leaves = _native.hash_rows(
+            secret, TOKEN_TAG, COMMIT_TAG, id_offsets, id_data, rec_offsets, rec_data
+        )
         return tokens, leaves
     return _hash_rows_py(ids.to_pylist(), records.to_pylist(), secret)
 
@@ -248,7 +280,9 @@ def _write_levels(task: ChunkTask, levels: list[bytes]) -> None:
         for level in range(task.top_level + 1):
             # Above the chunk's own height a short last chunk's root is promoted unchanged.
             node = levels[level] if level < len(levels) else levels[-1]
-            os.pwrite(fd, node, task.level_offsets[level] + merkle.HASH_SIZE * (task.start >> level))
+            os.pwrite(
+                fd, node, task.level_offsets[level] + merkle.HASH_SIZE * (task.start >> level)
+            )
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -103,7 +103,9 @@ class InputFileError(InputError):
 class MissingColumnError(InputError):
     """A required column is missing from the header; raised before any row is read."""
 
-    def __init__(self, path: Path | str, column: str, header: list[str], aliases: list[str]) -> None:
+    def __init__(
+        self, path: Path | str, column: str, header: list[str], aliases: list[str]
+    ) -> None:
         shown = ", ".join(header) if header else "(empty header)"
         super().__init__(
             f"{path}: line 1: required column '{column}' is missing (header: {shown})",

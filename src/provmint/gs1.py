@@ -79,9 +79,7 @@ def normalize_gtin(value: str) -> str | FieldProblem:
     if not text.isascii() or not text.isdigit():
         return FieldProblem("gtin_not_digits", "GTIN must contain digits only")
     if len(text) not in GTIN_LENGTHS:
-        return FieldProblem(
-            "gtin_length", f"GTIN has {len(text)} digits; expected 8, 12, 13 or 14"
-        )
+        return FieldProblem("gtin_length", f"GTIN has {len(text)} digits; expected 8, 12, 13 or 14")
     padded = text.rjust(14, "0")
     expected = gtin_check_digit(padded[:13])
     if int(padded[13]) != expected:
@@ -148,9 +146,7 @@ def check_expiry(value: str) -> FieldProblem | None:
     else:
         m = _GS1_DATE.match(value)
         if not m:
-            return FieldProblem(
-                "expiry_format", "expiry must be YYYY-MM-DD or GS1 YYMMDD"
-            )
+            return FieldProblem("expiry_format", "expiry must be YYYY-MM-DD or GS1 YYMMDD")
         year = 2000 + int(m.group(1))
     month, day = int(m.group(2)), int(m.group(3))
     if not 1 <= month <= 12:

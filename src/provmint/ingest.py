@@ -45,14 +45,41 @@ __all__ = [
 REQUIRED = ("gtin", "serial")
 
 ALIASES: dict[str, tuple[str, ...]] = {
-    "gtin": ("gtin", "gtin14", "gtin_14", "gtin13", "gtin_13", "ean", "ean13", "ean_13",
-             "upc", "upc_a", "01", "ai_01"),
+    "gtin": (
+        "gtin",
+        "gtin14",
+        "gtin_14",
+        "gtin13",
+        "gtin_13",
+        "ean",
+        "ean13",
+        "ean_13",
+        "upc",
+        "upc_a",
+        "01",
+        "ai_01",
+    ),
     "serial": ("serial", "serial_number", "serial_no", "serialno", "sn", "ser", "21", "ai_21"),
     "lot": ("lot", "lot_number", "lot_no", "batch", "batch_number", "batch_no", "10", "ai_10"),
-    "expiry": ("expiry", "expiry_date", "exp", "exp_date", "expiration", "expiration_date",
-               "use_by", "17", "ai_17"),
-    "production_date": ("production_date", "prod_date", "manufacturing_date", "mfg_date",
-                        "11", "ai_11"),
+    "expiry": (
+        "expiry",
+        "expiry_date",
+        "exp",
+        "exp_date",
+        "expiration",
+        "expiration_date",
+        "use_by",
+        "17",
+        "ai_17",
+    ),
+    "production_date": (
+        "production_date",
+        "prod_date",
+        "manufacturing_date",
+        "mfg_date",
+        "11",
+        "ai_11",
+    ),
 }
 """Canonical column name -> accepted header spellings (after lower-casing and turning
 spaces and punctuation into ``_``): ``Serial Number``, ``SN`` and ``21`` all mean ``serial``."""
@@ -226,8 +253,9 @@ def _fixed_width_bytes(arr: Any, width: int) -> np.ndarray:
 
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1,
-                            offset=arr.offset * 4)
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4
+    )
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     out = data[offsets[0] : offsets[-1]]
     if out.size != width * len(arr):
@@ -246,9 +274,7 @@ class _Collector:
         self.by_index.append((index, column, _show(value), code, reason))
 
 
-def _unique_check(
-    col: Any, check: Any, column: str, valid: Any, out: _Collector
-) -> Any:
+def _unique_check(col: Any, check: Any, column: str, valid: Any, out: _Collector) -> Any:
     """Validate a low-cardinality column by checking each distinct value once."""
     import numpy as np
     import pyarrow as pa
@@ -291,9 +317,13 @@ def _decode_columns(table: pa.Table, names: list[str], out: _Collector) -> tuple
                     v.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     bad.append(i)
-                    out.add(i, name, v, "invalid_utf8",
-                            f"not valid UTF-8 (byte 0x{v[exc.start]:02x}); "
-                            "save the file as UTF-8")
+                    out.add(
+                        i,
+                        name,
+                        v,
+                        "invalid_utf8",
+                        f"not valid UTF-8 (byte 0x{v[exc.start]:02x}); save the file as UTF-8",
+                    )
             mask = np.zeros(n, dtype=bool)
             mask[bad] = True
             valid[bad] = False
@@ -302,8 +332,13 @@ def _decode_columns(table: pa.Table, names: list[str], out: _Collector) -> tuple
         too_long = pc.greater(pc.binary_length(text), MAX_VALUE_BYTES)
         if pc.any(too_long).as_py():
             for i in np.flatnonzero(too_long.to_numpy(zero_copy_only=False)).tolist():
-                out.add(i, name, text[i].as_py(), "value_too_long",
-                        f"value has more than {MAX_VALUE_BYTES} bytes")
+                out.add(
+                    i,
+                    name,
+                    text[i].as_py(),
+                    "value_too_long",
+                    f"value has more than {MAX_VALUE_BYTES} bytes",
+                )
                 valid[i] = False
         cols.append(text)
     return cols, valid
@@ -322,8 +357,11 @@ def _validate(names: list[str], cols: list[Any], valid: Any, out: _Collector) ->
     good = [v if isinstance(v, str) else "00000000000000" for v in normalized]
     positions = pc.index_in(gtin, value_set=uniques)
     gtin14 = pc.take(pa.array(good, type=pa.string()), positions)
-    bad_gtins = {u: p for u, p in zip(uniques.to_pylist(), normalized, strict=True)
-                 if isinstance(p, gs1.FieldProblem)}
+    bad_gtins = {
+        u: p
+        for u, p in zip(uniques.to_pylist(), normalized, strict=True)
+        if isinstance(p, gs1.FieldProblem)
+    }
     if bad_gtins:
         mask = pc.is_in(gtin, value_set=pa.array(list(bad_gtins), type=pa.string()))
         idx = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
@@ -412,13 +450,16 @@ def read_products(path: Path) -> Ingested:
         out.ragged_texts.clear()
         return pacsv.read_csv(
             pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(column_names=placeholders, skip_rows=1,
-                                           block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
-                                             invalid_row_handler=on_bad_row),
+            read_options=pacsv.ReadOptions(
+                column_names=placeholders, skip_rows=1, block_size=1 << 22
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={p: column_type for p in placeholders},
-                strings_can_be_null=False, quoted_strings_can_be_null=False,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
 
@@ -446,10 +487,20 @@ def read_products(path: Path) -> Ingested:
     if idx.size:
         keys[idx] = key_hashes(pc.take(gtin14, pa.array(idx)), pc.take(serial, pa.array(idx)))
     for row, first in _in_file_duplicates(keys, gtin14, serial, idx):
-        out.add(row, "serial", serial[row].as_py(), "duplicate_in_file",
-                f"same gtin and serial as row #{first}")
-        out.add(first, "serial", serial[first].as_py(), "duplicate_in_file",
-                f"same gtin and serial as row #{row}")
+        out.add(
+            row,
+            "serial",
+            serial[row].as_py(),
+            "duplicate_in_file",
+            f"same gtin and serial as row #{first}",
+        )
+        out.add(
+            first,
+            "serial",
+            serial[first].as_py(),
+            "duplicate_in_file",
+            f"same gtin and serial as row #{row}",
+        )
         valid[row] = valid[first] = False
 
     rejects, row_numbers = _number_rejects(path, data, delimiter, len(names), n, out)
@@ -491,16 +542,27 @@ def _number_rejects(
     else:  # the two parsers disagree (exotic quoting): fall back to record order
         row_numbers = np.arange(1, n + 1, dtype=np.int64)
         lines = {}
-        ragged = [(n + 1 + i, len(next(csv.reader([t], delimiter=delimiter), [])), t)
-                  for i, t in enumerate(out.ragged_texts)]
+        ragged = [
+            (n + 1 + i, len(next(csv.reader([t], delimiter=delimiter), [])), t)
+            for i, t in enumerate(out.ragged_texts)
+        ]
     rejects = []
     for record, fields, text in ragged:
-        rejects.append(Reject(record, lines.get(record), "(row)", _show(text), "ragged_row",
-                              f"row has {fields} fields; the header has {width}"))
+        rejects.append(
+            Reject(
+                record,
+                lines.get(record),
+                "(row)",
+                _show(text),
+                "ragged_row",
+                f"row has {fields} fields; the header has {width}",
+            )
+        )
     for index, column, value, code, reason in out.by_index:
         record = int(row_numbers[index])
-        reason = re.sub(r"row #(\d+)", lambda m: _row_ref(int(m.group(1)), row_numbers, lines),
-                        reason)
+        reason = re.sub(
+            r"row #(\d+)", lambda m: _row_ref(int(m.group(1)), row_numbers, lines), reason
+        )
         rejects.append(Reject(record, lines.get(record), column, value, code, reason))
     rejects.sort(key=lambda r: (r.row, r.column))
     return rejects, row_numbers
@@ -510,4 +572,3 @@ def _row_ref(index: int, row_numbers: Any, lines: dict[int, int]) -> str:
     record = int(row_numbers[index])
     line = lines.get(record)
     return f"line {line}" if line is not None else f"row {record}"
-

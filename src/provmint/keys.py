@@ -128,7 +128,9 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _new_key() -> IssuerKey:
     secret = secrets.token_bytes(MIN_SECRET_BYTES)
-    return IssuerKey(id=key_id_for(secret), created_at=_now(), status="active", secret=Secret(secret))
+    return IssuerKey(
+        id=key_id_for(secret), created_at=_now(), status="active", secret=Secret(secret)
+    )
 
 
 def _parse_key(path: Path, entry: Any) -> IssuerKey:

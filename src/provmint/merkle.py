@@ -53,8 +53,9 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 _sha256 = hashlib.sha256
 _NODE_PREFIX = _sha256(b"\x01")
 
+_native_reduce: Callable[[bytes], bytes] | None
 try:  # the same reduction in C (see provmint/_native.c); optional
-    from provmint._native import reduce_level as _native_reduce  # type: ignore[import-not-found]
+    from provmint._native import reduce_level as _native_reduce
 except ImportError:  # pragma: no cover - machines without a C compiler
     _native_reduce = None
 
@@ -111,7 +112,7 @@ def _reduce_level_py(level: bytes) -> bytes:
     count = len(level) // HASH_SIZE
     view = memoryview(level)
     copy = _NODE_PREFIX.copy
-    out = []
+    out: list[bytes] = []
     append = out.append
     for offset in range(0, (count - count % 2) * HASH_SIZE, 2 * HASH_SIZE):
         h = copy()

@@ -55,15 +55,22 @@ class ProductRecord:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"batch_id": self.batch.batch_id, "leaf_index": self.leaf_index,
-                "record": self.record, "token": self.token, "url": self.url}
+        return {
+            "batch_id": self.batch.batch_id,
+            "leaf_index": self.leaf_index,
+            "record": self.record,
+            "token": self.token,
+            "url": self.url,
+        }
 
 
 @contextmanager
 def _reading(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyConnection]]:
     store = Store.open(settings.store)
-    with (store.lock(exclusive=False, timeout=settings.lock_timeout, purpose="read"),
-          store.connect(write=False) as con):
+    with (
+        store.lock(exclusive=False, timeout=settings.lock_timeout, purpose="read"),
+        store.connect(write=False) as con,
+    ):
         yield store, con
 
 
@@ -82,8 +89,9 @@ def show_batch(settings: Settings, ref: str) -> BatchInfo:
 def _product(store: Store, batch: BatchInfo, leaf: int) -> ProductRecord:
     row = store.read_products(batch, [leaf]).to_pylist()[0]
     record = {k: v for k, v in row.items() if k not in _NOT_RECORD and v is not None}
-    return ProductRecord(batch=batch, leaf_index=leaf, record=record, token=row["token"],
-                         url=row["url"])
+    return ProductRecord(
+        batch=batch, leaf_index=leaf, record=record, token=row["token"], url=row["url"]
+    )
 
 
 def find_product(
@@ -122,8 +130,9 @@ def find_product(
     key = key_hashes(pa.array([gtin14]), pa.array([serial]))
     with _reading(settings) as (store, con):
         hits = store.key_candidates(con, key)
-        for seq, leaf in zip(hits.column("batch_seq").to_pylist(),
-                             hits.column("leaf_index").to_pylist(), strict=True):
+        for seq, leaf in zip(
+            hits.column("batch_seq").to_pylist(), hits.column("leaf_index").to_pylist(), strict=True
+        ):
             product = _product(store, store.batch_by_seq(con, seq), leaf)
             if product.record["gtin"] == gtin14 and product.record["serial"] == serial:
                 return product
@@ -131,18 +140,36 @@ def find_product(
 
 
 def _batch_section(batch: BatchInfo) -> dict[str, Any]:
-    return {"id": batch.batch_id, "manifest": batch.manifest,
-            "manifest_digest": batch.manifest_digest, "commitment": batch.commitment}
+    return {
+        "id": batch.batch_id,
+        "manifest": batch.manifest,
+        "manifest_digest": batch.manifest_digest,
+        "commitment": batch.commitment,
+    }
 
 
-def _proof(batch: BatchInfo, leaf: int, record: dict[str, str], commitment: bytes,
-           path: list[bytes], section: dict[str, Any]) -> dict[str, Any]:
+def _proof(
+    batch: BatchInfo,
+    leaf: int,
+    record: dict[str, str],
+    commitment: bytes,
+    path: list[bytes],
+    section: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "format": PROOF_FORMAT,
-        "product": {"record_version": batch.manifest["record_version"], "record": record,
-                    "token_commitment": commitment.hex()},
-        "tree": {"profile": batch.tree_profile, "size": batch.tree_size, "leaf_index": leaf,
-                 "path": [p.hex() for p in path], "root": batch.root},
+        "product": {
+            "record_version": batch.manifest["record_version"],
+            "record": record,
+            "token_commitment": commitment.hex(),
+        },
+        "tree": {
+            "profile": batch.tree_profile,
+            "size": batch.tree_size,
+            "leaf_index": leaf,
+            "path": [p.hex() for p in path],
+            "root": batch.root,
+        },
         "batch": section,
         "anchor": None,
     }
@@ -165,13 +192,21 @@ def export_proof(
     if not tokens_equal(leaf, tree.leaf(product.leaf_index)):
         raise StoreCorruptError(
             f"batch {product.batch.batch_id}: stored record {product.leaf_index} does not match "
-            "its leaf in the tree file")
+            "its leaf in the tree file"
+        )
     path = tree.inclusion_path(product.leaf_index)
-    if not merkle.verify_inclusion(leaf, product.leaf_index, tree.size, path,
-                                   bytes.fromhex(product.batch.root)):
+    if not merkle.verify_inclusion(
+        leaf, product.leaf_index, tree.size, path, bytes.fromhex(product.batch.root)
+    ):
         raise StoreCorruptError(f"batch {product.batch.batch_id}: tree file does not match root")
-    return _proof(product.batch, product.leaf_index, product.record, commitment, path,
-                  _batch_section(product.batch))
+    return _proof(
+        product.batch,
+        product.leaf_index,
+        product.record,
+        commitment,
+        path,
+        _batch_section(product.batch),
+    )
 
 
 def _paths(levels: list[bytes], index: int, sizes: list[int]) -> list[bytes]:
@@ -221,27 +256,52 @@ def export_batch_proofs(
                         leaf = row["leaf_index"]
                         record = {k: row[k] for k in fields}
                         commitment = token_commitment(parse_token(row["token"]))
-                        lines.append(json.dumps(_proof(batch, leaf, record, commitment,
-                                                       _paths(levels, leaf, sizes), section),
-                                                separators=(",", ":"), ensure_ascii=False))
+                        lines.append(
+                            json.dumps(
+                                _proof(
+                                    batch,
+                                    leaf,
+                                    record,
+                                    commitment,
+                                    _paths(levels, leaf, sizes),
+                                    section,
+                                ),
+                                separators=(",", ":"),
+                                ensure_ascii=False,
+                            )
+                        )
                     fh.write(("\n".join(lines) + "\n").encode("utf-8"))
                 else:
-                    commitments = [token_commitment(parse_token(t)) for t in
-                                   table.column("token").to_pylist()]
-                    paths = [_paths(levels, leaf, sizes)
-                             for leaf in table.column("leaf_index").to_pylist()]
-                    part_table = table.select(["leaf_index", *fields]).append_column(
-                        "token_commitment", pa.array(commitments, pa.binary(32))
-                    ).append_column("path", pa.array(paths, pa.list_(pa.binary(32))))
+                    commitments = [
+                        token_commitment(parse_token(t)) for t in table.column("token").to_pylist()
+                    ]
+                    paths = [
+                        _paths(levels, leaf, sizes)
+                        for leaf in table.column("leaf_index").to_pylist()
+                    ]
+                    part_table = (
+                        table.select(["leaf_index", *fields])
+                        .append_column("token_commitment", pa.array(commitments, pa.binary(32)))
+                        .append_column("path", pa.array(paths, pa.list_(pa.binary(32))))
+                    )
                     if writer is None:
-                        meta = {b"provmint": json.dumps({
-                            "format": PROOF_FORMAT, "batch": section,
-                            "tree": {"profile": batch.tree_profile, "size": batch.tree_size,
-                                     "root": batch.root},
-                            "record_version": batch.manifest["record_version"],
-                        }).encode()}
-                        writer = pq.ParquetWriter(fh, part_table.schema.with_metadata(meta),
-                                                  compression="zstd")
+                        meta = {
+                            b"provmint": json.dumps(
+                                {
+                                    "format": PROOF_FORMAT,
+                                    "batch": section,
+                                    "tree": {
+                                        "profile": batch.tree_profile,
+                                        "size": batch.tree_size,
+                                        "root": batch.root,
+                                    },
+                                    "record_version": batch.manifest["record_version"],
+                                }
+                            ).encode()
+                        }
+                        writer = pq.ParquetWriter(
+                            fh, part_table.schema.with_metadata(meta), compression="zstd"
+                        )
                     writer.write_table(part_table.replace_schema_metadata(writer.schema.metadata))
                 done += table.num_rows
                 if progress is not None:
@@ -285,12 +345,18 @@ def export_labels(settings: Settings, ref: str, out: Path | None, *, fmt: str = 
             table = pq.read_table(part)
             columns = {}
             for name in LABEL_COLUMNS:
-                columns[name] = (table.column(name) if name in table.column_names
-                                 else pa.nulls(table.num_rows, pa.string()).fill_null(""))
+                columns[name] = (
+                    table.column(name)
+                    if name in table.column_names
+                    else pa.nulls(table.num_rows, pa.string()).fill_null("")
+                )
             labels = pa.table(columns)
             if writer is None:
-                writer = (pacsv.CSVWriter(target, labels.schema) if fmt == "csv"
-                          else pq.ParquetWriter(target, labels.schema, compression="zstd"))
+                writer = (
+                    pacsv.CSVWriter(target, labels.schema)
+                    if fmt == "csv"
+                    else pq.ParquetWriter(target, labels.schema, compression="zstd")
+                )
             writer.write_table(labels)
             written += labels.num_rows
         if writer is not None:
@@ -317,8 +383,12 @@ class TokenCheck:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"valid": self.valid, "gtin": self.gtin, "serial": self.serial,
-                "key_id": self.key_id}
+        return {
+            "valid": self.valid,
+            "gtin": self.gtin,
+            "serial": self.serial,
+            "key_id": self.key_id,
+        }
 
 
 def verify_token(settings: Settings, token: str, gtin: str, serial: str) -> TokenCheck:

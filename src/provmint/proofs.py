@@ -98,7 +98,7 @@ class _Doc:
     def obj(self, key: str) -> _Doc:
         return _Doc(self.value[key], self._name(key))
 
-    def str(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
+    def text(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
         v = self.value[key]
         if not isinstance(v, str):
             raise ProofError(f"proof field {self._name(key)} must be a string")
@@ -106,17 +106,18 @@ class _Doc:
             raise ProofError(f"proof field {self._name(key)} has an invalid value {v[:80]!r}")
         return v
 
-    def hex(self, key: str) -> bytes:
+    def digest(self, key: str) -> bytes:
         v = self.value[key]
         if not isinstance(v, str) or not _HEX64.fullmatch(v):
             raise ProofError(f"proof field {self._name(key)} must be 64 lowercase hex digits")
         return bytes.fromhex(v)
 
-    def int(self, key: str, low: int, high: int) -> int:
+    def integer(self, key: str, low: int, high: int) -> int:
         v = self.value[key]
         if type(v) is not int or not low <= v <= high:
-            raise ProofError(f"proof field {self._name(key)} must be a whole number in "
-                             f"[{low}, {high}]")
+            raise ProofError(
+                f"proof field {self._name(key)} must be a whole number in [{low}, {high}]"
+            )
         return v
 
     def hex_list(self, key: str, limit: int) -> tuple[bytes, ...]:
@@ -128,7 +129,9 @@ class _Doc:
         out = []
         for i, item in enumerate(v):
             if not isinstance(item, str) or not _HEX64.fullmatch(item):
-                raise ProofError(f"proof field {self._name(key)}[{i}] must be 64 lowercase hex digits")
+                raise ProofError(
+                    f"proof field {self._name(key)}[{i}] must be 64 lowercase hex digits"
+                )
             out.append(bytes.fromhex(item))
         return tuple(out)
 
@@ -166,13 +169,18 @@ def _decode(data: bytes | str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ProofError(f"proof is not UTF-8 (byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_reject_duplicates, parse_float=_no_floats,
-                         parse_constant=_no_floats)
+        doc = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_float=_no_floats,
+            parse_constant=_no_floats,
+        )
     except RecursionError:
         raise ProofError("proof is nested too deeply") from None
     except json.JSONDecodeError as exc:
-        raise ProofError(f"proof is not valid JSON: {exc.msg} at line {exc.lineno} "
-                         f"column {exc.colno}") from None
+        raise ProofError(
+            f"proof is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     _depth(doc)
     if not isinstance(doc, dict):
         raise ProofError("proof must be a JSON object")
@@ -206,21 +214,22 @@ def parse_proof(data: bytes | str | dict[str, Any]) -> Proof:
         _depth(doc_value)
     doc = _Doc(doc_value, "")
     doc.keys({"format", "product", "tree", "batch", "anchor"})
-    fmt = doc.str("format")
+    fmt = doc.text("format")
     if fmt != PROOF_FORMAT:
-        raise ProofError(f"unsupported proof format {fmt[:40]!r}; this provmint reads "
-                         f"{PROOF_FORMAT}")
+        raise ProofError(
+            f"unsupported proof format {fmt[:40]!r}; this provmint reads {PROOF_FORMAT}"
+        )
     product = doc.obj("product")
     product.keys({"record_version", "record", "token_commitment"})
-    record_version = product.str("record_version")
+    record_version = product.text("record_version")
     if record_version != RECORD_VERSION:
         raise ProofError(f"unsupported record version {record_version[:40]!r}")
     tree = doc.obj("tree")
     tree.keys({"profile", "size", "leaf_index", "path", "root"})
-    profile = tree.str("profile")
+    profile = tree.text("profile")
     if profile != merkle.PROFILE:
         raise ProofError(f"unsupported tree profile {profile[:40]!r}")
-    size = tree.int("size", 1, merkle.MAX_TREE_SIZE)
+    size = tree.integer("size", 1, merkle.MAX_TREE_SIZE)
     batch = doc.obj("batch")
     batch.keys({"id", "manifest", "manifest_digest", "commitment"})
     manifest = batch.obj("manifest").value
@@ -234,16 +243,16 @@ def parse_proof(data: bytes | str | dict[str, Any]) -> Proof:
     return Proof(
         record=_record(product),
         record_version=record_version,
-        token_commitment=product.hex("token_commitment"),
+        token_commitment=product.digest("token_commitment"),
         profile=profile,
         size=size,
-        leaf_index=tree.int("leaf_index", 0, size - 1),
+        leaf_index=tree.integer("leaf_index", 0, size - 1),
         path=tree.hex_list("path", merkle.MAX_PATH),
-        root=tree.hex("root"),
-        batch_id=batch.str("id", _BATCH_ID),
+        root=tree.digest("root"),
+        batch_id=batch.text("id", _BATCH_ID),
         manifest=dict(manifest),
-        manifest_digest=batch.hex("manifest_digest"),
-        commitment=batch.hex("commitment"),
+        manifest_digest=batch.digest("manifest_digest"),
+        commitment=batch.digest("commitment"),
         anchor=anchor,
         document=doc_value,
     )

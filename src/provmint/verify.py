@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from provmint.tokens import parse_token
 __all__ = ["Check", "Verdict", "VerificationReport", "load_proof_file", "verify_proof"]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """Outcome of a verification."""
 
     VALID = "valid"
@@ -154,41 +154,71 @@ def verify_proof(
         raise ProofError(f"proof record cannot be encoded: {exc}") from exc
     try:
         computed = merkle.root_from_path(leaf, p.leaf_index, p.size, p.path)
-        check("inclusion", _eq(computed, p.root),
-              f"leaf {p.leaf_index} of {p.size} leads to root {computed.hex()[:16]}…, "
-              f"proof says {p.root.hex()[:16]}…")
+        check(
+            "inclusion",
+            _eq(computed, p.root),
+            f"leaf {p.leaf_index} of {p.size} leads to root {computed.hex()[:16]}…, "
+            f"proof says {p.root.hex()[:16]}…",
+        )
     except merkle.InclusionProofError as exc:
         computed = b""
         check("inclusion", False, str(exc))
 
     digest = manifest_digest(p.manifest)
-    check("manifest", _eq(digest, p.manifest_digest),
-          "manifest digest matches" if _eq(digest, p.manifest_digest)
-          else "the manifest does not hash to batch.manifest_digest")
+    check(
+        "manifest",
+        _eq(digest, p.manifest_digest),
+        "manifest digest matches"
+        if _eq(digest, p.manifest_digest)
+        else "the manifest does not hash to batch.manifest_digest",
+    )
     tree = p.manifest.get("tree")
     expected_tree = {"profile": p.profile, "size": p.size, "root": p.root.hex()}
-    check("manifest binds tree", tree == expected_tree,
-          "manifest names this tree (profile, size, root)" if tree == expected_tree
-          else f"manifest tree {tree!r} differs from the proof's tree")
+    check(
+        "manifest binds tree",
+        tree == expected_tree,
+        "manifest names this tree (profile, size, root)"
+        if tree == expected_tree
+        else f"manifest tree {tree!r} differs from the proof's tree",
+    )
     ids_ok = p.manifest.get("batch_id") == p.batch_id
-    check("manifest binds batch", ids_ok,
-          "manifest names this batch" if ids_ok else "manifest batch_id differs from batch.id")
+    check(
+        "manifest binds batch",
+        ids_ok,
+        "manifest names this batch" if ids_ok else "manifest batch_id differs from batch.id",
+    )
     columns_ok = p.manifest.get("columns") == sorted(p.record)
-    check("record fields", columns_ok,
-          "record has exactly the batch's columns" if columns_ok
-          else "record fields differ from the batch's committed columns")
+    check(
+        "record fields",
+        columns_ok,
+        "record has exactly the batch's columns"
+        if columns_ok
+        else "record fields differ from the batch's committed columns",
+    )
     version_ok = p.manifest.get("record_version") == p.record_version
-    check("record version", version_ok,
-          p.record_version if version_ok else "manifest and proof disagree on record version")
+    check(
+        "record version",
+        version_ok,
+        p.record_version if version_ok else "manifest and proof disagree on record version",
+    )
     commitment = batch_commitment(p.batch_id, p.size, p.root, p.manifest_digest)
-    check("batch commitment", _eq(commitment, p.commitment),
-          "binds batch id, tree size, root and manifest" if _eq(commitment, p.commitment)
-          else "recomputed commitment differs from batch.commitment")
+    check(
+        "batch commitment",
+        _eq(commitment, p.commitment),
+        "binds batch id, tree size, root and manifest"
+        if _eq(commitment, p.commitment)
+        else "recomputed commitment differs from batch.commitment",
+    )
     if token is not None:
         try:
             ok = _eq(token_commitment(parse_token(token)), p.token_commitment)
-            check("token", ok, "the token matches the committed token" if ok
-                  else "the token is not the one committed for this product")
+            check(
+                "token",
+                ok,
+                "the token matches the committed token"
+                if ok
+                else "the token is not the one committed for this product",
+            )
         except ValueError as exc:
             check("token", False, str(exc))
 

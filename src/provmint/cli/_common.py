@@ -18,24 +18,40 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 StoreOpt = Annotated[
     Path | None,
-    typer.Option("--store", help="Product store directory [env: PROVMINT_STORE]",
-                 show_default=False, rich_help_panel="Locations"),
+    typer.Option(
+        "--store",
+        help="Product store directory [env: PROVMINT_STORE]",
+        show_default=False,
+        rich_help_panel="Locations",
+    ),
 ]
 KeyFileOpt = Annotated[
     Path | None,
-    typer.Option("--key-file", help="Issuer key file [env: PROVMINT_KEY_FILE]",
-                 show_default=False, rich_help_panel="Locations"),
+    typer.Option(
+        "--key-file",
+        help="Issuer key file [env: PROVMINT_KEY_FILE]",
+        show_default=False,
+        rich_help_panel="Locations",
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="Config file [env: PROVMINT_CONFIG]", show_default=False,
-                 rich_help_panel="Locations"),
+    typer.Option(
+        "--config",
+        help="Config file [env: PROVMINT_CONFIG]",
+        show_default=False,
+        rich_help_panel="Locations",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 LockTimeoutOpt = Annotated[
     float | None,
-    typer.Option("--lock-timeout", help="Seconds to wait for another provmint process "
-                 "[env: PROVMINT_LOCK_TIMEOUT, default 60]", show_default=False),
+    typer.Option(
+        "--lock-timeout",
+        help="Seconds to wait for another provmint process "
+        "[env: PROVMINT_LOCK_TIMEOUT, default 60]",
+        show_default=False,
+    ),
 ]
 
 

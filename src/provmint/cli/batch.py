@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from provmint.errors import RowsRejectedError
     from provmint.store import BatchInfo
 
-app = typer.Typer(rich_markup_mode=None, help="Mint, list, show and export batches.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Mint, list, show and export batches.", no_args_is_help=True
+)
 
 SHOWN_REJECTS = 10
 
@@ -44,11 +46,21 @@ def _progress(console: Any, enabled: bool) -> tuple[Any, Any]:
         TimeElapsedColumn,
     )
 
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<26}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                        transient=True)
-    labels = {"read": "reading and validating", "check": "checking the store",
-              "mint": "minting", "commit": "committing"}
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description:<26}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    labels = {
+        "read": "reading and validating",
+        "check": "checking the store",
+        "mint": "minting",
+        "commit": "committing",
+    }
     tasks: dict[str, Any] = {}
 
     def update(phase: str, done: int, total: int) -> None:
@@ -75,22 +87,47 @@ def _show_rejects(error: RowsRejectedError) -> None:
 @app.command("create")
 @handle_errors
 def create(
-    csv_file: Annotated[Path, typer.Argument(metavar="FILE", help="Products CSV to mint.",
-                                             show_default=False)],
-    skip_invalid: Annotated[bool, typer.Option(
-        "--skip-invalid", help="Mint the valid rows and list the rest in the rejects file, "
-        "instead of refusing the whole batch.")] = False,
-    rejects: Annotated[Path | None, typer.Option(
-        "--rejects", help="Where to write rejected rows [default: ./<FILE stem>.rejects.csv]",
-        show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", "-j", min=1, max=256,
-        help="Worker processes [env: PROVMINT_WORKERS; default: CPU count]",
-        show_default=False)] = None,
-    url_base: Annotated[str | None, typer.Option(
-        "--url-base", help="Verification URL base [env: PROVMINT_URL_BASE; default: "
-        "https://id.example.com]", show_default=False)] = None,
-    label: Annotated[str | None, typer.Option("--label", help="A note kept with the batch.")] = None,
+    csv_file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="Products CSV to mint.", show_default=False)
+    ],
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid",
+            help="Mint the valid rows and list the rest in the rejects file, "
+            "instead of refusing the whole batch.",
+        ),
+    ] = False,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects",
+            help="Where to write rejected rows [default: ./<FILE stem>.rejects.csv]",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            max=256,
+            help="Worker processes [env: PROVMINT_WORKERS; default: CPU count]",
+            show_default=False,
+        ),
+    ] = None,
+    url_base: Annotated[
+        str | None,
+        typer.Option(
+            "--url-base",
+            help="Verification URL base [env: PROVMINT_URL_BASE; default: https://id.example.com]",
+            show_default=False,
+        ),
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="A note kept with the batch.")
+    ] = None,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
     config: ConfigOpt = None,
@@ -114,8 +151,9 @@ def create(
     from provmint.batch import mint_batch
     from provmint.errors import RowsRejectedError
 
-    cfg = settings(store, key_file, config, workers=workers, url_base=url_base,
-                   lock_timeout=lock_timeout)
+    cfg = settings(
+        store, key_file, config, workers=workers, url_base=url_base, lock_timeout=lock_timeout
+    )
     rejects_path = rejects or Path.cwd() / f"{csv_file.stem}.rejects.csv"
     err = stderr()
     progress, update = _progress(err, enabled=not json and err.is_terminal)
@@ -123,8 +161,12 @@ def create(
         if progress is not None:
             progress.start()
         summary = mint_batch(
-            csv_file, settings=cfg, skip_invalid=skip_invalid, rejects_path=rejects_path,
-            label=label, progress=update,
+            csv_file,
+            settings=cfg,
+            skip_invalid=skip_invalid,
+            rejects_path=rejects_path,
+            label=label,
+            progress=update,
             on_wait=lambda who: err.print(f"waiting for the store: {who} holds it"),
         )
     except RowsRejectedError as exc:
@@ -151,13 +193,17 @@ def _summary(s: MintSummary) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("products", f"{s.products:,} of {s.total_rows:,} rows")
-    grid.add_row("rejected", f"{s.rejected_rows:,}" + (f"  (see {s.rejects_path})"
-                                                         if s.rejects_path else ""))
+    grid.add_row(
+        "rejected", f"{s.rejected_rows:,}" + (f"  (see {s.rejects_path})" if s.rejects_path else "")
+    )
     grid.add_row("merkle root", s.root)
     grid.add_row("commitment", s.commitment)
     grid.add_row("key", s.key_id)
-    grid.add_row("elapsed", f"{s.elapsed:.2f} s  ({s.rate:,.0f} products/s, "
-                            f"{s.workers} worker{'s' if s.workers > 1 else ''})")
+    grid.add_row(
+        "elapsed",
+        f"{s.elapsed:.2f} s  ({s.rate:,.0f} products/s, "
+        f"{s.workers} worker{'s' if s.workers > 1 else ''})",
+    )
     grid.add_row("store", s.store)
     out.print(grid)
 
@@ -165,7 +211,9 @@ def _summary(s: MintSummary) -> None:
 @app.command("list")
 @handle_errors
 def list_(
-    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """List the batches in the store, oldest first.
@@ -184,13 +232,26 @@ def list_(
         stdout().print("No batches yet. Mint one with: provmint batch create FILE")
         return
     table = Table(title="Batches", title_justify="left")
-    for column, justify in (("batch", "left"), ("created", "left"), ("products", "right"),
-                            ("rejected", "right"), ("source", "left"), ("root", "left"),
-                            ("anchor", "left")):
+    for column, justify in (
+        ("batch", "left"),
+        ("created", "left"),
+        ("products", "right"),
+        ("rejected", "right"),
+        ("source", "left"),
+        ("root", "left"),
+        ("anchor", "left"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for b in batches:
-        table.add_row(b.batch_id, b.created_at, f"{b.products:,}", f"{b.rejected:,}",
-                      b.source_name, short(b.root), "pending")
+        table.add_row(
+            b.batch_id,
+            b.created_at,
+            f"{b.products:,}",
+            f"{b.rejected:,}",
+            b.source_name,
+            short(b.root),
+            "pending",
+        )
     stdout().print(table)
 
 
@@ -202,16 +263,27 @@ def _show(b: BatchInfo) -> None:
     grid.add_column()
     m = b.manifest
     rows = [
-        ("batch", b.batch_id), ("created", b.created_at), ("label", b.label or ""),
-        ("source", f"{m['source']['name']}  ({m['source']['rows']:,} rows, "
-                   f"sha256 {m['source']['sha256']})"),
-        ("products", f"{b.products:,}"), ("rejected", f"{b.rejected:,}"),
+        ("batch", b.batch_id),
+        ("created", b.created_at),
+        ("label", b.label or ""),
+        (
+            "source",
+            f"{m['source']['name']}  ({m['source']['rows']:,} rows, "
+            f"sha256 {m['source']['sha256']})",
+        ),
+        ("products", f"{b.products:,}"),
+        ("rejected", f"{b.rejected:,}"),
         ("columns", ", ".join(b.columns)),
-        ("tree", f"{b.tree_profile}, {b.tree_size:,} leaves"), ("merkle root", b.root),
-        ("manifest digest", b.manifest_digest), ("commitment", b.commitment),
-        ("key", b.key_id), ("record format", m["record_version"]),
-        ("token format", m["token_version"]), ("url base", m["url_base"]),
-        ("provmint", m["provmint_version"]), ("anchor", "pending (not anchored yet)"),
+        ("tree", f"{b.tree_profile}, {b.tree_size:,} leaves"),
+        ("merkle root", b.root),
+        ("manifest digest", b.manifest_digest),
+        ("commitment", b.commitment),
+        ("key", b.key_id),
+        ("record format", m["record_version"]),
+        ("token format", m["token_version"]),
+        ("url base", m["url_base"]),
+        ("provmint", m["provmint_version"]),
+        ("anchor", "pending (not anchored yet)"),
     ]
     for name, value in rows:
         grid.add_row(name, value)
@@ -221,9 +293,12 @@ def _show(b: BatchInfo) -> None:
 @app.command("show")
 @handle_errors
 def show(
-    batch: Annotated[str, typer.Argument(metavar="ID", help="Batch id or unique prefix.",
-                                         show_default=False)],
-    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    batch: Annotated[
+        str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
+    ],
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Show one batch: manifest, root, commitment, anchor state.
@@ -242,14 +317,22 @@ def show(
 @app.command("export")
 @handle_errors
 def export(
-    batch: Annotated[str, typer.Argument(metavar="ID", help="Batch id or unique prefix.",
-                                         show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f",
-                                     help="csv or parquet.")] = "csv",
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Output file [default: standard output, CSV only]",
-        show_default=False)] = None,
-    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    batch: Annotated[
+        str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file [default: standard output, CSV only]",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
 ) -> None:
     """Export the label-printer file: gtin, serial, lot, expiry, token, url.
 
@@ -261,7 +344,8 @@ def export(
     """
     from provmint.products import export_labels
 
-    count = export_labels(settings(store, None, config, lock_timeout=lock_timeout), batch, out,
-                          fmt=fmt)
+    count = export_labels(
+        settings(store, None, config, lock_timeout=lock_timeout), batch, out, fmt=fmt
+    )
     if out is not None:
         stderr().print(f"Wrote {count:,} labels to {out}")

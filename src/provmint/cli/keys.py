@@ -14,7 +14,8 @@ from provmint.cli._common import (
     stdout,
 )
 
-app = typer.Typer(rich_markup_mode=None, 
+app = typer.Typer(
+    rich_markup_mode=None,
     help="Manage the issuer key that authenticates every token.",
     no_args_is_help=True,
 )
@@ -71,8 +72,10 @@ def list_keys(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonO
 
     cfg = settings(key_file=key_file, config=config)
     ring = load_keyring(cfg.key_file)
-    rows = [{"id": k.id, "status": k.status, "created_at": k.created_at,
-             "retired_at": k.retired_at} for k in ring.keys]
+    rows = [
+        {"id": k.id, "status": k.status, "created_at": k.created_at, "retired_at": k.retired_at}
+        for k in ring.keys
+    ]
     if json:
         print_json({"key_file": str(cfg.key_file), "keys": rows})
         return

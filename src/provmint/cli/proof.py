@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,16 +20,24 @@ from provmint.cli._common import (
     stdout,
 )
 
+if TYPE_CHECKING:
+    from provmint.config import Settings
+
 app = typer.Typer(rich_markup_mode=None, help="Export inclusion proofs.", no_args_is_help=True)
 product_app = typer.Typer(rich_markup_mode=None, help="Look products up.", no_args_is_help=True)
-token_app = typer.Typer(rich_markup_mode=None, help="Check printed tokens against the issuer key.", no_args_is_help=True)
+token_app = typer.Typer(
+    rich_markup_mode=None, help="Check printed tokens against the issuer key.", no_args_is_help=True
+)
 
-GtinOpt = Annotated[str | None, typer.Option("--gtin", help="GTIN-8/12/13/14 of the product.",
-                                             show_default=False)]
-SerialOpt = Annotated[str | None, typer.Option("--serial", help="Serial number.",
-                                               show_default=False)]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="The product's printed token.",
-                                              show_default=False)]
+GtinOpt = Annotated[
+    str | None, typer.Option("--gtin", help="GTIN-8/12/13/14 of the product.", show_default=False)
+]
+SerialOpt = Annotated[
+    str | None, typer.Option("--serial", help="Serial number.", show_default=False)
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="The product's printed token.", show_default=False)
+]
 
 
 @app.command("export")
@@ -38,17 +46,30 @@ def export(
     gtin: GtinOpt = None,
     serial: SerialOpt = None,
     token: TokenOpt = None,
-    batch: Annotated[str | None, typer.Option(
-        "--batch", help="With --all: the batch whose proofs to export.",
-        show_default=False)] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Export the proof of every product of "
-                                       "--batch.")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f",
-                                     help="For --all: jsonl or parquet.")] = "jsonl",
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Output file [default: standard output; required with --all]",
-        show_default=False)] = None,
-    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch", help="With --all: the batch whose proofs to export.", show_default=False
+        ),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Export the proof of every product of --batch.")
+    ] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="For --all: jsonl or parquet.")
+    ] = "jsonl",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file [default: standard output; required with --all]",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
 ) -> None:
     """Export a self-contained proof (provmint-proof/1) for one product or a whole batch.
 
@@ -79,32 +100,48 @@ def export(
         stderr().print(f"Wrote proof to {out}")
 
 
-def _one(cfg: object, gtin: str | None, serial: str | None, token: str | None) -> dict[str, object]:
+def _one(
+    cfg: Settings, gtin: str | None, serial: str | None, token: str | None
+) -> dict[str, object]:
     from provmint.products import export_proof
 
-    return export_proof(cfg, gtin=gtin, serial=serial, token=token)  # type: ignore[arg-type]
+    return export_proof(cfg, gtin=gtin, serial=serial, token=token)
 
 
-def _export_all(cfg: object, batch: str, out: Path, fmt: str) -> None:
+def _export_all(cfg: Settings, batch: str, out: Path, fmt: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from provmint.products import export_batch_proofs
 
     err = stderr()
-    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=True, disable=not err.is_terminal) as progress:
+    with Progress(
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
         task = progress.add_task("proofs", total=None)
         info, count = export_batch_proofs(
-            cfg, batch, out, fmt=fmt,  # type: ignore[arg-type]
-            progress=lambda done, total: progress.update(task, completed=done, total=total))
+            cfg,
+            batch,
+            out,
+            fmt=fmt,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
     err.print(f"Wrote {count:,} proofs of batch {info.batch_id} to {out}")
 
 
 @product_app.command("show")
 @handle_errors
 def show(
-    gtin: GtinOpt = None, serial: SerialOpt = None, token: TokenOpt = None,
-    store: StoreOpt = None, config: ConfigOpt = None, lock_timeout: LockTimeoutOpt = None,
+    gtin: GtinOpt = None,
+    serial: SerialOpt = None,
+    token: TokenOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Show a product by --gtin and --serial, or by --token.
@@ -120,13 +157,20 @@ def show(
 
     from provmint.products import find_product
 
-    product = find_product(settings(store, None, config, lock_timeout=lock_timeout),
-                           gtin=gtin, serial=serial, token=token)
+    product = find_product(
+        settings(store, None, config, lock_timeout=lock_timeout),
+        gtin=gtin,
+        serial=serial,
+        token=token,
+    )
     if json:
         print_json(product.to_json())
         return
-    table = Table(title=f"Product #{product.leaf_index} of batch {product.batch.batch_id}",
-                  title_justify="left", show_header=False)
+    table = Table(
+        title=f"Product #{product.leaf_index} of batch {product.batch.batch_id}",
+        title_justify="left",
+        show_header=False,
+    )
     table.add_column(style="bold")
     table.add_column()
     for name, value in product.record.items():
@@ -141,11 +185,13 @@ def show(
 @handle_errors
 def verify_token(
     token: Annotated[str, typer.Argument(help="The printed token.", show_default=False)],
-    gtin: Annotated[str, typer.Option("--gtin", help="GTIN of the product.",
-                                      show_default=False)],
-    serial: Annotated[str, typer.Option("--serial", help="Serial of the product.",
-                                        show_default=False)],
-    key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonOpt = False,
+    gtin: Annotated[str, typer.Option("--gtin", help="GTIN of the product.", show_default=False)],
+    serial: Annotated[
+        str, typer.Option("--serial", help="Serial of the product.", show_default=False)
+    ],
+    key_file: KeyFileOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Check a token against the issuer keys (any key in the key file, constant time).
 
@@ -161,9 +207,13 @@ def verify_token(
     if json:
         print_json(result.to_json())
     elif result.valid:
-        stdout().print(f"[bold green]VALID[/]: token of GTIN {result.gtin} serial "
-                       f"{result.serial} (key {result.key_id})")
+        stdout().print(
+            f"[bold green]VALID[/]: token of GTIN {result.gtin} serial "
+            f"{result.serial} (key {result.key_id})"
+        )
     else:
-        stdout().print(f"[bold red]INVALID[/]: not a token of GTIN {result.gtin} serial "
-                       f"{result.serial} under any issuer key")
+        stdout().print(
+            f"[bold red]INVALID[/]: not a token of GTIN {result.gtin} serial "
+            f"{result.serial} under any issuer key"
+        )
     raise typer.Exit(0 if result.valid else EXIT_INVALID)

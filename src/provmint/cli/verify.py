@@ -15,10 +15,13 @@ if TYPE_CHECKING:
 
 @handle_errors
 def verify(
-    proof: Annotated[Path, typer.Argument(help="Proof file (provmint-proof/1 JSON); - for stdin.",
-                                          show_default=False)],
-    token: Annotated[str | None, typer.Option(
-        "--token", help="Also check the token printed on the label.")] = None,
+    proof: Annotated[
+        Path,
+        typer.Argument(help="Proof file (provmint-proof/1 JSON); - for stdin.", show_default=False),
+    ],
+    token: Annotated[
+        str | None, typer.Option("--token", help="Also check the token printed on the label.")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Verify a product's proof: leaf -> root -> batch commitment -> anchor.
@@ -68,6 +71,10 @@ def _receipt(report: VerificationReport) -> None:
     for c in report.checks:
         mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
         out.print(f"  {mark} {c.name}: {escape(c.detail)}")
-    style = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
-             Verdict.PENDING: "bold yellow", Verdict.UNCHECKED: "bold yellow"}[report.verdict]
+    style = {
+        Verdict.VALID: "bold green",
+        Verdict.INVALID: "bold red",
+        Verdict.PENDING: "bold yellow",
+        Verdict.UNCHECKED: "bold yellow",
+    }[report.verdict]
     out.print(f"[{style}]{report.verdict.value.upper()}[/]: {escape(report.reason)}")

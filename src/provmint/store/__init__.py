@@ -168,8 +168,10 @@ class Store:
             try:
                 for sub in ("batches", "staging"):
                     (root / sub).mkdir(parents=True, exist_ok=True)
-                doc = {"format": STORE_FORMAT,
-                       "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                doc = {
+                    "format": STORE_FORMAT,
+                    "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
                 tmp = root / ".STORE.tmp"
                 tmp.write_text(json.dumps(doc) + "\n")
                 os.replace(tmp, marker)
@@ -184,11 +186,11 @@ class Store:
                 raise StoreError(f"{root}: unsupported store format {doc.get('format')!r}")
         return cls(root)
 
-    def lock(self, *, exclusive: bool, timeout: float, purpose: str,
-             on_wait: Any = None) -> Any:
+    def lock(self, *, exclusive: bool, timeout: float, purpose: str, on_wait: Any = None) -> Any:
         """The store lock (see :func:`provmint.store.lock.store_lock`)."""
-        return store_lock(self.root, exclusive=exclusive, timeout=timeout, purpose=purpose,
-                          on_wait=on_wait)
+        return store_lock(
+            self.root, exclusive=exclusive, timeout=timeout, purpose=purpose, on_wait=on_wait
+        )
 
     @contextmanager
     def connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -254,17 +256,38 @@ class Store:
             con.execute(
                 f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [info.seq, info.batch_id, info.created_at, info.label, info.source_name,
-                 info.source_sha256, info.products, info.rejected, info.tree_profile,
-                 info.tree_size, info.root, info.manifest_digest, info.commitment,
-                 info.key_id, info.part_rows, info.parts, json.dumps(info.manifest)],
+                [
+                    info.seq,
+                    info.batch_id,
+                    info.created_at,
+                    info.label,
+                    info.source_name,
+                    info.source_sha256,
+                    info.products,
+                    info.rejected,
+                    info.tree_profile,
+                    info.tree_size,
+                    info.root,
+                    info.manifest_digest,
+                    info.commitment,
+                    info.key_id,
+                    info.part_rows,
+                    info.parts,
+                    json.dumps(info.manifest),
+                ],
             )
             con.register("new_keys", keys)
-            con.execute("INSERT INTO product_keys SELECT key_hash, ?::INTEGER, leaf_index "
-                        "FROM new_keys ORDER BY key_hash", [info.seq])
+            con.execute(
+                "INSERT INTO product_keys SELECT key_hash, ?::INTEGER, leaf_index "
+                "FROM new_keys ORDER BY key_hash",
+                [info.seq],
+            )
             con.register("new_tokens", tokens)
-            con.execute("INSERT INTO product_tokens SELECT token_prefix, ?::INTEGER, leaf_index "
-                        "FROM new_tokens ORDER BY token_prefix", [info.seq])
+            con.execute(
+                "INSERT INTO product_tokens SELECT token_prefix, ?::INTEGER, leaf_index "
+                "FROM new_tokens ORDER BY token_prefix",
+                [info.seq],
+            )
             con.unregister("new_keys")
             con.unregister("new_tokens")
             os.replace(staging, final)
@@ -319,8 +342,10 @@ class Store:
         if exact:
             return _batch_from_row(exact[0])
         if not rows or not ref:
-            raise NotFoundError(f"no batch {ref!r} in store {self.root}",
-                                hint="list batches with: provmint batch list")
+            raise NotFoundError(
+                f"no batch {ref!r} in store {self.root}",
+                hint="list batches with: provmint batch list",
+            )
         if len(rows) > 1:
             ids = ", ".join(r[1] for r in rows[:5])
             raise NotFoundError(f"batch id prefix {ref!r} is ambiguous: {ids}")
@@ -346,8 +371,9 @@ class Store:
 
     def part_files(self, batch: BatchInfo) -> list[Path]:
         """The batch's Parquet part files, in leaf order."""
-        return [self.batch_dir(batch) / "products" / f"part-{i:05d}.parquet"
-                for i in range(batch.parts)]
+        return [
+            self.batch_dir(batch) / "products" / f"part-{i:05d}.parquet" for i in range(batch.parts)
+        ]
 
     def key_candidates(self, con: duckdb.DuckDBPyConnection, keys: np.ndarray) -> pa.Table:
         """Stored (key_hash, batch_seq, leaf_index, pos) matching any of ``keys`` (pos is
@@ -355,8 +381,12 @@ class Store:
         import numpy as np
         import pyarrow as pa
 
-        probe = pa.table({"key_hash": pa.array(keys, type=pa.uint64()),
-                          "pos": pa.array(np.arange(len(keys), dtype=np.int64))})
+        probe = pa.table(
+            {
+                "key_hash": pa.array(keys, type=pa.uint64()),
+                "pos": pa.array(np.arange(len(keys), dtype=np.int64)),
+            }
+        )
         con.register("probe_keys", probe)
         try:
             return con.sql(
@@ -366,7 +396,9 @@ class Store:
         finally:
             con.unregister("probe_keys")
 
-    def token_candidates(self, con: duckdb.DuckDBPyConnection, prefix: int) -> list[tuple[int, int]]:
+    def token_candidates(
+        self, con: duckdb.DuckDBPyConnection, prefix: int
+    ) -> list[tuple[int, int]]:
         """(batch_seq, leaf_index) of products whose token starts with ``prefix``."""
         rows = con.execute(
             "SELECT batch_seq, leaf_index FROM product_tokens WHERE token_prefix = ?", [prefix]
@@ -389,16 +421,20 @@ class Store:
                 raise NotFoundError(f"batch {batch.batch_id} has no product #{leaf}")
             part, offset = divmod(leaf, batch.part_rows)
             groups.setdefault((part, offset // ROW_GROUP_ROWS), []).append(
-                (position, offset % ROW_GROUP_ROWS))
+                (position, offset % ROW_GROUP_ROWS)
+            )
         order: list[int] = []
         try:
             for (part, group), wanted in sorted(groups.items()):
                 table = pq.ParquetFile(self.part_files(batch)[part]).read_row_group(
-                    group, columns=columns)
+                    group, columns=columns
+                )
                 pieces.append(table.take(pa.array([offset for _, offset in wanted])))
                 order += [position for position, _ in wanted]
         except (OSError, pa.ArrowException) as exc:
-            raise StoreCorruptError(f"cannot read products of batch {batch.batch_id}: {exc}") from exc
+            raise StoreCorruptError(
+                f"cannot read products of batch {batch.batch_id}: {exc}"
+            ) from exc
         if not pieces:
             raise NotFoundError("no products asked for")
         combined = pa.concat_tables(pieces)

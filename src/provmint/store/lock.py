@@ -31,7 +31,9 @@ def _holder(path: Path) -> str:
         return "another provmint process"
     if not isinstance(info, dict) or "pid" not in info:
         return "another provmint process"
-    return f"provmint pid {info['pid']} ({info.get('purpose', '?')}, since {info.get('since', '?')})"
+    return (
+        f"provmint pid {info['pid']} ({info.get('purpose', '?')}, since {info.get('since', '?')})"
+    )
 
 
 @contextmanager
@@ -65,8 +67,11 @@ def store_lock(
                     told = True
                 time.sleep(_POLL)
         if exclusive:
-            info = {"pid": os.getpid(), "purpose": purpose,
-                    "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            info = {
+                "pid": os.getpid(),
+                "purpose": purpose,
+                "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
