@@ -88,6 +88,9 @@ def _check_fields(fields: Mapping[str, str]) -> None:
     for required in ("gtin", "serial"):
         if required not in fields:
             raise ValueError(f"a record needs a {required!r} field")
+    gtin = fields["gtin"]
+    if len(gtin) != 14 or not gtin.isascii() or not gtin.isdigit():
+        raise ValueError("the gtin field is 14 ASCII digits")
 
 
 def encode_record(fields: Mapping[str, str]) -> bytes:
@@ -131,25 +134,44 @@ def leaf_data(fields: Mapping[str, str], commitment: bytes) -> bytes:
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 (JCS) bytes of a JSON value made of str, int, bool, None, list and dict.
 
-    Floats are refused: their JCS form is subtle and provmint never needs them.
+    Keys are sorted by UTF-16 code units (RFC 8785 section 3.2.3). Floats, integers
+    beyond +-2^53 (whose JCS form is a double) and any other type are refused: provmint
+    never needs them.
     """
+    out: list[str] = []
 
-    def check(v: Any) -> None:
-        if isinstance(v, float):
-            raise ValueError("floats are not allowed in canonical JSON")
-        if isinstance(v, dict):
-            for k, item in v.items():
-                if not isinstance(k, str):
-                    raise ValueError("object keys must be strings")
-                check(item)
+    def emit(v: Any) -> None:
+        if v is None or isinstance(v, bool):
+            out.append("null" if v is None else ("true" if v else "false"))
+        elif isinstance(v, int):
+            if abs(v) > 2**53:
+                raise ValueError("integers beyond 2^53 are not allowed in canonical JSON")
+            out.append(str(v))
+        elif isinstance(v, str):
+            out.append(json.dumps(v, ensure_ascii=False))
         elif isinstance(v, list):
-            for item in v:
-                check(item)
+            out.append("[")
+            for i, item in enumerate(v):
+                if i:
+                    out.append(",")
+                emit(item)
+            out.append("]")
+        elif isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                raise ValueError("object keys must be strings")
+            out.append("{")
+            for i, key in enumerate(sorted(v, key=lambda k: k.encode("utf-16-be"))):
+                if i:
+                    out.append(",")
+                out.append(json.dumps(key, ensure_ascii=False))
+                out.append(":")
+                emit(v[key])
+            out.append("}")
+        else:
+            raise ValueError(f"{type(v).__name__} values are not allowed in canonical JSON")
 
-    check(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    emit(value)
+    return "".join(out).encode("utf-8")
 
 
 def manifest_digest(manifest: Mapping[str, Any]) -> bytes:

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from provmint import gs1, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
-from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
+from provmint.tokens import MIN_SECRET_BYTES, TOKEN_BYTES, TOKEN_CHARS, hmac_states
 
 _native: ModuleType | None
 try:
@@ -246,6 +246,8 @@ def hash_rows(ids: pa.Array, records: pa.Array, secret: bytes) -> tuple[bytes, b
     ``ids`` holds ``gtin14 || serial`` and ``records`` the canonical record bytes of each
     row (binary arrays). Runs in C when the native module is built, else in Python.
     """
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"an issuer secret has at least {MIN_SECRET_BYTES} bytes")
     if _native is not None and len(secret) <= 64:
         id_offsets, id_data = _buffers(ids)
         rec_offsets, rec_data = _buffers(records)
