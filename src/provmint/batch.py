@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["MANIFEST_FORMAT", "MintSummary", "Progress", "mint_batch", "write_rejects"]
 
 MANIFEST_FORMAT = "provmint-manifest/1"
+REJECTS_HEADER = ("row", "line", "column", "value", "code", "reason")
 POOL_MIN_BYTES = 2 << 20
 """Below this input size a process pool costs more than it saves: mint in-process."""
 
@@ -101,7 +102,7 @@ def write_rejects(path: Path, rejects: tuple[Reject, ...] | list[Reject]) -> Non
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             out = csv.writer(fh)
-            out.writerow(["row", "line", "column", "value", "code", "reason"])
+            out.writerow(REJECTS_HEADER)
             for r in rejects:
                 out.writerow(
                     [r.row, "" if r.line is None else r.line, r.column, r.value, r.code, r.reason]
@@ -110,6 +111,18 @@ def write_rejects(path: Path, rejects: tuple[Reject, ...] | list[Reject]) -> Non
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write rejects file {path}: {exc.strerror}") from exc
+
+
+def _remove_stale_rejects(path: Path) -> None:
+    """A clean run removes a rejects report an earlier run left at the same path, so an
+    old report never looks current. Only a file with provmint's own header is removed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            header = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return
+    if header.strip() == ",".join(REJECTS_HEADER):
+        path.unlink(missing_ok=True)
 
 
 def _new_batch_id(now: datetime) -> str:
@@ -356,6 +369,8 @@ def mint_batch(
             rejected_rows = len({r.row for r in rejects})
             if rejects and rejects_path is not None:
                 write_rejects(rejects_path, rejects)
+            elif rejects_path is not None:
+                _remove_stale_rejects(rejects_path)
             if rejects and not skip_invalid:
                 error = RowsRejectedError(
                     source, list(rejects), rejected_rows, ing.total_rows, rejects_path

@@ -88,6 +88,7 @@ _ALIAS_TO_NAME = {alias: name for name, aliases in ALIASES.items() for alias in 
 _DATE_COLUMNS = ("expiry", "production_date")
 _DELIMITERS = (",", ";", "\t", "|")
 _MAX_SHOWN_VALUE = 80
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def normalize_header(name: str) -> str:
@@ -130,7 +131,8 @@ def record_lines(ingested: Ingested) -> dict[int, int]:
 
 
 def _show(value: str | bytes) -> str:
-    text = value if isinstance(value, str) else value.decode("utf-8", "backslashreplace")
+    raw = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+    text = raw.decode("utf-8", "backslashreplace")
     return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 1] + "…"
 
 
@@ -144,7 +146,7 @@ def _parse_header(path: Path, data: bytes) -> tuple[list[str], str]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     head = data[:65536]
-    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    first = _LINE_END.split(head, maxsplit=1)[0]
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError:
@@ -269,9 +271,12 @@ class _Collector:
     def __init__(self) -> None:
         self.by_index: list[tuple[int, str, str, str, str]] = []
         self.ragged_texts: list[str] = []
+        self.undecodable: set[tuple[int, str]] = set()
 
     def add(self, index: int, column: str, value: str, code: str, reason: str) -> None:
-        self.by_index.append((index, column, _show(value), code, reason))
+        # A cell already reported as bad bytes is not judged again on its blanked value.
+        if (index, column) not in self.undecodable:
+            self.by_index.append((index, column, _show(value), code, reason))
 
 
 def _unique_check(col: Any, check: Any, column: str, valid: Any, out: _Collector) -> Any:
@@ -324,6 +329,7 @@ def _decode_columns(table: pa.Table, names: list[str], out: _Collector) -> tuple
                         "invalid_utf8",
                         f"not valid UTF-8 (byte 0x{v[exc.start]:02x}); save the file as UTF-8",
                     )
+                    out.undecodable.add((i, name))
             mask = np.zeros(n, dtype=bool)
             mask[bad] = True
             valid[bad] = False
@@ -344,8 +350,11 @@ def _decode_columns(table: pa.Table, names: list[str], out: _Collector) -> tuple
     return cols, valid
 
 
-def _validate(names: list[str], cols: list[Any], valid: Any, out: _Collector) -> tuple[Any, Any]:
-    """Apply the GS1 rules; returns (normalized gtin column, validity mask)."""
+def _validate(
+    names: list[str], cols: list[Any], valid: Any, out: _Collector
+) -> tuple[Any, Any, Any]:
+    """Apply the GS1 rules; returns (normalized gtin column, validity mask, mask of the
+    rows whose gtin and serial themselves are valid)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -368,6 +377,9 @@ def _validate(names: list[str], cols: list[Any], valid: Any, out: _Collector) ->
         for i, v in zip(idx.tolist(), pc.take(gtin, pa.array(idx)).to_pylist(), strict=True):
             out.add(i, "gtin", v, bad_gtins[v].code, bad_gtins[v].reason)
         valid[idx] = False
+    identity = np.ones(len(valid), dtype=bool)
+    if bad_gtins:
+        identity[idx] = False
 
     serial = by_name["serial"]
     ok = pc.match_substring_regex(serial, pattern=gs1.CSET82_PATTERN)
@@ -377,13 +389,14 @@ def _validate(names: list[str], cols: list[Any], valid: Any, out: _Collector) ->
         if p is not None:  # pragma: no branch - the regex and the checker agree
             out.add(i, "serial", v, p.code, p.reason)
     valid[bad] = False
+    identity[bad] = False
 
     if "lot" in by_name:
         valid = _unique_check(by_name["lot"], gs1.check_lot, "lot", valid, out)
     for column in _DATE_COLUMNS:
         if column in by_name:
             valid = _unique_check(by_name[column], gs1.check_expiry, column, valid, out)
-    return gtin14, valid
+    return gtin14, valid, identity
 
 
 def _in_file_duplicates(keys: Any, gtin14: Any, serial: Any, idx: Any) -> list[tuple[int, int]]:
@@ -409,6 +422,28 @@ def _in_file_duplicates(keys: Any, gtin14: Any, serial: Any, idx: Any) -> list[t
         else:
             groups[ident] = row
     return pairs
+
+
+def _read_undecodable(data: bytes, delimiter: str, names: list[str], out: _Collector) -> Any:
+    """Read a file that is not all UTF-8 with the csv module, keeping raw bytes per cell
+    (pyarrow cannot report rows it cannot decode). Python speed: damaged files only."""
+    import pyarrow as pa
+
+    text = data.decode("utf-8", "surrogateescape")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    next(reader, None)
+    columns: list[list[bytes]] = [[] for _ in names]
+    for fields in reader:
+        if not fields:
+            continue
+        if len(fields) != len(names):
+            out.ragged_texts.append(delimiter.join(fields))
+            continue
+        for column, value in zip(columns, fields, strict=True):
+            column.append(value.encode("utf-8", "surrogateescape"))
+    return pa.table({n: pa.array(c, pa.binary()) for n, c in zip(names, columns, strict=True)})
 
 
 def read_products(path: Path) -> Ingested:
@@ -438,6 +473,9 @@ def read_products(path: Path) -> Ingested:
 
     raw_header, delimiter = _parse_header(path, data)
     names = _check_header(path, raw_header)
+    after_header = _LINE_END.split(data, maxsplit=1)[1:]
+    if not after_header or not after_header[0].strip():
+        raise InputFileError(path, "has a header but no data rows")
     out = _Collector()
 
     def on_bad_row(row: Any) -> str:
@@ -464,13 +502,14 @@ def read_products(path: Path) -> Ingested:
         )
 
     try:
-        try:
-            table = read(pa.string())
-        except pa.ArrowInvalid as exc:
-            if "utf8" not in str(exc).lower():
-                raise
-            table = read(pa.binary())  # slow path: find and report the bad bytes per row
-    except pa.ArrowInvalid as exc:
+        data.decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError:
+        utf8 = False
+    try:
+        # A file that is not all UTF-8 takes the slow path, which reports the bad bytes.
+        table = read(pa.string()) if utf8 else _read_undecodable(data, delimiter, placeholders, out)
+    except (pa.ArrowInvalid, csv.Error) as exc:
         raise InputFileError(path, f"not a readable CSV file: {exc}") from exc
 
     n = table.num_rows
@@ -479,10 +518,12 @@ def read_products(path: Path) -> Ingested:
         raise InputFileError(path, "has a header but no data rows")
 
     cols, valid = _decode_columns(table, names, out)
-    gtin14, valid = _validate(names, cols, valid, out)
+    gtin14, valid, identity = _validate(names, cols, valid, out)
     serial = cols[names.index("serial")]
 
-    idx = np.flatnonzero(valid)
+    # Duplicates are looked for among every row with a usable identity, so a repeat is
+    # caught even when its twin is rejected for another reason.
+    idx = np.flatnonzero(identity)
     keys = np.zeros(n, dtype=np.uint64)
     if idx.size:
         keys[idx] = key_hashes(pc.take(gtin14, pa.array(idx)), pc.take(serial, pa.array(idx)))

@@ -81,7 +81,9 @@ def _show_rejects(error: RowsRejectedError) -> None:
     if more > 0:
         console.print(f"… and {more} more")
     if error.rejects_path is not None:
-        console.print(f"All {len(error.rejects)} problems are listed in {error.rejects_path}")
+        console.print(
+            f"All {len(error.rejects)} problems are listed in {escape(str(error.rejects_path))}"
+        )
 
 
 @app.command("create")
@@ -185,6 +187,7 @@ def create(
 
 
 def _summary(s: MintSummary) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = stdout()
@@ -194,7 +197,8 @@ def _summary(s: MintSummary) -> None:
     grid.add_column()
     grid.add_row("products", f"{s.products:,} of {s.total_rows:,} rows")
     grid.add_row(
-        "rejected", f"{s.rejected_rows:,}" + (f"  (see {s.rejects_path})" if s.rejects_path else "")
+        "rejected",
+        f"{s.rejected_rows:,}" + (f"  (see {escape(s.rejects_path)})" if s.rejects_path else ""),
     )
     grid.add_row("merkle root", s.root)
     grid.add_row("commitment", s.commitment)
@@ -204,7 +208,7 @@ def _summary(s: MintSummary) -> None:
         f"{s.elapsed:.2f} s  ({s.rate:,.0f} products/s, "
         f"{s.workers} worker{'s' if s.workers > 1 else ''})",
     )
-    grid.add_row("store", s.store)
+    grid.add_row("store", escape(s.store))
     out.print(grid)
 
 
@@ -220,6 +224,7 @@ def list_(
 
     Example: provmint batch list --json
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from provmint.products import list_batches
@@ -248,7 +253,7 @@ def list_(
             b.created_at,
             f"{b.products:,}",
             f"{b.rejected:,}",
-            b.source_name,
+            escape(b.source_name),
             short(b.root),
             "pending",
         )
@@ -256,6 +261,7 @@ def list_(
 
 
 def _show(b: BatchInfo) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
@@ -286,7 +292,7 @@ def _show(b: BatchInfo) -> None:
         ("anchor", "pending (not anchored yet)"),
     ]
     for name, value in rows:
-        grid.add_row(name, value)
+        grid.add_row(name, escape(value))
     stdout().print(grid)
 
 
