@@ -383,9 +383,8 @@ def test_canonical_json_rejects_floats_and_sorts_keys() -> None:
 
 
 def test_canonical_json_rejects_floats_inside_tuples() -> None:
-    """BUG: check() only recurses into dict and list, but json.dumps serializes tuples as
-    arrays, so a float inside a tuple slips through: canonical_json({"a": (1.5,)}) returns
-    b'{"a":[1.5]}' instead of raising ValueError."""
+    """Only JSON types are accepted: a tuple (which json.dumps would write as an array)
+    is refused, so a float cannot hide inside one."""
     with pytest.raises(ValueError):
         canonical.canonical_json({"a": (1.5,)})
     with pytest.raises(ValueError):
@@ -393,11 +392,8 @@ def test_canonical_json_rejects_floats_inside_tuples() -> None:
 
 
 def test_canonical_json_sorts_keys_by_utf16_code_units() -> None:
-    """RFC 8785 section 3.2.3 sorts property names by UTF-16 code units; its own example.
-
-    BUG: canonical_json uses json.dumps(sort_keys=True), which sorts by code point, so
-    U+FB33 is placed before U+1F600 (UTF-16 D83D DE00 must come first).
-    """
+    """RFC 8785 section 3.2.3 sorts property names by UTF-16 code units; its own example
+    (code-point order would put U+FB33 before U+1F600, whose UTF-16 is D83D DE00)."""
     value = {"\u20ac": "Euro Sign", "\r": "Carriage Return",
              "\ufb33": "Hebrew Letter Dalet With Dagesh", "1": "One",
              "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control",

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE_CSV, ROOT, run_provmint
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from make_products import write_csv  # noqa: E402
+from make_products import write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,8 @@ def _assert_consistent(store: Path, before: list[dict[str, object]],
     assert after[: len(before)] == before, "existing batches changed"
     assert len(before) <= len(after) <= len(before) + most
     listed = {b["batch_id"] for b in after}
-    on_disk = {p.name for p in (store / "batches").iterdir()} if (store / "batches").exists() else set()
+    batches_dir = store / "batches"
+    on_disk = {p.name for p in batches_dir.iterdir()} if batches_dir.exists() else set()
     # A directory the catalog does not know is allowed only until the next writer runs.
     assert listed <= on_disk
     for batch in after:
@@ -159,7 +159,7 @@ def test_second_writer_waits_for_the_lock_then_succeeds(tmp_path: Path) -> None:
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(2.0)
         assert waiting.poll() is None, "the second writer did not wait for the lock"
-    out, err = waiting.communicate(timeout=120)
+    _, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     assert f"waiting for the store: provmint pid {os.getpid()}" in err
     assert len(_assert_consistent(store, before)) == len(before) + 1

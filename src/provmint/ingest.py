@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALIASES",
     "REQUIRED",
+    "RESERVED",
     "Ingested",
     "key_hashes",
     "normalize_header",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 REQUIRED = ("gtin", "serial")
+RESERVED = ("leaf_index", "token", "url")
+"""Stored next to every product by provmint; an input column may not take these names."""
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "gtin": (
@@ -172,6 +175,13 @@ def _check_header(path: Path, raw: list[str]) -> list[str]:
                 path, f"line 1: columns {seen[name]!r} and {orig!r} both mean '{name}'"
             )
         seen[name] = orig
+    for orig, name in zip(raw, names, strict=True):
+        if name in RESERVED:
+            raise InputFileError(
+                path,
+                f"line 1: column {orig!r} is reserved: provmint generates '{name}' itself",
+                hint="rename or drop that column",
+            )
     for required in REQUIRED:
         if required not in names:
             raise MissingColumnError(path, required, raw, list(ALIASES[required]))

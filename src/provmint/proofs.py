@@ -149,6 +149,13 @@ def _no_floats(text: str) -> Any:
     raise ProofError(f"proof contains a non-integer number {text[:40]!r}")
 
 
+def _small_int(text: str) -> int:
+    # Python refuses huge integers with a bare ValueError; no field needs over 20 digits.
+    if len(text.lstrip("-")) > 20:
+        raise ProofError(f"proof contains an integer of {len(text)} digits")
+    return int(text)
+
+
 def _depth(value: Any, level: int = 0) -> None:
     if level > _MAX_DEPTH:
         raise ProofError("proof is nested too deeply")
@@ -173,6 +180,7 @@ def _decode(data: bytes | str) -> dict[str, Any]:
             text,
             object_pairs_hook=_reject_duplicates,
             parse_float=_no_floats,
+            parse_int=_small_int,
             parse_constant=_no_floats,
         )
     except RecursionError:
@@ -184,6 +192,10 @@ def _decode(data: bytes | str) -> dict[str, Any]:
     _depth(doc)
     if not isinstance(doc, dict):
         raise ProofError("proof must be a JSON object")
+    try:  # JSON escapes can spell lone surrogates, which no UTF-8 text contains
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProofError("proof contains a string that is not valid Unicode") from None
     return doc
 
 

@@ -164,7 +164,10 @@ def verify_proof(
         computed = b""
         check("inclusion", False, str(exc))
 
-    digest = manifest_digest(p.manifest)
+    try:
+        digest = manifest_digest(p.manifest)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ProofError(f"proof field batch.manifest cannot be hashed: {exc}") from None
     check(
         "manifest",
         _eq(digest, p.manifest_digest),
