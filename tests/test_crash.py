@@ -90,7 +90,7 @@ def _verify_example_still_valid(tmp_path: Path) -> None:
     ("module", "target", "skip"),
     [
         ("provmint.engine", "mint_chunk", 1),          # mid-mint: some chunks written
-        ("provmint.store", "Store.commit_batch", 0),   # staging complete, nothing committed
+        ("provmint.store", "PendingBatch.commit", 0),  # staging complete, nothing committed
         ("provmint.store", "Store._refresh_view", 0),  # renamed into place, not committed
         ("provmint.batch", "MintSummary", 0),          # committed, before the summary
     ],

@@ -322,7 +322,224 @@ fail:
     return result;
 }
 
+
+/*
+ * hash_products(secret, token_tag, commit_tag, record_header, gtin, serial, fields)
+ *     -> (tokens, leaves)
+ * The same tokens and leaves as hash_rows, without materializing ids or records:
+ * gtin and serial are (offsets, data) pairs; fields lists, in canonical order,
+ * (prefix, offsets, data) where prefix = u8 len(name) || name. The record is
+ * record_header || for each field: prefix || u32be len(value) || value.
+ */
+typedef struct {
+    Py_buffer prefix, off, data;
+    int held;
+} field_t;
+
+static PyObject *
+hash_products(PyObject *self, PyObject *args)
+{
+    Py_buffer secret, ttag, ctag, header, goff, gdata, soff, sdata;
+    PyObject *fields_obj;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*O", &secret, &ttag, &ctag, &header, &goff,
+                          &gdata, &soff, &sdata, &fields_obj))
+        return NULL;
+    PyObject *result = NULL, *tokens = NULL, *leaves = NULL, *fast = NULL;
+    field_t *fields = NULL;
+    Py_ssize_t nf = 0, n = 0, n2 = 0;
+    if (check_offsets(&goff, &gdata, &n) < 0 || check_offsets(&soff, &sdata, &n2) < 0)
+        goto done;
+    if (n != n2 || secret.len > BLOCK || ctag.len > 32) {
+        PyErr_SetString(PyExc_ValueError, "bad lengths (rows, secret or commit tag)");
+        goto done;
+    }
+    fast = PySequence_Fast(fields_obj, "fields must be a sequence");
+    if (!fast)
+        goto done;
+    nf = PySequence_Fast_GET_SIZE(fast);
+    fields = PyMem_Calloc(nf ? nf : 1, sizeof(field_t));
+    if (!fields) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t f = 0; f < nf; f++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, f);
+        Py_ssize_t fn;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a field is (prefix, offsets, data)");
+            goto done;
+        }
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &fields[f].prefix, PyBUF_SIMPLE) < 0)
+            goto done;
+        fields[f].held = 1;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &fields[f].off, PyBUF_SIMPLE) < 0)
+            goto done;
+        fields[f].held = 2;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 2), &fields[f].data, PyBUF_SIMPLE) < 0)
+            goto done;
+        fields[f].held = 3;
+        if (check_offsets(&fields[f].off, &fields[f].data, &fn) < 0)
+            goto done;
+        if (fn != n) {
+            PyErr_SetString(PyExc_ValueError, "a field has a different row count");
+            goto done;
+        }
+    }
+    tokens = PyBytes_FromStringAndSize(NULL, n * TOKEN_BYTES);
+    leaves = PyBytes_FromStringAndSize(NULL, n * HASH);
+    if (!tokens || !leaves)
+        goto done;
+    {
+        unsigned char *tok = (unsigned char *)PyBytes_AS_STRING(tokens);
+        unsigned char *lf = (unsigned char *)PyBytes_AS_STRING(leaves);
+        const int32_t *go = goff.buf, *so = soff.buf;
+        const unsigned char *gd = gdata.buf, *sd = sdata.buf;
+        unsigned char ipad[BLOCK], opad[BLOCK], zero = 0x00, len4[4];
+        memset(ipad, 0x36, BLOCK);
+        memset(opad, 0x5c, BLOCK);
+        for (Py_ssize_t i = 0; i < secret.len; i++) {
+            ipad[i] ^= ((const unsigned char *)secret.buf)[i];
+            opad[i] ^= ((const unsigned char *)secret.buf)[i];
+        }
+        SHA256_CTX inner0, outer0, leaf0, c;
+        Py_BEGIN_ALLOW_THREADS
+        SHA256_Init(&inner0);
+        SHA256_Update(&inner0, ipad, BLOCK);
+        SHA256_Update(&inner0, ttag.buf, ttag.len);
+        SHA256_Init(&outer0);
+        SHA256_Update(&outer0, opad, BLOCK);
+        SHA256_Init(&leaf0);
+        SHA256_Update(&leaf0, &zero, 1);
+        SHA256_Update(&leaf0, header.buf, header.len);
+        unsigned char digest[HASH], commit_in[32 + TOKEN_BYTES], commit[HASH];
+        memcpy(commit_in, ctag.buf, ctag.len);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            c = inner0;
+            SHA256_Update(&c, gd + go[i], (size_t)(go[i + 1] - go[i]));
+            SHA256_Update(&c, sd + so[i], (size_t)(so[i + 1] - so[i]));
+            SHA256_Final(digest, &c);
+            c = outer0;
+            SHA256_Update(&c, digest, HASH);
+            SHA256_Final(digest, &c);
+            memcpy(tok + i * TOKEN_BYTES, digest, TOKEN_BYTES);
+            memcpy(commit_in + ctag.len, digest, TOKEN_BYTES);
+            SHA256_Init(&c);
+            SHA256_Update(&c, commit_in, (size_t)ctag.len + TOKEN_BYTES);
+            SHA256_Final(commit, &c);
+            c = leaf0;
+            for (Py_ssize_t f = 0; f < nf; f++) {
+                const int32_t *o = fields[f].off.buf;
+                int32_t len = o[i + 1] - o[i];
+                len4[0] = (unsigned char)(len >> 24);
+                len4[1] = (unsigned char)(len >> 16);
+                len4[2] = (unsigned char)(len >> 8);
+                len4[3] = (unsigned char)len;
+                SHA256_Update(&c, fields[f].prefix.buf, fields[f].prefix.len);
+                SHA256_Update(&c, len4, 4);
+                SHA256_Update(&c, (const unsigned char *)fields[f].data.buf + o[i], (size_t)len);
+            }
+            SHA256_Update(&c, commit, HASH);
+            SHA256_Final(lf + i * HASH, &c);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    result = PyTuple_Pack(2, tokens, leaves);
+done:
+    Py_XDECREF(tokens);
+    Py_XDECREF(leaves);
+    if (fields) {
+        for (Py_ssize_t f = 0; f < nf; f++) {
+            if (fields[f].held >= 1)
+                PyBuffer_Release(&fields[f].prefix);
+            if (fields[f].held >= 2)
+                PyBuffer_Release(&fields[f].off);
+            if (fields[f].held >= 3)
+                PyBuffer_Release(&fields[f].data);
+        }
+        PyMem_Free(fields);
+    }
+    Py_XDECREF(fast);
+    PyBuffer_Release(&secret);
+    PyBuffer_Release(&ttag);
+    PyBuffer_Release(&ctag);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&goff);
+    PyBuffer_Release(&gdata);
+    PyBuffer_Release(&soff);
+    PyBuffer_Release(&sdata);
+    return result;
+}
+
+/*
+ * key_hashes(gtin_offsets, gtin_data, serial_offsets, serial_data) -> bytes (n u64, LE)
+ * provmint-keyhash/1, as provmint.ingest.key_hashes computes it with numpy: the 14 GTIN
+ * digits and the serial NUL-padded to 20 bytes, as five little-endian u64 words, mixed
+ * splitmix64-style.
+ */
+static PyObject *
+key_hashes(PyObject *self, PyObject *args)
+{
+    Py_buffer goff, gdata, soff, sdata;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &goff, &gdata, &soff, &sdata))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = 0, n2 = 0;
+    if (check_offsets(&goff, &gdata, &n) < 0 || check_offsets(&soff, &sdata, &n2) < 0)
+        goto done;
+    if (n != n2) {
+        PyErr_SetString(PyExc_ValueError, "gtin and serial differ in length");
+        goto done;
+    }
+    const int32_t *go = goff.buf, *so = soff.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (go[i + 1] - go[i] != 14 || so[i + 1] - so[i] > 20) {
+            PyErr_SetString(PyExc_ValueError, "gtin must be 14 bytes and serial at most 20");
+            goto done;
+        }
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!out)
+        goto done;
+    {
+        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+        const unsigned char *gd = gdata.buf, *sd = sdata.buf;
+        const uint64_t m1 = 0xBF58476D1CE4E5B9ULL, m2 = 0x94D049BB133111EBULL;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char block[40];
+            memset(block, 0, sizeof block);
+            memcpy(block, gd + go[i], 14);
+            memcpy(block + 14, sd + so[i], (size_t)(so[i + 1] - so[i]));
+            uint64_t h = 0x9E3779B97F4A7C15ULL;
+            for (int w = 0; w < 5; w++) {
+                uint64_t word = 0;
+                for (int b = 7; b >= 0; b--)
+                    word = (word << 8) | block[w * 8 + b];
+                h ^= word;
+                h *= m1;
+                h ^= h >> 31;
+            }
+            h ^= h >> 30;
+            h *= m1;
+            h ^= h >> 27;
+            h *= m2;
+            h ^= h >> 31;
+            for (int b = 0; b < 8; b++)
+                dst[i * 8 + b] = (unsigned char)(h >> (8 * b));
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyBuffer_Release(&goff);
+    PyBuffer_Release(&gdata);
+    PyBuffer_Release(&soff);
+    PyBuffer_Release(&sdata);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"hash_products", hash_products, METH_VARARGS, "Tokens and leaves straight from columns."},
+    {"key_hashes", key_hashes, METH_VARARGS, "64-bit (gtin, serial) index hashes."},
     {"concat", concat, METH_VARARGS, "Concatenate constant and per-row parts."},
     {"hash_rows", hash_rows, METH_VARARGS, "Tokens and leaf hashes of many rows."},
     {"reduce_level", reduce_level, METH_VARARGS, "Hash adjacent pairs of a Merkle level."},

@@ -15,3 +15,17 @@ def hash_rows(
 ) -> tuple[bytes, bytes]: ...
 def reduce_level(level: Buffer) -> bytes: ...
 def concat(n: int, parts: Sequence[object]) -> tuple[bytes, bytes]: ...
+def hash_products(
+    secret: bytes,
+    token_tag: bytes,
+    commit_tag: bytes,
+    record_header: bytes,
+    gtin_offsets: Buffer,
+    gtin_data: Buffer,
+    serial_offsets: Buffer,
+    serial_data: Buffer,
+    fields: Sequence[tuple[bytes, Buffer, Buffer]],
+) -> tuple[bytes, bytes]: ...
+def key_hashes(
+    gtin_offsets: Buffer, gtin_data: Buffer, serial_offsets: Buffer, serial_data: Buffer
+) -> bytes: ...

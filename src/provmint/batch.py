@@ -13,8 +13,10 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -33,9 +35,17 @@ from provmint.canonical import (
 )
 from provmint.config import Settings
 from provmint.errors import InputError, ProvmintError, Reject, RowsRejectedError
-from provmint.ingest import Ingested, read_products, record_lines
+from provmint.ingest import (
+    Ingested,
+    ParsedCsv,
+    RowCheck,
+    check_rows,
+    conclude,
+    parse_csv,
+    record_lines,
+)
 from provmint.keys import load_keyring
-from provmint.store import BatchInfo, Store
+from provmint.store import BatchInfo, PendingBatch, Store
 from provmint.store.treefile import create_tree_file
 
 if TYPE_CHECKING:
@@ -187,6 +197,27 @@ def _store_duplicates(store: Store, con: Any, ing: Ingested) -> tuple[list[Rejec
     return rejects, keep
 
 
+class _Background:
+    """Run one call in a thread; :meth:`join` re-raises what it raised."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def join(self, *, raise_error: bool = True) -> None:
+        self.thread.join()
+        if self.error is not None and raise_error:
+            raise self.error
+
+
 class _Runner:
     """Runs chunk tasks in a process pool or in this process, a bounded number at a time.
 
@@ -216,8 +247,16 @@ class _Runner:
                 initializer=engine.init_worker,
                 initargs=(self.secret, os.getpid()),
             )
-            for _ in range(self.workers):
-                pool.submit(engine.warm_up)
+            # Workers run provmint code only. Hide the caller's __main__ while they start,
+            # or multiprocessing re-runs it in each worker (which fails for a REPL, stdin
+            # or a script without an ``if __name__ == "__main__"`` guard).
+            caller_main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                for _ in range(self.workers):  # each submit starts one worker
+                    pool.submit(engine.warm_up)
+            finally:
+                sys.modules["__main__"] = caller_main
             self.pool = pool
         except BaseException as exc:  # reported when the pool is first needed
             self._error = exc
@@ -270,12 +309,17 @@ class _Runner:
 
 
 def _mint_chunks(
-    runner: _Runner, table: pa.Table, staging: Path, url_base: str, progress: Progress
-) -> tuple[bytes, bytes]:
-    """Mint every chunk; return (root, token prefixes in leaf order)."""
+    runner: _Runner,
+    chunks: Iterator[pa.Table],
+    n: int,
+    staging: Path,
+    url_base: str,
+    progress: Progress,
+) -> tuple[bytes, bytes] | None:
+    """Mint ``n`` rows arriving as aligned chunks; return (root, token prefixes), or None
+    when the chunks stopped before ``n`` rows (a bad row was found)."""
     from provmint import engine
 
-    n = table.num_rows
     tree_path = staging / "tree.bin"
     offsets = create_tree_file(tree_path, n)
     sizes = merkle.level_sizes(n)
@@ -283,11 +327,11 @@ def _mint_chunks(
     top = min(chunk_level, len(sizes) - 1)
 
     def tasks() -> Iterator[engine.ChunkTask]:
-        for index, start in enumerate(range(0, n, engine.CHUNK_ROWS)):
+        for index, table in enumerate(chunks):
             yield engine.ChunkTask(
                 index=index,
-                start=start,
-                rows_ipc=engine.table_to_ipc(table.slice(start, engine.CHUNK_ROWS)),
+                start=index * engine.CHUNK_ROWS,
+                rows_ipc=engine.table_to_ipc(table),
                 part_path=str(staging / "products" / f"part-{index:05d}.parquet"),
                 tree_path=str(tree_path),
                 level_offsets=offsets,
@@ -302,6 +346,8 @@ def _mint_chunks(
         progress("mint", done[0], n)
 
     results = sorted(runner.run(tasks(), on_done), key=lambda r: r.index)
+    if done[0] != n:
+        return None
     roots = b"".join(r.root for r in results)
     if len(results) == 1:
         root = results[0].root
@@ -315,6 +361,75 @@ def _mint_chunks(
             os.fsync(fh.fileno())
         root = upper[-1]
     return root, b"".join(r.token_prefixes for r in results)
+
+
+def _slices(table: pa.Table, size: int) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, size):
+        yield table.slice(start, size)
+
+
+class _Checking:
+    """Validates a parsed CSV chunk by chunk, handing clean chunks to the minting as it
+    goes (the common case: no bad row, so validation and minting overlap); a bad row
+    stops the hand-over, but every row is still checked so that all problems are told.
+    When all rows are checked, duplicates inside the file and against the store are
+    looked for, and the (gtin, serial) index is started in the background."""
+
+    def __init__(
+        self, parsed: ParsedCsv, store: Store, con: Any, pending: PendingBatch, progress: Progress
+    ) -> None:
+        self.parsed = parsed
+        self.store = store
+        self.con = con
+        self.pending = pending
+        self.progress = progress
+        self.checks: list[RowCheck] = []
+        self.ingested: Ingested | None = None
+        self.rejects: tuple[Reject, ...] = ()
+        self.table: pa.Table | None = None
+        self.keys: Any = None
+        self.indexer: _Background | None = None
+
+    def chunks(self, size: int) -> Iterator[pa.Table]:
+        """Checked chunks of ``size`` rows, as long as every row so far is valid."""
+        clean = not self.parsed.ragged_texts
+        n = self.parsed.num_rows
+        for start in range(0, n, size):
+            check = check_rows(self.parsed, start, min(n, start + size))
+            self.checks.append(check)
+            self.progress("check", check.stop, n)
+            clean = clean and not check.problems
+            if clean:
+                yield check.table
+        self.finish()
+
+    def check_all(self) -> None:
+        """Check every row without minting (used when a row already failed)."""
+        for _ in self.chunks(max(1, self.parsed.num_rows)):
+            pass
+
+    def finish(self) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        if self.ingested is not None:
+            return
+        ing = conclude(self.parsed, self.checks)
+        dups, keep = _store_duplicates(self.store, self.con, ing)
+        self.ingested = ing
+        self.rejects = tuple(sorted(ing.rejects + tuple(dups), key=lambda r: (r.row, r.column)))
+        self.table = ing.table if keep.all() else ing.table.take(pa.array(np.flatnonzero(keep)))
+        self.keys = ing.keys[keep]
+        if not self.rejects:  # the batch will be committed: index it while minting ends
+            self.start_indexer()
+
+    def start_indexer(self) -> None:
+        if self.indexer is None:
+            self.indexer = _Background(self.pending.add_index, "product_keys", self.keys)
+
+    def join(self, *, raise_error: bool = True) -> None:
+        if self.indexer is not None:
+            self.indexer.join(raise_error=raise_error)
 
 
 def mint_batch(
@@ -333,8 +448,7 @@ def mint_batch(
     already minted, unless ``skip_invalid``. All rejects go to ``rejects_path`` when given.
     Raises KeyringError without an issuer key, StoreBusyError if the store stays locked.
     """
-    import numpy as np
-    import pyarrow as pa
+    from provmint.engine import CHUNK_ROWS
 
     started = time.perf_counter()
     report: Progress = progress or (lambda phase, done, total: None)
@@ -345,10 +459,14 @@ def mint_batch(
     except OSError:
         size = 0
     use_pool = settings.workers > 1 and size >= POOL_MIN_BYTES
+    # Started before this process imports pyarrow, so the fork server's import of the same
+    # runs on the other core meanwhile.
     runner = _Runner(settings.workers, key.secret.reveal(), use_pool)
+    import numpy as np
+
     try:
         report("read", 0, 1)
-        ing = read_products(source)
+        parsed = parse_csv(source)
         report("read", 1, 1)
         with (
             store.lock(
@@ -360,35 +478,60 @@ def mint_batch(
             store.connect(write=True) as con,
         ):
             store.recover(con)
-            report("check", 0, 1)
-            dup_rejects, keep = _store_duplicates(store, con, ing)
-            report("check", 1, 1)
-            rejects = tuple(
-                sorted(ing.rejects + tuple(dup_rejects), key=lambda r: (r.row, r.column))
-            )
-            rejected_rows = len({r.row for r in rejects})
-            if rejects and rejects_path is not None:
-                write_rejects(rejects_path, rejects)
-            elif rejects_path is not None:
-                _remove_stale_rejects(rejects_path)
-            if rejects and not skip_invalid:
-                error = RowsRejectedError(
-                    source, list(rejects), rejected_rows, ing.total_rows, rejects_path
-                )
-                _hint_same_file(store, con, ing, error)
-                raise error
-            table = ing.table if keep.all() else ing.table.take(pa.array(np.flatnonzero(keep)))
-            keys = ing.keys[keep]
-            if table.num_rows == 0:
-                raise InputError(f"{source}: no valid rows to mint ({rejected_rows} rejected)")
-
             now = datetime.now(UTC)
             batch_id = _new_batch_id(now)
             seq = store.next_seq(con)
             staging = store.staging_path(batch_id)
+            pending = store.begin_batch(con, seq)
+            checking = _Checking(parsed, store, con, pending, report)
             try:
-                root, prefixes = _mint_chunks(runner, table, staging, settings.url_base, report)
+                minted = None
+                if parsed.ragged_texts:
+                    checking.check_all()
+                else:
+                    minted = _mint_chunks(
+                        runner,
+                        checking.chunks(CHUNK_ROWS),
+                        parsed.num_rows,
+                        staging,
+                        settings.url_base,
+                        report,
+                    )
+                ing, rejects = checking.ingested, checking.rejects
+                table = checking.table
+                if ing is None or table is None:
+                    raise ProvmintError("internal error: rows were not all checked")
+                rejected_rows = len({r.row for r in rejects})
+                if rejects and rejects_path is not None:
+                    write_rejects(rejects_path, rejects)
+                elif rejects_path is not None:
+                    _remove_stale_rejects(rejects_path)
+                if rejects and not skip_invalid:
+                    error = RowsRejectedError(
+                        source, list(rejects), rejected_rows, ing.total_rows, rejects_path
+                    )
+                    _hint_same_file(store, con, ing, error)
+                    raise error
+                if table.num_rows == 0:
+                    raise InputError(f"{source}: no valid rows to mint ({rejected_rows} rejected)")
+                if minted is None or rejects:  # mint again, the valid rows only
+                    shutil.rmtree(staging)
+                    staging = store.staging_path(batch_id)
+                    checking.start_indexer()
+                    minted = _mint_chunks(
+                        runner,
+                        _slices(table, CHUNK_ROWS),
+                        table.num_rows,
+                        staging,
+                        settings.url_base,
+                        report,
+                    )
+                if minted is None:
+                    raise ProvmintError("internal error: the batch was not minted whole")
+                root, prefixes = minted
                 report("commit", 0, 1)
+                checking.join()
+                pending.add_index("product_tokens", np.frombuffer(prefixes, dtype="<u8"))
                 info = _batch_info(
                     seq,
                     batch_id,
@@ -405,21 +548,11 @@ def mint_batch(
                 (staging / "manifest.json").write_text(
                     json.dumps(info.manifest, indent=2, sort_keys=True) + "\n"
                 )
-                leaf_index = pa.array(np.arange(table.num_rows, dtype=np.int64))
-                key_table = pa.table(
-                    {"key_hash": pa.array(keys, type=pa.uint64()), "leaf_index": leaf_index}
-                )
-                token_table = pa.table(
-                    {
-                        "token_prefix": pa.array(
-                            np.frombuffer(prefixes, dtype="<u8"), type=pa.uint64()
-                        ),
-                        "leaf_index": leaf_index,
-                    }
-                )
-                store.commit_batch(con, staging, info, key_table, token_table)
+                pending.commit(staging, info)
                 report("commit", 1, 1)
             except BaseException:
+                checking.join(raise_error=False)
+                pending.abort()
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
     except BrokenProcessPool as exc:

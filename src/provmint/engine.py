@@ -45,6 +45,9 @@ __all__ = [
     "NATIVE",
     "ChunkResult",
     "ChunkTask",
+    "concat_parts",
+    "hash_rows",
+    "hash_table",
     "init_worker",
     "mint_chunk",
     "record_bytes_column",
@@ -258,6 +261,39 @@ def hash_rows(ids: pa.Array, records: pa.Array, secret: bytes) -> tuple[bytes, b
     return _hash_rows_py(ids.to_pylist(), records.to_pylist(), secret)
 
 
+def hash_table(table: pa.Table, secret: bytes) -> tuple[bytes, bytes]:
+    """Tokens and leaf hashes of every row of a validated table (canonical field names,
+    14-digit gtin). Natively, records are hashed straight from the column buffers; the
+    result equals :func:`hash_rows` over :func:`record_bytes_column` (tested)."""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"an issuer secret has at least {MIN_SECRET_BYTES} bytes")
+    if _native is None or len(secret) > 64:
+        ids = concat_parts(
+            table.num_rows, [("col", _column(table, "gtin")), ("col", _column(table, "serial"))]
+        )
+        return hash_rows(ids, record_bytes_column(table), secret)
+    names = sorted(table.column_names, key=lambda n: n.encode("ascii"))
+    fields = []
+    for name in names:
+        offsets, data = _buffers(_column(table, name))
+        raw = name.encode("ascii")
+        fields.append((struct.pack(">B", len(raw)) + raw, offsets, data or b""))
+    gtin_offsets, gtin_data = _buffers(_column(table, "gtin"))
+    serial_offsets, serial_data = _buffers(_column(table, "serial"))
+    result: tuple[bytes, bytes] = _native.hash_products(
+        secret,
+        TOKEN_TAG,
+        COMMIT_TAG,
+        RECORD_MAGIC + struct.pack(">H", len(names)),
+        gtin_offsets,
+        gtin_data or b"",
+        serial_offsets,
+        serial_data or b"",
+        fields,
+    )
+    return result
+
+
 def _hash_rows_py(ids: list[bytes], records: list[bytes], secret: bytes) -> tuple[bytes, bytes]:
     inner, outer = hmac_states(secret)
     inner_copy, outer_copy = inner.copy, outer.copy
@@ -297,9 +333,7 @@ def mint_chunk(task: ChunkTask) -> ChunkResult:
         raise RuntimeError("worker started without an issuer secret")
     table = table_from_ipc(task.rows_ipc)
     n = table.num_rows
-    ids = concat_parts(n, [("col", _column(table, "gtin")), ("col", _column(table, "serial"))])
-    tokens, leaves = hash_rows(ids, record_bytes_column(table), secret)
-    del ids
+    tokens, leaves = hash_table(table, secret)
 
     levels = merkle.build_levels(leaves)
     _write_levels(task, levels)

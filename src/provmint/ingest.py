@@ -15,11 +15,13 @@ wide as the header; ``(gtin, serial)`` unique inside the file (both copies are r
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
 import io
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,13 +34,24 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+_native_key_hashes: Any
+try:  # the same hash in C (provmint/_native.c); optional
+    from provmint._native import key_hashes as _native_key_hashes
+except ImportError:  # pragma: no cover - machines without a C compiler
+    _native_key_hashes = None
+
 __all__ = [
     "ALIASES",
     "REQUIRED",
     "RESERVED",
     "Ingested",
+    "ParsedCsv",
+    "RowCheck",
+    "check_rows",
+    "conclude",
     "key_hashes",
     "normalize_header",
+    "parse_csv",
     "read_products",
     "record_lines",
 ]
@@ -92,6 +105,7 @@ _DATE_COLUMNS = ("expiry", "production_date")
 _DELIMITERS = (",", ";", "\t", "|")
 _MAX_SHOWN_VALUE = 80
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_CONTENT = re.compile(rb"[^\xef\xbb\xbf \t\r\n]")  # anything but whitespace and a BOM
 
 
 def normalize_header(name: str) -> str:
@@ -228,11 +242,17 @@ def key_hashes(gtin14: pa.Array, serial: pa.Array) -> np.ndarray:
     splitmix64-style. Not a security boundary: every hit is confirmed against the record.
     """
     import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     n = len(gtin14)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
+    if _native_key_hashes is not None:
+        gtin14 = gtin14.combine_chunks() if isinstance(gtin14, pa.ChunkedArray) else gtin14
+        serial = serial.combine_chunks() if isinstance(serial, pa.ChunkedArray) else serial
+        raw = _native_key_hashes(*_offsets_and_data(gtin14), *_offsets_and_data(serial))
+        return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
     g = _fixed_width_bytes(gtin14, 14)
     s = _fixed_width_bytes(pc.utf8_rpad(serial, width=20, padding="\0"), 20)
     block = np.zeros((n, 40), dtype=np.uint8)
@@ -258,6 +278,15 @@ def key_hashes(gtin14: pa.Array, serial: pa.Array) -> np.ndarray:
     return h
 
 
+def _offsets_and_data(arr: Any) -> tuple[Any, Any]:
+    import numpy as np
+
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4
+    )
+    return offsets, arr.buffers()[2] or b""
+
+
 def _fixed_width_bytes(arr: Any, width: int) -> np.ndarray:
     """The data bytes of a string array whose values all have exactly ``width`` bytes."""
     import numpy as np
@@ -278,15 +307,17 @@ def _fixed_width_bytes(arr: Any, width: int) -> np.ndarray:
 class _Collector:
     """Gathers rejects per table row; rows are numbered once the line map is known."""
 
-    def __init__(self) -> None:
+    def __init__(self, offset: int = 0) -> None:
+        self.offset = offset
         self.by_index: list[tuple[int, str, str, str, str]] = []
         self.ragged_texts: list[str] = []
         self.undecodable: set[tuple[int, str]] = set()
 
     def add(self, index: int, column: str, value: str, code: str, reason: str) -> None:
+        """Record a problem of row ``index`` (relative to this collector's offset)."""
         # A cell already reported as bad bytes is not judged again on its blanked value.
         if (index, column) not in self.undecodable:
-            self.by_index.append((index, column, _show(value), code, reason))
+            self.by_index.append((index + self.offset, column, _show(value), code, reason))
 
 
 def _unique_check(col: Any, check: Any, column: str, valid: Any, out: _Collector) -> Any:
@@ -345,8 +376,9 @@ def _decode_columns(table: pa.Table, names: list[str], out: _Collector) -> tuple
             valid[bad] = False
             col = pc.if_else(pa.array(mask), pa.scalar(b"", pa.binary()), col)
             text = col.cast(pa.string())
-        too_long = pc.greater(pc.binary_length(text), MAX_VALUE_BYTES)
-        if pc.any(too_long).as_py():
+        lengths = pc.binary_length(text)
+        if (pc.max(lengths).as_py() or 0) > MAX_VALUE_BYTES:
+            too_long = pc.greater(lengths, MAX_VALUE_BYTES)
             for i in np.flatnonzero(too_long.to_numpy(zero_copy_only=False)).tolist():
                 out.add(
                     i,
@@ -392,7 +424,10 @@ def _validate(
         identity[idx] = False
 
     serial = by_name["serial"]
-    ok = pc.match_substring_regex(serial, pattern=gs1.CSET82_PATTERN)
+    lengths = pc.utf8_length(serial)
+    ok = pc.and_(pc.ascii_is_alnum(serial), pc.less_equal(lengths, gs1.SERIAL_MAX))
+    if not pc.all(ok).as_py():  # punctuation, spaces or bad lengths: the full CSET 82 check
+        ok = pc.match_substring_regex(serial, pattern=gs1.CSET82_PATTERN)
     bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
     for i, v in zip(bad.tolist(), pc.take(serial, pa.array(bad)).to_pylist(), strict=True):
         p = gs1.check_serial(v)
@@ -409,28 +444,30 @@ def _validate(
     return gtin14, valid, identity
 
 
-def _in_file_duplicates(keys: Any, gtin14: Any, serial: Any, idx: Any) -> list[tuple[int, int]]:
-    """Pairs (row index, first row index) of exact (gtin, serial) repeats among ``idx``."""
+def _in_file_duplicates(
+    keys: Any, rows: Any, ident: Callable[[int], tuple[str, str]]
+) -> list[tuple[int, int]]:
+    """Pairs (row, earlier row) with the same (gtin, serial); ``keys[i]`` is the index
+    hash of row ``rows[i]``. Hash collisions are confirmed with ``ident``."""
     import numpy as np
 
-    quick = np.sort(keys[idx])
+    if keys.size < 2:
+        return []
+    quick = np.sort(keys)
     if not (quick[1:] == quick[:-1]).any():
         return []
-    order = np.argsort(keys[idx], kind="stable")
-    sorted_keys = keys[idx][order]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
     same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-    if not same.size:
-        return []
     groups: dict[tuple[str, str], int] = {}
     pairs = []
-    candidates = np.unique(np.concatenate([same, same + 1]))
-    for pos in candidates.tolist():
-        row = int(idx[order[pos]])
-        ident = (gtin14[row].as_py(), serial[row].as_py())
-        if ident in groups:
-            pairs.append((row, groups[ident]))
+    for pos in np.unique(np.concatenate([same, same + 1])).tolist():
+        row = int(rows[order[pos]])
+        key = ident(row)
+        if key in groups:
+            pairs.append((row, groups[key]))
         else:
-            groups[ident] = row
+            groups[key] = row
     return pairs
 
 
@@ -456,12 +493,52 @@ def _read_undecodable(data: bytes, delimiter: str, names: list[str], out: _Colle
     return pa.table({n: pa.array(c, pa.binary()) for n, c in zip(names, columns, strict=True)})
 
 
-def read_products(path: Path) -> Ingested:
-    """Read and validate a products CSV. Raises InputFileError or MissingColumnError for
-    problems with the file as a whole; row problems are returned as rejects."""
-    import numpy as np
+@dataclass
+class ParsedCsv:
+    """A products CSV parsed into Arrow (every column text, canonical names), not yet
+    validated: :func:`check_rows` validates any range of rows, :func:`conclude` the whole.
+    """
+
+    path: Path
+    data: bytes
+    names: list[str]
+    delimiter: str
+    table: pa.Table
+    ragged_texts: list[str]
+    _hasher: threading.Thread
+    _digest: dict[str, str]
+
+    @property
+    def num_rows(self) -> int:
+        """Rows parsed (rows of the wrong width are not among them)."""
+        return int(self.table.num_rows)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the file's bytes (computed in the background while parsing)."""
+        self._hasher.join()
+        return self._digest["sha256"]
+
+
+@dataclass(frozen=True, slots=True)
+class RowCheck:
+    """The validation of rows ``[start, stop)`` of a parsed CSV. Indexes are global."""
+
+    start: int
+    stop: int
+    table: pa.Table
+    valid: np.ndarray
+    identity: np.ndarray
+    keys: np.ndarray
+    gtin14: pa.Array
+    serial: pa.Array
+    problems: list[tuple[int, str, str, str, str]]
+
+
+def parse_csv(path: Path) -> ParsedCsv:
+    """Read a products CSV into Arrow. Raises InputFileError or MissingColumnError for
+    problems with the file as a whole (unreadable, empty, no data rows, bad header)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     try:
@@ -472,7 +549,7 @@ def read_products(path: Path) -> Ingested:
         raise InputFileError(path, "is a directory, not a CSV file") from None
     except OSError as exc:
         raise InputFileError(path, f"cannot read: {exc.strerror}") from exc
-    if not data.strip(b"\xef\xbb\xbf \t\r\n"):
+    if not _CONTENT.search(data):
         raise InputFileError(path, "file is empty", hint="expected a header line and rows")
 
     digest: dict[str, str] = {}
@@ -483,8 +560,8 @@ def read_products(path: Path) -> Ingested:
 
     raw_header, delimiter = _parse_header(path, data)
     names = _check_header(path, raw_header)
-    after_header = _LINE_END.split(data, maxsplit=1)[1:]
-    if not after_header or not after_header[0].strip():
+    header_end = _LINE_END.search(data)
+    if header_end is None or not _CONTENT.search(data, header_end.end()):
         raise InputFileError(path, "has a header but no data rows")
     out = _Collector()
 
@@ -492,89 +569,140 @@ def read_products(path: Path) -> Ingested:
         out.ragged_texts.append(row.text or "")
         return "skip"
 
-    placeholders = [f"c{i}" for i in range(len(names))]
-
-    def read(column_type: Any) -> Any:
-        out.ragged_texts.clear()
-        return pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(
-                column_names=placeholders, skip_rows=1, block_size=1 << 22
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={p: column_type for p in placeholders},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-
     try:
         data.decode("utf-8")
         utf8 = True
     except UnicodeDecodeError:
         utf8 = False
     try:
-        # A file that is not all UTF-8 takes the slow path, which reports the bad bytes.
-        table = read(pa.string()) if utf8 else _read_undecodable(data, delimiter, placeholders, out)
+        if utf8:
+            table = pacsv.read_csv(
+                pa.py_buffer(data),
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 22),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        else:  # not all UTF-8: the slow path, which can report the bad bytes per row
+            table = _read_undecodable(data, delimiter, names, out)
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise InputFileError(path, f"not a readable CSV file: {exc}") from exc
-
-    n = table.num_rows
-    total = n + len(out.ragged_texts)
-    if total == 0:
+    if table.num_rows + len(out.ragged_texts) == 0:
         raise InputFileError(path, "has a header but no data rows")
+    return ParsedCsv(path, data, names, delimiter, table, out.ragged_texts, hasher, digest)
 
-    cols, valid = _decode_columns(table, names, out)
-    gtin14, valid, identity = _validate(names, cols, valid, out)
-    serial = cols[names.index("serial")]
 
+def check_rows(parsed: ParsedCsv, start: int, stop: int) -> RowCheck:
+    """Validate rows ``[start, stop)``: UTF-8, value sizes, the GS1 rules; compute the
+    (gtin, serial) index hash of every row with a valid identity. Duplicates across rows
+    are :func:`conclude`'s business."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    part = parsed.table.slice(start, stop - start)
+    out = _Collector(offset=start)
+    cols, valid = _decode_columns(part, parsed.names, out)
+    gtin14, valid, identity = _validate(parsed.names, cols, valid, out)
+    serial = cols[parsed.names.index("serial")]
+    idx = np.flatnonzero(identity)
+    keys = np.zeros(0, dtype=np.uint64)
+    if idx.size:
+        keys = key_hashes(pc.take(gtin14, pa.array(idx)), pc.take(serial, pa.array(idx)))
+    columns = [gtin14 if n == "gtin" else c for n, c in zip(parsed.names, cols, strict=True)]
+    table = pa.table(columns, names=parsed.names)
+    keep = np.flatnonzero(valid)
+    if keep.size != len(valid):
+        table = table.take(pa.array(keep))
+    return RowCheck(
+        start=start,
+        stop=stop,
+        table=table,
+        valid=keep + start,
+        identity=idx + start,
+        keys=keys,
+        gtin14=gtin14,
+        serial=serial,
+        problems=out.by_index,
+    )
+
+
+def conclude(parsed: ParsedCsv, checks: list[RowCheck]) -> Ingested:
+    """Combine the checks of every row: find repeated (gtin, serial) pairs (both copies
+    are rejected), number every reject with its line, keep the rows that passed."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = parsed.num_rows
+    checks = sorted(checks, key=lambda c: c.start)
+    covered = [c.start for c in checks] + [n]
+    if covered[0] != 0 or any(c.stop != nxt for c, nxt in zip(checks, covered[1:], strict=True)):
+        raise ValueError("checks must cover every row exactly once")
+    starts = [c.start for c in checks]
+
+    def ident(row: int) -> tuple[str, str]:
+        check = checks[bisect.bisect_right(starts, row) - 1]
+        return check.gtin14[row - check.start].as_py(), check.serial[row - check.start].as_py()
+
+    out = _Collector()
+    out.ragged_texts = parsed.ragged_texts
+    for check in checks:
+        out.by_index += check.problems
+    identity = np.concatenate([c.identity for c in checks])
+    keys = np.concatenate([c.keys for c in checks])
+    all_keys = np.zeros(n, dtype=np.uint64)
+    all_keys[identity] = keys
+    valid = np.zeros(n, dtype=bool)
+    valid[np.concatenate([c.valid for c in checks])] = True
     # Duplicates are looked for among every row with a usable identity, so a repeat is
     # caught even when its twin is rejected for another reason.
-    idx = np.flatnonzero(identity)
-    keys = np.zeros(n, dtype=np.uint64)
-    if idx.size:
-        keys[idx] = key_hashes(pc.take(gtin14, pa.array(idx)), pc.take(serial, pa.array(idx)))
-    for row, first in _in_file_duplicates(keys, gtin14, serial, idx):
-        out.add(
-            row,
-            "serial",
-            serial[row].as_py(),
-            "duplicate_in_file",
-            f"same gtin and serial as row #{first}",
-        )
-        out.add(
-            first,
-            "serial",
-            serial[first].as_py(),
-            "duplicate_in_file",
-            f"same gtin and serial as row #{row}",
-        )
+    for row, first in _in_file_duplicates(keys, identity, ident):
+        for this, other in ((row, first), (first, row)):
+            out.by_index.append(
+                (
+                    this,
+                    "serial",
+                    _show(ident(this)[1]),
+                    "duplicate_in_file",
+                    f"same gtin and serial as row #{other}",
+                )
+            )
         valid[row] = valid[first] = False
 
-    rejects, row_numbers = _number_rejects(path, data, delimiter, len(names), n, out)
-    keep = np.flatnonzero(valid)
-    columns = [gtin14 if name == "gtin" else col for name, col in zip(names, cols, strict=True)]
-    kept = pa.table(columns, names=names)
-    if keep.size != n:
-        kept = kept.take(pa.array(keep))
-    hasher.join()
-    rejected_rows = len({(r.row) for r in rejects})
-    return Ingested(
-        path=path,
-        columns=tuple(names),
-        table=kept,
-        rows=row_numbers[keep],
-        keys=keys[keep],
-        total_rows=total,
-        rejects=tuple(rejects),
-        rejected_rows=rejected_rows,
-        source_sha256=digest["sha256"],
-        source_bytes=len(data),
-        delimiter=delimiter,
+    rejects, row_numbers = _number_rejects(
+        parsed.path, parsed.data, parsed.delimiter, len(parsed.names), n, out
     )
+    table = pa.concat_tables([c.table for c in checks])
+    keep = np.flatnonzero(valid)
+    kept_before = np.concatenate([c.valid for c in checks])
+    if keep.size != kept_before.size:  # duplicates removed: select the survivors
+        table = table.take(pa.array(np.flatnonzero(valid[kept_before])))
+    return Ingested(
+        path=parsed.path,
+        columns=tuple(parsed.names),
+        table=table,
+        rows=row_numbers[keep],
+        keys=all_keys[keep],
+        total_rows=n + len(parsed.ragged_texts),
+        rejects=tuple(rejects),
+        rejected_rows=len({r.row for r in rejects}),
+        source_sha256=parsed.sha256,
+        source_bytes=len(parsed.data),
+        delimiter=parsed.delimiter,
+    )
+
+
+def read_products(path: Path) -> Ingested:
+    """Read and validate a products CSV in one go. Raises InputFileError or
+    MissingColumnError for problems with the file as a whole; row problems are returned
+    as rejects."""
+    parsed = parse_csv(path)
+    return conclude(parsed, [check_rows(parsed, 0, parsed.num_rows)])
 
 
 def _number_rejects(

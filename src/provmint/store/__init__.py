@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["STORE_FORMAT", "BatchInfo", "Store", "store_lock"]
+__all__ = ["STORE_FORMAT", "BatchInfo", "PendingBatch", "Store", "store_lock"]
 
 STORE_FORMAT = "provmint-store/1"
 
@@ -144,6 +144,94 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class PendingBatch:
+    """The catalog transaction of a batch being written.
+
+    Index rows can be added while the batch's files are still being minted (from one
+    other thread at a time: DuckDB works outside the GIL); :meth:`commit` then makes the
+    finished staging directory visible. Until then nothing is visible, and :meth:`abort`
+    (or dying) leaves the catalog as it was.
+    """
+
+    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, seq: int) -> None:
+        self.store = store
+        self.con = con
+        self.seq = seq
+        con.execute("BEGIN TRANSACTION")
+        self.open = True
+
+    def add_index(self, table: str, keys: np.ndarray) -> None:
+        """Append (key, leaf index) rows for this batch to ``product_keys`` or
+        ``product_tokens``, sorted by key so zone maps keep point lookups cheap."""
+        import numpy as np
+        import pyarrow as pa
+
+        if table not in ("product_keys", "product_tokens"):
+            raise ValueError(f"unknown index table {table!r}")
+        order = np.argsort(keys)
+        rows = pa.table(
+            {
+                "k": pa.array(keys[order], type=pa.uint64()),
+                "leaf_index": pa.array(order.astype(np.int64)),
+            }
+        )
+        name = f"new_{table}"
+        self.con.register(name, rows)
+        try:
+            self.con.execute(
+                f"INSERT INTO {table} SELECT k, ?::INTEGER, leaf_index FROM {name}", [self.seq]
+            )
+        finally:
+            self.con.unregister(name)
+
+    def commit(self, staging: Path, info: BatchInfo) -> None:
+        """Rename the fully written ``staging`` directory into place and commit."""
+        store, con = self.store, self.con
+        final = store.batches_dir / info.batch_id
+        for sub in ("products", ""):
+            _fsync_dir(staging / sub if sub else staging)
+        try:
+            con.execute(
+                f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    info.seq,
+                    info.batch_id,
+                    info.created_at,
+                    info.label,
+                    info.source_name,
+                    info.source_sha256,
+                    info.products,
+                    info.rejected,
+                    info.tree_profile,
+                    info.tree_size,
+                    info.root,
+                    info.manifest_digest,
+                    info.commitment,
+                    info.key_id,
+                    info.part_rows,
+                    info.parts,
+                    json.dumps(info.manifest),
+                ],
+            )
+            os.replace(staging, final)
+            _fsync_dir(store.batches_dir)
+            store._refresh_view(con, extra=info)
+        except BaseException:
+            self.abort()
+            if final.exists() and not staging.exists():
+                os.replace(final, staging)
+            raise
+        con.execute("COMMIT")
+        self.open = False
+
+    def abort(self) -> None:
+        """Roll the transaction back (nothing of the batch becomes visible)."""
+        if self.open:
+            self.open = False
+            self.con.execute("ROLLBACK")
+
+
 class Store:
     """A product store on disk. Open it with :meth:`open`; lock it around catalog access."""
 
@@ -238,67 +326,9 @@ class Store:
         (path / "products").mkdir(parents=True)
         return path
 
-    def commit_batch(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        staging: Path,
-        info: BatchInfo,
-        keys: pa.Table,
-        tokens: pa.Table,
-    ) -> None:
-        """Make a fully written staging batch visible: rename it into place and commit
-        its catalog rows in one transaction. On failure nothing is visible."""
-        final = self.batches_dir / info.batch_id
-        for sub in ("products", ""):
-            _fsync_dir(staging / sub if sub else staging)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(
-                f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    info.seq,
-                    info.batch_id,
-                    info.created_at,
-                    info.label,
-                    info.source_name,
-                    info.source_sha256,
-                    info.products,
-                    info.rejected,
-                    info.tree_profile,
-                    info.tree_size,
-                    info.root,
-                    info.manifest_digest,
-                    info.commitment,
-                    info.key_id,
-                    info.part_rows,
-                    info.parts,
-                    json.dumps(info.manifest),
-                ],
-            )
-            con.register("new_keys", keys)
-            con.execute(
-                "INSERT INTO product_keys SELECT key_hash, ?::INTEGER, leaf_index "
-                "FROM new_keys ORDER BY key_hash",
-                [info.seq],
-            )
-            con.register("new_tokens", tokens)
-            con.execute(
-                "INSERT INTO product_tokens SELECT token_prefix, ?::INTEGER, leaf_index "
-                "FROM new_tokens ORDER BY token_prefix",
-                [info.seq],
-            )
-            con.unregister("new_keys")
-            con.unregister("new_tokens")
-            os.replace(staging, final)
-            _fsync_dir(self.batches_dir)
-            self._refresh_view(con, extra=info)
-        except BaseException:
-            con.execute("ROLLBACK")
-            if final.exists() and not staging.exists():
-                os.replace(final, staging)
-            raise
-        con.execute("COMMIT")
+    def begin_batch(self, con: duckdb.DuckDBPyConnection, seq: int) -> PendingBatch:
+        """Open the catalog transaction of a new batch (see :class:`PendingBatch`)."""
+        return PendingBatch(self, con, seq)
 
     def _refresh_view(self, con: duckdb.DuckDBPyConnection, extra: BatchInfo | None = None) -> None:
         """(Re)create the ``products`` view over every committed part file."""
