@@ -378,3 +378,16 @@ def test_ipc_round_trip_of_a_slice() -> None:
                       "serial": string_array(list("abcde"))}).slice(1, 3)
     back = engine.table_from_ipc(engine.table_to_ipc(table))
     assert back.to_pylist() == table.to_pylist()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@FAST
+@given(table=tables())
+def test_hash_table_equals_hashing_the_record_column(mode: str, table: pa.Table) -> None:
+    """The fused native path (records hashed from column buffers) and the fallback agree
+    with hashing the materialized canonical records."""
+    with native_mode(mode):
+        tokens, leaves = engine.hash_table(table, SECRET)
+    ids = [(r["gtin"] + r["serial"]).encode() for r in table.to_pylist()]
+    records = [canonical.encode_record(r) for r in table.to_pylist()]
+    assert (tokens, leaves) == engine._hash_rows_py(ids, records, SECRET)

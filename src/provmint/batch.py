@@ -240,7 +240,7 @@ class _Runner:
 
         try:
             context = get_context("forkserver")
-            context.set_forkserver_preload(["provmint.engine"])
+            context.set_forkserver_preload(["provmint.engine", "pyarrow.parquet"])
             pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=context,
@@ -448,8 +448,6 @@ def mint_batch(
     already minted, unless ``skip_invalid``. All rejects go to ``rejects_path`` when given.
     Raises KeyringError without an issuer key, StoreBusyError if the store stays locked.
     """
-    from provmint.engine import CHUNK_ROWS
-
     started = time.perf_counter()
     report: Progress = progress or (lambda phase, done, total: None)
     key = load_keyring(settings.key_file).active
@@ -463,6 +461,8 @@ def mint_batch(
     # runs on the other core meanwhile.
     runner = _Runner(settings.workers, key.secret.reveal(), use_pool)
     import numpy as np
+
+    from provmint.engine import CHUNK_ROWS
 
     try:
         report("read", 0, 1)

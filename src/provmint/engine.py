@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from provmint import gs1, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
@@ -356,6 +355,7 @@ def mint_chunk(task: ChunkTask) -> ChunkResult:
 
 
 def _write_part(table: pa.Table, path: Path) -> None:
+    import pyarrow.parquet as pq  # only workers write parts; the fork server preloads it
     with open(path, "wb") as fh:
         pq.write_table(
             table,

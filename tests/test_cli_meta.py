@@ -1,0 +1,80 @@
+"""Meta-tests: every command documents itself, start-up stays light, the public API is
+pinned, and the README's exit codes match the code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+import provmint
+from provmint import errors
+
+COMMANDS = [
+    ["keys", "init"], ["keys", "rotate"], ["keys", "list"],
+    ["batch", "create"], ["batch", "list"], ["batch", "show"], ["batch", "export"],
+    ["proof", "export"], ["product", "show"], ["token", "verify"], ["verify"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(cli, command: list[str]) -> None:
+    result = cli(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    assert "provmint " + " ".join(command) in result.output or command == ["verify"]
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    """``provmint --help`` must stay fast: no pyarrow, duckdb, numpy or web3 at start-up."""
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['provmint', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('provmint', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('pyarrow', 'duckdb', 'numpy', 'web3', 'pydantic')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "HEAVY []" in out, out
+
+
+def test_import_provmint_is_light() -> None:
+    code = ("import sys, provmint; provmint.__version__; "
+            "print([m for m in ('pyarrow', 'duckdb', 'numpy', 'typer', 'rich') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_public_api_is_pinned() -> None:
+    expected = {
+        "MintSummary", "ProvmintError", "Reject", "Settings", "Verdict", "VerificationReport",
+        "__version__", "export_batch_proofs", "export_labels", "export_proof", "find_product",
+        "init_keyring", "list_batches", "load_keyring", "merkle", "mint_batch", "parse_proof",
+        "resolve_settings", "rotate_key", "show_batch", "verify_proof", "verify_token",
+    }
+    assert set(provmint.__all__) == expected
+    for name in provmint.__all__:
+        assert getattr(provmint, name) is not None
+
+
+def test_readme_lists_every_exit_code() -> None:
+    readme = (ROOT / "README.md").read_text()
+    codes = {getattr(errors, n) for n in dir(errors) if n.startswith("EXIT_")}
+    for code in codes:
+        assert f"{code} " in readme, f"exit code {code} is not documented in the README"
+    assert codes == set(range(10))
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run([sys.executable, "-m", "provmint", "--version"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"provmint {provmint.__version__}"
