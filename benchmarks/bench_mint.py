@@ -52,7 +52,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str
             peak = max(peak, total)
         except psutil.Error:
             pass
-        time.sleep(0.02)
+        time.sleep(0.05)
     out, err = proc.communicate()
     wall = time.perf_counter() - started
     if proc.returncode != 0:

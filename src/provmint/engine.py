@@ -356,6 +356,7 @@ def mint_chunk(task: ChunkTask) -> ChunkResult:
 
 def _write_part(table: pa.Table, path: Path) -> None:
     import pyarrow.parquet as pq  # only workers write parts; the fork server preloads it
+
     with open(path, "wb") as fh:
         pq.write_table(
             table,
