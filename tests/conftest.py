@@ -22,7 +22,7 @@ from provmint.keys import init_keyring
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CSV = ROOT / "examples" / "products.csv"
-VECTORS = ROOT.parent / "shared" / "vectors" / "rfc6962"
+VECTORS = Path(__file__).parent / "vectors" / "rfc6962"  # copied from ../shared/vectors
 LOCAL_VECTORS = Path(__file__).parent / "vectors"
 
 HEADER = "gtin,serial,lot,expiry,product_name\n"

@@ -1,7 +1,7 @@
 """provmint.merkle (RFC 9162 / RFC 6962 tree hash and inclusion proofs) and the
 ``provmint-tree/1`` tree file (provmint.store.treefile).
 
-Pinned by the transparency-dev vectors in ``../shared/vectors/rfc6962`` and by properties
+Pinned by the transparency-dev vectors in ``tests/vectors/rfc6962`` and by properties
 against an independent, recursive model of RFC 9162's ``MTH`` and ``PATH``.
 """
 
