@@ -36,7 +36,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("PROVMINT_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    for name in ("PROVMINT_URL_BASE", "PROVMINT_WORKERS", "PROVMINT_LOCK_TIMEOUT"):
+    for name in ("PROVMINT_URL_BASE", "PROVMINT_WORKERS", "PROVMINT_LOCK_TIMEOUT",
+                 "PROVMINT_RPC_URL", "PROVMINT_CHAIN_KEY", "PROVMINT_CHAIN", "PROVMINT_KEYSTORE",
+                 "PROVMINT_KEYSTORE_PASSWORD", "PROVMINT_REGISTRY"):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "no-config.toml").write_text("")
     monkeypatch.chdir(tmp_path)
@@ -93,3 +95,96 @@ def run_provmint(*args: object, env: dict[str, str] | None = None,
     return subprocess.run([sys.executable, "-m", "provmint", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+# --------------------------------------------------------------------------- local chain
+
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+def dev_key(index: int = 0) -> tuple[str, str]:
+    """(address, hex private key) of anvil's well-known dev account ``index``."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    account = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return account.address, "0x" + bytes(account.key).hex()
+
+
+def anvil_binary() -> str:
+    """The pinned anvil from ``npm ci`` (or $ANVIL_BIN). Chain tests fail, never skip,
+    without it."""
+    candidate = os.environ.get("ANVIL_BIN") or str(ROOT / "node_modules" / ".bin" / "anvil")
+    if not Path(candidate).exists():
+        pytest.fail(f"anvil not found at {candidate}: run `npm ci` in {ROOT}", pytrace=False)
+    return candidate
+
+
+class Anvil:
+    """A real anvil node on 127.0.0.1 and a free port, started for one test."""
+
+    def __init__(self, *args: str, port: int = 0) -> None:
+        import re
+        import threading
+
+        self.args = args
+        self.proc = subprocess.Popen(
+            [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            found = re.search(r"Listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                break
+        else:
+            raise RuntimeError("anvil exited before listening")
+        self.url = f"http://127.0.0.1:{self.port}"
+        stdout = self.proc.stdout
+        threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()
+
+    def rpc(self, method: str, *params: object) -> object:
+        """One JSON-RPC call."""
+        import json
+        import urllib.request
+
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": list(params)}).encode()
+        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        return answer["result"]
+
+    def mine(self, blocks: int = 1) -> None:
+        """Mine ``blocks`` empty blocks."""
+        self.rpc("anvil_mine", hex(blocks))
+
+    def stop(self) -> None:
+        """Stop the node (SIGTERM; anvil writes --dump-state on the way out)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def anvil() -> Iterator[Anvil]:
+    """A fresh local chain for this test (instant mining, chain id 31337)."""
+    node = Anvil()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def chain_env(anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> Anvil:
+    """Point provmint at the test's node with dev account 0 as the chain key."""
+    monkeypatch.setenv("PROVMINT_RPC_URL", anvil.url)
+    monkeypatch.setenv("PROVMINT_CHAIN_KEY", dev_key(0)[1])
+    for name in ("PROVMINT_CHAIN", "PROVMINT_KEYSTORE", "PROVMINT_KEYSTORE_PASSWORD",
+                 "PROVMINT_REGISTRY"):
+        monkeypatch.delenv(name, raising=False)
+    return anvil

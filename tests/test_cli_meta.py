@@ -16,6 +16,7 @@ COMMANDS = [
     ["keys", "init"], ["keys", "rotate"], ["keys", "list"],
     ["batch", "create"], ["batch", "list"], ["batch", "show"], ["batch", "export"],
     ["proof", "export"], ["product", "show"], ["token", "verify"], ["verify"],
+    ["anchor"], ["anchor", "status"], ["anchor", "deploy-registry"],
 ]
 
 
@@ -71,7 +72,7 @@ def test_readme_lists_every_exit_code() -> None:
     codes = {getattr(errors, n) for n in dir(errors) if n.startswith("EXIT_")}
     for code in codes:
         assert f"{code} " in readme, f"exit code {code} is not documented in the README"
-    assert codes == set(range(10))
+    assert codes == set(range(11))
 
 
 def test_python_dash_m_runs_the_cli() -> None:

@@ -171,16 +171,12 @@ def test_tampered_proof_file_is_invalid(cli, tmp_path: Path, doc, where, value) 
     assert failed and report["reason"].startswith(failed[0] + ": ")
 
 
-def test_present_anchor_cannot_be_checked_offline(cli, tmp_path: Path, doc) -> None:
+def test_incomplete_anchor_section_is_malformed(cli, tmp_path: Path, doc) -> None:
+    """An anchor section is parsed as strictly as the rest (real anchors: test_anchor.py)."""
     doc["anchor"] = {"format": "provmint-anchor/1", "chain": "example", "path": []}
-    path = write(tmp_path, json.dumps(doc))
-    r = cli("verify", path)
-    assert r.exit_code == EXIT_UNCHECKED == 5, r.output
-    assert re.search(r"^anchor\s+present \(not checked offline\)", r.stdout, re.M)
-    assert "UNCHECKED" in r.stdout
-    report = json.loads(cli("verify", path, "--json").stdout)
-    assert report["verdict"] == "unchecked"
-    assert report["anchor"]["chain"] == "example"
+    r = cli("verify", write(tmp_path, json.dumps(doc)))
+    assert r.exit_code == EXIT_INVALID, r.output
+    assert "anchor." in r.stderr
 
 
 def test_present_anchor_on_a_tampered_proof_is_still_invalid(cli, tmp_path: Path, doc) -> None:

@@ -16,6 +16,7 @@ Secrets never live in the config file: the issuer key has its own 0600 key file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,9 +29,11 @@ from provmint.errors import ConfigError
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_URL_BASE",
+    "ChainSettings",
     "Secret",
     "Settings",
     "default_config_file",
+    "resolve_chain",
     "resolve_settings",
 ]
 
@@ -39,7 +42,19 @@ DEFAULT_URL_BASE = "https://id.example.com"
 DEFAULT_LOCK_TIMEOUT = 60.0
 """Seconds a command waits for another provmint process to release the store."""
 
-_KNOWN_KEYS = {"store", "key_file", "url_base", "workers", "lock_timeout"}
+_KNOWN_KEYS = {"store", "key_file", "url_base", "workers", "lock_timeout", "chain"}
+_CHAIN_KEYS = {
+    "rpc_url",
+    "chain_id",
+    "confirmations",
+    "method",
+    "registry",
+    "poa",
+    "max_fee_gwei",
+    "max_spend_eth",
+    "keystore",
+    "receipt_timeout",
+}
 
 
 class Secret:
@@ -102,6 +117,16 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     unknown = sorted(set(data) - _KNOWN_KEYS - {"chains"})
+    chains = data.get("chains", {})
+    if not isinstance(chains, dict) or not all(isinstance(v, dict) for v in chains.values()):
+        raise ConfigError(f"{path}: [chains.NAME] sections must be tables")
+    for name, profile in chains.items():
+        bad = sorted(set(profile) - _CHAIN_KEYS)
+        if bad:
+            raise ConfigError(
+                f"{path}: unknown setting {bad[0]!r} in [chains.{name}]",
+                hint=f"known chain settings: {', '.join(sorted(_CHAIN_KEYS))}",
+            )
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting {unknown[0]!r}",
@@ -207,4 +232,121 @@ def resolve_settings(
         workers=n_workers,
         lock_timeout=timeout,
         config_file=cfg_path if cfg_path.exists() else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSettings:
+    """Where and how to anchor: resolved from flags, ``PROVMINT_*`` environment and a
+    ``[chains.NAME]`` profile of the config file. Secrets are masked in the repr."""
+
+    profile: str | None
+    rpc_url: str | None = field(repr=False)
+    chain_id: int | None = None
+    confirmations: int = 1
+    method: str = "calldata"
+    registry: str | None = None
+    poa: bool = False
+    max_fee_gwei: float | None = None
+    max_spend_eth: float | None = None
+    receipt_timeout: float = 120.0
+    keystore: Path | None = None
+    keystore_password: Secret | None = None
+    chain_key: Secret | None = None
+
+
+def _number(value: Any, source: str, name: str, kind: type, low: float, high: float) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{source}: {name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def resolve_chain(
+    *,
+    chain: str | None = None,
+    rpc_url: str | None = None,
+    chain_id: int | None = None,
+    method: str | None = None,
+    registry: str | None = None,
+    confirmations: int | None = None,
+    max_fee_gwei: float | None = None,
+    max_spend_eth: float | None = None,
+    receipt_timeout: float | None = None,
+    keystore: Path | str | None = None,
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ChainSettings:
+    """Resolve chain settings: flag > environment > ``[chains.NAME]`` profile > default.
+
+    The profile is ``chain`` (flag), ``PROVMINT_CHAIN``, or the file's top-level
+    ``chain``. The chain key comes from ``PROVMINT_CHAIN_KEY`` (hex) or an encrypted
+    keystore (``keystore`` / ``PROVMINT_KEYSTORE``, password ``PROVMINT_KEYSTORE_PASSWORD``).
+    """
+    env = os.environ if env is None else env
+    explicit_file = config_file is not None or bool(env.get("PROVMINT_CONFIG"))
+    cfg_path = Path(config_file).expanduser() if config_file else default_config_file(env)
+    data = _load_file(cfg_path, explicit_file)
+    name = chain or env.get("PROVMINT_CHAIN") or data.get("chain")
+    profiles = data.get("chains", {})
+    if name is not None and name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"no chain profile {name!r} in {cfg_path} (profiles: {known})")
+    profile: dict[str, Any] = dict(profiles.get(name, {})) if name else {}
+    where = f"{cfg_path} [chains.{name}]" if name else "default"
+
+    def pick(arg: Any, env_name: str | None, key: str) -> tuple[Any, str]:
+        if arg is not None:
+            return arg, "option"
+        if env_name and env.get(env_name):
+            return env[env_name], env_name
+        if key in profile:
+            return profile[key], where
+        return None, "default"
+
+    url, _ = pick(rpc_url, "PROVMINT_RPC_URL", "rpc_url")
+    if url is not None:
+        parts = urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("the RPC URL must be an http(s) URL")
+    cid, cid_src = pick(chain_id, None, "chain_id")
+    way, way_src = pick(method, None, "method")
+    if way is not None and way not in ("calldata", "registry"):
+        raise ConfigError(f"{way_src}: method must be calldata or registry, got {way!r}")
+    reg, reg_src = pick(registry, "PROVMINT_REGISTRY", "registry")
+    if reg is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", str(reg)):
+        raise ConfigError(f"{reg_src}: registry must be a contract address (0x + 40 hex)")
+    conf, conf_src = pick(confirmations, None, "confirmations")
+    fee, fee_src = pick(max_fee_gwei, None, "max_fee_gwei")
+    spend, spend_src = pick(max_spend_eth, None, "max_spend_eth")
+    wait, wait_src = pick(receipt_timeout, None, "receipt_timeout")
+    store_path, _ = pick(keystore, "PROVMINT_KEYSTORE", "keystore")
+    poa = profile.get("poa", False)
+    if not isinstance(poa, bool):
+        raise ConfigError(f"{where}: poa must be true or false")
+    password = env.get("PROVMINT_KEYSTORE_PASSWORD")
+    key = env.get("PROVMINT_CHAIN_KEY")
+    return ChainSettings(
+        profile=name,
+        rpc_url=None if url is None else str(url),
+        chain_id=None if cid is None else _number(cid, cid_src, "chain_id", int, 1, 2**63 - 1),
+        confirmations=1
+        if conf is None
+        else _number(conf, conf_src, "confirmations", int, 1, 10_000),
+        method=way or "calldata",
+        registry=None if reg is None else str(reg),
+        poa=poa,
+        max_fee_gwei=None if fee is None else _number(fee, fee_src, "max_fee_gwei", float, 0, 1e9),
+        max_spend_eth=None
+        if spend is None
+        else _number(spend, spend_src, "max_spend_eth", float, 0, 1e9),
+        receipt_timeout=120.0
+        if wait is None
+        else _number(wait, wait_src, "receipt_timeout", float, 1, 86_400),
+        keystore=None if store_path is None else Path(str(store_path)).expanduser(),
+        keystore_password=None if password is None else Secret(password.encode()),
+        chain_key=None if key is None else Secret(key.encode()),
     )

@@ -15,7 +15,8 @@ the command-line layer turns into the process status, in one place::
     │   ├── StoreBusyError            8  another provmint process holds the store lock
     │   └── StoreCorruptError            on-disk state contradicts the catalog
     ├── NotFoundError                 7  no such batch or product
-    └── ProofError                    3  a proof file is malformed or hostile
+    ├── ProofError                    3  a proof file is malformed or hostile
+    └── AnchorError (chain.py)       10  node, chain id, fees, funds, chain key, transaction
 
 Verification outcomes (valid, invalid, pending, could-not-check) are *results*, not
 exceptions: see :class:`provmint.verify.Verdict`. Their exit codes live here too so that
@@ -29,6 +30,7 @@ from pathlib import Path
 
 __all__ = [
     "EXIT_BUSY",
+    "EXIT_CHAIN",
     "EXIT_ERROR",
     "EXIT_INVALID",
     "EXIT_KEY",
@@ -63,6 +65,7 @@ EXIT_REJECTED = 6
 EXIT_NOT_FOUND = 7
 EXIT_BUSY = 8
 EXIT_KEY = 9
+EXIT_CHAIN = 10
 
 
 class ProvmintError(Exception):

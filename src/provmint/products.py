@@ -30,11 +30,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ProductRecord",
     "TokenCheck",
+    "batch_anchor_section",
     "export_batch_proofs",
     "export_labels",
     "export_proof",
     "find_product",
     "list_batches",
+    "read_catalog",
     "show_batch",
     "verify_token",
 ]
@@ -65,7 +67,8 @@ class ProductRecord:
 
 
 @contextmanager
-def _reading(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyConnection]]:
+def read_catalog(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyConnection]]:
+    """The store and a read-only catalog connection, under the shared store lock."""
     store = Store.open(settings.store)
     with (
         store.lock(exclusive=False, timeout=settings.lock_timeout, purpose="read"),
@@ -76,13 +79,13 @@ def _reading(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyConnect
 
 def list_batches(settings: Settings) -> list[BatchInfo]:
     """Every batch in the store, oldest first."""
-    with _reading(settings) as (store, con):
+    with read_catalog(settings) as (store, con):
         return store.batches(con)
 
 
 def show_batch(settings: Settings, ref: str) -> BatchInfo:
     """One batch by id or unique id prefix."""
-    with _reading(settings) as (store, con):
+    with read_catalog(settings) as (store, con):
         return store.batch(con, ref)
 
 
@@ -113,7 +116,7 @@ def find_product(
         except ValueError as exc:
             raise ConfigError(f"token {token[:40]!r}: {exc}") from exc
         prefix = int(np.frombuffer(raw[:8], dtype="<u8")[0])
-        with _reading(settings) as (store, con):
+        with read_catalog(settings) as (store, con):
             for seq, leaf in store.token_candidates(con, prefix):
                 product = _product(store, store.batch_by_seq(con, seq), leaf)
                 if tokens_equal(parse_token(product.token), raw):
@@ -128,7 +131,7 @@ def find_product(
     if problem is not None:
         raise ConfigError(f"serial {serial!r}: {problem.reason}")
     key = key_hashes(pa.array([gtin14]), pa.array([serial]))
-    with _reading(settings) as (store, con):
+    with read_catalog(settings) as (store, con):
         hits = store.key_candidates(con, key)
         for seq, leaf in zip(
             hits.column("batch_seq").to_pylist(), hits.column("leaf_index").to_pylist(), strict=True
@@ -155,6 +158,7 @@ def _proof(
     commitment: bytes,
     path: list[bytes],
     section: dict[str, Any],
+    anchor: dict[str, Any] | None,
 ) -> dict[str, Any]:
     return {
         "format": PROOF_FORMAT,
@@ -171,8 +175,38 @@ def _proof(
             "root": batch.root,
         },
         "batch": section,
-        "anchor": None,
+        "anchor": anchor,
     }
+
+
+def batch_anchor_section(con: duckdb.DuckDBPyConnection, batch: BatchInfo) -> dict[str, Any] | None:
+    """The proof ``anchor`` section of a batch whose anchor is in a block, else None."""
+    from provmint import anchoring
+    from provmint.store.anchors import anchor_for_batch
+
+    record = anchor_for_batch(con, batch.seq)
+    if record is None or record.state not in ("included", "confirmed"):
+        return None
+    tree = anchoring.build_anchor_tree([bytes.fromhex(c) for _, _, c in record.batches])
+    return anchoring.anchor_section(
+        tree,
+        bytes.fromhex(batch.commitment),
+        {
+            "chain_id": record.chain_id,
+            "method": record.method,
+            "contract": record.contract,
+            "sender": record.sender,
+            "tx_hash": record.tx_hash,
+            "block_number": record.block_number,
+            "block_hash": record.block_hash,
+            "block_time": record.block_time,
+        },
+    )
+
+
+def _anchor_of(settings: Settings, batch: BatchInfo) -> dict[str, Any] | None:
+    with read_catalog(settings) as (_, con):
+        return batch_anchor_section(con, batch)
 
 
 def export_proof(
@@ -206,6 +240,7 @@ def export_proof(
         commitment,
         path,
         _batch_section(product.batch),
+        _anchor_of(settings, product.batch),
     )
 
 
@@ -235,8 +270,9 @@ def export_batch_proofs(
 
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"unknown proof export format {fmt!r}; use jsonl or parquet")
-    with _reading(settings) as (store, con):
+    with read_catalog(settings) as (store, con):
         batch = store.batch(con, ref)
+        anchor = batch_anchor_section(con, batch)
     tree = store.tree(batch)
     levels = [tree.level(i) for i in range(tree.level_count)]
     sizes = tree.sizes
@@ -265,6 +301,7 @@ def export_batch_proofs(
                                     commitment,
                                     _paths(levels, leaf, sizes),
                                     section,
+                                    anchor,
                                 ),
                                 separators=(",", ":"),
                                 ensure_ascii=False,
@@ -290,6 +327,7 @@ def export_batch_proofs(
                                 {
                                     "format": PROOF_FORMAT,
                                     "batch": section,
+                                    "anchor": anchor,
                                     "tree": {
                                         "profile": batch.tree_profile,
                                         "size": batch.tree_size,
@@ -331,7 +369,7 @@ def export_labels(settings: Settings, ref: str, out: Path | None, *, fmt: str = 
         raise ConfigError(f"unknown label format {fmt!r}; use csv or parquet")
     if fmt == "parquet" and out is None:
         raise ConfigError("Parquet labels need an output file: pass -o FILE")
-    with _reading(settings) as (store, con):
+    with read_catalog(settings) as (store, con):
         batch = store.batch(con, ref)
     written = 0
     target: Any = sys.stdout.buffer if out is None else None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provmint import merkle
+from provmint.anchoring import ANCHOR_FORMAT, AnchorSection, parse_anchor_section
 from provmint.canonical import FIELD_NAME_PATTERN, MAX_FIELDS, MAX_VALUE_BYTES, RECORD_VERSION
 from provmint.errors import ProofError
 
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 PROOF_FORMAT = "provmint-proof/1"
-ANCHOR_FORMAT = "provmint-anchor/1"
 MAX_PROOF_BYTES = 1 << 20
 """A proof is a few KB; anything over 1 MiB is refused before parsing."""
 _MAX_DEPTH = 16
@@ -73,6 +73,7 @@ class Proof:
     commitment: bytes
     anchor: dict[str, Any] | None
     document: dict[str, Any]
+    anchor_section: AnchorSection | None = None
 
 
 class _Doc:
@@ -248,10 +249,7 @@ def parse_proof(data: bytes | str | dict[str, Any]) -> Proof:
     if len(json.dumps(manifest)) > _MAX_MANIFEST_BYTES:
         raise ProofError("proof field batch.manifest is too large")
     anchor = doc.value["anchor"]
-    if anchor is not None:
-        anchor_doc = doc.obj("anchor")
-        if anchor_doc.value.get("format") != ANCHOR_FORMAT:
-            raise ProofError(f"proof field anchor.format must be {ANCHOR_FORMAT!r}")
+    section = None if anchor is None else parse_anchor_section(anchor)
     return Proof(
         record=_record(product),
         record_version=record_version,
@@ -267,6 +265,7 @@ def parse_proof(data: bytes | str | dict[str, Any]) -> Proof:
         commitment=batch.digest("commitment"),
         anchor=anchor,
         document=doc_value,
+        anchor_section=section,
     )
 
 

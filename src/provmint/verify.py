@@ -15,12 +15,15 @@ A malformed proof raises :class:`~provmint.errors.ProofError` (exit 3) from pars
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from provmint import merkle
+from provmint.anchoring import AnchorSection
 from provmint.canonical import (
     batch_commitment,
     encode_record,
@@ -37,7 +40,15 @@ from provmint.errors import (
 from provmint.proofs import MAX_PROOF_BYTES, Proof, parse_proof
 from provmint.tokens import parse_token
 
-__all__ = ["Check", "Verdict", "VerificationReport", "load_proof_file", "verify_proof"]
+__all__ = [
+    "AnchorChecker",
+    "Check",
+    "Verdict",
+    "VerificationReport",
+    "load_proof_file",
+    "on_chain_verdict",
+    "verify_proof",
+]
 
 
 class Verdict(StrEnum):
@@ -84,6 +95,7 @@ class VerificationReport:
     expected_root: str
     commitment: str
     anchor: dict[str, Any] | None = field(default=None)
+    chain: dict[str, Any] | None = field(default=None)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -99,6 +111,7 @@ class VerificationReport:
             "expected_root": self.expected_root,
             "commitment": self.commitment,
             "anchor": self.anchor,
+            "chain": self.chain,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
         }
 
@@ -129,10 +142,18 @@ def _eq(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+AnchorChecker = Callable[[AnchorSection], Any]
+"""Checks an anchor section on chain; returns a :class:`provmint.onchain.ChainCheck`."""
+
+
 def verify_proof(
-    proof: bytes | str | dict[str, Any] | Proof, *, token: str | None = None
+    proof: bytes | str | dict[str, Any] | Proof,
+    *,
+    token: str | None = None,
+    anchor_checker: AnchorChecker | None = None,
 ) -> VerificationReport:
-    """Verify a proof offline: leaf -> root, root and size -> manifest -> commitment.
+    """Verify a proof: leaf -> root, root and size -> manifest -> commitment, commitment
+    -> anchor root and digest; then, with ``anchor_checker``, the anchor on chain.
 
     ``token`` (the printed token from the label) is checked against the proof's token
     commitment when given. Raises ProofError if the document is malformed; every other
@@ -225,12 +246,19 @@ def verify_proof(
         except ValueError as exc:
             check("token", False, str(exc))
 
+    chain: dict[str, Any] | None = None
+    section = p.anchor_section
+    if section is not None:
+        ok, detail = section.check_offline(p.commitment)
+        check("anchor tree", ok, detail)
     if failure:
         verdict, reason = Verdict.INVALID, failure
-    elif p.anchor is None:
+    elif section is None:
         verdict, reason = Verdict.PENDING, "valid, but the batch is not anchored yet"
-    else:
+    elif anchor_checker is None:
         verdict, reason = Verdict.UNCHECKED, "offline checks passed, anchor not checked"
+    else:
+        verdict, reason, chain = on_chain_verdict(section, anchor_checker, check)
     return VerificationReport(
         verdict=verdict,
         reason=reason,
@@ -244,4 +272,37 @@ def verify_proof(
         expected_root=p.root.hex(),
         commitment=p.commitment.hex(),
         anchor=p.anchor,
+        chain=chain,
     )
+
+
+def on_chain_verdict(
+    section: AnchorSection, checker: AnchorChecker, check: Callable[[str, bool, str], None]
+) -> tuple[Verdict, str, dict[str, Any] | None]:
+    """Run ``checker`` on an anchor section; record the check; return the verdict, the
+    attested reason ("anchored in block N of chain C at T, k confirmations") and facts."""
+    from provmint.errors import ProvmintError
+
+    try:
+        result = checker(section)
+    except ProvmintError as exc:  # node unreachable, wrong chain...: nothing was checked
+        return Verdict.UNCHECKED, f"offline checks passed, anchor not checked: {exc}", None
+    facts = {
+        "chain_id": result.chain_id,
+        "block_number": result.block_number,
+        "block_time": result.block_time,
+        "confirmations": result.confirmations,
+    }
+    check("on chain", result.ok, result.detail)
+    if not result.ok:
+        return Verdict.INVALID, f"on chain: {result.detail}", facts
+    when = ""
+    if result.block_time:
+        when = " at " + datetime.fromtimestamp(result.block_time, UTC).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"
+        )
+    depth = f", {result.confirmations} confirmations" if result.confirmations else ""
+    attested = f"{result.detail}{when}{depth}"
+    if not result.final:
+        return Verdict.PENDING, f"{attested}; not enough confirmations yet", facts
+    return Verdict.VALID, attested, facts

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from provmint import __version__
-from provmint.cli import batch, keys, proof, verify
+from provmint.cli import anchor, batch, keys, proof, verify
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -23,11 +23,12 @@ app = typer.Typer(
         "  provmint batch create examples/products.csv\n"
         "  provmint proof export --gtin 09520123450014 --serial 546CAWQDCR56 -o proof.json\n"
         "  provmint verify proof.json\n"
+        "  provmint anchor --rpc-url http://127.0.0.1:8545\n"
         "\n\b\nExit codes:\n"
         "  0 ok / valid        4 pending (valid, not anchored)   8 store busy\n"
         "  1 error             5 could not check                 9 issuer key problem\n"
         "  2 usage             6 input rejected\n"
-        "  3 invalid           7 not found\n"
+        "  3 invalid           7 not found                       10 chain problem\n"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -56,6 +57,7 @@ app.add_typer(batch.app, name="batch")
 app.add_typer(proof.app, name="proof")
 app.add_typer(proof.product_app, name="product")
 app.add_typer(proof.token_app, name="token")
+app.add_typer(anchor.app, name="anchor")
 app.command("verify")(verify.verify)
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provmint.errors import NotFoundError, StoreCorruptError, StoreError
+from provmint.store.anchors import ANCHOR_SCHEMA
 from provmint.store.lock import store_lock
 from provmint.store.treefile import TreeFile
 
@@ -294,6 +295,7 @@ class Store:
         try:
             if write:
                 con.execute(_SCHEMA)
+                con.execute(ANCHOR_SCHEMA)
             yield con
         except duckdb.Error as exc:
             raise StoreError(f"catalog error in {self.catalog_path}: {exc}") from exc

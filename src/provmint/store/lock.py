@@ -44,9 +44,11 @@ def store_lock(
     timeout: float,
     purpose: str,
     on_wait: Callable[[str], None] | None = None,
+    name: str = ".lock",
 ) -> Iterator[None]:
-    """Hold the store lock; raise StoreBusyError after ``timeout`` seconds of waiting."""
-    path = root / ".lock"
+    """Hold the store lock (or another lock file ``name`` of the store); raise
+    StoreBusyError after ``timeout`` seconds of waiting."""
+    path = root / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

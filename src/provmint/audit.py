@@ -1,0 +1,166 @@
+"""``verify --batch``: recompute a stored batch from its Parquet files and check it
+against its manifest, its tree file, its commitment and its anchor (the audit of a whole
+batch, the store itself treated as untrusted)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from provmint import anchoring, merkle
+from provmint.canonical import COMMIT_TAG, batch_commitment, manifest_digest
+from provmint.config import Settings
+from provmint.store import Store
+from provmint.tokens import make_token, parse_token
+from provmint.verify import AnchorChecker, Check, Verdict, on_chain_verdict
+
+__all__ = ["AuditReport", "audit_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The result of auditing one batch."""
+
+    batch_id: str
+    products: int
+    verdict: Verdict
+    reason: str
+    checks: tuple[Check, ...]
+    chain: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "batch_id": self.batch_id,
+            "products": self.products,
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "chain": self.chain,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+
+def audit_batch(
+    settings: Settings,
+    ref: str,
+    *,
+    anchor_checker: AnchorChecker | None = None,
+    check_tokens: bool = False,
+) -> AuditReport:
+    """Recompute every leaf of a batch from its Parquet parts and check root, tree file,
+    manifest, commitment and anchor. ``check_tokens`` also re-derives every token with
+    the issuer key (needs the key file)."""
+    import pyarrow.parquet as pq
+
+    from provmint.engine import record_bytes_column
+    from provmint.keys import load_keyring
+    from provmint.products import batch_anchor_section, read_catalog
+
+    with read_catalog(settings) as (store, con):
+        batch = store.batch(con, ref)
+        anchor = batch_anchor_section(con, batch)
+    checks: list[Check] = []
+    store = Store.open(settings.store)
+    tree = store.tree(batch)
+    secret = None
+    if check_tokens:
+        secret = load_keyring(settings.key_file).get(batch.key_id).secret.reveal()
+    leaves = bytearray()
+    bad_tokens = 0
+    count = 0
+    sha256 = hashlib.sha256
+    for part in store.part_files(batch):
+        table = pq.read_table(part)
+        record_columns = [c for c in table.column_names if c not in ("leaf_index", "token", "url")]
+        records = record_bytes_column(table.select(record_columns)).to_pylist()
+        tokens = [parse_token(t) for t in table.column("token").to_pylist()]
+        indexes = table.column("leaf_index").to_pylist()
+        if indexes != list(range(count, count + len(indexes))):
+            checks.append(Check("leaf order", False, f"part {part.name} is out of leaf order"))
+        for record, token in zip(records, tokens, strict=True):
+            leaves += sha256(b"\x00" + record + sha256(COMMIT_TAG + token).digest()).digest()
+        if secret is not None:
+            gtins = table.column("gtin").to_pylist()
+            serials = table.column("serial").to_pylist()
+            bad_tokens += sum(
+                not hmac.compare_digest(make_token(secret, g, s), t)
+                for g, s, t in zip(gtins, serials, tokens, strict=True)
+            )
+        count += len(indexes)
+    checks.append(
+        Check(
+            "products",
+            count == batch.tree_size,
+            f"{count} stored products, manifest says {batch.tree_size}",
+        )
+    )
+    root = merkle.build_levels(bytes(leaves))[-1] if leaves else b""
+    checks.append(
+        Check(
+            "root",
+            root.hex() == batch.root,
+            f"recomputed root {root.hex()[:16]}…, manifest {batch.root[:16]}…",
+        )
+    )
+    checks.append(
+        Check(
+            "tree file",
+            tree.level(0) == bytes(leaves) and tree.root == root,
+            "stored tree matches the recomputed leaves"
+            if tree.level(0) == bytes(leaves)
+            else "stored tree differs",
+        )
+    )
+    digest = manifest_digest(batch.manifest)
+    checks.append(
+        Check(
+            "manifest", digest.hex() == batch.manifest_digest, "manifest digest matches the catalog"
+        )
+    )
+    commitment = batch_commitment(
+        batch.batch_id, batch.tree_size, bytes.fromhex(batch.root), digest
+    )
+    checks.append(
+        Check(
+            "batch commitment",
+            commitment.hex() == batch.commitment,
+            "binds batch id, size, root and manifest",
+        )
+    )
+    if secret is not None:
+        checks.append(
+            Check("tokens", bad_tokens == 0, f"{bad_tokens} tokens do not match the issuer key")
+        )
+    chain = None
+    failure = next((f"{c.name}: {c.detail}" for c in checks if not c.ok), "")
+    if failure:
+        return AuditReport(batch.batch_id, count, Verdict.INVALID, failure, tuple(checks), None)
+    if anchor is None:
+        return AuditReport(
+            batch.batch_id,
+            count,
+            Verdict.PENDING,
+            "the stored batch is intact; it is not anchored yet",
+            tuple(checks),
+            None,
+        )
+    section = anchoring.parse_anchor_section(anchor)
+    ok, detail = section.check_offline(commitment)
+    checks.append(Check("anchor tree", ok, detail))
+    if not ok:
+        return AuditReport(batch.batch_id, count, Verdict.INVALID, detail, tuple(checks), None)
+    if anchor_checker is None:
+        return AuditReport(
+            batch.batch_id,
+            count,
+            Verdict.UNCHECKED,
+            "the stored batch is intact; anchor not checked",
+            tuple(checks),
+            None,
+        )
+    verdict, reason, chain = on_chain_verdict(
+        section, anchor_checker, lambda n, o, d: checks.append(Check(n, o, d))
+    )
+    return AuditReport(batch.batch_id, count, verdict, reason, tuple(checks), chain)

@@ -1,0 +1,316 @@
+"""The EVM edge: a node connection and a chain key, with every web3 error translated.
+
+web3 is imported only when a :class:`Node` or :class:`ChainKey` is made (``import web3``
+costs about 1.5 s), so offline commands never pay for it. Messages from the node are
+untrusted text: they are cleaned (control characters removed, length capped) before
+they reach an error message. RPC URLs are shown without path or query (API keys live
+there). The chain key never leaves this module: not in reprs, errors, logs or the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from provmint.config import Secret
+from provmint.errors import EXIT_CHAIN, ProvmintError
+
+__all__ = [
+    "AnchorError",
+    "ChainKey",
+    "ChainMismatchError",
+    "InsufficientFundsError",
+    "Node",
+    "NodeUnreachableError",
+    "TxSent",
+    "clean_remote_text",
+    "mask_url",
+    "registry_anchor_data",
+    "registry_anchored_at",
+]
+
+
+class AnchorError(ProvmintError):
+    """A chain operation failed: node, chain id, fees, funds, key or transaction."""
+
+    exit_code = EXIT_CHAIN
+
+
+class NodeUnreachableError(AnchorError):
+    """The node did not answer (refused, timed out, bad response)."""
+
+
+class ChainMismatchError(AnchorError):
+    """The node serves another chain than the one expected."""
+
+
+class InsufficientFundsError(AnchorError):
+    """The sender cannot pay for the transaction."""
+
+
+def clean_remote_text(text: object, limit: int = 200) -> str:
+    """Node-supplied text made safe to print: one line, printable, at most ``limit``."""
+    cleaned = re.sub(r"[^\x20-\x7e]+", " ", str(text)).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def mask_url(url: str) -> str:
+    """An RPC URL without credentials, path or query (they often hold API keys)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<rpc url>"
+    suffix = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{suffix}"
+
+
+def _rpc_message(exc: BaseException) -> str:
+    response = getattr(exc, "rpc_response", None)
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        return clean_remote_text(response["error"].get("message", ""))
+    return clean_remote_text(getattr(exc, "message", None) or exc)
+
+
+@dataclass(frozen=True, slots=True)
+class TxSent:
+    """The outcome of broadcasting a signed transaction."""
+
+    tx_hash: str
+    already_known: bool = False
+    nonce_used: bool = False
+
+
+class Node:
+    """A JSON-RPC connection to an EVM node (HTTP)."""
+
+    def __init__(self, rpc_url: str, *, poa: bool = False, timeout: float = 10.0) -> None:
+        from web3 import Web3
+        from web3.middleware import ExtraDataToPOAMiddleware
+
+        self.url = mask_url(rpc_url)
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        if poa:
+            self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import requests
+        from web3 import exceptions as web3_errors
+
+        try:
+            return fn(*args, **kwargs)
+        except requests.RequestException as exc:
+            raise NodeUnreachableError(
+                f"cannot reach the node at {self.url} ({what}): {clean_remote_text(exc, 120)}",
+                hint="check --rpc-url / PROVMINT_RPC_URL and that the node is running",
+            ) from None
+        except web3_errors.ExtraDataLengthError:
+            raise AnchorError(
+                f"the node at {self.url} serves a proof-of-authority chain",
+                hint="set poa = true in the chain profile",
+            ) from None
+        except web3_errors.Web3RPCError as exc:
+            raise AnchorError(f"the node refused {what}: {_rpc_message(exc)}") from None
+        except (web3_errors.Web3Exception, ValueError, TypeError) as exc:
+            raise AnchorError(f"{what} failed at {self.url}: {_rpc_message(exc)}") from None
+
+    def chain_id(self) -> int:
+        """The node's chain id (eth_chainId)."""
+        return int(self._call("eth_chainId", lambda: self.w3.eth.chain_id))
+
+    def block_number(self) -> int:
+        """Number of the latest block."""
+        return int(self._call("eth_blockNumber", lambda: self.w3.eth.block_number))
+
+    def block(self, number: int | str) -> dict[str, Any] | None:
+        """A block header as a dict, or None if the node has no such block."""
+        from web3.exceptions import BlockNotFound
+
+        try:
+            block = self._call("eth_getBlockByNumber", self.w3.eth.get_block, number)
+        except AnchorError as exc:
+            if isinstance(exc.__context__, BlockNotFound):
+                return None
+            raise
+        return dict(block) if block is not None else None
+
+    def balance(self, address: str) -> int:
+        """Balance in wei."""
+        return int(self._call("eth_getBalance", self.w3.eth.get_balance, address))
+
+    def nonce(self, address: str, block: str = "pending") -> int:
+        """Transaction count of ``address`` at ``block`` (``latest`` or ``pending``)."""
+        return int(
+            self._call("eth_getTransactionCount", self.w3.eth.get_transaction_count, address, block)
+        )
+
+    def fees(self) -> tuple[int, int]:
+        """EIP-1559 fee market now: (base fee of the latest block, suggested priority fee),
+        in wei."""
+        latest = self.block("latest") or {}
+        base = int(latest.get("baseFeePerGas") or 0)
+        tip = int(self._call("eth_maxPriorityFeePerGas", lambda: self.w3.eth.max_priority_fee))
+        return base, tip
+
+    def logs(self, address: str, topics: list[Any], from_block: int = 0) -> list[dict[str, Any]]:
+        """Event logs of a contract matching ``topics``."""
+        found = self._call(
+            "eth_getLogs",
+            self.w3.eth.get_logs,
+            {"address": address, "topics": topics, "fromBlock": from_block, "toBlock": "latest"},
+        )
+        return [dict(entry) for entry in found]
+
+    def estimate_gas(self, tx: dict[str, Any]) -> int:
+        """Gas the node estimates for ``tx`` (never hard-coded: EIP-7623 floors change it)."""
+        from web3.exceptions import ContractLogicError
+
+        try:
+            return int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            raise AnchorError(f"the transaction would revert: {_rpc_message(exc)}") from None
+        except Exception:
+            return int(self._call("eth_estimateGas", self.w3.eth.estimate_gas, tx))
+
+    def send_raw(self, raw: bytes, tx_hash: str) -> TxSent:
+        """Broadcast signed bytes. "Already known" and "nonce too low" are not errors
+        here: the caller checks the receipt (the same bytes may have been sent before)."""
+        from web3.exceptions import Web3RPCError
+
+        try:
+            sent = self.w3.eth.send_raw_transaction(raw)
+            return TxSent("0x" + bytes(sent).hex())
+        except Web3RPCError as exc:
+            message = _rpc_message(exc).lower()
+            if "already known" in message or "already imported" in message:
+                return TxSent(tx_hash, already_known=True)
+            if "nonce too low" in message or "nonce is too low" in message:
+                return TxSent(tx_hash, nonce_used=True)
+            if "insufficient funds" in message:
+                raise InsufficientFundsError(
+                    f"the node refused the transaction: {message}"
+                ) from None
+            raise AnchorError(f"the node refused the transaction: {_rpc_message(exc)}") from None
+        except Exception:
+            self._call("eth_sendRawTransaction", self.w3.eth.send_raw_transaction, raw)
+            return TxSent(tx_hash)
+
+    def receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """The receipt of a mined transaction, or None if it is not (or no longer) mined."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        except Exception:
+            receipt = self._call(
+                "eth_getTransactionReceipt", self.w3.eth.get_transaction_receipt, tx_hash
+            )
+        return dict(receipt) if receipt is not None else None
+
+    def transaction(self, tx_hash: str) -> dict[str, Any] | None:
+        """A transaction by hash, or None if the node does not know it."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            tx = self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        except Exception:
+            tx = self._call("eth_getTransactionByHash", self.w3.eth.get_transaction, tx_hash)
+        return dict(tx) if tx is not None else None
+
+    def call(self, to: str, data: str) -> bytes:
+        """eth_call at the latest block."""
+        return bytes(self._call("eth_call", self.w3.eth.call, {"to": to, "data": data}))
+
+    def code(self, address: str) -> bytes:
+        """Deployed code at ``address`` (empty if none)."""
+        return bytes(self._call("eth_getCode", self.w3.eth.get_code, address))
+
+    def rpc(self, method: str, params: list[Any]) -> Any:
+        """A raw JSON-RPC request (for node-specific methods)."""
+        response = self._call(method, self.w3.provider.make_request, method, params)
+        if isinstance(response, dict) and response.get("error"):
+            raise AnchorError(f"{method}: {clean_remote_text(response['error'])}")
+        return response.get("result") if isinstance(response, dict) else response
+
+
+class ChainKey:
+    """The issuer's chain signing key (separate from the token key).
+
+    Loaded from an encrypted keystore JSON (password from an environment variable or a
+    callback) or from a hex private key in an environment variable. Its repr never shows
+    the key.
+    """
+
+    def __init__(self, private_key: bytes) -> None:
+        from eth_account import Account
+
+        self._key = Secret(private_key)
+        self.address: str = Account.from_key(private_key).address
+
+    def __repr__(self) -> str:
+        return f"ChainKey(address={self.address})"
+
+    @classmethod
+    def from_hex(cls, text: str, source: str) -> ChainKey:
+        """A key from hex text (``0x`` optional)."""
+        raw = text.strip().removeprefix("0x")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", raw):
+            raise AnchorError(f"{source} is not a private key (64 hex digits)")
+        try:
+            return cls(bytes.fromhex(raw))
+        except Exception:
+            raise AnchorError(f"{source} is not a valid secp256k1 private key") from None
+
+    @classmethod
+    def from_keystore(cls, path: Path, password: str) -> ChainKey:
+        """A key from an encrypted keystore file (Ethereum keystore v3 JSON)."""
+        from eth_account import Account
+
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AnchorError(f"no keystore file at {path}") from None
+        except (OSError, ValueError) as exc:
+            raise AnchorError(f"{path}: not a readable keystore file") from exc
+        try:
+            key = Account.decrypt(document, password)
+        except ValueError:
+            raise AnchorError(f"{path}: wrong keystore password") from None
+        except Exception as exc:
+            raise AnchorError(f"{path}: not a valid keystore ({type(exc).__name__})") from None
+        return cls(bytes(key))
+
+    def sign(self, tx: dict[str, Any]) -> tuple[bytes, str]:
+        """Sign a transaction dict: (raw bytes, 0x tx hash)."""
+        from eth_account import Account
+
+        try:
+            signed = Account.sign_transaction(tx, self._key.reveal())
+        except Exception as exc:
+            raise AnchorError(f"cannot sign the transaction ({type(exc).__name__})") from None
+        return bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex()
+
+
+def registry_anchor_data(digest: bytes) -> str:
+    """Call data of ``AnchorRegistry.anchor(digest)``."""
+    from web3 import Web3
+
+    return "0x" + (bytes(Web3.keccak(text="anchor(bytes32)"))[:4] + digest).hex()
+
+
+def registry_anchored_at(node: Node, registry: str, issuer: str, digest: bytes) -> int:
+    """``AnchorRegistry.anchoredAt(issuer, digest)``: block time of the anchor, 0 if none."""
+    from web3 import Web3
+
+    selector = bytes(Web3.keccak(text="anchoredAt(address,bytes32)"))[:4]
+    data = selector + bytes(12) + bytes.fromhex(issuer[2:]) + digest
+    return int.from_bytes(node.call(registry, "0x" + data.hex()) or b"\0", "big")

@@ -1,0 +1,327 @@
+"""``provmint anchor``: commit pending batches on chain; ``anchor status``;
+``anchor deploy-registry``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from provmint.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    LockTimeoutOpt,
+    StoreOpt,
+    handle_errors,
+    print_json,
+    settings,
+    stderr,
+    stdout,
+)
+
+if TYPE_CHECKING:
+    from provmint.anchor import AnchorRun, StatusReport
+    from provmint.config import ChainSettings
+
+app = typer.Typer(
+    rich_markup_mode=None,
+    invoke_without_command=True,
+)
+
+ChainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--chain",
+        help="Chain profile from the config file [env: PROVMINT_CHAIN]",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
+RpcOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rpc-url",
+        help="Node JSON-RPC URL [env: PROVMINT_RPC_URL]",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
+KeystoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--keystore",
+        help="Encrypted keystore of the chain key [env: PROVMINT_KEYSTORE; or a hex "
+        "key in PROVMINT_CHAIN_KEY]",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
+
+
+def chain_settings(
+    chain: str | None, rpc_url: str | None, config: Path | None, **overrides: Any
+) -> ChainSettings:
+    """Chain settings from options, environment and the config file's profile."""
+    from provmint.config import resolve_chain
+
+    return resolve_chain(chain=chain, rpc_url=rpc_url, config_file=config, **overrides)
+
+
+def _password() -> str:
+    if not stderr().is_terminal:
+        from provmint.chain import AnchorError
+
+        raise AnchorError(
+            "the keystore needs a password",
+            hint="set PROVMINT_KEYSTORE_PASSWORD (no terminal to ask on)",
+        )
+    return str(typer.prompt("Keystore password", hide_input=True, err=True))
+
+
+@app.callback()
+@handle_errors
+def anchor(
+    ctx: typer.Context,
+    batch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--batch", help="Anchor only these batches (repeat the option).", show_default=False
+        ),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option("--method", help="calldata (default) or registry", show_default=False),
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="AnchorRegistry address (registry method) [env: PROVMINT_REGISTRY]",
+            show_default=False,
+        ),
+    ] = None,
+    confirmations: Annotated[
+        int | None,
+        typer.Option(
+            "--confirmations",
+            min=1,
+            help="Blocks to wait for (profile default, else 1)",
+            show_default=False,
+        ),
+    ] = None,
+    max_fee_gwei: Annotated[
+        float | None,
+        typer.Option(
+            "--max-fee-gwei", help="Refuse to pay more per gas than this", show_default=False
+        ),
+    ] = None,
+    max_spend_eth: Annotated[
+        float | None,
+        typer.Option(
+            "--max-spend-eth",
+            help="Refuse a run that could cost more than this",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Show the transaction, its cost and its batches; send nothing."
+        ),
+    ] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Return once the transaction is sent (resume with anchor status --wait).",
+        ),
+    ] = False,
+    chain: ChainOpt = None,
+    rpc_url: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Anchor every minted, not-yet-anchored batch in one transaction.
+
+    Unfinished anchors of earlier runs (killed, timed out, dropped, reorged) are finished
+    first, with the transactions they saved. Exit codes: 0 done (or nothing pending),
+    10 chain problem (node, chain id, fees, funds, key), 2 usage.
+
+    Examples:
+
+      provmint anchor --rpc-url http://127.0.0.1:8545 --dry-run
+
+      PROVMINT_CHAIN_KEY=0x... provmint anchor --chain sepolia --confirmations 3
+
+      provmint anchor --method registry --registry 0x5FbDB2315678afecb367f032d93F642f64180aa3
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from provmint.anchor import anchor_batches, load_chain_key
+
+    cfg = settings(store, None, config, lock_timeout=lock_timeout)
+    chain_cfg = chain_settings(
+        chain,
+        rpc_url,
+        config,
+        method=method,
+        registry=registry,
+        confirmations=confirmations,
+        max_fee_gwei=max_fee_gwei,
+        max_spend_eth=max_spend_eth,
+        keystore=keystore,
+    )
+    key = load_chain_key(chain_cfg, _password)
+    err = stderr()
+    notify = (lambda message: None) if json else (lambda message: err.print(message))
+    run = anchor_batches(
+        cfg, chain_cfg, key, batch_refs=batch, dry_run=dry_run, wait=not no_wait, notify=notify
+    )
+    if json:
+        print_json(run.to_json())
+    else:
+        _render_run(run)
+
+
+def _render_run(run: AnchorRun) -> None:
+    out = stdout()
+    for resumed in run.resumed:
+        out.print(
+            f"Resumed anchor #{resumed.anchor_id}: {resumed.state} "
+            f"({resumed.tx_hash or 'no transaction yet'})"
+        )
+    if run.plan is None:
+        out.print("Nothing to anchor: every batch is anchored or being anchored.")
+        return
+    plan = run.plan
+    if run.dry_run:
+        out.print(
+            f"[bold]Dry run[/]: would anchor {len(plan.batch_ids)} batch(es) on chain "
+            f"{plan.chain_id} by {plan.method}"
+        )
+        out.print(f"  from {plan.sender} to {plan.to}")
+        out.print(f"  data {plan.data}")
+        out.print(
+            f"  gas {plan.gas:,}, max fee {plan.max_fee_wei / 1e9:.3f} gwei, "
+            f"up to {plan.max_cost_wei / 1e18:.8f} ETH (balance "
+            f"{plan.balance_wei / 1e18:.8f} ETH)"
+        )
+        out.print(f"  batches: {', '.join(plan.batch_ids)}")
+        return
+    record = run.anchor
+    if record is None:  # pragma: no cover - a run with a plan records an anchor
+        return
+    out.print(
+        f"[bold green]Anchor #{record.anchor_id}[/] {record.state}: "
+        f"{record.tree_size} batch(es) on chain {record.chain_id} ({record.method})"
+    )
+    out.print(f"  tx     {record.tx_hash}")
+    if record.block_number is not None:
+        out.print(f"  block  {record.block_number} ({record.block_hash})")
+        out.print(
+            f"  gas    {record.gas_used:,} used, fee {int(record.fee_wei or 0) / 1e18:.8f} ETH"
+        )
+    out.print(f"  digest {record.digest}")
+    if run.remaining:
+        out.print(f"{run.remaining} more batch(es) pending: run provmint anchor again")
+
+
+@app.command("status")
+@handle_errors
+def status(
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Drive open anchors until they have their confirmations.")
+    ] = False,
+    chain: ChainOpt = None,
+    rpc_url: RpcOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List anchors (state, tx, block, confirmations) and pending batches.
+
+    With a node (--rpc-url or a chain profile), confirmations are counted live and a
+    reorg that dropped an anchor's block is noticed.
+
+    Example: provmint anchor status --rpc-url http://127.0.0.1:8545 --wait
+    """
+    from provmint.anchor import anchor_status
+
+    cfg = settings(store, None, config, lock_timeout=lock_timeout)
+    chain_cfg = chain_settings(chain, rpc_url, config)
+    err = stderr()
+    report = anchor_status(
+        cfg,
+        chain_cfg if chain_cfg.rpc_url else None,
+        wait=wait,
+        notify=None if json else (lambda message: err.print(message)),
+    )
+    if json:
+        print_json(report.to_json())
+    else:
+        _render_status(report)
+
+
+def _render_status(report: StatusReport) -> None:
+    from rich.table import Table
+
+    out = stdout()
+    if report.anchors:
+        table = Table(title="Anchors", title_justify="left")
+        for column in ("#", "state", "chain", "method", "batches", "tx", "block", "confirmations"):
+            table.add_column(column)
+        for a in report.anchors:
+            depth = report.confirmations.get(a.anchor_id)
+            table.add_row(
+                str(a.anchor_id),
+                a.state,
+                str(a.chain_id),
+                a.method,
+                str(a.tree_size),
+                a.tx_hash or "",
+                "" if a.block_number is None else str(a.block_number),
+                "" if depth is None else f"{depth} / {a.confirmations}",
+            )
+        out.print(table)
+    else:
+        out.print("No anchors yet.")
+    if report.pending:
+        out.print(f"Pending batches ({len(report.pending)}): {', '.join(report.pending)}")
+    else:
+        out.print("No pending batches.")
+
+
+@app.command("deploy-registry")
+@handle_errors
+def deploy(
+    chain: ChainOpt = None,
+    rpc_url: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Deploy the AnchorRegistry contract from the chain key and print its address.
+
+    Example: provmint anchor deploy-registry --rpc-url http://127.0.0.1:8545
+    """
+    from provmint.anchor import deploy_registry, load_chain_key
+
+    chain_cfg = chain_settings(chain, rpc_url, config, keystore=keystore)
+    key = load_chain_key(chain_cfg, _password)
+    deployment = deploy_registry(chain_cfg, key)
+    if json:
+        print_json(deployment.to_json())
+        return
+    stdout().print(
+        f"AnchorRegistry deployed at [bold]{deployment.address}[/] on chain "
+        f"{deployment.chain_id} (block {deployment.block_number}, "
+        f"{deployment.gas_used:,} gas)"
+    )
+    stdout().print(
+        f"Use it with: provmint anchor --method registry --registry {deployment.address}"
+    )

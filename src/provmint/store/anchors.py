@@ -1,0 +1,326 @@
+"""Anchor state in the catalog: one row per anchor, its batches, every signed transaction.
+
+States, in order: ``built`` (anchor tree chosen) -> ``signed`` (raw transaction saved,
+before any broadcast) -> ``broadcast`` -> ``included`` (in a block) -> ``confirmed``
+(enough blocks on top), or ``failed`` with the reason (the batches are pending again).
+Every signed transaction is kept (``anchor_txs``), so a resumed run can look for the
+receipt of any of them and re-send the very same bytes. A batch belongs to at most one
+anchor that is not ``failed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from provmint.errors import StoreError
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = [
+    "ANCHOR_SCHEMA",
+    "OPEN_STATES",
+    "STATES",
+    "AnchorRecord",
+    "Attempt",
+    "add_attempt",
+    "anchor_for_batch",
+    "create_anchor",
+    "get_anchor",
+    "list_anchors",
+    "pending_batch_seqs",
+    "update_anchor",
+]
+
+STATES = ("built", "signed", "broadcast", "included", "confirmed", "failed")
+OPEN_STATES = ("built", "signed", "broadcast", "included")
+
+ANCHOR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS anchors (
+    anchor_id INTEGER PRIMARY KEY,
+    created_at VARCHAR NOT NULL,
+    updated_at VARCHAR NOT NULL,
+    chain_id BIGINT NOT NULL,
+    method VARCHAR NOT NULL,
+    contract VARCHAR,
+    sender VARCHAR NOT NULL,
+    tree_size INTEGER NOT NULL,
+    tree_root VARCHAR NOT NULL,
+    digest VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    confirmations INTEGER NOT NULL,
+    tx_hash VARCHAR,
+    block_number BIGINT,
+    block_hash VARCHAR,
+    block_time BIGINT,
+    gas_used BIGINT,
+    fee_wei VARCHAR,
+    error VARCHAR
+);
+CREATE TABLE IF NOT EXISTS anchor_batches (
+    anchor_id INTEGER NOT NULL, batch_seq INTEGER NOT NULL, leaf_index INTEGER NOT NULL,
+    commitment VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anchor_txs (
+    anchor_id INTEGER NOT NULL, attempt INTEGER NOT NULL, tx_hash VARCHAR NOT NULL,
+    nonce BIGINT NOT NULL, max_fee_wei VARCHAR NOT NULL, tip_wei VARCHAR NOT NULL,
+    gas BIGINT NOT NULL, raw_tx VARCHAR NOT NULL, created_at VARCHAR NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "anchor_id, created_at, updated_at, chain_id, method, contract, sender, tree_size, "
+    "tree_root, digest, state, confirmations, tx_hash, block_number, block_hash, block_time, "
+    "gas_used, fee_wei, error"
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One signed transaction of an anchor (a replacement is a new attempt)."""
+
+    attempt: int
+    tx_hash: str
+    nonce: int
+    max_fee_wei: int
+    tip_wei: int
+    gas: int
+    raw_tx: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorRecord:
+    """An anchor as the catalog records it."""
+
+    anchor_id: int
+    created_at: str
+    updated_at: str
+    chain_id: int
+    method: str
+    contract: str | None
+    sender: str
+    tree_size: int
+    tree_root: str
+    digest: str
+    state: str
+    confirmations: int
+    tx_hash: str | None
+    block_number: int | None
+    block_hash: str | None
+    block_time: int | None
+    gas_used: int | None
+    fee_wei: str | None
+    error: str | None
+    batches: tuple[tuple[int, int, str], ...] = ()
+    attempts: tuple[Attempt, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form (no raw transactions)."""
+        return {
+            "anchor_id": self.anchor_id,
+            "state": self.state,
+            "chain_id": self.chain_id,
+            "method": self.method,
+            "contract": self.contract,
+            "sender": self.sender,
+            "tree_size": self.tree_size,
+            "tree_root": self.tree_root,
+            "digest": self.digest,
+            "confirmations_required": self.confirmations,
+            "tx_hash": self.tx_hash,
+            "block_number": self.block_number,
+            "block_hash": self.block_hash,
+            "block_time": self.block_time,
+            "gas_used": self.gas_used,
+            "fee_wei": self.fee_wei,
+            "error": self.error,
+            "attempts": [a.tx_hash for a in self.attempts],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _load(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> list[AnchorRecord]:
+    out = []
+    for row in rows:
+        anchor_id = int(row[0])
+        batches = con.execute(
+            "SELECT batch_seq, leaf_index, commitment FROM anchor_batches WHERE anchor_id = ? "
+            "ORDER BY leaf_index",
+            [anchor_id],
+        ).fetchall()
+        attempts = con.execute(
+            "SELECT attempt, tx_hash, nonce, max_fee_wei, tip_wei, gas, raw_tx FROM anchor_txs "
+            "WHERE anchor_id = ? ORDER BY attempt",
+            [anchor_id],
+        ).fetchall()
+        out.append(
+            replace(
+                AnchorRecord(*row),
+                batches=tuple((int(a), int(b), str(c)) for a, b, c in batches),
+                attempts=tuple(
+                    Attempt(int(a), h, int(n), int(f), int(t), int(g), bytes.fromhex(r))
+                    for a, h, n, f, t, g, r in attempts
+                ),
+            )
+        )
+    return out
+
+
+def list_anchors(
+    con: duckdb.DuckDBPyConnection, *, chain_id: int | None = None, states: tuple[str, ...] = STATES
+) -> list[AnchorRecord]:
+    """Anchors, oldest first, optionally of one chain and in some states."""
+    marks = ", ".join("?" for _ in states)
+    query = f"SELECT {_COLUMNS} FROM anchors WHERE state IN ({marks})"
+    args: list[Any] = list(states)
+    if chain_id is not None:
+        query += " AND chain_id = ?"
+        args.append(chain_id)
+    return _load(con, con.execute(query + " ORDER BY anchor_id", args).fetchall())
+
+
+def get_anchor(con: duckdb.DuckDBPyConnection, anchor_id: int) -> AnchorRecord:
+    """One anchor by id."""
+    rows = con.execute(
+        f"SELECT {_COLUMNS} FROM anchors WHERE anchor_id = ?", [anchor_id]
+    ).fetchall()
+    if not rows:
+        raise StoreError(f"no anchor #{anchor_id} in the catalog")
+    return _load(con, rows)[0]
+
+
+def anchor_for_batch(con: duckdb.DuckDBPyConnection, batch_seq: int) -> AnchorRecord | None:
+    """The live (not failed) anchor that covers a batch, if any."""
+    rows = con.execute(
+        f"SELECT {', '.join('a.' + c.strip() for c in _COLUMNS.split(','))} FROM anchors a "
+        "JOIN anchor_batches b USING (anchor_id) WHERE b.batch_seq = ? AND a.state <> 'failed' "
+        "ORDER BY a.anchor_id DESC LIMIT 1",
+        [batch_seq],
+    ).fetchall()
+    return _load(con, rows)[0] if rows else None
+
+
+def pending_batch_seqs(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Sequence numbers of batches no live anchor covers, oldest first."""
+    rows = con.execute(
+        "SELECT seq FROM batches WHERE seq NOT IN (SELECT b.batch_seq FROM anchor_batches b "
+        "JOIN anchors a USING (anchor_id) WHERE a.state <> 'failed') ORDER BY seq"
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def create_anchor(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    chain_id: int,
+    method: str,
+    contract: str | None,
+    sender: str,
+    tree_size: int,
+    tree_root: str,
+    digest: str,
+    confirmations: int,
+    batches: list[tuple[int, int, str]],
+) -> int:
+    """Record a new anchor (state ``built``) and the batches it covers, atomically."""
+    now = _now()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        taken = con.execute(
+            "SELECT count(*) FROM anchor_batches b JOIN anchors a USING (anchor_id) "
+            f"WHERE a.state <> 'failed' AND b.batch_seq IN ({', '.join('?' for _ in batches)})",
+            [seq for seq, _, _ in batches],
+        ).fetchone()
+        if taken and taken[0]:
+            raise StoreError("a batch of this anchor is already covered by another anchor")
+        row = con.execute("SELECT coalesce(max(anchor_id), 0) + 1 FROM anchors").fetchone()
+        anchor_id = int(row[0]) if row else 1
+        con.execute(
+            "INSERT INTO anchors (anchor_id, created_at, updated_at, chain_id, method, contract, "
+            "sender, tree_size, tree_root, digest, state, confirmations) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'built', ?)",
+            [
+                anchor_id,
+                now,
+                now,
+                chain_id,
+                method,
+                contract,
+                sender,
+                tree_size,
+                tree_root,
+                digest,
+                confirmations,
+            ],
+        )
+        con.executemany(
+            "INSERT INTO anchor_batches VALUES (?, ?, ?, ?)",
+            [[anchor_id, seq, index, commitment] for seq, index, commitment in batches],
+        )
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+    return anchor_id
+
+
+def add_attempt(con: duckdb.DuckDBPyConnection, anchor_id: int, attempt: Attempt) -> None:
+    """Save a signed transaction before it is broadcast, and mark the anchor ``signed``."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "INSERT INTO anchor_txs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                anchor_id,
+                attempt.attempt,
+                attempt.tx_hash,
+                attempt.nonce,
+                str(attempt.max_fee_wei),
+                str(attempt.tip_wei),
+                attempt.gas,
+                attempt.raw_tx.hex(),
+                _now(),
+            ],
+        )
+        con.execute(
+            "UPDATE anchors SET state = 'signed', tx_hash = ?, updated_at = ? WHERE anchor_id = ?",
+            [attempt.tx_hash, _now(), anchor_id],
+        )
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+_UPDATABLE = {
+    "state",
+    "tx_hash",
+    "block_number",
+    "block_hash",
+    "block_time",
+    "gas_used",
+    "fee_wei",
+    "error",
+    "confirmations",
+}
+
+
+def update_anchor(con: duckdb.DuckDBPyConnection, anchor_id: int, **fields: Any) -> None:
+    """Change an anchor's state and chain facts."""
+    bad = set(fields) - _UPDATABLE
+    if bad:
+        raise ValueError(f"cannot update {sorted(bad)}")
+    if "state" in fields and fields["state"] not in STATES:
+        raise ValueError(f"unknown anchor state {fields['state']!r}")
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    con.execute(
+        f"UPDATE anchors SET {assignments}, updated_at = ? WHERE anchor_id = ?",
+        [*fields.values(), _now(), anchor_id],
+    )
