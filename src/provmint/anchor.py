@@ -384,9 +384,13 @@ class _Session:
                         max_fee, tip = self.fees()
                         self.sign(record, self.node.nonce(record.sender, "pending"), max_fee, tip)
                     continue
+                now = time.monotonic()
+                if last_send == 0.0:  # first look in this run: the node may have lost it
+                    self.node.send_raw(attempt.raw_tx, attempt.tx_hash)
+                    last_send = waited_since = now
+                    continue
                 if not wait:
                     return record
-                now = time.monotonic()
                 if now - waited_since > self.chain.receipt_timeout:
                     if replacements >= MAX_REPLACEMENTS:
                         raise AnchorError(
