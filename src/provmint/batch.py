@@ -13,16 +13,13 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,27 +234,15 @@ class _Runner:
 
     def _start(self) -> None:
         from provmint import engine
+        from provmint.pool import start_pool
 
         try:
-            context = get_context("forkserver")
-            context.set_forkserver_preload(["provmint.engine", "pyarrow.parquet"])
-            pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=context,
+            self.pool = start_pool(
+                self.workers,
+                preload=["provmint.engine", "pyarrow.parquet"],
                 initializer=engine.init_worker,
                 initargs=(self.secret, os.getpid()),
             )
-            # Workers run provmint code only. Hide the caller's __main__ while they start,
-            # or multiprocessing re-runs it in each worker (which fails for a REPL, stdin
-            # or a script without an ``if __name__ == "__main__"`` guard).
-            caller_main = sys.modules["__main__"]
-            sys.modules["__main__"] = types.ModuleType("__main__")
-            try:
-                for _ in range(self.workers):  # each submit starts one worker
-                    pool.submit(engine.warm_up)
-            finally:
-                sys.modules["__main__"] = caller_main
-            self.pool = pool
         except BaseException as exc:  # reported when the pool is first needed
             self._error = exc
 

@@ -52,7 +52,6 @@ __all__ = [
     "record_bytes_column",
     "table_from_ipc",
     "table_to_ipc",
-    "warm_up",
 ]
 
 CHUNK_ROWS = 1 << 16
@@ -88,11 +87,6 @@ def _exit_with(pid: int) -> None:
                 os._exit(70)
     select.select([fd], [], [])  # readable once the process has exited
     os._exit(70)
-
-
-def warm_up() -> int:
-    """A no-op task that makes a fresh worker import its modules while the parent reads."""
-    return os.getpid()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ the command-line layer turns into the process status, in one place::
     ├── ProofError                    3  a proof file is malformed or hostile
     └── AnchorError (chain.py)       10  node, chain id, fees, funds, chain key, transaction
 
-Verification outcomes (valid, invalid, pending, could-not-check) are *results*, not
-exceptions: see :class:`provmint.verify.Verdict`. Their exit codes live here too so that
+Verification outcomes (valid, invalid, pending, could-not-check) and scan verdicts
+(genuine, forged, unknown, suspect: exit 11) are *results*, not exceptions: see
+:class:`provmint.verify.Verdict` and :mod:`provmint.scan`. Their exit codes live here too so that
 every number the CLI can return is listed in one table.
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PENDING",
     "EXIT_REJECTED",
+    "EXIT_SUSPECT",
     "EXIT_UNCHECKED",
     "EXIT_USAGE",
     "ConfigError",
@@ -66,6 +68,7 @@ EXIT_NOT_FOUND = 7
 EXIT_BUSY = 8
 EXIT_KEY = 9
 EXIT_CHAIN = 10
+EXIT_SUSPECT = 11
 
 
 class ProvmintError(Exception):

@@ -16,6 +16,8 @@ __all__ = [
     "CSET82_PATTERN",
     "GTIN_LENGTHS",
     "SERIAL_MAX",
+    "DigitalLink",
+    "DigitalLinkError",
     "FieldProblem",
     "check_expiry",
     "check_lot",
@@ -23,6 +25,7 @@ __all__ = [
     "digital_link",
     "gtin_check_digit",
     "normalize_gtin",
+    "parse_digital_link",
     "percent_encode",
 ]
 
@@ -173,3 +176,79 @@ def digital_link(base: str, gtin14: str, serial: str, lot: str, token: str) -> s
         f"{base.rstrip('/')}/01/{gtin14}{lot_part}/21/{percent_encode(serial)}"
         f"?t={percent_encode(token)}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DigitalLink:
+    """The parts of a GS1 Digital Link verification URL that provmint uses."""
+
+    gtin14: str
+    serial: str
+    lot: str
+    token: str | None
+
+
+class DigitalLinkError(ValueError):
+    """A string is not a GS1 Digital Link of a serialized product."""
+
+
+_MAX_LINK = 2048
+
+
+def parse_digital_link(url: str) -> DigitalLink:
+    """Parse ``[https://host[/prefix]]/01/{gtin}[/22/{cpv}][/10/{lot}]/21/{serial}[?t=token]``.
+
+    The path is split on ``/`` before each segment is percent-decoded (so ``%2F`` inside
+    a serial stays in the serial), qualifiers must keep GS1's order (22, 10, 21), query
+    values are decoded with ``unquote`` (a ``+`` stays a ``+``). The GTIN is checked and
+    returned as 14 digits; serial and lot must be CSET 82. Raises DigitalLinkError.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    if not isinstance(url, str) or len(url) > _MAX_LINK:
+        raise DigitalLinkError("not a Digital Link (too long)")
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:
+        raise DigitalLinkError(f"not a URL: {exc}") from None
+    segments = parts.path.split("/")
+    try:
+        start = segments.index("01")
+    except ValueError:
+        raise DigitalLinkError("no /01/{gtin} in the path") from None
+    pairs = segments[start:]
+    if len(pairs) % 2:
+        raise DigitalLinkError("the path must be /AI/value pairs")
+    values: dict[str, str] = {}
+    order = ["01", "22", "10", "21"]
+    last = -1
+    for ai, raw in zip(pairs[::2], pairs[1::2], strict=True):
+        if ai not in order:
+            raise DigitalLinkError(f"unexpected AI /{ai}/ in the path")
+        if order.index(ai) <= last:
+            raise DigitalLinkError("Digital Link qualifiers must come in the order 22, 10, 21")
+        last = order.index(ai)
+        try:
+            values[ai] = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise DigitalLinkError(f"/{ai}/ value is not valid percent-encoded UTF-8") from None
+    if "21" not in values:
+        raise DigitalLinkError("no serial (/21/) in the path")
+    gtin = normalize_gtin(values["01"])
+    if isinstance(gtin, FieldProblem):
+        raise DigitalLinkError(gtin.reason)
+    for ai, check in (("21", check_serial), ("10", check_lot)):
+        problem = check(values.get(ai, ""))
+        if problem is not None and (ai == "21" or values.get(ai)):
+            raise DigitalLinkError(problem.reason)
+    token = None
+    for item in parts.query.split("&") if parts.query else []:
+        key, _, value = item.partition("=")
+        if key == "t":
+            if token is not None:
+                raise DigitalLinkError("more than one token (t=) in the query")
+            try:
+                token = unquote(value, errors="strict")
+            except UnicodeDecodeError:
+                raise DigitalLinkError("the token is not valid percent-encoded UTF-8") from None
+    return DigitalLink(gtin14=gtin, serial=values["21"], lot=values.get("10", ""), token=token)

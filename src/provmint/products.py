@@ -36,6 +36,7 @@ __all__ = [
     "export_proof",
     "find_product",
     "list_batches",
+    "proof_of",
     "read_catalog",
     "show_batch",
     "verify_token",
@@ -219,7 +220,12 @@ def export_proof(
     """The proof document of one product (O(log n) tree reads). The proof is checked
     against the stored tree before it is returned."""
     product = find_product(settings, gtin=gtin, serial=serial, token=token)
-    store = Store.open(settings.store)
+    return proof_of(Store.open(settings.store), product, _anchor_of(settings, product.batch))
+
+
+def proof_of(store: Store, product: ProductRecord, anchor: dict[str, Any] | None) -> dict[str, Any]:
+    """Build a product's proof from its stored tree (O(log n) reads) and check it against
+    the batch root before returning it."""
     tree = store.tree(product.batch)
     commitment = token_commitment(parse_token(product.token))
     leaf = merkle.leaf_hash(encode_record(product.record) + commitment)
@@ -240,7 +246,7 @@ def export_proof(
         commitment,
         path,
         _batch_section(product.batch),
-        _anchor_of(settings, product.batch),
+        anchor,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from provmint import __version__
-from provmint.cli import anchor, batch, keys, proof, verify
+from provmint.cli import anchor, batch, consumer, keys, proof, verify
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -29,6 +29,7 @@ app = typer.Typer(
         "  1 error             5 could not check                 9 issuer key problem\n"
         "  2 usage             6 input rejected\n"
         "  3 invalid           7 not found                       10 chain problem\n"
+        "                                                        11 suspect (possible copy)\n"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -58,6 +59,9 @@ app.add_typer(proof.app, name="proof")
 app.add_typer(proof.product_app, name="product")
 app.add_typer(proof.token_app, name="token")
 app.add_typer(anchor.app, name="anchor")
+app.command("labels")(consumer.labels)
+app.command("scan")(consumer.scan)
+app.command("serve")(consumer.serve)
 app.command("verify")(verify.verify)
 
 

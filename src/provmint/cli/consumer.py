@@ -1,0 +1,228 @@
+"""Consumer-side commands: ``provmint labels``, ``provmint scan``, ``provmint serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from provmint.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    KeyFileOpt,
+    LockTimeoutOpt,
+    StoreOpt,
+    handle_errors,
+    print_json,
+    settings,
+    stderr,
+    stdout,
+)
+
+if TYPE_CHECKING:
+    from provmint.scan import ScanResult
+
+ThresholdOpt = Annotated[
+    int,
+    typer.Option(
+        "--clone-threshold",
+        min=1,
+        help="Flag a genuine code scanned more often than this as a possible copy.",
+    ),
+]
+
+
+@handle_errors
+def labels(
+    batch: Annotated[
+        str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory to write into.", show_default=False)
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="svg, png, or none (the CSV only)")
+    ] = "svg",
+    error: Annotated[str, typer.Option("--error", help="QR error correction: L, M, Q or H")] = "M",
+    scale: Annotated[int, typer.Option("--scale", help="Pixels (or SVG units) per module")] = 4,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            max=256,
+            help="Worker processes [default: CPU count]",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Render a QR code per product of a batch and write the label-printer CSV.
+
+    Files go to OUT/part-NNNNN/{leaf}-{gtin14}-{serial}.svg; OUT/labels.csv has gtin,
+    serial, lot, expiry, token, url and qr_file for every product. The quiet zone is
+    kept.
+
+    Examples:
+
+      provmint labels 20261128-4884 --out labels/
+
+      provmint labels 20261128-4884 --out labels/ --format png --error Q --scale 8
+
+      provmint labels 20261128-4884 --out labels/ --format none
+    """
+    from provmint.labels import render_labels
+
+    cfg = settings(store, None, config, workers=workers, lock_timeout=lock_timeout)
+    err = stderr()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=json or not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("labels", total=None)
+        summary = render_labels(
+            cfg,
+            batch,
+            out,
+            fmt=fmt,
+            level=error,
+            scale=scale,
+            workers=cfg.workers,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if json:
+        print_json(summary.to_json())
+    else:
+        stdout().print(
+            f"Wrote {summary.labels:,} labels ({summary.images:,} images) for batch "
+            f"{summary.batch_id} to {summary.out_dir} in {summary.elapsed:.2f} s"
+        )
+
+
+@handle_errors
+def scan(
+    code: Annotated[
+        str,
+        typer.Argument(
+            help="The scanned URL (GS1 Digital Link) or a bare token.", show_default=False
+        ),
+    ],
+    location: Annotated[
+        str | None,
+        typer.Option(
+            "--location",
+            help="Where the code was scanned (kept in the scan log).",
+            show_default=False,
+        ),
+    ] = None,
+    clone_threshold: ThresholdOpt = 5,
+    store: StoreOpt = None,
+    key_file: KeyFileOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check a scanned code: genuine, not yet anchored, forged, unknown, or possibly copied.
+
+    Exit codes: 0 genuine, 4 genuine but not anchored yet, 3 forged (token or lot
+    mismatch), 7 unknown code, 11 suspect (scanned too often or from several places).
+
+    Examples:
+
+      provmint scan "https://id.example.com/01/09520123450014/10/L2406A/21/546CAWQDCR56?t=..."
+
+      provmint scan 52VqMUmlXpKNjHggOl1ALg --location "Warehouse 3" --json
+    """
+    from provmint.scan import scan_code
+
+    result = scan_code(
+        settings(store, key_file, config, lock_timeout=lock_timeout),
+        code,
+        location=location,
+        clone_threshold=clone_threshold,
+    )
+    if json:
+        print_json(result.to_json())
+    else:
+        _render_scan(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _render_scan(result: ScanResult) -> None:
+    from datetime import UTC, datetime
+
+    from rich.markup import escape
+
+    out = stdout()
+    style = {
+        "genuine": "bold green",
+        "pending": "bold yellow",
+        "suspect": "bold red",
+        "forged": "bold red",
+        "unknown": "bold red",
+    }[result.verdict]
+    out.print(f"[{style}]{result.verdict.upper()}[/]: {escape(result.reason)}")
+    if result.record:
+        for name, value in result.record.items():
+            out.print(f"  {name:<16} {escape(value)}")
+        out.print(f"  {'batch':<16} {result.batch_id}")
+    if result.anchor:
+        when = datetime.fromtimestamp(result.anchor["block_time"], UTC)
+        out.print(
+            f"  {'anchor':<16} block {result.anchor['block_number']} of chain "
+            f"{result.anchor['chain_id']} at {when:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        out.print(f"  {'transaction':<16} {result.anchor['tx_hash']}")
+    if result.stats:
+        places = ", ".join(result.stats.locations) or "no location given"
+        out.print(
+            f"  {'scans':<16} {result.stats.count} (first {result.stats.first_seen}; "
+            f"{escape(places)})"
+        )
+
+
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0 picks a free one).")
+    ] = 8080,
+    clone_threshold: ThresholdOpt = 5,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    store: StoreOpt = None,
+    key_file: KeyFileOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the verification pages of the printed URLs (read-only).
+
+    GET /01/{gtin}[/10/{lot}]/21/{serial}?t={token}: an HTML page (JSON with
+    Accept: application/json); GET /proof/01/...?t={token}: the proof JSON;
+    GET /healthz. Scans are logged like provmint scan does.
+
+    Example: provmint serve --store /srv/provmint/store --host 127.0.0.1 --port 8080
+    """
+    from provmint.server import serve as run
+
+    cfg = settings(store, key_file, config)
+    err = stderr()
+    run(
+        cfg,
+        host=host,
+        port=port,
+        clone_threshold=clone_threshold,
+        access_log=access_log,
+        on_ready=lambda bound: err.print(
+            f"Serving {cfg.store} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)"
+        ),
+    )

@@ -1,0 +1,180 @@
+"""``provmint labels``: a QR code per product of a batch, and the label-printer CSV.
+
+Each product's verification URL is rendered with segno (SVG by default, PNG on request;
+error correction level configurable, the 4-module quiet zone kept) into
+``OUT/part-NNNNN/{leaf:07d}-{gtin14}-{serial}.{svg|png}`` (the serial percent-encoded
+for the file system), one directory per 65,536 products. ``OUT/labels.csv`` lists every
+product with its code file, so a printer job can match them. Large batches stream part
+by part through a process pool; ``--format none`` writes only the CSV (label software
+often draws the code itself).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from provmint.config import Settings
+from provmint.errors import ConfigError, InputError
+from provmint.pool import start_pool
+from provmint.products import LABEL_COLUMNS, read_catalog
+
+__all__ = ["FORMATS", "LEVELS", "LabelSummary", "render_labels"]
+
+FORMATS = ("svg", "png", "none")
+LEVELS = ("l", "m", "q", "h")
+_CHUNK = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSummary:
+    """What ``render_labels`` wrote."""
+
+    batch_id: str
+    labels: int
+    images: int
+    csv_path: str
+    out_dir: str
+    elapsed: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "batch_id": self.batch_id,
+            "labels": self.labels,
+            "images": self.images,
+            "csv": self.csv_path,
+            "out_dir": self.out_dir,
+            "elapsed_s": round(self.elapsed, 3),
+            "labels_per_s": round(self.labels / self.elapsed, 1) if self.elapsed else None,
+        }
+
+
+def image_name(leaf: int, gtin14: str, serial: str, fmt: str) -> str:
+    """File name of a product's code image (stable, unique, file-system safe)."""
+    return f"{leaf:07d}-{gtin14}-{quote(serial, safe='')}.{fmt}"
+
+
+def _render(job: tuple[str, list[tuple[str, str]], str, str, int]) -> int:
+    """Worker: render (url, path) pairs. Top-level so a process pool can run it."""
+    import segno
+
+    directory, items, fmt, level, scale = job
+    os.makedirs(directory, exist_ok=True)
+    for url, name in items:
+        code = segno.make(url, error=level, micro=False, boost_error=False)
+        code.save(os.path.join(directory, name), kind=fmt, scale=scale, border=4)
+    return len(items)
+
+
+def render_labels(
+    settings: Settings,
+    ref: str,
+    out_dir: Path,
+    *,
+    fmt: str = "svg",
+    level: str = "m",
+    scale: int = 4,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LabelSummary:
+    """Render the batch's codes and write ``labels.csv`` into ``out_dir``."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown label format {fmt!r}; use {', '.join(FORMATS)}")
+    if level.lower() not in LEVELS:
+        raise ConfigError(f"unknown error correction level {level!r}; use L, M, Q or H")
+    if not 1 <= scale <= 100:
+        raise ConfigError("scale must be between 1 and 100")
+    started = time.perf_counter()
+    with read_catalog(settings) as (store, con):
+        batch = store.batch(con, ref)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
+    csv_path = out_dir / "labels.csv"
+    tmp = out_dir / f".labels.csv.{os.getpid()}.tmp"
+    count = images = 0
+    workers = workers or settings.workers
+    pool = (
+        start_pool(workers, preload=["segno"])
+        if fmt != "none" and workers > 1 and batch.products > _CHUNK
+        else None
+    )
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            out = csv.writer(fh)
+            out.writerow([*LABEL_COLUMNS, "qr_file"])
+            for part_index, part in enumerate(store.part_files(batch)):
+                table = pq.read_table(part)
+                columns = {
+                    name: (
+                        table.column(name).to_pylist()
+                        if name in table.column_names
+                        else [""] * table.num_rows
+                    )
+                    for name in LABEL_COLUMNS
+                }
+                leaves = table.column("leaf_index").to_pylist()
+                directory = f"part-{part_index:05d}"
+                names = (
+                    [""] * len(leaves)
+                    if fmt == "none"
+                    else [
+                        image_name(leaf, g, s, fmt)
+                        for leaf, g, s in zip(
+                            leaves, columns["gtin"], columns["serial"], strict=True
+                        )
+                    ]
+                )
+                for i in range(len(leaves)):
+                    out.writerow(
+                        [
+                            *(columns[c][i] for c in LABEL_COLUMNS),
+                            f"{directory}/{names[i]}" if names[i] else "",
+                        ]
+                    )
+                if fmt != "none":
+                    jobs = [
+                        (
+                            str(out_dir / directory),
+                            list(
+                                zip(
+                                    columns["url"][i : i + _CHUNK],
+                                    names[i : i + _CHUNK],
+                                    strict=True,
+                                )
+                            ),
+                            fmt,
+                            level.lower(),
+                            scale,
+                        )
+                        for i in range(0, len(leaves), _CHUNK)
+                    ]
+                    done_iter = pool.map(_render, jobs) if pool else map(_render, jobs)
+                    for done in done_iter:
+                        images += done
+                        if progress is not None:
+                            progress(count + min(images - count, len(leaves)), batch.products)
+                count += len(leaves)
+                if progress is not None:
+                    progress(count, batch.products)
+        os.replace(tmp, csv_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return LabelSummary(
+        batch.batch_id, count, images, str(csv_path), str(out_dir), time.perf_counter() - started
+    )

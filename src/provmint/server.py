@@ -1,0 +1,402 @@
+"""``provmint serve``: the read-only verification service behind the printed URLs.
+
+``GET /01/{gtin}[/10/{lot}]/21/{serial}?t={token}`` answers with a small mobile page
+("Genuine product", "Not recognised", "Possible copy") or JSON (``Accept:
+application/json``); ``GET /proof/01/...?t={token}`` returns the product's proof for
+independent checking with ``provmint verify``; ``GET /healthz`` says the service is up.
+Every code lookup is logged like ``provmint scan`` does.
+
+The service never opens the catalog for longer than a refresh: it keeps an in-memory
+index of (gtin, serial) hashes, reloaded when the catalog changes, and reads product
+rows from the Parquet parts through a small cache of row groups. Paths are parsed from
+the raw request bytes (a ``%2F`` inside a serial stays in the serial); anything that is
+not a well-formed Digital Link gets 400 or 404 at once. Responses never carry tokens,
+keys or store paths.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from provmint import gs1
+from provmint.config import Settings
+from provmint.ingest import key_hash
+from provmint.keys import Keyring, load_keyring
+from provmint.products import ProductRecord, batch_anchor_section, proof_of, read_catalog
+from provmint.scan import DEFAULT_CLONE_SCANS, judge, suspicious
+from provmint.store import BatchInfo, Store
+from provmint.store.scanlog import ScanLog
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+__all__ = ["ProductIndex", "create_app", "serve"]
+
+MAX_PATH_BYTES = 512
+MAX_QUERY_BYTES = 256
+REFRESH_SECONDS = 2.0
+ROW_GROUP_CACHE = 64
+
+
+class ProductIndex:
+    """Everything the service reads, held in memory and refreshed when the catalog
+    changes: batches, their anchors, and a sorted array of (gtin, serial) hashes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store.open(settings.store)
+        self._lock = threading.Lock()
+        self._groups: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
+        self._stamp: tuple[float, int] | None = None
+        self._checked = 0.0
+        self.batches: dict[int, BatchInfo] = {}
+        self.anchors: dict[int, dict[str, Any] | None] = {}
+        self.keys: np.ndarray
+        self.seqs: np.ndarray
+        self.leaves: np.ndarray
+        self.reload()
+
+    def _catalog_stamp(self) -> tuple[float, int]:
+        try:
+            info = os.stat(self.store.catalog_path)
+        except FileNotFoundError:
+            return (0.0, 0)
+        wal = self.store.catalog_path.with_name(self.store.catalog_path.name + ".wal")
+        wal_size = wal.stat().st_size if wal.exists() else 0
+        return (info.st_mtime, info.st_size + wal_size)
+
+    def reload(self) -> None:
+        """Load batches, anchors and the key index from the catalog (shared lock, brief)."""
+        import numpy as np
+
+        stamp = self._catalog_stamp()
+        if stamp == (0.0, 0):
+            batches: list[BatchInfo] = []
+            anchors: dict[int, dict[str, Any] | None] = {}
+            table = None
+        else:
+            with read_catalog(self.settings) as (store, con):
+                batches = store.batches(con)
+                anchors = {b.seq: batch_anchor_section(con, b) for b in batches}
+                table = con.sql(
+                    "SELECT key_hash, batch_seq, leaf_index FROM product_keys"
+                ).to_arrow_table()
+        if table is None or table.num_rows == 0:
+            keys = np.zeros(0, dtype=np.uint64)
+            seqs = np.zeros(0, dtype=np.int32)
+            leaves = np.zeros(0, dtype=np.int64)
+        else:
+            order = np.argsort(table.column("key_hash").to_numpy())
+            keys = table.column("key_hash").to_numpy()[order]
+            seqs = table.column("batch_seq").to_numpy()[order]
+            leaves = table.column("leaf_index").to_numpy()[order]
+        with self._lock:
+            self.batches = {b.seq: b for b in batches}
+            self.anchors = anchors
+            self.keys, self.seqs, self.leaves = keys, seqs, leaves
+            self._stamp = stamp
+            self._groups.clear()
+
+    def refresh(self) -> None:
+        """Reload if the catalog changed (checked at most every REFRESH_SECONDS)."""
+        now = time.monotonic()
+        if now - self._checked < REFRESH_SECONDS:
+            return
+        self._checked = now
+        if self._catalog_stamp() != self._stamp:
+            self.reload()
+
+    @property
+    def products(self) -> int:
+        """Number of products served."""
+        return int(self.keys.size)
+
+    def _row(self, batch: BatchInfo, leaf: int) -> dict[str, Any]:
+        import pyarrow.parquet as pq
+
+        from provmint.engine import ROW_GROUP_ROWS
+
+        part, offset = divmod(leaf, batch.part_rows)
+        group = offset // ROW_GROUP_ROWS
+        key = (batch.batch_id, part, group)
+        with self._lock:
+            table = self._groups.get(key)
+            if table is not None:
+                self._groups.move_to_end(key)
+        if table is None:
+            table = pq.ParquetFile(self.store.part_files(batch)[part]).read_row_group(group)
+            with self._lock:
+                self._groups[key] = table
+                while len(self._groups) > ROW_GROUP_CACHE:
+                    self._groups.popitem(last=False)
+        row: dict[str, Any] = table.slice(offset % ROW_GROUP_ROWS, 1).to_pylist()[0]
+        return row
+
+    def find(self, gtin14: str, serial: str) -> ProductRecord | None:
+        """The stored product with this identity, if any (hash hit confirmed)."""
+        import numpy as np
+
+        with self._lock:
+            keys, seqs, leaves = self.keys, self.seqs, self.leaves
+        wanted = np.uint64(key_hash(gtin14, serial))
+        start = int(np.searchsorted(keys, wanted, side="left"))
+        while start < keys.size and keys[start] == wanted:
+            batch = self.batches[int(seqs[start])]
+            row = self._row(batch, int(leaves[start]))
+            if row["gtin"] == gtin14 and row["serial"] == serial:
+                record = {
+                    k: v
+                    for k, v in row.items()
+                    if k not in ("leaf_index", "token", "url") and v is not None
+                }
+                return ProductRecord(batch, int(leaves[start]), record, row["token"], row["url"])
+            start += 1
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    verdict: str
+    reason: str
+    product: ProductRecord | None
+    anchor: dict[str, Any] | None
+    scans: int
+    locations: tuple[str, ...]
+
+
+_TITLES = {
+    "genuine": ("Genuine product", "#1b7f3b"),
+    "pending": ("Genuine record, not yet anchored", "#9a6700"),
+    "suspect": ("Possible copy", "#b35900"),
+    "forged": ("Not recognised", "#b42318"),
+    "unknown": ("Not recognised", "#b42318"),
+}
+_STATUS = {"genuine": 200, "pending": 200, "suspect": 200, "forged": 404, "unknown": 404}
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body{{font-family:system-ui,-apple-system,sans-serif;margin:0;background:#f6f7f9;color:#1f2328}}
+main{{max-width:32rem;margin:0 auto;padding:1rem}}
+.verdict{{background:{color};color:#fff;border-radius:12px;padding:1.25rem;margin:1rem 0}}
+.verdict h1{{margin:0;font-size:1.6rem}} .verdict p{{margin:.5rem 0 0}}
+table{{width:100%;border-collapse:collapse;background:#fff;border-radius:12px}}
+th,td{{text-align:left;padding:.55rem .75rem;border-bottom:1px solid #e6e8eb;font-size:.95rem;
+word-break:break-all}} th{{color:#57606a;font-weight:500;width:40%}}
+footer{{color:#57606a;font-size:.8rem;margin:1rem 0}} a{{color:#0969da}}
+</style></head>
+<body><main>
+<div class="verdict" id="verdict" data-verdict="{verdict}"><h1>{title}</h1><p>{reason}</p></div>
+{details}
+<footer>Checked {checked}. {proof}</footer>
+</main></body></html>
+"""
+
+
+def _details(outcome: _Outcome) -> str:
+    rows = []
+    if outcome.product is not None and outcome.verdict in ("genuine", "pending", "suspect"):
+        for name, value in outcome.product.record.items():
+            rows.append((name.replace("_", " "), value))
+        rows.append(("batch", outcome.product.batch.batch_id))
+        if outcome.anchor:
+            when = datetime.fromtimestamp(outcome.anchor["block_time"], UTC)
+            rows.append(
+                (
+                    "anchored",
+                    f"block {outcome.anchor['block_number']} of chain "
+                    f"{outcome.anchor['chain_id']}, {when:%Y-%m-%d %H:%M} UTC",
+                )
+            )
+            rows.append(("transaction", outcome.anchor["tx_hash"]))
+        rows.append(("scans of this code", str(outcome.scans)))
+    if not rows:
+        return ""
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+class _Service:
+    def __init__(self, settings: Settings, clone_threshold: int) -> None:
+        self.settings = settings
+        self.index = ProductIndex(settings)
+        self.keyring: Keyring = load_keyring(settings.key_file)
+        self.log = ScanLog(self.index.store.root)
+        self.clone_threshold = clone_threshold
+
+    def check(self, link: gs1.DigitalLink, location: str | None) -> _Outcome:
+        self.index.refresh()
+        product = self.index.find(link.gtin14, link.serial)
+        anchor = self.index.anchors.get(product.batch.seq) if product else None
+        verdict, reason = judge(
+            product.record if product else None,
+            product.batch.key_id if product else None,
+            self.keyring,
+            link.token,
+            link.lot,
+            anchor is not None,
+        )
+        scans, places = 0, tuple[str, ...]()
+        if product is not None:
+            stats = self.log.record(
+                link.gtin14, link.serial, verdict, location=location, source="serve"
+            )
+            scans, places = stats.count, stats.locations
+            why = (
+                suspicious(stats, self.clone_threshold)
+                if verdict in ("genuine", "pending")
+                else None
+            )
+            if why is not None:
+                verdict, reason = "suspect", f"this code may have been copied: {why}"
+        return _Outcome(verdict, reason, product, anchor, scans, places)
+
+
+def _bad(status: int, message: str, wants_json: bool) -> Response:
+    from starlette.responses import HTMLResponse, JSONResponse
+
+    if wants_json:
+        return JSONResponse({"error": message}, status_code=status)
+    title = "Not recognised" if status == 404 else "Bad request"
+    page = _PAGE.format(
+        title=title,
+        color="#b42318",
+        verdict="error",
+        reason=html.escape(message),
+        details="",
+        checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        proof="",
+    )
+    return HTMLResponse(page, status_code=status)
+
+
+def create_app(settings: Settings, *, clone_threshold: int = DEFAULT_CLONE_SCANS) -> Starlette:
+    """The ASGI application (Starlette) for a store."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    service = _Service(settings, clone_threshold)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "batches": len(service.index.batches),
+                "products": service.index.products,
+            }
+        )
+
+    async def code(request: Request) -> Response:
+        wants_json = "application/json" in request.headers.get("accept", "")
+        raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
+        query: bytes = request.scope.get("query_string", b"")
+        if len(raw_path) > MAX_PATH_BYTES or len(query) > MAX_QUERY_BYTES:
+            return _bad(
+                414 if len(raw_path) > MAX_PATH_BYTES else 400, "request too long", wants_json
+            )
+        try:
+            path = raw_path.decode("ascii")
+            text = query.decode("ascii")
+        except UnicodeDecodeError:
+            return _bad(400, "the address is not valid", wants_json)
+        proof = path.startswith("/proof/")
+        link_path = path[len("/proof") :] if proof else path
+        if not link_path.startswith("/01/"):
+            return _bad(404, "no such page", wants_json)
+        try:
+            link = gs1.parse_digital_link(link_path + ("?" + text if text else ""))
+        except gs1.DigitalLinkError as exc:
+            return _bad(400, f"not a valid product code: {exc}", wants_json)
+        location = request.query_params.get("loc") or None
+        outcome = service.check(link, location[:64] if location else None)
+        if proof:
+            if outcome.product is None or outcome.verdict not in ("genuine", "pending", "suspect"):
+                return _bad(404, "no proof for this code", True)
+            document = proof_of(service.index.store, outcome.product, outcome.anchor)
+            return JSONResponse(document, headers={"Cache-Control": "no-store"})
+        if wants_json:
+            body = {
+                "verdict": outcome.verdict,
+                "reason": outcome.reason,
+                "product": outcome.product.record
+                if outcome.product and outcome.verdict in ("genuine", "pending", "suspect")
+                else None,
+                "batch_id": outcome.product.batch.batch_id
+                if outcome.product and outcome.verdict in ("genuine", "pending", "suspect")
+                else None,
+                "anchor": outcome.anchor if outcome.verdict in ("genuine", "suspect") else None,
+                "scans": outcome.scans,
+            }
+            return JSONResponse(body, status_code=_STATUS[outcome.verdict])
+        title, color = _TITLES[outcome.verdict]
+        proof_link = ""
+        if outcome.verdict in ("genuine", "pending", "suspect"):
+            proof_link = (
+                f'<a id="proof" href="/proof{html.escape(link_path)}?t='
+                f'{html.escape(link.token or "")}">Proof for independent checking</a>'
+            )
+        page = _PAGE.format(
+            title=html.escape(title),
+            color=color,
+            verdict=outcome.verdict,
+            reason=html.escape(outcome.reason),
+            details=_details(outcome),
+            checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            proof=proof_link,
+        )
+        return HTMLResponse(
+            page, status_code=_STATUS[outcome.verdict], headers={"Cache-Control": "no-store"}
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _bad(404, "no such page", "application/json" in request.headers.get("accept", ""))
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/{path:path}", code, methods=["GET", "HEAD"])],
+        exception_handlers={404: not_found},
+    )
+    app.state.service = service
+    return app
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    clone_threshold: int = DEFAULT_CLONE_SCANS,
+    access_log: bool = False,
+    on_ready: Any = None,
+) -> None:
+    """Run the service until interrupted. ``port`` 0 picks a free port; ``on_ready`` gets
+    the bound ``(host, port)``."""
+    import socket
+
+    import uvicorn
+
+    app = create_app(settings, clone_threshold=clone_threshold)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    bound = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=access_log, server_header=False, date_header=False
+    )
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        on_ready(bound)
+    server.run(sockets=[sock])
