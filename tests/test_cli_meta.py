@@ -17,6 +17,7 @@ COMMANDS = [
     ["batch", "create"], ["batch", "list"], ["batch", "show"], ["batch", "export"],
     ["proof", "export"], ["product", "show"], ["token", "verify"], ["verify"],
     ["anchor"], ["anchor", "status"], ["anchor", "deploy-registry"],
+    ["labels"], ["scan"], ["serve"],
 ]
 
 
@@ -72,7 +73,7 @@ def test_readme_lists_every_exit_code() -> None:
     codes = {getattr(errors, n) for n in dir(errors) if n.startswith("EXIT_")}
     for code in codes:
         assert f"{code} " in readme, f"exit code {code} is not documented in the README"
-    assert codes == set(range(11))
+    assert codes == set(range(12))
 
 
 def test_python_dash_m_runs_the_cli() -> None:
