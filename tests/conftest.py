@@ -188,3 +188,52 @@ def chain_env(anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> Anvil:
                  "PROVMINT_REGISTRY"):
         monkeypatch.delenv(name, raising=False)
     return anvil
+
+
+# --------------------------------------------------------------------------- verification service
+
+
+class Server:
+    """A real ``provmint serve`` process on 127.0.0.1 and a free port."""
+
+    def __init__(self, *args: str) -> None:
+        import re
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        )
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                self.url = found.group(1)
+                break
+        else:
+            raise RuntimeError(f"provmint serve did not start: {self.proc.stderr.read()}")
+
+    def stop(self) -> str:
+        """Stop the server; return what it wrote to stderr afterwards."""
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+@pytest.fixture
+def serve_store() -> Iterator[Callable[..., Server]]:
+    """Start ``provmint serve`` over the test's store: ``server = serve_store()``."""
+    started: list[Server] = []
+
+    def start(*args: str) -> Server:
+        server = Server(*args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop()
