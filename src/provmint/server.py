@@ -140,8 +140,8 @@ class ProductIndex:
                 self._groups[key] = table
                 while len(self._groups) > ROW_GROUP_CACHE:
                     self._groups.popitem(last=False)
-        row: dict[str, Any] = table.slice(offset % ROW_GROUP_ROWS, 1).to_pylist()[0]
-        return row
+        index = offset % ROW_GROUP_ROWS
+        return {name: table.column(name)[index].as_py() for name in table.column_names}
 
     def find(self, gtin14: str, serial: str) -> ProductRecord | None:
         """The stored product with this identity, if any (hash hit confirmed)."""
@@ -251,7 +251,7 @@ class _Service:
         scans, places = 0, tuple[str, ...]()
         if product is not None:
             stats = self.log.record(
-                link.gtin14, link.serial, verdict, location=location, source="serve"
+                link.gtin14, link.serial, verdict, location=location, source="serve", recent=0
             )
             scans, places = stats.count, stats.locations
             why = (

@@ -91,8 +91,10 @@ class ScanLog:
         location: str | None,
         source: str,
         at: datetime | None = None,
+        recent: int = 10,
     ) -> ScanStats:
-        """Log a scan and return the code's history including it."""
+        """Log a scan and return the code's history including it (the ``recent`` last
+        scans; 0 skips them, as the web service does)."""
         when = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         con = self._con()
         try:
@@ -103,31 +105,30 @@ class ScanLog:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the scan log {self.path}: {exc}") from exc
-        return self.stats(gtin, serial)
+        return self.stats(gtin, serial, recent)
 
     def stats(self, gtin: str, serial: str, recent: int = 10) -> ScanStats:
-        """History of one code."""
+        """History of one code: count, places, first scan and the ``recent`` last ones."""
         con = self._con()
         try:
-            count, first = con.execute(
-                "SELECT count(*), min(at) FROM scans WHERE gtin = ? AND serial = ?",
-                (gtin, serial),
+            count, first, places_text = con.execute(
+                "SELECT count(*), min(at), (SELECT group_concat(place, char(31)) FROM "
+                "(SELECT DISTINCT location AS place FROM scans WHERE gtin = ? AND serial = ? "
+                "AND location IS NOT NULL)) FROM scans WHERE gtin = ? AND serial = ?",
+                (gtin, serial, gtin, serial),
             ).fetchone()
-            places = [
-                r[0]
-                for r in con.execute(
-                    "SELECT DISTINCT location FROM scans WHERE gtin = ? AND serial = ? "
-                    "AND location IS NOT NULL ORDER BY location",
-                    (gtin, serial),
-                )
-            ]
-            rows = con.execute(
-                "SELECT at, verdict, location, source FROM scans WHERE gtin = ? AND serial = ? "
-                "ORDER BY id DESC LIMIT ?",
-                (gtin, serial, recent),
-            ).fetchall()
+            rows = (
+                con.execute(
+                    "SELECT at, verdict, location, source FROM scans WHERE gtin = ? AND "
+                    "serial = ? ORDER BY id DESC LIMIT ?",
+                    (gtin, serial, recent),
+                ).fetchall()
+                if recent
+                else []
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the scan log {self.path}: {exc}") from exc
+        places = tuple(sorted(set(places_text.split("\x1f")))) if places_text else ()
         return ScanStats(
-            int(count), tuple(places), first, tuple(Scan(a, v, loc, src) for a, v, loc, src in rows)
+            int(count), places, first, tuple(Scan(a, v, loc, src) for a, v, loc, src in rows)
         )
