@@ -233,11 +233,12 @@ class _Session:
             max_fee = min(max_fee, cap_wei)
         return max_fee, tip
 
-    def target(self, digest: bytes, sender: str) -> tuple[str, str, str | None]:
-        """(to, data, contract) of the anchor transaction."""
-        if self.chain.method == "calldata":
+    def target(
+        self, method: str, registry: str | None, digest: bytes, sender: str
+    ) -> tuple[str, str, str | None]:
+        """(to, data, contract) of an anchor transaction by ``method``."""
+        if method == "calldata":
             return sender, "0x" + anchoring.calldata_payload(digest).hex(), None
-        registry = self.chain.registry
         if not registry:
             raise ConfigError(
                 "the registry method needs the registry's address",
@@ -250,9 +251,9 @@ class _Session:
             raise AnchorError(f"no contract at {registry} on chain {self.chain_id}")
         return registry, registry_anchor_data(digest), registry
 
-    def estimate(self, sender: str, to: str, data: str) -> int:
+    def estimate(self, method: str, sender: str, to: str, data: str) -> int:
         gas = self.node.estimate_gas({"from": sender, "to": to, "data": data, "value": 0})
-        return int(gas * CONTRACT_GAS_MARGIN) if self.chain.method == "registry" else gas
+        return int(gas * CONTRACT_GAS_MARGIN) if method == "registry" else gas
 
     def check_funds(self, sender: str, gas: int, max_fee: int) -> int:
         cost = gas * max_fee
@@ -274,9 +275,16 @@ class _Session:
         """Sign an attempt and save it (state ``signed``) before anything is sent."""
         if self.key is None:
             raise AnchorError("a chain key is needed to sign")
+        if self.key.address.lower() != record.sender.lower():
+            raise AnchorError(
+                f"anchor #{record.anchor_id} was started by {record.sender}, but this run's "
+                f"chain key is {self.key.address}",
+                hint="finish it with the key that started it (its transactions are saved)",
+            )
         digest = bytes.fromhex(record.digest)
-        to, data, _ = self.target(digest, record.sender)
-        gas = self.estimate(record.sender, to, data)
+        # A resumed anchor keeps the method and contract it was built with.
+        to, data, _ = self.target(record.method, record.contract, digest, record.sender)
+        gas = self.estimate(record.method, record.sender, to, data)
         self.check_funds(record.sender, gas, max_fee)
         tx = {
             "type": 2,
@@ -402,6 +410,14 @@ class _Session:
                     max_fee, tip = self.fees()
                     max_fee = max(max_fee, int(attempt.max_fee_wei * FEE_BUMP))
                     tip = max(tip, int(attempt.tip_wei * FEE_BUMP))
+                    cap = self.chain.max_fee_gwei
+                    if cap is not None and max_fee > cap * GWEI:
+                        raise AnchorError(
+                            f"anchor #{anchor_id}: {attempt.tx_hash} is stuck and a replacement "
+                            f"would pay {max_fee / GWEI:.3f} gwei, above the cap of {cap} gwei",
+                            hint="the transaction is saved; raise --max-fee-gwei or run again "
+                            "later",
+                        )
                     self.notify(
                         f"anchor #{anchor_id}: no receipt after "
                         f"{self.chain.receipt_timeout:.0f} s; replacing with higher fees"
@@ -522,8 +538,8 @@ def anchor_batches(
             )
         tree = anchoring.build_anchor_tree([bytes.fromhex(b.commitment) for b in batches])
         sender = key.address
-        to, data, contract = session.target(tree.digest, sender)
-        gas = session.estimate(sender, to, data)
+        to, data, contract = session.target(chain.method, chain.registry, tree.digest, sender)
+        gas = session.estimate(chain.method, sender, to, data)
         max_fee, tip = session.fees()
         balance = session.check_funds(sender, gas, max_fee)
         plan = AnchorPlan(
@@ -623,8 +639,10 @@ def anchor_status(
                     con, chain_id=chain_id, states=("included", "confirmed", "broadcast", "signed")
                 )
             for record in live:
-                if record.state in ("included", "confirmed"):
-                    session.still_canonical(record)
+                if record.state in ("included", "confirmed") and not session.still_canonical(
+                    record
+                ):
+                    record = session.reload(record.anchor_id)  # back to broadcast: a reorg
                 if wait and record.state != "confirmed":
                     session.drive(record.anchor_id, wait=True)
             latest = session.node.block_number()

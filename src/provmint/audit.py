@@ -66,16 +66,31 @@ def audit_batch(
     tree = store.tree(batch)
     secret = None
     if check_tokens:
-        secret = load_keyring(settings.key_file).get(batch.key_id).secret.reveal()
+        keyring = load_keyring(settings.key_file)
+        if any(k.id == batch.key_id for k in keyring.keys):
+            secret = keyring.get(batch.key_id).secret.reveal()
+        else:
+            checks.append(
+                Check(
+                    "tokens", True, f"not checked: key {batch.key_id} is not in {settings.key_file}"
+                )
+            )
     leaves = bytearray()
     bad_tokens = 0
+    malformed = 0
     count = 0
     sha256 = hashlib.sha256
     for part in store.part_files(batch):
         table = pq.read_table(part)
         record_columns = [c for c in table.column_names if c not in ("leaf_index", "token", "url")]
         records = record_bytes_column(table.select(record_columns)).to_pylist()
-        tokens = [parse_token(t) for t in table.column("token").to_pylist()]
+        tokens = []
+        for text in table.column("token").to_pylist():
+            try:
+                tokens.append(parse_token(text))
+            except (ValueError, TypeError):
+                malformed += 1
+                tokens.append(b"\0" * 16)  # cannot match any leaf or key: fails below
         indexes = table.column("leaf_index").to_pylist()
         if indexes != list(range(count, count + len(indexes))):
             checks.append(Check("leaf order", False, f"part {part.name} is out of leaf order"))
@@ -96,7 +111,10 @@ def audit_batch(
             f"{count} stored products, manifest says {batch.tree_size}",
         )
     )
-    root = merkle.build_levels(bytes(leaves))[-1] if leaves else b""
+    if malformed:
+        checks.append(Check("tokens", False, f"{malformed} stored tokens are malformed"))
+    levels = merkle.build_levels(bytes(leaves)) if leaves else [b""]
+    root = levels[-1]
     checks.append(
         Check(
             "root",
@@ -104,13 +122,17 @@ def audit_batch(
             f"recomputed root {root.hex()[:16]}…, manifest {batch.root[:16]}…",
         )
     )
+    differing = next(
+        (i for i, level in enumerate(levels) if i >= tree.level_count or tree.level(i) != level),
+        None,
+    )
     checks.append(
         Check(
             "tree file",
-            tree.level(0) == bytes(leaves) and tree.root == root,
-            "stored tree matches the recomputed leaves"
-            if tree.level(0) == bytes(leaves)
-            else "stored tree differs",
+            differing is None and len(levels) == tree.level_count,
+            "every level of the stored tree matches the recomputed one"
+            if differing is None
+            else f"level {differing} of the stored tree differs from the recomputed one",
         )
     )
     digest = manifest_digest(batch.manifest)

@@ -105,8 +105,9 @@ class Node:
         try:
             return fn(*args, **kwargs)
         except requests.RequestException as exc:
+            # Only the exception's kind: its text repeats the URL's path (API keys live there).
             raise NodeUnreachableError(
-                f"cannot reach the node at {self.url} ({what}): {clean_remote_text(exc, 120)}",
+                f"cannot reach the node at {self.url} ({what}): {type(exc).__name__}",
                 hint="check --rpc-url / PROVMINT_RPC_URL and that the node is running",
             ) from None
         except web3_errors.ExtraDataLengthError:

@@ -16,6 +16,20 @@ from provmint.chain import (
 __all__ = ["ChainCheck", "check_anchor_on_chain"]
 
 
+def _is_registry(node: Node, address: str) -> bool:
+    """Does ``address`` run the AnchorRegistry code shipped with provmint?"""
+    from web3 import Web3
+
+    from provmint.anchor import registry_artifact
+
+    expected = bytes.fromhex(registry_artifact()["deployedBytecode"][2:])
+    try:
+        checksummed = Web3.to_checksum_address(address)
+    except ValueError:
+        return False
+    return node.code(checksummed) == expected
+
+
 @dataclass(frozen=True, slots=True)
 class ChainCheck:
     """The on-chain part of a verification."""
@@ -52,20 +66,14 @@ def check_anchor_on_chain(
             chain_id,
         )
     tx = node.transaction(section.tx_hash)
+    if section.method == "registry" and not _is_registry(node, section.contract or ""):
+        # The contract address comes from the proof: only provmint's registry code counts.
+        return ChainCheck(
+            False, False, f"{section.contract} is not a provmint AnchorRegistry", chain_id
+        )
     if tx is None or tx.get("blockNumber") is None:
-        if section.method == "registry" and section.contract:
-            stamped = registry_anchored_at(node, section.contract, section.sender, section.digest)
-            if stamped:
-                return ChainCheck(
-                    True,
-                    True,
-                    f"registry {section.contract} holds the digest "
-                    f"(time {stamped}); transaction not served by this node",
-                    chain_id,
-                    None,
-                    stamped,
-                    None,
-                )
+        # No fallback to contract state: without the transaction, block, time and
+        # confirmations could not be checked (a node that pruned history cannot verify).
         return ChainCheck(
             False, False, f"transaction {section.tx_hash} is not on chain {chain_id}", chain_id
         )

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ProductRecord",
     "TokenCheck",
+    "anchor_states",
     "batch_anchor_section",
+    "describe_anchor",
     "export_batch_proofs",
     "export_labels",
     "export_proof",
@@ -76,6 +78,41 @@ def read_catalog(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyCon
         store.connect(write=False) as con,
     ):
         yield store, con
+
+
+def anchor_states(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Batch id -> a summary of the live anchor covering it (state, chain, tx, block)."""
+    from provmint.store.anchors import list_anchors
+
+    out: dict[str, dict[str, Any]] = {}
+    with read_catalog(settings) as (store, con):
+        for record in list_anchors(
+            con, states=("built", "signed", "broadcast", "included", "confirmed")
+        ):
+            summary = {
+                "anchor_id": record.anchor_id,
+                "state": record.state,
+                "chain_id": record.chain_id,
+                "method": record.method,
+                "tx_hash": record.tx_hash,
+                "block_number": record.block_number,
+                "block_time": record.block_time,
+            }
+            for seq, _, _ in record.batches:
+                out[store.batch_by_seq(con, seq).batch_id] = summary
+    return out
+
+
+def describe_anchor(summary: dict[str, Any] | None) -> str:
+    """One line about a batch's anchor, for tables."""
+    if summary is None:
+        return "pending (not anchored yet)"
+    if summary["block_number"] is None:
+        return f"{summary['state']} (anchor #{summary['anchor_id']}, chain {summary['chain_id']})"
+    return (
+        f"{summary['state']}: block {summary['block_number']} of chain "
+        f"{summary['chain_id']} ({summary['method']}, tx {summary['tx_hash']})"
+    )
 
 
 def list_batches(settings: Settings) -> list[BatchInfo]:

@@ -301,7 +301,10 @@ def on_chain_verdict(
         when = " at " + datetime.fromtimestamp(result.block_time, UTC).strftime(
             "%Y-%m-%d %H:%M:%S UTC"
         )
-    depth = f", {result.confirmations} confirmations" if result.confirmations else ""
+    depth = ""
+    if result.confirmations:
+        plural = "s" if result.confirmations != 1 else ""
+        depth = f", {result.confirmations} confirmation{plural}"
     attested = f"{result.detail}{when}{depth}"
     if not result.final:
         return Verdict.PENDING, f"{attested}; not enough confirmations yet", facts

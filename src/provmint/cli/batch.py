@@ -227,11 +227,13 @@ def list_(
     from rich.markup import escape
     from rich.table import Table
 
-    from provmint.products import list_batches
+    from provmint.products import anchor_states, describe_anchor, list_batches
 
-    batches = list_batches(settings(store, None, config, lock_timeout=lock_timeout))
+    cfg = settings(store, None, config, lock_timeout=lock_timeout)
+    batches = list_batches(cfg)
+    anchors = anchor_states(cfg) if batches else {}
     if json:
-        print_json([b.to_json() for b in batches])
+        print_json([{**b.to_json(), "anchor": anchors.get(b.batch_id)} for b in batches])
         return
     if not batches:
         stdout().print("No batches yet. Mint one with: provmint batch create FILE")
@@ -255,12 +257,12 @@ def list_(
             f"{b.rejected:,}",
             escape(b.source_name),
             short(b.root),
-            "pending",
+            describe_anchor(anchors.get(b.batch_id)).split(" (tx")[0],
         )
     stdout().print(table)
 
 
-def _show(b: BatchInfo) -> None:
+def _show(b: BatchInfo, anchor: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -289,7 +291,7 @@ def _show(b: BatchInfo) -> None:
         ("token format", m["token_version"]),
         ("url base", m["url_base"]),
         ("provmint", m["provmint_version"]),
-        ("anchor", "pending (not anchored yet)"),
+        ("anchor", anchor),
     ]
     for name, value in rows:
         grid.add_row(name, escape(value))
@@ -311,13 +313,15 @@ def show(
 
     Example: provmint batch show 20261128-4884
     """
-    from provmint.products import show_batch
+    from provmint.products import anchor_states, describe_anchor, show_batch
 
-    info = show_batch(settings(store, None, config, lock_timeout=lock_timeout), batch)
+    cfg = settings(store, None, config, lock_timeout=lock_timeout)
+    info = show_batch(cfg, batch)
+    anchor = anchor_states(cfg).get(info.batch_id)
     if json:
-        print_json(info.to_json())
+        print_json({**info.to_json(), "anchor": anchor})
     else:
-        _show(info)
+        _show(info, describe_anchor(anchor))
 
 
 @app.command("export")

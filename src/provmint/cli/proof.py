@@ -155,16 +155,13 @@ def show(
     from rich.markup import escape
     from rich.table import Table
 
-    from provmint.products import find_product
+    from provmint.products import anchor_states, describe_anchor, find_product
 
-    product = find_product(
-        settings(store, None, config, lock_timeout=lock_timeout),
-        gtin=gtin,
-        serial=serial,
-        token=token,
-    )
+    cfg = settings(store, None, config, lock_timeout=lock_timeout)
+    product = find_product(cfg, gtin=gtin, serial=serial, token=token)
+    anchor = anchor_states(cfg).get(product.batch.batch_id)
     if json:
-        print_json(product.to_json())
+        print_json({**product.to_json(), "anchor": anchor})
         return
     table = Table(
         title=f"Product #{product.leaf_index} of batch {product.batch.batch_id}",
@@ -177,7 +174,7 @@ def show(
         table.add_row(name, escape(value))
     table.add_row("token", product.token)
     table.add_row("url", escape(product.url))
-    table.add_row("anchor", "pending (not anchored yet)")
+    table.add_row("anchor", escape(describe_anchor(anchor)))
     stdout().print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -106,6 +107,8 @@ def verify(
     from provmint.errors import ConfigError
     from provmint.verify import load_proof_file, verify_proof
 
+    if issuer is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", issuer):
+        raise ConfigError(f"--issuer {issuer[:50]!r} is not an address (0x + 40 hex digits)")
     checker = _checker(chain, rpc_url, config, confirmations, issuer)
     if batch is not None:
         if proof is not None:
