@@ -64,11 +64,14 @@ def _render(job: tuple[str, list[tuple[str, str]], str, str, int]) -> int:
     """Worker: render (url, path) pairs. Top-level so a process pool can run it."""
     import segno
 
+    from provmint.qrmask import installed
+
     directory, items, fmt, level, scale = job
     os.makedirs(directory, exist_ok=True)
-    for url, name in items:
-        code = segno.make(url, error=level, micro=False, boost_error=False)
-        code.save(os.path.join(directory, name), kind=fmt, scale=scale, border=4)
+    with installed():  # segno's mask choice, computed with numpy (identical symbols)
+        for url, name in items:
+            code = segno.make(url, error=level, micro=False, boost_error=False)
+            code.save(os.path.join(directory, name), kind=fmt, scale=scale, border=4)
     return len(items)
 
 
