@@ -109,7 +109,8 @@ def _scores(matrix: np.ndarray) -> np.ndarray:
         )
     darks = masked.reshape(8, -1).sum(axis=1)
     n4 = np.array([10 * int(abs(float(d) / (size**2) * 100 - 50) / 5) for d in darks])
-    return n1 + n2 + n3 + n4
+    total: np.ndarray = n1 + n2 + n3 + n4
+    return total
 
 
 def best_mask(matrix: Any, width: int, height: int, proposed_mask: int | None = None) -> Any:
