@@ -193,6 +193,7 @@ class DigitalLinkError(ValueError):
 
 
 _MAX_LINK = 2048
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def parse_digital_link(url: str) -> DigitalLink:
@@ -207,6 +208,8 @@ def parse_digital_link(url: str) -> DigitalLink:
 
     if not isinstance(url, str) or len(url) > _MAX_LINK:
         raise DigitalLinkError("not a Digital Link (too long)")
+    if _BAD_ESCAPE.search(url):
+        raise DigitalLinkError("a % is not followed by two hex digits")
     try:
         parts = urlsplit(url.strip())
     except ValueError as exc:

@@ -118,6 +118,7 @@ class ScanResult:
             if self.stats is None
             else {
                 "count": self.stats.count,
+                "all": self.stats.all_scans,
                 "locations": list(self.stats.locations),
                 "first_seen": self.stats.first_seen,
                 "recent": [s.to_json() for s in self.stats.recent],

@@ -10,8 +10,10 @@ The service never opens the catalog for longer than a refresh: it keeps an in-me
 index of (gtin, serial) hashes, reloaded when the catalog changes, and reads product
 rows from the Parquet parts through a small cache of row groups. Paths are parsed from
 the raw request bytes (a ``%2F`` inside a serial stays in the serial); anything that is
-not a well-formed Digital Link gets 400 or 404 at once. Responses never carry tokens,
-keys or store paths.
+not a well-formed Digital Link gets 400 or 404 at once. Responses never carry other
+products' tokens, keys or store paths, and a forged code gets exactly the answer an
+unknown one gets (nobody learns which serials exist). Only page views count as scans
+(not the proof download or HEAD requests).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from provmint import gs1
 from provmint.config import Settings
+from provmint.errors import KeyringError
 from provmint.ingest import key_hash
 from provmint.keys import Keyring, load_keyring
 from provmint.products import ProductRecord, batch_anchor_section, proof_of, read_catalog
 from provmint.scan import DEFAULT_CLONE_SCANS, judge, suspicious
 from provmint.store import BatchInfo, Store
-from provmint.store.scanlog import ScanLog
+from provmint.store.scanlog import ScanLog, clean_location
 
 if TYPE_CHECKING:
     import numpy as np
@@ -181,8 +184,16 @@ _TITLES = {
     "suspect": ("Possible copy", "#b35900"),
     "forged": ("Not recognised", "#b42318"),
     "unknown": ("Not recognised", "#b42318"),
+    "unavailable": ("Cannot check now", "#57606a"),
 }
-_STATUS = {"genuine": 200, "pending": 200, "suspect": 200, "forged": 404, "unknown": 404}
+_STATUS = {
+    "genuine": 200,
+    "pending": 200,
+    "suspect": 200,
+    "forged": 404,
+    "unknown": 404,
+    "unavailable": 503,
+}
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -233,12 +244,30 @@ class _Service:
         self.settings = settings
         self.index = ProductIndex(settings)
         self.keyring: Keyring = load_keyring(settings.key_file)
+        missing = self.missing_keys()
+        if missing:
+            raise KeyringError(
+                f"{settings.key_file} lacks key {missing[0][1]} of batch {missing[0][0]}: "
+                "its genuine labels would be rejected",
+                hint="serve with the key file the batches were minted with",
+            )
         self.log = ScanLog(self.index.store.root)
         self.clone_threshold = clone_threshold
 
-    def check(self, link: gs1.DigitalLink, location: str | None) -> _Outcome:
+    def missing_keys(self) -> list[tuple[str, str]]:
+        """(batch, key id) of batches whose key the key file does not hold."""
+        held = {k.id for k in self.keyring.keys}
+        return [(b.batch_id, b.key_id) for b in self.index.batches.values() if b.key_id not in held]
+
+    def check(self, link: gs1.DigitalLink, location: str | None, *, log: bool) -> _Outcome:
         self.index.refresh()
         product = self.index.find(link.gtin14, link.serial)
+        if product is not None and all(k.id != product.batch.key_id for k in self.keyring.keys):
+            # Minted with a key this service lacks (a batch added since it started): an
+            # operator problem, not a counterfeit.
+            return _Outcome(
+                "unavailable", "this code cannot be checked right now", None, None, 0, ()
+            )
         anchor = self.index.anchors.get(product.batch.seq) if product else None
         verdict, reason = judge(
             product.record if product else None,
@@ -249,7 +278,7 @@ class _Service:
             anchor is not None,
         )
         scans, places = 0, tuple[str, ...]()
-        if product is not None:
+        if product is not None and log:
             stats = self.log.record(
                 link.gtin14, link.serial, verdict, location=location, source="serve", recent=0
             )
@@ -261,6 +290,10 @@ class _Service:
             )
             if why is not None:
                 verdict, reason = "suspect", f"this code may have been copied: {why}"
+        if verdict in ("forged", "unknown"):  # the same answer for both, on purpose
+            return _Outcome(
+                "unknown", "this code does not match any product we made", None, None, 0, ()
+            )
         return _Outcome(verdict, reason, product, anchor, scans, places)
 
 
@@ -291,6 +324,7 @@ def create_app(settings: Settings, *, clone_threshold: int = DEFAULT_CLONE_SCANS
     service = _Service(settings, clone_threshold)
 
     async def healthz(request: Request) -> Response:
+        service.index.refresh()
         return JSONResponse(
             {
                 "status": "ok",
@@ -321,7 +355,9 @@ def create_app(settings: Settings, *, clone_threshold: int = DEFAULT_CLONE_SCANS
         except gs1.DigitalLinkError as exc:
             return _bad(400, f"not a valid product code: {exc}", wants_json)
         location = request.query_params.get("loc") or None
-        outcome = service.check(link, location[:64] if location else None)
+        outcome = service.check(
+            link, clean_location(location), log=not proof and request.method == "GET"
+        )
         if proof:
             if outcome.product is None or outcome.verdict not in ("genuine", "pending", "suspect"):
                 return _bad(404, "no proof for this code", True)

@@ -194,8 +194,10 @@ def verify_token(
 
     Exit codes: 0 genuine, 3 not a token of this product.
 
-    Example: provmint token verify 52VqMUmlXpKNjHggOl1ALg --gtin 09520123450014
-    --serial 546CAWQDCR56
+    Example: provmint token verify --gtin 09520123450014 --serial 546CAWQDCR56 --
+    52VqMUmlXpKNjHggOl1ALg
+
+    (Put -- before the token: a token may start with "-".)
     """
     from provmint.errors import EXIT_INVALID
     from provmint.products import verify_token as check

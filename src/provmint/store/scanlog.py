@@ -17,7 +17,19 @@ from typing import Any
 
 from provmint.errors import StoreError
 
-__all__ = ["Scan", "ScanLog", "ScanStats"]
+__all__ = ["GOOD_VERDICTS", "Scan", "ScanLog", "ScanStats", "clean_location"]
+
+GOOD_VERDICTS = ("genuine", "pending", "suspect")
+"""Verdicts of scans that showed the code's real token."""
+
+
+def clean_location(text: str | None) -> str | None:
+    """A scan location as kept: printable, one line, at most 64 characters."""
+    if text is None:
+        return None
+    cleaned = "".join(ch for ch in text if ch.isprintable()).strip()[:64]
+    return cleaned or None
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -54,12 +66,18 @@ class Scan:
 
 @dataclass(frozen=True, slots=True)
 class ScanStats:
-    """How often and from where a code was scanned (this scan included)."""
+    """How often and from where a code was scanned (this scan included).
+
+    ``count`` and ``locations`` cover the scans that showed the right token (verdicts in
+    :data:`GOOD_VERDICTS`): scans of made-up tokens say nothing about copied labels, and
+    counting them would let anyone who knows a serial brand its genuine label a copy.
+    """
 
     count: int
     locations: tuple[str, ...]
     first_seen: str | None
     recent: tuple[Scan, ...]
+    all_scans: int = 0
 
 
 class ScanLog:
@@ -101,34 +119,47 @@ class ScanLog:
             con.execute(
                 "INSERT INTO scans (at, gtin, serial, verdict, location, source) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (when, gtin, serial, verdict, location or None, source),
+                (when, gtin, serial, verdict, clean_location(location), source),
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the scan log {self.path}: {exc}") from exc
         return self.stats(gtin, serial, recent)
 
     def stats(self, gtin: str, serial: str, recent: int = 10) -> ScanStats:
-        """History of one code: count, places, first scan and the ``recent`` last ones."""
+        """History of one code: genuine-token scans and their places, first scan, all
+        scans, and the ``recent`` last ones."""
         con = self._con()
+        good = ", ".join("?" for _ in GOOD_VERDICTS)
+        key = (gtin, serial)
         try:
-            count, first, places_text = con.execute(
-                "SELECT count(*), min(at), (SELECT group_concat(place, char(31)) FROM "
-                "(SELECT DISTINCT location AS place FROM scans WHERE gtin = ? AND serial = ? "
-                "AND location IS NOT NULL)) FROM scans WHERE gtin = ? AND serial = ?",
-                (gtin, serial, gtin, serial),
+            total, count, first = con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE verdict IN ({good})), min(at) "
+                "FROM scans WHERE gtin = ? AND serial = ?",
+                (*GOOD_VERDICTS, *key),
             ).fetchone()
+            places = tuple(
+                row[0]
+                for row in con.execute(
+                    f"SELECT DISTINCT location FROM scans WHERE gtin = ? AND serial = ? AND "
+                    f"location IS NOT NULL AND verdict IN ({good}) ORDER BY location",
+                    (*key, *GOOD_VERDICTS),
+                )
+            )
             rows = (
                 con.execute(
                     "SELECT at, verdict, location, source FROM scans WHERE gtin = ? AND "
                     "serial = ? ORDER BY id DESC LIMIT ?",
-                    (gtin, serial, recent),
+                    (*key, recent),
                 ).fetchall()
                 if recent
                 else []
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the scan log {self.path}: {exc}") from exc
-        places = tuple(sorted(set(places_text.split("\x1f")))) if places_text else ()
         return ScanStats(
-            int(count), places, first, tuple(Scan(a, v, loc, src) for a, v, loc, src in rows)
+            int(count or 0),
+            places,
+            first,
+            tuple(Scan(a, v, loc, src) for a, v, loc, src in rows),
+            int(total),
         )
