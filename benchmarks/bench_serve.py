@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from make_products import write_csv  # noqa: E402
 
 
-async def _client(host: str, port: int, paths: list[str], accept: str,
-                  latencies: list[float], errors: list[int]) -> None:
+async def _client(
+    host: str, port: int, paths: list[str], accept: str, latencies: list[float], errors: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         for path in paths:
@@ -52,14 +53,16 @@ async def _client(host: str, port: int, paths: list[str], accept: str,
         writer.close()
 
 
-async def _load(host: str, port: int, paths: list[str], connections: int,
-                accept: str) -> tuple[float, list[float], list[int]]:
+async def _load(
+    host: str, port: int, paths: list[str], connections: int, accept: str
+) -> tuple[float, list[float], list[int]]:
     latencies: list[float] = []
     errors: list[int] = []
     shares = [paths[i::connections] for i in range(connections)]
     started = time.perf_counter()
-    await asyncio.gather(*(_client(host, port, share, accept, latencies, errors)
-                           for share in shares))
+    await asyncio.gather(
+        *(_client(host, port, share, accept, latencies, errors) for share in shares)
+    )
     return time.perf_counter() - started, latencies, errors
 
 
@@ -72,9 +75,15 @@ def load(url: str, paths: list[str], connections: int, accept: str) -> dict[str,
     def pct(p: float) -> float:
         return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2)
 
-    return {"requests": len(latencies), "errors": len(errors), "wall_s": round(wall, 3),
-            "rps": round(len(latencies) / wall), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "mean_ms": round(1000 * statistics.fmean(latencies), 2)}
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "wall_s": round(wall, 3),
+        "rps": round(len(latencies) / wall),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(1000 * statistics.fmean(latencies), 2),
+    }
 
 
 def main() -> int:
@@ -89,15 +98,21 @@ def main() -> int:
     import pyarrow.parquet as pq
 
     work = Path(tempfile.mkdtemp(prefix="provmint-serve-bench-"))
-    env = {**os.environ, "PROVMINT_STORE": str(work / "store"),
-           "PROVMINT_KEY_FILE": str(work / "keys.json"), "PROVMINT_CONFIG": str(work / "x.toml")}
+    env = {
+        **os.environ,
+        "PROVMINT_STORE": str(work / "store"),
+        "PROVMINT_KEY_FILE": str(work / "keys.json"),
+        "PROVMINT_CONFIG": str(work / "x.toml"),
+    }
     (work / "x.toml").write_text("")
     figures: dict[str, object] = {"products": args.products}
     server = None
     try:
+
         def provmint(*argv: str) -> subprocess.CompletedProcess[str]:
-            done = subprocess.run([sys.executable, "-m", "provmint", *argv], env=env,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "provmint", *argv], env=env, capture_output=True, text=True
+            )
             if done.returncode != 0:
                 raise SystemExit(done.stderr)
             return done
@@ -107,7 +122,9 @@ def main() -> int:
         big = json.loads(provmint("batch", "create", str(work / "big.csv"), "--json").stdout)
         write_csv(work / "svg.csv", args.svg_labels, seed=6)
         small = json.loads(provmint("batch", "create", str(work / "svg.csv"), "--json").stdout)
-        parts = sorted((work / "store" / "batches" / big["batch_id"] / "products").glob("*.parquet"))
+        parts = sorted(
+            (work / "store" / "batches" / big["batch_id"] / "products").glob("*.parquet")
+        )
         urls = pc.utf8_slice_codeunits(
             pq.read_table(parts[0], columns=["url"]).column("url"), len("https://id.example.com")
         ).to_pylist()
@@ -118,8 +135,12 @@ def main() -> int:
         rng = random.Random(1)
         paths = [rng.choice(urls) for _ in range(args.requests)]
 
-        server = subprocess.Popen([sys.executable, "-m", "provmint", "serve", "--port", "0"],
-                                  env=env, stderr=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "provmint", "serve", "--port", "0"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert server.stderr is not None
         line = server.stderr.readline()
         url = re.search(r"(http://127\.0\.0\.1:\d+)", line).group(1)  # type: ignore[union-attr]
@@ -133,13 +154,19 @@ def main() -> int:
         started = time.perf_counter()
         provmint("labels", small["batch_id"], "--out", str(work / "svg"), "--json")
         wall = time.perf_counter() - started
-        figures["labels_svg"] = {"labels": args.svg_labels, "wall_s": round(wall, 3),
-                                 "labels_per_s": round(args.svg_labels / wall)}
+        figures["labels_svg"] = {
+            "labels": args.svg_labels,
+            "wall_s": round(wall, 3),
+            "labels_per_s": round(args.svg_labels / wall),
+        }
         started = time.perf_counter()
         provmint("labels", big["batch_id"], "--out", str(work / "csv"), "--format", "none")
         wall = time.perf_counter() - started
-        figures["labels_csv_only"] = {"labels": args.products, "wall_s": round(wall, 3),
-                                      "labels_per_s": round(args.products / wall)}
+        figures["labels_csv_only"] = {
+            "labels": args.products,
+            "wall_s": round(wall, 3),
+            "labels_per_s": round(args.products / wall),
+        }
     finally:
         if server is not None:
             server.terminate()
@@ -150,9 +177,11 @@ def main() -> int:
         for kind in ("serve_json", "serve_html"):
             f = figures[kind]
             assert isinstance(f, dict)
-            print(f"{kind}: {f['rps']:,} requests/s, p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms "
-                  f"({f['requests']:,} requests, {args.connections} connections, "
-                  f"{f['errors']} non-200) over {args.products:,} products")
+            print(
+                f"{kind}: {f['rps']:,} requests/s, p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms "
+                f"({f['requests']:,} requests, {args.connections} connections, "
+                f"{f['errors']} non-200) over {args.products:,} products"
+            )
         for kind in ("labels_svg", "labels_csv_only"):
             f = figures[kind]
             assert isinstance(f, dict)
