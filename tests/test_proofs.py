@@ -668,3 +668,36 @@ def test_hypothesis_changed_tree_numbers_never_verify(example) -> None:
         _never_verifies(doc)
 
     run()
+
+
+def test_deep_nesting_is_refused_even_with_a_high_recursion_limit() -> None:
+    """The depth is checked before parsing: with a raised recursion limit the C JSON
+    parser would otherwise overflow the C stack (a segfault, not an exception)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.setrecursionlimit(1_000_000)\n"
+        "from provmint.proofs import parse_proof\n"
+        "from provmint.errors import ProofError\n"
+        "for doc in ('[' * 500_000, '{\"a\":' * 200_000, '[' * 17 + ']' * 17):\n"
+        "    try:\n"
+        "        parse_proof(doc)\n"
+        "    except ProofError as exc:\n"
+        "        print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["proof is nested too deeply"] * 2
+    assert len(lines) == 3 and "nested" in lines[2]
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    from provmint.proofs import _nested_deeper_than
+
+    assert not _nested_deeper_than('{"a": "' + "[" * 50 + '"}', 16)
+    assert not _nested_deeper_than('{"a": "\\\\", "b": ' + "[" * 10 + "]" * 10 + "}", 16)
+    assert _nested_deeper_than('{"a": "\\"", "b": ' + "[" * 20 + "]" * 20 + "}", 16)
+    assert not _nested_deeper_than("[" * 16 + "]" * 16 + "[" * 16 + "]" * 16, 16)

@@ -168,6 +168,32 @@ def _depth(value: Any, level: int = 0) -> None:
             _depth(v, level + 1)
 
 
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Do brackets outside strings nest deeper than ``limit``? (Cheap for real proofs:
+    the character scan runs only when there are more brackets than the limit.)"""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def _decode(data: bytes | str) -> dict[str, Any]:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > MAX_PROOF_BYTES:
@@ -176,6 +202,10 @@ def _decode(data: bytes | str) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProofError(f"proof is not UTF-8 (byte {exc.start})") from None
+    # Checked before parsing: the C parser recurses per level and, with a raised recursion
+    # limit, thousands of brackets overflow the C stack (a crash, not an exception).
+    if _nested_deeper_than(text, _MAX_DEPTH):
+        raise ProofError("proof is nested too deeply")
     try:
         doc = json.loads(
             text,
