@@ -63,7 +63,8 @@ def show(cli, *args: str) -> dict[str, Any]:
 
 def test_product_show_json_has_record_token_and_url(cli, keyed, minted) -> None:
     product = show(cli, "--gtin", GTIN, "--serial", SERIAL)
-    assert set(product) == {"batch_id", "leaf_index", "record", "token", "url"}
+    assert set(product) == {"batch_id", "leaf_index", "record", "token", "url", "anchor"}
+    assert product["anchor"] is None  # not anchored yet
     assert product["batch_id"] == minted.batch_id
     assert product["leaf_index"] == 0
     assert product["record"] == example_rows()[0]
@@ -398,7 +399,7 @@ def test_batch_export_unknown_batch(cli, minted, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- batch show / list
 
 
-BATCH_FIELDS = {"batch_id", "created_at", "label", "source", "products", "rejected", "tree",
+BATCH_FIELDS = {"anchor", "batch_id", "created_at", "label", "source", "products", "rejected", "tree",
                 "manifest_digest", "commitment", "key_id", "columns", "record_version",
                 "token_version", "url_base", "provmint_version"}
 
