@@ -399,7 +399,8 @@ def test_batch_export_unknown_batch(cli, minted, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- batch show / list
 
 
-BATCH_FIELDS = {"anchor", "batch_id", "created_at", "label", "source", "products", "rejected", "tree",
+BATCH_FIELDS = {"anchor", "batch_id", "created_at", "label", "source", "products", "rejected",
+                "tree",
                 "manifest_digest", "commitment", "key_id", "columns", "record_version",
                 "token_version", "url_base", "provmint_version"}
 
