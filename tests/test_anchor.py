@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLE_CSV, ROOT, Anvil, dev_key, run_provmint
+from conftest import ROOT, Anvil, dev_key, run_provmint
+from helpers import anchor_json, mint_example, status_json
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_products import write_csv as write_products
@@ -44,22 +45,10 @@ def mint_many(settings: Any, tmp_path: Path, seeds: range | list[int],
     return minted
 
 
-def mint_example(cli) -> str:
-    r = cli("batch", "create", EXAMPLE_CSV, "--json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["batch_id"]
 
 
-def anchor_json(cli, *args: object) -> dict[str, Any]:
-    r = cli("anchor", "--json", *args)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
-def status_json(cli, *args: object) -> dict[str, Any]:
-    r = cli("anchor", "status", "--json", *args)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def nonce(node: Anvil, address: str) -> int:

@@ -17,31 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLE_CSV, Anvil, dev_key, run_provmint
+from conftest import Anvil, dev_key, run_provmint
+from helpers import KILLER, anchor_json, mint_example, status_json
 
 EXAMPLE_GTIN, EXAMPLE_SERIAL = "09520123450014", "546CAWQDCR56"
 CALLDATA_PREFIX = "0x504d4e5401"  # "PMNT" || version 1
 
-# Runs provmint's CLI in a process that SIGKILLs itself when ``target`` is first called
-# (after ``skip`` earlier calls), exactly as if killed from outside at that instant.
-KILLER = """
-import os, signal, sys, importlib
-module_name, attr, skip = sys.argv[1], sys.argv[2], int(sys.argv[3])
-module = importlib.import_module(module_name)
-owner_name, _, func_name = attr.rpartition(".")
-owner = getattr(module, owner_name) if owner_name else module
-original = getattr(owner, func_name)
-calls = [0]
-def die(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] > skip:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(*args, **kwargs)
-setattr(owner, func_name, die)
-sys.argv = ["provmint"] + sys.argv[4:]
-from provmint.cli import main
-main()
-"""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -56,22 +37,10 @@ def kill_at(module: str, target: str, skip: int, *args: object) -> None:
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
 
 
-def mint_example(cli) -> str:
-    r = cli("batch", "create", EXAMPLE_CSV, "--json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["batch_id"]
 
 
-def anchor_json(cli, *args: object) -> dict[str, Any]:
-    r = cli("anchor", "--json", *args)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
-def status_json(cli, *args: object) -> dict[str, Any]:
-    r = cli("anchor", "status", "--json", *args)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def offline_status(cli, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:

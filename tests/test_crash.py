@@ -17,32 +17,13 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE_CSV, ROOT, run_provmint
+from helpers import KILLER
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_products import write_csv
 
 pytestmark = pytest.mark.slow
 
-# Runs provmint's CLI in a process that SIGKILLs itself when ``target`` is first called
-# (after ``skip`` earlier calls), exactly as if killed from outside at that instant.
-KILLER = """
-import os, signal, sys, importlib
-module_name, attr, skip = sys.argv[1], sys.argv[2], int(sys.argv[3])
-module = importlib.import_module(module_name)
-owner_name, _, func_name = attr.rpartition(".")
-owner = getattr(module, owner_name) if owner_name else module
-original = getattr(owner, func_name)
-calls = [0]
-def die(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] > skip:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(*args, **kwargs)
-setattr(owner, func_name, die)
-sys.argv = ["provmint"] + sys.argv[4:]
-from provmint.cli import main
-main()
-"""
 
 
 def _batches() -> list[dict[str, object]]:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import EXAMPLE_CSV
+from helpers import one_error
 
 from provmint import gs1
 from provmint.batch import mint_batch
@@ -44,14 +45,6 @@ def ok_json(r: Any, code: int = EXIT_OK) -> Any:
     return json.loads(r.stdout)
 
 
-def one_error(r: Any, code: int, *needles: str) -> str:
-    assert "Traceback" not in r.stdout + r.stderr
-    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr, r.exception)
-    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("hint: ")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def show(cli, *args: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import EXAMPLE_CSV
+from helpers import one_error as _one_error
 
 from provmint.errors import (
     EXIT_INVALID,
@@ -40,14 +41,6 @@ def _json(r: Any, code: int) -> dict[str, Any]:
     return json.loads(r.stdout)
 
 
-def _one_error(r: Any, code: int, *needles: str) -> str:
-    assert "Traceback" not in r.stdout + r.stderr
-    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr, r.exception)
-    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("hint: ")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _product(cli, serial: str = SERIAL, gtin: str = GTIN) -> dict[str, Any]:

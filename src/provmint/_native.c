@@ -54,6 +54,50 @@ check_offsets(const Py_buffer *off, const Py_buffer *data, Py_ssize_t *n_out)
     return 0;
 }
 
+/* The token and commitment half of minting, shared by hash_rows and hash_products. */
+typedef struct {
+    SHA256_CTX inner, outer; /* HMAC pads absorbed; inner also holds the token tag */
+    unsigned char commit_in[32 + TOKEN_BYTES];
+    size_t ctag_len;
+} minter_t;
+
+static void
+minter_init(minter_t *m, const Py_buffer *secret, const Py_buffer *ttag, const Py_buffer *ctag)
+{
+    unsigned char ipad[BLOCK], opad[BLOCK];
+    memset(ipad, 0x36, BLOCK);
+    memset(opad, 0x5c, BLOCK);
+    for (Py_ssize_t i = 0; i < secret->len; i++) {
+        ipad[i] ^= ((const unsigned char *)secret->buf)[i];
+        opad[i] ^= ((const unsigned char *)secret->buf)[i];
+    }
+    SHA256_Init(&m->inner);
+    SHA256_Update(&m->inner, ipad, BLOCK);
+    SHA256_Update(&m->inner, ttag->buf, ttag->len);
+    SHA256_Init(&m->outer);
+    SHA256_Update(&m->outer, opad, BLOCK);
+    memcpy(m->commit_in, ctag->buf, ctag->len);
+    m->ctag_len = (size_t)ctag->len;
+}
+
+/* ``c`` is a copy of m->inner that has absorbed the product identity. Writes the
+ * 16-byte token and its 32-byte commitment. Not the one-shot SHA256(): in OpenSSL 3 it
+ * fetches the digest on every call. */
+static void
+minter_finish(minter_t *m, SHA256_CTX *c, unsigned char *token, unsigned char *commit)
+{
+    unsigned char digest[HASH];
+    SHA256_Final(digest, c);
+    *c = m->outer;
+    SHA256_Update(c, digest, HASH);
+    SHA256_Final(digest, c);
+    memcpy(token, digest, TOKEN_BYTES);
+    memcpy(m->commit_in + m->ctag_len, digest, TOKEN_BYTES);
+    SHA256_Init(c);
+    SHA256_Update(c, m->commit_in, m->ctag_len + TOKEN_BYTES);
+    SHA256_Final(commit, c);
+}
+
 static PyObject *
 hash_rows(PyObject *self, PyObject *args)
 {
@@ -83,35 +127,15 @@ hash_rows(PyObject *self, PyObject *args)
         const int32_t *io = (const int32_t *)ioff.buf, *ro = (const int32_t *)roff.buf;
         const unsigned char *id = (const unsigned char *)idata.buf;
         const unsigned char *rd = (const unsigned char *)rdata.buf;
-        unsigned char ipad[BLOCK], opad[BLOCK], zero = 0x00;
-        memset(ipad, 0x36, BLOCK);
-        memset(opad, 0x5c, BLOCK);
-        for (Py_ssize_t i = 0; i < secret.len; i++) {
-            ipad[i] ^= ((const unsigned char *)secret.buf)[i];
-            opad[i] ^= ((const unsigned char *)secret.buf)[i];
-        }
-        SHA256_CTX inner0, outer0, c;
+        unsigned char zero = 0x00, commit[HASH];
+        minter_t m;
+        SHA256_CTX c;
         Py_BEGIN_ALLOW_THREADS
-        SHA256_Init(&inner0);
-        SHA256_Update(&inner0, ipad, BLOCK);
-        SHA256_Update(&inner0, ttag.buf, ttag.len);
-        SHA256_Init(&outer0);
-        SHA256_Update(&outer0, opad, BLOCK);
-        unsigned char digest[HASH], commit_in[32 + TOKEN_BYTES], commit[HASH];
-        memcpy(commit_in, ctag.buf, ctag.len);
+        minter_init(&m, &secret, &ttag, &ctag);
         for (Py_ssize_t i = 0; i < n; i++) {
-            c = inner0;
+            c = m.inner;
             SHA256_Update(&c, id + io[i], (size_t)(io[i + 1] - io[i]));
-            SHA256_Final(digest, &c);
-            c = outer0;
-            SHA256_Update(&c, digest, HASH);
-            SHA256_Final(digest, &c);
-            memcpy(tok + i * TOKEN_BYTES, digest, TOKEN_BYTES);
-            memcpy(commit_in + ctag.len, digest, TOKEN_BYTES);
-            /* Not the one-shot SHA256(): in OpenSSL 3 it fetches the digest on every call. */
-            SHA256_Init(&c);
-            SHA256_Update(&c, commit_in, (size_t)ctag.len + TOKEN_BYTES);
-            SHA256_Final(commit, &c);
+            minter_finish(&m, &c, tok + i * TOKEN_BYTES, commit);
             SHA256_Init(&c);
             SHA256_Update(&c, &zero, 1);
             SHA256_Update(&c, rd + ro[i], (size_t)(ro[i + 1] - ro[i]));
@@ -394,38 +418,19 @@ hash_products(PyObject *self, PyObject *args)
         unsigned char *lf = (unsigned char *)PyBytes_AS_STRING(leaves);
         const int32_t *go = goff.buf, *so = soff.buf;
         const unsigned char *gd = gdata.buf, *sd = sdata.buf;
-        unsigned char ipad[BLOCK], opad[BLOCK], zero = 0x00, len4[4];
-        memset(ipad, 0x36, BLOCK);
-        memset(opad, 0x5c, BLOCK);
-        for (Py_ssize_t i = 0; i < secret.len; i++) {
-            ipad[i] ^= ((const unsigned char *)secret.buf)[i];
-            opad[i] ^= ((const unsigned char *)secret.buf)[i];
-        }
-        SHA256_CTX inner0, outer0, leaf0, c;
+        unsigned char zero = 0x00, len4[4], commit[HASH];
+        minter_t m;
+        SHA256_CTX leaf0, c;
         Py_BEGIN_ALLOW_THREADS
-        SHA256_Init(&inner0);
-        SHA256_Update(&inner0, ipad, BLOCK);
-        SHA256_Update(&inner0, ttag.buf, ttag.len);
-        SHA256_Init(&outer0);
-        SHA256_Update(&outer0, opad, BLOCK);
+        minter_init(&m, &secret, &ttag, &ctag);
         SHA256_Init(&leaf0);
         SHA256_Update(&leaf0, &zero, 1);
         SHA256_Update(&leaf0, header.buf, header.len);
-        unsigned char digest[HASH], commit_in[32 + TOKEN_BYTES], commit[HASH];
-        memcpy(commit_in, ctag.buf, ctag.len);
         for (Py_ssize_t i = 0; i < n; i++) {
-            c = inner0;
+            c = m.inner;
             SHA256_Update(&c, gd + go[i], (size_t)(go[i + 1] - go[i]));
             SHA256_Update(&c, sd + so[i], (size_t)(so[i + 1] - so[i]));
-            SHA256_Final(digest, &c);
-            c = outer0;
-            SHA256_Update(&c, digest, HASH);
-            SHA256_Final(digest, &c);
-            memcpy(tok + i * TOKEN_BYTES, digest, TOKEN_BYTES);
-            memcpy(commit_in + ctag.len, digest, TOKEN_BYTES);
-            SHA256_Init(&c);
-            SHA256_Update(&c, commit_in, (size_t)ctag.len + TOKEN_BYTES);
-            SHA256_Final(commit, &c);
+            minter_finish(&m, &c, tok + i * TOKEN_BYTES, commit);
             c = leaf0;
             for (Py_ssize_t f = 0; f < nf; f++) {
                 const int32_t *o = fields[f].off.buf;
