@@ -62,6 +62,8 @@ def test_public_api_is_pinned() -> None:
         "__version__", "export_batch_proofs", "export_labels", "export_proof", "find_product",
         "init_keyring", "list_batches", "load_keyring", "merkle", "mint_batch", "parse_proof",
         "resolve_settings", "rotate_key", "show_batch", "verify_proof", "verify_token",
+        "anchor_batches", "anchor_status", "audit_batch", "check_anchor_on_chain", "create_app",
+        "deploy_registry", "load_chain_key", "render_labels", "resolve_chain", "scan_code",
     }
     assert set(provmint.__all__) == expected
     for name in provmint.__all__:

@@ -13,7 +13,9 @@ thin layer over these functions::
     proof = provmint.export_proof(settings, gtin="09520123450014", serial="546CAWQDCR56")
     print(summary.batch_id, provmint.verify_proof(proof).verdict)
 
-Names are loaded on first use, so ``import provmint`` stays cheap (no pyarrow, duckdb).
+Anchoring (``anchor_batches``, ``check_anchor_on_chain``...), scanning, labels and the
+verification service are here too. Names are loaded on first use, so ``import provmint``
+stays cheap (no pyarrow, duckdb or web3 until a function needs them).
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ _EXPORTS = {
     "parse_proof": "provmint.proofs",
     "ProvmintError": "provmint.errors",
     "Reject": "provmint.errors",
+    "resolve_chain": "provmint.config",
+    "anchor_batches": "provmint.anchor",
+    "anchor_status": "provmint.anchor",
+    "deploy_registry": "provmint.anchor",
+    "load_chain_key": "provmint.anchor",
+    "check_anchor_on_chain": "provmint.onchain",
+    "audit_batch": "provmint.audit",
+    "scan_code": "provmint.scan",
+    "render_labels": "provmint.labels",
+    "create_app": "provmint.server",
 }
 
 __all__ = [
@@ -54,18 +66,28 @@ __all__ = [
     "Verdict",
     "VerificationReport",
     "__version__",
+    "anchor_batches",
+    "anchor_status",
+    "audit_batch",
+    "check_anchor_on_chain",
+    "create_app",
+    "deploy_registry",
     "export_batch_proofs",
     "export_labels",
     "export_proof",
     "find_product",
     "init_keyring",
     "list_batches",
+    "load_chain_key",
     "load_keyring",
     "merkle",
     "mint_batch",
     "parse_proof",
+    "render_labels",
+    "resolve_chain",
     "resolve_settings",
     "rotate_key",
+    "scan_code",
     "show_batch",
     "verify_proof",
     "verify_token",
@@ -73,10 +95,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from provmint import merkle
+    from provmint.anchor import anchor_batches, anchor_status, deploy_registry, load_chain_key
+    from provmint.audit import audit_batch
     from provmint.batch import MintSummary, mint_batch
-    from provmint.config import Settings, resolve_settings
+    from provmint.config import Settings, resolve_chain, resolve_settings
     from provmint.errors import ProvmintError, Reject
     from provmint.keys import init_keyring, load_keyring, rotate_key
+    from provmint.labels import render_labels
+    from provmint.onchain import check_anchor_on_chain
     from provmint.products import (
         export_batch_proofs,
         export_labels,
@@ -87,6 +113,8 @@ if TYPE_CHECKING:
         verify_token,
     )
     from provmint.proofs import parse_proof
+    from provmint.scan import scan_code
+    from provmint.server import create_app
     from provmint.verify import Verdict, VerificationReport, verify_proof
 
 
