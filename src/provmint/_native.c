@@ -6,10 +6,11 @@
  * removes Python's per-call overhead (about 0.3 us per hashlib call, five calls per row)
  * and releases the GIL while hashing.
  *
- *   hash_rows(secret, token_tag, commit_tag, id_offsets, id_data, rec_offsets, rec_data)
- *       -> (tokens: bytes, leaves: bytes)
- *       token  = HMAC-SHA256(secret, token_tag || id)[:16]
+ *   hash_products(secret, token_tag, commit_tag, record_header, gtin, serial, fields)
+ *       -> (tokens: bytes, leaves: bytes), straight from the column buffers:
+ *       token  = HMAC-SHA256(secret, token_tag || gtin14 || serial)[:16]
  *       leaf   = SHA-256(0x00 || record || SHA-256(commit_tag || token))
+ *   key_hashes(gtin_offsets, gtin_data, serial_offsets, serial_data) -> bytes
  *   reduce_level(level) -> bytes   pairs hashed as SHA-256(0x01 || l || r), odd node promoted
  *   concat(n, parts) -> (offsets: bytes (int32), data: bytes)
  *       row i = the concatenation of every part for row i; a part is
@@ -54,7 +55,7 @@ check_offsets(const Py_buffer *off, const Py_buffer *data, Py_ssize_t *n_out)
     return 0;
 }
 
-/* The token and commitment half of minting, shared by hash_rows and hash_products. */
+/* The token and commitment half of minting (HMAC with precomputed pads). */
 typedef struct {
     SHA256_CTX inner, outer; /* HMAC pads absorbed; inner also holds the token tag */
     unsigned char commit_in[32 + TOKEN_BYTES];
@@ -96,66 +97,6 @@ minter_finish(minter_t *m, SHA256_CTX *c, unsigned char *token, unsigned char *c
     SHA256_Init(c);
     SHA256_Update(c, m->commit_in, m->ctag_len + TOKEN_BYTES);
     SHA256_Final(commit, c);
-}
-
-static PyObject *
-hash_rows(PyObject *self, PyObject *args)
-{
-    Py_buffer secret, ttag, ctag, ioff, idata, roff, rdata;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*", &secret, &ttag, &ctag, &ioff, &idata, &roff,
-                          &rdata))
-        return NULL;
-    PyObject *result = NULL, *tokens = NULL, *leaves = NULL;
-    Py_ssize_t n = 0, n2 = 0;
-    if (check_offsets(&ioff, &idata, &n) < 0 || check_offsets(&roff, &rdata, &n2) < 0)
-        goto done;
-    if (n != n2) {
-        PyErr_SetString(PyExc_ValueError, "ids and records differ in length");
-        goto done;
-    }
-    if (secret.len > BLOCK || ctag.len > 32) {
-        PyErr_SetString(PyExc_ValueError, "secret longer than a block, or commit tag too long");
-        goto done;
-    }
-    tokens = PyBytes_FromStringAndSize(NULL, n * TOKEN_BYTES);
-    leaves = PyBytes_FromStringAndSize(NULL, n * HASH);
-    if (!tokens || !leaves)
-        goto done;
-    {
-        unsigned char *tok = (unsigned char *)PyBytes_AS_STRING(tokens);
-        unsigned char *lf = (unsigned char *)PyBytes_AS_STRING(leaves);
-        const int32_t *io = (const int32_t *)ioff.buf, *ro = (const int32_t *)roff.buf;
-        const unsigned char *id = (const unsigned char *)idata.buf;
-        const unsigned char *rd = (const unsigned char *)rdata.buf;
-        unsigned char zero = 0x00, commit[HASH];
-        minter_t m;
-        SHA256_CTX c;
-        Py_BEGIN_ALLOW_THREADS
-        minter_init(&m, &secret, &ttag, &ctag);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            c = m.inner;
-            SHA256_Update(&c, id + io[i], (size_t)(io[i + 1] - io[i]));
-            minter_finish(&m, &c, tok + i * TOKEN_BYTES, commit);
-            SHA256_Init(&c);
-            SHA256_Update(&c, &zero, 1);
-            SHA256_Update(&c, rd + ro[i], (size_t)(ro[i + 1] - ro[i]));
-            SHA256_Update(&c, commit, HASH);
-            SHA256_Final(lf + i * HASH, &c);
-        }
-        Py_END_ALLOW_THREADS
-    }
-    result = PyTuple_Pack(2, tokens, leaves);
-done:
-    Py_XDECREF(tokens);
-    Py_XDECREF(leaves);
-    PyBuffer_Release(&secret);
-    PyBuffer_Release(&ttag);
-    PyBuffer_Release(&ctag);
-    PyBuffer_Release(&ioff);
-    PyBuffer_Release(&idata);
-    PyBuffer_Release(&roff);
-    PyBuffer_Release(&rdata);
-    return result;
 }
 
 static PyObject *
@@ -350,7 +291,7 @@ fail:
 /*
  * hash_products(secret, token_tag, commit_tag, record_header, gtin, serial, fields)
  *     -> (tokens, leaves)
- * The same tokens and leaves as hash_rows, without materializing ids or records:
+ * Tokens and leaves without materializing ids or records:
  * gtin and serial are (offsets, data) pairs; fields lists, in canonical order,
  * (prefix, offsets, data) where prefix = u8 len(name) || name. The record is
  * record_header || for each field: prefix || u32be len(value) || value.
@@ -546,7 +487,6 @@ static PyMethodDef methods[] = {
     {"hash_products", hash_products, METH_VARARGS, "Tokens and leaves straight from columns."},
     {"key_hashes", key_hashes, METH_VARARGS, "64-bit (gtin, serial) index hashes."},
     {"concat", concat, METH_VARARGS, "Concatenate constant and per-row parts."},
-    {"hash_rows", hash_rows, METH_VARARGS, "Tokens and leaf hashes of many rows."},
     {"reduce_level", reduce_level, METH_VARARGS, "Hash adjacent pairs of a Merkle level."},
     {NULL, NULL, 0, NULL},
 };

@@ -4,15 +4,6 @@ from collections.abc import Sequence
 
 from typing_extensions import Buffer
 
-def hash_rows(
-    secret: bytes,
-    token_tag: bytes,
-    commit_tag: bytes,
-    id_offsets: Buffer,
-    id_data: Buffer,
-    rec_offsets: Buffer,
-    rec_data: Buffer,
-) -> tuple[bytes, bytes]: ...
 def reduce_level(level: Buffer) -> bytes: ...
 def concat(n: int, parts: Sequence[object]) -> tuple[bytes, bytes]: ...
 def hash_products(

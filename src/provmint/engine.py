@@ -237,20 +237,14 @@ def _buffers(arr: pa.Array) -> tuple[np.ndarray, Any]:
 
 
 def hash_rows(ids: pa.Array, records: pa.Array, secret: bytes) -> tuple[bytes, bytes]:
-    """Tokens (16 bytes each) and leaf hashes (32 bytes each) of every row, concatenated.
+    """Tokens (16 bytes each) and leaf hashes (32 bytes each) of every row, concatenated,
+    in Python: the reference and the fallback of :func:`hash_table`.
 
     ``ids`` holds ``gtin14 || serial`` and ``records`` the canonical record bytes of each
-    row (binary arrays). Runs in C when the native module is built, else in Python.
+    row (binary arrays).
     """
     if len(secret) < MIN_SECRET_BYTES:
         raise ValueError(f"an issuer secret has at least {MIN_SECRET_BYTES} bytes")
-    if _native is not None and len(secret) <= 64:
-        id_offsets, id_data = _buffers(ids)
-        rec_offsets, rec_data = _buffers(records)
-        tokens, leaves = _native.hash_rows(
-            secret, TOKEN_TAG, COMMIT_TAG, id_offsets, id_data, rec_offsets, rec_data
-        )
-        return tokens, leaves
     return _hash_rows_py(ids.to_pylist(), records.to_pylist(), secret)
 
 

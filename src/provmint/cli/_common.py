@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -44,6 +45,17 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=1,
+        max=256,
+        help="Worker processes [env: PROVMINT_WORKERS; default: CPU count]",
+        show_default=False,
+    ),
+]
 LockTimeoutOpt = Annotated[
     float | None,
     typer.Option(
@@ -120,6 +132,23 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def counting_progress(console: Any, *, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A bar with done/total and elapsed time on ``console``; yields ``update(done, total)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not enabled or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("work", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def short(hexdigest: str, width: int = 16) -> str:

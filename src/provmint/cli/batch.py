@@ -13,6 +13,7 @@ from provmint.cli._common import (
     KeyFileOpt,
     LockTimeoutOpt,
     StoreOpt,
+    WorkersOpt,
     handle_errors,
     print_json,
     settings,
@@ -108,17 +109,7 @@ def create(
             show_default=False,
         ),
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            "-j",
-            min=1,
-            max=256,
-            help="Worker processes [env: PROVMINT_WORKERS; default: CPU count]",
-            show_default=False,
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
     url_base: Annotated[
         str | None,
         typer.Option(

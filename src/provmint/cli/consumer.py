@@ -13,6 +13,8 @@ from provmint.cli._common import (
     KeyFileOpt,
     LockTimeoutOpt,
     StoreOpt,
+    WorkersOpt,
+    counting_progress,
     handle_errors,
     print_json,
     settings,
@@ -46,17 +48,7 @@ def labels(
     ] = "svg",
     error: Annotated[str, typer.Option("--error", help="QR error correction: L, M, Q or H")] = "M",
     scale: Annotated[int, typer.Option("--scale", help="Pixels (or SVG units) per module")] = 4,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            "-j",
-            min=1,
-            max=256,
-            help="Worker processes [default: CPU count]",
-            show_default=False,
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     lock_timeout: LockTimeoutOpt = None,
@@ -79,18 +71,7 @@ def labels(
     from provmint.labels import render_labels
 
     cfg = settings(store, None, config, workers=workers, lock_timeout=lock_timeout)
-    err = stderr()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=json or not err.is_terminal,
-    ) as progress:
-        task = progress.add_task("labels", total=None)
+    with counting_progress(stderr(), enabled=not json) as update:
         summary = render_labels(
             cfg,
             batch,
@@ -99,7 +80,7 @@ def labels(
             level=error,
             scale=scale,
             workers=cfg.workers,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=update,
         )
     if json:
         print_json(summary.to_json())

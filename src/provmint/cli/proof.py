@@ -13,6 +13,7 @@ from provmint.cli._common import (
     KeyFileOpt,
     LockTimeoutOpt,
     StoreOpt,
+    counting_progress,
     handle_errors,
     print_json,
     settings,
@@ -109,27 +110,11 @@ def _one(
 
 
 def _export_all(cfg: Settings, batch: str, out: Path, fmt: str) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from provmint.products import export_batch_proofs
 
     err = stderr()
-    with Progress(
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
-        task = progress.add_task("proofs", total=None)
-        info, count = export_batch_proofs(
-            cfg,
-            batch,
-            out,
-            fmt=fmt,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    with counting_progress(err, enabled=True) as update:
+        info, count = export_batch_proofs(cfg, batch, out, fmt=fmt, progress=update)
     err.print(f"Wrote {count:,} proofs of batch {info.batch_id} to {out}")
 
 
