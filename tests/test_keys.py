@@ -26,7 +26,7 @@ from provmint.errors import (
     KeyringError,
 )
 from provmint.keys import init_keyring, key_id_for, load_keyring, rotate_key
-from provmint.tokens import make_token, parse_token
+from provmint.tokens import format_token, make_token, parse_token
 
 GTIN = "09520123450014"
 SERIAL = "546CAWQDCR56"
@@ -646,3 +646,15 @@ def test_config_flag_beats_environment_config(cli, keyed, isolated: Path,
     info = json.loads(cli("batch", "show", json.loads(r.stdout)["batch_id"], "--json",
                           "--config", good).stdout)
     assert info["url_base"] == "https://good.example.org"
+
+
+def test_tokens_starting_with_a_dash_are_arguments(cli, keyed) -> None:
+    """About one token in 64 starts with "-": it must still be read as the token."""
+    secret = load_keyring(keyed.key_file).active.secret.reveal()
+    serial = next(s for s in (f"S{i}" for i in range(10_000))
+                  if format_token(make_token(secret, GTIN, s)).startswith("-"))
+    token = format_token(make_token(secret, GTIN, serial))
+    r = cli("token", "verify", token, "--gtin", GTIN, "--serial", serial)
+    assert r.exit_code == 0, r.output
+    r = cli("token", "verify", "-" + "A" * 21, "--gtin", GTIN, "--serial", serial)
+    assert r.exit_code == EXIT_INVALID, r.output

@@ -48,7 +48,7 @@ def _product(cli, serial: str = SERIAL, gtin: str = GTIN) -> dict[str, Any]:
 
 
 def _scan(cli, code: str, *args: str, exit_code: int) -> dict[str, Any]:
-    # "--": a base64url token may begin with "-" (1 in 64) and would read as an option.
+    # "--" before the code, as scripts may write it; a dash-led code also works without.
     return _json(cli("scan", *args, "--json", "--", code), exit_code)
 
 
@@ -310,3 +310,9 @@ def test_key_file_without_the_batch_key(cli, minted, tmp_path: Path) -> None:
     assert key_id in report["reason"] and "not in this key file" in report["reason"]
     report = _scan(cli, minted["token"], exit_code=EXIT_INVALID)
     assert report["verdict"] == "forged" and key_id in report["reason"]
+
+
+def test_bare_token_starting_with_a_dash_needs_no_double_dash(cli, minted) -> None:
+    """A base64url token may begin with "-": scan reads it as the code, not an option."""
+    r = cli("scan", "-" + "A" * 21, "--json")
+    assert _json(r, EXIT_NOT_FOUND)["verdict"] == "unknown"

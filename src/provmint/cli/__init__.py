@@ -60,7 +60,8 @@ app.add_typer(proof.product_app, name="product")
 app.add_typer(proof.token_app, name="token")
 app.add_typer(anchor.app, name="anchor")
 app.command("labels")(consumer.labels)
-app.command("scan")(consumer.scan)
+# A bare token may start with "-" (base64url): unknown "options" are taken as the code.
+app.command("scan", context_settings={"ignore_unknown_options": True})(consumer.scan)
 app.command("serve")(consumer.serve)
 app.command("verify")(verify.verify)
 

@@ -123,9 +123,7 @@ def scan(
 
       provmint scan "https://id.example.com/01/09520123450014/10/L2406A/21/546CAWQDCR56?t=..."
 
-      provmint scan --location "Warehouse 3" --json -- 52VqMUmlXpKNjHggOl1ALg
-
-    (Put -- before a bare token: a token may start with "-".)
+      provmint scan 52VqMUmlXpKNjHggOl1ALg --location "Warehouse 3" --json
     """
     from provmint.scan import scan_code
 

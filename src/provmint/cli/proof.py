@@ -163,7 +163,8 @@ def show(
     stdout().print(table)
 
 
-@token_app.command("verify")
+# A token may start with "-" (base64url): unknown "options" are taken as the argument.
+@token_app.command("verify", context_settings={"ignore_unknown_options": True})
 @handle_errors
 def verify_token(
     token: Annotated[str, typer.Argument(help="The printed token.", show_default=False)],
@@ -179,10 +180,8 @@ def verify_token(
 
     Exit codes: 0 genuine, 3 not a token of this product.
 
-    Example: provmint token verify --gtin 09520123450014 --serial 546CAWQDCR56 --
-    52VqMUmlXpKNjHggOl1ALg
-
-    (Put -- before the token: a token may start with "-".)
+    Example: provmint token verify 52VqMUmlXpKNjHggOl1ALg --gtin 09520123450014
+    --serial 546CAWQDCR56
     """
     from provmint.errors import EXIT_INVALID
     from provmint.products import verify_token as check
