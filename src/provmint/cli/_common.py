@@ -44,6 +44,9 @@ ConfigOpt = Annotated[
         rich_help_panel="Locations",
     ),
 ]
+BatchIdArg = Annotated[
+    str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 WorkersOpt = Annotated[
     int | None,

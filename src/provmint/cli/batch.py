@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from provmint.cli._common import (
+    BatchIdArg,
     ConfigOpt,
     JsonOpt,
     KeyFileOpt,
@@ -292,9 +293,7 @@ def _show(b: BatchInfo, anchor: str) -> None:
 @app.command("show")
 @handle_errors
 def show(
-    batch: Annotated[
-        str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
-    ],
+    batch: BatchIdArg,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     lock_timeout: LockTimeoutOpt = None,
@@ -318,9 +317,7 @@ def show(
 @app.command("export")
 @handle_errors
 def export(
-    batch: Annotated[
-        str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
-    ],
+    batch: BatchIdArg,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
     out: Annotated[
         Path | None,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from provmint.cli._common import (
+    BatchIdArg,
     ConfigOpt,
     JsonOpt,
     KeyFileOpt,
@@ -37,9 +38,7 @@ ThresholdOpt = Annotated[
 
 @handle_errors
 def labels(
-    batch: Annotated[
-        str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
-    ],
+    batch: BatchIdArg,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory to write into.", show_default=False)
     ],
