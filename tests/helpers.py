@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import EXAMPLE_CSV
+
+from provmint.batch import MintSummary, mint_batch
+from provmint.config import Settings
+from provmint.keys import init_keyring
 
 # Runs provmint's CLI in a process that SIGKILLs itself when ``target`` is first called
 # (after ``skip`` earlier calls), exactly as if killed from outside at that instant:
@@ -62,3 +72,52 @@ def one_error(r: Any, code: int, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def csv_text(header: list[str], rows: list[list[str]], delimiter: str = ",") -> str:
+    """A CSV document from a header and rows (for ingest and minting tests)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+@contextmanager
+def example_store(base: Path) -> Iterator[tuple[Settings, MintSummary]]:
+    """The example minted in a fresh store and key file under ``base``: (settings, summary).
+
+    Settings are built explicitly (the library reads the environment only when resolving
+    settings), and the environment points there too inside the block, so nothing outside
+    ``base`` is touched.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROVMINT_STORE", str(base / "store"))
+        mp.setenv("PROVMINT_KEY_FILE", str(base / "keys" / "keys.json"))
+        mp.setenv("PROVMINT_CONFIG", str(base / "none.toml"))
+        cfg = Settings(store=base / "store", key_file=base / "keys" / "keys.json", workers=1)
+        init_keyring(cfg.key_file)
+        yield cfg, mint_batch(EXAMPLE_CSV, settings=cfg)
+
+
+def no_crash(r: Any) -> None:
+    """The run ended through the CLI's error handling, not in a traceback."""
+    assert "Traceback" not in r.stdout + r.stderr
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+
+
+def verify_report(cli: Any, *args: object) -> tuple[Any, dict[str, Any]]:
+    """``provmint verify ARGS --json``: the result and its report, whose verdict must
+    agree with the exit code."""
+    r = cli("verify", *args, "--json")
+    no_crash(r)
+    assert r.stdout, (r.exit_code, r.stderr)
+    report: dict[str, Any] = json.loads(r.stdout)
+    assert report["verdict"] == {0: "valid", 3: "invalid", 4: "pending", 5: "unchecked"}[
+        r.exit_code]
+    return r, report
+
+
+def failed_checks(report: dict[str, Any]) -> list[str]:
+    """Names of the checks of a verify report that did not pass."""
+    return [c["name"] for c in report["checks"] if not c["ok"]]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLE_CSV, Anvil, dev_key
+from helpers import failed_checks, no_crash, verify_report
 
 from provmint.errors import (
     EXIT_INVALID,
@@ -40,23 +41,8 @@ def node() -> Iterator[Anvil]:
     chain.stop()
 
 
-def no_crash(r: Any) -> None:
-    assert "Traceback" not in r.stdout + r.stderr
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-
-
 def audit(cli, batch_id: str, *args: object) -> tuple[Any, dict[str, Any]]:
-    r = cli("verify", "--batch", batch_id, *args, "--json")
-    no_crash(r)
-    assert r.stdout, (r.exit_code, r.stderr)
-    report = json.loads(r.stdout)
-    assert report["verdict"] == {0: "valid", 3: "invalid", 4: "pending", 5: "unchecked"}[
-        r.exit_code]
-    return r, report
-
-
-def failed(report: dict[str, Any]) -> list[str]:
-    return [c["name"] for c in report["checks"] if not c["ok"]]
+    return verify_report(cli, "--batch", batch_id, *args)
 
 
 def check(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -119,7 +105,7 @@ def test_intact_anchored_batch_is_valid(cli, anchored) -> None:
     r, report = audit(cli, anchored.batch_id, "--rpc-url", anchored.url)
     assert r.exit_code == EXIT_OK
     assert [c["name"] for c in report["checks"]] == [*INTACT_CHECKS, "anchor tree", "on chain"]
-    assert failed(report) == []
+    assert failed_checks(report) == []
     assert report["products"] == 9 and report["batch_id"] == anchored.batch_id
     assert check(report, "tokens")["detail"] == "0 tokens do not match the issuer key"
     assert report["chain"]["chain_id"] == 31337
@@ -142,7 +128,7 @@ def test_intact_unanchored_batch_is_pending(cli, minted, node: Anvil) -> None:
         assert r.exit_code == EXIT_PENDING
         assert report["reason"] == "the stored batch is intact; it is not anchored yet"
         assert [c["name"] for c in report["checks"]] == INTACT_CHECKS
-        assert failed(report) == [] and report["chain"] is None
+        assert failed_checks(report) == [] and report["chain"] is None
 
 
 def test_anchored_batch_without_a_node_is_unchecked(cli, anchored) -> None:
@@ -151,7 +137,7 @@ def test_anchored_batch_without_a_node_is_unchecked(cli, anchored) -> None:
     assert r.exit_code == EXIT_UNCHECKED
     assert report["reason"] == "the stored batch is intact; anchor not checked"
     assert check(report, "anchor tree")["ok"]
-    assert failed(report) == [] and report["chain"] is None
+    assert failed_checks(report) == [] and report["chain"] is None
 
 
 def test_batch_id_prefix_and_unknown_batch(cli, minted) -> None:
@@ -171,7 +157,7 @@ def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
     r, report = audit(cli, anchored.batch_id, "--rpc-url", anchored.url)
     assert r.exit_code == EXIT_INVALID
     assert report["reason"].startswith("root: recomputed root ")
-    assert failed(report) == ["root", "tree file"]
+    assert failed_checks(report) == ["root", "tree file"]
     assert "on chain" not in [c["name"] for c in report["checks"]]  # stopped before the chain
     assert report["chain"] is None
     r = cli("verify", "--batch", anchored.batch_id, "--rpc-url", anchored.url)
@@ -184,7 +170,7 @@ def test_tampered_parquet_without_anchor_is_invalid(cli, minted) -> None:
     rewrite_column(minted.part, "serial", 4, "SWAPPEDSERIAL")
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
-    assert "root" in failed(report)
+    assert "root" in failed_checks(report)
 
 
 @pytest.mark.parametrize("where", ["leaf", "root"])
@@ -193,7 +179,7 @@ def test_flipped_byte_in_tree_file_is_invalid(cli, minted, where: str) -> None:
     flip_byte(minted.tree, offsets[0] + 40 if where == "leaf" else offsets[-1] + 3)
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
-    assert failed(report) == ["tree file"]
+    assert failed_checks(report) == ["tree file"]
     assert report["reason"].startswith("tree file: ")
 
 
@@ -207,7 +193,7 @@ def test_flipped_byte_in_an_inner_tree_node_is_invalid(cli, minted, tmp_path: Pa
     assert export.exit_code != 0  # the damage is real
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID, report["reason"]
-    assert "tree file" in failed(report)
+    assert "tree file" in failed_checks(report)
 
 
 def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
@@ -218,7 +204,7 @@ def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
     assert r.exit_code == EXIT_INVALID
     assert check(report, "tokens") == {
         "name": "tokens", "ok": False, "detail": "1 tokens do not match the issuer key"}
-    assert failed(report) == ["root", "tree file", "tokens"]
+    assert failed_checks(report) == ["root", "tree file", "tokens"]
 
 
 def test_token_check_needs_the_key_file(cli, minted, keyed) -> None:
@@ -229,7 +215,7 @@ def test_token_check_needs_the_key_file(cli, minted, keyed) -> None:
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert "tokens" not in [c["name"] for c in report["checks"]]
-    assert failed(report) == ["root", "tree file"]
+    assert failed_checks(report) == ["root", "tree file"]
 
 
 def test_malformed_token_in_parquet_is_invalid_not_a_crash(cli, minted) -> None:
@@ -252,7 +238,7 @@ def test_tampered_anchor_record_in_the_catalog_is_invalid(cli, anchored, tmp_pat
         con.close()
     r, report = audit(cli, anchored.batch_id, "--rpc-url", anchored.url)
     assert r.exit_code == EXIT_INVALID
-    assert failed(report) == ["on chain"]
+    assert failed_checks(report) == ["on chain"]
     assert report["reason"] == "on chain: the proof's block time differs from the chain"
 
 

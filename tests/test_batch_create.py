@@ -6,13 +6,13 @@ atomicity (nothing half-written) and determinism across worker counts.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from pathlib import Path
 
 import pytest
 from biip.gtin import Gtin
+from helpers import csv_text
 
 import provmint.batch
 import provmint.engine
@@ -37,14 +37,6 @@ OTHER14 = "0" + with_check("952012345002")
 REJECTS_HEADER = ["row", "line", "column", "value", "code", "reason"]
 REPORT_LINE = re.compile(r"^(?P<file>.+?): line (?P<line>\d+): column '(?P<column>[^']*)': "
                          r"value (?P<value>'.*'|\".*\"): (?P<reason>.+)$")
-
-
-def csv_text(header: list[str], rows: list[list[str]], delimiter: str = ",") -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def products_csv(serials: list[str], gtin: str = GTIN14) -> str:

@@ -7,12 +7,11 @@ an independent GS1 implementation, never copied from provmint.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import pytest
 from biip.gtin import Gtin
+from helpers import csv_text
 
 from provmint.errors import InputFileError, MissingColumnError, Reject
 from provmint.ingest import ALIASES, normalize_header, read_products
@@ -30,14 +29,6 @@ def mod10(body: str) -> int:
 
 def with_check(body: str) -> str:
     return body + str(mod10(body))
-
-
-def csv_text(header: list[str], rows: list[list[str]], delimiter: str = ",") -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def codes(rejects: tuple[Reject, ...]) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLE_CSV
+from helpers import example_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,9 +30,7 @@ from provmint.canonical import (
     manifest_digest,
     token_commitment,
 )
-from provmint.config import Settings
 from provmint.errors import EXIT_INVALID, EXIT_PENDING, ProofError
-from provmint.keys import init_keyring
 from provmint.products import export_batch_proofs, export_proof, find_product
 from provmint.proofs import MAX_PROOF_BYTES, PROOF_FORMAT, Proof, parse_proof, proof_to_json
 from provmint.tokens import parse_token
@@ -61,19 +60,9 @@ def example_rows() -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The example minted once per module, in its own temporary store and key file.
-
-    Settings are built explicitly (the library reads the environment only when resolving
-    settings), and the environment points there too for the duration, so nothing outside
-    the temporary directory is touched. Tests get deep copies of the exported proofs.
-    """
+    Tests get deep copies of the exported proofs."""
     base = tmp_path_factory.mktemp("example")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROVMINT_STORE", str(base / "store"))
-        mp.setenv("PROVMINT_KEY_FILE", str(base / "keys" / "keys.json"))
-        mp.setenv("PROVMINT_CONFIG", str(base / "none.toml"))
-        cfg = Settings(store=base / "store", key_file=base / "keys" / "keys.json", workers=1)
-        init_keyring(cfg.key_file)
-        summary = mint_batch(EXAMPLE_CSV, settings=cfg)
+    with example_store(base) as (cfg, summary):
         out = base / "all.jsonl"
         export_batch_proofs(cfg, summary.batch_id, out)
         docs = [json.loads(line) for line in out.read_text().splitlines()]

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLE_CSV, Anvil, dev_key
+from helpers import failed_checks, no_crash, verify_report
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -164,25 +165,6 @@ def write_doc(tmp_path: Path, doc: dict[str, Any], name: str = "p.json") -> Path
     return path
 
 
-def no_crash(r: Any) -> None:
-    assert "Traceback" not in r.stdout + r.stderr
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-
-
-def verify_json(cli, path: Path, *args: object) -> tuple[Any, dict[str, Any]]:
-    r = cli("verify", path, *args, "--json")
-    no_crash(r)
-    assert r.stdout, (r.exit_code, r.stderr)
-    report = json.loads(r.stdout)
-    assert report["verdict"] == {0: "valid", 3: "invalid", 4: "pending", 5: "unchecked"}[
-        r.exit_code]
-    return r, report
-
-
-def failed_checks(report: dict[str, Any]) -> list[str]:
-    return [c["name"] for c in report["checks"] if not c["ok"]]
-
-
 def closed_port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -245,7 +227,7 @@ def test_anchored_proof_receipt_states_block_chain_time_confirmations(cli, ancho
     assert "not checked" not in r.stdout and "FAIL" not in r.stdout
     assert r.stderr == ""
 
-    r, report = verify_json(cli, a.path)
+    r, report = verify_report(cli, a.path)
     assert r.exit_code == EXIT_OK
     assert report["chain"] == {"chain_id": 31337, "block_number": number,
                                "block_time": a.block_time, "confirmations": depth}
@@ -263,7 +245,7 @@ def test_same_proof_without_a_node_is_unchecked(cli, anchored_cli, monkeypatch) 
     assert r.stdout.rstrip().splitlines()[-1] == (
         "UNCHECKED: offline checks passed, anchor not checked")
     assert "[not checked on chain]" in r.stdout
-    r, report = verify_json(cli, anchored_cli.path)
+    r, report = verify_report(cli, anchored_cli.path)
     assert report["chain"] is None and failed_checks(report) == []
     assert "on chain" not in [c["name"] for c in report["checks"]]
 
@@ -272,20 +254,20 @@ def test_confirmations_pending_until_enough_blocks(cli, anchored_cli) -> None:
     a = anchored_cli
     depth = _head(a.node) - a.run["block_number"] + 1
     assert depth < 10
-    r, report = verify_json(cli, a.path, "--confirmations", 10)
+    r, report = verify_report(cli, a.path, "--confirmations", 10)
     assert r.exit_code == EXIT_PENDING
     unit = "confirmation" if depth == 1 else "confirmations"
     assert report["reason"].endswith(f"{depth} {unit}; not enough confirmations yet")
     assert report["chain"]["confirmations"] == depth
     a.node.mine(10)
-    r, report = verify_json(cli, a.path, "--confirmations", 10)
+    r, report = verify_report(cli, a.path, "--confirmations", 10)
     assert r.exit_code == EXIT_OK
     assert report["chain"]["confirmations"] == depth + 10
     assert report["reason"].endswith(f", {depth + 10} confirmations")
 
 
 def test_unanchored_proof_is_pending_even_with_a_node(cli, world, tmp_path: Path) -> None:
-    r, report = verify_json(cli, write_doc(tmp_path, world.docs["pending"]),
+    r, report = verify_report(cli, write_doc(tmp_path, world.docs["pending"]),
                             "--rpc-url", world.url)
     assert r.exit_code == EXIT_PENDING == 4
     assert report["reason"] == "valid, but the batch is not anchored yet"
@@ -294,7 +276,7 @@ def test_unanchored_proof_is_pending_even_with_a_node(cli, world, tmp_path: Path
 
 def test_shared_world_calldata_and_registry_proofs_are_valid(cli, world, tmp_path) -> None:
     for which in ("calldata", "sibling", "registry"):
-        r, report = verify_json(cli, write_doc(tmp_path, world.docs[which]),
+        r, report = verify_report(cli, write_doc(tmp_path, world.docs[which]),
                                 "--rpc-url", world.url)
         assert r.exit_code == EXIT_OK, (which, report["reason"])
         anchor = world.docs[which]["anchor"]
@@ -306,13 +288,13 @@ def test_shared_world_calldata_and_registry_proofs_are_valid(cli, world, tmp_pat
 
 @pytest.mark.parametrize("issuer", [DEV0, DEV0.lower(), "0x" + DEV0[2:].upper()])
 def test_expected_issuer_matches(cli, world, tmp_path: Path, issuer: str) -> None:
-    r, _ = verify_json(cli, write_doc(tmp_path, world.docs["calldata"]), "--rpc-url", world.url,
+    r, _ = verify_report(cli, write_doc(tmp_path, world.docs["calldata"]), "--rpc-url", world.url,
                        "--issuer", issuer)
     assert r.exit_code == EXIT_OK
 
 
 def test_another_issuer_is_invalid(cli, world, tmp_path: Path) -> None:
-    r, report = verify_json(cli, write_doc(tmp_path, world.docs["calldata"]),
+    r, report = verify_report(cli, write_doc(tmp_path, world.docs["calldata"]),
                             "--rpc-url", world.url, "--issuer", DEV1)
     assert r.exit_code == EXIT_INVALID == 3
     assert report["reason"] == f"on chain: anchored by {DEV0}, not by the expected issuer {DEV1}"
@@ -328,9 +310,9 @@ def test_a_copy_of_the_digest_by_someone_else_needs_the_issuer_check(cli, world,
                          block_number=copied["block_number"], block_hash=copied["block_hash"],
                          block_time=copied["block_time"])
     path = write_doc(tmp_path, doc)
-    r, report = verify_json(cli, path, "--rpc-url", world.url)
+    r, report = verify_report(cli, path, "--rpc-url", world.url)
     assert r.exit_code == EXIT_OK and report["anchor"]["sender"] == DEV1
-    r, report = verify_json(cli, path, "--rpc-url", world.url, "--issuer", DEV0)
+    r, report = verify_report(cli, path, "--rpc-url", world.url, "--issuer", DEV0)
     assert r.exit_code == EXIT_INVALID
     assert "not by the expected issuer" in report["reason"]
 
@@ -346,7 +328,7 @@ def test_unreachable_node_is_unchecked_with_a_clean_message(cli, world, tmp_path
                            f"the node at http://127.0.0.1:{port} (eth_chainId)")
     assert len(last) < 400
     assert r.stderr == ""
-    r, report = verify_json(cli, path, "--rpc-url", f"http://127.0.0.1:{port}")
+    r, report = verify_report(cli, path, "--rpc-url", f"http://127.0.0.1:{port}")
     assert "\n" not in report["reason"] and report["chain"] is None
     assert failed_checks(report) == []
 
@@ -368,7 +350,7 @@ def test_node_errors_do_not_leak_the_rpc_url_path(cli, world, tmp_path, kind: st
 def test_node_of_another_chain_cannot_check(cli, world, tmp_path: Path) -> None:
     other = Anvil("--chain-id", "999")
     try:
-        r, report = verify_json(cli, write_doc(tmp_path, world.docs["calldata"]),
+        r, report = verify_report(cli, write_doc(tmp_path, world.docs["calldata"]),
                                 "--rpc-url", other.url)
     finally:
         other.stop()
@@ -390,7 +372,7 @@ def test_profile_expecting_another_chain_id(cli, world, tmp_path: Path, monkeypa
     ``anchor`` with the same profile stops with exit 10 (a chain problem)."""
     proof = write_doc(tmp_path, world.docs["calldata"])
     wrong = _profile(tmp_path, world.url, 1)
-    r, report = verify_json(cli, proof, "--config", wrong, "--chain", "local")
+    r, report = verify_report(cli, proof, "--config", wrong, "--chain", "local")
     assert r.exit_code == EXIT_UNCHECKED
     assert report["reason"] == (
         "offline checks passed, anchor not checked: the node at "
@@ -401,7 +383,7 @@ def test_profile_expecting_another_chain_id(cli, world, tmp_path: Path, monkeypa
     assert r.exit_code == 10
     assert "serves chain 31337, but the profile expects chain 1" in r.stderr
     right = _profile(tmp_path, world.url, 31337)
-    r, _ = verify_json(cli, proof, "--config", right, "--chain", "local")
+    r, _ = verify_report(cli, proof, "--config", right, "--chain", "local")
     assert r.exit_code == EXIT_OK
 
 
@@ -451,13 +433,13 @@ def test_proof_of_authority_node_needs_the_poa_profile(cli, world, tmp_path: Pat
     proxy = _PoaProxy(world.url)
     try:
         proof = write_doc(tmp_path, world.docs["calldata"])
-        r, report = verify_json(cli, proof, "--rpc-url", proxy.url)
+        r, report = verify_report(cli, proof, "--rpc-url", proxy.url)
         assert r.exit_code == EXIT_UNCHECKED
         assert report["reason"] == ("offline checks passed, anchor not checked: the node at "
                                     f"{proxy.url} serves a proof-of-authority chain")
         config = tmp_path / "poa.toml"
         config.write_text(f'[chains.poa]\nrpc_url = "{proxy.url}"\npoa = true\n')
-        r, report = verify_json(cli, proof, "--config", config, "--chain", "poa")
+        r, report = verify_report(cli, proof, "--config", config, "--chain", "poa")
         assert r.exit_code == EXIT_OK, report["reason"]
         assert report["chain"]["block_number"] == world.docs["calldata"]["anchor"]["block_number"]
     finally:
@@ -549,7 +531,7 @@ def test_tampered_calldata_anchor_is_rejected(cli, world, tmp_path: Path, mutate
     doc = copy.deepcopy(world.docs["calldata"])
     mutate(doc["anchor"], world)
     assert doc != world.docs["calldata"]
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
     assert r.exit_code == code, report["reason"]
     assert reason in report["reason"]
     if code == EXIT_INVALID:
@@ -575,9 +557,9 @@ def test_chain_id_claim_of_another_chain_cannot_pass(cli, world, tmp_path: Path)
     doc = copy.deepcopy(world.docs["calldata"])
     doc["anchor"]["chain_id"] = 1
     path = write_doc(tmp_path, doc)
-    r, report = verify_json(cli, path, "--rpc-url", world.url)
+    r, report = verify_report(cli, path, "--rpc-url", world.url)
     assert r.exit_code == EXIT_UNCHECKED and report["chain"] is None
-    r, _ = verify_json(cli, path)
+    r, _ = verify_report(cli, path)
     assert r.exit_code == EXIT_UNCHECKED
 
 
@@ -595,7 +577,7 @@ def test_consistently_changed_manifest_no_longer_matches_the_anchor(cli, world, 
     doc = copy.deepcopy(world.docs["calldata"])
     doc["batch"]["manifest"]["url_base"] = "https://id.evil.example"
     _rebind(doc)
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["anchor tree"]
     assert report["reason"] == (
@@ -605,7 +587,7 @@ def test_consistently_changed_manifest_no_longer_matches_the_anchor(cli, world, 
 def test_changed_commitment_is_invalid(cli, world, tmp_path: Path) -> None:
     doc = copy.deepcopy(world.docs["calldata"])
     doc["batch"]["commitment"] = flip_hex(doc["batch"]["commitment"])
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["batch commitment", "anchor tree"]
     assert report["reason"].startswith("batch commitment: ")
@@ -617,7 +599,7 @@ def test_anchor_section_moved_to_another_batch_is_invalid(cli, world, tmp_path, 
     in the same anchor tree) must not verify."""
     doc = copy.deepcopy(world.docs[target])
     doc["anchor"] = copy.deepcopy(world.docs["calldata"]["anchor"])
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["anchor tree"]
     assert "on chain" not in [c["name"] for c in report["checks"]]
@@ -764,7 +746,7 @@ def test_one_flipped_hex_digit_never_verifies(cli, world, tmp_path: Path, which:
     new = data.draw(st.sampled_from([c for c in "0123456789abcdef" if c != value[at].lower()]),
                     label="digit")
     parent[key] = value[:at] + new + value[at + 1:]
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
     assert r.exit_code == EXIT_INVALID, (field, report["reason"])
 
 
@@ -805,13 +787,13 @@ def test_registry_flow_through_the_cli(cli, keyed, chain_env: Anvil, tmp_path: P
     assert (run["state"], run["method"], run["contract"]) == ("confirmed", "registry", address)
     path = tmp_path / "p.json"
     assert cli("proof", "export", "--gtin", GTIN, "--serial", SERIAL, "-o", path).exit_code == 0
-    r, report = verify_json(cli, path, "--issuer", DEV0)
+    r, report = verify_report(cli, path, "--issuer", DEV0)
     assert r.exit_code == EXIT_OK, report["reason"]
     assert report["anchor"]["contract"] == address
     assert report["chain"]["block_number"] == run["block_number"]
     doc = json.loads(path.read_text())
     doc["anchor"]["contract"] = "0x" + "ab" * 20
-    r, report = verify_json(cli, write_doc(tmp_path, doc, "tampered.json"))
+    r, report = verify_report(cli, write_doc(tmp_path, doc, "tampered.json"))
     assert r.exit_code == EXIT_INVALID
     assert report["reason"] == ("on chain: 0xabababababababababababababababababababab is not a "
                                 "provmint AnchorRegistry")
@@ -847,7 +829,7 @@ def test_tampered_registry_anchor_is_rejected(cli, world, tmp_path: Path, mutate
                                               reason: str) -> None:
     doc = copy.deepcopy(world.docs["registry"])
     mutate(doc["anchor"], world)
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
     assert r.exit_code == EXIT_INVALID, report["reason"]
     assert reason in report["reason"]
 
@@ -858,7 +840,7 @@ def test_registry_anchor_with_an_unknown_transaction_is_not_valid(cli, world, tm
     doc = copy.deepcopy(world.docs["registry"])
     doc["anchor"].update(tx_hash=random_hash(), block_hash=random_hash(), block_number=123456,
                          block_time=42)
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url,
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url,
                             "--confirmations", 10000)
     assert r.exit_code != EXIT_OK, report["reason"]
     assert r.exit_code == EXIT_INVALID, report["reason"]
@@ -885,7 +867,7 @@ def test_fake_registry_contract_cannot_forge_an_anchor(cli, world, tmp_path: Pat
         "block_hash": random_hash(),
         "block_time": 1,
     }
-    r, report = verify_json(cli, write_doc(tmp_path, doc), "--rpc-url", world.url,
+    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url,
                             "--issuer", DEV0)
     assert r.exit_code == EXIT_INVALID, report["reason"]
 

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLE_CSV, run_provmint
+from conftest import run_provmint
+from helpers import example_store
 
-from provmint.batch import mint_batch
-from provmint.config import Settings
 from provmint.errors import EXIT_INVALID, EXIT_PENDING, EXIT_UNCHECKED
-from provmint.keys import init_keyring
 from provmint.products import export_proof, find_product
 from provmint.proofs import MAX_PROOF_BYTES
 
@@ -29,16 +27,9 @@ OTHER_SERIAL = "X67Y29DHPXTS"
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The example minted once per module in its own temporary store (explicit settings;
-    the environment points there too while minting)."""
+    """The example minted once per module in its own temporary store."""
     base = tmp_path_factory.mktemp("example")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROVMINT_STORE", str(base / "store"))
-        mp.setenv("PROVMINT_KEY_FILE", str(base / "keys" / "keys.json"))
-        mp.setenv("PROVMINT_CONFIG", str(base / "none.toml"))
-        cfg = Settings(store=base / "store", key_file=base / "keys" / "keys.json", workers=1)
-        init_keyring(cfg.key_file)
-        summary = mint_batch(EXAMPLE_CSV, settings=cfg)
+    with example_store(base) as (cfg, summary):
         doc = export_proof(cfg, gtin=GTIN, serial=SERIAL)
         token = find_product(cfg, gtin=GTIN, serial=SERIAL).token
         other = find_product(cfg, gtin=GTIN, serial=OTHER_SERIAL).token
