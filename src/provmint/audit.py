@@ -4,16 +4,14 @@ batch, the store itself treated as untrusted)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
 from provmint import anchoring, merkle
-from provmint.canonical import COMMIT_TAG, batch_commitment, manifest_digest
+from provmint.canonical import batch_commitment, manifest_digest, token_commitment
 from provmint.config import Settings
 from provmint.store import Store
-from provmint.tokens import make_token, parse_token
+from provmint.tokens import make_token, parse_token, tokens_equal
 from provmint.verify import AnchorChecker, Check, Verdict, on_chain_verdict
 
 __all__ = ["AuditReport", "audit_batch"]
@@ -79,7 +77,7 @@ def audit_batch(
     bad_tokens = 0
     malformed = 0
     count = 0
-    sha256 = hashlib.sha256
+    leaf_hash = merkle.leaf_hash
     for part in store.part_files(batch):
         table = pq.read_table(part)
         record_columns = [c for c in table.column_names if c not in ("leaf_index", "token", "url")]
@@ -95,12 +93,14 @@ def audit_batch(
         if indexes != list(range(count, count + len(indexes))):
             checks.append(Check("leaf order", False, f"part {part.name} is out of leaf order"))
         for record, token in zip(records, tokens, strict=True):
-            leaves += sha256(b"\x00" + record + sha256(COMMIT_TAG + token).digest()).digest()
+            # The pure core's definitions, not the minting engine's inlined copy: an audit
+            # recomputes from the specification.
+            leaves += leaf_hash(record + token_commitment(token))
         if secret is not None:
             gtins = table.column("gtin").to_pylist()
             serials = table.column("serial").to_pylist()
             bad_tokens += sum(
-                not hmac.compare_digest(make_token(secret, g, s), t)
+                not tokens_equal(make_token(secret, g, s), t)
                 for g, s, t in zip(gtins, serials, tokens, strict=True)
             )
         count += len(indexes)
@@ -155,34 +155,23 @@ def audit_batch(
         checks.append(
             Check("tokens", bad_tokens == 0, f"{bad_tokens} tokens do not match the issuer key")
         )
-    chain = None
+
+    def report(verdict: Verdict, reason: str, chain: dict[str, Any] | None = None) -> AuditReport:
+        return AuditReport(batch.batch_id, count, verdict, reason, tuple(checks), chain)
+
     failure = next((f"{c.name}: {c.detail}" for c in checks if not c.ok), "")
     if failure:
-        return AuditReport(batch.batch_id, count, Verdict.INVALID, failure, tuple(checks), None)
+        return report(Verdict.INVALID, failure)
     if anchor is None:
-        return AuditReport(
-            batch.batch_id,
-            count,
-            Verdict.PENDING,
-            "the stored batch is intact; it is not anchored yet",
-            tuple(checks),
-            None,
-        )
+        return report(Verdict.PENDING, "the stored batch is intact; it is not anchored yet")
     section = anchoring.parse_anchor_section(anchor)
     ok, detail = section.check_offline(commitment)
     checks.append(Check("anchor tree", ok, detail))
     if not ok:
-        return AuditReport(batch.batch_id, count, Verdict.INVALID, detail, tuple(checks), None)
+        return report(Verdict.INVALID, detail)
     if anchor_checker is None:
-        return AuditReport(
-            batch.batch_id,
-            count,
-            Verdict.UNCHECKED,
-            "the stored batch is intact; anchor not checked",
-            tuple(checks),
-            None,
-        )
+        return report(Verdict.UNCHECKED, "the stored batch is intact; anchor not checked")
     verdict, reason, chain = on_chain_verdict(
         section, anchor_checker, lambda n, o, d: checks.append(Check(n, o, d))
     )
-    return AuditReport(batch.batch_id, count, verdict, reason, tuple(checks), chain)
+    return report(verdict, reason, chain)
