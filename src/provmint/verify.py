@@ -163,8 +163,11 @@ def verify_proof(
     checks: list[Check] = []
     failure = ""
 
-    def check(name: str, ok: bool, detail: str) -> None:
+    def check(name: str, ok: bool, detail: str, otherwise: str | None = None) -> None:
+        """Record a check; ``otherwise`` is the detail when it fails, if it differs."""
         nonlocal failure
+        if not ok and otherwise is not None:
+            detail = otherwise
         checks.append(Check(name, ok, detail))
         if not ok and not failure:
             failure = f"{name}: {detail}"
@@ -192,56 +195,49 @@ def verify_proof(
     check(
         "manifest",
         _eq(digest, p.manifest_digest),
-        "manifest digest matches"
-        if _eq(digest, p.manifest_digest)
-        else "the manifest does not hash to batch.manifest_digest",
+        "manifest digest matches",
+        "the manifest does not hash to batch.manifest_digest",
     )
     tree = p.manifest.get("tree")
     expected_tree = {"profile": p.profile, "size": p.size, "root": p.root.hex()}
     check(
         "manifest binds tree",
         tree == expected_tree,
-        "manifest names this tree (profile, size, root)"
-        if tree == expected_tree
-        else f"manifest tree {tree!r} differs from the proof's tree",
+        "manifest names this tree (profile, size, root)",
+        f"manifest tree {tree!r} differs from the proof's tree",
     )
-    ids_ok = p.manifest.get("batch_id") == p.batch_id
     check(
         "manifest binds batch",
-        ids_ok,
-        "manifest names this batch" if ids_ok else "manifest batch_id differs from batch.id",
+        p.manifest.get("batch_id") == p.batch_id,
+        "manifest names this batch",
+        "manifest batch_id differs from batch.id",
     )
-    columns_ok = p.manifest.get("columns") == sorted(p.record)
     check(
         "record fields",
-        columns_ok,
-        "record has exactly the batch's columns"
-        if columns_ok
-        else "record fields differ from the batch's committed columns",
+        p.manifest.get("columns") == sorted(p.record),
+        "record has exactly the batch's columns",
+        "record fields differ from the batch's committed columns",
     )
-    version_ok = p.manifest.get("record_version") == p.record_version
     check(
         "record version",
-        version_ok,
-        p.record_version if version_ok else "manifest and proof disagree on record version",
+        p.manifest.get("record_version") == p.record_version,
+        p.record_version,
+        "manifest and proof disagree on record version",
     )
     commitment = batch_commitment(p.batch_id, p.size, p.root, p.manifest_digest)
     check(
         "batch commitment",
         _eq(commitment, p.commitment),
-        "binds batch id, tree size, root and manifest"
-        if _eq(commitment, p.commitment)
-        else "recomputed commitment differs from batch.commitment",
+        "binds batch id, tree size, root and manifest",
+        "recomputed commitment differs from batch.commitment",
     )
     if token is not None:
         try:
-            ok = _eq(token_commitment(parse_token(token)), p.token_commitment)
             check(
                 "token",
-                ok,
-                "the token matches the committed token"
-                if ok
-                else "the token is not the one committed for this product",
+                _eq(token_commitment(parse_token(token)), p.token_commitment),
+                "the token matches the committed token",
+                "the token is not the one committed for this product",
             )
         except ValueError as exc:
             check("token", False, str(exc))
