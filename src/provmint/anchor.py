@@ -214,7 +214,7 @@ class _Session:
 
     def update(self, anchor_id: int, **fields: Any) -> None:
         with self.catalog() as con:
-            state.update_anchor(con, anchor_id, **fields)
+            state.update_anchor(con, anchor_id, journal=self.store.anchors_dir, **fields)
 
     # -- transactions ----------------------------------------------------------------
 
@@ -300,7 +300,7 @@ class _Session:
         raw, tx_hash = self.key.sign(tx)
         attempt = state.Attempt(len(record.attempts) + 1, tx_hash, nonce, max_fee, tip, gas, raw)
         with self.catalog() as con:
-            state.add_attempt(con, record.anchor_id, attempt)
+            state.add_attempt(con, record.anchor_id, attempt, journal=self.store.anchors_dir)
         self.notify(f"anchor #{record.anchor_id}: signed {tx_hash} (nonce {nonce})")
 
     def broadcast(self, record: state.AnchorRecord) -> None:
@@ -571,6 +571,7 @@ def anchor_batches(
         with session.catalog() as con:
             anchor_id = state.create_anchor(
                 con,
+                journal=session.store.anchors_dir,
                 chain_id=session.chain_id,
                 method=chain.method,
                 contract=contract,

@@ -535,10 +535,16 @@ def mint_batch(
                 )
                 pending.commit(staging, info)
                 report("commit", 1, 1)
-            except BaseException:
+            except BaseException as exc:
                 checking.join(raise_error=False)
+                if pending.committed:  # only moving the files into place failed
+                    raise ProvmintError(
+                        f"batch {batch_id} is committed, but its files could not be moved "
+                        f"into place: {exc}",
+                        hint="any later provmint write (or provmint store repair) finishes it",
+                    ) from exc
                 pending.abort()
-                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(staging, ignore_errors=True)  # what this run wrote, uncommitted
                 raise
     except BrokenProcessPool as exc:
         raise ProvmintError("minting failed: a worker process died (out of memory?)") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from provmint import __version__
-from provmint.cli import anchor, batch, consumer, keys, proof, verify
+from provmint.cli import anchor, batch, consumer, keys, proof, store, verify
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -59,6 +59,7 @@ app.add_typer(proof.app, name="proof")
 app.add_typer(proof.product_app, name="product")
 app.add_typer(proof.token_app, name="token")
 app.add_typer(anchor.app, name="anchor")
+app.add_typer(store.app, name="store")
 app.command("labels")(consumer.labels)
 # A bare token may start with "-" (base64url): unknown "options" are taken as the code.
 app.command("scan", context_settings={"ignore_unknown_options": True})(consumer.scan)

@@ -8,13 +8,20 @@ Layout (``provmint-store/1``)::
     <store>/batches/<id>/manifest.json the batch manifest (its digest is committed)
     <store>/batches/<id>/tree.bin      the whole Merkle tree (:mod:`provmint.store.treefile`)
     <store>/batches/<id>/products/part-NNNNN.parquet   2^16 products per part, zstd
-    <store>/staging/                   batches being written (never visible to readers)
+    <store>/staging/<id>.<pid>/        batches being written (never visible to readers)
+    <store>/anchors/<n>.json           a copy of each anchor record (for store repair)
+    <store>/quarantine/                batch directories store repair could not restore
 
-The catalog is the source of truth: a batch exists once its catalog row is committed.
-A batch is written under ``staging/``, fsynced, renamed into ``batches/`` and only then
-committed to the catalog in one DuckDB transaction, so an interruption at any point
-(even ``kill -9``) leaves either nothing or the whole batch; leftovers are removed by the
-next writer. Committed batch directories are never modified.
+The catalog says which batches exist: a batch exists once its catalog row is committed.
+A batch is written under ``staging/`` and fsynced, committed to the catalog in one DuckDB
+transaction, and only then renamed into ``batches/``. An interruption before the commit
+leaves a staging directory that the next writer removes (once its writer is provably
+dead); an interruption after it leaves a committed batch whose files readers still find in
+``staging/`` and that the next writer moves into place. So ``batches/`` only ever holds
+committed batches, and provmint never deletes anything there: a batch directory the
+catalog does not know means the catalog was lost or replaced, and writers refuse to go on
+until ``provmint store repair`` has rebuilt it (:mod:`provmint.repair`). Committed batch
+directories are never modified.
 
 Lookups scale with the store: ``product_keys`` (64-bit (gtin, serial) hash) and
 ``product_tokens`` (first 8 token bytes) are appended sorted per batch, so DuckDB's zone
@@ -24,8 +31,10 @@ against the Parquet record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,9 +43,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provmint.errors import NotFoundError, StoreCorruptError, StoreError
+from provmint.errors import NotFoundError, StoreBusyError, StoreCorruptError, StoreError
 from provmint.store.anchors import ANCHOR_SCHEMA
-from provmint.store.lock import store_lock
+from provmint.store.files import fsync_dir, write_atomic
+from provmint.store.lock import pid_alive, store_lock
 from provmint.store.treefile import TreeFile
 
 if TYPE_CHECKING:
@@ -44,7 +54,17 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["STORE_FORMAT", "BatchInfo", "PendingBatch", "Store", "store_lock"]
+__all__ = [
+    "STORE_FORMAT",
+    "BatchInfo",
+    "PendingBatch",
+    "Recovery",
+    "Store",
+    "init_catalog",
+    "insert_batch",
+    "insert_index",
+    "store_lock",
+]
 
 STORE_FORMAT = "provmint-store/1"
 
@@ -137,21 +157,74 @@ def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:
     return BatchInfo(*values)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+_STAGING_NAME = re.compile(r"^(?P<batch>[0-9]{8}-[0-9a-f]{8})\.(?P<pid>[0-9]{1,10})$")
+"""``staging/<batch id>.<writer pid>``: only entries of this shape are provmint's."""
+
+
+def init_catalog(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the catalog's tables where they do not exist yet."""
+    con.execute(_SCHEMA)
+    con.execute(ANCHOR_SCHEMA)
+
+
+def insert_index(con: duckdb.DuckDBPyConnection, table: str, seq: int, keys: np.ndarray) -> None:
+    """Append (key, leaf index) rows of batch ``seq`` to ``product_keys`` or
+    ``product_tokens``, sorted by key so that zone maps keep point lookups cheap."""
+    import numpy as np
+    import pyarrow as pa
+
+    if table not in ("product_keys", "product_tokens"):
+        raise ValueError(f"unknown index table {table!r}")
+    order = np.argsort(keys, kind="stable")
+    rows = pa.table(
+        {
+            "k": pa.array(keys[order], type=pa.uint64()),
+            "leaf_index": pa.array(order.astype(np.int64)),
+        }
+    )
+    name = f"new_{table}"
+    con.register(name, rows)
     try:
-        os.fsync(fd)
+        con.execute(f"INSERT INTO {table} SELECT k, ?::INTEGER, leaf_index FROM {name}", [seq])
     finally:
-        os.close(fd)
+        con.unregister(name)
+
+
+def insert_batch(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> None:
+    """Insert a batch's catalog row."""
+    con.execute(
+        f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            info.seq,
+            info.batch_id,
+            info.created_at,
+            info.label,
+            info.source_name,
+            info.source_sha256,
+            info.products,
+            info.rejected,
+            info.tree_profile,
+            info.tree_size,
+            info.root,
+            info.manifest_digest,
+            info.commitment,
+            info.key_id,
+            info.part_rows,
+            info.parts,
+            json.dumps(info.manifest),
+        ],
+    )
 
 
 class PendingBatch:
     """The catalog transaction of a batch being written.
 
     Index rows can be added while the batch's files are still being minted (from one
-    other thread at a time: DuckDB works outside the GIL); :meth:`commit` then makes the
-    finished staging directory visible. Until then nothing is visible, and :meth:`abort`
-    (or dying) leaves the catalog as it was.
+    other thread at a time: DuckDB works outside the GIL); :meth:`commit` then commits the
+    batch and moves its finished staging directory into place. Until the commit nothing
+    is visible, and :meth:`abort` (or dying) leaves the catalog as it was. After it, the
+    batch exists: its files are finished, never undone (:attr:`committed`).
     """
 
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, seq: int) -> None:
@@ -160,77 +233,53 @@ class PendingBatch:
         self.seq = seq
         con.execute("BEGIN TRANSACTION")
         self.open = True
+        self.committed = False
 
     def add_index(self, table: str, keys: np.ndarray) -> None:
         """Append (key, leaf index) rows for this batch to ``product_keys`` or
-        ``product_tokens``, sorted by key so zone maps keep point lookups cheap."""
-        import numpy as np
-        import pyarrow as pa
-
-        if table not in ("product_keys", "product_tokens"):
-            raise ValueError(f"unknown index table {table!r}")
-        order = np.argsort(keys)
-        rows = pa.table(
-            {
-                "k": pa.array(keys[order], type=pa.uint64()),
-                "leaf_index": pa.array(order.astype(np.int64)),
-            }
-        )
-        name = f"new_{table}"
-        self.con.register(name, rows)
-        try:
-            self.con.execute(
-                f"INSERT INTO {table} SELECT k, ?::INTEGER, leaf_index FROM {name}", [self.seq]
-            )
-        finally:
-            self.con.unregister(name)
+        ``product_tokens`` (see :func:`insert_index`)."""
+        insert_index(self.con, table, self.seq, keys)
 
     def commit(self, staging: Path, info: BatchInfo) -> None:
-        """Rename the fully written ``staging`` directory into place and commit."""
-        store, con = self.store, self.con
-        final = store.batches_dir / info.batch_id
-        for sub in ("products", ""):
-            _fsync_dir(staging / sub if sub else staging)
+        """Commit the batch whose files are fully written in ``staging``, then move them
+        into ``batches/``."""
+        for directory in (staging / "products", staging):
+            fsync_dir(directory)
         try:
-            con.execute(
-                f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    info.seq,
-                    info.batch_id,
-                    info.created_at,
-                    info.label,
-                    info.source_name,
-                    info.source_sha256,
-                    info.products,
-                    info.rejected,
-                    info.tree_profile,
-                    info.tree_size,
-                    info.root,
-                    info.manifest_digest,
-                    info.commitment,
-                    info.key_id,
-                    info.part_rows,
-                    info.parts,
-                    json.dumps(info.manifest),
-                ],
-            )
-            os.replace(staging, final)
-            _fsync_dir(store.batches_dir)
-            store._refresh_view(con, extra=info)
+            insert_batch(self.con, info)
+            self.con.execute("COMMIT")
         except BaseException:
             self.abort()
-            if final.exists() and not staging.exists():
-                os.replace(final, staging)
             raise
-        con.execute("COMMIT")
         self.open = False
+        self.committed = True
+        # From here on the batch exists. Should this process die before the rename,
+        # readers find the files in staging/ and the next writer moves them.
+        self.store.publish(staging, info.batch_id)
+        import duckdb
+
+        # A convenience view, rebuilt by the next commit: the batch itself is in place.
+        with contextlib.suppress(duckdb.Error):
+            self.store.refresh_view(self.con)
 
     def abort(self) -> None:
         """Roll the transaction back (nothing of the batch becomes visible)."""
         if self.open:
             self.open = False
-            self.con.execute("ROLLBACK")
+            import duckdb
+
+            # DuckDB may have ended it already (a failed COMMIT does): nothing to undo then.
+            with contextlib.suppress(duckdb.TransactionException):
+                self.con.execute("ROLLBACK")
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What :meth:`Store.recover` did: committed batches it moved out of ``staging/``
+    and the leftovers of dead writers it removed (paths relative to the store)."""
+
+    finished: tuple[str, ...]
+    removed: tuple[str, ...]
 
 
 class Store:
@@ -241,6 +290,8 @@ class Store:
         self.catalog_path = root / "catalog.duckdb"
         self.batches_dir = root / "batches"
         self.staging_dir = root / "staging"
+        self.anchors_dir = root / "anchors"
+        self.quarantine_dir = root / "quarantine"
 
     @classmethod
     def open(cls, root: Path, *, create: bool = False) -> Store:
@@ -261,9 +312,7 @@ class Store:
                     "format": STORE_FORMAT,
                     "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 }
-                tmp = root / ".STORE.tmp"
-                tmp.write_text(json.dumps(doc) + "\n")
-                os.replace(tmp, marker)
+                write_atomic(marker, (json.dumps(doc) + "\n").encode())
             except OSError as exc:
                 raise StoreError(f"cannot create a store at {root}: {exc.strerror}") from exc
         else:
@@ -271,7 +320,7 @@ class Store:
                 doc = json.loads(marker.read_text())
             except (OSError, ValueError) as exc:
                 raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
-            if doc.get("format") != STORE_FORMAT:
+            if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
                 raise StoreError(f"{root}: unsupported store format {doc.get('format')!r}")
         return cls(root)
 
@@ -283,44 +332,132 @@ class Store:
 
     @contextmanager
     def connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A catalog connection; call it only while holding the lock (exclusive to write)."""
+        """A catalog connection; call it only while holding the lock (exclusive to write).
+
+        A catalog is created only in a store that holds no batch yet: a missing catalog
+        next to batch directories is an error that names the repair, never a fresh start.
+        """
         import duckdb
 
-        if not write and not self.catalog_path.exists():
-            raise StoreError(f"no catalog in {self.root}", hint="mint a batch first")
+        if not self.catalog_path.exists():
+            self._no_catalog(write)
         try:
             con = duckdb.connect(str(self.catalog_path), read_only=not write)
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open catalog {self.catalog_path}: {exc}") from exc
+            raise self.catalog_error(exc) from exc
         try:
             if write:
-                con.execute(_SCHEMA)
-                con.execute(ANCHOR_SCHEMA)
+                init_catalog(con)
             yield con
         except duckdb.Error as exc:
-            raise StoreError(f"catalog error in {self.catalog_path}: {exc}") from exc
+            raise self.catalog_error(exc) from exc
         finally:
             con.close()
 
+    def _no_catalog(self, write: bool) -> None:
+        batches = self.batch_dirs()
+        if batches:
+            raise StoreCorruptError(
+                f"store {self.root} has no catalog ({self.catalog_path.name} is missing) but "
+                f"holds {len(batches)} batch director{'y' if len(batches) == 1 else 'ies'}",
+                hint=f"rebuild the catalog from them: provmint store repair --store {self.root}",
+            )
+        if not write:
+            raise StoreError(f"no batches in store {self.root} yet", hint="mint a batch first")
+
+    def catalog_error(self, exc: Exception) -> StoreError:
+        """The StoreError for a DuckDB error on the catalog (busy, full disk, damaged)."""
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Could not set lock" in text or "Conflicting lock" in text:
+            return StoreBusyError(
+                f"catalog {self.catalog_path} is open in another program: {text}",
+                hint="close other DuckDB sessions on the catalog, or open them read-only",
+            )
+        if "No space left on device" in text or "Disk full" in text:
+            free = shutil.disk_usage(self.root).free
+            return StoreError(
+                f"no space left on the disk of store {self.root} ({free:,} bytes free) while "
+                "writing the catalog; nothing was committed",
+                hint="free disk space and run the command again",
+            )
+        damaged = ("not a valid DuckDB", "Corrupt", "corrupt", "checksum", "Checksum")
+        if any(word in text for word in damaged):
+            return StoreCorruptError(
+                f"catalog {self.catalog_path} is damaged: {text}",
+                hint=f"rebuild it from the batch directories: provmint store repair "
+                f"--store {self.root}",
+            )
+        return StoreError(f"catalog error in {self.catalog_path}: {text}")
+
     # -- writing ---------------------------------------------------------------------
 
-    def recover(self, con: duckdb.DuckDBPyConnection) -> list[str]:
-        """Remove what interrupted writers left behind (needs the exclusive lock).
+    def batch_dirs(self) -> list[Path]:
+        """Every directory under ``batches/`` (committed batches, unless the catalog was
+        lost or replaced)."""
+        if not self.batches_dir.is_dir():
+            return []
+        return sorted(p for p in self.batches_dir.iterdir() if p.is_dir())
 
-        Staging directories are always leftovers; a batch directory the catalog does not
-        know is one renamed into place by a writer that died before committing.
+    def _staged(self) -> dict[str, list[Path]]:
+        """Staging directories by batch id (only entries named as provmint names them)."""
+        out: dict[str, list[Path]] = {}
+        if self.staging_dir.is_dir():
+            for entry in self.staging_dir.iterdir():
+                match = _STAGING_NAME.match(entry.name)
+                if match and entry.is_dir():
+                    out.setdefault(match["batch"], []).append(entry)
+        return out
+
+    def recover(self, con: duckdb.DuckDBPyConnection) -> Recovery:
+        """Finish or clean up what interrupted writers left (needs the exclusive lock).
+
+        A committed batch still in ``staging/`` is moved into place; the staging
+        directories of dead writers are removed (:meth:`finish_staged`). A batch directory
+        the catalog does not know is never removed: it means the catalog was lost or
+        replaced, so this raises StoreCorruptError naming ``provmint store repair``.
         """
-        removed = []
         known = {r[0] for r in con.execute("SELECT batch_id FROM batches").fetchall()}
-        for parent in (self.staging_dir, self.batches_dir):
-            if not parent.exists():
-                continue
-            for entry in parent.iterdir():
-                if parent == self.batches_dir and entry.name in known:
-                    continue
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(str(entry.relative_to(self.root)))
-        return removed
+        recovery = self.finish_staged(known)
+        strangers = [p.name for p in self.batch_dirs() if p.name not in known]
+        if strangers:
+            raise StoreCorruptError(
+                f"store {self.root}: batches/{strangers[0]} is not in the catalog"
+                + (f" (nor are {len(strangers) - 1} more)" if len(strangers) > 1 else "")
+                + "; the catalog is older than the batch files or was replaced",
+                hint=f"rebuild the catalog from the batch directories: provmint store repair "
+                f"--store {self.root}",
+            )
+        if recovery.finished:
+            self.refresh_view(con)
+        return recovery
+
+    def finish_staged(self, committed: set[str]) -> Recovery:
+        """Move the batches of ``committed`` (ids the catalog holds) that are still in
+        ``staging/`` into place, and remove the other staging directories whose writer is
+        dead: we hold the exclusive lock, which every writer holds for as long as it
+        writes, and the pid in the directory's name is not running. Needs the exclusive
+        lock."""
+        finished, removed = [], []
+        for batch_id, entries in sorted(self._staged().items()):
+            if batch_id in committed and not (self.batches_dir / batch_id).exists():
+                staged = self._committed_staging(entries)
+                if staged is not None:
+                    self.publish(staged, batch_id)
+                    finished.append(batch_id)
+                    entries = [e for e in entries if e != staged]
+            for entry in entries:
+                match = _STAGING_NAME.match(entry.name)
+                if match and int(match["pid"]) != os.getpid() and not pid_alive(int(match["pid"])):
+                    shutil.rmtree(entry)
+                    removed.append(str(entry.relative_to(self.root)))
+        return Recovery(tuple(finished), tuple(removed))
+
+    @staticmethod
+    def _committed_staging(entries: list[Path]) -> Path | None:
+        """The staging directory holding a committed batch's finished files (its manifest
+        is written last, just before the commit)."""
+        done = [e for e in entries if (e / "manifest.json").is_file()]
+        return done[0] if len(done) == 1 else None
 
     def staging_path(self, batch_id: str) -> Path:
         """A fresh staging directory for a batch being written."""
@@ -328,19 +465,25 @@ class Store:
         (path / "products").mkdir(parents=True)
         return path
 
+    def publish(self, staging: Path, batch_id: str) -> None:
+        """Move a committed batch's files from ``staging`` into ``batches/``."""
+        os.replace(staging, self.batches_dir / batch_id)
+        fsync_dir(self.batches_dir)
+        fsync_dir(self.staging_dir)
+
     def begin_batch(self, con: duckdb.DuckDBPyConnection, seq: int) -> PendingBatch:
         """Open the catalog transaction of a new batch (see :class:`PendingBatch`)."""
         return PendingBatch(self, con, seq)
 
-    def _refresh_view(self, con: duckdb.DuckDBPyConnection, extra: BatchInfo | None = None) -> None:
-        """(Re)create the ``products`` view over every committed part file."""
+    def refresh_view(self, con: duckdb.DuckDBPyConnection) -> None:
+        """(Re)create the ``products`` view over every committed part file (a convenience
+        for people querying the catalog with DuckDB; provmint itself never reads it)."""
         rows = con.execute("SELECT batch_id, parts FROM batches ORDER BY seq").fetchall()
-        if extra is not None and extra.batch_id not in {r[0] for r in rows}:
-            rows.append((extra.batch_id, extra.parts))
         files = [
             str((self.batches_dir / bid / "products" / f"part-{i:05d}.parquet").resolve())
             for bid, parts in rows
             for i in range(parts)
+            if (self.batches_dir / bid).is_dir()
         ]
         if not files:
             con.execute("DROP VIEW IF EXISTS products")
@@ -391,8 +534,14 @@ class Store:
         return _batch_from_row(rows[0])
 
     def batch_dir(self, batch: BatchInfo) -> Path:
-        """Directory of a committed batch."""
-        return self.batches_dir / batch.batch_id
+        """Directory of a committed batch: under ``batches/``, or still in ``staging/``
+        when its writer died between the commit and the rename (the next writer moves it)."""
+        final = self.batches_dir / batch.batch_id
+        if not final.exists():
+            staged = self._committed_staging(self._staged().get(batch.batch_id, []))
+            if staged is not None:
+                return staged
+        return final
 
     def tree(self, batch: BatchInfo) -> TreeFile:
         """The batch's stored Merkle tree."""

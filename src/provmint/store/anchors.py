@@ -6,15 +6,23 @@ before any broadcast) -> ``broadcast`` -> ``included`` (in a block) -> ``confirm
 Every signed transaction is kept (``anchor_txs``), so a resumed run can look for the
 receipt of any of them and re-send the very same bytes. A batch belongs to at most one
 anchor that is not ``failed``.
+
+Every change is also written to ``<store>/anchors/<id>.json`` (``provmint-anchor-record/1``:
+the record, its batches by id and every signed transaction) before it is committed, so
+that ``provmint store repair`` can restore anchors when the catalog is lost. The copy is
+never behind the catalog: at worst it holds a change whose commit was interrupted.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provmint.errors import StoreError
+from provmint.errors import StoreCorruptError, StoreError
+from provmint.store.files import write_atomic
 
 if TYPE_CHECKING:
     import duckdb
@@ -22,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANCHOR_SCHEMA",
     "OPEN_STATES",
+    "RECORD_FORMAT",
     "STATES",
     "AnchorRecord",
     "Attempt",
@@ -31,9 +40,13 @@ __all__ = [
     "get_anchor",
     "list_anchors",
     "pending_batch_seqs",
+    "read_anchor_file",
+    "restore_anchor",
     "update_anchor",
+    "write_anchor_file",
 ]
 
+RECORD_FORMAT = "provmint-anchor-record/1"
 STATES = ("built", "signed", "broadcast", "included", "confirmed", "failed")
 OPEN_STATES = ("built", "signed", "broadcast", "included")
 
@@ -219,6 +232,7 @@ def pending_batch_seqs(con: duckdb.DuckDBPyConnection) -> list[int]:
 def create_anchor(
     con: duckdb.DuckDBPyConnection,
     *,
+    journal: Path,
     chain_id: int,
     method: str,
     contract: str | None,
@@ -264,6 +278,7 @@ def create_anchor(
             "INSERT INTO anchor_batches VALUES (?, ?, ?, ?)",
             [[anchor_id, seq, index, commitment] for seq, index, commitment in batches],
         )
+        write_anchor_file(con, journal, anchor_id)
     except BaseException:
         con.execute("ROLLBACK")
         raise
@@ -271,7 +286,9 @@ def create_anchor(
     return anchor_id
 
 
-def add_attempt(con: duckdb.DuckDBPyConnection, anchor_id: int, attempt: Attempt) -> None:
+def add_attempt(
+    con: duckdb.DuckDBPyConnection, anchor_id: int, attempt: Attempt, *, journal: Path
+) -> None:
     """Save a signed transaction before it is broadcast, and mark the anchor ``signed``."""
     con.execute("BEGIN TRANSACTION")
     try:
@@ -293,6 +310,7 @@ def add_attempt(con: duckdb.DuckDBPyConnection, anchor_id: int, attempt: Attempt
             "UPDATE anchors SET state = 'signed', tx_hash = ?, updated_at = ? WHERE anchor_id = ?",
             [attempt.tx_hash, _now(), anchor_id],
         )
+        write_anchor_file(con, journal, anchor_id)
     except BaseException:
         con.execute("ROLLBACK")
         raise
@@ -312,7 +330,9 @@ _UPDATABLE = {
 }
 
 
-def update_anchor(con: duckdb.DuckDBPyConnection, anchor_id: int, **fields: Any) -> None:
+def update_anchor(
+    con: duckdb.DuckDBPyConnection, anchor_id: int, *, journal: Path, **fields: Any
+) -> None:
     """Change an anchor's state and chain facts."""
     bad = set(fields) - _UPDATABLE
     if bad:
@@ -320,7 +340,110 @@ def update_anchor(con: duckdb.DuckDBPyConnection, anchor_id: int, **fields: Any)
     if "state" in fields and fields["state"] not in STATES:
         raise ValueError(f"unknown anchor state {fields['state']!r}")
     assignments = ", ".join(f"{name} = ?" for name in fields)
-    con.execute(
-        f"UPDATE anchors SET {assignments}, updated_at = ? WHERE anchor_id = ?",
-        [*fields.values(), _now(), anchor_id],
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"UPDATE anchors SET {assignments}, updated_at = ? WHERE anchor_id = ?",
+            [*fields.values(), _now(), anchor_id],
+        )
+        write_anchor_file(con, journal, anchor_id)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+# -- the copy in files, for store repair ----------------------------------------------
+
+_RECORD_FIELDS = tuple(c.strip() for c in _COLUMNS.split(","))
+_ATTEMPT_FIELDS = (
+    "attempt",
+    "tx_hash",
+    "nonce",
+    "max_fee_wei",
+    "tip_wei",
+    "gas",
+    "raw_tx",
+    "created_at",
+)
+
+
+def anchor_document(con: duckdb.DuckDBPyConnection, anchor_id: int) -> dict[str, Any]:
+    """An anchor as a ``provmint-anchor-record/1`` document: its catalog row, its batches
+    by batch id (sequence numbers are the catalog's own) and every signed transaction."""
+    row = con.execute(f"SELECT {_COLUMNS} FROM anchors WHERE anchor_id = ?", [anchor_id]).fetchone()
+    if row is None:
+        raise StoreError(f"no anchor #{anchor_id} in the catalog")
+    batches = con.execute(
+        "SELECT b.batch_id, a.leaf_index, a.commitment FROM anchor_batches a "
+        "JOIN batches b ON b.seq = a.batch_seq WHERE a.anchor_id = ? ORDER BY a.leaf_index",
+        [anchor_id],
+    ).fetchall()
+    attempts = con.execute(
+        f"SELECT {', '.join(_ATTEMPT_FIELDS)} FROM anchor_txs WHERE anchor_id = ? ORDER BY attempt",
+        [anchor_id],
+    ).fetchall()
+    return {
+        "format": RECORD_FORMAT,
+        **dict(zip(_RECORD_FIELDS, row, strict=True)),
+        "batches": [{"batch_id": b, "leaf_index": int(i), "commitment": c} for b, i, c in batches],
+        "attempts": [dict(zip(_ATTEMPT_FIELDS, a, strict=True)) for a in attempts],
+    }
+
+
+def record_path(directory: Path, anchor_id: int) -> Path:
+    """Where the copy of anchor ``anchor_id`` lives."""
+    return directory / f"{anchor_id:06d}.json"
+
+
+def write_anchor_file(con: duckdb.DuckDBPyConnection, directory: Path, anchor_id: int) -> None:
+    """Write the anchor's document (see :func:`anchor_document`) durably to ``directory``."""
+    doc = anchor_document(con, anchor_id)
+    directory.mkdir(exist_ok=True)
+    write_atomic(
+        record_path(directory, anchor_id),
+        (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"),
     )
+
+
+def read_anchor_file(path: Path) -> dict[str, Any]:
+    """A ``provmint-anchor-record/1`` document from a file; StoreCorruptError when it is
+    not one."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise StoreCorruptError(f"{path}: unreadable anchor record: {exc}") from exc
+    fields = {*_RECORD_FIELDS, "format", "batches", "attempts"}
+    if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT or set(doc) != fields:
+        raise StoreCorruptError(f"{path}: not a {RECORD_FORMAT} document")
+    if not isinstance(doc["anchor_id"], int) or doc["state"] not in STATES:
+        raise StoreCorruptError(f"{path}: not a {RECORD_FORMAT} document")
+    return doc
+
+
+def restore_anchor(
+    con: duckdb.DuckDBPyConnection, doc: dict[str, Any], seq_of: dict[str, int]
+) -> list[str]:
+    """Insert an anchor document into a catalog whose batches are ``seq_of`` (batch id ->
+    sequence number). Returns the ids of its batches the catalog does not have (those
+    are left out of the anchor's batch rows)."""
+    con.execute(
+        f"INSERT INTO anchors ({_COLUMNS}) VALUES ({', '.join('?' for _ in _RECORD_FIELDS)})",
+        [doc[name] for name in _RECORD_FIELDS],
+    )
+    missing = [b["batch_id"] for b in doc["batches"] if b["batch_id"] not in seq_of]
+    con.executemany(
+        "INSERT INTO anchor_batches VALUES (?, ?, ?, ?)",
+        [
+            [doc["anchor_id"], seq_of[b["batch_id"]], b["leaf_index"], b["commitment"]]
+            for b in doc["batches"]
+            if b["batch_id"] in seq_of
+        ],
+    )
+    if doc["attempts"]:
+        con.executemany(
+            f"INSERT INTO anchor_txs (anchor_id, {', '.join(_ATTEMPT_FIELDS)}) "
+            f"VALUES (?, {', '.join('?' for _ in _ATTEMPT_FIELDS)})",
+            [[doc["anchor_id"], *(a[name] for name in _ATTEMPT_FIELDS)] for a in doc["attempts"]],
+        )
+    return missing

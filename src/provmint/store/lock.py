@@ -4,10 +4,16 @@ Writers take it exclusively, readers shared, only for as long as they touch the 
 The kernel drops a lock when its process dies, even by ``kill -9``, so a crash never
 leaves the store locked. The holder writes who it is into the lock file, so a waiting
 process can say what it is waiting for.
+
+A store this process cannot write (a mounted backup, a read-only replica) can still be
+read: a reader then opens the lock file read-only (``flock`` works on any descriptor), or,
+when there is no lock file and none can be made, reads without one (nobody can be
+writing through a file system that refuses the lock file). Writers need a writable store.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -17,9 +23,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provmint.errors import StoreBusyError
+from provmint.errors import StoreBusyError, StoreError
 
-__all__ = ["store_lock"]
+__all__ = ["pid_alive", "store_lock"]
 
 _POLL = 0.05
 
@@ -36,6 +42,43 @@ def _holder(path: Path) -> str:
     )
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (a reused pid counts as alive, which
+    only ever keeps a leftover longer than needed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _open_lock_file(path: Path, exclusive: bool) -> int | None:
+    """The lock file's descriptor; None for a reader of a store it cannot write and that
+    has no lock file."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise StoreError(f"cannot open the store lock {path}: {exc.strerror}") from exc
+        if exclusive:
+            raise StoreError(
+                f"store {path.parent} is read-only here ({exc.strerror}): it can be read, "
+                "not written",
+                hint="write to the store where it is writable, or copy it somewhere writable",
+            ) from exc
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot open the store lock {path}: {exc.strerror}") from exc
+
+
 @contextmanager
 def store_lock(
     root: Path,
@@ -49,7 +92,10 @@ def store_lock(
     """Hold the store lock (or another lock file ``name`` of the store); raise
     StoreBusyError after ``timeout`` seconds of waiting."""
     path = root / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(path, exclusive)
+    if fd is None:  # a read-only store without a lock file: nothing can write to it
+        yield
+        return
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + timeout

@@ -1,0 +1,424 @@
+"""``provmint store repair``: rebuild the catalog from the files of the store.
+
+The catalog is an index over files that hold everything it says: each batch's
+``manifest.json`` gives its row (the manifest digest, the tree's root and size give the
+commitment that anchoring committed to), the Parquet parts give the lookup indexes, and
+``anchors/*.json`` give the anchors. Repair reads them all, writes a new catalog beside
+the old one and only then swaps the two; the old catalog is kept (renamed), never
+deleted. What the previous catalog still says is used where the files are silent (batch
+sequence numbers, anchors recorded before anchor files existed).
+
+A batch directory that cannot be restored (no readable manifest, a tree or part that
+contradicts it) is moved to ``quarantine/`` with the reason, so the store is consistent
+again and nothing is thrown away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provmint.batch import MANIFEST_FORMAT
+from provmint.canonical import batch_commitment, manifest_digest
+from provmint.config import Settings
+from provmint.errors import ProvmintError, StoreCorruptError
+from provmint.store import BatchInfo, Store, init_catalog, insert_batch, insert_index
+from provmint.store import anchors as anchor_state
+from provmint.store.files import fsync_dir
+from provmint.store.lock import pid_alive, store_lock
+from provmint.store.treefile import TreeFile
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Quarantined", "RepairReport", "repair_store"]
+
+_TOKEN = r"^[A-Za-z0-9_-]{21}[AQgw]$"  # 128 bits of base64url: the last character has 2 bits
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A batch directory repair could not restore, and where it was moved."""
+
+    directory: str
+    reason: str
+    moved_to: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"directory": self.directory, "reason": self.reason, "moved_to": self.moved_to}
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What ``repair_store`` found and did."""
+
+    store: str
+    batches: tuple[str, ...]
+    products: int
+    anchors: int
+    quarantined: tuple[Quarantined, ...]
+    notes: tuple[str, ...]
+    previous_catalog: str | None
+    dry_run: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "store": self.store,
+            "dry_run": self.dry_run,
+            "batches": list(self.batches),
+            "products": self.products,
+            "anchors": self.anchors,
+            "quarantined": [q.to_json() for q in self.quarantined],
+            "notes": list(self.notes),
+            "previous_catalog": self.previous_catalog,
+        }
+
+
+class _Unrestorable(Exception):
+    """A batch directory whose files do not make a batch (the reason is the message)."""
+
+
+@dataclass
+class _Restored:
+    info: BatchInfo
+    keys: np.ndarray
+    prefixes: np.ndarray
+
+
+@dataclass
+class _Previous:
+    """What the previous catalog says, when it can still be read."""
+
+    seq_of: dict[str, int] = field(default_factory=dict)
+    commitment_of: dict[str, str] = field(default_factory=dict)
+    anchors: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def repair_store(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> RepairReport:
+    """Rebuild the store's catalog from its batch directories and anchor files (see the
+    module docstring). With ``dry_run`` nothing is written or moved."""
+    store = Store.open(settings.store)
+    report = progress or (lambda done, total: None)
+    notes: list[str] = []
+    with (
+        store_lock(
+            store.root,
+            exclusive=True,
+            timeout=settings.lock_timeout,
+            purpose="store repair",
+            name=".anchor.lock",
+        ),
+        store.lock(exclusive=True, timeout=settings.lock_timeout, purpose="store repair"),
+    ):
+        previous = _read_previous(store, notes)
+        if previous is not None and not dry_run:
+            store.finish_staged(set(previous.seq_of))
+        elif previous is None and store.staging_dir.is_dir() and any(store.staging_dir.iterdir()):
+            notes.append(
+                "staging/ holds batches whose writer stopped; without the previous catalog "
+                "it cannot be told whether they were committed, so they are left as they are"
+            )
+        directories = store.batch_dirs()
+        restored: list[_Restored] = []
+        bad: list[tuple[Path, str]] = []
+        for done, directory in enumerate(directories, start=1):
+            try:
+                restored.append(_restore(directory, notes))
+            except _Unrestorable as exc:
+                bad.append((directory, str(exc)))
+            report(done, len(directories))
+        _number(restored, previous)
+        _compare(restored, previous, notes)
+        anchors = _anchor_documents(store, previous, notes)
+        quarantined = tuple(
+            Quarantined(
+                str(d.relative_to(store.root)),
+                reason,
+                None if dry_run else str(_quarantine(store, d).relative_to(store.root)),
+            )
+            for d, reason in bad
+        )
+        moved_to = None
+        if not dry_run:
+            new = _build_catalog(store, restored, anchors, notes)
+            moved_to = _swap_catalog(store, new)
+    return RepairReport(
+        store=str(store.root),
+        batches=tuple(r.info.batch_id for r in restored),
+        products=sum(r.info.products for r in restored),
+        anchors=len(anchors),
+        quarantined=quarantined,
+        notes=tuple(notes),
+        previous_catalog=moved_to,
+        dry_run=dry_run,
+    )
+
+
+def _read_previous(store: Store, notes: list[str]) -> _Previous | None:
+    """The previous catalog's batch numbers, commitments and anchors, if it is readable."""
+    if not store.catalog_path.exists():
+        notes.append("there was no catalog")
+        return None
+    previous = _Previous()
+    try:
+        with store.connect(write=False) as con:
+            for seq, batch_id, commitment in con.execute(
+                "SELECT seq, batch_id, commitment FROM batches"
+            ).fetchall():
+                previous.seq_of[batch_id] = int(seq)
+                previous.commitment_of[batch_id] = commitment
+            for (anchor_id,) in con.execute("SELECT anchor_id FROM anchors").fetchall():
+                previous.anchors[int(anchor_id)] = anchor_state.anchor_document(con, anchor_id)
+    except ProvmintError as exc:
+        notes.append(f"the previous catalog could not be read ({exc}); rebuilt from files only")
+        return None
+    return previous
+
+
+def _restore(directory: Path, notes: list[str]) -> _Restored:
+    """A batch row and its index keys, from a batch directory's files."""
+    manifest = _manifest(directory)
+    try:
+        batch_id = manifest["batch_id"]
+        tree = manifest["tree"]
+        size = int(manifest["products"])
+        root = bytes.fromhex(tree["root"])
+        parts = int(manifest["parts"]["count"])
+        part_rows = int(manifest["parts"]["rows"])
+        if batch_id != directory.name or tree["size"] != size or len(root) != 32:
+            raise _Unrestorable("manifest.json does not describe this batch directory")
+        digest = manifest_digest(manifest)
+        info = BatchInfo(
+            seq=0,
+            batch_id=batch_id,
+            created_at=manifest["created_at"],
+            label=manifest["label"],
+            source_name=manifest["source"]["name"],
+            source_sha256=manifest["source"]["sha256"],
+            products=size,
+            rejected=int(manifest["rejected"]),
+            tree_profile=tree["profile"],
+            tree_size=size,
+            root=root.hex(),
+            manifest_digest=digest.hex(),
+            commitment=batch_commitment(batch_id, size, root, digest).hex(),
+            key_id=manifest["key_id"],
+            part_rows=part_rows,
+            parts=parts,
+            manifest=manifest,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Unrestorable(f"manifest.json lacks or garbles {exc}") from exc
+    try:
+        stored = TreeFile(directory / "tree.bin")
+    except StoreCorruptError as exc:
+        raise _Unrestorable(str(exc)) from exc
+    if stored.size != size or stored.root != root:
+        raise _Unrestorable("tree.bin does not hold the tree the manifest names")
+    keys, prefixes = _index_keys(directory, info, notes)
+    return _Restored(info, keys, prefixes)
+
+
+def _manifest(directory: Path) -> dict[str, Any]:
+    path = directory / "manifest.json"
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise _Unrestorable("no manifest.json") from None
+    except (OSError, ValueError) as exc:
+        raise _Unrestorable(f"manifest.json is unreadable: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise _Unrestorable(f"manifest.json is not a {MANIFEST_FORMAT} document")
+    return doc
+
+
+def _index_keys(directory: Path, info: BatchInfo, notes: list[str]) -> tuple[Any, Any]:
+    """The (gtin, serial) hashes and token prefixes of every product, in leaf order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from provmint.ingest import key_hashes
+
+    keys, prefixes = [], []
+    start = 0
+    odd = 0
+    for i in range(info.parts):
+        path = directory / "products" / f"part-{i:05d}.parquet"
+        try:
+            table = pq.read_table(path, columns=["leaf_index", "gtin", "serial", "token"])
+            table = table.cast(
+                pa.schema(
+                    [("leaf_index", pa.int64())]
+                    + [(c, pa.string()) for c in ("gtin", "serial", "token")]
+                )
+            )
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+            raise _Unrestorable(f"{path.name} is unreadable: {exc}") from exc
+        n = table.num_rows
+        expected = np.arange(start, start + n, dtype=np.int64)
+        leaves = table.column("leaf_index").to_numpy()
+        if n == 0 or not np.array_equal(leaves, expected):
+            raise _Unrestorable(f"{path.name} does not hold products {start}.. in order")
+        gtin, serial, token = (table.column(c).combine_chunks() for c in table.column_names[1:])
+        usable = pc.and_(
+            pc.equal(pc.utf8_length(gtin), 14),
+            pc.and_(pc.less_equal(pc.binary_length(serial), 20), pc.ascii_is_printable(serial)),
+        ).fill_null(False)
+        ok = usable.to_numpy(zero_copy_only=False)
+        part_keys = np.zeros(n, dtype=np.uint64)
+        if ok.any():
+            part_keys[ok] = key_hashes(gtin.filter(usable), serial.filter(usable))
+        well_formed = pc.match_substring_regex(token, _TOKEN).fill_null(False)
+        clean = pc.if_else(well_formed, token, pa.scalar("A" * 22))
+        head = "".join(pc.utf8_slice_codeunits(clean, 0, 12).to_pylist())
+        import base64
+
+        raw = np.frombuffer(base64.urlsafe_b64decode(head), dtype=np.uint8).reshape(n, 9)
+        part_prefixes = np.ascontiguousarray(raw[:, :8]).view("<u8").reshape(n).astype(np.uint64)
+        odd += int(n - ok.sum()) + int(n - pc.sum(well_formed.cast(pa.int64())).as_py())
+        keys.append(part_keys)
+        prefixes.append(part_prefixes)
+        start += n
+    if start != info.products:
+        raise _Unrestorable(f"the parts hold {start} products, the manifest says {info.products}")
+    if odd:
+        notes.append(
+            f"batch {info.batch_id}: {odd} stored values are malformed and cannot be looked "
+            f"up; audit it with: provmint verify --batch {info.batch_id}"
+        )
+    return np.concatenate(keys), np.concatenate(prefixes)
+
+
+def _number(restored: list[_Restored], previous: _Previous | None) -> None:
+    """Give every batch its sequence number: the previous catalog's where it had one,
+    then the next numbers in order of creation."""
+    from dataclasses import replace
+
+    known = previous.seq_of if previous is not None else {}
+    taken = {known[r.info.batch_id] for r in restored if r.info.batch_id in known}
+    following = max(taken, default=0) + 1
+    for r in sorted(restored, key=lambda r: (r.info.created_at, r.info.batch_id)):
+        seq = known.get(r.info.batch_id)
+        if seq is None:
+            seq, following = following, following + 1
+        r.info = replace(r.info, seq=seq)
+    restored.sort(key=lambda r: r.info.seq)
+
+
+def _compare(restored: list[_Restored], previous: _Previous | None, notes: list[str]) -> None:
+    if previous is None:
+        return
+    for r in restored:
+        before = previous.commitment_of.get(r.info.batch_id)
+        if before is not None and before != r.info.commitment:
+            notes.append(
+                f"batch {r.info.batch_id}: its files commit to {r.info.commitment[:16]}…, the "
+                f"previous catalog said {before[:16]}…; audit it with: provmint verify "
+                f"--batch {r.info.batch_id}"
+            )
+
+
+def _anchor_documents(
+    store: Store, previous: _Previous | None, notes: list[str]
+) -> list[dict[str, Any]]:
+    """Every anchor: from its file in anchors/ (never behind the catalog), else from the
+    previous catalog."""
+    docs = dict(previous.anchors) if previous is not None else {}
+    if store.anchors_dir.is_dir():
+        for path in sorted(store.anchors_dir.glob("*.json")):
+            try:
+                doc = anchor_state.read_anchor_file(path)
+            except StoreCorruptError as exc:
+                notes.append(f"{exc}; that anchor is restored only if the catalog had it")
+                continue
+            docs[doc["anchor_id"]] = doc
+    return [docs[k] for k in sorted(docs)]
+
+
+def _quarantine(store: Store, directory: Path) -> Path:
+    """Move a batch directory out of batches/ (never delete it)."""
+    store.quarantine_dir.mkdir(exist_ok=True)
+    target = store.quarantine_dir / directory.name
+    if target.exists():
+        target = target.with_name(f"{directory.name}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
+    os.replace(directory, target)
+    fsync_dir(store.quarantine_dir)
+    fsync_dir(store.batches_dir)
+    return target
+
+
+_REPAIR_NAME = re.compile(r"^catalog\.duckdb\.repair-(?P<pid>[0-9]+)(\.wal)?$")
+
+
+def _build_catalog(
+    store: Store, restored: list[_Restored], anchors: list[dict[str, Any]], notes: list[str]
+) -> Path:
+    """Write the new catalog beside the old one; returns its path."""
+    import duckdb
+
+    for stale in store.root.iterdir():  # what an interrupted repair wrote
+        match = _REPAIR_NAME.match(stale.name)
+        if match and not pid_alive(int(match["pid"])):
+            stale.unlink()
+    path = store.root / f"catalog.duckdb.repair-{os.getpid()}"
+    path.unlink(missing_ok=True)
+    seq_of = {r.info.batch_id: r.info.seq for r in restored}
+    try:
+        con = duckdb.connect(str(path))
+        try:
+            init_catalog(con)
+            con.execute("BEGIN TRANSACTION")
+            for r in restored:
+                insert_batch(con, r.info)
+                insert_index(con, "product_keys", r.info.seq, r.keys)
+                insert_index(con, "product_tokens", r.info.seq, r.prefixes)
+            for doc in anchors:
+                missing = anchor_state.restore_anchor(con, doc, seq_of)
+                if missing:
+                    notes.append(
+                        f"anchor #{doc['anchor_id']} covers batches that are not in the "
+                        f"store: {', '.join(missing)}"
+                    )
+            con.execute("COMMIT")
+            store.refresh_view(con)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        path.unlink(missing_ok=True)
+        raise store.catalog_error(exc) from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _swap_catalog(store: Store, new: Path) -> str | None:
+    """Put the new catalog in place, the old one (if any) beside it under a dated name."""
+    moved = None
+    if store.catalog_path.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        old = store.catalog_path.with_name(f"{store.catalog_path.name}.before-repair-{stamp}")
+        wal = store.catalog_path.with_name(store.catalog_path.name + ".wal")
+        if wal.exists():
+            os.replace(wal, old.with_name(old.name + ".wal"))
+        os.replace(store.catalog_path, old)
+        moved = str(old.relative_to(store.root))
+    os.replace(new, store.catalog_path)
+    fsync_dir(store.root)
+    return moved
