@@ -380,14 +380,16 @@ class Store:
                 "writing the catalog; nothing was committed",
                 hint="free disk space and run the command again",
             )
-        damaged = ("not a valid DuckDB", "Corrupt", "corrupt", "checksum", "Checksum")
-        if any(word in text for word in damaged):
-            return StoreCorruptError(
-                f"catalog {self.catalog_path} is damaged: {text}",
-                hint=f"rebuild it from the batch directories: provmint store repair "
-                f"--store {self.root}",
-            )
-        return StoreError(f"catalog error in {self.catalog_path}: {text}")
+        if "Permission denied" in text or "Read-only file system" in text:
+            return StoreError(f"cannot open catalog {self.catalog_path}: {text}")
+        # Anything else means the file is not the catalog provmint wrote (truncated,
+        # overwritten, checksum errors, missing tables). Repair never deletes, so it is
+        # always safe to suggest.
+        return StoreCorruptError(
+            f"catalog {self.catalog_path} is damaged: {text}",
+            hint=f"rebuild it from the batch directories: provmint store repair "
+            f"--store {self.root}",
+        )
 
     # -- writing ---------------------------------------------------------------------
 
