@@ -352,7 +352,11 @@ class Store:
         except duckdb.Error as exc:
             raise self.catalog_error(exc) from exc
         finally:
-            con.close()
+            # Closing checkpoints the write-ahead log into the file. When that fails (a
+            # full disk), every committed change is still in the log, which DuckDB
+            # replays the next time: the work is done, so it is not reported as failed.
+            with contextlib.suppress(duckdb.Error):
+                con.close()
 
     def _no_catalog(self, write: bool) -> None:
         batches = self.batch_dirs()
