@@ -24,7 +24,7 @@ from helpers import csv_text
 from provmint.batch import mint_batch
 from provmint.cli import app
 from provmint.config import Settings
-from provmint.errors import EXIT_INVALID, EXIT_OK, EXIT_PENDING
+from provmint.errors import EXIT_OK, EXIT_PENDING
 from provmint.keys import load_keyring
 from provmint.tokens import format_token, make_token
 

@@ -42,6 +42,7 @@ __all__ = [
     "EXIT_CHAIN",
     "EXIT_CODES",
     "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
     "EXIT_INVALID",
     "EXIT_KEY",
     "EXIT_NOT_FOUND",
@@ -81,6 +82,7 @@ EXIT_BUSY = 8
 EXIT_KEY = 9
 EXIT_CHAIN = 10
 EXIT_SUSPECT = 11
+EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
 
 EXIT_CODES = {
     EXIT_OK: "ok / valid",
@@ -95,6 +97,7 @@ EXIT_CODES = {
     EXIT_KEY: "issuer key unreadable or not private",
     EXIT_CHAIN: "chain problem",
     EXIT_SUSPECT: "suspect (possible copy)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 """Every exit status the CLI can return and what it means (the help's table)."""
 

@@ -27,7 +27,7 @@ app = typer.Typer(
         "  provmint verify proof.json\n"
         "  provmint anchor --rpc-url http://127.0.0.1:8545\n"
         "\n\b\nExit codes:\n"
-        + "".join(f"  {code:<3}{meaning}\n" for code, meaning in EXIT_CODES.items())
+        + "".join(f"  {code:<4}{meaning}\n" for code, meaning in EXIT_CODES.items())
     ),
     no_args_is_help=True,
     add_completion=False,

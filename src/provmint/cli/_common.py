@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand
 
-from provmint.errors import ProvmintError, os_error
+from provmint.errors import EXIT_INTERRUPTED, ProvmintError, os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,7 +184,7 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             stderr().print("[bold red]interrupted[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as exc:  # disk full, permission denied outside the library's reach
             error = os_error(exc)
             report_error(error)
