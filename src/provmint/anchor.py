@@ -91,7 +91,11 @@ def load_chain_key(chain: ChainSettings, ask_password: Callable[[], str] | None 
         return ChainKey.from_hex(chain.chain_key.reveal().decode(), "PROVMINT_CHAIN_KEY")
     if chain.keystore is not None:
         if not chain.keystore.exists():  # before asking for its password
-            raise MissingFileError(chain.keystore, "keystore file")
+            raise MissingFileError(
+                chain.keystore,
+                "keystore file",
+                hint="it is named by --keystore, PROVMINT_KEYSTORE or the chain profile",
+            )
         if chain.keystore_password is not None:
             password = chain.keystore_password.reveal().decode()
         elif ask_password is not None:

@@ -108,7 +108,9 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         if explicit:
-            raise MissingFileError(path, "config file") from None
+            raise MissingFileError(
+                path, "config file", hint="it is named by --config or PROVMINT_CONFIG"
+            ) from None
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc

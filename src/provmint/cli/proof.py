@@ -190,7 +190,7 @@ def verify_token(
 ) -> None:
     """Check a token against the issuer keys (any key in the key file, constant time).
 
-    Exit codes: 0 genuine, 3 not a token of this product.
+    Exit codes: 0 genuine, 3 not a token of this product, 7 no key file.
 
     Example: provmint token verify 52VqMUmlXpKNjHggOl1ALg --gtin 09520123450014
     --serial 546CAWQDCR56
