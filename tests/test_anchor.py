@@ -442,7 +442,7 @@ def test_keystore_key_and_wrong_password(cli, keyed, chain_env: Anvil, monkeypat
     r = cli("anchor", "--keystore", keystore)
     assert_clean_failure(r, 10, "wrong keystore password", secret=key_hex)
     r = cli("anchor", "--keystore", tmp_path / "missing.json")
-    assert_clean_failure(r, 10, "no keystore file")
+    assert_clean_failure(r, 7, "keystore file not found")
     assert nonce(chain_env, address) == 0
     assert status_json(cli)["anchors"] == []
 

@@ -20,10 +20,12 @@ from provmint.config import DEFAULT_URL_BASE, Secret, resolve_settings
 from provmint.errors import (
     EXIT_INVALID,
     EXIT_KEY,
+    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
     ConfigError,
     KeyringError,
+    MissingFileError,
 )
 from provmint.keys import init_keyring, key_id_for, load_keyring, rotate_key
 from provmint.tokens import format_token, make_token, parse_token
@@ -178,7 +180,8 @@ def test_rotate_keeps_old_keys_and_never_shows_secrets(cli, isolated: Path) -> N
 
 
 def test_rotate_without_a_key_file(cli) -> None:
-    one_error(cli("keys", "rotate"), EXIT_KEY, "no issuer key file", "provmint keys init")
+    one_error(cli("keys", "rotate"), EXIT_NOT_FOUND, "issuer key file not found",
+              "provmint keys init")
 
 
 def test_batch_create_output_never_shows_the_secret(cli, isolated: Path) -> None:
@@ -274,7 +277,7 @@ def test_short_or_doubly_active_keys_are_refused(isolated: Path) -> None:
 
 
 def test_missing_key_file_for_minting(cli, isolated: Path) -> None:
-    one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_KEY, "no issuer key file",
+    one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_NOT_FOUND, "issuer key file not found",
               "provmint keys init")
 
 
@@ -628,10 +631,10 @@ def test_bad_config_file_is_a_usage_error(cli, keyed, isolated: Path,
     one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_USAGE, needle)
 
 
-def test_explicit_missing_config_file_is_a_usage_error(cli, keyed, isolated: Path) -> None:
-    one_error(cli("keys", "list", "--config", isolated / "nope.toml"), EXIT_USAGE,
+def test_explicit_missing_config_file_is_not_found(cli, keyed, isolated: Path) -> None:
+    one_error(cli("keys", "list", "--config", isolated / "nope.toml"), EXIT_NOT_FOUND,
               "config file not found")
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(MissingFileError, match="config file not found"):
         resolve_settings(config_file=isolated / "nope.toml")
 
 

@@ -218,7 +218,7 @@ def _check_rows(cli, rows: list[dict[str, str]], batch_id: str, fmt: str) -> Non
 
 def test_svg_labels_decode_to_the_csv_urls(cli, batch, tmp_path: Path) -> None:
     out = tmp_path / "labels"
-    r = cli("labels", batch[:12], "--out", out, "--json")
+    r = cli("labels", batch[:12], "--out", out, "--json", "--raw")
     summary = _ok(r)
     assert summary["batch_id"] == batch
     assert summary["labels"] == summary["images"] == 9 + len(SPECIAL)
@@ -277,7 +277,7 @@ def test_error_level_changes_the_symbol_not_the_text(cli, batch, tmp_path: Path)
 
 def test_format_none_writes_only_the_csv(cli, batch, tmp_path: Path) -> None:
     out = tmp_path / "none"
-    summary = _ok(cli("labels", batch, "--out", out, "--format", "none", "--json"))
+    summary = _ok(cli("labels", batch, "--out", out, "--format", "none", "--json", "--raw"))
     assert summary["labels"] == 9 + len(SPECIAL) and summary["images"] == 0
     assert sorted(p.name for p in out.iterdir()) == ["labels.csv"]
     _check_rows(cli, _rows(out), batch, "none")
@@ -295,14 +295,15 @@ def test_large_batch_csv_only_is_fast(cli, keyed, tmp_path: Path) -> None:
     assert summary["products"] == 70_000
     out = tmp_path / "big-labels"
     started = time.perf_counter()
-    report = _ok(cli("labels", summary["batch_id"], "--out", out, "--format", "none", "--json"))
+    report = _ok(cli("labels", summary["batch_id"], "--out", out, "--format", "none", "--json",
+                     "--raw"))
     elapsed = time.perf_counter() - started
     assert report["labels"] == 70_000 and report["images"] == 0
     assert elapsed < 20, elapsed
     assert sorted(p.name for p in out.iterdir()) == ["labels.csv"]
     with open(out / "labels.csv", newline="", encoding="utf-8") as fh:
         lines = fh.read().splitlines()
-    assert len(lines) == 70_001 and lines[0] == ",".join(HEADER)
+    assert len(lines) == 70_001 and lines[0] == ",".join(f'"{name}"' for name in HEADER)
     rows = _rows(out)
     with open(source, newline="", encoding="utf-8") as fh:
         source_rows = list(csv.DictReader(fh))

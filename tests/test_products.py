@@ -314,7 +314,7 @@ def _labels(text: str) -> tuple[list[str], list[dict[str, str]]]:
 
 def test_batch_export_labels_csv(cli, keyed, minted, tmp_path: Path) -> None:
     out = tmp_path / "labels.csv"
-    r = cli("batch", "export", minted.batch_id, "-o", out)
+    r = cli("batch", "export", minted.batch_id, "-o", out, "--raw")
     assert r.exit_code == 0, r.output
     assert "Wrote 9 labels" in r.stderr
     header, rows = _labels(out.read_text(encoding="utf-8"))
@@ -346,7 +346,7 @@ def test_batch_export_labels_parquet(cli, minted, tmp_path: Path) -> None:
     table = pq.read_table(out)
     assert table.column_names == list(LABEL_COLUMNS)
     assert table.num_rows == 9
-    cli("batch", "export", minted.batch_id, "-o", tmp_path / "labels.csv")
+    cli("batch", "export", minted.batch_id, "-o", tmp_path / "labels.csv", "--raw")
     _, rows = _labels((tmp_path / "labels.csv").read_text())
     assert table.to_pylist() == rows
 
@@ -358,7 +358,7 @@ def test_labels_of_a_batch_without_lot_or_expiry(cli, keyed, write_csv, tmp_path
                                     "9520123450014,A+B?C\n")
     summary = mint_batch(source, settings=keyed)
     out = tmp_path / "labels.csv"
-    assert cli("batch", "export", summary.batch_id, "-o", out).exit_code == 0
+    assert cli("batch", "export", summary.batch_id, "-o", out, "--raw").exit_code == 0
     header, rows = _labels(out.read_text())
     assert header == list(LABEL_COLUMNS)
     assert [r["serial"] for r in rows] == ["AB/CD%1", "A+B?C"]
@@ -373,7 +373,7 @@ def test_labels_of_a_batch_without_lot_or_expiry(cli, keyed, write_csv, tmp_path
 
 def test_batch_export_parquet_needs_out(cli, minted) -> None:
     one_error(cli("batch", "export", minted.batch_id, "--format", "parquet"), EXIT_USAGE,
-              "Parquet labels need an output file")
+              "Parquet labels need an output: pass -o FILE (or -o - for standard output)")
 
 
 def test_batch_export_unknown_format(cli, minted, tmp_path: Path) -> None:

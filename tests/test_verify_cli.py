@@ -16,7 +16,7 @@ import pytest
 from conftest import run_provmint
 from helpers import example_store
 
-from provmint.errors import EXIT_INVALID, EXIT_PENDING, EXIT_UNCHECKED
+from provmint.errors import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_PENDING, EXIT_UNCHECKED
 from provmint.products import export_proof, find_product
 from provmint.proofs import MAX_PROOF_BYTES
 
@@ -233,9 +233,9 @@ def test_malformed_token_is_invalid(cli, example, proof_file: Path, make_bad) ->
 # --------------------------------------------------------------------------- unreadable files
 
 
-def test_missing_file_could_not_be_checked(cli, tmp_path: Path) -> None:
+def test_missing_file_is_not_found(cli, tmp_path: Path) -> None:
     r = cli("verify", tmp_path / "nope.json")
-    assert_clean_error(r, EXIT_UNCHECKED, "no such file")
+    assert_clean_error(r, EXIT_NOT_FOUND, "proof file not found")
 
 
 def test_directory_could_not_be_checked(cli, tmp_path: Path) -> None:

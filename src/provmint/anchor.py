@@ -30,7 +30,7 @@ from provmint.chain import (
     registry_anchor_data,
 )
 from provmint.config import ChainSettings, Settings
-from provmint.errors import ConfigError, NotFoundError
+from provmint.errors import ConfigError, MissingFileError, NotFoundError
 from provmint.store import Store
 from provmint.store import anchors as state
 from provmint.store.lock import store_lock
@@ -90,6 +90,12 @@ def load_chain_key(chain: ChainSettings, ask_password: Callable[[], str] | None 
     if chain.chain_key is not None:
         return ChainKey.from_hex(chain.chain_key.reveal().decode(), "PROVMINT_CHAIN_KEY")
     if chain.keystore is not None:
+        if not chain.keystore.exists():  # before asking for its password
+            raise MissingFileError(
+                chain.keystore,
+                "keystore file",
+                hint="it is named by --keystore, PROVMINT_KEYSTORE or the chain profile",
+            )
         if chain.keystore_password is not None:
             password = chain.keystore_password.reveal().decode()
         elif ask_password is not None:

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,14 @@ from provmint.canonical import (
     manifest_digest,
 )
 from provmint.config import Settings
-from provmint.errors import InputError, ProvmintError, Reject, RowsRejectedError
+from provmint.errors import (
+    InputError,
+    MissingFileError,
+    ProvmintError,
+    Reject,
+    RowsRejectedError,
+    os_error,
+)
 from provmint.ingest import (
     Ingested,
     ParsedCsv,
@@ -42,6 +50,7 @@ from provmint.ingest import (
     record_lines,
 )
 from provmint.keys import load_keyring
+from provmint.outfile import is_stdout, open_output
 from provmint.store import BatchInfo, PendingBatch, Store
 from provmint.store.treefile import create_tree_file
 
@@ -103,33 +112,50 @@ class MintSummary:
         }
 
 
-def write_rejects(path: Path, rejects: tuple[Reject, ...] | list[Reject]) -> None:
-    """Write every reject as CSV (row, line, column, value, code, reason), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            out = csv.writer(fh)
-            out.writerow(REJECTS_HEADER)
-            for r in rejects:
-                out.writerow(
-                    [r.row, "" if r.line is None else r.line, r.column, r.value, r.code, r.reason]
-                )
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write rejects file {path}: {exc.strerror}") from exc
+def write_rejects(
+    path: Path | str, rejects: tuple[Reject, ...] | list[Reject], *, raw: bool = False
+) -> None:
+    """Write every reject as CSV (row, line, column, value, code, reason), as every output
+    is written (:func:`provmint.outfile.open_output`; ``-`` is standard output). Values a
+    spreadsheet would run as formulas are neutralised unless ``raw``. Raises OutputError
+    (exit 1) when it cannot be written."""
+    import io
+
+    from provmint import csvsafe
+
+    cell = (lambda value: value) if raw else csvsafe.neutralise
+    with open_output(path) as sink:
+        text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
+        out = csvsafe.csv_writer(text)
+        out.writerow(REJECTS_HEADER)
+        out.writerows(
+            [
+                str(r.row),
+                "" if r.line is None else str(r.line),
+                cell(r.column),
+                cell(r.value),
+                cell(r.code),
+                cell(r.reason),
+            ]
+            for r in rejects
+        )
+        text.flush()
+        text.detach()  # the sink is open_output's to finish
 
 
-def _remove_stale_rejects(path: Path) -> None:
+def _remove_stale_rejects(path: Path | str) -> None:
     """A clean run removes a rejects report an earlier run left at the same path, so an
-    old report never looks current. Only a file with provmint's own header is removed."""
+    old report never looks current. Only a regular file (not a link, device or FIFO,
+    which are never opened here) with provmint's own header is removed."""
     try:
+        if is_stdout(path) or not stat.S_ISREG(os.lstat(path).st_mode):
+            return
         with open(path, encoding="utf-8") as fh:
             header = fh.readline()
     except (OSError, UnicodeDecodeError):
         return
-    if header.strip() == ",".join(REJECTS_HEADER):
-        path.unlink(missing_ok=True)
+    if next(csv.reader([header]), None) == list(REJECTS_HEADER):
+        Path(path).unlink(missing_ok=True)
 
 
 def _new_batch_id(now: datetime) -> str:
@@ -422,7 +448,7 @@ def mint_batch(
     *,
     settings: Settings,
     skip_invalid: bool = False,
-    rejects_path: Path | None = None,
+    rejects_path: Path | str | None = None,
     label: str | None = None,
     progress: Progress | None = None,
     on_wait: Callable[[str], None] | None = None,
@@ -439,6 +465,8 @@ def mint_batch(
     store = Store.open(settings.store, create=True)
     try:
         size = source.stat().st_size
+    except FileNotFoundError:  # the same "not found" (exit 7) as every missing input file
+        raise MissingFileError(source, "products CSV") from None
     except OSError:
         size = 0
     use_pool = settings.workers > 1 and size >= POOL_MIN_BYTES
@@ -548,8 +576,8 @@ def mint_batch(
                 raise
     except BrokenProcessPool as exc:
         raise ProvmintError("minting failed: a worker process died (out of memory?)") from exc
-    except OSError as exc:
-        raise ProvmintError(f"minting failed: {exc.strerror or exc}: {exc.filename}") from exc
+    except OSError as exc:  # from this process, pyarrow or a worker: often without a file name
+        raise os_error(exc, settings.store, note="nothing was minted") from exc
     finally:
         runner.close()
     return MintSummary(

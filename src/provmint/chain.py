@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from provmint.config import Secret
-from provmint.errors import EXIT_CHAIN, ProvmintError
+from provmint.errors import EXIT_CHAIN, MissingFileError, ProvmintError
 
 __all__ = [
     "AnchorError",
@@ -279,7 +279,7 @@ class ChainKey:
         try:
             document = json.loads(path.read_text())
         except FileNotFoundError:
-            raise AnchorError(f"no keystore file at {path}") from None
+            raise MissingFileError(path, "keystore file") from None
         except (OSError, ValueError) as exc:
             raise AnchorError(f"{path}: not a readable keystore file") from exc
         try:

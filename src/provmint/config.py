@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from provmint.errors import ConfigError
+from provmint.errors import ConfigError, MissingFileError
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -108,7 +108,9 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         if explicit:
-            raise ConfigError(f"{path}: config file not found") from None
+            raise MissingFileError(
+                path, "config file", hint="it is named by --config or PROVMINT_CONFIG"
+            ) from None
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc

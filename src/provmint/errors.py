@@ -5,16 +5,18 @@ the data a caller needs (path, row, column, value, batch id ...) and an ``exit_c
 the command-line layer turns into the process status, in one place::
 
     ProvmintError                     1  operational failure (I/O, internal)
+    ├── OutputError                   1  an output file or directory cannot be written
     ├── ConfigError                   2  bad configuration or option value
     ├── InputError                    6  the CSV cannot be minted
     │   ├── InputFileError               unreadable, empty, no data rows, bad encoding
     │   ├── MissingColumnError           a required column is absent
     │   └── RowsRejectedError            rows failed validation (reports them all)
-    ├── KeyringError                  9  issuer key missing, unreadable or unsafe
+    ├── KeyringError                  9  issuer key unreadable or unsafe (missing: 7)
     ├── StoreError                    1  the product store cannot be used
     │   ├── StoreBusyError            8  another provmint process holds the store lock
     │   └── StoreCorruptError            on-disk state contradicts the catalog
     ├── NotFoundError                 7  no such batch or product
+    │   └── MissingFileError             no such file (CSV, proof, key file, config...)
     ├── ProofError                    3  a proof file is malformed or hostile
     └── AnchorError (chain.py)       10  node, chain id, fees, funds, chain key, transaction
 
@@ -22,17 +24,25 @@ Verification outcomes (valid, invalid, pending, could-not-check) and scan verdic
 (genuine, forged, unknown, suspect: exit 11) are *results*, not exceptions: see
 :class:`provmint.verify.Verdict` and :mod:`provmint.scan`. Their exit codes live here too so that
 every number the CLI can return is listed in one table.
+
+:func:`os_error` is the one mapping of an ``OSError`` to a ProvmintError: it names the
+path, says what happened in words, adds the free space when a disk is full, and says
+what to do.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "EXIT_BUSY",
     "EXIT_CHAIN",
+    "EXIT_CODES",
     "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
     "EXIT_INVALID",
     "EXIT_KEY",
     "EXIT_NOT_FOUND",
@@ -47,7 +57,9 @@ __all__ = [
     "InputFileError",
     "KeyringError",
     "MissingColumnError",
+    "MissingFileError",
     "NotFoundError",
+    "OutputError",
     "ProofError",
     "ProvmintError",
     "Reject",
@@ -55,6 +67,7 @@ __all__ = [
     "StoreBusyError",
     "StoreCorruptError",
     "StoreError",
+    "os_error",
 ]
 
 EXIT_OK = 0
@@ -69,6 +82,24 @@ EXIT_BUSY = 8
 EXIT_KEY = 9
 EXIT_CHAIN = 10
 EXIT_SUSPECT = 11
+EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
+
+EXIT_CODES = {
+    EXIT_OK: "ok / valid",
+    EXIT_ERROR: "error (I/O such as a full disk or no permission, internal)",
+    EXIT_USAGE: "usage or configuration",
+    EXIT_INVALID: "invalid",
+    EXIT_PENDING: "pending (valid, not anchored yet)",
+    EXIT_UNCHECKED: "could not check",
+    EXIT_REJECTED: "input rejected",
+    EXIT_NOT_FOUND: "not found (batch, product, code or file)",
+    EXIT_BUSY: "store busy",
+    EXIT_KEY: "issuer key unreadable or not private",
+    EXIT_CHAIN: "chain problem",
+    EXIT_SUSPECT: "suspect (possible copy)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+"""Every exit status the CLI can return and what it means (the help's table)."""
 
 
 class ProvmintError(Exception):
@@ -83,6 +114,27 @@ class ProvmintError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class OutputError(ProvmintError):
+    """An output file or directory could not be written (disk full, file too large, no
+    permission, read-only file system, not a file one can write...). Nothing half-written
+    is left at the path."""
+
+    def __init__(
+        self,
+        path: Path | str | None,
+        reason: str,
+        *,
+        hint: str | None = None,
+        errno: int | None = None,
+        free_bytes: int | None = None,
+    ) -> None:
+        super().__init__(reason, hint=hint)
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        self.errno = errno
+        self.free_bytes = free_bytes
 
 
 class ConfigError(ProvmintError):
@@ -156,7 +208,7 @@ class RowsRejectedError(InputError):
         rejects: list[Reject],
         rows: int,
         total: int,
-        rejects_path: Path | None,
+        rejects_path: Path | str | None,
     ) -> None:
         first = rejects[0].describe(str(path)) if rejects else f"{path}: rows rejected"
         more = f" (and {len(rejects) - 1} more problems)" if len(rejects) > 1 else ""
@@ -197,7 +249,113 @@ class NotFoundError(ProvmintError):
     exit_code = EXIT_NOT_FOUND
 
 
+class MissingFileError(NotFoundError):
+    """A file named as input does not exist: the same exit code (7, not found) in every
+    command, whether it is a products CSV, a proof, the key file, a config file or a
+    keystore."""
+
+    def __init__(self, path: Path | str, what: str = "file", *, hint: str | None = None) -> None:
+        super().__init__(f"{what} not found: {path}", hint=hint)
+        self.path = str(path)
+        self.what = what
+
+
 class ProofError(ProvmintError):
     """A proof document is malformed, oversized or otherwise not acceptable input."""
 
     exit_code = EXIT_INVALID
+
+
+# What a failed write means, in words, and what to do about it (by errno).
+_ADVICE = {
+    errno.ENOSPC: "free some space on that file system, or write to another one",
+    errno.EDQUOT: "free some space within your quota, or write to another file system",
+    errno.EFBIG: "the file size limit was reached (see ulimit -f); write a smaller "
+    "output or raise the limit",
+    errno.EACCES: "choose a path you may write to, or fix the permissions of its directory",
+    errno.EPERM: "choose a path you may write to, or fix the permissions of its directory",
+    errno.EROFS: "the file system is mounted read-only: write to another one",
+    errno.ENOENT: "create the directory first, or choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.EISDIR: "give a file name, not a directory",
+}
+_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _errno_of(exc: OSError) -> int | None:
+    """The error number, also for errors that carry it only in their text (pyarrow raises
+    ``OSError("... No space left on device")`` without ``errno``)."""
+    if exc.errno is not None:
+        return exc.errno
+    text = str(exc)
+    for code in (*_SPACE, errno.EACCES, errno.EROFS, errno.EPERM):
+        if os.strerror(code) in text:
+            return code
+    return None
+
+
+def free_space(path: Path | str) -> int | None:
+    """Bytes available to this user on the file system holding ``path`` (or its nearest
+    existing parent); None when that cannot be told."""
+    probe = Path(os.path.abspath(path))
+    for candidate in (probe, *probe.parents):
+        try:
+            info = os.statvfs(candidate)
+        except OSError:
+            continue
+        return info.f_bavail * info.f_frsize
+    return None
+
+
+def _size(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``12 KiB``, ``3.0 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value, shown = float(n), "B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value, shown = value / 1024, unit
+        if value < 1024:
+            break
+    return f"{value:.1f} {shown}" if value < 10 else f"{value:.0f} {shown}"
+
+
+def os_error(
+    exc: OSError,
+    path: Path | str | None = None,
+    *,
+    action: str = "writing",
+    what: str = "file",
+    name: str | None = None,
+    note: str | None = None,
+) -> ProvmintError:
+    """The one mapping of an ``OSError`` to a one-line ProvmintError with advice.
+
+    The path named is the error's own file name when it has one, else ``path``.
+    ``action`` says what was being done ("writing", "creating", "reading"...). A missing
+    file met while reading is :class:`MissingFileError` (exit 7, ``what`` names it), other
+    read failures a plain :class:`ProvmintError`, anything else :class:`OutputError`
+    (all exit 1). A full disk, a quota or a file size
+    limit adds the free space: ``no space left on device writing /x/y (12 KiB free)``.
+    ``name`` replaces the path in the message ("standard output"); ``note`` is appended
+    after a semicolon (for example "nothing was minted").
+    """
+    code = _errno_of(exc)
+    where = exc.filename if exc.filename is not None else path
+    if action == "reading" and code == errno.ENOENT and where is not None:
+        return MissingFileError(where, what)
+    text = exc.strerror or str(exc) or "input/output error"
+    reason = os.strerror(code) if code is not None else text.splitlines()[0]
+    if code == errno.ENOENT:  # met while writing: it is the directory that is missing
+        reason = "no such directory"
+    reason = reason[:1].lower() + reason[1:]
+    shown = name if name is not None else where
+    message = reason if shown is None else f"{reason} {action} {shown}"
+    free = free_space(where) if code in _SPACE and where is not None else None
+    if free is not None:
+        message += f" ({_size(free)} free)"
+    if note:
+        message += f"; {note}"
+    hint = _ADVICE.get(code) if code is not None else None
+    if action == "reading":
+        return ProvmintError(message, hint=hint)
+    return OutputError(where, message, hint=hint, errno=code, free_bytes=free)

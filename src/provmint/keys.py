@@ -10,7 +10,9 @@ Format ``provmint-keyring/1``::
 The key id is derived from the secret (``k-`` + 8 hex digits of a tagged SHA-256), so a
 corrupted or edited secret is detected on load. Minting uses the active key; verifying
 accepts every key in the file, so rotating never breaks printed labels. The file is
-written atomically (temporary file, fsync, rename) and never inside a product store.
+written atomically (temporary file, fsync, rename; through a symlink, the link's target)
+and never inside a product store. A missing key file is "not found" (exit 7), like
+every missing input file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import secrets
 import stat
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from provmint.config import Secret
-from provmint.errors import KeyringError
+from provmint.errors import KeyringError, MissingFileError, os_error
+from provmint.outfile import write_output
 from provmint.tokens import MIN_SECRET_BYTES
 
 __all__ = ["KEYRING_FORMAT", "IssuerKey", "Keyring", "init_keyring", "load_keyring", "rotate_key"]
@@ -105,25 +107,14 @@ def _encode(ring: list[IssuerKey]) -> bytes:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (never world-readable, even
-    for a moment)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Write ``data`` to ``path`` atomically with mode 0600, never world-readable even for
+    a moment. Through a symlink the link's target is replaced and the link stays. Raises
+    OutputError (exit 1) when the file cannot be written."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise os_error(exc, path.parent, action="creating") from exc
+    write_output(path, data, private=True)
 
 
 def _new_key() -> IssuerKey:
@@ -161,8 +152,9 @@ def load_keyring(path: Path) -> Keyring:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise KeyringError(
-            f"no issuer key file at {path}",
+        raise MissingFileError(
+            path,
+            "issuer key file",
             hint="create one with: provmint keys init"
             + ("" if path == Path() else f" --key-file {path}"),
         ) from None
@@ -194,10 +186,7 @@ def init_keyring(path: Path) -> IssuerKey:
             hint="provmint never overwrites keys; use: provmint keys rotate",
         )
     key = _new_key()
-    try:
-        _write_private(path, _encode([key]))
-    except OSError as exc:
-        raise KeyringError(f"{path}: cannot write key file: {exc.strerror}") from exc
+    _write_private(path, _encode([key]))
     return key
 
 
@@ -214,8 +203,5 @@ def rotate_key(path: Path) -> tuple[IssuerKey, IssuerKey]:
     )
     new = _new_key()
     keys = [retired if k.id == old.id else k for k in ring.keys] + [new]
-    try:
-        _write_private(path, _encode(keys))
-    except OSError as exc:
-        raise KeyringError(f"{path}: cannot write key file: {exc.strerror}") from exc
+    _write_private(path, _encode(keys))
     return new, retired

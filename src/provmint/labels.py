@@ -11,7 +11,7 @@ often draws the code itself).
 
 from __future__ import annotations
 
-import csv
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from provmint import csvsafe
 from provmint.config import Settings
-from provmint.errors import ConfigError, InputError
+from provmint.errors import ConfigError, os_error
+from provmint.outfile import is_stdout, open_output
 from provmint.pool import start_pool
-from provmint.products import LABEL_COLUMNS, read_catalog
+from provmint.products import LABEL_COLUMNS, label_table, read_catalog
 
 __all__ = ["FORMATS", "LEVELS", "LabelSummary", "render_labels"]
 
@@ -85,8 +87,14 @@ def render_labels(
     scale: int = 4,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    raw: bool = False,
 ) -> LabelSummary:
-    """Render the batch's codes and write ``labels.csv`` into ``out_dir``."""
+    """Render the batch's codes and write ``labels.csv`` into ``out_dir``.
+
+    ``labels.csv`` is safe to open in a spreadsheet (formula-like values get a leading
+    ``'``, see :mod:`provmint.csvsafe`) unless ``raw``; it is written like every output
+    (:func:`provmint.outfile.open_output`: atomically, or through a symlink, device or
+    FIFO already at that path)."""
     import time
 
     import pyarrow.parquet as pq
@@ -98,14 +106,18 @@ def render_labels(
     if not 1 <= scale <= 100:
         raise ConfigError("scale must be between 1 and 100")
     started = time.perf_counter()
+    if is_stdout(out_dir):
+        raise ConfigError(
+            "labels writes a directory (codes and labels.csv), not standard output",
+            hint="for the label CSV on standard output use: provmint batch export ID -o -",
+        )
     with read_catalog(settings) as (store, con):
         batch = store.batch(con, ref)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
+        raise os_error(exc, out_dir, action="creating") from exc
     csv_path = out_dir / "labels.csv"
-    tmp = out_dir / f".labels.csv.{os.getpid()}.tmp"
     count = images = 0
     workers = workers or settings.workers
     pool = (
@@ -114,18 +126,15 @@ def render_labels(
         else None
     )
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            out = csv.writer(fh)
+        with open_output(csv_path) as sink:
+            text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
+            out = csvsafe.csv_writer(text)
             out.writerow([*LABEL_COLUMNS, "qr_file"])
             for part_index, part in enumerate(store.part_files(batch)):
                 table = pq.read_table(part)
+                labels = label_table(table)
                 columns = {
-                    name: (
-                        table.column(name).to_pylist()
-                        if name in table.column_names
-                        else [""] * table.num_rows
-                    )
-                    for name in LABEL_COLUMNS
+                    name: labels.column(name).to_pylist() for name in ("gtin", "serial", "url")
                 }
                 leaves = table.column("leaf_index").to_pylist()
                 directory = f"part-{part_index:05d}"
@@ -139,13 +148,14 @@ def render_labels(
                         )
                     ]
                 )
-                for i in range(len(leaves)):
-                    out.writerow(
-                        [
-                            *(columns[c][i] for c in LABEL_COLUMNS),
-                            f"{directory}/{names[i]}" if names[i] else "",
-                        ]
+                shown = labels if raw else csvsafe.neutralise_table(labels)
+                out.writerows(
+                    zip(
+                        *(shown.column(c).to_pylist() for c in LABEL_COLUMNS),
+                        (f"{directory}/{name}" if name else "" for name in names),
+                        strict=True,
                     )
+                )
                 if fmt != "none":
                     jobs = [
                         (
@@ -171,10 +181,10 @@ def render_labels(
                 count += len(leaves)
                 if progress is not None:
                     progress(count, batch.products)
-        os.replace(tmp, csv_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            text.flush()
+            text.detach()  # the sink is open_output's to finish
+    except OSError as exc:  # writing a code image (the CSV's own errors are mapped already)
+        raise os_error(exc, out_dir) from exc
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -8,7 +8,6 @@ files never change, so Parquet and tree reads need no lock.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +19,14 @@ from provmint.canonical import encode_record, token_commitment
 from provmint.config import Settings
 from provmint.errors import ConfigError, NotFoundError, StoreCorruptError
 from provmint.keys import load_keyring
+from provmint.outfile import STDOUT, open_output
 from provmint.proofs import PROOF_FORMAT
 from provmint.store import BatchInfo, Store
 from provmint.tokens import make_token, parse_token, tokens_equal
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 __all__ = [
     "ProductRecord",
@@ -37,6 +38,7 @@ __all__ = [
     "export_labels",
     "export_proof",
     "find_product",
+    "label_table",
     "list_batches",
     "proof_of",
     "read_catalog",
@@ -301,13 +303,14 @@ def _paths(levels: list[bytes], index: int, sizes: list[int]) -> list[bytes]:
 def export_batch_proofs(
     settings: Settings,
     ref: str,
-    out: Path,
+    out: Path | str,
     *,
     fmt: str = "jsonl",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[BatchInfo, int]:
     """Write the proof of every product of a batch: JSON lines (one proof document per
-    line) or Parquet (one row per product; the batch section in the file metadata)."""
+    line) or Parquet (one row per product; the batch section in the file metadata), to
+    ``out`` as :func:`provmint.outfile.open_output` does (``-``: standard output)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -321,135 +324,138 @@ def export_batch_proofs(
     sizes = tree.sizes
     section = _batch_section(batch)
     done = 0
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     writer: Any = None
-    try:
-        with open(tmp, "wb") as fh:
-            for part in store.part_files(batch):
-                table = pq.read_table(part)
-                fields = [c for c in table.column_names if c not in _NOT_RECORD]
-                rows = table.to_pylist()
-                if fmt == "jsonl":
-                    lines = []
-                    for row in rows:
-                        leaf = row["leaf_index"]
-                        record = {k: row[k] for k in fields}
-                        commitment = token_commitment(parse_token(row["token"]))
-                        lines.append(
-                            json.dumps(
-                                _proof(
-                                    batch,
-                                    leaf,
-                                    record,
-                                    commitment,
-                                    _paths(levels, leaf, sizes),
-                                    section,
-                                    anchor,
-                                ),
-                                separators=(",", ":"),
-                                ensure_ascii=False,
-                            )
+    with open_output(out) as fh:
+        for part in store.part_files(batch):
+            table = pq.read_table(part)
+            fields = [c for c in table.column_names if c not in _NOT_RECORD]
+            rows = table.to_pylist()
+            if fmt == "jsonl":
+                lines = []
+                for row in rows:
+                    leaf = row["leaf_index"]
+                    record = {k: row[k] for k in fields}
+                    commitment = token_commitment(parse_token(row["token"]))
+                    lines.append(
+                        json.dumps(
+                            _proof(
+                                batch,
+                                leaf,
+                                record,
+                                commitment,
+                                _paths(levels, leaf, sizes),
+                                section,
+                                anchor,
+                            ),
+                            separators=(",", ":"),
+                            ensure_ascii=False,
                         )
-                    fh.write(("\n".join(lines) + "\n").encode("utf-8"))
-                else:
-                    commitments = [
-                        token_commitment(parse_token(t)) for t in table.column("token").to_pylist()
-                    ]
-                    paths = [
-                        _paths(levels, leaf, sizes)
-                        for leaf in table.column("leaf_index").to_pylist()
-                    ]
-                    part_table = (
-                        table.select(["leaf_index", *fields])
-                        .append_column("token_commitment", pa.array(commitments, pa.binary(32)))
-                        .append_column("path", pa.array(paths, pa.list_(pa.binary(32))))
                     )
-                    if writer is None:
-                        meta = {
-                            b"provmint": json.dumps(
-                                {
-                                    "format": PROOF_FORMAT,
-                                    "batch": section,
-                                    "anchor": anchor,
-                                    "tree": {
-                                        "profile": batch.tree_profile,
-                                        "size": batch.tree_size,
-                                        "root": batch.root,
-                                    },
-                                    "record_version": batch.manifest["record_version"],
-                                }
-                            ).encode()
-                        }
-                        writer = pq.ParquetWriter(
-                            fh, part_table.schema.with_metadata(meta), compression="zstd"
-                        )
-                    writer.write_table(part_table.replace_schema_metadata(writer.schema.metadata))
-                done += table.num_rows
-                if progress is not None:
-                    progress(done, batch.tree_size)
-            if writer is not None:
-                writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                fh.write(("\n".join(lines) + "\n").encode("utf-8"))
+            else:
+                commitments = [
+                    token_commitment(parse_token(t)) for t in table.column("token").to_pylist()
+                ]
+                paths = [
+                    _paths(levels, leaf, sizes) for leaf in table.column("leaf_index").to_pylist()
+                ]
+                part_table = (
+                    table.select(["leaf_index", *fields])
+                    .append_column("token_commitment", pa.array(commitments, pa.binary(32)))
+                    .append_column("path", pa.array(paths, pa.list_(pa.binary(32))))
+                )
+                if writer is None:
+                    meta = {
+                        b"provmint": json.dumps(
+                            {
+                                "format": PROOF_FORMAT,
+                                "batch": section,
+                                "anchor": anchor,
+                                "tree": {
+                                    "profile": batch.tree_profile,
+                                    "size": batch.tree_size,
+                                    "root": batch.root,
+                                },
+                                "record_version": batch.manifest["record_version"],
+                            }
+                        ).encode()
+                    }
+                    writer = pq.ParquetWriter(
+                        fh, part_table.schema.with_metadata(meta), compression="zstd"
+                    )
+                writer.write_table(part_table.replace_schema_metadata(writer.schema.metadata))
+            done += table.num_rows
+            if progress is not None:
+                progress(done, batch.tree_size)
+        if writer is not None:
+            writer.close()
     return batch, done
 
 
-def export_labels(settings: Settings, ref: str, out: Path | None, *, fmt: str = "csv") -> int:
+def label_table(table: pa.Table) -> pa.Table:
+    """The label columns of a stored part, a missing or null value as an empty string
+    (so both label CSVs write it the same way: ``""``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa.table(
+        {
+            name: pc.fill_null(table.column(name), "")
+            if name in table.column_names
+            else pa.array([""] * table.num_rows, pa.string())
+            for name in LABEL_COLUMNS
+        }
+    )
+
+
+def export_labels(
+    settings: Settings,
+    ref: str,
+    out: Path | str | None,
+    *,
+    fmt: str = "csv",
+    raw: bool = False,
+) -> int:
     """Write the label-printer file of a batch (gtin, serial, lot, expiry, token, url).
 
-    CSV to ``out`` (or standard output when ``out`` is None) or Parquet. Returns the row
-    count.
+    CSV or Parquet to ``out`` (a file, written atomically; a device or FIFO, written
+    through; ``-`` or None: standard output, where Parquet must be asked for with ``-``).
+    CSV values that a spreadsheet would run as formulas are neutralised unless ``raw``
+    (see :mod:`provmint.csvsafe`); Parquet is always raw. Returns the row count.
     """
-    import sys
-
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
+
+    from provmint import csvsafe
 
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"unknown label format {fmt!r}; use csv or parquet")
     if fmt == "parquet" and out is None:
-        raise ConfigError("Parquet labels need an output file: pass -o FILE")
+        raise ConfigError(
+            "Parquet labels need an output: pass -o FILE (or -o - for standard output)"
+        )
     with read_catalog(settings) as (store, con):
         batch = store.batch(con, ref)
     written = 0
-    target: Any = sys.stdout.buffer if out is None else None
-    tmp = None
-    if out is not None:
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        target = open(tmp, "wb")  # noqa: SIM115 - closed below, renamed into place
     writer: Any = None
-    try:
+    with open_output(STDOUT if out is None else out) as sink:
         for part in store.part_files(batch):
             table = pq.read_table(part)
-            columns = {}
-            for name in LABEL_COLUMNS:
-                columns[name] = (
-                    table.column(name)
-                    if name in table.column_names
-                    else pa.nulls(table.num_rows, pa.string()).fill_null("")
-                )
-            labels = pa.table(columns)
+            labels = label_table(table)
+            if fmt == "csv" and not raw:
+                labels = csvsafe.neutralise_table(labels)
             if writer is None:
                 writer = (
-                    pacsv.CSVWriter(target, labels.schema)
+                    pacsv.CSVWriter(
+                        sink, labels.schema, write_options=csvsafe.arrow_write_options()
+                    )
                     if fmt == "csv"
-                    else pq.ParquetWriter(target, labels.schema, compression="zstd")
+                    else pq.ParquetWriter(sink, labels.schema, compression="zstd")
                 )
             writer.write_table(labels)
             written += labels.num_rows
         if writer is not None:
             writer.close()
-        if tmp is not None and out is not None:
-            target.close()
-            os.replace(tmp, out)
-    except BaseException:
-        if tmp is not None:
-            target.close()
-            tmp.unlink(missing_ok=True)
-        raise
     return written
 
 

@@ -35,6 +35,7 @@ from provmint.errors import (
     EXIT_OK,
     EXIT_PENDING,
     EXIT_UNCHECKED,
+    MissingFileError,
     ProofError,
 )
 from provmint.proofs import MAX_PROOF_BYTES, Proof, parse_proof
@@ -128,7 +129,7 @@ def load_proof_file(path: Path) -> bytes:
         with open(path, "rb") as fh:
             data = fh.read(MAX_PROOF_BYTES + 1)
     except FileNotFoundError:
-        raise ProofUnreadableError(f"{path}: no such file") from None
+        raise MissingFileError(path, "proof file") from None
     except IsADirectoryError:
         raise ProofUnreadableError(f"{path}: is a directory") from None
     except OSError as exc:

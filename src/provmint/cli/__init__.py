@@ -10,6 +10,8 @@ import typer
 
 from provmint import __version__
 from provmint.cli import anchor, batch, consumer, keys, proof, store, verify
+from provmint.cli._common import TokenArgCommand
+from provmint.errors import EXIT_CODES
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -25,11 +27,7 @@ app = typer.Typer(
         "  provmint verify proof.json\n"
         "  provmint anchor --rpc-url http://127.0.0.1:8545\n"
         "\n\b\nExit codes:\n"
-        "  0 ok / valid        4 pending (valid, not anchored)   8 store busy\n"
-        "  1 error             5 could not check                 9 issuer key problem\n"
-        "  2 usage             6 input rejected\n"
-        "  3 invalid           7 not found                       10 chain problem\n"
-        "                                                        11 suspect (possible copy)\n"
+        + "".join(f"  {code:<4}{meaning}\n" for code, meaning in EXIT_CODES.items())
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -61,8 +59,8 @@ app.add_typer(proof.token_app, name="token")
 app.add_typer(anchor.app, name="anchor")
 app.add_typer(store.app, name="store")
 app.command("labels")(consumer.labels)
-# A bare token may start with "-" (base64url): unknown "options" are taken as the code.
-app.command("scan", context_settings={"ignore_unknown_options": True})(consumer.scan)
+# A bare token may start with "-" (base64url): it is read as the code, never as options.
+app.command("scan", cls=TokenArgCommand)(consumer.scan)
 app.command("serve")(consumer.serve)
 app.command("verify")(verify.verify)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
-from provmint.errors import EXIT_ERROR, ProvmintError
+from provmint.errors import EXIT_INTERRUPTED, ProvmintError, os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +50,15 @@ BatchIdArg = Annotated[
     str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+RawOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw",
+        help="Write values exactly as stored, for machines (label printers, scripts). "
+        "Without it, a value starting with = + - @ tab or CR gets a leading ' so that "
+        "a spreadsheet shows it instead of running it.",
+    ),
+]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
@@ -68,6 +79,50 @@ LockTimeoutOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+# A printed token: 22 characters of base64url, so one in 64 starts with "-".
+_DASH_TOKEN = re.compile(r"-[A-Za-z0-9_-]{21}")
+
+
+class TokenArgCommand(TyperCommand):
+    """A command whose argument may be a token starting with ``-``: it is never an option.
+
+    Click would read ``-hX...`` as ``-h`` (help) and ``-AB...`` as short options (1 in 64
+    tokens), so before parsing, every argument that has the exact shape of a token and is
+    not the value of an option is moved behind ``--``, where Click takes it as the
+    argument. ``-h`` and ``--help`` alone still show the help.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _tokens_behind_dashes(self.get_params(ctx), args))
+
+
+def _tokens_behind_dashes(params: list[Any], args: list[str]) -> list[str]:
+    """``args`` with every token-shaped argument moved behind ``--`` (see
+    :class:`TokenArgCommand`)."""
+    valued = {
+        name
+        for param in params
+        if param.param_type_name == "option" and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    before: list[str] = []
+    tokens: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg in valued:  # the next argument is this option's value, whatever it looks like
+            before.extend(args[i : i + 2])
+            i += 2
+            continue
+        (tokens if _DASH_TOKEN.fullmatch(arg) else before).append(arg)
+        i += 1
+    if not tokens:
+        return args
+    return [*before, "--", *tokens, *args[i + 1 :]]
 
 
 def settings(
@@ -129,10 +184,11 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             stderr().print("[bold red]interrupted[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as exc:  # disk full, permission denied outside the library's reach
-            stderr().print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}")
-            raise typer.Exit(EXIT_ERROR) from None
+            error = os_error(exc)
+            report_error(error)
+            raise typer.Exit(error.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -13,6 +13,7 @@ from provmint.cli._common import (
     JsonOpt,
     KeyFileOpt,
     LockTimeoutOpt,
+    RawOpt,
     StoreOpt,
     WorkersOpt,
     handle_errors,
@@ -83,9 +84,14 @@ def _show_rejects(error: RowsRejectedError) -> None:
     if more > 0:
         console.print(f"… and {more} more")
     if error.rejects_path is not None:
-        console.print(
-            f"All {len(error.rejects)} problems are listed in {escape(str(error.rejects_path))}"
+        from provmint.outfile import is_stdout
+
+        where = (
+            "on standard output"
+            if is_stdout(error.rejects_path)
+            else f"in {escape(str(error.rejects_path))}"
         )
+        console.print(f"All {len(error.rejects)} problems are listed {where}")
 
 
 @app.command("create")
@@ -106,7 +112,8 @@ def create(
         Path | None,
         typer.Option(
             "--rejects",
-            help="Where to write rejected rows [default: ./<FILE stem>.rejects.csv]",
+            help="Where to write rejected rows, - for standard output "
+            "[default: ./<FILE stem>.rejects.csv]",
             show_default=False,
         ),
     ] = None,
@@ -133,8 +140,9 @@ def create(
     Columns gtin and serial are required (any letter case; aliases such as EAN, UPC,
     "Serial Number", SN, 01 and 21 are accepted); every other column is kept and
     committed as given. Any invalid or already-minted row refuses the whole batch
-    unless --skip-invalid. Exit codes: 0 minted, 6 input rejected, 8 store busy,
-    9 no issuer key.
+    unless --skip-invalid. The rejects report is a CSV safe to open in a spreadsheet.
+    Exit codes: 0 minted, 1 error (such as a full disk), 6 input rejected, 7 FILE or
+    the key file not found, 8 store busy, 9 issuer key unreadable or not private.
 
     Examples:
 
@@ -143,8 +151,11 @@ def create(
       provmint batch create big.csv --workers 2 --skip-invalid --json
     """
     from provmint.batch import mint_batch
-    from provmint.errors import RowsRejectedError
+    from provmint.errors import ConfigError, RowsRejectedError
+    from provmint.outfile import is_stdout
 
+    if json and is_stdout(rejects):
+        raise ConfigError("--json and --rejects - both write to standard output; pick one")
     cfg = settings(
         store, key_file, config, workers=workers, url_base=url_base, lock_timeout=lock_timeout
     )
@@ -324,26 +335,35 @@ def export(
         typer.Option(
             "--out",
             "-o",
-            help="Output file [default: standard output, CSV only]",
+            help="Output file, - for standard output [default: standard output; Parquet needs -o]",
             show_default=False,
         ),
     ] = None,
+    raw: RawOpt = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     lock_timeout: LockTimeoutOpt = None,
 ) -> None:
     """Export the label-printer file: gtin, serial, lot, expiry, token, url.
 
+    The CSV is safe to open in a spreadsheet: a value starting with = + - @ tab or CR
+    (serials such as -1+2, and one token in 64) gets a leading ' . Label printers and
+    scripts need the values as stored: pass --raw (Parquet is always raw). A regular
+    file is replaced atomically; devices, FIFOs and /dev/stdout are written in place.
+
     Examples:
 
       provmint batch export 20261128-4884 -o labels.csv
 
+      provmint batch export 20261128-4884 --raw -o printer.csv
+
       provmint batch export 20261128-4884 --format parquet -o labels.parquet
     """
+    from provmint.outfile import is_stdout
     from provmint.products import export_labels
 
     count = export_labels(
-        settings(store, None, config, lock_timeout=lock_timeout), batch, out, fmt=fmt
+        settings(store, None, config, lock_timeout=lock_timeout), batch, out, fmt=fmt, raw=raw
     )
-    if out is not None:
+    if out is not None and not is_stdout(out):
         stderr().print(f"Wrote {count:,} labels to {out}")

@@ -13,6 +13,7 @@ from provmint.cli._common import (
     JsonOpt,
     KeyFileOpt,
     LockTimeoutOpt,
+    RawOpt,
     StoreOpt,
     WorkersOpt,
     counting_progress,
@@ -42,6 +43,7 @@ def labels(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory to write into.", show_default=False)
     ],
+    raw: RawOpt = False,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="svg, png, or none (the CSV only)")
     ] = "svg",
@@ -57,7 +59,8 @@ def labels(
 
     Files go to OUT/part-NNNNN/{leaf}-{gtin14}-{serial}.svg; OUT/labels.csv has gtin,
     serial, lot, expiry, token, url and qr_file for every product. The quiet zone is
-    kept.
+    kept. labels.csv is safe to open in a spreadsheet (a value starting with = + - @
+    tab or CR gets a leading '); --raw writes the values as stored, for printer jobs.
 
     Examples:
 
@@ -80,6 +83,7 @@ def labels(
             scale=scale,
             workers=cfg.workers,
             progress=update,
+            raw=raw,
         )
     if json:
         print_json(summary.to_json())

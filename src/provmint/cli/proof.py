@@ -13,6 +13,7 @@ from provmint.cli._common import (
     KeyFileOpt,
     LockTimeoutOpt,
     StoreOpt,
+    TokenArgCommand,
     counting_progress,
     handle_errors,
     print_json,
@@ -64,7 +65,8 @@ def export(
         typer.Option(
             "--out",
             "-o",
-            help="Output file [default: standard output; required with --all]",
+            help="Output file, - for standard output [default: standard output; "
+            "required with --all]",
             show_default=False,
         ),
     ] = None,
@@ -81,6 +83,11 @@ def export(
       provmint proof export --token 52VqMUmlXpKNjHggOl1ALg
 
       provmint proof export --batch 20261128-4884 --all -o proofs.jsonl
+
+      provmint proof export --batch 20261128-4884 --all -o - | gzip > proofs.jsonl.gz
+
+    A regular file is replaced atomically; devices, FIFOs and /dev/stdout are written
+    in place.
     """
     from provmint.errors import ConfigError
     from provmint.proofs import proof_to_json
@@ -96,8 +103,11 @@ def export(
     doc = proof_to_json(_one(cfg, gtin, serial, token))
     if out is None:
         typer.echo(doc)
-    else:
-        out.write_text(doc + "\n", encoding="utf-8")
+        return
+    from provmint.outfile import is_stdout, write_output
+
+    write_output(out, (doc + "\n").encode("utf-8"))
+    if not is_stdout(out):
         stderr().print(f"Wrote proof to {out}")
 
 
@@ -110,12 +120,14 @@ def _one(
 
 
 def _export_all(cfg: Settings, batch: str, out: Path, fmt: str) -> None:
+    from provmint.outfile import is_stdout
     from provmint.products import export_batch_proofs
 
     err = stderr()
     with counting_progress(err, enabled=True) as update:
         info, count = export_batch_proofs(cfg, batch, out, fmt=fmt, progress=update)
-    err.print(f"Wrote {count:,} proofs of batch {info.batch_id} to {out}")
+    if not is_stdout(out):
+        err.print(f"Wrote {count:,} proofs of batch {info.batch_id} to {out}")
 
 
 @product_app.command("show")
@@ -163,8 +175,8 @@ def show(
     stdout().print(table)
 
 
-# A token may start with "-" (base64url): unknown "options" are taken as the argument.
-@token_app.command("verify", context_settings={"ignore_unknown_options": True})
+# A token may start with "-" (base64url): it is read as the token, never as options.
+@token_app.command("verify", cls=TokenArgCommand)
 @handle_errors
 def verify_token(
     token: Annotated[str, typer.Argument(help="The printed token.", show_default=False)],
@@ -178,7 +190,7 @@ def verify_token(
 ) -> None:
     """Check a token against the issuer keys (any key in the key file, constant time).
 
-    Exit codes: 0 genuine, 3 not a token of this product.
+    Exit codes: 0 genuine, 3 not a token of this product, 7 no key file.
 
     Example: provmint token verify 52VqMUmlXpKNjHggOl1ALg --gtin 09520123450014
     --serial 546CAWQDCR56

@@ -92,7 +92,8 @@ def verify(
     Offline first; with --rpc-url (or a chain profile) the anchor transaction is checked
     on chain: chain id, success, payload, canonical block, confirmations, sender.
     Exit codes: 0 valid, 3 invalid, 4 pending (not yet anchored, or too few
-    confirmations), 5 could not check (no node, node unreachable, unreadable file).
+    confirmations), 5 could not check (no node, node unreachable, unreadable file),
+    7 no such proof file.
 
     Examples:
 
