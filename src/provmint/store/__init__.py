@@ -32,6 +32,7 @@ against the Parquet record.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -43,7 +44,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provmint.errors import NotFoundError, StoreBusyError, StoreCorruptError, StoreError
+from provmint.errors import (
+    NotFoundError,
+    ProvmintError,
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    os_error,
+)
 from provmint.store.anchors import ANCHOR_SCHEMA
 from provmint.store.files import fsync_dir, write_atomic
 from provmint.store.lock import pid_alive, store_lock
@@ -369,7 +377,7 @@ class Store:
         if not write:
             raise StoreError(f"no batches in store {self.root} yet", hint="mint a batch first")
 
-    def catalog_error(self, exc: Exception) -> StoreError:
+    def catalog_error(self, exc: Exception) -> ProvmintError:
         """The StoreError for a DuckDB error on the catalog (busy, full disk, damaged)."""
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Could not set lock" in text or "Conflicting lock" in text:
@@ -378,12 +386,8 @@ class Store:
                 hint="close other DuckDB sessions on the catalog, or open them read-only",
             )
         if "No space left on device" in text or "Disk full" in text:
-            free = shutil.disk_usage(self.root).free
-            return StoreError(
-                f"no space left on the disk of store {self.root} ({free:,} bytes free) while "
-                "writing the catalog; nothing was committed",
-                hint="free disk space and run the command again",
-            )
+            full = OSError(errno.ENOSPC, "No space left on device", str(self.catalog_path))
+            return os_error(full, note="nothing was committed")
         if "Permission denied" in text or "Read-only file system" in text:
             return StoreError(f"cannot open catalog {self.catalog_path}: {text}")
         # Anything else means the file is not the catalog provmint wrote (truncated,
