@@ -132,6 +132,7 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 _TEXT_LINE_END = re.compile(r"\r\n|\r|\n")  # the line ends of the csv module (newline="")
 _CONTENT = re.compile(rb"[^\xef\xbb\xbf \t\r\n]")  # anything but whitespace and a BOM
 _QUOTED_VALUE = re.compile(r'"[^"]*+(?:""[^"]*+)*+"')  # possessive: linear on hostile input
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EXACT_CHUNK = 1 << 16  # rows turned into Arrow arrays at a time by the exact reader
 
 
@@ -190,6 +191,11 @@ def record_lines(ingested: Ingested) -> RecordLines:
     """Physical line of each data record of an ingested file (from the bytes that were
     read; a slow pass the first time: call it only to report problems)."""
     return RecordLines(ingested.parsed.exact().record_line)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters and line separators escaped: one line of text."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _show(value: str | bytes) -> str:
@@ -401,7 +407,7 @@ def _check_header(path: Path, raw: list[str]) -> list[str]:
             )
     for required in REQUIRED:
         if required not in names:
-            shown = [_show(h) for h in raw]
+            shown = [_printable(_show(h)) for h in raw]
             raise MissingColumnError(path, required, shown, list(ALIASES[required]))
     return names
 
@@ -958,7 +964,13 @@ def parse_csv(path: Path, *, max_bytes: int = MAX_INPUT_BYTES) -> ParsedCsv:
     hasher.start()
     utf8 = _is_utf8(data)
     fast = None
-    if utf8 and _quotes_are_plain(data, layout.body_start, layout.delimiter):
+    # pyarrow drops a BOM at the start of what it reads: a data row starting with one is
+    # left to the exact reader, like any file whose quotes need a closer look.
+    if (
+        utf8
+        and not data.startswith(_BOM, layout.body_start)
+        and _quotes_are_plain(data, layout.body_start, layout.delimiter)
+    ):
         fast = _read_fast(data, layout, names)
     exact = None
     if fast is None:  # the file itself is the csv module's business
