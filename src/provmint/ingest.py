@@ -424,10 +424,10 @@ def _quotes_are_plain(data: bytes, start: int, delimiter: str) -> bool:
     else (an unclosed quote, text after a closing quote, even a legal quote inside an
     unquoted value) answers False, and the exact reader decides.
     """
-    import numpy as np
-
     if data.find(b'"', start) < 0:
         return True
+    import numpy as np
+
     raw = np.frombuffer(data, dtype=np.uint8)
     quotes = np.flatnonzero(raw[start:] == ord('"')) + start
     if quotes.size % 2:
