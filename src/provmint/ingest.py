@@ -429,19 +429,22 @@ def _quotes_are_plain(data: bytes, start: int, delimiter: str) -> bool:
     import numpy as np
 
     raw = np.frombuffer(data, dtype=np.uint8)
-    quotes = np.flatnonzero(raw[start:] == ord('"')) + start
+    quotes = np.flatnonzero(raw[start:] == ord('"'))
     if quotes.size % 2:
         return False
+    quotes += start
+    separator = np.zeros(256, dtype=bool)  # byte -> ends a field
+    separator[list(f"{delimiter}\r\n".encode())] = True
     opens, closes = quotes[0::2], quotes[1::2]
-    separators = np.frombuffer(f"{delimiter}\r\n".encode(), dtype=np.uint8)
-    doubled = np.zeros(opens.size, dtype=bool)  # opens[k] right after closes[k - 1]
-    doubled[1:] = opens[1:] == closes[:-1] + 1
-    if not (np.isin(raw[opens - 1], separators) | doubled).all():
+    doubled = opens[1:] == closes[:-1] + 1  # a quote written twice inside a value
+    starts_value = separator[raw[opens - 1]]
+    starts_value[1:] |= doubled
+    if not starts_value.all():
         return False
-    after = np.minimum(closes + 1, raw.size - 1)
-    ends_value = np.isin(raw[after], separators) | (closes + 1 == raw.size)
-    ends_value[:-1] |= doubled[1:]
-    return bool(ends_value.all())
+    ends_value = separator[raw[closes[:-1] + 1]]
+    ends_value |= doubled
+    after_last = int(closes[-1]) + 1
+    return bool(ends_value.all()) and (after_last == raw.size or bool(separator[raw[after_last]]))
 
 
 def _read_fast(data: bytes, layout: _Layout, names: list[str]) -> tuple[pa.Table, list[str]] | None:
