@@ -14,8 +14,10 @@ blank and whitespace-only rows, truncation. ``provmint batch create`` must then
    line where the csv module finds it.
 
 The oracle below is written from the README's description of the input, not from
-provmint's code. Special files (FIFO, devices, sockets) and oversized files are tested
-at the end, some in real subprocesses.
+provmint's code. A hypothesis test holds ``parse_csv`` (both of its readers) to the same
+oracle on many small files; each reproducer of issue 7 has its own test; special files
+(FIFO, devices, sockets) and oversized files are tested at the end, some in real
+subprocesses.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -593,7 +594,12 @@ PIECES = [
     "\x85",
     "\x0b",
 ]
-READ_DIR = Path(tempfile.mkdtemp(prefix="provmint-readers-"))
+
+
+@pytest.fixture(scope="module")
+def read_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the hypothesis examples are written (one file, rewritten each time)."""
+    return tmp_path_factory.mktemp("readers")
 
 
 @settings(max_examples=400, deadline=None)
@@ -609,7 +615,7 @@ READ_DIR = Path(tempfile.mkdtemp(prefix="provmint-readers-"))
 @example(body='a,"b\nc,d\n', delimiter=",", line_end="\n", encoding="cp1252")
 @example(body="\ufeff;;\n\ufeff\na;b;c", delimiter=";", line_end="\n", encoding="utf-8")  # BOMs
 def test_rows_are_read_as_the_csv_module_reads_them(
-    body: str, delimiter: str, line_end: str, encoding: str
+    read_dir: Path, body: str, delimiter: str, line_end: str, encoding: str
 ) -> None:
     """parse_csv, whichever reader it picks, keeps exactly the csv module's rows of the
     header's width, counts the others, numbers every record's line alike, and refuses a
@@ -619,7 +625,7 @@ def test_rows_are_read_as_the_csv_module_reads_them(
         + line_end.encode()
         + body.encode(encoding, errors="replace")
     )
-    path = READ_DIR / "file.csv"
+    path = read_dir / "file.csv"
     path.write_bytes(data)
     oracle = read_as_standard(data)
     try:
