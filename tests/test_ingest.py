@@ -13,8 +13,9 @@ import pytest
 from biip.gtin import Gtin
 from helpers import csv_text
 
+from provmint.canonical import MAX_FIELDS
 from provmint.errors import InputFileError, MissingColumnError, Reject
-from provmint.ingest import ALIASES, normalize_header, read_products
+from provmint.ingest import ALIASES, normalize_header, parse_csv, read_products, record_lines
 
 # --- independent GS1 helpers -----------------------------------------------------------------
 
@@ -480,3 +481,152 @@ def test_cr_only_line_endings_do_not_crash(write_csv, bad: bool) -> None:
         assert [(r.code, r.line) for r in ing.rejects] == [("serial_charset", 3)]
     else:
         assert ing.rejects == ()
+
+
+# --- hostile files (issue 7): each reproducer gives a clean answer --------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    f"gtin,serial\n{GTIN14},A1,x\n",                      # the only row has a field too many
+    f"gtin,serial,lot\n{GTIN14},A1\n\n{GTIN14},A2,L,x\n",  # every row ragged, both ways
+])
+def test_a_file_with_no_row_of_the_header_width(write_csv, text: str) -> None:
+    ing = read_products(write_csv("ragged.csv", text))
+    assert ing.table.num_rows == 0 and ing.rows.tolist() == []
+    assert {r.code for r in ing.rejects} == {"ragged_row"}
+    assert [r.line for r in ing.rejects] == ([2] if text.count("\n") == 2 else [2, 4])
+    assert ing.total_rows == ing.rejected_rows == len(ing.rejects)
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_value_over_the_csv_modules_field_limit_is_a_row_reject(write_csv, quoted: bool) -> None:
+    big = "n" * 131_073
+    text = csv_text(["gtin", "serial", "note"], [[GTIN14, "S1", "ok"],
+                                                 [GTIN14, "S2", f"a,{big}" if quoted else big]])
+    ing = read_products(write_csv("big.csv", text))
+    assert [(r.line, r.column, r.code) for r in ing.rejects] == [(3, "note", "value_too_long")]
+    assert serials(ing) == ["S1"]
+
+
+def test_an_unclosed_quote_refuses_the_file_where_it_opens(write_csv) -> None:
+    text = f'gtin,serial,name\n{GTIN14},C1,"x\n{GTIN14},C2,y\n{GTIN14},C3,z\n'
+    with pytest.raises(InputFileError) as exc:
+        read_products(write_csv("open.csv", text))
+    assert exc.value.reason == (
+        "line 2: column 3 ('name'): a quoted value starts here and its quote is never closed")
+    assert exc.value.hint is not None and '""' in exc.value.hint
+
+
+@pytest.mark.parametrize(("row", "line", "column", "char"), [
+    ('"12" pizza', 3, 3, "' '"), ('"a"b', 3, 3, "'b'"), ('"a""b"x', 3, 3, "'x'"),
+    ('"x\ny"z', 4, 3, "'z'"),
+])
+def test_text_after_a_closing_quote_refuses_the_file(write_csv, row: str, line: int,
+                                                       column: int, char: str) -> None:
+    text = f"gtin,serial,name\n{GTIN14},S1,ok\n{GTIN14},S2,{row}\n"
+    with pytest.raises(InputFileError) as exc:
+        read_products(write_csv("after.csv", text))
+    assert exc.value.reason.startswith(f"line {line}: column {column} ('name'): {char} follows")
+
+
+def test_an_unclosed_quote_in_the_header(write_csv) -> None:
+    with pytest.raises(InputFileError) as exc:
+        read_products(write_csv("h.csv", f'gtin,"serial\n{GTIN14},S1\n'))
+    assert exc.value.reason.startswith("line 1: column 2: a quoted value starts here")
+
+
+def test_a_quote_inside_an_unquoted_value_is_kept(write_csv) -> None:
+    # Legal for the csv module: read like it, and numbered like it.
+    text = f'gtin,serial,name\n{GTIN14},S1,12" pizza\n{GTIN14},S 2,a "b" c\n'
+    ing = read_products(write_csv("inch.csv", text))
+    assert ing.table.column("name").to_pylist() == ['12" pizza']
+    assert [(r.line, r.code) for r in ing.rejects] == [(3, "serial_charset")]
+
+
+def test_a_quoted_header_may_span_lines(write_csv) -> None:
+    text = f'"gtin","serial","product\nname"\n{GTIN14},S1,"a\nb"\n{GTIN14},S 2,c\n'
+    ing = read_products(write_csv("qh.csv", text))
+    assert ing.columns == ("gtin", "serial", "product_name")
+    assert ing.table.column("product_name").to_pylist() == ["a\nb"]
+    assert [(r.row, r.line) for r in ing.rejects] == [(2, 5)]
+    assert dict(record_lines(ing)) == {1: 3, 2: 5}
+
+
+def test_a_header_cell_over_64_kib_hides_no_column(write_csv) -> None:
+    ing = read_products(write_csv("long.csv", f"gtin,{'x' * 70_000},serial\n{GTIN14},v,S1\n"))
+    assert ing.columns == ("gtin", "x" * 64, "serial")
+    assert serials(ing) == ["S1"]
+
+
+@pytest.mark.parametrize("width", [MAX_FIELDS + 1, 100_000])
+def test_too_many_columns_says_so(write_csv, width: int) -> None:
+    header = ",".join(["gtin", "serial"] + [f"c{i}" for i in range(width - 2)])
+    with pytest.raises(InputFileError) as exc:
+        read_products(write_csv("wide.csv", f"{header}\n{GTIN14},S1{',x' * (width - 2)}\n"))
+    assert exc.value.reason == (
+        f"line 1: the header has {width:,} columns; provmint takes at most {MAX_FIELDS}")
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    ("gtin,serial\n".encode("utf-16"), "is UTF-16 or UTF-32 text, not UTF-8"),
+    ("gtin,serial\n".encode("utf-16-le"), "line 1: header contains NUL characters"),
+    (b"gtin,ser\xe9al\n1,2\n", "line 1: header is not valid UTF-8"),
+    (b'"gtin","ser\nial\xff"\n1,2\n', "line 2: header is not valid UTF-8"),
+])
+def test_foreign_encodings_are_named(write_csv, data: bytes, reason: str) -> None:
+    with pytest.raises(InputFileError) as exc:
+        read_products(write_csv("enc.csv", data))
+    assert exc.value.reason.startswith(reason)
+
+
+def test_a_missing_column_message_stays_on_one_line(write_csv) -> None:
+    with pytest.raises(MissingColumnError) as exc:
+        read_products(write_csv("nl.csv", f'"S\nN","E\u2028AN",{"x" * 500}\n1,2,3\n'))
+    assert "\n" not in str(exc.value) and "\u2028" not in str(exc.value)
+    assert "S\\nN" in str(exc.value) and len(str(exc.value)) < 400
+
+
+@pytest.mark.parametrize("text", [
+    f"gtin,serial,note\n{GTIN14},S1,a\x00b\n{GTIN14},S2,\x01\x1b\x7f\x85\u2028\ufeff\n",
+    f"gtin,serial,note\r{GTIN14},S1,a\x00b\r\n{GTIN14},S2,\x01\x1b\x7f\x85\u2028\ufeff\n",
+])
+def test_nul_and_control_characters_in_free_text_are_kept_as_given(write_csv, text) -> None:
+    ing = read_products(write_csv("ctl.csv", text))
+    assert ing.rejects == ()
+    assert ing.table.column("note").to_pylist() == ["a\x00b", "\x01\x1b\x7f\x85\u2028\ufeff"]
+
+
+def test_cr_only_and_mixed_line_ends_number_lines_alike(write_csv) -> None:
+    text = f"gtin,serial\r{GTIN14},S1\r\n\r{GTIN14},S 2\n\n{GTIN14},S3\r{GTIN14},S 4\r\n"
+    ing = read_products(write_csv("mixed.csv", text))
+    assert [(r.row, r.line) for r in ing.rejects] == [(2, 4), (4, 7)]
+    assert serials(ing) == ["S1", "S3"]
+
+
+@pytest.mark.parametrize("path", ["/dev/null", "/dev/zero"])
+def test_devices_are_refused_before_reading(path: str) -> None:
+    with pytest.raises(InputFileError) as exc:
+        parse_csv(Path(path))
+    assert exc.value.reason.startswith("is a character device, not a regular file")
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="is a directory"):
+        parse_csv(tmp_path)
+
+
+def test_the_size_limit_is_checked_before_reading(write_csv) -> None:
+    path = write_csv("s.csv", f"gtin,serial\n{GTIN14},S1\n")
+    size = path.stat().st_size
+    assert read_products(path, max_bytes=size).table.num_rows == 1
+    with pytest.raises(InputFileError) as exc:
+        read_products(path, max_bytes=size - 1)
+    assert exc.value.reason.startswith(f"is {size:,} bytes; one batch is read from at most "
+                                       f"{size - 1:,} bytes")
+
+
+def test_line_numbers_come_from_the_bytes_read_not_the_path(write_csv) -> None:
+    path = write_csv("moved.csv", f"gtin,serial\n\n{GTIN14},S1\n")
+    ing = read_products(path)
+    path.write_text("something else entirely\n")
+    assert dict(record_lines(ing)) == {1: 3}
