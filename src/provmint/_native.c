@@ -116,13 +116,18 @@ copies_get(copies_t *copies, const Py_buffer *view, const char *what)
         PyErr_NoMemory();
         return NULL;
     }
-    memcpy(copy, view->buf, (size_t)view->len); /* also aligns them */
-    for (Py_ssize_t i = 0, n = view->len / 4 - 1; i < n; i++) {
-        if (copy[i + 1] < copy[i]) {
-            PyErr_Format(PyExc_ValueError, "%s: offsets decrease at row %zd", what, i);
+    /* Copied and checked in one pass; memcpy per value reads a misaligned buffer safely. */
+    const unsigned char *src = view->buf;
+    int32_t previous = INT32_MIN;
+    for (Py_ssize_t i = 0, count = view->len / 4; i < count; i++) {
+        int32_t value;
+        memcpy(&value, src + 4 * i, 4);
+        if (value < previous) {
+            PyErr_Format(PyExc_ValueError, "%s: offsets decrease at row %zd", what, i - 1);
             PyMem_Free(copy);
             return NULL;
         }
+        copy[i] = previous = value;
     }
     copies->items[copies->count++] = (offsets_copy_t){view->buf, view->len, copy};
     return copy;
