@@ -1,16 +1,19 @@
 /*
- * provmint._native: the minting hot loops in C over Arrow buffers, with OpenSSL's SHA-256.
+ * provmint._native: the minting hot loops in C over Arrow buffers, with OpenSSL's SHA-256
+ * (EVP API).
  *
- * Optional: provmint.engine and provmint.merkle fall back to the pure-Python loops (same
- * results, pinned by tests) when this module is not built. It computes nothing new: it
- * removes Python's per-call overhead (about 0.3 us per hashlib call, five calls per row)
- * and releases the GIL while hashing.
+ * Optional: provmint.engine, provmint.ingest and provmint.merkle fall back to the
+ * pure-Python loops (same results, pinned by tests) when this module is not built. It
+ * computes nothing new: it removes Python's per-call overhead (about 0.3 us per hashlib
+ * call, five calls per row) and releases the GIL while hashing.
  *
- *   hash_products(secret, token_tag, commit_tag, record_header, gtin, serial, fields)
- *       -> (tokens: bytes, leaves: bytes), straight from the column buffers:
+ *   hash_products(secret, token_tag, commit_tag, record_header, gtin_offsets, gtin_data,
+ *                 serial_offsets, serial_data, fields) -> (tokens: bytes, leaves: bytes):
  *       token  = HMAC-SHA256(secret, token_tag || gtin14 || serial)[:16]
  *       leaf   = SHA-256(0x00 || record || SHA-256(commit_tag || token))
- *   key_hashes(gtin_offsets, gtin_data, serial_offsets, serial_data) -> bytes
+ *       record = record_header || for each (prefix, offsets, data) in fields:
+ *                prefix || u32be len(value) || value
+ *   key_hashes(gtin_offsets, gtin_data, serial_offsets, serial_data) -> bytes (u64 LE each)
  *   reduce_level(level) -> bytes   pairs hashed as SHA-256(0x01 || l || r), odd node promoted
  *   concat(n, parts) -> (offsets: bytes (int32), data: bytes)
  *       row i = the concatenation of every part for row i; a part is
@@ -19,85 +22,199 @@
  *       ("len32", offsets, data)   the value's byte length, u32 big-endian
  *       ("opt", offsets, data, p)  p || value, or nothing when the value is empty
  *
- * Offsets are int32 Arrow offset buffers (n + 1 entries, absolute into the data buffer).
+ * A column is an int32 Arrow offsets buffer (n + 1 entries, absolute into the data buffer)
+ * and its data buffer; any C-contiguous buffer works (bytes, numpy arrays, pyarrow
+ * buffers, memoryviews). Safe to call with anything: every argument is checked, and each
+ * offsets buffer is copied before it is checked, so a writable buffer that another thread
+ * changes while the GIL is released can change the output, never the memory we touch.
+ * Lengths, row counts and constants are read once, with the GIL held.
  */
 #define PY_SSIZE_T_CLEAN
-#define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
-#include <openssl/sha.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <string.h>
 
 #define TOKEN_BYTES 16
 #define HASH 32
 #define BLOCK 64
+#define GTIN_BYTES 14
+#define SERIAL_MAX 20
 
-static int
-check_offsets(const Py_buffer *off, const Py_buffer *data, Py_ssize_t *n_out)
+/* SHA-256, fetched once at import; an EVP_MD is immutable and shared by every thread. */
+static EVP_MD *sha256;
+
+static const unsigned char empty[1];
+
+/* Raise for a failed EVP call (in OpenSSL 3.0 every init and copy allocates). */
+static void
+set_openssl_error(void)
 {
-    if (off->len % 4 != 0 || off->len < 4) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be a non-empty int32 buffer");
-        return -1;
-    }
-    Py_ssize_t n = off->len / 4 - 1;
-    const int32_t *o = (const int32_t *)off->buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (o[i] < 0 || o[i + 1] < o[i] || (Py_ssize_t)o[i + 1] > data->len) {
-            PyErr_SetString(PyExc_ValueError, "offsets are not monotonic within the data");
-            return -1;
-        }
-    }
-    if (n > 0 && o[0] < 0) {
-        PyErr_SetString(PyExc_ValueError, "negative offset");
-        return -1;
-    }
-    *n_out = n;
-    return 0;
+    char msg[256] = "unknown error";
+    unsigned long code = ERR_get_error();
+    if (code)
+        ERR_error_string_n(code, msg, sizeof msg);
+    ERR_clear_error();
+    PyErr_Format(PyExc_RuntimeError, "OpenSSL SHA-256 failed: %s", msg);
 }
 
-/* The token and commitment half of minting (HMAC with precomputed pads). */
+static inline void
+copy_bytes(unsigned char *dst, const unsigned char *src, size_t len)
+{
+    if (len) /* memcpy(_, NULL, 0) is undefined, and empty buffers may have no address */
+        memcpy(dst, src, len);
+}
+
+/* ------------------------------------------------------------------------------ columns */
+
+/* The private copies of every offsets buffer one call reads, each made and checked once:
+ * record and URL columns pass the same offsets several times (a "len32" and a "col" part,
+ * gtin and serial both as identity and as record fields), and copying each only once
+ * keeps the loops' memory traffic what it was without copies. */
 typedef struct {
-    SHA256_CTX inner, outer; /* HMAC pads absorbed; inner also holds the token tag */
-    unsigned char commit_in[32 + TOKEN_BYTES];
-    size_t ctag_len;
-} minter_t;
+    const void *buf; /* the caller's buffer, held (by a column) for the whole call */
+    Py_ssize_t len;
+    int32_t *copy;
+} offsets_copy_t;
+
+typedef struct {
+    offsets_copy_t *items;
+    Py_ssize_t count, cap;
+} copies_t;
 
 static void
-minter_init(minter_t *m, const Py_buffer *secret, const Py_buffer *ttag, const Py_buffer *ctag)
+copies_free(copies_t *copies)
 {
-    unsigned char ipad[BLOCK], opad[BLOCK];
-    memset(ipad, 0x36, BLOCK);
-    memset(opad, 0x5c, BLOCK);
-    for (Py_ssize_t i = 0; i < secret->len; i++) {
-        ipad[i] ^= ((const unsigned char *)secret->buf)[i];
-        opad[i] ^= ((const unsigned char *)secret->buf)[i];
+    for (Py_ssize_t i = 0; i < copies->count; i++)
+        PyMem_Free(copies->items[i].copy);
+    PyMem_Free(copies->items);
+    memset(copies, 0, sizeof *copies);
+}
+
+/* A private copy of ``view`` (len / 4 int32 values, non-decreasing), or NULL with an
+ * exception set. Copied before it is checked, so nothing read afterwards can change. */
+static const int32_t *
+copies_get(copies_t *copies, const Py_buffer *view, const char *what)
+{
+    for (Py_ssize_t i = 0; i < copies->count; i++)
+        if (copies->items[i].buf == view->buf && copies->items[i].len == view->len)
+            return copies->items[i].copy;
+    if (copies->count == copies->cap) {
+        Py_ssize_t cap = copies->cap ? 2 * copies->cap : 8;
+        offsets_copy_t *items = PyMem_Realloc(copies->items, (size_t)cap * sizeof *items);
+        if (!items) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        copies->items = items;
+        copies->cap = cap;
     }
-    SHA256_Init(&m->inner);
-    SHA256_Update(&m->inner, ipad, BLOCK);
-    SHA256_Update(&m->inner, ttag->buf, ttag->len);
-    SHA256_Init(&m->outer);
-    SHA256_Update(&m->outer, opad, BLOCK);
-    memcpy(m->commit_in, ctag->buf, ctag->len);
-    m->ctag_len = (size_t)ctag->len;
+    int32_t *copy = PyMem_Malloc((size_t)view->len);
+    if (!copy) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    /* Copied and checked in one pass; memcpy per value reads a misaligned buffer safely. */
+    const unsigned char *src = view->buf;
+    int32_t previous = INT32_MIN;
+    for (Py_ssize_t i = 0, count = view->len / 4; i < count; i++) {
+        int32_t value;
+        memcpy(&value, src + 4 * i, 4);
+        if (value < previous) {
+            PyErr_Format(PyExc_ValueError, "%s: offsets decrease at row %zd", what, i - 1);
+            PyMem_Free(copy);
+            return NULL;
+        }
+        copy[i] = previous = value;
+    }
+    copies->items[copies->count++] = (offsets_copy_t){view->buf, view->len, copy};
+    return copy;
 }
 
-/* ``c`` is a copy of m->inner that has absorbed the product identity. Writes the
- * 16-byte token and its 32-byte commitment. Not the one-shot SHA256(): in OpenSSL 3 it
- * fetches the digest on every call. */
+/* One Arrow binary column: its buffers, held for the call, and the checked private copy
+ * of its offsets (the only numbers read without the GIL, so no other thread can change
+ * them between the check and the use). */
+typedef struct {
+    const int32_t *off; /* the loops' fields first: they share a cache line */
+    const unsigned char *data;
+    Py_ssize_t n; /* rows */
+    Py_buffer offsets_view, data_view;
+    int held; /* views acquired: 0, 1 or 2 */
+} column_t;
+
 static void
-minter_finish(minter_t *m, SHA256_CTX *c, unsigned char *token, unsigned char *commit)
+column_close(column_t *c)
 {
-    unsigned char digest[HASH];
-    SHA256_Final(digest, c);
-    *c = m->outer;
-    SHA256_Update(c, digest, HASH);
-    SHA256_Final(digest, c);
-    memcpy(token, digest, TOKEN_BYTES);
-    memcpy(m->commit_in + m->ctag_len, digest, TOKEN_BYTES);
-    SHA256_Init(c);
-    SHA256_Update(c, m->commit_in, m->ctag_len + TOKEN_BYTES);
-    SHA256_Final(commit, c);
+    if (c->held >= 1)
+        PyBuffer_Release(&c->offsets_view);
+    if (c->held >= 2)
+        PyBuffer_Release(&c->data_view);
+    c->held = 0;
+    c->off = NULL;
 }
+
+/* Acquire (offsets, data) and check that the offsets are n + 1 non-decreasing int32 values
+ * inside the data. ``expect`` is the required row count, or -1 for any. On failure the
+ * column is closed and an exception set. */
+static int
+column_open(column_t *c, PyObject *offsets, PyObject *data, Py_ssize_t expect, const char *what,
+            copies_t *copies)
+{
+    memset(c, 0, sizeof *c);
+    if (PyObject_GetBuffer(offsets, &c->offsets_view, PyBUF_SIMPLE) < 0)
+        goto fail;
+    c->held = 1;
+    if (PyObject_GetBuffer(data, &c->data_view, PyBUF_SIMPLE) < 0)
+        goto fail;
+    c->held = 2;
+    Py_ssize_t len = c->offsets_view.len;
+    if (len < 4 || len % 4 != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: offsets must be a non-empty int32 buffer", what);
+        goto fail;
+    }
+    c->n = len / 4 - 1;
+    if (expect >= 0 && c->n != expect) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd rows, expected %zd", what, c->n, expect);
+        goto fail;
+    }
+    c->off = copies_get(copies, &c->offsets_view, what);
+    if (!c->off)
+        goto fail;
+    if (c->off[0] < 0 || c->off[c->n] > c->data_view.len) { /* non-decreasing between */
+        PyErr_Format(PyExc_ValueError, "%s: offsets outside the data", what);
+        goto fail;
+    }
+    c->data = c->data_view.buf ? (const unsigned char *)c->data_view.buf : empty;
+    return 0;
+fail:
+    column_close(c);
+    return -1;
+}
+
+static inline size_t
+value_len(const column_t *c, Py_ssize_t row)
+{
+    return (size_t)(c->off[row + 1] - c->off[row]);
+}
+
+static inline const unsigned char *
+value_at(const column_t *c, Py_ssize_t row)
+{
+    return c->data + c->off[row];
+}
+
+static inline void
+put_u32be(unsigned char *dst, uint32_t v)
+{
+    dst[0] = (unsigned char)(v >> 24);
+    dst[1] = (unsigned char)(v >> 16);
+    dst[2] = (unsigned char)(v >> 8);
+    dst[3] = (unsigned char)v;
+}
+
+/* ----------------------------------------------------------------------- reduce_level */
 
 static PyObject *
 reduce_level(PyObject *self, PyObject *args)
@@ -105,52 +222,160 @@ reduce_level(PyObject *self, PyObject *args)
     Py_buffer level;
     if (!PyArg_ParseTuple(args, "y*", &level))
         return NULL;
+    PyObject *out = NULL;
+    EVP_MD_CTX *c = NULL;
     if (level.len % HASH != 0) {
-        PyBuffer_Release(&level);
         PyErr_SetString(PyExc_ValueError, "a level is a run of 32-byte hashes");
-        return NULL;
+        goto done;
     }
     Py_ssize_t count = level.len / HASH, pairs = count / 2;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (pairs + count % 2) * HASH);
-    if (out) {
-        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
-        const unsigned char *src = (const unsigned char *)level.buf;
-        Py_BEGIN_ALLOW_THREADS
-        unsigned char one = 0x01;
-        SHA256_CTX c;
-        for (Py_ssize_t i = 0; i < pairs; i++) {
-            SHA256_Init(&c);
-            SHA256_Update(&c, &one, 1);
-            SHA256_Update(&c, src + 2 * i * HASH, 2 * HASH);
-            SHA256_Final(dst + i * HASH, &c);
-        }
-        if (count % 2)
-            memcpy(dst + pairs * HASH, src + (count - 1) * HASH, HASH);
-        Py_END_ALLOW_THREADS
+    c = EVP_MD_CTX_new();
+    if (!c) {
+        set_openssl_error();
+        goto done;
     }
+    out = PyBytes_FromStringAndSize(NULL, (pairs + count % 2) * HASH);
+    if (!out)
+        goto done;
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *src = (const unsigned char *)level.buf;
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char node[1 + 2 * HASH];
+    node[0] = 0x01;
+    for (Py_ssize_t i = 0; ok && i < pairs; i++) {
+        memcpy(node + 1, src + 2 * i * HASH, 2 * HASH); /* one update instead of two */
+        ok = EVP_DigestInit_ex2(c, sha256, NULL) && EVP_DigestUpdate(c, node, sizeof node)
+             && EVP_DigestFinal_ex(c, dst + i * HASH, NULL);
+    }
+    if (ok && count % 2)
+        memcpy(dst + pairs * HASH, src + (count - 1) * HASH, HASH);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        set_openssl_error();
+        Py_CLEAR(out);
+    }
+done:
+    EVP_MD_CTX_free(c);
     PyBuffer_Release(&level);
     return out;
 }
 
+/* ----------------------------------------------------------------------------- concat */
 
-enum { P_CONST, P_COL, P_LEN32, P_OPT };
+enum part_kind { P_CONST, P_COL, P_LEN32, P_OPT };
 
 typedef struct {
-    int kind;
-    const unsigned char *cbuf; /* constant bytes or "opt" prefix */
+    enum part_kind kind;
+    const unsigned char *cbuf; /* constant bytes, or the "opt" prefix */
     Py_ssize_t clen;
-    const int32_t *off;
-    const unsigned char *data;
-    Py_buffer views[3];
-    int nviews;
+    column_t col;
+    Py_buffer cview;
+    int cheld;
 } part_t;
 
 static void
-release_parts(part_t *parts, Py_ssize_t count)
+part_close(part_t *p)
 {
-    for (Py_ssize_t i = 0; i < count; i++)
-        for (int v = 0; v < parts[i].nviews; v++)
-            PyBuffer_Release(&parts[i].views[v]);
+    if (p->cheld)
+        PyBuffer_Release(&p->cview);
+    p->cheld = 0;
+    column_close(&p->col);
+}
+
+static int
+kind_of(PyObject *name, Py_ssize_t tuple_size, enum part_kind *kind)
+{
+    Py_ssize_t size;
+    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &size) : NULL;
+    if (!text) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "a part's kind is 'col', 'len32' or 'opt'");
+        return -1;
+    }
+    if (size == 3 && memcmp(text, "col", 3) == 0 && tuple_size == 3)
+        *kind = P_COL;
+    else if (size == 5 && memcmp(text, "len32", 5) == 0 && tuple_size == 3)
+        *kind = P_LEN32;
+    else if (size == 3 && memcmp(text, "opt", 3) == 0 && tuple_size == 4)
+        *kind = P_OPT;
+    else {
+        PyErr_SetString(PyExc_ValueError, "a part is ('col' | 'len32', offsets, data) or "
+                                          "('opt', offsets, data, prefix)");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+part_constant(part_t *p, PyObject *obj)
+{
+    if (PyObject_GetBuffer(obj, &p->cview, PyBUF_SIMPLE) < 0)
+        return -1;
+    p->cheld = 1;
+    p->cbuf = p->cview.buf ? (const unsigned char *)p->cview.buf : empty;
+    p->clen = p->cview.len;
+    return 0;
+}
+
+static int
+part_open(part_t *p, PyObject *item, Py_ssize_t n, copies_t *copies)
+{
+    memset(p, 0, sizeof *p);
+    if (PyBytes_Check(item)) {
+        p->kind = P_CONST;
+        return part_constant(p, item);
+    }
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
+        PyErr_SetString(PyExc_TypeError, "a part is bytes or a (kind, offsets, data) tuple");
+        return -1;
+    }
+    if (kind_of(PyTuple_GET_ITEM(item, 0), PyTuple_GET_SIZE(item), &p->kind) < 0)
+        return -1;
+    if (column_open(&p->col, PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2), n,
+                    "concat part", copies) < 0)
+        return -1;
+    return p->kind == P_OPT ? part_constant(p, PyTuple_GET_ITEM(item, 3)) : 0;
+}
+
+/* Bytes that ``p`` adds to row ``r``. */
+static inline int64_t
+part_size(const part_t *p, Py_ssize_t r)
+{
+    switch (p->kind) {
+    case P_CONST: return p->clen;
+    case P_COL: return (int64_t)value_len(&p->col, r);
+    case P_LEN32: return 4;
+    case P_OPT: {
+        size_t len = value_len(&p->col, r);
+        return len ? p->clen + (int64_t)len : 0;
+    }
+    }
+    return 0;
+}
+
+static inline unsigned char *
+part_write(const part_t *p, Py_ssize_t r, unsigned char *dst)
+{
+    size_t len = p->kind == P_CONST ? 0 : value_len(&p->col, r);
+    switch (p->kind) {
+    case P_CONST:
+        copy_bytes(dst, p->cbuf, (size_t)p->clen);
+        return dst + p->clen;
+    case P_LEN32:
+        put_u32be(dst, (uint32_t)len);
+        return dst + 4;
+    case P_OPT:
+        if (!len)
+            return dst;
+        copy_bytes(dst, p->cbuf, (size_t)p->clen);
+        dst += p->clen;
+        /* fall through */
+    case P_COL:
+        copy_bytes(dst, value_at(&p->col, r), len);
+        return dst + len;
+    }
+    return dst;
 }
 
 static PyObject *
@@ -160,261 +385,333 @@ concat(PyObject *self, PyObject *args)
     PyObject *seq;
     if (!PyArg_ParseTuple(args, "nO", &n, &seq))
         return NULL;
-    PyObject *fast = PySequence_Fast(seq, "parts must be a sequence");
-    if (!fast)
+    if (n < 0 || n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "n must be between 0 and 2**31 - 1");
         return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast), ready = 0;
-    part_t *parts = PyMem_Calloc(count ? count : 1, sizeof(part_t));
+    }
+    /* A private tuple: a list changed while its items are acquired cannot shift them. */
+    PyObject *items = PySequence_Tuple(seq);
+    if (!items)
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(items), opened = 0;
+    copies_t copies = {0};
+    part_t *parts = PyMem_Calloc(count ? (size_t)count : 1, sizeof(part_t));
     PyObject *offsets = NULL, *data = NULL, *result = NULL;
     if (!parts) {
         PyErr_NoMemory();
-        goto fail;
+        goto done;
     }
-    for (Py_ssize_t i = 0; i < count; i++, ready++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
-        part_t *p = &parts[i];
-        if (PyBytes_Check(item)) {
-            p->kind = P_CONST;
-            if (PyObject_GetBuffer(item, &p->views[0], PyBUF_SIMPLE) < 0)
-                goto fail;
-            p->nviews = 1;
-            p->cbuf = p->views[0].buf;
-            p->clen = p->views[0].len;
-            continue;
-        }
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
-            PyErr_SetString(PyExc_TypeError, "a part is bytes or a (kind, offsets, data) tuple");
-            goto fail;
-        }
-        const char *kind = PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 0));
-        if (!kind)
-            goto fail;
-        if (strcmp(kind, "col") == 0)
-            p->kind = P_COL;
-        else if (strcmp(kind, "len32") == 0)
-            p->kind = P_LEN32;
-        else if (strcmp(kind, "opt") == 0 && PyTuple_GET_SIZE(item) == 4)
-            p->kind = P_OPT;
-        else {
-            PyErr_SetString(PyExc_ValueError, "unknown part kind");
-            goto fail;
-        }
-        for (int v = 0; v < (p->kind == P_OPT ? 3 : 2); v++) {
-            if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, v + 1), &p->views[v], PyBUF_SIMPLE) < 0)
-                goto fail;
-            p->nviews = v + 1;
-        }
-        Py_ssize_t dn;
-        if (p->views[0].len != (n + 1) * 4) {
-            PyErr_SetString(PyExc_ValueError, "offsets do not match the row count");
-            goto fail;
-        }
-        if (check_offsets(&p->views[0], &p->views[1], &dn) < 0)
-            goto fail;
-        p->off = p->views[0].buf;
-        p->data = p->views[1].buf;
-        if (p->kind == P_OPT) {
-            p->cbuf = p->views[2].buf;
-            p->clen = p->views[2].len;
+    for (; opened < count; opened++) {
+        if (part_open(&parts[opened], PyTuple_GET_ITEM(items, opened), n, &copies) < 0) {
+            part_close(&parts[opened]);
+            goto done;
         }
     }
-    /* Sizes first, so the output is allocated once. */
+    /* Sizes first, so the output is allocated once; the write loop below uses the same
+     * private offsets and constant lengths, so it writes exactly ``total`` bytes. */
     offsets = PyBytes_FromStringAndSize(NULL, (n + 1) * 4);
     if (!offsets)
-        goto fail;
+        goto done;
     int32_t *out_off = (int32_t *)PyBytes_AS_STRING(offsets);
     int64_t total = 0;
     out_off[0] = 0;
     for (Py_ssize_t r = 0; r < n; r++) {
         for (Py_ssize_t i = 0; i < count; i++) {
-            part_t *p = &parts[i];
-            int32_t len = p->kind == P_CONST ? 0 : p->off[r + 1] - p->off[r];
-            switch (p->kind) {
-            case P_CONST: total += p->clen; break;
-            case P_COL: total += len; break;
-            case P_LEN32: total += 4; break;
-            case P_OPT: total += len ? p->clen + len : 0; break;
+            total += part_size(&parts[i], r);
+            if (total > INT32_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "concatenated column exceeds 2 GiB");
+                goto done;
             }
-        }
-        if (total > INT32_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "concatenated column exceeds 2 GiB");
-            goto fail;
         }
         out_off[r + 1] = (int32_t)total;
     }
     data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
     if (!data)
-        goto fail;
+        goto done;
     unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(data);
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < n; r++) {
-        for (Py_ssize_t i = 0; i < count; i++) {
-            part_t *p = &parts[i];
-            if (p->kind == P_CONST) {
-                memcpy(dst, p->cbuf, p->clen);
-                dst += p->clen;
-                continue;
-            }
-            int32_t len = p->off[r + 1] - p->off[r];
-            if (p->kind == P_LEN32) {
-                dst[0] = (unsigned char)(len >> 24);
-                dst[1] = (unsigned char)(len >> 16);
-                dst[2] = (unsigned char)(len >> 8);
-                dst[3] = (unsigned char)len;
-                dst += 4;
-                continue;
-            }
-            if (p->kind == P_OPT) {
-                if (!len)
-                    continue;
-                memcpy(dst, p->cbuf, p->clen);
-                dst += p->clen;
-            }
-            memcpy(dst, p->data + p->off[r], len);
-            dst += len;
-        }
-    }
+    for (Py_ssize_t r = 0; r < n; r++)
+        for (Py_ssize_t i = 0; i < count; i++)
+            dst = part_write(&parts[i], r, dst);
     Py_END_ALLOW_THREADS
     result = PyTuple_Pack(2, offsets, data);
-fail:
+done:
     Py_XDECREF(offsets);
     Py_XDECREF(data);
     if (parts) {
-        release_parts(parts, ready + (ready < count ? 1 : 0));
+        for (Py_ssize_t i = 0; i < opened; i++)
+            part_close(&parts[i]);
         PyMem_Free(parts);
     }
-    Py_DECREF(fast);
+    copies_free(&copies);
+    Py_DECREF(items);
     return result;
 }
 
+/* ---------------------------------------------------------------------- hash_products */
 
-/*
- * hash_products(secret, token_tag, commit_tag, record_header, gtin, serial, fields)
- *     -> (tokens, leaves)
- * Tokens and leaves without materializing ids or records:
- * gtin and serial are (offsets, data) pairs; fields lists, in canonical order,
- * (prefix, offsets, data) where prefix = u8 len(name) || name. The record is
- * record_header || for each field: prefix || u32be len(value) || value.
- */
+/* The token and commitment half of minting: HMAC-SHA256 with its pads absorbed once
+ * (RFC 2104; a key longer than the block is hashed first), then per product a copy of
+ * each padded state. */
 typedef struct {
-    Py_buffer prefix, off, data;
-    int held;
+    EVP_MD_CTX *inner, *outer, *work; /* inner has also absorbed the token tag */
+    unsigned char *commit_in;         /* commit tag || token */
+    size_t ctag_len;
+} minter_t;
+
+static void
+minter_close(minter_t *m)
+{
+    /* Freeing a context wipes its state (the provider's freectx cleanses it). */
+    EVP_MD_CTX_free(m->inner);
+    EVP_MD_CTX_free(m->outer);
+    EVP_MD_CTX_free(m->work);
+    PyMem_Free(m->commit_in);
+    memset(m, 0, sizeof *m);
+}
+
+static int
+minter_open(minter_t *m, const Py_buffer *secret, const Py_buffer *ttag, const Py_buffer *ctag)
+{
+    unsigned char hashed[HASH], ipad[BLOCK], opad[BLOCK];
+    const unsigned char *key = secret->buf;
+    size_t key_len = (size_t)secret->len;
+    memset(m, 0, sizeof *m);
+    int ok = 1;
+    if (key_len > BLOCK) {
+        ok = EVP_Digest(key, key_len, hashed, NULL, sha256, NULL);
+        key = hashed;
+        key_len = HASH;
+    }
+    memset(ipad, 0x36, BLOCK);
+    memset(opad, 0x5c, BLOCK);
+    for (size_t i = 0; ok && i < key_len; i++) {
+        ipad[i] ^= key[i];
+        opad[i] ^= key[i];
+    }
+    m->inner = EVP_MD_CTX_new();
+    m->outer = EVP_MD_CTX_new();
+    m->work = EVP_MD_CTX_new();
+    ok = ok && m->inner && m->outer && m->work && EVP_DigestInit_ex2(m->inner, sha256, NULL)
+         && EVP_DigestUpdate(m->inner, ipad, BLOCK)
+         && EVP_DigestUpdate(m->inner, ttag->buf, (size_t)ttag->len)
+         && EVP_DigestInit_ex2(m->outer, sha256, NULL)
+         && EVP_DigestUpdate(m->outer, opad, BLOCK);
+    OPENSSL_cleanse(hashed, sizeof hashed);
+    OPENSSL_cleanse(ipad, sizeof ipad);
+    OPENSSL_cleanse(opad, sizeof opad);
+    if (!ok) {
+        set_openssl_error();
+        minter_close(m);
+        return -1;
+    }
+    m->ctag_len = (size_t)ctag->len;
+    m->commit_in = PyMem_Malloc(m->ctag_len + TOKEN_BYTES);
+    if (!m->commit_in) {
+        PyErr_NoMemory();
+        minter_close(m);
+        return -1;
+    }
+    copy_bytes(m->commit_in, ctag->buf, m->ctag_len);
+    return 0;
+}
+
+/* Token and commitment of one product: ``c`` = HMAC inner state + token tag + identity. */
+static inline int
+minter_token(minter_t *m, const column_t *gtin, const column_t *serial, Py_ssize_t row,
+             unsigned char *token, unsigned char *commit)
+{
+    unsigned char digest[HASH];
+    EVP_MD_CTX *c = m->work;
+    int ok = EVP_MD_CTX_copy_ex(c, m->inner)
+             && EVP_DigestUpdate(c, value_at(gtin, row), value_len(gtin, row))
+             && EVP_DigestUpdate(c, value_at(serial, row), value_len(serial, row))
+             && EVP_DigestFinal_ex(c, digest, NULL) && EVP_MD_CTX_copy_ex(c, m->outer)
+             && EVP_DigestUpdate(c, digest, HASH) && EVP_DigestFinal_ex(c, digest, NULL);
+    if (!ok)
+        return 0;
+    memcpy(token, digest, TOKEN_BYTES);
+    memcpy(m->commit_in + m->ctag_len, digest, TOKEN_BYTES);
+    return EVP_DigestInit_ex2(c, sha256, NULL)
+           && EVP_DigestUpdate(c, m->commit_in, m->ctag_len + TOKEN_BYTES)
+           && EVP_DigestFinal_ex(c, commit, NULL);
+}
+
+typedef struct {
+    column_t col;
+    Py_buffer prefix; /* u8 len(name) || name */
+    int prefix_held;
 } field_t;
+
+static void
+fields_close(field_t *fields, Py_ssize_t count)
+{
+    for (Py_ssize_t f = 0; f < count; f++) {
+        if (fields[f].prefix_held)
+            PyBuffer_Release(&fields[f].prefix);
+        column_close(&fields[f].col);
+    }
+}
+
+/* Acquire every (prefix, offsets, data) field of ``n`` rows; on failure, release them. */
+static field_t *
+fields_open(PyObject *items, Py_ssize_t n, copies_t *copies)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(items);
+    field_t *fields = PyMem_Calloc(count ? (size_t)count : 1, sizeof(field_t));
+    if (!fields) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t f = 0; f < count; f++) {
+        PyObject *item = PyTuple_GET_ITEM(items, f);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a field is (prefix, offsets, data)");
+            fields_close(fields, f);
+            goto fail;
+        }
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &fields[f].prefix, PyBUF_SIMPLE) < 0) {
+            fields_close(fields, f);
+            goto fail;
+        }
+        fields[f].prefix_held = 1;
+        if (column_open(&fields[f].col, PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2), n,
+                        "field", copies) < 0) {
+            fields_close(fields, f + 1);
+            goto fail;
+        }
+    }
+    return fields;
+fail:
+    PyMem_Free(fields);
+    return NULL;
+}
+
+/* The longest ``0x00 || header || record || commitment`` of any row, or -1 (and an
+ * exception) when it does not fit in memory. */
+static Py_ssize_t
+longest_leaf_input(Py_ssize_t header_len, const field_t *fields, Py_ssize_t nf, Py_ssize_t n)
+{
+    uint64_t fixed = 1 + (uint64_t)header_len + HASH, longest = 0;
+    for (Py_ssize_t f = 0; f < nf; f++)
+        fixed += (uint64_t)fields[f].prefix.len + 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t values = 0;
+        for (Py_ssize_t f = 0; f < nf; f++)
+            values += value_len(&fields[f].col, i);
+        if (values > longest)
+            longest = values;
+    }
+    if (fixed + longest > (uint64_t)PY_SSIZE_T_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "records too long");
+        return -1;
+    }
+    return (Py_ssize_t)(fixed + longest);
+}
+
+/* leaf = SHA-256(0x00 || header || fields of the row || commit), assembled in ``buf``
+ * (which already starts with 0x00 || header) and hashed in one update: each EVP update
+ * costs more than copying its bytes. */
+static inline int
+leaf_hash(EVP_MD_CTX *c, unsigned char *buf, size_t start_len, const field_t *fields,
+          Py_ssize_t nf, Py_ssize_t row, const unsigned char *commit, unsigned char *leaf)
+{
+    unsigned char *dst = buf + start_len;
+    for (Py_ssize_t f = 0; f < nf; f++) {
+        size_t len = value_len(&fields[f].col, row);
+        copy_bytes(dst, fields[f].prefix.buf, (size_t)fields[f].prefix.len);
+        dst += fields[f].prefix.len;
+        put_u32be(dst, (uint32_t)len);
+        copy_bytes(dst + 4, value_at(&fields[f].col, row), len);
+        dst += 4 + len;
+    }
+    memcpy(dst, commit, HASH);
+    dst += HASH;
+    return EVP_DigestInit_ex2(c, sha256, NULL) && EVP_DigestUpdate(c, buf, (size_t)(dst - buf))
+           && EVP_DigestFinal_ex(c, leaf, NULL);
+}
 
 static PyObject *
 hash_products(PyObject *self, PyObject *args)
 {
-    Py_buffer secret, ttag, ctag, header, goff, gdata, soff, sdata;
-    PyObject *fields_obj;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*O", &secret, &ttag, &ctag, &header, &goff,
-                          &gdata, &soff, &sdata, &fields_obj))
+    Py_buffer secret, ttag, ctag, header;
+    PyObject *goff, *gdata, *soff, *sdata, *fields_obj;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*OOOOO", &secret, &ttag, &ctag, &header, &goff, &gdata,
+                          &soff, &sdata, &fields_obj))
         return NULL;
-    PyObject *result = NULL, *tokens = NULL, *leaves = NULL, *fast = NULL;
+    PyObject *result = NULL, *tokens = NULL, *leaves = NULL, *items = NULL;
     field_t *fields = NULL;
-    Py_ssize_t nf = 0, n = 0, n2 = 0;
-    if (check_offsets(&goff, &gdata, &n) < 0 || check_offsets(&soff, &sdata, &n2) < 0)
+    column_t gtin = {0}, serial = {0};
+    copies_t copies = {0};
+    minter_t m = {0};
+    unsigned char *leaf_in = NULL; /* 0x00 || record header || the row's record || commit */
+    Py_ssize_t nf = 0;
+    if (column_open(&gtin, goff, gdata, -1, "gtin", &copies) < 0
+        || column_open(&serial, soff, sdata, gtin.n, "serial", &copies) < 0)
         goto done;
-    if (n != n2 || secret.len > BLOCK || ctag.len > 32) {
-        PyErr_SetString(PyExc_ValueError, "bad lengths (rows, secret or commit tag)");
+    if (gtin.n > PY_SSIZE_T_MAX / HASH) {
+        PyErr_SetString(PyExc_OverflowError, "too many rows");
         goto done;
     }
-    fast = PySequence_Fast(fields_obj, "fields must be a sequence");
-    if (!fast)
+    items = PySequence_Tuple(fields_obj);
+    if (!items)
         goto done;
-    nf = PySequence_Fast_GET_SIZE(fast);
-    fields = PyMem_Calloc(nf ? nf : 1, sizeof(field_t));
-    if (!fields) {
+    nf = PyTuple_GET_SIZE(items);
+    fields = fields_open(items, gtin.n, &copies);
+    if (!fields)
+        goto done;
+    Py_ssize_t longest = longest_leaf_input(header.len, fields, nf, gtin.n);
+    if (longest < 0)
+        goto done;
+    leaf_in = PyMem_Malloc((size_t)longest);
+    if (!leaf_in) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t f = 0; f < nf; f++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, f);
-        Py_ssize_t fn;
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
-            PyErr_SetString(PyExc_TypeError, "a field is (prefix, offsets, data)");
-            goto done;
-        }
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &fields[f].prefix, PyBUF_SIMPLE) < 0)
-            goto done;
-        fields[f].held = 1;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &fields[f].off, PyBUF_SIMPLE) < 0)
-            goto done;
-        fields[f].held = 2;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 2), &fields[f].data, PyBUF_SIMPLE) < 0)
-            goto done;
-        fields[f].held = 3;
-        if (check_offsets(&fields[f].off, &fields[f].data, &fn) < 0)
-            goto done;
-        if (fn != n) {
-            PyErr_SetString(PyExc_ValueError, "a field has a different row count");
-            goto done;
-        }
-    }
-    tokens = PyBytes_FromStringAndSize(NULL, n * TOKEN_BYTES);
-    leaves = PyBytes_FromStringAndSize(NULL, n * HASH);
-    if (!tokens || !leaves)
+    leaf_in[0] = 0x00;
+    copy_bytes(leaf_in + 1, header.buf, (size_t)header.len);
+    tokens = PyBytes_FromStringAndSize(NULL, gtin.n * TOKEN_BYTES);
+    leaves = PyBytes_FromStringAndSize(NULL, gtin.n * HASH);
+    if (!tokens || !leaves || minter_open(&m, &secret, &ttag, &ctag) < 0)
         goto done;
-    {
-        unsigned char *tok = (unsigned char *)PyBytes_AS_STRING(tokens);
-        unsigned char *lf = (unsigned char *)PyBytes_AS_STRING(leaves);
-        const int32_t *go = goff.buf, *so = soff.buf;
-        const unsigned char *gd = gdata.buf, *sd = sdata.buf;
-        unsigned char zero = 0x00, len4[4], commit[HASH];
-        minter_t m;
-        SHA256_CTX leaf0, c;
-        Py_BEGIN_ALLOW_THREADS
-        minter_init(&m, &secret, &ttag, &ctag);
-        SHA256_Init(&leaf0);
-        SHA256_Update(&leaf0, &zero, 1);
-        SHA256_Update(&leaf0, header.buf, header.len);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            c = m.inner;
-            SHA256_Update(&c, gd + go[i], (size_t)(go[i + 1] - go[i]));
-            SHA256_Update(&c, sd + so[i], (size_t)(so[i + 1] - so[i]));
-            minter_finish(&m, &c, tok + i * TOKEN_BYTES, commit);
-            c = leaf0;
-            for (Py_ssize_t f = 0; f < nf; f++) {
-                const int32_t *o = fields[f].off.buf;
-                int32_t len = o[i + 1] - o[i];
-                len4[0] = (unsigned char)(len >> 24);
-                len4[1] = (unsigned char)(len >> 16);
-                len4[2] = (unsigned char)(len >> 8);
-                len4[3] = (unsigned char)len;
-                SHA256_Update(&c, fields[f].prefix.buf, fields[f].prefix.len);
-                SHA256_Update(&c, len4, 4);
-                SHA256_Update(&c, (const unsigned char *)fields[f].data.buf + o[i], (size_t)len);
-            }
-            SHA256_Update(&c, commit, HASH);
-            SHA256_Final(lf + i * HASH, &c);
-        }
-        Py_END_ALLOW_THREADS
+    unsigned char *tok = (unsigned char *)PyBytes_AS_STRING(tokens);
+    unsigned char *lf = (unsigned char *)PyBytes_AS_STRING(leaves);
+    Py_ssize_t n = gtin.n;
+    size_t header_end = (size_t)header.len + 1;
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char commit[HASH];
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        ok = minter_token(&m, &gtin, &serial, i, tok + i * TOKEN_BYTES, commit)
+             && leaf_hash(m.work, leaf_in, header_end, fields, nf, i, commit, lf + i * HASH);
+    }
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        set_openssl_error();
+        goto done;
     }
     result = PyTuple_Pack(2, tokens, leaves);
 done:
+    minter_close(&m);
+    PyMem_Free(leaf_in);
     Py_XDECREF(tokens);
     Py_XDECREF(leaves);
     if (fields) {
-        for (Py_ssize_t f = 0; f < nf; f++) {
-            if (fields[f].held >= 1)
-                PyBuffer_Release(&fields[f].prefix);
-            if (fields[f].held >= 2)
-                PyBuffer_Release(&fields[f].off);
-            if (fields[f].held >= 3)
-                PyBuffer_Release(&fields[f].data);
-        }
+        fields_close(fields, nf);
         PyMem_Free(fields);
     }
-    Py_XDECREF(fast);
+    Py_XDECREF(items);
+    column_close(&gtin);
+    column_close(&serial);
+    copies_free(&copies);
     PyBuffer_Release(&secret);
     PyBuffer_Release(&ttag);
     PyBuffer_Release(&ctag);
     PyBuffer_Release(&header);
-    PyBuffer_Release(&goff);
-    PyBuffer_Release(&gdata);
-    PyBuffer_Release(&soff);
-    PyBuffer_Release(&sdata);
     return result;
 }
+
+/* ------------------------------------------------------------------------- key_hashes */
 
 /*
  * key_hashes(gtin_offsets, gtin_data, serial_offsets, serial_data) -> bytes (n u64, LE)
@@ -425,63 +722,65 @@ done:
 static PyObject *
 key_hashes(PyObject *self, PyObject *args)
 {
-    Py_buffer goff, gdata, soff, sdata;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*", &goff, &gdata, &soff, &sdata))
+    PyObject *goff, *gdata, *soff, *sdata;
+    if (!PyArg_ParseTuple(args, "OOOO", &goff, &gdata, &soff, &sdata))
         return NULL;
     PyObject *out = NULL;
-    Py_ssize_t n = 0, n2 = 0;
-    if (check_offsets(&goff, &gdata, &n) < 0 || check_offsets(&soff, &sdata, &n2) < 0)
+    column_t gtin = {0}, serial = {0};
+    copies_t copies = {0};
+    if (column_open(&gtin, goff, gdata, -1, "gtin", &copies) < 0
+        || column_open(&serial, soff, sdata, gtin.n, "serial", &copies) < 0)
         goto done;
-    if (n != n2) {
-        PyErr_SetString(PyExc_ValueError, "gtin and serial differ in length");
-        goto done;
-    }
-    const int32_t *go = goff.buf, *so = soff.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (go[i + 1] - go[i] != 14 || so[i + 1] - so[i] > 20) {
-            PyErr_SetString(PyExc_ValueError, "gtin must be 14 bytes and serial at most 20");
+    /* Checked on the private offsets, which the loop below reads: the 40-byte block
+     * cannot overflow whatever happens to the caller's buffers meanwhile. */
+    for (Py_ssize_t i = 0; i < gtin.n; i++) {
+        if (value_len(&gtin, i) != GTIN_BYTES || value_len(&serial, i) > SERIAL_MAX) {
+            PyErr_Format(PyExc_ValueError,
+                         "row %zd: gtin must be 14 bytes and serial at most 20", i);
             goto done;
         }
     }
-    out = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (gtin.n > PY_SSIZE_T_MAX / 8) {
+        PyErr_SetString(PyExc_OverflowError, "too many rows");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, gtin.n * 8);
     if (!out)
         goto done;
-    {
-        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
-        const unsigned char *gd = gdata.buf, *sd = sdata.buf;
-        const uint64_t m1 = 0xBF58476D1CE4E5B9ULL, m2 = 0x94D049BB133111EBULL;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char block[40];
-            memset(block, 0, sizeof block);
-            memcpy(block, gd + go[i], 14);
-            memcpy(block + 14, sd + so[i], (size_t)(so[i + 1] - so[i]));
-            uint64_t h = 0x9E3779B97F4A7C15ULL;
-            for (int w = 0; w < 5; w++) {
-                uint64_t word = 0;
-                for (int b = 7; b >= 0; b--)
-                    word = (word << 8) | block[w * 8 + b];
-                h ^= word;
-                h *= m1;
-                h ^= h >> 31;
-            }
-            h ^= h >> 30;
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    const uint64_t m1 = 0xBF58476D1CE4E5B9ULL, m2 = 0x94D049BB133111EBULL;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < gtin.n; i++) {
+        unsigned char block[40];
+        memset(block, 0, sizeof block);
+        memcpy(block, value_at(&gtin, i), GTIN_BYTES);
+        copy_bytes(block + GTIN_BYTES, value_at(&serial, i), value_len(&serial, i));
+        uint64_t h = 0x9E3779B97F4A7C15ULL;
+        for (int w = 0; w < 5; w++) {
+            uint64_t word = 0;
+            for (int b = 7; b >= 0; b--)
+                word = (word << 8) | block[w * 8 + b];
+            h ^= word;
             h *= m1;
-            h ^= h >> 27;
-            h *= m2;
             h ^= h >> 31;
-            for (int b = 0; b < 8; b++)
-                dst[i * 8 + b] = (unsigned char)(h >> (8 * b));
         }
-        Py_END_ALLOW_THREADS
+        h ^= h >> 30;
+        h *= m1;
+        h ^= h >> 27;
+        h *= m2;
+        h ^= h >> 31;
+        for (int b = 0; b < 8; b++)
+            dst[i * 8 + b] = (unsigned char)(h >> (8 * b));
     }
+    Py_END_ALLOW_THREADS
 done:
-    PyBuffer_Release(&goff);
-    PyBuffer_Release(&gdata);
-    PyBuffer_Release(&soff);
-    PyBuffer_Release(&sdata);
+    column_close(&gtin);
+    column_close(&serial);
+    copies_free(&copies);
     return out;
 }
+
+/* ----------------------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
     {"hash_products", hash_products, METH_VARARGS, "Tokens and leaves straight from columns."},
@@ -492,12 +791,23 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "provmint._native", "Native minting loops (OpenSSL SHA-256).", -1,
-    methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "provmint._native",
+    .m_doc = "Native minting loops (OpenSSL SHA-256).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC
 PyInit__native(void)
 {
+    if (!sha256) {
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (!sha256) {
+            ERR_clear_error();
+            PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256 (default provider)");
+            return NULL;
+        }
+    }
     return PyModule_Create(&module);
 }
