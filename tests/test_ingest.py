@@ -206,9 +206,12 @@ def test_duplicate_column_after_normalization(write_csv, header: str) -> None:
 
 
 def test_nonexistent_path(tmp_path: Path) -> None:
-    with pytest.raises(InputFileError) as exc:
+    from provmint.errors import EXIT_NOT_FOUND, MissingFileError
+
+    with pytest.raises(MissingFileError) as exc:
         read_products(tmp_path / "nope.csv")
-    assert "no such file" in str(exc.value)
+    assert "products CSV not found" in str(exc.value)
+    assert exc.value.exit_code == EXIT_NOT_FOUND
 
 
 # --- headers and aliases -----------------------------------------------------------------------

@@ -43,7 +43,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from provmint import gs1
 from provmint.canonical import MAX_FIELDS, MAX_VALUE_BYTES
-from provmint.errors import InputFileError, MissingColumnError, ProvmintError, Reject
+from provmint.errors import (
+    InputFileError,
+    MissingColumnError,
+    MissingFileError,
+    ProvmintError,
+    Reject,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -254,7 +260,7 @@ def _read_source(path: Path, max_bytes: int) -> bytes:
             raise _not_regular(path, kind)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise InputFileError(path, "no such file") from None
+        raise MissingFileError(path, "products CSV") from None
     except OSError as exc:
         raise InputFileError(path, f"cannot read: {exc.strerror or exc}") from exc
     with open(fd, "rb", buffering=0) as fh:
