@@ -31,7 +31,8 @@ from provmint.errors import (
 )
 
 GTIN = "09520123450014"
-INTACT_CHECKS = ["products", "root", "tree file", "manifest", "batch commitment", "tokens"]
+INTACT_CHECKS = ["catalog row", "manifest", "manifest file", "parts", "products", "root",
+                 "tree file", "urls", "indexes", "batch commitment", "tokens"]
 
 
 @pytest.fixture(scope="module")
@@ -153,34 +154,45 @@ def test_batch_id_prefix_and_unknown_batch(cli, minted) -> None:
 
 
 def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
+    """A rewritten lot changes the record (so its leaf) and the url built from it; the
+    stored tree is still the committed one, so the product itself is named."""
     rewrite_column(anchored.part, "lot", 0, "L9999Z")
     r, report = audit(cli, anchored.batch_id, "--rpc-url", anchored.url)
     assert r.exit_code == EXIT_INVALID
-    assert report["reason"].startswith("root: recomputed root ")
-    assert failed_checks(report) == ["root", "tree file"]
+    damage = (f"damaged: record or token of product 0 differs from its committed leaf, "
+              f"{anchored.part}")
+    assert report["reason"] == damage
+    assert failed_checks(report) == ["root", "urls"]
+    assert check(report, "tree file")["ok"]
     assert "on chain" not in [c["name"] for c in report["checks"]]  # stopped before the chain
     assert report["chain"] is None
     r = cli("verify", "--batch", anchored.batch_id, "--rpc-url", anchored.url)
     assert r.exit_code == EXIT_INVALID
-    assert "  FAIL root: recomputed root " in r.stdout
-    assert r.stdout.rstrip().splitlines()[-1].startswith("INVALID: root: ")
+    assert f"  FAIL root: {damage}" in r.stdout
+    assert r.stdout.rstrip().splitlines()[-1] == f"INVALID: {damage}"
 
 
 def test_tampered_parquet_without_anchor_is_invalid(cli, minted) -> None:
+    """A swapped serial breaks the leaf, the url, the key index entry and the token."""
     rewrite_column(minted.part, "serial", 4, "SWAPPEDSERIAL")
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
-    assert "root" in failed_checks(report)
+    assert failed_checks(report) == ["root", "urls", "indexes", "tokens"]
+    assert check(report, "urls")["detail"] == (
+        f"damaged: url of product 4 differs from its recomputed value, {minted.part}")
+    assert check(report, "indexes")["detail"].startswith(
+        "damaged: the row of product 4 holds a wrong value, ")
+    assert check(report, "indexes")["detail"].endswith("catalog.duckdb table product_keys")
 
 
-@pytest.mark.parametrize("where", ["leaf", "root"])
-def test_flipped_byte_in_tree_file_is_invalid(cli, minted, where: str) -> None:
+@pytest.mark.parametrize(("where", "node"), [("leaf", "leaf 1"), ("root", "node 0 of level 4")])
+def test_flipped_byte_in_tree_file_is_invalid(cli, minted, where: str, node: str) -> None:
     offsets = tree_offsets(9)
     flip_byte(minted.tree, offsets[0] + 40 if where == "leaf" else offsets[-1] + 3)
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["tree file"]
-    assert report["reason"].startswith("tree file: ")
+    assert report["reason"] == f"damaged: {node} differs from its recomputed value, {minted.tree}"
 
 
 def test_flipped_byte_in_an_inner_tree_node_is_invalid(cli, minted, tmp_path: Path) -> None:
@@ -193,7 +205,9 @@ def test_flipped_byte_in_an_inner_tree_node_is_invalid(cli, minted, tmp_path: Pa
     assert export.exit_code != 0  # the damage is real
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID, report["reason"]
-    assert "tree file" in failed_checks(report)
+    assert failed_checks(report) == ["tree file"]
+    assert report["reason"] == (
+        f"damaged: node 0 of level 1 differs from its recomputed value, {minted.tree}")
 
 
 def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
@@ -204,7 +218,9 @@ def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
     assert r.exit_code == EXIT_INVALID
     assert check(report, "tokens") == {
         "name": "tokens", "ok": False, "detail": "1 tokens do not match the issuer key"}
-    assert failed_checks(report) == ["root", "tree file", "tokens"]
+    assert failed_checks(report) == ["root", "urls", "indexes", "tokens"]
+    assert report["reason"] == (
+        f"damaged: record or token of product 2 differs from its committed leaf, {minted.part}")
 
 
 def test_token_check_needs_the_key_file(cli, minted, keyed) -> None:
@@ -215,16 +231,18 @@ def test_token_check_needs_the_key_file(cli, minted, keyed) -> None:
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert "tokens" not in [c["name"] for c in report["checks"]]
-    assert failed_checks(report) == ["root", "tree file"]
+    assert failed_checks(report) == ["root", "urls", "indexes"]
 
 
 def test_malformed_token_in_parquet_is_invalid_not_a_crash(cli, minted) -> None:
     """A stored token that is not 22 characters of base64url makes the batch invalid
     (exit 3), not a crash."""
     rewrite_column(minted.part, "token", 0, "not-a-token")
-    r = cli("verify", "--batch", minted.batch_id, "--json")
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
+    assert report["reason"] == f"damaged: token of product 0 is malformed, {minted.part}"
+    assert failed_checks(report) == ["parts", "products", "root"]
+    assert check(report, "root")["detail"] == "not recomputed: a part is damaged"
 
 
 def test_tampered_anchor_record_in_the_catalog_is_invalid(cli, anchored, tmp_path) -> None:

@@ -89,8 +89,6 @@ def render_labels(
     """Render the batch's codes and write ``labels.csv`` into ``out_dir``."""
     import time
 
-    import pyarrow.parquet as pq
-
     if fmt not in FORMATS:
         raise ConfigError(f"unknown label format {fmt!r}; use {', '.join(FORMATS)}")
     if level.lower() not in LEVELS:
@@ -117,8 +115,8 @@ def render_labels(
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             out = csv.writer(fh)
             out.writerow([*LABEL_COLUMNS, "qr_file"])
-            for part_index, part in enumerate(store.part_files(batch)):
-                table = pq.read_table(part)
+            for part_index in range(batch.parts):
+                table = store.read_part(batch, part_index)
                 columns = {
                     name: (
                         table.column(name).to_pylist()

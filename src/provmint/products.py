@@ -325,8 +325,8 @@ def export_batch_proofs(
     writer: Any = None
     try:
         with open(tmp, "wb") as fh:
-            for part in store.part_files(batch):
-                table = pq.read_table(part)
+            for index in range(batch.parts):
+                table = store.read_part(batch, index)
                 fields = [c for c in table.column_names if c not in _NOT_RECORD]
                 rows = table.to_pylist()
                 if fmt == "jsonl":
@@ -422,8 +422,8 @@ def export_labels(settings: Settings, ref: str, out: Path | None, *, fmt: str = 
         target = open(tmp, "wb")  # noqa: SIM115 - closed below, renamed into place
     writer: Any = None
     try:
-        for part in store.part_files(batch):
-            table = pq.read_table(part)
+        for index in range(batch.parts):
+            table = store.read_part(batch, index)
             columns = {}
             for name in LABEL_COLUMNS:
                 columns[name] = (

@@ -131,9 +131,29 @@ _BATCH_COLUMNS = (
 )
 
 
+_MANIFEST_KEYS = ("source", "tree", "columns", "record_version", "token_version", "url_base")
+
+
 def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:
     values = list(row)
-    values[-1] = json.loads(values[-1])
+    try:
+        manifest = json.loads(values[-1])
+    except (TypeError, ValueError):
+        manifest = None
+    # What readers rely on; the audit checks the rest against the committed digest.
+    if (
+        not isinstance(manifest, dict)
+        or any(key not in manifest for key in _MANIFEST_KEYS)
+        or not isinstance(manifest["columns"], list)
+        or not all(isinstance(c, str) for c in manifest["columns"])
+        or not isinstance(manifest["url_base"], str)
+    ):
+        raise StoreCorruptError(
+            f"damaged: the manifest of batch {values[1]} is not a provmint manifest, "
+            "catalog.duckdb table batches",
+            hint="restore the catalog from a backup",
+        )
+    values[-1] = manifest
     return BatchInfo(*values)
 
 
@@ -437,10 +457,35 @@ class Store:
         ).fetchall()
         return [(int(a), int(b)) for a, b in rows]
 
+    def read_part(self, batch: BatchInfo, index: int, columns: list[str] | None = None) -> pa.Table:
+        """Part file ``index`` of ``batch`` (only ``columns`` if given), checked before it is
+        returned: readable, the batch's schema and row counts, valid UTF-8, no nulls,
+        ``leaf_index`` in order, well-formed tokens, truthful statistics.
+
+        Every failure (I/O, Arrow, Parquet, encoding, shape) is a
+        :class:`~provmint.errors.StoreCorruptError` ``"damaged: <what>, <path>"``: the one
+        place that turns a damaged part into one clear line.
+        """
+        import pyarrow.parquet as pq
+
+        if not 0 <= index < batch.parts:
+            raise NotFoundError(f"batch {batch.batch_id} has no part {index}")
+        path = self.part_files(batch)[index]
+        start = index * batch.part_rows
+        rows = min(batch.part_rows, batch.tree_size - start)
+        with _reading(path), open(path, "rb") as fh:
+            file = pq.ParquetFile(fh)
+            _check_layout(file, batch, path, rows)
+            table = file.read(columns=_with_leaf_index(columns))
+            _check_values(table, path, start)
+            _check_statistics(file, table, path)
+        return table.select(columns) if columns is not None else table
+
     def read_products(
         self, batch: BatchInfo, leaf_indexes: list[int], columns: list[str] | None = None
     ) -> pa.Table:
-        """Stored product rows by leaf index (reads only the row groups holding them)."""
+        """Stored product rows by leaf index (reads only the row groups holding them),
+        checked like :meth:`read_part`; damage raises StoreCorruptError."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -456,19 +501,157 @@ class Store:
                 (position, offset % ROW_GROUP_ROWS)
             )
         order: list[int] = []
-        try:
-            for (part, group), wanted in sorted(groups.items()):
-                table = pq.ParquetFile(self.part_files(batch)[part]).read_row_group(
-                    group, columns=columns
-                )
-                pieces.append(table.take(pa.array([offset for _, offset in wanted])))
-                order += [position for position, _ in wanted]
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreCorruptError(
-                f"cannot read products of batch {batch.batch_id}: {exc}"
-            ) from exc
+        for (part, group), wanted in sorted(groups.items()):
+            path = self.part_files(batch)[part]
+            start = part * batch.part_rows
+            with _reading(path), open(path, "rb") as fh:
+                file = pq.ParquetFile(fh)
+                _check_layout(file, batch, path, min(batch.part_rows, batch.tree_size - start))
+                table = file.read_row_group(group, columns=_with_leaf_index(columns))
+                _check_values(table, path, start + group * ROW_GROUP_ROWS)
+            if columns is not None:
+                table = table.select(columns)
+            pieces.append(table.take(pa.array([offset for _, offset in wanted])))
+            order += [position for position, _ in wanted]
         if not pieces:
             raise NotFoundError("no products asked for")
         combined = pa.concat_tables(pieces)
         inverse = sorted(range(len(order)), key=order.__getitem__)
         return combined.take(pa.array(inverse))
+
+
+# -- reading stored parts: every check and error mapping in one place -------------------
+
+_TOKEN_TEXT = r"^[A-Za-z0-9_-]{21}[AQgw]$"
+"""A canonical printed token (what :func:`provmint.tokens.parse_token` accepts), as RE2."""
+_PARQUET_TYPES = {"leaf_index": ("INT64", "None")}
+_STRING_TYPE = ("BYTE_ARRAY", "String")
+
+
+def damaged(what: str, where: Path | str) -> str:
+    """The one wording of store damage: ``damaged: <what>, <where>``."""
+    return f"damaged: {what}, {where}"
+
+
+def _corrupt(what: str, where: Path | str) -> StoreCorruptError:
+    return StoreCorruptError(
+        damaged(what, where),
+        hint="audit the batch (provmint verify --batch ID) and restore it from a backup",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn every way reading a part file can fail into StoreCorruptError."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except StoreCorruptError:
+        raise
+    except FileNotFoundError as exc:
+        raise _corrupt("the part file is missing", path) from exc
+    except OSError as exc:
+        if exc.errno is not None:  # a real I/O error, not pyarrow's "OSError: ..." parse errors
+            raise _corrupt(f"cannot read the part file ({exc.strerror})", path) from exc
+        raise _corrupt(f"not readable Parquet ({_first_line(exc)})", path) from exc
+    except (pa.ArrowException, ValueError, UnicodeDecodeError, MemoryError, KeyError) as exc:
+        raise _corrupt(f"not readable Parquet ({_first_line(exc)})", path) from exc
+
+
+def _with_leaf_index(columns: list[str] | None) -> list[str] | None:
+    if columns is None or "leaf_index" in columns:
+        return columns
+    return ["leaf_index", *columns]
+
+
+def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
+    """The part's metadata: the batch's columns with their types, ``rows`` rows in row
+    groups of the size provmint writes (product lookups rely on it)."""
+    from provmint.engine import ROW_GROUP_ROWS
+
+    expected = {"leaf_index", "token", "url", *batch.columns}
+    schema = file.schema_arrow
+    names = list(schema.names)
+    if len(set(names)) != len(names) or set(names) != expected:
+        raise _corrupt(f"columns {sorted(names)} are not the batch's {sorted(expected)}", path)
+    parquet = file.schema
+    for i, name in enumerate(names):
+        column = parquet.column(i)
+        kind = (column.physical_type, str(column.logical_type))
+        wanted = _PARQUET_TYPES.get(name, _STRING_TYPE)
+        arrow_type = "int64" if name == "leaf_index" else "string"
+        if column.name != name or kind != wanted or str(schema.field(i).type) != arrow_type:
+            raise _corrupt(f"column {name!r} has the wrong name or type", path)
+    meta = file.metadata
+    if meta.num_rows != rows:
+        raise _corrupt(f"holds {meta.num_rows} products where the batch has {rows}", path)
+    for group in range(meta.num_row_groups):
+        expected_rows = min(ROW_GROUP_ROWS, rows - group * ROW_GROUP_ROWS)
+        if meta.row_group(group).num_rows != expected_rows:
+            raise _corrupt(f"row group {group} has the wrong number of products", path)
+
+
+def _first_false(mask: Any) -> int | None:
+    """Index of the first False in a boolean Arrow array (nulls count as False)."""
+    import numpy as np
+
+    values = mask.to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~values.astype(bool))
+    return int(bad[0]) if bad.size else None
+
+
+def _check_values(table: pa.Table, path: Path, start: int) -> None:
+    """Row-level checks: valid Arrow data (UTF-8 included), no nulls, ``leaf_index`` from
+    ``start`` on, canonical tokens."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    try:
+        table.validate(full=True)
+    except ValueError as exc:
+        raise _corrupt(f"invalid values ({_first_line(exc)})", path) from exc
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count:
+            row = _first_false(pc.is_valid(column))
+            raise _corrupt(f"{name} of product {start + (row or 0)} is missing", path)
+    leaves = table.column("leaf_index").to_numpy()
+    wrong = np.flatnonzero(leaves != np.arange(start, start + len(leaves)))
+    if wrong.size:
+        row = int(wrong[0])
+        raise _corrupt(f"product {start + row} is stored as leaf {leaves[row]}", path)
+    if "token" in table.column_names:
+        row = _first_false(pc.match_substring_regex(table.column("token"), _TOKEN_TEXT))
+        if row is not None:
+            raise _corrupt(f"token of product {start + row} is malformed", path)
+
+
+def _check_statistics(file: Any, table: pa.Table, path: Path) -> None:
+    """Column statistics are bounds queries rely on (DuckDB prunes row groups with them):
+    every present min/max must bound the data and every null count be exact."""
+    import pyarrow.compute as pc
+
+    meta = file.metadata
+    offset = 0
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        for i in range(row_group.num_columns):
+            stats = row_group.column(i).statistics
+            name = row_group.column(i).path_in_schema
+            if stats is None or name not in table.column_names:
+                continue
+            values = table.column(name).slice(offset, row_group.num_rows)
+            if stats.has_null_count and stats.null_count != values.null_count:
+                raise _corrupt(f"statistics of {name} in row group {group} are wrong", path)
+            if stats.has_min_max and row_group.num_rows:
+                low_high = pc.min_max(values)
+                if not stats.min <= low_high["min"].as_py() <= low_high["max"].as_py() <= stats.max:
+                    raise _corrupt(f"statistics of {name} in row group {group} are wrong", path)
+        offset += row_group.num_rows
