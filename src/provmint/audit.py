@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import struct
 from collections.abc import Callable
@@ -46,7 +45,7 @@ from provmint.canonical import (
 )
 from provmint.config import Settings
 from provmint.errors import ProofError, ProvmintError, StoreCorruptError
-from provmint.store import BatchInfo, Store, damaged
+from provmint.store import BatchInfo, Store, damaged, load_json
 from provmint.store.treefile import TreeFile
 from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
 from provmint.verify import AnchorChecker, Check, Verdict, on_chain_verdict
@@ -69,10 +68,16 @@ __all__ = [
 POOL_MIN_PARTS = 4
 """Batches with at least this many parts are audited in worker processes."""
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_MISSING_PARTS = 16
+"""Beyond this many missing part files the parts are not read one by one."""
 _HASH = merkle.HASH_SIZE
 _UNRESERVED = r"^[A-Za-z0-9._~-]*$"
 """Values that :func:`provmint.gs1.percent_encode` leaves as they are (RFC 3986)."""
 _INDEXES = (("product_keys", "key_hash"), ("product_tokens", "token_prefix"))
+_TREE_HEADER = struct.Struct(">8sQII40s")
+_TREE_MAGIC = b"PMTREE01"
+"""``provmint-tree/1``'s header (see :mod:`provmint.store.treefile`): magic, size,
+level count, hash size, 40 reserved zero bytes."""
 _SECRET: bytes | None = None
 
 
@@ -137,15 +142,18 @@ def audit_batch(
     ]
     secret, token_note = _issuer_secret(settings, batch) if check_tokens else (None, None)
     parts: list[_PartResult] = []
-    if checks[0].ok:  # a layout the parts can be read with
+    missing = _missing_parts(store, batch)
+    if missing is not None:
+        checks.append(Check("parts", False, missing))
+    if checks[0].ok and missing is None:  # a layout the parts can be read with
         tree, tree_damage = _open_tree(store, batch)
         parts = _run_parts(store, batch, tree, secret, workers or settings.workers)
         checks += _part_checks(store, batch, parts)
         checks += _tree_checks(store, batch, parts, tree, tree_damage)
         checks += [_url_check(store, batch, parts), _index_check(store, catalog, parts)]
     else:
-        skipped = "not checked: the catalog row is damaged"
-        checks += [Check(name, False, skipped) for name in ("parts", "root", "tree file")]
+        skipped = "not checked: the catalog row or the part files are damaged"
+        checks += [Check(name, False, skipped) for name in ("root", "tree file")]
     commitment, commitment_check = _commitment_check(batch)
     checks.append(commitment_check)
     if token_note is not None:
@@ -291,9 +299,6 @@ def _layout_problem(store: Store, batch: BatchInfo) -> str | None:
         return f"tree size {size} or part size {rows} is impossible"
     if parts != -(-size // rows):
         return f"{parts} parts of {rows} cannot hold {size} products"
-    files = len(list((store.batch_dir(batch) / "products").glob("part-*.parquet")))
-    if parts > files:
-        return f"the batch has {parts} parts, its directory {files}"
     if (
         columns != sorted(set(columns), key=lambda c: c.encode())
         or not {"gtin", "serial"} <= set(columns)
@@ -302,6 +307,18 @@ def _layout_problem(store: Store, batch: BatchInfo) -> str | None:
     ):
         return f"the manifest's columns {columns!r} are impossible"
     return None
+
+
+def _missing_parts(store: Store, batch: BatchInfo) -> str | None:
+    """Damage when far more part files are missing than the audit should try to read
+    (a row claiming an absurd size); a few missing ones are reported part by part."""
+    directory = store.batch_dir(batch) / "products"
+    present = len(list(directory.glob("part-*.parquet"))) if directory.is_dir() else 0
+    if batch.parts <= present + MAX_MISSING_PARTS:
+        return None
+    return damaged(
+        f"{batch.parts - present} of the batch's {batch.parts} parts are missing", directory
+    )
 
 
 def _manifest_check(store: Store, batch: BatchInfo) -> Check:
@@ -331,13 +348,13 @@ def _manifest_file_check(store: Store, batch: BatchInfo) -> Check:
             data = fh.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
             raise ValueError("the file is too large")
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        doc = load_json(data, object_pairs_hook=_no_duplicate_keys)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         digest = manifest_digest(doc).hex()
     except OSError as exc:
         return Check("manifest file", False, damaged(f"unreadable ({exc.strerror})", path))
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         what = f"not a manifest ({_first_line(exc)})"
         return Check("manifest file", False, damaged(what, path))
     if digest != batch.manifest_digest:
@@ -455,13 +472,22 @@ def _top_level(batch: BatchInfo) -> int:
 
 
 def _open_tree(store: Store, batch: BatchInfo) -> tuple[TreeFile | None, str | None]:
+    """The tree file, if its header is exactly the one its size calls for (reserved
+    bytes zero), or the damage."""
+    path = store.batch_dir(batch) / "tree.bin"
     try:
-        return store.tree(batch), None
+        tree = store.tree(batch)
+        with open(path, "rb") as fh:
+            header = fh.read(_TREE_HEADER.size)
     except StoreCorruptError as exc:
         detail = exc.message
-        if not detail.startswith("damaged: "):
-            detail = damaged(detail, store.batch_dir(batch) / "tree.bin")
-        return None, detail
+        return None, detail if detail.startswith("damaged: ") else damaged(detail, path)
+    except OSError as exc:
+        return None, damaged(f"unreadable ({exc.strerror})", path)
+    expected = _TREE_HEADER.pack(_TREE_MAGIC, tree.size, tree.level_count, _HASH, bytes(40))
+    if header != expected:
+        return None, damaged("the header is not the one its size calls for", path)
+    return tree, None
 
 
 def _init_worker(secret: bytes | None) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +45,15 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["STORE_FORMAT", "BatchInfo", "PendingBatch", "Store", "store_lock"]
+__all__ = [
+    "STORE_FORMAT",
+    "BatchInfo",
+    "PendingBatch",
+    "Store",
+    "damaged",
+    "load_json",
+    "store_lock",
+]
 
 STORE_FORMAT = "provmint-store/1"
 
@@ -134,10 +143,31 @@ _BATCH_COLUMNS = (
 _MANIFEST_KEYS = ("source", "tree", "columns", "record_version", "token_version", "url_base")
 
 
+def load_json(text: str | bytes, *, max_depth: int = 16, **options: Any) -> Any:
+    """``json.loads`` for stored JSON that may be damaged: nesting deeper than
+    ``max_depth`` is a ValueError (the C decoder would otherwise exhaust the C stack
+    under a raised recursion limit)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    depth = 0
+    for token in _JSON_TOKENS.finditer(text):
+        if token.group() in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+        elif token.group() in "]}":
+            depth -= 1
+    return json.loads(text, **options)
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+"""Strings (skipped whole, so brackets inside them do not count) and brackets."""
+
+
 def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:
     values = list(row)
     try:
-        manifest = json.loads(values[-1])
+        manifest = load_json(values[-1])
     except (TypeError, ValueError):
         manifest = None
     # What readers rely on; the audit checks the rest against the committed digest.
@@ -586,9 +616,14 @@ def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
         column = parquet.column(i)
         kind = (column.physical_type, str(column.logical_type))
         wanted = _PARQUET_TYPES.get(name, _STRING_TYPE)
+        arrow = schema.field(i)
         arrow_type = "int64" if name == "leaf_index" else "string"
-        if column.name != name or kind != wanted or str(schema.field(i).type) != arrow_type:
+        if column.name != name or kind != wanted or str(arrow.type) != arrow_type:
             raise _corrupt(f"column {name!r} has the wrong name or type", path)
+        if not arrow.nullable or arrow.metadata:
+            raise _corrupt(f"column {name!r} has a schema provmint does not write", path)
+    if schema.metadata:
+        raise _corrupt("the schema carries metadata provmint does not write", path)
     meta = file.metadata
     if meta.num_rows != rows:
         raise _corrupt(f"holds {meta.num_rows} products where the batch has {rows}", path)
