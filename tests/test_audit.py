@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from conftest import EXAMPLE_CSV, Anvil, dev_key
 from helpers import failed_checks, no_crash, verify_report
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from provmint.errors import (
     EXIT_INVALID,
@@ -428,9 +430,6 @@ def test_offline_audit_imports_no_web3(cli, anchored) -> None:
 
 # The audit recomputes with its own column-wise code, never the minting engine's: these
 # pin each piece to the pure core's definition, on hostile values.
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 GTINS = st.text("0123456789", min_size=14, max_size=14)

@@ -373,6 +373,19 @@ def _missing(part: Path) -> str:
     return "the part file is missing"
 
 
+@damage("size statistics")
+def _size_statistics(part: Path) -> str:
+    """One flipped byte that pyarrow reports when reading, but that aborts the process
+    (an uncaught C++ exception) when the column chunk's metadata is asked for first:
+    leaf_index's definition level histogram, a thrift list of two i64 (0 and 9), made a
+    list of one binary."""
+    data = part.read_bytes()
+    histogram = b"\x19\x26\x00\x12"
+    assert histogram in data, "pyarrow writes its footer differently now: update this test"
+    part.write_bytes(data.replace(histogram, b"\x19\x1b\x00\x12", 1))
+    return "not readable Parquet (Definition level histogram size mismatch"
+
+
 @damage("malformed token")
 def _malformed_token(part: Path) -> str:
     import pyarrow as pa

@@ -508,7 +508,7 @@ class Store:
             _check_layout(file, batch, path, rows)
             table = file.read(columns=_with_leaf_index(columns))
             _check_values(table, path, start)
-            _check_statistics(file, table, path)
+            _check_chunks(file, list(range(file.metadata.num_row_groups)), table, path, rows)
         return table.select(columns) if columns is not None else table
 
     def read_products(
@@ -536,9 +536,11 @@ class Store:
             start = part * batch.part_rows
             with _reading(path), open(path, "rb") as fh:
                 file = pq.ParquetFile(fh)
-                _check_layout(file, batch, path, min(batch.part_rows, batch.tree_size - start))
+                rows = min(batch.part_rows, batch.tree_size - start)
+                _check_layout(file, batch, path, rows)
                 table = file.read_row_group(group, columns=_with_leaf_index(columns))
                 _check_values(table, path, start + group * ROW_GROUP_ROWS)
+                _check_chunks(file, [group], table, path, rows)
             if columns is not None:
                 table = table.select(columns)
             pieces.append(table.take(pa.array([offset for _, offset in wanted])))
@@ -602,8 +604,8 @@ def _with_leaf_index(columns: list[str] | None) -> list[str] | None:
 
 
 def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
-    """The part's metadata: the batch's columns with their types, ``rows`` rows in row
-    groups of the size provmint writes (product lookups rely on it)."""
+    """The part's file metadata: the batch's columns with their types, ``rows`` rows in
+    as many row groups as provmint writes (the groups are checked once read)."""
     from provmint.engine import ROW_GROUP_ROWS
 
     expected = {"leaf_index", "token", "url", *batch.columns}
@@ -627,10 +629,8 @@ def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
     meta = file.metadata
     if meta.num_rows != rows:
         raise _corrupt(f"holds {meta.num_rows} products where the batch has {rows}", path)
-    for group in range(meta.num_row_groups):
-        expected_rows = min(ROW_GROUP_ROWS, rows - group * ROW_GROUP_ROWS)
-        if meta.row_group(group).num_rows != expected_rows:
-            raise _corrupt(f"row group {group} has the wrong number of products", path)
+    if meta.num_row_groups != -(-rows // ROW_GROUP_ROWS):
+        raise _corrupt(f"{meta.num_row_groups} row groups cannot be provmint's", path)
 
 
 def _first_false(mask: Any) -> int | None:
@@ -668,25 +668,38 @@ def _check_values(table: pa.Table, path: Path, start: int) -> None:
             raise _corrupt(f"token of product {start + row} is malformed", path)
 
 
-def _check_statistics(file: Any, table: pa.Table, path: Path) -> None:
-    """Column statistics are bounds queries rely on (DuckDB prunes row groups with them):
-    every present min/max must bound the data and every null count be exact."""
+def _check_chunks(file: Any, groups: list[int], table: pa.Table, path: Path, rows: int) -> None:
+    """The row groups (of a part of ``rows`` rows) that ``table`` was read from: each
+    of the size provmint writes (product lookups rely on it), each column chunk naming
+    its column, with true statistics (DuckDB prunes row groups with them): every
+    present min/max bounds the data and every null count is exact.
+
+    Only groups and chunks already read are inspected: pyarrow aborts the whole process
+    when asked for the metadata of some damaged ones, where reading them raises an error.
+    """
     import pyarrow.compute as pc
 
+    from provmint.engine import ROW_GROUP_ROWS
+
     meta = file.metadata
+    names = list(file.schema_arrow.names)
     offset = 0
-    for group in range(meta.num_row_groups):
+    for group in groups:
         row_group = meta.row_group(group)
-        for i in range(row_group.num_columns):
-            stats = row_group.column(i).statistics
-            name = row_group.column(i).path_in_schema
-            if stats is None or name not in table.column_names:
+        if row_group.num_rows != min(ROW_GROUP_ROWS, rows - group * ROW_GROUP_ROWS):
+            raise _corrupt(f"row group {group} has the wrong number of products", path)
+        for name in table.column_names:
+            chunk = row_group.column(names.index(name))
+            if chunk.path_in_schema != name:
+                raise _corrupt(f"row group {group} does not hold column {name!r}", path)
+            stats = chunk.statistics
+            if stats is None:
                 continue
             values = table.column(name).slice(offset, row_group.num_rows)
             if stats.has_null_count and stats.null_count != values.null_count:
                 raise _corrupt(f"statistics of {name} in row group {group} are wrong", path)
             if stats.has_min_max and row_group.num_rows:
-                low_high = pc.min_max(values)
-                if not stats.min <= low_high["min"].as_py() <= low_high["max"].as_py() <= stats.max:
+                bounds = pc.min_max(values)
+                if not stats.min <= bounds["min"].as_py() <= bounds["max"].as_py() <= stats.max:
                     raise _corrupt(f"statistics of {name} in row group {group} are wrong", path)
         offset += row_group.num_rows
