@@ -147,7 +147,14 @@ def audit_batch(
         checks.append(Check("parts", False, missing))
     if checks[0].ok and missing is None:  # a layout the parts can be read with
         tree, tree_damage = _open_tree(store, batch)
-        parts = _run_parts(store, batch, tree, secret, workers or settings.workers)
+        parts = _run_parts(
+            store,
+            batch,
+            tree,
+            secret,
+            workers or settings.workers,
+            while_running=lambda: _read_indexes(settings, catalog),
+        )
         checks += _part_checks(store, batch, parts)
         checks += _tree_checks(store, batch, parts, tree, tree_damage)
         checks += [_url_check(store, batch, parts), _index_check(store, catalog, parts)]
@@ -207,8 +214,8 @@ def _anchor_verdict(
 
 
 def _read_catalog(settings: Settings, ref: str) -> _Catalog | AuditReport:
-    """The batch row, its anchor and its index rows. A row or block the catalog cannot
-    read (DuckDB checks its blocks' checksums) is an invalid audit, not an exception."""
+    """The batch row and its anchor. A row or block the catalog cannot read (DuckDB
+    checks its blocks' checksums) is an invalid audit, not an exception."""
     import duckdb
 
     from provmint.products import batch_anchor_section, read_catalog
@@ -227,6 +234,18 @@ def _read_catalog(settings: Settings, ref: str) -> _Catalog | AuditReport:
         except (duckdb.Error, ValueError, TypeError, KeyError) as exc:
             where = f"{store.catalog_path} table anchors"
             catalog.anchor_damage = damaged(f"unreadable ({_first_line(exc)})", where)
+    return catalog
+
+
+def _read_indexes(settings: Settings, catalog: _Catalog) -> None:
+    """The batch's index rows (read while the parts are audited: committed rows never
+    change). An unreadable block is damage, recorded in ``catalog``."""
+    import duckdb
+
+    from provmint.products import read_catalog
+
+    batch = catalog.batch
+    with read_catalog(settings) as (store, con):
         for table, column in _INDEXES:
             try:
                 rows = con.execute(
@@ -239,7 +258,6 @@ def _read_catalog(settings: Settings, ref: str) -> _Catalog | AuditReport:
                 catalog.index_damage = damaged(f"unreadable ({_first_line(exc)})", where)
                 break
             catalog.indexes[table] = (rows["value"], rows["leaf"])
-    return catalog
 
 
 def _unreadable(ref: str, detail: str) -> AuditReport:
@@ -491,8 +509,11 @@ def _open_tree(store: Store, batch: BatchInfo) -> tuple[TreeFile | None, str | N
 
 
 def _init_worker(secret: bytes | None) -> None:
+    import pyarrow as pa
+
     global _SECRET
     _SECRET = secret
+    pa.set_cpu_count(1)  # the pool already uses every core: Arrow threads only contend
 
 
 def _audit_part_in_worker(job: _PartJob) -> _PartResult:
@@ -500,15 +521,22 @@ def _audit_part_in_worker(job: _PartJob) -> _PartResult:
 
 
 def _run_parts(
-    store: Store, batch: BatchInfo, tree: TreeFile | None, secret: bytes | None, workers: int
+    store: Store,
+    batch: BatchInfo,
+    tree: TreeFile | None,
+    secret: bytes | None,
+    workers: int,
+    while_running: Callable[[], None],
 ) -> list[_PartResult]:
-    """Audit every part, in worker processes when the batch is large enough to gain."""
+    """Audit every part, in worker processes when the batch is large enough to gain;
+    ``while_running`` is this process's work meanwhile."""
     from concurrent.futures.process import BrokenProcessPool
 
     from provmint.pool import start_pool
 
     jobs = [_PartJob(str(store.root), batch, i, tree is not None) for i in range(batch.parts)]
     if workers < 2 or batch.parts < POOL_MIN_PARTS:
+        while_running()
         return [_audit_part(job, secret) for job in jobs]
     pool = start_pool(
         min(workers, batch.parts),
@@ -517,7 +545,9 @@ def _run_parts(
         initargs=(secret,),
     )
     try:
-        return list(pool.map(_audit_part_in_worker, jobs))
+        results = pool.map(_audit_part_in_worker, jobs)
+        while_running()
+        return list(results)
     except BrokenProcessPool as exc:
         raise ProvmintError("audit failed: a worker process died (out of memory?)") from exc
     finally:
