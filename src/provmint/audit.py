@@ -608,7 +608,8 @@ def _part_checks(store: Store, batch: BatchInfo, parts: list[_PartResult]) -> li
         more = f" (and {len(broken) - 1} more damaged parts)" if len(broken) > 1 else ""
         readable = Check("parts", False, f"{broken[0].damage}{more}")
     else:
-        readable = Check("parts", True, f"{len(parts)} parts, every column well-formed")
+        plural = "s" if len(parts) != 1 else ""
+        readable = Check("parts", True, f"{len(parts)} part{plural}, every column well-formed")
     counted = f"{count} stored products, the batch has {batch.tree_size}"
     return [readable, Check("products", count == batch.tree_size, counted)]
 
