@@ -97,8 +97,6 @@ def render_labels(
     FIFO already at that path)."""
     import time
 
-    import pyarrow.parquet as pq
-
     if fmt not in FORMATS:
         raise ConfigError(f"unknown label format {fmt!r}; use {', '.join(FORMATS)}")
     if level.lower() not in LEVELS:
@@ -130,8 +128,8 @@ def render_labels(
             text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
             out = csvsafe.csv_writer(text)
             out.writerow([*LABEL_COLUMNS, "qr_file"])
-            for part_index, part in enumerate(store.part_files(batch)):
-                table = pq.read_table(part)
+            for part_index in range(batch.parts):
+                table = store.read_part(batch, part_index)
                 labels = label_table(table)
                 columns = {
                     name: labels.column(name).to_pylist() for name in ("gtin", "serial", "url")

@@ -326,8 +326,8 @@ def export_batch_proofs(
     done = 0
     writer: Any = None
     with open_output(out) as fh:
-        for part in store.part_files(batch):
-            table = pq.read_table(part)
+        for index in range(batch.parts):
+            table = store.read_part(batch, index)
             fields = [c for c in table.column_names if c not in _NOT_RECORD]
             rows = table.to_pylist()
             if fmt == "jsonl":
@@ -439,8 +439,8 @@ def export_labels(
     written = 0
     writer: Any = None
     with open_output(STDOUT if out is None else out) as sink:
-        for part in store.part_files(batch):
-            table = pq.read_table(part)
+        for index in range(batch.parts):
+            table = store.read_part(batch, index)
             labels = label_table(table)
             if fmt == "csv" and not raw:
                 labels = csvsafe.neutralise_table(labels)

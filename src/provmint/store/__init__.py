@@ -68,9 +68,11 @@ __all__ = [
     "PendingBatch",
     "Recovery",
     "Store",
+    "damaged",
     "init_catalog",
     "insert_batch",
     "insert_index",
+    "load_json",
     "store_lock",
 ]
 
@@ -159,9 +161,50 @@ _BATCH_COLUMNS = (
 )
 
 
+_MANIFEST_KEYS = ("source", "tree", "columns", "record_version", "token_version", "url_base")
+
+
+def load_json(text: str | bytes, *, max_depth: int = 16, **options: Any) -> Any:
+    """``json.loads`` for stored JSON that may be damaged: nesting deeper than
+    ``max_depth`` is a ValueError (the C decoder would otherwise exhaust the C stack
+    under a raised recursion limit)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    depth = 0
+    for token in _JSON_TOKENS.finditer(text):
+        if token.group() in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+        elif token.group() in "]}":
+            depth -= 1
+    return json.loads(text, **options)
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+"""Strings (skipped whole, so brackets inside them do not count) and brackets."""
+
+
 def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:
     values = list(row)
-    values[-1] = json.loads(values[-1])
+    try:
+        manifest = load_json(values[-1])
+    except (TypeError, ValueError):
+        manifest = None
+    # What readers rely on; the audit checks the rest against the committed digest.
+    if (
+        not isinstance(manifest, dict)
+        or any(key not in manifest for key in _MANIFEST_KEYS)
+        or not isinstance(manifest["columns"], list)
+        or not all(isinstance(c, str) for c in manifest["columns"])
+        or not isinstance(manifest["url_base"], str)
+    ):
+        raise StoreCorruptError(
+            f"damaged: the manifest of batch {values[1]} is not a provmint manifest, "
+            "catalog.duckdb table batches",
+            hint="restore the catalog from a backup",
+        )
+    values[-1] = manifest
     return BatchInfo(*values)
 
 
@@ -596,10 +639,35 @@ class Store:
         ).fetchall()
         return [(int(a), int(b)) for a, b in rows]
 
+    def read_part(self, batch: BatchInfo, index: int, columns: list[str] | None = None) -> pa.Table:
+        """Part file ``index`` of ``batch`` (only ``columns`` if given), checked before it is
+        returned: readable, the batch's schema and row counts, valid UTF-8, no nulls,
+        ``leaf_index`` in order, well-formed tokens, truthful statistics.
+
+        Every failure (I/O, Arrow, Parquet, encoding, shape) is a
+        :class:`~provmint.errors.StoreCorruptError` ``"damaged: <what>, <path>"``: the one
+        place that turns a damaged part into one clear line.
+        """
+        import pyarrow.parquet as pq
+
+        if not 0 <= index < batch.parts:
+            raise NotFoundError(f"batch {batch.batch_id} has no part {index}")
+        path = self.part_files(batch)[index]
+        start = index * batch.part_rows
+        rows = min(batch.part_rows, batch.tree_size - start)
+        with _reading(path), open(path, "rb") as fh:
+            file = pq.ParquetFile(fh)
+            _check_layout(file, batch, path, rows)
+            table = file.read(columns=_with_leaf_index(columns))
+            _check_values(table, path, start)
+            _check_chunks(file, list(range(file.metadata.num_row_groups)), table, path, rows)
+        return table.select(columns) if columns is not None else table
+
     def read_products(
         self, batch: BatchInfo, leaf_indexes: list[int], columns: list[str] | None = None
     ) -> pa.Table:
-        """Stored product rows by leaf index (reads only the row groups holding them)."""
+        """Stored product rows by leaf index (reads only the row groups holding them),
+        checked like :meth:`read_part`; damage raises StoreCorruptError."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -615,19 +683,175 @@ class Store:
                 (position, offset % ROW_GROUP_ROWS)
             )
         order: list[int] = []
-        try:
-            for (part, group), wanted in sorted(groups.items()):
-                table = pq.ParquetFile(self.part_files(batch)[part]).read_row_group(
-                    group, columns=columns
-                )
-                pieces.append(table.take(pa.array([offset for _, offset in wanted])))
-                order += [position for position, _ in wanted]
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreCorruptError(
-                f"cannot read products of batch {batch.batch_id}: {exc}"
-            ) from exc
+        for (part, group), wanted in sorted(groups.items()):
+            path = self.part_files(batch)[part]
+            start = part * batch.part_rows
+            with _reading(path), open(path, "rb") as fh:
+                file = pq.ParquetFile(fh)
+                rows = min(batch.part_rows, batch.tree_size - start)
+                _check_layout(file, batch, path, rows)
+                table = file.read_row_group(group, columns=_with_leaf_index(columns))
+                _check_values(table, path, start + group * ROW_GROUP_ROWS)
+                _check_chunks(file, [group], table, path, rows)
+            if columns is not None:
+                table = table.select(columns)
+            pieces.append(table.take(pa.array([offset for _, offset in wanted])))
+            order += [position for position, _ in wanted]
         if not pieces:
             raise NotFoundError("no products asked for")
         combined = pa.concat_tables(pieces)
         inverse = sorted(range(len(order)), key=order.__getitem__)
         return combined.take(pa.array(inverse))
+
+
+# -- reading stored parts: every check and error mapping in one place -------------------
+
+_TOKEN_TEXT = r"^[A-Za-z0-9_-]{21}[AQgw]$"
+"""A canonical printed token (what :func:`provmint.tokens.parse_token` accepts), as RE2."""
+_PARQUET_TYPES = {"leaf_index": ("INT64", "None")}
+_STRING_TYPE = ("BYTE_ARRAY", "String")
+
+
+def damaged(what: str, where: Path | str) -> str:
+    """The one wording of store damage: ``damaged: <what>, <where>``."""
+    return f"damaged: {what}, {where}"
+
+
+def _corrupt(what: str, where: Path | str) -> StoreCorruptError:
+    return StoreCorruptError(
+        damaged(what, where),
+        hint="audit the batch (provmint verify --batch ID) and restore it from a backup",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn every way reading a part file can fail into StoreCorruptError."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except StoreCorruptError:
+        raise
+    except FileNotFoundError as exc:
+        raise _corrupt("the part file is missing", path) from exc
+    except OSError as exc:
+        if exc.errno is not None:  # a real I/O error, not pyarrow's "OSError: ..." parse errors
+            raise _corrupt(f"cannot read the part file ({exc.strerror})", path) from exc
+        raise _corrupt(f"not readable Parquet ({_first_line(exc)})", path) from exc
+    except (pa.ArrowException, ValueError, UnicodeDecodeError, MemoryError, KeyError) as exc:
+        raise _corrupt(f"not readable Parquet ({_first_line(exc)})", path) from exc
+
+
+def _with_leaf_index(columns: list[str] | None) -> list[str] | None:
+    if columns is None or "leaf_index" in columns:
+        return columns
+    return ["leaf_index", *columns]
+
+
+def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
+    """The part's file metadata: the batch's columns with their types, ``rows`` rows in
+    as many row groups as provmint writes (the groups are checked once read)."""
+    from provmint.engine import ROW_GROUP_ROWS
+
+    expected = {"leaf_index", "token", "url", *batch.columns}
+    schema = file.schema_arrow
+    names = list(schema.names)
+    if len(set(names)) != len(names) or set(names) != expected:
+        raise _corrupt(f"columns {sorted(names)} are not the batch's {sorted(expected)}", path)
+    parquet = file.schema
+    for i, name in enumerate(names):
+        column = parquet.column(i)
+        kind = (column.physical_type, str(column.logical_type))
+        wanted = _PARQUET_TYPES.get(name, _STRING_TYPE)
+        arrow = schema.field(i)
+        arrow_type = "int64" if name == "leaf_index" else "string"
+        if column.name != name or kind != wanted or str(arrow.type) != arrow_type:
+            raise _corrupt(f"column {name!r} has the wrong name or type", path)
+        if not arrow.nullable or arrow.metadata:
+            raise _corrupt(f"column {name!r} has a schema provmint does not write", path)
+    if schema.metadata:
+        raise _corrupt("the schema carries metadata provmint does not write", path)
+    meta = file.metadata
+    if meta.num_rows != rows:
+        raise _corrupt(f"holds {meta.num_rows} products where the batch has {rows}", path)
+    if meta.num_row_groups != -(-rows // ROW_GROUP_ROWS):
+        raise _corrupt(f"{meta.num_row_groups} row groups cannot be provmint's", path)
+
+
+def _first_false(mask: Any) -> int | None:
+    """Index of the first False in a boolean Arrow array (nulls count as False)."""
+    import numpy as np
+
+    values = mask.to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~values.astype(bool))
+    return int(bad[0]) if bad.size else None
+
+
+def _check_values(table: pa.Table, path: Path, start: int) -> None:
+    """Row-level checks: valid Arrow data (UTF-8 included), no nulls, ``leaf_index`` from
+    ``start`` on, canonical tokens."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    try:
+        table.validate(full=True)
+    except ValueError as exc:
+        raise _corrupt(f"invalid values ({_first_line(exc)})", path) from exc
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count:
+            row = _first_false(pc.is_valid(column))
+            raise _corrupt(f"{name} of product {start + (row or 0)} is missing", path)
+    leaves = table.column("leaf_index").to_numpy()
+    wrong = np.flatnonzero(leaves != np.arange(start, start + len(leaves)))
+    if wrong.size:
+        row = int(wrong[0])
+        raise _corrupt(f"product {start + row} is stored as leaf {leaves[row]}", path)
+    if "token" in table.column_names:
+        row = _first_false(pc.match_substring_regex(table.column("token"), _TOKEN_TEXT))
+        if row is not None:
+            raise _corrupt(f"token of product {start + row} is malformed", path)
+
+
+def _check_chunks(file: Any, groups: list[int], table: pa.Table, path: Path, rows: int) -> None:
+    """The row groups (of a part of ``rows`` rows) that ``table`` was read from: each
+    of the size provmint writes (product lookups rely on it), each column chunk naming
+    its column, with true statistics (DuckDB prunes row groups with them): every
+    present min/max bounds the data and every null count is exact.
+
+    Only groups and chunks already read are inspected: pyarrow aborts the whole process
+    when asked for the metadata of some damaged ones, where reading them raises an error.
+    """
+    import pyarrow.compute as pc
+
+    from provmint.engine import ROW_GROUP_ROWS
+
+    meta = file.metadata
+    names = list(file.schema_arrow.names)
+    offset = 0
+    for group in groups:
+        row_group = meta.row_group(group)
+        if row_group.num_rows != min(ROW_GROUP_ROWS, rows - group * ROW_GROUP_ROWS):
+            raise _corrupt(f"row group {group} has the wrong number of products", path)
+        for name in table.column_names:
+            chunk = row_group.column(names.index(name))
+            if chunk.path_in_schema != name:
+                raise _corrupt(f"row group {group} does not hold column {name!r}", path)
+            stats = chunk.statistics
+            if stats is None:
+                continue
+            values = table.column(name).slice(offset, row_group.num_rows)
+            if stats.has_null_count and stats.null_count != values.null_count:
+                raise _corrupt(f"statistics of {name} in row group {group} are wrong", path)
+            if stats.has_min_max and row_group.num_rows:
+                bounds = pc.min_max(values)
+                if not stats.min <= bounds["min"].as_py() <= bounds["max"].as_py() <= stats.max:
+                    raise _corrupt(f"statistics of {name} in row group {group} are wrong", path)
+        offset += row_group.num_rows
