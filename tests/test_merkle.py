@@ -18,7 +18,7 @@ from conftest import VECTORS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provmint import canonical, engine, merkle
+from provmint import canonical, merkle
 from provmint.errors import StoreCorruptError
 from provmint.store import treefile
 
@@ -398,28 +398,20 @@ def _write_whole(path: Path, levels: list[bytes]) -> None:
             fh.write(level)
 
 
-def _write_chunked(path: Path, leaves: list[bytes], chunk_level: int) -> bytes:
-    """Mirror batch._mint_chunks with a small chunk size, writing via engine._write_levels."""
+def _write_chunked(path: Path, leaves: list[bytes], chunk_level: int, order: list[int]) -> bytes:
+    """Mirror minting with a small chunk size: chunks' levels spilled in any order, then
+    the tree file assembled from them and the chunk roots."""
     n = len(leaves)
-    offsets = treefile.create_tree_file(path, n)
-    top = min(chunk_level, len(merkle.level_sizes(n)) - 1)
+    spill = treefile.TreeSpill(path.parent / "levels", chunk_level)
+    spill.create()
     chunk = 1 << chunk_level
-    roots = []
-    for index, start in enumerate(range(0, n, chunk)):
+    starts = list(range(0, n, chunk))
+    roots = {}
+    for start in [starts[i % len(starts)] for i in order] + starts:
         levels = merkle.build_levels(b"".join(leaves[start : start + chunk]))
-        task = engine.ChunkTask(index=index, start=start, rows_ipc=b"", part_path="",
-                                tree_path=str(path), level_offsets=offsets, top_level=top,
-                                url_base="")
-        engine._write_levels(task, levels)
-        roots.append(levels[-1])
-    if len(roots) == 1:
-        return roots[0]
-    upper = merkle.build_levels(b"".join(roots))
-    with open(path, "r+b") as fh:
-        for j, level in enumerate(upper[1:], start=1):
-            fh.seek(offsets[chunk_level + j])
-            fh.write(level)
-    return upper[-1]
+        treefile.TreeSpill.write_chunk(spill.paths, start, levels)  # again: idempotent
+        roots[start] = levels[-1]
+    return spill.assemble(path, n, b"".join(roots[s] for s in starts))
 
 
 def _check_tree_file(path: Path, leaves: list[bytes], levels: list[bytes]) -> None:
@@ -457,13 +449,27 @@ def test_tree_file_round_trip(tmp_path: Path, n: int) -> None:
 
 
 @FAST
-@given(n=st.integers(1, 600), chunk_level=st.integers(0, 5))
+@given(n=st.integers(1, 600), chunk_level=st.integers(0, 5),
+       order=st.lists(st.integers(0, 10**6), max_size=20))
 def test_tree_file_written_in_chunks(tmp_path_factory: pytest.TempPathFactory, n: int,
-                                     chunk_level: int) -> None:
+                                     chunk_level: int, order: list[int]) -> None:
     leaves, levels = tree(n, b"w")
     path = tmp_path_factory.mktemp("tree") / "tree.bin"
-    assert _write_chunked(path, leaves, chunk_level) == levels[-1]
+    assert _write_chunked(path, leaves, chunk_level, order) == levels[-1]
     _check_tree_file(path, leaves, levels)
+
+
+def test_tree_spill_refuses_missing_chunks(tmp_path: Path) -> None:
+    leaves, levels = tree(10, b"m")
+    spill = treefile.TreeSpill(tmp_path / "levels", 2)
+    spill.create()
+    roots = []
+    for start in (0, 4):  # the chunk at 8 never arrives
+        chunk_levels = merkle.build_levels(b"".join(leaves[start : start + 4]))
+        treefile.TreeSpill.write_chunk(spill.paths, start, chunk_levels)
+        roots.append(chunk_levels[-1])
+    with pytest.raises(StoreCorruptError, match="missing"):
+        spill.assemble(tmp_path / "tree.bin", 10, b"".join(roots) + bytes(32))
 
 
 def test_level_offsets() -> None:

@@ -6,8 +6,15 @@ first, each node 32 bytes::
     b"PMTREE01" || u64 size || u32 level_count || u32 32 || 40 zero bytes
 
 Node ``j`` of level ``L`` sits at ``64 + 32 * (sum of the sizes of levels below L) + 32 * j``,
-so an inclusion proof is ``log2(n)`` reads of 32 bytes. Workers write their chunks' nodes
-in place with ``pwrite``; the file is created at full size first.
+so an inclusion proof is ``log2(n)`` reads of 32 bytes.
+
+A batch is minted in aligned chunks of ``2^k`` leaves before its size is known (the CSV is
+read as a stream), so the file cannot be laid out up front: workers write their chunk's
+levels ``0..k`` into one spill file per level (:class:`TreeSpill`; node ``j`` of a level at
+``32 * j`` whatever the size), and :meth:`TreeSpill.assemble` then writes the tree file
+from them and the levels above ``k`` (built from the chunk roots). Chunks are ``2^k``
+aligned, so each level of the tree is the concatenation of the chunks' own levels (a short
+last chunk's root is promoted unchanged above its own height, as RFC 9162 does).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 from provmint import merkle
 from provmint.errors import StoreCorruptError
 
-__all__ = ["HEADER_SIZE", "TreeFile", "create_tree_file", "level_offsets"]
+__all__ = ["HEADER_SIZE", "TreeFile", "TreeSpill", "create_tree_file", "level_offsets"]
 
 HEADER_SIZE = 64
 _MAGIC = b"PMTREE01"
@@ -105,3 +112,62 @@ class TreeFile:
                 return fh.read(merkle.HASH_SIZE)
 
             return merkle.inclusion_path(read, index, self.size)
+
+
+class TreeSpill:
+    """Levels ``0..chunk_level`` of a tree minted in chunks of ``2^chunk_level`` leaves, one
+    file per level in ``directory``, until the size is known (see the module docstring)."""
+
+    def __init__(self, directory: Path, chunk_level: int) -> None:
+        self.directory = directory
+        self.chunk_level = chunk_level
+        self.paths = tuple(str(directory / f"level-{i:02d}.bin") for i in range(chunk_level + 1))
+
+    def create(self) -> None:
+        """Make the (empty) level files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in self.paths:
+            Path(path).touch()
+
+    @staticmethod
+    def write_chunk(paths: tuple[str, ...], start: int, levels: list[bytes]) -> None:
+        """Write the levels of the chunk whose first leaf is ``start`` (from a worker)."""
+        for level, path in enumerate(paths):
+            # Above a short last chunk's own height, its root is promoted unchanged.
+            node = levels[level] if level < len(levels) else levels[-1]
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, node, merkle.HASH_SIZE * (start >> level))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def assemble(self, path: Path, size: int, chunk_roots: bytes) -> bytes:
+        """Write the tree file of ``size`` leaves to ``path`` from the spilled levels and the
+        chunks' roots (in order); returns the root."""
+        sizes = merkle.level_sizes(size)
+        upper = merkle.build_levels(chunk_roots)[1:] if len(sizes) > len(self.paths) else []
+        # Unbuffered: the kernel copies below advance the same file offset as the writes.
+        with open(path, "wb", buffering=0) as out:
+            out.write(_header(size))
+            for level, count in enumerate(sizes):
+                want = count * merkle.HASH_SIZE
+                if level < len(self.paths):
+                    _copy(Path(self.paths[level]), out.fileno(), want)
+                else:
+                    out.write(upper[level - len(self.paths)])
+            os.fsync(out.fileno())
+        return TreeFile(path).root
+
+
+def _copy(source: Path, target_fd: int, count: int) -> None:
+    """Append the first ``count`` bytes of ``source`` to ``target_fd`` (in the kernel)."""
+    with open(source, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size < count:
+            raise StoreCorruptError(f"{source}: a chunk's tree levels are missing")
+        left = count
+        while left:
+            done = os.copy_file_range(fh.fileno(), target_fd, left)
+            if done == 0:
+                raise StoreCorruptError(f"{source}: a chunk's tree levels are missing")
+            left -= done
