@@ -460,7 +460,7 @@ def test_tree_file_written_in_chunks(tmp_path_factory: pytest.TempPathFactory, n
 
 
 def test_tree_spill_refuses_missing_chunks(tmp_path: Path) -> None:
-    leaves, levels = tree(10, b"m")
+    leaves, _ = tree(10, b"m")
     spill = treefile.TreeSpill(tmp_path / "levels", 2)
     spill.create()
     roots = []
