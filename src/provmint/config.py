@@ -210,7 +210,9 @@ def check_scan_log_url(value: str, source: str) -> str:
         if raw.startswith("//"):  # sqlite:///abs/path, as SQLAlchemy writes it
             raw = raw[2:]
         if not raw:
-            raise ConfigError(f"{source}: sqlite: needs a file, as in sqlite:/srv/scans.sqlite")
+            raise ConfigError(
+                f"{source}: the scan log sqlite: needs a file, as in sqlite:/srv/scans.sqlite"
+            )
         return "sqlite:" + str(Path(raw).expanduser().absolute())
     raise ConfigError(
         f"{source}: scan log {redact(text)!r} must be a postgresql:// URL or sqlite:PATH",
