@@ -273,8 +273,12 @@ class _Supervisor:
             self._wait(0.1)
 
     def run(self, on_ready: Callable[[tuple[str, int]], None] | None) -> None:
+        # SO_REUSEPORT would let a second service of the same user join this port and
+        # take half its connections: a plain bind first proves the port is free.
+        probe = bind(self.host, self.port)
+        self.port = probe.getsockname()[1]
+        probe.close()
         self.reserve = bind(self.host, self.port, reuse_port=True)
-        self.port = self.reserve.getsockname()[1]
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
