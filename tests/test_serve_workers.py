@@ -178,9 +178,11 @@ def test_connections_are_served_by_more_than_one_worker(minted, launch) -> None:
     assert r.json()["scans"] == 25
 
 
-def test_sigterm_stops_every_worker(minted, launch) -> None:
-    server = launch("--workers", "2")
+@pytest.mark.parametrize("workers", ["2", "1"])
+def test_sigterm_stops_every_worker(minted, launch, workers: str) -> None:
+    server = launch("--workers", workers)
     pids = [w.pid for w in server.workers()]
+    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
     server.proc.send_signal(signal.SIGTERM)
     assert server.wait(30) == 0
     assert _gone(pids, 5) == []

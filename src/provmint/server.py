@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import html
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -547,4 +548,21 @@ def serve(
         return
     sock = bind(host, port)
     bound = sock.getsockname()[:2]
-    start(sock, lambda: on_ready(bound) if on_ready is not None else None)
+
+    def stopped(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    # uvicorn shuts down on SIGTERM, then raises it again for the handler it found:
+    # this one ends the call normally, as the supervisor does for several workers.
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        start(sock, lambda: on_ready(bound) if on_ready is not None else None)
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: the service stopped as asked."""
