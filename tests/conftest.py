@@ -38,7 +38,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     for name in ("PROVMINT_URL_BASE", "PROVMINT_WORKERS", "PROVMINT_LOCK_TIMEOUT",
                  "PROVMINT_RPC_URL", "PROVMINT_CHAIN_KEY", "PROVMINT_CHAIN", "PROVMINT_KEYSTORE",
-                 "PROVMINT_KEYSTORE_PASSWORD", "PROVMINT_REGISTRY"):
+                 "PROVMINT_KEYSTORE_PASSWORD", "PROVMINT_REGISTRY", "PROVMINT_SCAN_LOG"):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "no-config.toml").write_text("")
     monkeypatch.chdir(tmp_path)
@@ -194,11 +194,14 @@ def chain_env(anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> Anvil:
 
 
 class Server:
-    """A real ``provmint serve`` process on 127.0.0.1 and a free port."""
+    """A real ``provmint serve`` process on 127.0.0.1 and a free port. One worker process
+    unless ``--workers`` is given (tests/test_serve_workers.py covers several)."""
 
     def __init__(self, *args: str) -> None:
         import re
 
+        if "--workers" not in args and "-j" not in args:
+            args = (*args, "--workers", "1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
@@ -237,3 +240,123 @@ def serve_store() -> Iterator[Callable[..., Server]]:
     for server in started:
         if server.proc.poll() is None:
             server.stop()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_bin() -> Path:
+    """The newest PostgreSQL server binaries (Debian's ``postgresql`` package puts them
+    in /usr/lib/postgresql/N/bin; $PG_BIN overrides). Tests fail, never skip, without
+    them: CI installs them (scripts/setup)."""
+    if os.environ.get("PG_BIN"):
+        found = [Path(os.environ["PG_BIN"])]
+    else:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                       key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    if not found or not (found[-1] / "initdb").exists():
+        pytest.fail("PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb):"
+                    " install Debian's postgresql package (scripts/setup does)", pytrace=False)
+    return found[-1]
+
+
+class Postgres:
+    """A throwaway PostgreSQL server: ``initdb`` in a temporary directory, ``pg_ctl``
+    on a free port on 127.0.0.1, trust authentication, no fsync. initdb refuses root, so
+    as root the server runs as the ``postgres`` user (``runuser``)."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        self.bin = postgres_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="provmint-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.user: list[str] = []
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL",
+                            pytrace=False)
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                  "--no-sync", "-E", "UTF8", "--locale=C")
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run([*self.user, str(self.bin / tool), *args], capture_output=True,
+                              text=True, timeout=120, cwd=self.dir)
+        if done.returncode != 0:
+            log = self.dir / "log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            pytest.fail(f"{tool} failed: {done.stdout}{done.stderr}{tail}", pytrace=False)
+
+    def start(self) -> None:
+        """Start the server (again) on the same port and data."""
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
+                  "-t", "60", "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: disconnect everyone; ``immediate``: as if it crashed)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def url(self, database: str = "postgres") -> str:
+        """A connection URL for ``database``."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database; return its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def destroy(self) -> None:
+        """Stop the server and remove its directory."""
+        import shutil
+
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():
+            subprocess.run([*self.user, str(self.bin / "pg_ctl"), "-D", str(self.data),
+                            "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL server for the whole test session (each test takes a database of
+    its own with ``pg_url``)."""
+    server = Postgres()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + \
+        os.urandom(3).hex()
+    return postgres.create_database(name)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server for this test alone (for tests that stop and start it)."""
+    server = Postgres()
+    yield server
+    server.destroy()

@@ -17,7 +17,7 @@ COMMANDS = [
     ["batch", "create"], ["batch", "list"], ["batch", "show"], ["batch", "export"],
     ["proof", "export"], ["product", "show"], ["token", "verify"], ["verify"],
     ["anchor"], ["anchor", "status"], ["anchor", "deploy-registry"],
-    ["labels"], ["scan"], ["serve"],
+    ["labels"], ["scan"], ["serve"], ["scans", "prune"],
 ]
 
 

@@ -48,6 +48,7 @@ PINNED = {
     "provmint.errors.StoreError": 1,
     "provmint.errors.StoreBusyError": 8,
     "provmint.errors.StoreCorruptError": 1,
+    "provmint.store.scanlog.ScanLogError": 1,
     "provmint.errors.NotFoundError": 7,
     "provmint.errors.MissingFileError": 7,
     "provmint.errors.ProofError": 3,

@@ -179,6 +179,7 @@ def test_valid_code_page_and_json_before_anchoring(example, serve_store, tmp_pat
         "batch_id": example["batch_id"],
         "anchor": None,
         "scans": 2,
+        "logged": True,
     }
     _clean(r.text, tmp_path, token)
 

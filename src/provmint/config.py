@@ -9,8 +9,10 @@ The config file is TOML, at ``$PROVMINT_CONFIG`` or ``$XDG_CONFIG_HOME/provmint/
     url_base = "https://id.example-brand.com"
     workers = 2
     lock_timeout = 60
+    scan_log = "postgresql://provmint@db.example.com/provmint"   # default: <store>/scans.sqlite
 
-Secrets never live in the config file: the issuer key has its own 0600 key file.
+Secrets never live in the config file: the issuer key has its own 0600 key file (and a
+PostgreSQL password belongs in ``~/.pgpass`` or ``PGPASSWORD``, not in ``scan_log``).
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from provmint.errors import ConfigError, MissingFileError
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_URL_BASE",
+    "PG_SCHEMES",
     "ChainSettings",
     "Secret",
     "Settings",
+    "check_scan_log_url",
     "default_config_file",
+    "redact",
     "resolve_chain",
     "resolve_settings",
 ]
@@ -42,7 +47,7 @@ DEFAULT_URL_BASE = "https://id.example.com"
 DEFAULT_LOCK_TIMEOUT = 60.0
 """Seconds a command waits for another provmint process to release the store."""
 
-_KNOWN_KEYS = {"store", "key_file", "url_base", "workers", "lock_timeout", "chain"}
+_KNOWN_KEYS = {"store", "key_file", "url_base", "workers", "lock_timeout", "chain", "scan_log"}
 _CHAIN_KEYS = {
     "rpc_url",
     "chain_id",
@@ -88,6 +93,9 @@ class Settings:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     config_file: Path | None = None
+    scan_log: str | None = field(default=None, repr=False)
+    """Where scans are logged: a ``postgresql://`` URL, ``sqlite:/path``, or None for
+    ``<store>/scans.sqlite``. Not in the repr: a URL may carry a password."""
 
 
 def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
@@ -166,6 +174,52 @@ def _timeout(value: Any, source: str) -> float:
     return number
 
 
+PG_SCHEMES = ("postgresql://", "postgres://")
+"""URL schemes of a PostgreSQL scan log."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (in the authority or a ``password=`` parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_scan_log_url(value: str, source: str) -> str:
+    """A ``scan_log`` setting made canonical: a PostgreSQL URL as given, or
+    ``sqlite:/absolute/path``. Raises ConfigError naming ``source``."""
+    text = value.strip()
+    if text.startswith(PG_SCHEMES):
+        if not urlsplit(text).path.strip("/") and "dbname=" not in text:
+            raise ConfigError(
+                f"{source}: the scan log URL {redact(text)!r} names no database",
+                hint="for example postgresql://provmint@db.example.com/provmint",
+            )
+        return text
+    if text.startswith("sqlite:"):
+        raw = text[len("sqlite:") :]
+        if raw.startswith("//"):  # sqlite:///abs/path, as SQLAlchemy writes it
+            raw = raw[2:]
+        if not raw:
+            raise ConfigError(
+                f"{source}: the scan log sqlite: needs a file, as in sqlite:/srv/scans.sqlite"
+            )
+        return "sqlite:" + str(Path(raw).expanduser().absolute())
+    raise ConfigError(
+        f"{source}: scan log {redact(text)!r} must be a postgresql:// URL or sqlite:PATH",
+        hint="for example --scan-log postgresql://provmint@db.example.com/provmint",
+    )
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     try:
         child.resolve().relative_to(parent.resolve())
@@ -182,6 +236,7 @@ def resolve_settings(
     workers: int | None = None,
     lock_timeout: float | None = None,
     config_file: Path | str | None = None,
+    scan_log: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every setting once: explicit argument, then environment, then file, then
@@ -227,6 +282,11 @@ def resolve_settings(
     )
     timeout_v, timeout_src = pick(lock_timeout, "PROVMINT_LOCK_TIMEOUT", "lock_timeout")
     timeout = _timeout(timeout_v, timeout_src) if timeout_v is not None else DEFAULT_LOCK_TIMEOUT
+    log_v, log_src = pick(scan_log, "PROVMINT_SCAN_LOG", "scan_log")
+    if log_v is not None and not isinstance(log_v, str):
+        raise ConfigError(f"{log_src}: scan_log must be a string, got {log_v!r}")
+    if log_v is not None:
+        log_v = check_scan_log_url(log_v, log_src)
     return Settings(
         store=store_path,
         key_file=key_path,
@@ -234,6 +294,7 @@ def resolve_settings(
         workers=n_workers,
         lock_timeout=timeout,
         config_file=cfg_path if cfg_path.exists() else None,
+        scan_log=log_v,
     )
 
 

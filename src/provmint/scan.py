@@ -33,8 +33,7 @@ from provmint.errors import (
     NotFoundError,
 )
 from provmint.keys import Keyring, load_keyring
-from provmint.store import Store
-from provmint.store.scanlog import ScanLog, ScanStats
+from provmint.store.scanlog import ScanStats, open_scan_log
 from provmint.tokens import make_token, parse_token
 
 __all__ = ["DEFAULT_CLONE_SCANS", "ScanResult", "judge", "scan_code"]
@@ -83,8 +82,11 @@ def judge(
 
 def suspicious(stats: ScanStats, threshold: int) -> str | None:
     """Why a genuine code looks copied, or None."""
-    if len(stats.locations) > 1:
-        return f"scanned from {len(stats.locations)} places: {', '.join(stats.locations)}"
+    places = max(stats.places, len(stats.locations))
+    if places > 1:
+        more = places - len(stats.locations)
+        listed = ", ".join(stats.locations) + (f" and {more} more" if more > 0 else "")
+        return f"scanned from {places} places: {listed}"
     if stats.count > threshold:
         return f"scanned {stats.count} times (more than {threshold})"
     return None
@@ -119,6 +121,7 @@ class ScanResult:
             else {
                 "count": self.stats.count,
                 "all": self.stats.all_scans,
+                "places": self.stats.places,
                 "locations": list(self.stats.locations),
                 "first_seen": self.stats.first_seen,
                 "recent": [s.to_json() for s in self.stats.recent],
@@ -145,7 +148,12 @@ def scan_code(
     clone_threshold: int = DEFAULT_CLONE_SCANS,
     source: str = "cli",
 ) -> ScanResult:
-    """Check a scanned Digital Link URL or bare token; log the scan; return the verdict."""
+    """Check a scanned Digital Link URL or bare token; log the scan; return the verdict.
+
+    The scan goes to the log the settings name (:func:`open_scan_log`); when it cannot
+    be logged (a read-only store, PostgreSQL down) this raises
+    :class:`~provmint.store.scanlog.ScanLogError` rather than answer without the clone
+    check."""
     from provmint.products import batch_anchor_section, find_product, read_catalog
 
     link, token = _parse(code)
@@ -175,14 +183,14 @@ def scan_code(
     )
     stats = None
     if product is not None:
-        log = ScanLog(Store.open(settings.store).root)
-        stats = log.record(
-            product.record["gtin"],
-            product.record["serial"],
-            verdict,
-            location=location,
-            source=source,
-        )
+        with open_scan_log(settings, pool_size=0) as log:
+            stats = log.record(
+                product.record["gtin"],
+                product.record["serial"],
+                verdict,
+                location=location,
+                source=source,
+            )
         why = suspicious(stats, clone_threshold) if verdict in ("genuine", "pending") else None
         if why is not None:
             verdict, reason = "suspect", f"possible copied label: {why}"

@@ -4,7 +4,14 @@
 ("Genuine product", "Not recognised", "Possible copy") or JSON (``Accept:
 application/json``); ``GET /proof/01/...?t={token}`` returns the product's proof for
 independent checking with ``provmint verify``; ``GET /healthz`` says the service is up.
-Every code lookup is logged like ``provmint scan`` does.
+Every code lookup is logged like ``provmint scan`` does, in the same scan log (SQLite in
+the store, or PostgreSQL shared by replicas). A scan that cannot be logged (the store is
+read-only, PostgreSQL is down) is never dropped silently: the answer keeps its verdict,
+says the scan was not logged (so the copy check could not run) and has status 503, and
+``/healthz`` fails until scans can be logged again.
+
+``serve`` runs ``workers`` processes on one port (:mod:`provmint.supervisor`); each
+builds its own application, index and scan-log connections.
 
 The service never opens the catalog for longer than a refresh: it keeps an in-memory
 index of (gtin, serial) hashes, reloaded when the catalog changes, and reads product
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 import html
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,9 +44,11 @@ from provmint.keys import Keyring, load_keyring
 from provmint.products import ProductRecord, batch_anchor_section, proof_of, read_catalog
 from provmint.scan import DEFAULT_CLONE_SCANS, judge, suspicious
 from provmint.store import BatchInfo, Store
-from provmint.store.scanlog import ScanLog, clean_location
+from provmint.store.scanlog import ScanLogError, clean_location, open_scan_log
 
 if TYPE_CHECKING:
+    import socket
+
     import numpy as np
     import pyarrow as pa
     from starlette.applications import Starlette
@@ -50,6 +61,11 @@ MAX_PATH_BYTES = 512
 MAX_QUERY_BYTES = 256
 REFRESH_SECONDS = 2.0
 ROW_GROUP_CACHE = 64
+NOT_LOGGED = (
+    "this scan could not be recorded, so we could not check whether this label has "
+    "been copied; please scan it again later"
+)
+"""What a page and a JSON answer say when the scan log cannot be written."""
 
 
 class ProductIndex:
@@ -176,6 +192,8 @@ class _Outcome:
     anchor: dict[str, Any] | None
     scans: int
     locations: tuple[str, ...]
+    logged: bool | None = None
+    """Whether this scan was logged (None: not a logged request, or not recognised)."""
 
 
 _TITLES = {
@@ -207,6 +225,8 @@ table{{width:100%;border-collapse:collapse;background:#fff;border-radius:12px}}
 th,td{{text-align:left;padding:.55rem .75rem;border-bottom:1px solid #e6e8eb;font-size:.95rem;
 word-break:break-all}} th{{color:#57606a;font-weight:500;width:40%}}
 footer{{color:#57606a;font-size:.8rem;margin:1rem 0}} a{{color:#0969da}}
+.notice{{background:#fff8c5;border:1px solid #d4a72c;border-radius:12px;padding:.75rem 1rem;
+margin:1rem 0}}
 </style></head>
 <body><main>
 <div class="verdict" id="verdict" data-verdict="{verdict}"><h1>{title}</h1><p>{reason}</p></div>
@@ -217,6 +237,10 @@ footer{{color:#57606a;font-size:.8rem;margin:1rem 0}} a{{color:#0969da}}
 
 
 def _details(outcome: _Outcome) -> str:
+    notice = ""
+    if outcome.logged is False:
+        text = NOT_LOGGED[0].upper() + NOT_LOGGED[1:] + "."
+        notice = f'<p class="notice" id="not-logged">{html.escape(text)}</p>'
     rows = []
     if outcome.product is not None and outcome.verdict in ("genuine", "pending", "suspect"):
         for name, value in outcome.product.record.items():
@@ -232,15 +256,21 @@ def _details(outcome: _Outcome) -> str:
                 )
             )
             rows.append(("transaction", outcome.anchor["tx_hash"]))
-        rows.append(("scans of this code", str(outcome.scans)))
+        if outcome.logged is not False:
+            rows.append(("scans of this code", str(outcome.scans)))
     if not rows:
-        return ""
+        return notice
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+    return f"{notice}<table>{body}</table>"
 
 
 class _Service:
-    def __init__(self, settings: Settings, clone_threshold: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clone_threshold: int,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.index = ProductIndex(settings)
         self.keyring: Keyring = load_keyring(settings.key_file)
@@ -251,8 +281,18 @@ class _Service:
                 "its genuine labels would be rejected",
                 hint="serve with the key file the batches were minted with",
             )
-        self.log = ScanLog(self.index.store.root)
+        self.log = open_scan_log(settings)
         self.clone_threshold = clone_threshold
+        self.notify = notify or (lambda _: None)
+        self._log_failing = False
+
+    def log_state(self, error: ScanLogError | None) -> None:
+        """Report the scan log failing, and working again, once each (not per scan)."""
+        if error is not None and not self._log_failing:
+            self.notify(f"scans are not being logged: {error}")
+        elif error is None and self._log_failing:
+            self.notify(f"scans are being logged again ({self.log.where})")
+        self._log_failing = error is not None
 
     def missing_keys(self) -> list[tuple[str, str]]:
         """(batch, key id) of batches whose key the key file does not hold."""
@@ -277,24 +317,36 @@ class _Service:
             link.lot,
             anchor is not None,
         )
-        scans, places = 0, tuple[str, ...]()
+        scans, places, logged = 0, tuple[str, ...](), None
         if product is not None and log:
-            stats = self.log.record(
-                link.gtin14, link.serial, verdict, location=location, source="serve", recent=0
-            )
-            scans, places = stats.count, stats.locations
-            why = (
-                suspicious(stats, self.clone_threshold)
-                if verdict in ("genuine", "pending")
-                else None
-            )
-            if why is not None:
-                verdict, reason = "suspect", f"this code may have been copied: {why}"
+            try:
+                stats = self.log.record(
+                    link.gtin14, link.serial, verdict, location=location, source="serve", recent=0
+                )
+            except ScanLogError as exc:
+                self.log_state(exc)
+                logged = False
+            else:
+                self.log_state(None)
+                logged = True
+                scans, places = stats.count, stats.locations
+                why = (
+                    suspicious(stats, self.clone_threshold)
+                    if verdict in ("genuine", "pending")
+                    else None
+                )
+                if why is not None:
+                    verdict, reason = "suspect", f"this code may have been copied: {why}"
         if verdict in ("forged", "unknown"):  # the same answer for both, on purpose
             return _Outcome(
                 "unknown", "this code does not match any product we made", None, None, 0, ()
             )
-        return _Outcome(verdict, reason, product, anchor, scans, places)
+        return _Outcome(verdict, reason, product, anchor, scans, places, logged)
+
+
+def _status(outcome: _Outcome) -> int:
+    """The HTTP status of an answer: the verdict's, or 503 when the scan was not logged."""
+    return 503 if outcome.logged is False else _STATUS[outcome.verdict]
 
 
 def _bad(status: int, message: str, wants_json: bool) -> Response:
@@ -315,16 +367,32 @@ def _bad(status: int, message: str, wants_json: bool) -> Response:
     return HTMLResponse(page, status_code=status)
 
 
-def create_app(settings: Settings, *, clone_threshold: int = DEFAULT_CLONE_SCANS) -> Starlette:
-    """The ASGI application (Starlette) for a store."""
+def create_app(
+    settings: Settings,
+    *,
+    clone_threshold: int = DEFAULT_CLONE_SCANS,
+    notify: Callable[[str], None] | None = None,
+) -> Starlette:
+    """The ASGI application (Starlette) for a store. ``notify`` gets one-line reports
+    for the operator (the scan log failing, and recovering)."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    service = _Service(settings, clone_threshold)
+    service = _Service(settings, clone_threshold, notify)
 
     async def healthz(request: Request) -> Response:
         service.index.refresh()
+        try:
+            service.log.check()
+        except ScanLogError as exc:
+            service.log_state(exc)
+            return JSONResponse(
+                {"status": "unavailable", "reason": "scans cannot be logged now"},
+                status_code=503,
+                headers={"Cache-Control": "no-store"},
+            )
+        service.log_state(None)
         return JSONResponse(
             {
                 "status": "ok",
@@ -374,9 +442,14 @@ def create_app(settings: Settings, *, clone_threshold: int = DEFAULT_CLONE_SCANS
                 if outcome.product and outcome.verdict in ("genuine", "pending", "suspect")
                 else None,
                 "anchor": outcome.anchor if outcome.verdict in ("genuine", "suspect") else None,
-                "scans": outcome.scans,
+                "scans": None if outcome.logged is False else outcome.scans,
+                "logged": outcome.logged,
             }
-            return JSONResponse(body, status_code=_STATUS[outcome.verdict])
+            if outcome.logged is False:
+                body["notice"] = NOT_LOGGED
+            return JSONResponse(
+                body, status_code=_status(outcome), headers={"Cache-Control": "no-store"}
+            )
         title, color = _TITLES[outcome.verdict]
         proof_link = ""
         if outcome.verdict in ("genuine", "pending", "suspect"):
@@ -394,7 +467,7 @@ def create_app(settings: Settings, *, clone_threshold: int = DEFAULT_CLONE_SCANS
             proof=proof_link,
         )
         return HTMLResponse(
-            page, status_code=_STATUS[outcome.verdict], headers={"Cache-Control": "no-store"}
+            page, status_code=_status(outcome), headers={"Cache-Control": "no-store"}
         )
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -408,6 +481,46 @@ def create_app(settings: Settings, *, clone_threshold: int = DEFAULT_CLONE_SCANS
     return app
 
 
+def _preflight(settings: Settings, notify: Callable[[str], None]) -> None:
+    """Create or upgrade the scan log's tables once, before any worker starts (and before
+    ``fork``: nothing stays open). A log that cannot be written is reported, not fatal:
+    the service still answers, and says on every page that the scan was not logged."""
+    log = open_scan_log(settings, pool_size=0)
+    try:
+        log.migrate()
+    except ScanLogError as exc:
+        notify(f"scans cannot be logged: {exc}; pages will say so and /healthz fails")
+    finally:
+        log.close()
+
+
+def _worker(
+    settings: Settings,
+    clone_threshold: int,
+    access_log: bool,
+    notify: Callable[[str], None],
+) -> Callable[[socket.socket, Callable[[], None]], None]:
+    """What one serving process runs: build the app, listen, say ready, serve."""
+
+    def start(sock: socket.socket, ready: Callable[[], None]) -> None:
+        import uvicorn
+
+        app = create_app(settings, clone_threshold=clone_threshold, notify=notify)
+        sock.listen(2048)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=access_log,
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=10,
+        )
+        ready()
+        uvicorn.Server(config).run(sockets=[sock])
+
+    return start
+
+
 def serve(
     settings: Settings,
     *,
@@ -415,24 +528,41 @@ def serve(
     port: int = 8080,
     clone_threshold: int = DEFAULT_CLONE_SCANS,
     access_log: bool = False,
-    on_ready: Any = None,
+    workers: int | None = None,
+    on_ready: Callable[[tuple[str, int]], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the service until interrupted. ``port`` 0 picks a free port; ``on_ready`` gets
-    the bound ``(host, port)``."""
-    import socket
+    """Run the service until interrupted, in ``workers`` processes (default: the
+    settings' ``workers``, the CPU count) sharing the port; 1 serves in this process.
+    ``port`` 0 picks a free port; ``on_ready`` gets the bound ``(host, port)`` once every
+    worker listens; ``notify`` gets one-line operator reports (scan log down or back, a
+    worker restarted)."""
+    from provmint.supervisor import bind, supervise
 
-    import uvicorn
-
-    app = create_app(settings, clone_threshold=clone_threshold)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    count = workers or settings.workers
+    say = notify or (lambda _: None)
+    _preflight(settings, say)
+    start = _worker(settings, clone_threshold, access_log, say)
+    if count > 1:
+        supervise(count, host, port, start, on_ready=on_ready, notify=say)
+        return
+    sock = bind(host, port)
     bound = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=access_log, server_header=False, date_header=False
-    )
-    server = uvicorn.Server(config)
-    if on_ready is not None:
-        on_ready(bound)
-    server.run(sockets=[sock])
+
+    def stopped(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    # uvicorn shuts down on SIGTERM, then raises it again for the handler it found:
+    # this one ends the call normally, as the supervisor does for several workers.
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        start(sock, lambda: on_ready(bound) if on_ready is not None else None)
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: the service stopped as asked."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from provmint import __version__
-from provmint.cli import anchor, batch, consumer, keys, proof, store, verify
+from provmint.cli import anchor, batch, consumer, keys, proof, scans, store, verify
 from provmint.cli._common import TokenArgCommand
 from provmint.errors import EXIT_CODES
 
@@ -58,6 +58,7 @@ app.add_typer(proof.product_app, name="product")
 app.add_typer(proof.token_app, name="token")
 app.add_typer(anchor.app, name="anchor")
 app.add_typer(store.app, name="store")
+app.add_typer(scans.app, name="scans")
 app.command("labels")(consumer.labels)
 # A bare token may start with "-" (base64url): it is read as the code, never as options.
 app.command("scan", cls=TokenArgCommand)(consumer.scan)

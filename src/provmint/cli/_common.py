@@ -70,6 +70,18 @@ WorkersOpt = Annotated[
         show_default=False,
     ),
 ]
+ScanLogOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scan-log",
+        metavar="URL",
+        help="Where scans are logged: postgresql://USER@HOST/DB (shared by replicas; the "
+        "password goes in ~/.pgpass or PGPASSWORD) or sqlite:PATH "
+        "[env: PROVMINT_SCAN_LOG; default: STORE/scans.sqlite]",
+        show_default=False,
+        rich_help_panel="Locations",
+    ),
+]
 LockTimeoutOpt = Annotated[
     float | None,
     typer.Option(

@@ -14,6 +14,7 @@ from provmint.cli._common import (
     KeyFileOpt,
     LockTimeoutOpt,
     RawOpt,
+    ScanLogOpt,
     StoreOpt,
     WorkersOpt,
     counting_progress,
@@ -111,6 +112,7 @@ def scan(
         ),
     ] = None,
     clone_threshold: ThresholdOpt = 5,
+    scan_log: ScanLogOpt = None,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
     config: ConfigOpt = None,
@@ -120,18 +122,24 @@ def scan(
     """Check a scanned code: genuine, not yet anchored, forged, unknown, or possibly copied.
 
     Exit codes: 0 genuine, 4 genuine but not anchored yet, 3 forged (token or lot
-    mismatch), 7 unknown code, 11 suspect (scanned too often or from several places).
+    mismatch), 7 unknown code, 11 suspect (scanned too often or from several places),
+    1 the scan could not be logged (a read-only store, the database down).
+
+    The scan is logged where provmint serve logs them (--scan-log), so the counts and
+    places behind "suspect" include the web service's scans.
 
     Examples:
 
       provmint scan "https://id.example.com/01/09520123450014/10/L2406A/21/546CAWQDCR56?t=..."
 
       provmint scan 52VqMUmlXpKNjHggOl1ALg --location "Warehouse 3" --json
+
+      provmint scan 52VqMUmlXpKNjHggOl1ALg --scan-log postgresql://provmint@db.example.com/provmint
     """
     from provmint.scan import scan_code
 
     result = scan_code(
-        settings(store, key_file, config, lock_timeout=lock_timeout),
+        settings(store, key_file, config, lock_timeout=lock_timeout, scan_log=scan_log),
         code,
         location=location,
         clone_threshold=clone_threshold,
@@ -184,6 +192,18 @@ def serve(
     ] = 8080,
     clone_threshold: ThresholdOpt = 5,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            max=256,
+            help="Processes serving the port [env: PROVMINT_WORKERS; default: CPU count]",
+            show_default=False,
+        ),
+    ] = None,
+    scan_log: ScanLogOpt = None,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
     config: ConfigOpt = None,
@@ -192,21 +212,38 @@ def serve(
 
     GET /01/{gtin}[/10/{lot}]/21/{serial}?t={token}: an HTML page (JSON with
     Accept: application/json); GET /proof/01/...?t={token}: the proof JSON;
-    GET /healthz. Scans are logged like provmint scan does.
+    GET /healthz (503 while scans cannot be logged). Scans are logged like provmint
+    scan does; a scan that cannot be logged is answered with its verdict, a notice
+    that it was not logged, and status 503.
 
-    Example: provmint serve --store /srv/provmint/store --host 127.0.0.1 --port 8080
+    --workers N processes share the port (SO_REUSEPORT); Ctrl-C or SIGTERM stops them
+    all. A worker that dies is restarted; if workers die 5 times within a minute the
+    service stops with exit 1. Replicas on several machines share clone detection
+    through one PostgreSQL scan log (--scan-log).
+
+    Examples:
+
+      provmint serve --store /srv/provmint/store --host 127.0.0.1 --port 8080
+
+      provmint serve --workers 4 --port 8080
+
+      PGPASSWORD=... provmint serve --scan-log postgresql://provmint@db.example.com/provmint
     """
     from provmint.server import serve as run
 
-    cfg = settings(store, key_file, config)
+    cfg = settings(store, key_file, config, workers=workers, scan_log=scan_log)
     err = stderr()
+
+    def ready(bound: tuple[str, int]) -> None:
+        many = f" with {cfg.workers} workers" if cfg.workers > 1 else ""
+        err.print(f"Serving {cfg.store} on http://{bound[0]}:{bound[1]}{many} (Ctrl-C to stop)")
+
     run(
         cfg,
         host=host,
         port=port,
         clone_threshold=clone_threshold,
         access_log=access_log,
-        on_ready=lambda bound: err.print(
-            f"Serving {cfg.store} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)"
-        ),
+        on_ready=ready,
+        notify=lambda message: err.print(f"warning: {message}", markup=False),
     )
