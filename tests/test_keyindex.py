@@ -13,6 +13,7 @@ small block sizes so that block boundaries fall everywhere.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import math
 import random
@@ -79,7 +80,11 @@ def build_vectors() -> dict[str, Any]:
     return {
         "description": "provmint-keyrun/1 files, built independently of provmint.store.keyindex",
         "runs": [
-            {"kind": kind, "entries": [[k, r] for k, r in entries], "hex": spec_run(kind, entries).hex()}
+            {
+                "kind": kind,
+                "entries": [[k, r] for k, r in entries],
+                "hex": spec_run(kind, entries).hex(),
+            }
             for kind, entries in VECTOR_RUNS
         ],
     }
@@ -121,7 +126,11 @@ def write_run(path: Path, entries: list[tuple[int, int]], kind: RunKind = RunKin
 
 
 def contents(run: KeyRun, block_rows: int = 3) -> list[tuple[int, int]]:
-    return [(int(k), int(r)) for keys, rows in run.blocks(block_rows) for k, r in zip(keys, rows, strict=True)]
+    return [
+        (int(k), int(r))
+        for keys, rows in run.blocks(block_rows)
+        for k, r in zip(keys, rows, strict=True)
+    ]
 
 
 def leftovers(directory: Path, *keep: str) -> list[str]:
@@ -191,7 +200,9 @@ def test_frozen_constants() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(entries=ENTRIES, block=BLOCK, stride=st.integers(1, 7))
-def test_run_round_trip_and_lookups(entries: list[tuple[int, int]], block: int, stride: int) -> None:
+def test_run_round_trip_and_lookups(
+    entries: list[tuple[int, int]], block: int, stride: int
+) -> None:
     with scratch() as d:
         write_run(d / "r.run", entries).close()
         with KeyRun.open(d / "r.run", kind=RunKind.KEY, fence_stride=stride) as run:
@@ -211,7 +222,9 @@ def test_run_round_trip_and_lookups(entries: list[tuple[int, int]], block: int, 
 
 @settings(max_examples=100, deadline=None)
 @given(entries=ENTRIES, memory=st.integers(1, 12), adds=st.integers(1, 5))
-def test_spill_sorter_equals_sorting(entries: list[tuple[int, int]], memory: int, adds: int) -> None:
+def test_spill_sorter_equals_sorting(
+    entries: list[tuple[int, int]], memory: int, adds: int
+) -> None:
     with scratch() as d:
         with SpillSorter(d, RunKind.TOKEN, memory_rows=memory) as sorter:
             keys, rows = arrays(entries)
@@ -240,7 +253,9 @@ def test_merge_runs_equals_sorted_concatenation(
     with scratch() as d:
         runs = [write_run(d / f"in{i}.run", part) for i, part in enumerate(parts)]
         with merge_runs(runs, d / "out.run", row_offsets=offsets, memory_rows=memory) as merged:
-            expected = sorted((k, r + o) for part, o in zip(parts, offsets, strict=True) for k, r in part)
+            expected = sorted(
+                (k, r + o) for part, o in zip(parts, offsets, strict=True) for k, r in part
+            )
             assert contents(merged) == expected
             merged.check()
         for run in runs:
@@ -281,10 +296,15 @@ def test_common_keys_equals_dict_join(
         got = []
         for matches in common_keys(run, other_runs, block_rows=block):
             assert len(matches) > 0
-            block_matches = list(zip(
-                matches.keys.tolist(), matches.rows.tolist(), matches.other.tolist(),
-                matches.other_rows.tolist(), strict=True,
-            ))
+            block_matches = list(
+                zip(
+                    matches.keys.tolist(),
+                    matches.rows.tolist(),
+                    matches.other.tolist(),
+                    matches.other_rows.tolist(),
+                    strict=True,
+                )
+            )
             assert block_matches == sorted(block_matches)
             got += block_matches
         assert sorted(got) == expected
@@ -353,7 +373,9 @@ def test_big_random_run_against_numpy(workdir: Path) -> None:
     got = list(run.blocks(65_536))
     assert np.array_equal(np.concatenate([b.keys for b in got]), keys[order])
     assert np.array_equal(np.concatenate([b.rows for b in got]), rows[order])
-    probes = np.concatenate([keys[rng.integers(0, len(keys), 5000)], rng.integers(0, U64, 5000, dtype=np.uint64)])
+    probes = np.concatenate(
+        [keys[rng.integers(0, len(keys), 5000)], rng.integers(0, U64, 5000, dtype=np.uint64)]
+    )
     positions, found = run.find_many(probes, chunk_rows=3000)
     index = collections.defaultdict(list)
     for k, r in zip(keys.tolist(), rows.tolist(), strict=True):
@@ -389,8 +411,10 @@ def test_sorter_and_merge_memory_is_bounded(workdir: Path) -> None:
         rng = np.random.default_rng(5)
         with SpillSorter(workdir, RunKind.KEY, memory_rows=budget) as sorter:
             for start in range(0, total, 50_000):
-                sorter.add(rng.integers(0, U64, 50_000, dtype=np.uint64),
-                           np.arange(start, start + 50_000, dtype=np.uint32))
+                sorter.add(
+                    rng.integers(0, U64, 50_000, dtype=np.uint64),
+                    np.arange(start, start + 50_000, dtype=np.uint32),
+                )
             assert len(sorter.spills) == total // budget
             made.append(sorter.finish(workdir / "sorted.run", memory_rows=budget))
         dupes = sum(len(b.keys) for b in equal_keys(made[0], block_rows=budget))
@@ -473,7 +497,10 @@ def test_check_finds_disorder_and_rows_out_of_range(workdir: Path) -> None:
     data[keys_at + 8 * 2 : keys_at + 8 * 3] = struct.pack("<Q", 4)  # 5, 5, 4, U64
     path = workdir / "d.run"
     path.write_bytes(bytes(data))
-    with KeyRun.open(path) as run, pytest.raises(StoreCorruptError, match="entry 2 .* out of order"):
+    with (
+        KeyRun.open(path) as run,
+        pytest.raises(StoreCorruptError, match=r"entry 2 .* out of order"),
+    ):
         run.check()
     good = workdir / "g.run"
     good.write_bytes(_good_file(workdir))
@@ -536,9 +563,10 @@ def test_writer_is_atomic_and_strict(workdir: Path) -> None:
         writer.append([1, 2], [0, 0])
         raise RuntimeError("killed half-way")
     assert leftovers(workdir) == []
-    with pytest.raises(ValueError, match="2 entries written, 3 announced"), RunWriter(
-        workdir / "b.run", RunKind.KEY, count=3
-    ) as writer:
+    with (
+        pytest.raises(ValueError, match="2 entries written, 3 announced"),
+        RunWriter(workdir / "b.run", RunKind.KEY, count=3) as writer,
+    ):
         writer.append([1, 2], [0, 0])
         with pytest.raises(ValueError, match="order"):
             writer.append([1], [5])  # goes back
@@ -597,7 +625,9 @@ try:
 except OutputError as exc:
     print("OutputError", exc)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("OutputError file too large writing") and "out.run" in done.stdout
     assert leftovers(workdir) == []
@@ -653,14 +683,15 @@ def simulate(batches: list[int], factor: float) -> tuple[int, int]:
             sizes.append(merged)
         else:
             sizes.append(new)
-        assert all(a > factor * b for a, b in zip(sizes, sizes[1:], strict=False))
+        assert all(a > factor * b for a, b in itertools.pairwise(sizes))
         most = max(most, len(sizes))
     return most, rewritten
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    seed=st.integers(0, 2**32), factor=st.sampled_from([1.5, 2.0, 4.0]),
+    seed=st.integers(0, 2**32),
+    factor=st.sampled_from([1.5, 2.0, 4.0]),
     shape=st.sampled_from(["uniform", "lognormal", "ones", "growing"]),
 )
 def test_plan_merge_keeps_runs_logarithmic(seed: int, factor: float, shape: str) -> None:
