@@ -2,7 +2,7 @@
 
 ``tests/vectors/records.json`` and ``tests/vectors/decode_record.json`` were generated once
 by :func:`build_vectors` below, which builds every byte from the formats' docstrings (the
-compressed blocks with pyarrow's zstd codec at the writer's level, which is the format's
+compressed blocks with pyarrow's zstd codec at the writer's level, -1, which is the format's
 codec); it never calls provmint.store.records or decode_record. To regenerate (only for a
 new, versioned format): ``python tests/test_records.py``.
 
@@ -60,7 +60,7 @@ def spec_part(
     ``payloads`` replaces the block payloads (hostile files); ``header`` its fields."""
     if payloads is None:
         payloads = [spec_block(rows[i : i + 64]) for i in range(0, len(rows), 64)]
-    codec = pa.Codec("zstd", compression_level=1)
+    codec = pa.Codec("zstd", compression_level=-1)
     blocks = [codec.compress(p, asbytes=True) for p in payloads]
     fields = {
         "rows": len(rows),
@@ -172,7 +172,7 @@ INVALID_RECORDS: list[tuple[str, bytes]] = [
 def build_vectors() -> tuple[dict[str, Any], dict[str, Any]]:
     parts = {
         "description": "provmint-records/1 parts, built independently of provmint.store.records "
-        "(blocks: pyarrow zstd level 1)",
+        "(blocks: pyarrow zstd level -1)",
         "parts": [
             {"rows": [[h(r), h(t)] for r, t in rows], "hex": h(spec_part(rows))}
             for rows in vector_parts()

@@ -223,17 +223,69 @@ def _sort_pairs(
     sorted_keys, sorted_rows = keys[order], rows[order]
     del packed, order
     if _out_of_order(sorted_keys, sorted_rows, None) is not None:
-        high = sorted_keys >> bits
-        tie = high[1:] == high[:-1]
-        del high
-        member = np.zeros(n, dtype=bool)
-        member[1:] |= tie
-        member[:-1] |= tie
-        where = np.flatnonzero(member)
-        sub_keys, sub_rows = sorted_keys[where], sorted_rows[where]
-        order = np.lexsort((sub_rows, sub_keys))
-        sorted_keys[where], sorted_rows[where] = sub_keys[order], sub_rows[order]
+        _order_ties(sorted_keys, sorted_rows, sorted_keys >> bits)
     return sorted_keys, sorted_rows
+
+
+def _order_ties(keys: NDArray[np.uint64], rows: NDArray[np.uint32], group: NDArray[Any]) -> None:
+    """Put runs of equal ``group`` values in (key, row) order, in place (a lexsort of
+    just those entries: they are few)."""
+    import numpy as np
+
+    tie = group[1:] == group[:-1]
+    member = np.zeros(len(keys), dtype=bool)
+    member[1:] |= tie
+    member[:-1] |= tie
+    where = np.flatnonzero(member)
+    sub_keys, sub_rows = keys[where], rows[where]
+    order = np.lexsort((sub_rows, sub_keys))
+    keys[where], rows[where] = sub_keys[order], sub_rows[order]
+
+
+def _insert_sorted(big: KeyBlock, small: KeyBlock) -> KeyBlock:
+    """Merge a short sorted block into a long one in linear time (``np.sort`` of both
+    costs several times more when one side is much longer)."""
+    import numpy as np
+
+    n = len(big.keys) + len(small.keys)
+    at = np.searchsorted(big.keys, small.keys, "left")
+    at += np.arange(len(small.keys), dtype=at.dtype)
+    keys = np.empty(n, dtype=np.uint64)
+    rows = np.empty(n, dtype=np.uint32)
+    from_small = np.zeros(n, dtype=bool)
+    from_small[at] = True
+    keys[at], rows[at] = small.keys, small.rows
+    from_big = ~from_small
+    keys[from_big], rows[from_big] = big.keys, big.rows
+    if _out_of_order(keys, rows, None) is not None:  # equal keys from both sides
+        _order_ties(keys, rows, keys)
+    return KeyBlock(keys, rows)
+
+
+def _merge_blocks(pieces: list[KeyBlock]) -> KeyBlock:
+    """Sorted blocks merged into one: inserted into the longest when the others are
+    few, sorted together otherwise."""
+    import numpy as np
+
+    pieces = [p for p in pieces if len(p.keys)]
+    if not pieces:
+        return KeyBlock(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32))
+    if len(pieces) == 1:
+        return pieces[0]
+    big = max(pieces, key=lambda p: len(p.keys))
+    rest = [p for p in pieces if p is not big]
+    rest_keys = np.concatenate([p.keys for p in rest])
+    rest_rows = np.concatenate([p.rows for p in rest])
+    if 8 * len(rest_keys) <= len(big.keys):
+        small = (
+            KeyBlock(rest_keys, rest_rows)
+            if len(rest) == 1
+            else KeyBlock(*_sort_pairs(rest_keys, rest_rows))
+        )
+        return _insert_sorted(big, small)
+    return KeyBlock(
+        *_sort_pairs(np.concatenate([big.keys, rest_keys]), np.concatenate([big.rows, rest_rows]))
+    )
 
 
 def _ranges(starts: NDArray[np.int64], counts: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -287,6 +339,11 @@ class KeyRun:
             self._map, dtype="<u4", count=count, offset=HEADER_SIZE + 8 * count
         )
         self._fences = np.array(self._keys[::fence_stride])
+        if count and hasattr(mmap, "MADV_DONTNEED"):
+            # Reading the fences mapped one page per stride; unmap them again so that an
+            # opened run costs its fences, not a page per fence (they stay in the page
+            # cache, shared).
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     @classmethod
     def open(
@@ -854,7 +911,6 @@ def merge_runs(
 
 def _merged(cursors: list[_Cursor]) -> Iterator[KeyBlock]:
     """The entries of all cursors in (key, row) order, in blocks."""
-    import numpy as np
 
     while True:
         for cursor in cursors:
@@ -871,10 +927,9 @@ def _merged(cursors: list[_Cursor]) -> Iterator[KeyBlock]:
         # final: nothing read later can sort before them.
         bound = min((int(c.keys[-1]), int(c.rows[-1])) for c in pending) if pending else None
         pieces = [c.take(len(c) if bound is None else c.count_upto(*bound)) for c in active]
-        keys = np.concatenate([p.keys for p in pieces])
-        rows = np.concatenate([p.rows for p in pieces])
-        if len(keys):
-            yield KeyBlock(*_sort_pairs(keys, rows))
+        merged = _merge_blocks(pieces)
+        if len(merged.keys):
+            yield merged
 
 
 def equal_keys(run: KeyRun, *, block_rows: int = BLOCK_ROWS) -> Iterator[KeyBlock]:

@@ -35,7 +35,9 @@ from provmint.errors import StoreCorruptError, os_error
 from provmint.store.files import fsync_dir
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
+    from numpy.typing import NDArray
 
 __all__ = [
     "BLOCK_ROWS",
@@ -56,9 +58,11 @@ HEADER_SIZE = 32
 BLOCK_ROWS = 64
 CODEC_ZSTD = 1
 TOKEN_SIZE = 16
-ZSTD_LEVEL = 1
-"""zstd level the writer uses (records are short and similar: level 1 is within a few
-percent of level 3, at a fraction of the cost)."""
+ZSTD_LEVEL = -1
+"""The zstd level the writer uses. Measured on 65,536 realistic 7-field records: level 1
+costs about 34 ms of CPU per part for 35.5 bytes a row, level -1 about 23 ms for 38.2
+(level 3: 1.6x the time of level 1 and no smaller). Minting writes every part, so the
+faster level wins; readers do not care (any level decompresses the same way)."""
 MAX_RECORD_BYTES = 6 + MAX_FIELDS * (1 + 64 + 4 + MAX_VALUE_BYTES)
 """The longest ``provmint-record/1`` :func:`~provmint.canonical.encode_record` can produce."""
 _ROW_OVERHEAD = 4 + TOKEN_SIZE
@@ -185,10 +189,11 @@ def _write_file(path: Path, pieces: list[Any], durable: bool) -> None:
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         tmp = Path(name)
-        with os.fdopen(fd, "wb") as fh:
-            for piece in pieces:
-                fh.write(piece)
-            fh.flush()
+        with os.fdopen(fd, "wb", buffering=0) as fh:
+            # one copy and (usually) one system call beat a write per block
+            view = memoryview(b"".join(pieces))
+            while view:
+                view = view[fh.write(view) or 0 :]
             os.fchmod(fh.fileno(), 0o644)
             if durable:
                 os.fsync(fh.fileno())
@@ -211,7 +216,9 @@ class RecordPart:
     """An open ``provmint-records/1`` file: its header and block table are read and
     checked on :meth:`open`; :meth:`get` reads one block (one ``pread``)."""
 
-    def __init__(self, path: Path, fd: int, rows: int, offsets: list[int], sizes: list[int]):
+    def __init__(
+        self, path: Path, fd: int, rows: int, offsets: NDArray[np.uint64], sizes: NDArray[np.uint32]
+    ) -> None:
         self.path = path
         self.rows = rows
         self._fd: int | None = fd
@@ -242,20 +249,19 @@ class RecordPart:
         """The payload of one block, decompressed and checked against its table entry."""
         if self._fd is None:
             raise ValueError(f"record part {self.path} is closed")
-        start, stop = self._offsets[block], self._offsets[block + 1]
+        start, stop = int(self._offsets[block]), int(self._offsets[block + 1])
         try:
             data = os.pread(self._fd, stop - start, start)
         except OSError as exc:
             raise _corrupt(f"cannot read the record part ({exc.strerror})", self.path) from exc
         if len(data) != stop - start:
             raise _corrupt("the record part is shorter than its block table says", self.path)
+        size = int(self._sizes[block])
         try:
-            payload: bytes = _codec().decompress(
-                data, decompressed_size=self._sizes[block], asbytes=True
-            )
+            payload: bytes = _codec().decompress(data, decompressed_size=size, asbytes=True)
         except (OSError, ValueError) as exc:
             raise _corrupt(f"block {block} does not decompress ({exc})", self.path) from exc
-        if len(payload) != self._sizes[block]:
+        if len(payload) != size:
             raise _corrupt(f"block {block} decompresses to the wrong size", self.path)
         return payload
 
@@ -331,7 +337,7 @@ class RecordPart:
         return f"RecordPart({str(self.path)!r}, rows={self.rows})"
 
 
-def _read_table(fd: int, path: Path) -> tuple[int, list[int], list[int]]:
+def _read_table(fd: int, path: Path) -> tuple[int, NDArray[np.uint64], NDArray[np.uint32]]:
     """Check the header and the block table against the rules and the file's length."""
     import numpy as np
 
@@ -370,4 +376,5 @@ def _read_table(fd: int, path: Path) -> tuple[int, list[int], list[int]]:
         wide = sizes.astype(np.int64)
         if np.any(wide < per_block * _ROW_OVERHEAD) or np.any(wide > _MAX_BLOCK_BYTES):
             raise _corrupt("a block size in the table is impossible", path)
-    return rows, [int(o) for o in offsets], [int(s) for s in sizes]
+    # numpy, not lists: 12 bytes a block (0.2 bytes a product) for every part held open
+    return rows, offsets, sizes
