@@ -16,7 +16,7 @@ numbers in the store's index.
 A run is written once (a temporary file in the same directory, fsync, rename, fsync of the
 directory) and never modified in place. :meth:`KeyRun.open` checks the header and the
 exact length and memory-maps the file, keeping only every ``FENCE_STRIDE``-th key in RAM,
-so a lookup is one search in RAM and one in a 32 KiB window of the map. Order is checked
+so a lookup is one search in RAM and one in a 4 KiB window of the map. Order is checked
 by :meth:`KeyRun.check` (audits), not on every open. Streaming operations (:class:`SpillSorter`,
 :func:`merge_runs`, :func:`equal_keys`, :func:`common_keys`, :meth:`KeyRun.blocks`) read with
 ``pread`` in bounded blocks, never through the map, so their memory does not grow with the
@@ -75,13 +75,15 @@ ENTRY_SIZE = 12
 """Bytes per entry: a u64 key and a u32 row."""
 MAX_ROW = (1 << 32) - 1
 
-FENCE_STRIDE = 4096
-"""Every this many keys one fence key is kept in RAM (2 bytes per 1,000 products)."""
-BLOCK_ROWS = 1 << 20
-"""Entries per block when streaming a run (12 MiB)."""
-SORT_ROWS = 1 << 21
+FENCE_STRIDE = 512
+"""Every this many keys one fence key is kept in RAM: 16 bytes per 1,000 products, and a
+lookup's window of the map is one 4 KiB page (one disk read when cold; 4096 would make
+it eight pages and several dependent reads)."""
+BLOCK_ROWS = 1 << 18
+"""Entries per block when streaming a run (3 MiB)."""
+SORT_ROWS = 1 << 20
 """Default memory budget of :class:`SpillSorter`, in entries (about 40 bytes each while sorting)."""
-MERGE_ROWS = 1 << 21
+MERGE_ROWS = 1 << 20
 """Default memory budget of :func:`merge_runs`, in entries buffered over all inputs."""
 MIN_MERGE_BLOCK = 4096
 MERGE_FACTOR = 2.0
@@ -344,6 +346,10 @@ class KeyRun:
             # opened run costs its fences, not a page per fence (they stay in the page
             # cache, shared).
             self._map.madvise(mmap.MADV_DONTNEED)
+        if count and hasattr(mmap, "MADV_RANDOM"):
+            # Lookups touch one page here and there: without this a cold page fault reads
+            # ahead the whole read-ahead window (8 MiB on some virtual disks) for it.
+            self._map.madvise(mmap.MADV_RANDOM)
 
     @classmethod
     def open(
@@ -398,8 +404,8 @@ class KeyRun:
         """``searchsorted(keys, key, side)``: the fences pick one window of the map."""
         stride = self.fence_stride
         j = int(self._fences.searchsorted(key, side))
-        lo = max(j - 1, 0) * stride
-        hi = min(j * stride, self.count)
+        lo = (j - 1) * stride if j else 0
+        hi = j * stride if j * stride < self.count else self.count
         return lo + int(self._keys[lo:hi].searchsorted(key, side))
 
     def find(self, key: int | np.integer[Any]) -> NDArray[np.uint32]:
@@ -407,14 +413,20 @@ class KeyRun:
         import numpy as np
 
         self._check_open()
-        probe = _as_key(key)
+        found = self._find(_as_key(key))
+        return found if found is not None else np.zeros(0, dtype=np.uint32)
+
+    def _find(self, probe: np.uint64) -> NDArray[np.uint32] | None:
+        """:meth:`find` of a checked key on an open run; None for no match (the hot path:
+        a few numpy calls)."""
         first = self._lower(probe, "left")
-        if first == self.count or self._keys[first] != probe:
-            return np.zeros(0, dtype=np.uint32)
+        keys = self._keys
+        if first == self.count or keys[first] != probe:
+            return None
         last = first + 1
-        if last < self.count and self._keys[last] == probe:
+        if last < self.count and keys[last] == probe:
             last = self._lower(probe, "right")
-        return np.array(self._rows[first:last], dtype=np.uint32)
+        return self._rows[first:last].copy()
 
     def find_many(
         self, keys: Any, *, chunk_rows: int = BLOCK_ROWS
@@ -1104,9 +1116,13 @@ class KeyIndex:
         """The rows of every entry with ``key`` in any run, ascending."""
         import numpy as np
 
-        if len(self.runs) == 1:
-            return self.runs[0].find(key)
-        found = [rows for run in self.runs if (rows := run.find(key)).size]
+        probe = _as_key(key)
+        found = []
+        for run in self.runs:
+            run._check_open()
+            rows = run._find(probe)
+            if rows is not None:
+                found.append(rows)
         if not found:
             return np.zeros(0, dtype=np.uint32)
         return found[0] if len(found) == 1 else np.sort(np.concatenate(found))

@@ -237,6 +237,8 @@ class RecordPart:
             raise _corrupt(f"cannot read the record part ({exc.strerror})", path) from exc
         try:
             rows, offsets, sizes = _read_table(fd, path)
+            # Lookups read one small block here and there: no read-ahead for them.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
             return cls(path, fd, rows, offsets, sizes)
         except BaseException:
             os.close(fd)
@@ -277,11 +279,11 @@ class RecordPart:
             raise IndexError(f"record part {self.path} has no row {index}")
         block, row = divmod(index, BLOCK_ROWS)
         payload = self._block(block)
-        end, position = len(payload), 0
+        end, position, length = len(payload) - 4, 0, _U32BE.unpack_from
         for _ in range(row):  # skip the rows before it, checking each length
-            if position + 4 > end:
+            if position > end:
                 raise self._bad_block(block, "a row runs past the block")
-            position += _ROW_OVERHEAD + _U32BE.unpack_from(payload, position)[0]
+            position += _ROW_OVERHEAD + length(payload, position)[0]
         return self._entry(payload, position, block)
 
     def _entry(self, payload: bytes, position: int, block: int) -> tuple[bytes, bytes]:
@@ -318,8 +320,14 @@ class RecordPart:
 
     def check(self) -> None:
         """Audit the whole file: every block decompresses and holds exactly its rows."""
-        for block in range(len(self._sizes)):
-            self._split(block)
+        if self._fd is not None:
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        try:
+            for block in range(len(self._sizes)):
+                self._split(block)
+        finally:
+            if self._fd is not None:
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
 
     def close(self) -> None:
         """Close the file."""
