@@ -409,6 +409,16 @@ def sort_child(keys: int, directory: Path) -> dict[str, Any]:
     run = phase("SpillSorter", lambda: sort(keys, "sorted.run"))
     phase("equal_keys", lambda: sum(len(b.keys) for b in equal_keys(run)))
     phase("common_keys (self-join)", lambda: sum(len(m) for m in common_keys(run, [run])))
+    with SpillSorter(directory, RunKind.KEY) as sorter:  # a new batch against the store
+        shared = run.read(0, 1 << 18).keys[:: (1 << 18) // 1000][:1000]
+        sorter.add(shared, np.arange(1000, dtype=np.uint32))
+        sorter.add(rng.integers(0, 2**64 - 1, 999_000, dtype=np.uint64),
+                   np.arange(1000, 1_000_000, dtype=np.uint32))  # fmt: skip
+        batch = sorter.finish(directory / "batch.run")
+    found = phase("common_keys (1M new, 1,000 in the run)",
+                  lambda: sum(len(m) for m in common_keys(batch, [run])))  # fmt: skip
+    assert found >= 1000
+    batch.close()
     other = sort(keys // 10, "other.run")
     merged = phase("merge_runs (+10%)", lambda: merge_runs([run, other], directory / "merged.run",
                                                            row_offsets=[0, keys]))  # fmt: skip
