@@ -353,6 +353,16 @@ def measure(store: Store, cold_lookups: int, fence_stride: int, rounds: int) -> 
         "runs": {kind.name.lower(): len(paths) for kind, paths in store.runs.items()},
         "index_open_s": round(opened.open_index, 4),
         "parts_open_s": round(opened.open_parts, 4),
+        "index_ram_bytes_per_product": round(
+            sum(run._fences.nbytes for index in opened.index.values() for run in index.runs)
+            / store.products,
+            4,
+        ),
+        "part_tables_ram_bytes_per_product": round(
+            sum(p._offsets.nbytes + p._sizes.nbytes for ps in opened.parts for p in ps)
+            / store.products,
+            4,
+        ),
         "index_rss_bytes_per_product": round(opened.index_anon / store.products, 4),
         "index_file_rss_after_open_bytes": opened.index_file,
         "part_tables_rss_bytes_per_product": round(opened.parts_anon / store.products, 4),
@@ -372,6 +382,35 @@ def measure(store: Store, cold_lookups: int, fence_stride: int, rounds: int) -> 
                       "token": percentiles(timed(by_token, cold, opened.evict))}  # fmt: skip
     opened.close()
     return result
+
+
+def measure_write(directory: Path, repeats: int = 15) -> dict[str, Any]:
+    """write_records of one part (65,536 realistic rows) into new files: wall and CPU
+    time, best and median, without and with the fsyncs."""
+    rng = np.random.default_rng(3)
+    records = record_bytes_column(batch_table(0, PART_ROWS, rng))
+    tokens = rng.bytes(16 * PART_ROWS)
+    directory.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"rows": PART_ROWS}
+    for durable in (False, True):
+        walls, cpus = [], []
+        for i in range(repeats):
+            path = directory / f"w{int(durable)}-{i}.rec"
+            cpu, started = time.process_time(), time.perf_counter()
+            write_records(path, records, tokens, durable=durable)
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
+        walls.sort()
+        cpus.sort()
+        out["durable" if durable else "no_fsync"] = {
+            "best_ms": round(walls[0] * 1e3, 1),
+            "median_ms": round(walls[repeats // 2] * 1e3, 1),
+            "cpu_best_ms": round(cpus[0] * 1e3, 1),
+            "cpu_median_ms": round(cpus[repeats // 2] * 1e3, 1),
+        }
+        out["bytes_per_row"] = round(path.stat().st_size / PART_ROWS, 2)
+    shutil.rmtree(directory)
+    return out
 
 
 # -- bounded memory of the streaming operations ------------------------------------------
@@ -461,9 +500,11 @@ def report(size: dict[str, Any]) -> None:
     for name, key in (("build", "build_s"), ("disk bytes/product", "disk_bytes_per_product")):
         print(f"  {name}: {size[key]}")
     print(f"  open: index {size['index_open_s'] * 1e3:.1f} ms, part tables "
-          f"{size['parts_open_s'] * 1e3:.1f} ms; RSS/product: index "
-          f"{size['index_rss_bytes_per_product']} B, part tables "
-          f"{size['part_tables_rss_bytes_per_product']} B")  # fmt: skip
+          f"{size['parts_open_s'] * 1e3:.1f} ms; RAM/product: index "
+          f"{size['index_ram_bytes_per_product']} B (RSS {size['index_rss_bytes_per_product']} B),"
+          f" part tables {size['part_tables_ram_bytes_per_product']} B (RSS "
+          f"{size['part_tables_rss_bytes_per_product']} B); file-backed RSS after the warm "
+          f"lookups {size['file_rss_after_warm_MB']} MB")  # fmt: skip
     for state in ("warm", "cold"):
         for by in ("serial", "token"):
             figures = size[state][by]
@@ -498,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one open file per part
     results: dict[str, Any] = {"sizes": []}
     try:
+        results["write_records"] = measure_write(base / "write")
+        if not args.json:
+            print(f"write_records: {results['write_records']}")
         for products in args.products:
             root = base / f"n{products}"
             started = time.perf_counter()

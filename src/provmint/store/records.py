@@ -237,8 +237,7 @@ class RecordPart:
             raise _corrupt(f"cannot read the record part ({exc.strerror})", path) from exc
         try:
             rows, offsets, sizes = _read_table(fd, path)
-            # Lookups read one small block here and there: no read-ahead for them.
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            _advise(fd, "POSIX_FADV_RANDOM")  # lookups read a small block here and there
             return cls(path, fd, rows, offsets, sizes)
         except BaseException:
             os.close(fd)
@@ -321,13 +320,13 @@ class RecordPart:
     def check(self) -> None:
         """Audit the whole file: every block decompresses and holds exactly its rows."""
         if self._fd is not None:
-            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            _advise(self._fd, "POSIX_FADV_SEQUENTIAL")
         try:
             for block in range(len(self._sizes)):
                 self._split(block)
         finally:
             if self._fd is not None:
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+                _advise(self._fd, "POSIX_FADV_RANDOM")
 
     def close(self) -> None:
         """Close the file."""
@@ -343,6 +342,13 @@ class RecordPart:
 
     def __repr__(self) -> str:
         return f"RecordPart({str(self.path)!r}, rows={self.rows})"
+
+
+def _advise(fd: int, advice: str) -> None:
+    """``posix_fadvise`` where the platform has it (a hint: never an error)."""
+    if hasattr(os, "posix_fadvise") and hasattr(os, advice):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, getattr(os, advice))
 
 
 def _read_table(fd: int, path: Path) -> tuple[int, NDArray[np.uint64], NDArray[np.uint32]]:
