@@ -33,6 +33,7 @@ Encodings (all integers big-endian):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -53,6 +54,7 @@ __all__ = [
     "TOKEN_VERSION",
     "batch_commitment",
     "canonical_json",
+    "decode_record",
     "encode_record",
     "leaf_data",
     "manifest_digest",
@@ -108,6 +110,69 @@ def encode_record(fields: Mapping[str, str]) -> bytes:
         parts += [struct.pack(">B", len(raw_name)), raw_name]
         parts += [struct.pack(">I", len(raw_value)), raw_value]
     return b"".join(parts)
+
+
+def decode_record(data: bytes) -> dict[str, str]:
+    """The fields of ``provmint-record/1`` bytes: the exact inverse of :func:`encode_record`.
+
+    Strict: whatever ``encode_record`` could not have produced is a ValueError (another
+    magic, a field count beyond MAX_FIELDS, a name that is not ``FIELD_NAME_PATTERN`` or
+    out of bytewise order or repeated, a value that is not UTF-8 or longer than
+    MAX_VALUE_BYTES, no ``gtin`` of 14 ASCII digits or no ``serial``, a length running
+    past the end, bytes left over). So ``encode_record(decode_record(b)) == b`` whenever
+    it returns.
+    """
+    raw = bytes(data)
+    end = len(raw)
+    if end < 6 or raw[:4] != RECORD_MAGIC:
+        raise ValueError("not a provmint-record/1 (bad magic)")
+    (count,) = _U16.unpack_from(raw, 4)
+    if count > MAX_FIELDS:
+        raise ValueError(f"a record has at most {MAX_FIELDS} fields, got {count}")
+    fields: dict[str, str] = {}
+    pos, previous = 6, b""
+    for _ in range(count):
+        if pos >= end:
+            raise ValueError("record truncated in a field name")
+        name_end = pos + 1 + raw[pos]
+        if name_end + 4 > end:
+            raise ValueError("record truncated in a field name")
+        raw_name = raw[pos + 1 : name_end]
+        name = _decoded_name(raw_name)
+        if raw_name <= previous:
+            raise ValueError(f"field {name!r} is out of order or repeated")
+        (size,) = _U32.unpack_from(raw, name_end)
+        if size > MAX_VALUE_BYTES:
+            raise ValueError(f"field {name!r} is longer than {MAX_VALUE_BYTES} bytes")
+        pos = name_end + 4 + size
+        if pos > end:
+            raise ValueError(f"record truncated in the value of field {name!r}")
+        try:
+            fields[name] = raw[name_end + 4 : pos].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"field {name!r} is not UTF-8") from exc
+        previous = raw_name
+    if pos != end:
+        raise ValueError(f"{end - pos} bytes after the last field")
+    gtin = fields.get("gtin")
+    if gtin is None or "serial" not in fields:
+        raise ValueError("a record needs a 'gtin' and a 'serial' field")
+    if len(gtin) != 14 or not gtin.isascii() or not gtin.isdigit():
+        raise ValueError("the gtin field is 14 ASCII digits")
+    return fields
+
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+@functools.lru_cache(maxsize=256)
+def _decoded_name(raw: bytes) -> str:
+    """A stored field name, checked (cached: every record of a batch has the same names)."""
+    name = raw.decode("ascii", errors="replace")
+    if not _NAME.fullmatch(name) or not raw.isascii():
+        raise ValueError(f"invalid field name {name!r}")
+    return name
 
 
 def token_message(gtin14: str, serial: str) -> bytes:

@@ -1,0 +1,1189 @@
+"""FORMAT-CRITICAL: ``provmint-keyrun/1``, sorted runs of 64-bit lookup keys, and every
+operation over them: external sort, k-way merge, duplicate candidates, the store's index.
+
+A run file (every integer little-endian)::
+
+    b"PMKRUN01" || u64 count || u32 kind || 44 zero bytes        the 64-byte header
+    count x u64 key                                               ascending
+    count x u32 row                                               the row of each key
+
+Its length is exactly ``64 + 12 * count``; entries are sorted by (key, row). ``kind`` 1
+(:attr:`RunKind.KEY`) holds ``provmint-keyhash/1`` hashes of (gtin14, serial), kind 2
+(:attr:`RunKind.TOKEN`) the first 8 raw token bytes read as a little-endian u64. Rows are
+whatever the writer says: a batch's leaf indexes while minting, the store's global row
+numbers in the store's index.
+
+A run is written once (a temporary file in the same directory, fsync, rename, fsync of the
+directory) and never modified in place. :meth:`KeyRun.open` checks the header and the
+exact length and memory-maps the file, keeping only every ``FENCE_STRIDE``-th key in RAM,
+so a lookup is one search in RAM and one in a 4 KiB window of the map. Order is checked
+by :meth:`KeyRun.check` (audits), not on every open. Streaming operations (:class:`SpillSorter`,
+:func:`merge_runs`, :func:`equal_keys`, :func:`common_keys`, :meth:`KeyRun.blocks`) read with
+``pread`` in bounded blocks, never through the map, so their memory does not grow with the
+runs. Everything is vectorised with numpy; Python loops run only over blocks and over the
+(rare) matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import secrets
+import struct
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from provmint.errors import StoreCorruptError, os_error
+from provmint.store.files import fsync_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+__all__ = [
+    "BLOCK_ROWS",
+    "ENTRY_SIZE",
+    "FENCE_STRIDE",
+    "HEADER_SIZE",
+    "KEYRUN_VERSION",
+    "MAGIC",
+    "MERGE_FACTOR",
+    "MERGE_ROWS",
+    "SORT_ROWS",
+    "KeyBlock",
+    "KeyIndex",
+    "KeyMatches",
+    "KeyRun",
+    "RunKind",
+    "RunWriter",
+    "SpillSorter",
+    "common_keys",
+    "equal_keys",
+    "merge_runs",
+    "plan_merge",
+]
+
+KEYRUN_VERSION = "provmint-keyrun/1"
+MAGIC = b"PMKRUN01"
+HEADER_SIZE = 64
+ENTRY_SIZE = 12
+"""Bytes per entry: a u64 key and a u32 row."""
+MAX_ROW = (1 << 32) - 1
+
+FENCE_STRIDE = 512
+"""Every this many keys one fence key is kept in RAM: 16 bytes per 1,000 products, and a
+lookup's window of the map is one 4 KiB page (one disk read when cold; 4096 would make
+it eight pages and several dependent reads)."""
+BLOCK_ROWS = 1 << 18
+"""Entries per block when streaming a run (3 MiB)."""
+SORT_ROWS = 1 << 20
+"""Default memory budget of :class:`SpillSorter`, in entries (about 40 bytes each while sorting)."""
+MERGE_ROWS = 1 << 20
+"""Default memory budget of :func:`merge_runs`, in entries buffered over all inputs."""
+MIN_MERGE_BLOCK = 4096
+_FENCE_READ_ENTRIES = 1 << 20
+"""Keys read at a time while collecting the fences (8 MiB)."""
+MERGE_FACTOR = 2.0
+""":func:`plan_merge` absorbs the previous run while it is at most this many times the tail."""
+
+_HEADER = struct.Struct("<8sQI44s")
+
+
+class RunKind(IntEnum):
+    """What the keys of a run are."""
+
+    KEY = 1
+    """``provmint-keyhash/1`` of (gtin14, serial)."""
+    TOKEN = 2
+    """The first 8 raw token bytes as a little-endian u64."""
+
+
+class KeyBlock(NamedTuple):
+    """Sorted entries: ``keys`` (uint64) and ``rows`` (uint32) of the same length."""
+
+    keys: NDArray[np.uint64]
+    rows: NDArray[np.uint32]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMatches:
+    """Pairs of equal keys from :func:`common_keys`: entry ``i`` says that key ``keys[i]``
+    is at row ``rows[i]`` of the probed run and at row ``other_rows[i]`` of run
+    ``others[other[i]]``. Sorted by (key, row, other, other row)."""
+
+    keys: NDArray[np.uint64]
+    rows: NDArray[np.uint32]
+    other: NDArray[np.uint32]
+    other_rows: NDArray[np.uint32]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _corrupt(what: str, path: Path) -> StoreCorruptError:
+    from provmint.store import damaged  # the package imports this module: import late
+
+    return StoreCorruptError(
+        damaged(what, path),
+        hint="the lookup index is derived from the batches: rebuild it with provmint store repair",
+    )
+
+
+def _header(count: int, kind: RunKind) -> bytes:
+    return _HEADER.pack(MAGIC, count, int(kind), bytes(44))
+
+
+def _as_key(key: int | np.integer[Any]) -> np.uint64:
+    import numpy as np
+
+    value = int(key)
+    if not 0 <= value <= 0xFFFF_FFFF_FFFF_FFFF:
+        raise ValueError(f"a key is an unsigned 64-bit integer, got {value}")
+    return np.uint64(value)
+
+
+def _as_keys(keys: Any) -> NDArray[np.uint64]:
+    """Keys as a flat uint64 array. Arrays must be of an integer dtype (signed ones
+    non-negative); other sequences must hold ints (numpy would turn ``[0, 2**63]`` into
+    float64, losing bits)."""
+    import numpy as np
+
+    if not isinstance(keys, np.ndarray):
+        items = np.asarray(keys, dtype=object).reshape(-1).tolist()
+        if not all(isinstance(x, int | np.integer) and not isinstance(x, bool) for x in items):
+            raise ValueError("keys are unsigned 64-bit integers")
+        try:
+            return np.array([int(x) for x in items], dtype=np.uint64)
+        except OverflowError as exc:
+            raise ValueError("keys are unsigned 64-bit integers") from exc
+    array = keys.reshape(-1)
+    if array.dtype.kind == "u" or (array.dtype.kind == "i" and not (array < 0).any()):
+        return array.astype(np.uint64, copy=False)
+    raise ValueError(f"keys are unsigned 64-bit integers, got {array.dtype}")
+
+
+def _as_rows(rows: Any) -> NDArray[np.uint32]:
+    """Rows as a flat uint32 array (ValueError for anything outside 0..2^32-1)."""
+    import numpy as np
+
+    array = np.asarray(rows).reshape(-1)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"rows are unsigned 32-bit integers, got {array.dtype}")
+    if (array.dtype.kind == "i" and int(array.min()) < 0) or int(array.max()) > MAX_ROW:
+        raise ValueError("rows are unsigned 32-bit integers")
+    return array.astype(np.uint32, copy=False)
+
+
+def _out_of_order(
+    keys: NDArray[np.uint64], rows: NDArray[np.uint32], before: tuple[int, int] | None
+) -> int | None:
+    """Index of the first entry smaller, by (key, row), than the one before it (the first
+    compared with ``before``), or None when all are in order."""
+    import numpy as np
+
+    if len(keys) == 0:
+        return None
+    if before is not None and (int(keys[0]), int(rows[0])) < before:
+        return 0
+    down = keys[1:] < keys[:-1]
+    down |= (keys[1:] == keys[:-1]) & (rows[1:] < rows[:-1])
+    bad = np.flatnonzero(down)
+    return int(bad[0]) + 1 if bad.size else None
+
+
+def _sort_pairs(
+    keys: NDArray[np.uint64], rows: NDArray[np.uint32]
+) -> tuple[NDArray[np.uint64], NDArray[np.uint32]]:
+    """Entries sorted by (key, row), fast.
+
+    ``np.argsort`` of uint64 is about 8x slower than ``np.sort`` (which is vectorised), so
+    the permutation is sorted as one uint64 per entry: the key's high bits with the low
+    ``b`` bits replaced by the entry's index. That orders by (high bits, index); entries
+    whose high bits tie (rare for hashes, common for small test keys) are then put in
+    (key, row) order with a lexsort of just those.
+    """
+    import numpy as np
+
+    n = len(keys)
+    if n <= 1:
+        return keys.copy(), rows.copy()
+    bits = np.uint64((n - 1).bit_length())
+    packed = keys >> bits
+    packed <<= bits
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    packed &= (np.uint64(1) << bits) - np.uint64(1)
+    order = packed.view(np.int64)
+    sorted_keys, sorted_rows = keys[order], rows[order]
+    del packed, order
+    if _out_of_order(sorted_keys, sorted_rows, None) is not None:
+        _order_ties(sorted_keys, sorted_rows, sorted_keys >> bits)
+    return sorted_keys, sorted_rows
+
+
+def _order_ties(keys: NDArray[np.uint64], rows: NDArray[np.uint32], group: NDArray[Any]) -> None:
+    """Put runs of equal ``group`` values in (key, row) order, in place (a lexsort of
+    just those entries: they are few)."""
+    import numpy as np
+
+    tie = group[1:] == group[:-1]
+    member = np.zeros(len(keys), dtype=bool)
+    member[1:] |= tie
+    member[:-1] |= tie
+    where = np.flatnonzero(member)
+    sub_keys, sub_rows = keys[where], rows[where]
+    order = np.lexsort((sub_rows, sub_keys))
+    keys[where], rows[where] = sub_keys[order], sub_rows[order]
+
+
+def _insert_sorted(big: KeyBlock, small: KeyBlock) -> KeyBlock:
+    """Merge a short sorted block into a long one in linear time (``np.sort`` of both
+    costs several times more when one side is much longer)."""
+    import numpy as np
+
+    n = len(big.keys) + len(small.keys)
+    at = np.searchsorted(big.keys, small.keys, "left")
+    at += np.arange(len(small.keys), dtype=at.dtype)
+    keys = np.empty(n, dtype=np.uint64)
+    rows = np.empty(n, dtype=np.uint32)
+    from_small = np.zeros(n, dtype=bool)
+    from_small[at] = True
+    keys[at], rows[at] = small.keys, small.rows
+    from_big = ~from_small
+    keys[from_big], rows[from_big] = big.keys, big.rows
+    if _out_of_order(keys, rows, None) is not None:  # equal keys from both sides
+        _order_ties(keys, rows, keys)
+    return KeyBlock(keys, rows)
+
+
+def _merge_blocks(pieces: list[KeyBlock]) -> KeyBlock:
+    """Sorted blocks merged into one: inserted into the longest when the others are
+    few, sorted together otherwise."""
+    import numpy as np
+
+    pieces = [p for p in pieces if len(p.keys)]
+    if not pieces:
+        return KeyBlock(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32))
+    if len(pieces) == 1:
+        return pieces[0]
+    big = max(pieces, key=lambda p: len(p.keys))
+    rest = [p for p in pieces if p is not big]
+    rest_keys = np.concatenate([p.keys for p in rest])
+    rest_rows = np.concatenate([p.rows for p in rest])
+    if 8 * len(rest_keys) <= len(big.keys):
+        small = (
+            KeyBlock(rest_keys, rest_rows)
+            if len(rest) == 1
+            else KeyBlock(*_sort_pairs(rest_keys, rest_rows))
+        )
+        return _insert_sorted(big, small)
+    return KeyBlock(
+        *_sort_pairs(np.concatenate([big.keys, rest_keys]), np.concatenate([big.rows, rest_rows]))
+    )
+
+
+def _ranges(starts: NDArray[np.int64], counts: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The concatenation of ``range(s, s + c)`` for every start and count, vectorised."""
+    import numpy as np
+
+    total = int(counts.sum())
+    before = np.cumsum(counts) - counts
+    return np.repeat(starts - before, counts) + np.arange(total, dtype=np.int64)
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _pread_exact(fd: int, size: int, offset: int, path: Path) -> bytes:
+    try:
+        data = os.pread(fd, size, offset)
+    except OSError as exc:
+        raise _corrupt(f"cannot read the index run ({exc.strerror})", path) from exc
+    if len(data) != size:
+        raise _corrupt("the index run is shorter than its header says", path)
+    return data
+
+
+# -- one run ----------------------------------------------------------------------------
+
+
+class KeyRun:
+    """An open ``provmint-keyrun/1`` file: memory-mapped, with its fence keys in RAM.
+
+    Open with :meth:`open`; close with :meth:`close` or a ``with`` block. Lookups
+    (:meth:`find`, :meth:`find_many`) read through the map; :meth:`blocks` and the
+    streaming functions read with ``pread``.
+    """
+
+    def __init__(self, path: Path, kind: RunKind, count: int, fd: int, fence_stride: int) -> None:
+        import numpy as np
+
+        self.path = path
+        self.kind = kind
+        self.count = count
+        self.fence_stride = fence_stride
+        self._fd: int | None = fd
+        self._map: mmap.mmap | None = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        self._keys = np.frombuffer(self._map, dtype="<u8", count=count, offset=HEADER_SIZE)
+        self._rows = np.frombuffer(
+            self._map, dtype="<u4", count=count, offset=HEADER_SIZE + 8 * count
+        )
+        self._fences = self._read_fences()
+        if count and hasattr(mmap, "MADV_RANDOM"):
+            # Lookups touch one page here and there: without this a cold page fault reads
+            # ahead the whole read-ahead window (8 MiB on some virtual disks) for it.
+            self._map.madvise(mmap.MADV_RANDOM)
+
+    def _read_fences(self) -> NDArray[np.uint64]:
+        """Every ``fence_stride``-th key, read with ``pread`` in 8 MiB steps: through the
+        map it would fault in (and count in this process's RSS) a page per fence, which
+        is every page of the keys at a stride of 512."""
+        import numpy as np
+
+        assert self._fd is not None
+        stride = self.fence_stride
+        fences = np.empty(-(-self.count // stride), dtype=np.uint64)
+        step = stride * max(1, _FENCE_READ_ENTRIES // stride)
+        for start in range(0, self.count, step):
+            n = min(step, self.count - start)
+            chunk = _pread_exact(self._fd, 8 * n, HEADER_SIZE + 8 * start, self.path)
+            fences[start // stride : -(-(start + n) // stride)] = np.frombuffer(chunk, "<u8")[
+                ::stride
+            ]
+        return fences
+
+    @classmethod
+    def open(
+        cls, path: Path | str, *, kind: RunKind | None = None, fence_stride: int = FENCE_STRIDE
+    ) -> KeyRun:
+        """Open and check a run file (magic, kind, zero padding, exact length).
+
+        ``kind``, when given, is the kind the caller expects. Anything else is
+        :class:`~provmint.errors.StoreCorruptError` naming the file.
+        """
+        path = Path(path)
+        if fence_stride < 1:
+            raise ValueError("fence_stride must be positive")
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError as exc:
+            raise _corrupt("the index run file is missing", path) from exc
+        except OSError as exc:
+            raise _corrupt(f"cannot read the index run ({exc.strerror})", path) from exc
+        try:
+            count, found = cls._check_header(fd, path)
+            if kind is not None and found != kind:
+                raise _corrupt(f"the index run holds kind {int(found)}, not {int(kind)}", path)
+            return cls(path, found, count, fd, fence_stride)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _check_header(fd: int, path: Path) -> tuple[int, RunKind]:
+        size = os.fstat(fd).st_size
+        if size < HEADER_SIZE:
+            raise _corrupt(f"the index run is {size} bytes, shorter than its header", path)
+        magic, count, kind, padding = _HEADER.unpack(_pread_exact(fd, HEADER_SIZE, 0, path))
+        if magic != MAGIC:
+            raise _corrupt("not a provmint-keyrun/1 file (bad magic)", path)
+        if kind not in RunKind.__members__.values():
+            raise _corrupt(f"unknown index run kind {kind}", path)
+        if padding != bytes(44):
+            raise _corrupt("the index run header has non-zero padding", path)
+        if size != HEADER_SIZE + ENTRY_SIZE * count:
+            raise _corrupt(
+                f"the index run is {size} bytes where its header says "
+                f"{HEADER_SIZE + ENTRY_SIZE * count} ({count} entries)",
+                path,
+            )
+        return count, RunKind(kind)
+
+    # -- lookups
+
+    def _lower(self, key: np.uint64, side: Any) -> int:
+        """``searchsorted(keys, key, side)``: the fences pick one window of the map."""
+        stride = self.fence_stride
+        j = int(self._fences.searchsorted(key, side))
+        lo = (j - 1) * stride if j else 0
+        hi = j * stride if j * stride < self.count else self.count
+        return lo + int(self._keys[lo:hi].searchsorted(key, side))
+
+    def find(self, key: int | np.integer[Any]) -> NDArray[np.uint32]:
+        """The rows of every entry with ``key`` (usually none or one), ascending."""
+        import numpy as np
+
+        self._check_open()
+        found = self._find(_as_key(key))
+        return found if found is not None else np.zeros(0, dtype=np.uint32)
+
+    def _find(self, probe: np.uint64) -> NDArray[np.uint32] | None:
+        """:meth:`find` of a checked key on an open run; None for no match (the hot path:
+        a few numpy calls)."""
+        first = self._lower(probe, "left")
+        keys = self._keys
+        if first == self.count or keys[first] != probe:
+            return None
+        last = first + 1
+        if last < self.count and keys[last] == probe:
+            last = self._lower(probe, "right")
+        return self._rows[first:last].copy()
+
+    def find_many(
+        self, keys: Any, *, chunk_rows: int = BLOCK_ROWS
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
+        """Every match of an unsorted probe array: ``(positions, rows)``, one entry per
+        (probe, matching row) pair, ``positions`` indexing ``keys``; sorted by (position,
+        row). Probes are handled ``chunk_rows`` at a time (bounded extra memory)."""
+        import numpy as np
+
+        self._check_open()
+        probes = _as_keys(keys)
+        found_positions: list[NDArray[np.int64]] = []
+        found_rows: list[NDArray[np.uint32]] = []
+        for start in range(0, len(probes), max(1, chunk_rows)):
+            chunk = probes[start : start + chunk_rows]
+            sorted_probes, where = _sort_pairs(chunk, np.arange(len(chunk), dtype=np.uint32))
+            matched, rows = self._match_sorted(sorted_probes)
+            if matched.size:
+                found_positions.append(where[matched].astype(np.int64) + start)
+                found_rows.append(rows)
+        return _ordered_matches(found_positions, found_rows)
+
+    def _match_sorted(
+        self, probes: NDArray[np.uint64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
+        """Matches of sorted probes: (index into ``probes``, row) pairs."""
+        import numpy as np
+
+        if self.count == 0 or probes.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
+        left = self._keys.searchsorted(probes, "left")
+        hit = left < self.count
+        hit[hit] = self._keys[left[hit]] == probes[hit]
+        where = np.flatnonzero(hit)
+        if where.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
+        starts = left[where].astype(np.int64)
+        counts = self._keys.searchsorted(probes[where], "right").astype(np.int64) - starts
+        rows = np.array(self._rows[_ranges(starts, counts)], dtype=np.uint32)
+        return np.repeat(where.astype(np.int64), counts), rows
+
+    # -- streaming
+
+    def read(self, start: int, stop: int) -> KeyBlock:
+        """Entries ``start:stop`` read with ``pread`` (not through the map)."""
+        import numpy as np
+
+        self._check_open()
+        start, stop = max(0, start), min(stop, self.count)
+        if stop <= start:
+            return KeyBlock(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32))
+        assert self._fd is not None
+        n = stop - start
+        keys = _pread_exact(self._fd, 8 * n, HEADER_SIZE + 8 * start, self.path)
+        rows = _pread_exact(self._fd, 4 * n, HEADER_SIZE + 8 * self.count + 4 * start, self.path)
+        return KeyBlock(
+            np.frombuffer(keys, dtype="<u8").astype(np.uint64, copy=False),
+            np.frombuffer(rows, dtype="<u4").astype(np.uint32, copy=False),
+        )
+
+    def blocks(self, block_rows: int = BLOCK_ROWS) -> Iterator[KeyBlock]:
+        """The entries in order, ``block_rows`` at a time (the last block may be shorter;
+        an empty run yields nothing)."""
+        step = max(1, block_rows)
+        for start in range(0, self.count, step):
+            yield self.read(start, start + step)
+
+    def fence_start(self, key: int) -> int:
+        """A position at or before the first entry with a key >= ``key`` (from the fences
+        alone, no I/O): streaming readers skip ahead with it."""
+        import numpy as np
+
+        j = int(self._fences.searchsorted(np.uint64(key), "left"))
+        return max(j - 1, 0) * self.fence_stride
+
+    def check(self, *, rows_below: int | None = None) -> None:
+        """Audit the whole run (streaming): entries in (key, row) order, and every row
+        below ``rows_below`` when given. Damage is StoreCorruptError naming the file."""
+        import numpy as np
+
+        before: tuple[int, int] | None = None
+        position = 0
+        for keys, rows in self.blocks():
+            bad = _out_of_order(keys, rows, before)
+            if bad is not None:
+                raise _corrupt(
+                    f"entry {position + bad} of the index run is out of order", self.path
+                )
+            if rows_below is not None:
+                over = np.flatnonzero(rows >= rows_below)
+                if over.size:
+                    raise _corrupt(
+                        f"entry {position + int(over[0])} of the index run points at row "
+                        f"{int(rows[over[0]])}, past the last ({rows_below - 1})",
+                        self.path,
+                    )
+            before = (int(keys[-1]), int(rows[-1]))
+            position += len(keys)
+
+    # -- lifetime
+
+    def _check_open(self) -> None:
+        if self._fd is None:
+            raise ValueError(f"index run {self.path} is closed")
+
+    def close(self) -> None:
+        """Release the file and the map (arrays still referring to the map keep it alive
+        until they go)."""
+        import numpy as np
+
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        self._keys = self._fences = np.zeros(0, dtype=np.uint64)
+        self._rows = np.zeros(0, dtype=np.uint32)
+        mapping, self._map = self._map, None
+        if mapping is not None:
+            with contextlib.suppress(BufferError):
+                mapping.close()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __enter__(self) -> KeyRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KeyRun({str(self.path)!r}, kind={self.kind.name}, count={self.count})"
+
+
+def _ordered_matches(
+    positions: list[NDArray[np.int64]], rows: list[NDArray[np.uint32]]
+) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
+    import numpy as np
+
+    if not positions:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
+    all_positions, all_rows = np.concatenate(positions), np.concatenate(rows)
+    order = np.lexsort((all_rows, all_positions))
+    return all_positions[order], all_rows[order]
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+class RunWriter:
+    """Write a run from blocks appended in (key, row) order; :meth:`close` makes it
+    appear atomically (temporary file in the same directory, fsync, rename, fsync of the
+    directory). With ``count`` known, entries go straight to their place; without it,
+    the rows go to a side file first. ``durable=False`` skips the fsyncs (spill files).
+    In a ``with`` block an exception discards everything written. Write failures are
+    :class:`~provmint.errors.OutputError` naming the file.
+    """
+
+    def __init__(
+        self, path: Path | str, kind: RunKind, *, count: int | None = None, durable: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.kind = RunKind(kind)
+        self.durable = durable
+        self.written = 0
+        self._expected = count
+        self._last: tuple[int, int] | None = None
+        self._fd: int | None = None
+        self._side: int | None = None
+        self._tmp: Path | None = None
+        self._side_tmp: Path | None = None
+        if count is not None and count < 0:
+            raise ValueError("count must be >= 0")
+        try:
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            self._fd, self._tmp = fd, Path(name)
+            if count is None:
+                side, side_name = tempfile.mkstemp(
+                    dir=self.path.parent, prefix=f".{self.path.name}.rows."
+                )
+                self._side, self._side_tmp = side, Path(side_name)
+            else:
+                os.ftruncate(fd, HEADER_SIZE + ENTRY_SIZE * count)
+        except OSError as exc:
+            self.abort()
+            raise os_error(exc, self.path) from exc
+
+    def append(self, keys: Any, rows: Any) -> None:
+        """Add entries that continue the (key, row) order (ValueError otherwise)."""
+        if self._fd is None:
+            raise ValueError(f"run writer for {self.path} is closed")
+        keys, rows = _as_keys(keys), _as_rows(rows)
+        if len(keys) != len(rows):
+            raise ValueError("keys and rows differ in length")
+        if len(keys) == 0:
+            return
+        bad = _out_of_order(keys, rows, self._last)
+        if bad is not None:
+            raise ValueError(f"entry {self.written + bad} is not in (key, row) order")
+        n = len(keys)
+        if self._expected is not None and self.written + n > self._expected:
+            raise ValueError(f"more than the {self._expected} entries announced")
+        try:
+            _pwrite_all(self._fd, keys.astype("<u8", copy=False), HEADER_SIZE + 8 * self.written)
+            if self._side is not None:
+                _pwrite_all(self._side, rows.astype("<u4", copy=False), 4 * self.written)
+            else:
+                assert self._expected is not None
+                offset = HEADER_SIZE + 8 * self._expected + 4 * self.written
+                _pwrite_all(self._fd, rows.astype("<u4", copy=False), offset)
+        except OSError as exc:
+            self.abort()
+            raise os_error(exc, self.path) from exc
+        self.written += n
+        self._last = (int(keys[-1]), int(rows[-1]))
+
+    def close(self) -> None:
+        """Finish the file and rename it into place."""
+        if self._fd is None:
+            raise ValueError(f"run writer for {self.path} is closed")
+        if self._expected is not None and self.written != self._expected:
+            self.abort()
+            raise ValueError(f"{self.written} entries written, {self._expected} announced")
+        fd, tmp = self._fd, self._tmp
+        assert tmp is not None
+        try:
+            if self._side is not None:
+                self._copy_rows()
+            _pwrite_all(fd, _header(self.written, self.kind), 0)
+            os.fchmod(fd, 0o644)
+            if self.durable:
+                os.fsync(fd)
+            os.replace(tmp, self.path)
+            self._tmp = None
+            if self.durable:
+                fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise os_error(exc, self.path) from exc
+        finally:
+            self.abort()
+
+    def _copy_rows(self) -> None:
+        assert self._fd is not None and self._side is not None
+        position, total = 0, 4 * self.written
+        target = HEADER_SIZE + 8 * self.written
+        while position < total:
+            data = os.pread(self._side, min(1 << 23, total - position), position)
+            if not data:
+                raise OSError(0, "side file shorter than written")
+            _pwrite_all(self._fd, data, target + position)
+            position += len(data)
+
+    def abort(self) -> None:
+        """Discard everything written (nothing appears at ``path``)."""
+        for fd in (self._fd, self._side):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._side = None
+        for tmp in (self._tmp, self._side_tmp):
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+        self._tmp = self._side_tmp = None
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if exc is None and self._fd is not None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _write_sorted(
+    path: Path, kind: RunKind, keys: NDArray[np.uint64], rows: NDArray[np.uint32], durable: bool
+) -> None:
+    with RunWriter(path, kind, count=len(keys), durable=durable) as writer:
+        writer.append(keys, rows)
+
+
+# -- external sort ----------------------------------------------------------------------
+
+
+class SpillSorter:
+    """Sort any number of (key, row) entries with a memory budget of ``memory_rows``.
+
+    :meth:`add` takes unsorted blocks; whenever ``memory_rows`` entries are buffered they
+    are sorted and spilled as a run file into ``directory``; :meth:`finish` merges the
+    spills into the final run (or writes it directly when nothing spilled). Spill files
+    are removed by :meth:`finish` and :meth:`close` (a ``with`` block closes). Peak memory
+    is about 40 bytes per buffered entry, whatever the total.
+    """
+
+    def __init__(
+        self, directory: Path | str, kind: RunKind, *, memory_rows: int = SORT_ROWS
+    ) -> None:
+        self.directory = Path(directory)
+        self.kind = RunKind(kind)
+        self.memory_rows = max(1, memory_rows)
+        self.count = 0
+        self.spills: list[Path] = []
+        self._name = f".spill-{os.getpid()}-{secrets.token_hex(4)}"
+        self._keys: NDArray[np.uint64] | None = None
+        self._rows: NDArray[np.uint32] | None = None
+        self._fill = 0
+        self._closed = False
+
+    def add(self, keys: Any, rows: Any) -> None:
+        """Add entries in any order."""
+        import numpy as np
+
+        if self._closed:
+            raise ValueError("the sorter is finished")
+        keys, rows = _as_keys(keys), _as_rows(rows)
+        if len(keys) != len(rows):
+            raise ValueError("keys and rows differ in length")
+        if self._keys is None or self._rows is None:
+            self._keys = np.empty(self.memory_rows, dtype=np.uint64)
+            self._rows = np.empty(self.memory_rows, dtype=np.uint32)
+        done = 0
+        while done < len(keys):
+            take = min(len(keys) - done, self.memory_rows - self._fill)
+            self._keys[self._fill : self._fill + take] = keys[done : done + take]
+            self._rows[self._fill : self._fill + take] = rows[done : done + take]
+            self._fill += take
+            done += take
+            if self._fill == self.memory_rows:
+                self._spill()
+        self.count += len(keys)
+
+    def _sorted_buffer(self) -> tuple[NDArray[np.uint64], NDArray[np.uint32]]:
+        import numpy as np
+
+        if self._keys is None or self._rows is None:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32)
+        return _sort_pairs(self._keys[: self._fill], self._rows[: self._fill])
+
+    def _spill(self) -> None:
+        keys, rows = self._sorted_buffer()
+        path = self.directory / f"{self._name}-{len(self.spills):05d}.run"
+        self.spills.append(path)
+        _write_sorted(path, self.kind, keys, rows, durable=False)
+        self._fill = 0
+
+    def finish(
+        self, path: Path | str, *, durable: bool = True, memory_rows: int | None = None
+    ) -> KeyRun:
+        """Write every entry added, sorted by (key, row), as the run ``path`` and open it."""
+        if self._closed:
+            raise ValueError("the sorter is finished")
+        path = Path(path)
+        try:
+            if not self.spills:
+                keys, rows = self._sorted_buffer()
+                self._release()
+                _write_sorted(path, self.kind, keys, rows, durable)
+                del keys, rows
+                return KeyRun.open(path)
+            if self._fill:
+                self._spill()
+            self._release()
+            runs = [KeyRun.open(spill) for spill in self.spills]
+            try:
+                return merge_runs(
+                    runs, path, memory_rows=memory_rows or self.memory_rows, durable=durable
+                )
+            finally:
+                for run in runs:
+                    run.close()
+        finally:
+            self.close()
+
+    def _release(self) -> None:
+        self._keys = self._rows = None
+        self._fill = 0
+
+    def close(self) -> None:
+        """Remove the spill files and free the buffer."""
+        self._closed = True
+        self._release()
+        for spill in self.spills:
+            with contextlib.suppress(OSError):
+                spill.unlink()
+
+    def __enter__(self) -> SpillSorter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- streaming over several runs --------------------------------------------------------
+
+
+class _Cursor:
+    """A run read front to back in blocks: the buffered, not yet consumed entries are
+    ``keys``/``rows``; ``position`` is the next entry to read from the file."""
+
+    def __init__(self, run: KeyRun, block_rows: int, row_offset: int = 0) -> None:
+        import numpy as np
+
+        self.run = run
+        self.block_rows = max(1, block_rows)
+        self.row_offset = row_offset
+        self.position = 0
+        self.keys: NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
+        self.rows: NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def more(self) -> bool:
+        """Whether the file has entries not read yet."""
+        return self.position < self.run.count
+
+    def fill(self) -> None:
+        """Read the next block and append it to the buffer."""
+        import numpy as np
+
+        block = self.run.read(self.position, self.position + self.block_rows)
+        self.position += len(block.keys)
+        rows = block.rows
+        if self.row_offset:
+            shifted = rows.astype(np.uint64) + np.uint64(self.row_offset)
+            if len(shifted) and int(shifted.max()) > MAX_ROW:
+                raise ValueError(f"rows of {self.run.path} plus their offset pass 2^32 - 1")
+            rows = shifted.astype(np.uint32)
+        if len(self.keys):
+            self.keys = np.concatenate([self.keys, block.keys])
+            self.rows = np.concatenate([self.rows, rows])
+        else:
+            self.keys, self.rows = block.keys, rows
+
+    def take(self, n: int) -> KeyBlock:
+        """Remove and return the first ``n`` buffered entries."""
+        taken = KeyBlock(self.keys[:n], self.rows[:n])
+        self.keys, self.rows = self.keys[n:], self.rows[n:]
+        return taken
+
+    def count_upto(self, key: int, row: int) -> int:
+        """How many buffered entries are <= (key, row)."""
+        import numpy as np
+
+        probe = np.uint64(key)
+        lo = int(self.keys.searchsorted(probe, "left"))
+        hi = int(self.keys.searchsorted(probe, "right"))
+        return lo + int(self.rows[lo:hi].searchsorted(np.uint32(row), "right"))
+
+    def drop_below(self, key: int) -> None:
+        """Forget entries with a key < ``key``; skip ahead in the file with the fences
+        when the buffer runs out."""
+        import numpy as np
+
+        n = int(self.keys.searchsorted(np.uint64(key), "left"))
+        if n:
+            self.take(n)
+        if not len(self.keys) and self.more:
+            self.position = max(self.position, self.run.fence_start(key))
+
+
+def merge_runs(
+    runs: Sequence[KeyRun],
+    path: Path | str,
+    *,
+    row_offsets: Sequence[int] | None = None,
+    memory_rows: int = MERGE_ROWS,
+    durable: bool = True,
+) -> KeyRun:
+    """Merge runs of one kind into the run ``path`` (k-way, streaming) and open it.
+
+    ``row_offsets[i]``, when given, is added to every row of ``runs[i]`` (a batch's leaf
+    indexes become the store's global rows); a row past 2^32 - 1 is a ValueError. At most
+    about ``memory_rows`` entries are buffered over all inputs, whatever their size.
+    """
+    if not runs:
+        raise ValueError("nothing to merge")
+    kind = runs[0].kind
+    if any(run.kind != kind for run in runs):
+        raise ValueError("runs of different kinds cannot be merged")
+    offsets = list(row_offsets) if row_offsets is not None else [0] * len(runs)
+    if len(offsets) != len(runs) or not all(0 <= o <= MAX_ROW for o in offsets):
+        raise ValueError("one row offset per run, each in 0..2^32-1")
+    block = max(MIN_MERGE_BLOCK, memory_rows // len(runs))
+    cursors = [_Cursor(run, block, offset) for run, offset in zip(runs, offsets, strict=True)]
+    total = sum(run.count for run in runs)
+    with RunWriter(path, kind, count=total, durable=durable) as writer:
+        for keys, rows in _merged(cursors):
+            writer.append(keys, rows)
+    return KeyRun.open(path)
+
+
+def _merged(cursors: list[_Cursor]) -> Iterator[KeyBlock]:
+    """The entries of all cursors in (key, row) order, in blocks."""
+
+    while True:
+        for cursor in cursors:
+            if not len(cursor) and cursor.more:
+                cursor.fill()
+        active = [c for c in cursors if len(c)]
+        if not active:
+            return
+        pending = [c for c in cursors if c.more]
+        if len(active) == 1 and all(c is active[0] for c in pending):
+            yield active[0].take(len(active[0]))  # the last input: copy it through
+            continue
+        # Entries <= the smallest last-buffered entry of an input with more to read are
+        # final: nothing read later can sort before them.
+        bound = min((int(c.keys[-1]), int(c.rows[-1])) for c in pending) if pending else None
+        pieces = [c.take(len(c) if bound is None else c.count_upto(*bound)) for c in active]
+        merged = _merge_blocks(pieces)
+        if len(merged.keys):
+            yield merged
+
+
+def equal_keys(run: KeyRun, *, block_rows: int = BLOCK_ROWS) -> Iterator[KeyBlock]:
+    """Every entry whose key occurs at least twice in ``run`` (in-file duplicate
+    candidates), in (key, row) order, streaming.
+
+    Each block yielded holds whole groups of equal keys, except that a group of more
+    than ``block_rows`` entries is yielded in consecutive pieces; memory stays about two
+    blocks.
+    """
+    import numpy as np
+
+    blocks = run.blocks(block_rows)
+    current = next(blocks, None)
+    previous_last: np.uint64 | None = None
+    held = KeyBlock(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32))
+    while current is not None:
+        following = next(blocks, None)
+        keys, rows = current
+        member = np.zeros(len(keys), dtype=bool)
+        same = keys[1:] == keys[:-1]
+        member[1:] |= same
+        member[:-1] |= same
+        if previous_last is not None and keys[0] == previous_last:
+            member[0] = True
+        next_first = following.keys[0] if following is not None else None
+        if next_first is not None and keys[-1] == next_first:
+            member[-1] = True
+        found = KeyBlock(
+            np.concatenate([held.keys, keys[member]]), np.concatenate([held.rows, rows[member]])
+        )
+        held = KeyBlock(found.keys[:0], found.rows[:0])
+        if len(found.keys) and next_first is not None and found.keys[-1] == next_first:
+            start = int(found.keys.searchsorted(found.keys[-1], "left"))
+            if len(found.keys) - start < block_rows:  # hold the group back to complete it
+                held = KeyBlock(found.keys[start:], found.rows[start:])
+                found = KeyBlock(found.keys[:start], found.rows[:start])
+        if len(found.keys):
+            yield found
+        previous_last = keys[-1]
+        current = following
+    if len(held.keys):
+        yield held
+
+
+def common_keys(
+    run: KeyRun, others: Sequence[KeyRun], *, block_rows: int = BLOCK_ROWS
+) -> Iterator[KeyMatches]:
+    """Keys of ``run`` present in any of ``others`` (store duplicate candidates), with
+    the rows on both sides: a streaming merge-join, in blocks of about ``block_rows``
+    matches, in (key, row) order (each block sorted by key, row, other, other row).
+
+    Memory stays a few blocks per input, plus the largest group of one key in ``others``
+    (store runs hold unique products: only a hash collision makes such a group). The
+    inputs are read front to back once; ranges of ``others`` that no key of ``run`` can
+    match are skipped with the fences.
+    """
+    import numpy as np
+
+    probe = _Cursor(run, block_rows)
+    cursors = [_Cursor(other, block_rows) for other in others]
+    out: list[KeyMatches] = []
+    held = 0
+    while True:
+        if not len(probe):
+            if not probe.more:
+                break
+            probe.fill()
+        first = int(probe.keys[0])
+        for cursor in cursors:
+            cursor.drop_below(first)
+            if not len(cursor) and cursor.more:
+                cursor.fill()
+        if not any(len(c) for c in cursors):
+            break  # nothing left in the others at or after the next probe key
+        pending = [c for c in cursors if c.more]
+        # Probe keys below every pending input's last buffered key see all their matches.
+        bound = min(int(c.keys[-1]) for c in pending) if pending else None
+        cut = len(probe) if bound is None else int(probe.keys.searchsorted(np.uint64(bound)))
+        if cut == 0:  # the next probe key is the last buffered key of some input
+            for cursor in pending:
+                if int(cursor.keys[-1]) <= first:
+                    cursor.fill()
+            continue
+        matches = _join(probe.take(cut), cursors)
+        if matches is not None:
+            out.append(matches)
+            held += len(matches)
+            if held >= block_rows:
+                yield _concat_matches(out)
+                out, held = [], 0
+    if out:
+        yield _concat_matches(out)
+
+
+def _join(segment: KeyBlock, cursors: list[_Cursor]) -> KeyMatches | None:
+    """Every pair of equal keys between sorted ``segment`` and the cursors' buffers."""
+    import numpy as np
+
+    parts: list[KeyMatches] = []
+    for index, cursor in enumerate(cursors):
+        if not len(cursor):
+            continue
+        left = cursor.keys.searchsorted(segment.keys, "left")
+        hit = left < len(cursor.keys)
+        hit[hit] = cursor.keys[left[hit]] == segment.keys[hit]
+        where = np.flatnonzero(hit)
+        if not where.size:
+            continue
+        starts = left[where].astype(np.int64)
+        counts = cursor.keys.searchsorted(segment.keys[where], "right").astype(np.int64) - starts
+        parts.append(
+            KeyMatches(
+                np.repeat(segment.keys[where], counts),
+                np.repeat(segment.rows[where], counts),
+                np.full(int(counts.sum()), index, dtype=np.uint32),
+                cursor.rows[_ranges(starts, counts)],
+            )
+        )
+    return _concat_matches(parts) if parts else None
+
+
+def _concat_matches(parts: list[KeyMatches]) -> KeyMatches:
+    import numpy as np
+
+    keys = np.concatenate([p.keys for p in parts])
+    rows = np.concatenate([p.rows for p in parts])
+    other = np.concatenate([p.other for p in parts])
+    other_rows = np.concatenate([p.other_rows for p in parts])
+    order = np.lexsort((other_rows, other, rows, keys))
+    return KeyMatches(keys[order], rows[order], other[order], other_rows[order])
+
+
+# -- the store's index ------------------------------------------------------------------
+
+
+class KeyIndex:
+    """Lookups over several runs of one kind (the store's live runs)."""
+
+    def __init__(self, runs: Iterable[KeyRun]) -> None:
+        self.runs = list(runs)
+        kinds = {run.kind for run in self.runs}
+        if len(kinds) > 1:
+            raise ValueError("an index holds runs of one kind")
+        self.kind: RunKind | None = kinds.pop() if kinds else None
+
+    @classmethod
+    def open(
+        cls,
+        paths: Iterable[Path | str],
+        *,
+        kind: RunKind | None = None,
+        fence_stride: int = FENCE_STRIDE,
+    ) -> KeyIndex:
+        """Open every run (StoreCorruptError for a damaged one; nothing stays open)."""
+        runs: list[KeyRun] = []
+        try:
+            for path in paths:
+                runs.append(KeyRun.open(path, kind=kind, fence_stride=fence_stride))
+            return cls(runs)
+        except BaseException:
+            for run in runs:
+                run.close()
+            raise
+
+    @property
+    def count(self) -> int:
+        """Entries over all runs."""
+        return sum(run.count for run in self.runs)
+
+    def find(self, key: int | np.integer[Any]) -> NDArray[np.uint32]:
+        """The rows of every entry with ``key`` in any run, ascending."""
+        import numpy as np
+
+        probe = _as_key(key)
+        found = []
+        for run in self.runs:
+            run._check_open()
+            rows = run._find(probe)
+            if rows is not None:
+                found.append(rows)
+        if not found:
+            return np.zeros(0, dtype=np.uint32)
+        return found[0] if len(found) == 1 else np.sort(np.concatenate(found))
+
+    def find_many(
+        self, keys: Any, *, chunk_rows: int = BLOCK_ROWS
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
+        """Every (position in ``keys``, row) match over all runs, sorted."""
+        positions: list[NDArray[np.int64]] = []
+        rows: list[NDArray[np.uint32]] = []
+        probes = _as_keys(keys)
+        for run in self.runs:
+            found = run.find_many(probes, chunk_rows=chunk_rows)
+            if found[0].size:
+                positions.append(found[0])
+                rows.append(found[1])
+        return _ordered_matches(positions, rows)
+
+    def close(self) -> None:
+        """Close every run."""
+        for run in self.runs:
+            run.close()
+
+    def __enter__(self) -> KeyIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def plan_merge(sizes: Sequence[int], new: int, *, factor: float = MERGE_FACTOR) -> int:
+    """How many of the existing runs (the last ones of ``sizes``, oldest first) to merge
+    with a new run of ``new`` entries: 0 means the new run is kept as it is.
+
+    Trailing runs are absorbed while each is at most ``factor`` times the merged tail.
+    Afterwards every run is more than ``factor`` times the next one, so there are at
+    most log_factor(N) + 1 runs; and every entry, after its first merge, is rewritten
+    only when its run grows by a factor of at least 1 + 1/factor, so the bytes rewritten
+    stay O(N log N).
+    """
+    if factor <= 0 or new < 0 or any(size < 0 for size in sizes):
+        raise ValueError("sizes are >= 0 and the factor is positive")
+    merged, absorbed = new, 0
+    for size in reversed(sizes):
+        if size > factor * merged:
+            break
+        merged += size
+        absorbed += 1
+    return absorbed
