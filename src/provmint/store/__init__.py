@@ -214,8 +214,11 @@ _STAGING_NAME = re.compile(r"^(?P<batch>[0-9]{8}-[0-9a-f]{8})\.(?P<pid>[0-9]{1,1
 
 def init_catalog(con: duckdb.DuckDBPyConnection) -> None:
     """Create the catalog's tables where they do not exist yet."""
+    from provmint.store.lookup import INDEX_SCHEMA
+
     con.execute(_SCHEMA)
     con.execute(ANCHOR_SCHEMA)
+    con.execute(INDEX_SCHEMA)
 
 
 def insert_index(con: duckdb.DuckDBPyConnection, table: str, seq: int, keys: np.ndarray) -> None:
@@ -343,6 +346,7 @@ class Store:
         self.staging_dir = root / "staging"
         self.anchors_dir = root / "anchors"
         self.quarantine_dir = root / "quarantine"
+        self.index_dir = root / "index"
 
     @classmethod
     def open(cls, root: Path, *, create: bool = False) -> Store:
@@ -608,6 +612,10 @@ class Store:
         return [
             self.batch_dir(batch) / "products" / f"part-{i:05d}.parquet" for i in range(batch.parts)
         ]
+
+    def record_part_path(self, batch: BatchInfo, index: int) -> Path:
+        """The batch's record part ``index`` (:mod:`provmint.store.records`)."""
+        return self.batch_dir(batch) / "records" / f"part-{index:05d}.rec"
 
     def key_candidates(self, con: duckdb.DuckDBPyConnection, keys: np.ndarray) -> pa.Table:
         """Stored (key_hash, batch_seq, leaf_index, pos) matching any of ``keys`` (pos is
