@@ -137,7 +137,7 @@ def test_a_line_end_ends_a_record_when_an_even_number_of_quotes_precede_it(
     by_parity = [e for e in line_ends if data[:e].count(b'"') % 2 == 0]
     assert by_parity == [e for e in ends if data[e - 1 : e] in (b"\n", b"\r")]
     # The reader's vectorised version of it.
-    assert provmint.ingest._plain_quotes(data, 0, len(data), delimiter, True)[1] == len(data)
+    assert provmint.ingest._plain_quotes(data, 0, len(data), delimiter, True, None)[1] == len(data)
     if data:
         found, relative, _ = provmint.ingest._record_starts(data, 0, len(data))
         assert found.tolist() == starts
@@ -145,7 +145,8 @@ def test_a_line_end_ends_a_record_when_an_even_number_of_quotes_precede_it(
     # Wherever a block ends, the reader cuts it at a record boundary of the csv module.
     for end in range(len(data) + 1):
         at_end = end == len(data)
-        cut, _ = provmint.ingest._plain_cut(data, 0, end, delimiter, at_end)
+        after = data[end] if end < len(data) else None
+        cut, _ = provmint.ingest._plain_cut(data, 0, end, delimiter, at_end, after)
         assert cut in [0, *ends], (end, cut)
         assert cut <= end
         if at_end:
@@ -163,8 +164,8 @@ def test_a_line_end_ends_a_record_when_an_even_number_of_quotes_precede_it(
 )
 def test_quotes_that_are_not_plain_are_found(data: bytes, quote: int) -> None:
     # The parity rule does not hold for these: the reader must not use it past the quote.
-    assert provmint.ingest._plain_quotes(data, 0, len(data), ",", True)[1] == quote
-    cut, limit = provmint.ingest._plain_cut(data, 0, len(data), ",", True)
+    assert provmint.ingest._plain_quotes(data, 0, len(data), ",", True, None)[1] == quote
+    cut, limit = provmint.ingest._plain_cut(data, 0, len(data), ",", True, None)
     assert limit == quote and cut <= quote
 
 

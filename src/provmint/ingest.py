@@ -398,27 +398,29 @@ class _Source:
             self.close()
             raise _too_big(path, max_bytes, size)
 
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` more bytes (none: the end of the file, and :attr:`eof` is set)."""
-        try:
-            data = os.read(self.fd, n)
-        except OSError as exc:
-            raise InputFileError(self.path, f"cannot read: {exc.strerror or exc}") from exc
-        if not data:
-            self.eof = True
-            return data
-        self.size += len(data)
-        if self.max_bytes is not None and self.size > self.max_bytes:
-            raise _too_big(self.path, self.max_bytes, None)
+    def readinto(self, view: memoryview) -> int:
+        """Read the next bytes into ``view``; how many (0: the end of the file, and
+        :attr:`eof` is set). They are hashed before the next read, which may reuse the
+        memory."""
         if self._hashing is not None:
             self._hashing.join()
             self._hashing = None
-        if len(data) >= _HASH_IN_THREAD:  # hashlib lets go of the GIL: this runs beside us
-            self._hashing = threading.Thread(target=self._sha.update, args=(data,))
+        try:
+            n = os.readv(self.fd, [view])
+        except OSError as exc:
+            raise InputFileError(self.path, f"cannot read: {exc.strerror or exc}") from exc
+        if not n:
+            self.eof = True
+            return 0
+        self.size += n
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise _too_big(self.path, self.max_bytes, None)
+        if n >= _HASH_IN_THREAD:  # hashlib lets go of the GIL: this runs beside the parsing
+            self._hashing = threading.Thread(target=self._sha.update, args=(view[:n],))
             self._hashing.start()
         else:
-            self._sha.update(data)
-        return data
+            self._sha.update(view[:n])
+        return n
 
     def sha256(self) -> str:
         """SHA-256 of the bytes read so far."""
@@ -463,7 +465,7 @@ class _Source:
         self._closer()
 
 
-def _count_lines(buf: bytes, start: int, stop: int) -> int:
+def _count_lines(buf: bytes | bytearray, start: int, stop: int) -> int:
     """Line ends (CRLF, CR or LF) in ``buf[start:stop]``."""
     return (
         buf.count(b"\n", start, stop)
@@ -472,7 +474,7 @@ def _count_lines(buf: bytes, start: int, stop: int) -> int:
     )
 
 
-def _is_utf8(data: bytes | memoryview) -> bool:
+def _is_utf8(data: bytes | bytearray | memoryview) -> bool:
     """Whether ``data`` is valid UTF-8, checked by Arrow (no Python string is made)."""
     import pyarrow as pa
 
@@ -499,7 +501,7 @@ class _Fast:
     The reader sets ``redo`` when pyarrow will not (a row of another width): the csv
     module then reads the same bytes."""
 
-    buf: bytes
+    buf: bytearray
     start: int
     stop: int
     redo: bool = False
@@ -517,8 +519,9 @@ class _Record:
 class _Scanner:
     """The file's bytes from the end of the header on, as whole records.
 
-    ``buf[pos:]`` is what is not consumed yet, and ``pos`` is always a record boundary;
-    ``base`` is the file offset of ``buf[0]``. :meth:`segments` yields either a run of
+    ``buf[pos:end]`` is what is read and not consumed yet, and ``pos`` is always a record
+    boundary; ``base`` is the file offset of ``buf[0]``. Two buffers take turns (the file
+    is read into memory that is already mapped). :meth:`segments` yields either a run of
     plain records for pyarrow (:class:`_Fast`) or a batch of records read by the csv
     module. When ``counting`` is set, ``lines`` is the number of physical lines before
     ``pos`` (the header's included).
@@ -529,7 +532,9 @@ class _Scanner:
         self.block = max(1, block)
         self.min_fast = max(1, self.block // 4)
         self.limit = limit
-        self.buf = b""
+        self.buf = bytearray()
+        self.end = 0
+        self._spare = bytearray()
         self.pos = 0
         self.base = 0
         self.delimiter = ","
@@ -543,22 +548,28 @@ class _Scanner:
 
     def fill(self) -> None:
         """Drop the consumed bytes; make the rest at least a block long (or all there is)."""
-        parts: list[bytes | memoryview] = [memoryview(self.buf)[self.pos :]]
-        have = len(parts[0])
+        have = self.end - self.pos
+        if have >= self.block or (self.src.eof and not self.pos):
+            return
+        spare = self._spare
+        if len(spare) < max(have, self.block):
+            spare = bytearray(max(have, self.block))
+        view = memoryview(spare)
+        view[:have] = memoryview(self.buf)[self.pos : self.end]
         while have < self.block and not self.src.eof:
-            data = self.src.read(self.block - have)
-            parts.append(data)
-            have += len(data)
-        if self.pos or len(parts) > 1:
-            self.buf = b"".join(parts)
-            self.base += self.pos
-            self.pos = 0
+            have += self.src.readinto(view[have:])
+        self._spare, self.buf = self.buf, spare
+        self.base += self.pos
+        self.pos, self.end = 0, have
 
     def grow(self) -> None:
         """Read as much again as is buffered (at least a block): a record runs on."""
-        data = self.src.read(max(self.block, len(self.buf) - self.pos))
-        if data:
-            self.buf += data
+        want = self.end + max(self.block, self.end - self.pos)
+        if len(self.buf) < want:
+            bigger = bytearray(want)
+            bigger[: self.end] = memoryview(self.buf)[: self.end]
+            self.buf = bigger
+        self.end += self.src.readinto(memoryview(self.buf)[self.end : want])
 
     def lines_of(self, errors: str) -> Iterator[str]:
         """The lines from ``pos`` on, decoded; each one sets ``_line_stop`` (where it ends)
@@ -567,17 +578,17 @@ class _Scanner:
         p = self.pos
         while True:
             buf = self.buf
-            found = _LINE_END.search(buf, p)
+            found = _LINE_END.search(buf, p, self.end)
             if found is not None and (
-                found.end() < len(buf) or buf[found.start()] != 13 or self.src.eof
+                found.end() < self.end or buf[found.start()] != 13 or self.src.eof
             ):
                 end = found.end()  # (a CR ending the buffer may be the first half of CRLF)
             elif self.src.eof:
-                if p >= len(buf):
+                if p >= self.end:
                     return
-                end = len(buf)
+                end = self.end
             else:
-                if len(buf) - self.pos > self.limit:
+                if self.end - self.pos > self.limit:
                     raise _TooLongError
                 self.grow()
                 continue
@@ -596,14 +607,15 @@ class _Scanner:
         a block, and wherever pyarrow will not read a run)."""
         while True:
             self.fill()
-            start, stop = self.pos, len(self.buf)
+            start, stop = self.pos, self.end
             if start >= stop:
                 return
             # A run is never longer than a record may be: a longer record always meets the
             # csv module's reading, which refuses it, whatever the block size.
             end = min(stop, start + self.limit)
             at_end = self.src.eof and end == stop
-            cut, limit = _plain_cut(self.buf, start, end, self.delimiter, at_end)
+            after = self.buf[end] if end < stop else None
+            cut, limit = _plain_cut(self.buf, start, end, self.delimiter, at_end, after)
             if cut - start >= self.min_fast or (at_end and cut == end):
                 run = _Fast(self.buf, start, cut)
                 yield run
@@ -657,7 +669,7 @@ class _Scanner:
         return _csv_error(self.src.path, text, self._record_line(), self.delimiter, self.names, exc)
 
     def _too_long(self, what: str = "record") -> InputFileError:
-        stop = min(len(self.buf), self.pos + self.limit)
+        stop = min(self.end, self.pos + self.limit)
         text = str(self.buf[self.pos : stop], "utf-8", "surrogateescape")
         line = self._record_line()
         return _too_long_error(
@@ -665,9 +677,12 @@ class _Scanner:
         )
 
 
-def _plain_cut(buf: bytes, start: int, end: int, delimiter: str, at_end: bool) -> tuple[int, int]:
+def _plain_cut(
+    buf: bytes | bytearray, start: int, end: int, delimiter: str, at_end: bool, after: int | None
+) -> tuple[int, int]:
     """``(cut, limit)`` for the records that start at ``buf[start]`` (a record boundary)
-    and run to ``end`` (``at_end``: the end of the file).
+    and run to ``end`` (``at_end``: the end of the file; else ``after`` is the byte that
+    follows, None if it is not read yet).
 
     ``limit`` is the first quote from which quoting is not plain (or ``end``); ``cut`` is
     the last record boundary at or before it: every quote in ``buf[start:cut]`` opens a
@@ -678,7 +693,7 @@ def _plain_cut(buf: bytes, start: int, end: int, delimiter: str, at_end: bool) -
     quotes = None
     limit = end
     if buf.find(b'"', start, end) >= 0:
-        quotes, limit = _plain_quotes(buf, start, end, delimiter, at_end)
+        quotes, limit = _plain_quotes(buf, start, end, delimiter, at_end, after)
     if limit == end and at_end:
         return end, limit
     stop = limit
@@ -693,14 +708,14 @@ def _plain_cut(buf: bytes, start: int, end: int, delimiter: str, at_end: bool) -
             if before % 2:  # inside a quoted value: look before the value
                 stop = int(quotes[before - 1])
                 continue
-        if buf[c] == 13 and c + 1 == end and not (at_end or (end < len(buf) and buf[end] != 10)):
+        if buf[c] == 13 and c + 1 == end and not (at_end or (after is not None and after != 10)):
             stop = c  # a CR that may be the first half of a CRLF cut in two
             continue
         return c + 1, limit
 
 
 def _plain_quotes(
-    buf: bytes, start: int, end: int, delimiter: str, at_end: bool
+    buf: bytes | bytearray, start: int, end: int, delimiter: str, at_end: bool, after: int | None
 ) -> tuple[np.ndarray, int]:
     """The positions of the quotes in ``buf[start:end]``, and the first one from which
     quoting is not plain (``end`` if none): quote 2k must open a value (at the start of
@@ -722,12 +737,12 @@ def _plain_quotes(
     inner = first > 0
     open_ok[inner] = separator[raw[first[inner] - 1]]
     open_ok[1:] |= doubled[:-1]
-    after = closes + 1
-    known = after < raw.size
+    following = closes + 1
+    known = following < raw.size
     close_ok = np.zeros(pairs, dtype=bool)
-    close_ok[known] = separator[raw[after[known]]]
+    close_ok[known] = separator[raw[following[known]]]
     if pairs and not known[-1]:  # the last close ends the run: what follows it?
-        close_ok[-1] = at_end or (end < len(buf) and bool(separator[buf[end]]))
+        close_ok[-1] = at_end or (after is not None and bool(separator[after]))
     close_ok |= doubled
     bad = np.flatnonzero(~(open_ok & close_ok))
     if bad.size:
@@ -739,7 +754,9 @@ def _plain_quotes(
     return quotes + start, limit
 
 
-def _record_starts(buf: bytes, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _record_starts(
+    buf: bytes | bytearray, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Where the records of the plain run ``buf[start:stop]`` start (offsets from
     ``start``), the line of each (0 for the run's first line), and the run's line ends.
 
@@ -771,7 +788,9 @@ def _parse_fast(run: _Fast, names: list[str], delimiter: str) -> pa.Table | None
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    if run.buf.startswith(_BOM, run.start):  # pyarrow would drop it; the csv module keeps it
+    if run.buf.startswith(
+        _BOM, run.start, run.stop
+    ):  # pyarrow would drop it; the csv module keeps it
         return None
     data = pa.py_buffer(run.buf).slice(run.start, run.stop - run.start)
 
@@ -859,15 +878,15 @@ def _read_header(src: _Source, sc: _Scanner) -> list[str]:
     the delimiter; leaves ``sc`` at the first data record, its lines counted."""
     path = src.path
     sc.fill()
-    while len(sc.buf) < len(_BOM) + 1 and not src.eof:  # enough to tell the BOMs apart
+    while sc.end < len(_BOM) + 1 and not src.eof:  # enough to tell the BOMs apart
         sc.grow()
-    if not _CONTENT.search(sc.buf) and (src.eof or not src.has_content(len(sc.buf))):
+    if not _CONTENT.search(sc.buf, 0, sc.end) and (src.eof or not src.has_content(sc.end)):
         raise InputFileError(path, "file is empty", hint="expected a header line and rows")
-    if sc.buf.startswith(_UTF16_BOMS):
+    if sc.buf.startswith(_UTF16_BOMS, 0, sc.end):
         raise InputFileError(
             path, "is UTF-16 or UTF-32 text, not UTF-8", hint="save the file as UTF-8"
         )
-    start = len(_BOM) if sc.buf.startswith(_BOM) else 0
+    start = len(_BOM) if sc.buf.startswith(_BOM, 0, sc.end) else 0
     sc.pos, sc._line_count = start, 0
     try:
         first = next(sc.lines_of("strict"), "").rstrip("\r\n")
@@ -985,8 +1004,8 @@ class ProductReader:
             self.names: tuple[str, ...] = tuple(_check_header(path, list(self.header)))
             self._scanner.names = list(self.names)
             sc = self._scanner
-            if not _CONTENT.search(sc.buf, sc.pos) and (
-                self._src.eof or not self._src.has_content(sc.base + len(sc.buf))
+            if not _CONTENT.search(sc.buf, sc.pos, sc.end) and (
+                self._src.eof or not self._src.has_content(sc.base + sc.end)
             ):
                 raise InputFileError(path, "has a header but no data rows")
         except BaseException:
