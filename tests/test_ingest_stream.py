@@ -21,6 +21,7 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
 import tracemalloc
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -411,6 +412,33 @@ def test_chunks_are_checked_alike_in_a_worker_process(tmp_path: Path) -> None:
         same_check(checked, check_chunk(chunk))
         # A chunk is sent whole but alone: not the block it was parsed from.
         assert len(pickle.dumps(chunk)) < 2 * chunk.table.nbytes + 4096
+
+
+def test_readers_in_threads_share_the_csv_modules_field_limit(tmp_path: Path) -> None:
+    # The csv module's field size limit is one setting for the whole process: a reader
+    # must not put back the default while another is reading a long value.
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "gtin,serial,note\n" + "".join(f'{G},B{i},12" {"n" * 200_000}\n' for i in range(12))
+    )
+    default = csv.field_size_limit()
+    rows: list[int] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with open_products(path, block_bytes=4096) as reader:
+                rows.append(sum(c.table.num_rows for c in reader))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and rows == [12] * 4
+    assert csv.field_size_limit() == default
 
 
 # --- second passes -------------------------------------------------------------------------------

@@ -1692,16 +1692,35 @@ def read_products(path: Path, *, max_bytes: int = MAX_INPUT_BYTES) -> Ingested:
 # --- quoting problems, told with their line and column --------------------------------------------
 
 
-@contextmanager
-def _csv_field_limit(size: int) -> Iterator[None]:
-    """Let the csv module read values of up to ``size`` characters (its default limit
-    would stop the reader at an oversized value that is only to be rejected)."""
-    old = csv.field_size_limit()
-    csv.field_size_limit(max(old, size))
-    try:
-        yield
-    finally:
-        csv.field_size_limit(old)
+class _FieldLimit:
+    """The csv module's field size limit, raised while readers run. It is one setting for
+    the whole process: readers in several threads raise it together, and the last one
+    out puts back what it was."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0
+
+    @contextmanager
+    def raised(self, size: int) -> Iterator[None]:
+        """Let the csv module read values of up to ``size`` characters (its default limit
+        would stop the reader at an oversized value that is only to be rejected)."""
+        with self._lock:
+            if not self._users:
+                self._saved = csv.field_size_limit()
+            self._users += 1
+            csv.field_size_limit(max(csv.field_size_limit(), size))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    csv.field_size_limit(self._saved)
+
+
+_csv_field_limit = _FieldLimit().raised
 
 
 @dataclass(frozen=True, slots=True)
