@@ -147,7 +147,9 @@ def test_a_line_end_ends_a_record_when_an_even_number_of_quotes_precede_it(
     for end in range(len(data) + 1):
         at_end = end == len(data)
         after = data[end] if end < len(data) else None
-        cut, _ = provmint.ingest._plain_cut(data, 0, end, delimiter, at_end, after)
+        found = provmint.ingest._plain_cut(data, 0, end, delimiter, at_end, after)
+        cut = found.stop
+        assert found.quoted or b'"' not in data[:cut]
         assert cut in [0, *ends], (end, cut)
         assert cut <= end
         if at_end:
@@ -155,19 +157,26 @@ def test_a_line_end_ends_a_record_when_an_even_number_of_quotes_precede_it(
 
 
 @pytest.mark.parametrize(
-    ("data", "quote"),
+    ("data", "quote", "cut", "quoted"),
     [
-        (b'a"b\nc,d\n', 1),  # a quote inside an unquoted value: its line end still ends it
-        (b'"a"b,c\nd\n', 0),  # text after a closing quote
-        (b'x,"a\n', 2),  # never closed
-        (b'x,"a"\n"b" ,c\n', 6),  # a space after the closing quote
+        # A quote inside an unquoted value: its line end still ends the record. Without a
+        # quote at the start of a field, quotes are ordinary characters for the whole run.
+        (b'a"b\nc,d\n', 1, 8, False),
+        (b'"a"b,c\nd\n', 0, 0, True),  # text after a closing quote
+        (b'x,"a\n', 2, 0, True),  # never closed
+        (b'x,"a"\n"b" ,c\n', 6, 6, True),  # a space after the closing quote
+        (b'x,12"\n"b" ,c\n', 4, 6, False),
     ],
 )
-def test_quotes_that_are_not_plain_are_found(data: bytes, quote: int) -> None:
-    # The parity rule does not hold for these: the reader must not use it past the quote.
+def test_quotes_that_are_not_plain_are_found(
+    data: bytes, quote: int, cut: int, quoted: bool
+) -> None:
+    # The parity rule does not hold past such a quote: the reader must not use it there.
     assert provmint.ingest._plain_quotes(data, 0, len(data), ",", True, None)[1] == quote
-    cut, limit = provmint.ingest._plain_cut(data, 0, len(data), ",", True, None)
-    assert limit == quote and cut <= quote
+    found = provmint.ingest._plain_cut(data, 0, len(data), ",", True, None)
+    assert (found.stop, found.quoted) == (cut, quoted)
+    _, _, ends = csv_records(data[:cut], ",")
+    assert cut in [0, *ends]
 
 
 def read_all(path: Path, **options: Any) -> int:

@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import itertools
 import os
 import re
 import stat
@@ -474,6 +476,23 @@ def _count_lines(buf: bytes | bytearray, start: int, stop: int) -> int:
     )
 
 
+def _line_stops(buf: bytes | bytearray, start: int, stop: int) -> list[int]:
+    """Where each line of ``buf[start:stop]`` ends, after its line end (offsets from
+    ``start``; the last line may have none)."""
+    import numpy as np
+
+    raw = np.frombuffer(buf, dtype=np.uint8, count=stop - start, offset=start)
+    lf = raw == 10
+    ends = lf.copy()
+    cr = raw == 13
+    ends[:-1] |= cr[:-1] & ~lf[1:]  # a CR ends a line unless an LF follows
+    ends[-1:] |= cr[-1:]
+    stops: list[int] = (np.flatnonzero(ends) + 1).tolist()
+    if not stops or stops[-1] != raw.size:
+        stops.append(int(raw.size))
+    return stops
+
+
 def _is_utf8(data: bytes | bytearray | memoryview) -> bool:
     """Whether ``data`` is valid UTF-8, checked by Arrow (no Python string is made)."""
     import pyarrow as pa
@@ -497,23 +516,24 @@ class _TooLongError(Exception):
 
 @dataclass(slots=True)
 class _Fast:
-    """Whole records ``buf[start:stop]`` whose quotes are plain: pyarrow may read them.
-    The reader sets ``redo`` when pyarrow will not (a row of another width): the csv
-    module then reads the same bytes."""
+    """Whole records ``buf[start:stop]`` that pyarrow may read (their quotes are to be
+    read as quotes if ``quoted``, else as ordinary characters). The reader sets ``redo``
+    when pyarrow will not (a row of another width): the csv module then reads them."""
 
     buf: bytearray
     start: int
     stop: int
+    quoted: bool
     redo: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """A record read by the csv module: its first physical line (when lines are counted)
-    and its fields."""
+@dataclass(slots=True)
+class _Batch:
+    """Records read by the csv module, blank lines left out: the fields of each and,
+    when lines are counted, the physical line where each starts."""
 
-    line: int | None
-    fields: list[str]
+    fields: list[list[str]]
+    lines: list[int] | None
 
 
 class _Scanner:
@@ -601,7 +621,7 @@ class _Scanner:
 
     # the records
 
-    def segments(self) -> Iterator[_Fast | list[_Record]]:
+    def segments(self) -> Iterator[_Fast | _Batch]:
         """Everything after the header, in order: plain runs for pyarrow, and batches of
         records read by the csv module (from the first quote that is not plain, for about
         a block, and wherever pyarrow will not read a run)."""
@@ -615,9 +635,10 @@ class _Scanner:
             end = min(stop, start + self.limit)
             at_end = self.src.eof and end == stop
             after = self.buf[end] if end < stop else None
-            cut, limit = _plain_cut(self.buf, start, end, self.delimiter, at_end, after)
+            found = _plain_cut(self.buf, start, end, self.delimiter, at_end, after)
+            cut, limit = found.stop, found.limit
             if cut - start >= self.min_fast or (at_end and cut == end):
-                run = _Fast(self.buf, start, cut)
+                run = _Fast(self.buf, start, cut, found.quoted)
                 yield run
                 if not run.redo:
                     if self.counting:
@@ -629,28 +650,104 @@ class _Scanner:
                 target = min(stop, max(start + self.min_fast, limit + 1))
             yield from self.exact(target)
 
-    def exact(self, target: int) -> Iterator[list[_Record]]:
+    def exact(self, target: int) -> Iterator[_Batch]:
         """Records read by the csv module from ``pos`` until one ends at or after
-        ``target`` (or the file does), in batches; blank lines are left out."""
+        ``target`` (or the file does), in batches; blank lines are left out.
+
+        The whole lines in the buffer up to ``target`` are read at C speed (one decoded
+        text); the record that runs past them, and any record the csv module stumbles on
+        or that is too long, is read again line by line (which reads on as needed, and
+        refuses what must be refused)."""
+        end = self._whole_lines(target)
+        if end > self.pos:
+            yield from self._bulk(end, target)
+        if self.pos < target:
+            yield from self._line_by_line(target)
+
+    def _whole_lines(self, target: int) -> int:
+        """Where the buffered lines up to ``target`` end: after the first line end at or
+        after ``target`` (or before it, if there is none yet)."""
+        buf, eof = self.buf, self.src.eof
+
+        def complete(found: re.Match[bytes] | None) -> bool:
+            # A CR ending what is read may be the first half of a CRLF.
+            return found is not None and (found.end() < self.end or buf[found.start()] != 13 or eof)
+
+        found = _LINE_END.search(buf, max(self.pos, target - 1), self.end)
+        if complete(found):
+            assert found is not None
+            return found.end()
+        if eof:
+            return self.end
+        stop = target
+        while stop > self.pos:
+            c = max(buf.rfind(b"\n", self.pos, stop), buf.rfind(b"\r", self.pos, stop))
+            if c < 0:
+                break
+            if c + 1 < self.end or buf[c] == 10:
+                return c + 1
+            stop = c
+        return self.pos
+
+    def _bulk(self, end: int, target: int) -> Iterator[_Batch]:
+        """Records of the whole lines ``buf[pos:end]``, until one ends at or after
+        ``target``; stops early, ``pos`` at the record, where it must be read again."""
+        start = self.pos
+        stops = _line_stops(self.buf, start, end)
+        text = str(memoryview(self.buf)[start:end], "utf-8", "surrogateescape")
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter, strict=True)
+        # Offsets from ``start``, lines from the first of ``text``, in locals: a hot loop.
+        pos, goal, limit, consumed, more = 0, target - start, self.limit, 0, True
+        while more and pos < goal:
+            fields: list[list[str]] = []
+            firsts: list[int] = []
+            with _csv_field_limit(limit + 1):
+                try:
+                    for record in reader:
+                        stop = stops[reader.line_num - 1]
+                        if stop - pos > limit:  # to be refused, line by line
+                            more = False
+                            break
+                        if record:
+                            fields.append(record)
+                            firsts.append(consumed)
+                        consumed, pos = reader.line_num, stop
+                        if pos >= goal or len(fields) == _EXACT_BATCH:
+                            break
+                    else:
+                        more = False
+                except csv.Error:  # it runs past ``end``, or it is to be refused: line by line
+                    more = False
+            lines = None
+            if self.counting:
+                lines = [self.lines + 1 + first for first in firsts]
+            yield _Batch(fields, lines)
+        self.pos = start + pos
+        self.lines += consumed
+
+    def _line_by_line(self, target: int) -> Iterator[_Batch]:
+        """Records from ``pos`` on, the csv module reading line by line, until one ends at
+        or after ``target`` (or the file does)."""
         done = False
         while not done:
-            batch: list[_Record] = []
+            batch = _Batch([], [] if self.counting else None)
             with _csv_field_limit(self.limit + 1):
                 reader = csv.reader(
                     self.lines_of("surrogateescape"), delimiter=self.delimiter, strict=True
                 )
                 try:
-                    while len(batch) < _EXACT_BATCH and not done:
+                    while len(batch.fields) < _EXACT_BATCH and not done:
                         self._line_stop, self._line_count = self.pos, 0
                         fields = next(reader, None)
                         if fields is None:
                             done = True
                             break
-                        line = self.lines + 1 if self.counting else None
+                        if fields:
+                            batch.fields.append(fields)
+                            if batch.lines is not None:
+                                batch.lines.append(self.lines + 1)
                         self.lines += self._line_count
                         self.pos = self._line_stop
-                        if fields:
-                            batch.append(_Record(line, fields))
                         done = self.pos >= target
                 except csv.Error as exc:
                     raise self._unreadable(exc) from None
@@ -677,30 +774,43 @@ class _Scanner:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """Where a run of records that pyarrow may read ends (``stop``), and whether its
+    quotes are to be read as quotes (``quoted``) or as ordinary characters; ``limit`` is
+    the first byte from which that is not known."""
+
+    stop: int
+    limit: int
+    quoted: bool
+
+
 def _plain_cut(
     buf: bytes | bytearray, start: int, end: int, delimiter: str, at_end: bool, after: int | None
-) -> tuple[int, int]:
-    """``(cut, limit)`` for the records that start at ``buf[start]`` (a record boundary)
-    and run to ``end`` (``at_end``: the end of the file; else ``after`` is the byte that
-    follows, None if it is not read yet).
+) -> _Cut:
+    """The longest run of whole records from ``buf[start]`` (a record boundary) to at most
+    ``end`` (``at_end``: the end of the file; else ``after`` is the byte that follows,
+    None if it is not read yet) that pyarrow reads as the csv module does.
 
-    ``limit`` is the first quote from which quoting is not plain (or ``end``); ``cut`` is
-    the last record boundary at or before it: every quote in ``buf[start:cut]`` opens a
-    value at the start of a field, closes one or is doubled inside one, so pyarrow and
-    the csv module read those records alike, and a line end is the end of a record when
-    an even number of quotes precede it.
+    Either every quote in it opens a value at the start of a field, closes one or is
+    doubled inside one (RFC 4180 quoting: a line end is the end of a record when an even
+    number of quotes precede it), or no quote in it is at the start of a field (then the
+    csv module reads every quote as an ordinary character, and so does pyarrow told that
+    there is no quoting). The longer of the two is taken.
     """
     quotes = None
-    limit = end
+    limit, quoted = end, True
     if buf.find(b'"', start, end) >= 0:
-        quotes, limit = _plain_quotes(buf, start, end, delimiter, at_end, after)
+        quotes, limit, literal = _plain_quotes(buf, start, end, delimiter, at_end, after)
+        if literal > limit:
+            quotes, limit, quoted = None, literal, False
     if limit == end and at_end:
-        return end, limit
+        return _Cut(end, limit, quoted)
     stop = limit
     while True:
         c = max(buf.rfind(b"\n", start, stop), buf.rfind(b"\r", start, stop))
         if c < 0:
-            return start, limit
+            return _Cut(start, limit, quoted)
         if quotes is not None:
             import numpy as np
 
@@ -711,31 +821,33 @@ def _plain_cut(
         if buf[c] == 13 and c + 1 == end and not (at_end or (after is not None and after != 10)):
             stop = c  # a CR that may be the first half of a CRLF cut in two
             continue
-        return c + 1, limit
+        return _Cut(c + 1, limit, quoted)
 
 
 def _plain_quotes(
     buf: bytes | bytearray, start: int, end: int, delimiter: str, at_end: bool, after: int | None
-) -> tuple[np.ndarray, int]:
-    """The positions of the quotes in ``buf[start:end]``, and the first one from which
+) -> tuple[np.ndarray, int, int]:
+    """The positions of the quotes in ``buf[start:end]``; the first one from which
     quoting is not plain (``end`` if none): quote 2k must open a value (at the start of
     the run, or after a delimiter or a line end), quote 2k+1 close it (a delimiter, a
-    line end or the end of the file follows), unless the two are a doubled quote."""
+    line end or the end of the file follows), unless the two are a doubled quote; and the
+    first quote at the start of a field (``end`` if none)."""
     import numpy as np
 
     raw = np.frombuffer(buf, dtype=np.uint8, count=end - start, offset=start)
     quotes = np.flatnonzero(raw == ord('"'))
     separator = np.zeros(256, dtype=bool)  # byte -> ends a field
     separator[list(f"{delimiter}\r\n".encode())] = True
+    starts_field = separator[raw[quotes - 1]]
+    starts_field[quotes == 0] = True
+    opening = np.flatnonzero(starts_field)
+    literal = start + int(quotes[opening[0]]) if opening.size else end
     opens, closes = quotes[0::2], quotes[1::2]
     pairs = closes.size
     doubled = np.zeros(pairs, dtype=bool)  # close k is followed at once by open k + 1
     k = min(pairs, opens.size - 1)
     doubled[:k] = opens[1 : k + 1] == closes[:k] + 1
-    first = opens[:pairs]
-    open_ok = np.ones(pairs, dtype=bool)
-    inner = first > 0
-    open_ok[inner] = separator[raw[first[inner] - 1]]
+    open_ok = starts_field[0::2][:pairs].copy()
     open_ok[1:] |= doubled[:-1]
     following = closes + 1
     known = following < raw.size
@@ -746,22 +858,23 @@ def _plain_quotes(
     close_ok |= doubled
     bad = np.flatnonzero(~(open_ok & close_ok))
     if bad.size:
-        limit = start + int(first[bad[0]])
+        limit = start + int(opens[bad[0]])
     elif opens.size > pairs:  # a value still open at the end of the run
         limit = start + int(opens[-1])
     else:
         limit = end
-    return quotes + start, limit
+    return quotes + start, limit, literal
 
 
 def _record_starts(
-    buf: bytes | bytearray, start: int, stop: int
+    buf: bytes | bytearray, start: int, stop: int, quoted: bool = True
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Where the records of the plain run ``buf[start:stop]`` start (offsets from
     ``start``), the line of each (0 for the run's first line), and the run's line ends.
 
     A record starts at the run's start and after each line end preceded by an even
-    number of quotes, unless the line is blank (the csv module skips those).
+    number of quotes (any line end, if the quotes are not ``quoted``), unless the line is
+    blank (the csv module skips those).
     """
     import numpy as np
 
@@ -772,7 +885,7 @@ def _record_starts(
     ends[:-1] |= cr[:-1] & ~lf[1:]  # a CR ends a line unless an LF follows
     ends[-1:] |= cr[-1:]
     line_ends = np.flatnonzero(ends)
-    quotes = np.flatnonzero(raw == ord('"'))
+    quotes = np.flatnonzero(raw == ord('"')) if quoted else line_ends[:0]
     record_ends = line_ends
     if quotes.size:
         record_ends = line_ends[np.searchsorted(quotes, line_ends) % 2 == 0]
@@ -798,7 +911,11 @@ def _parse_fast(run: _Fast, names: list[str], delimiter: str) -> pa.Table | None
         return pacsv.read_csv(
             data,
             read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter,
+                quote_char='"' if run.quoted else False,
+                newlines_in_values=run.quoted,
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: kind for name in names},
                 strings_can_be_null=False,
@@ -825,17 +942,27 @@ def _parse_fast(run: _Fast, names: list[str], delimiter: str) -> pa.Table | None
 
 
 def _arrow_columns(rows: list[list[str]], names: list[str]) -> pa.Table:
-    """Rows of the csv module as an Arrow table; a column with a value that is not UTF-8
-    (surrogate escapes) holds the raw bytes."""
+    """Rows of the csv module (each as wide as ``names``) as an Arrow table; a column with
+    a value that is not UTF-8 (surrogate escapes) holds the raw bytes."""
+    import numpy as np
     import pyarrow as pa
 
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    width = len(names)
+    try:  # all values in one array, then a column is every width-th of them: fewer calls
+        values = pa.array(list(itertools.chain.from_iterable(rows)), type=pa.string())
+    except UnicodeEncodeError:
+        values = None
     arrays = []
-    for values in columns:
+    firsts = np.arange(len(rows), dtype=np.int64) * width
+    for i in range(width):
+        if values is not None:
+            arrays.append(values.take(pa.array(firsts + i)))
+            continue
+        column = [row[i] for row in rows]
         try:
-            arrays.append(pa.array(values, type=pa.string()))
+            arrays.append(pa.array(column, type=pa.string()))
         except UnicodeEncodeError:
-            raw = [v.encode("utf-8", "surrogateescape") for v in values]
+            raw = [v.encode("utf-8", "surrogateescape") for v in column]
             arrays.append(pa.array(raw, type=pa.binary()))
     return pa.table(arrays, names=names)
 
@@ -1101,7 +1228,7 @@ class ProductReader:
                 return None
         numbers = None
         if lines:
-            starts, relative, _ = _record_starts(run.buf, run.start, run.stop)
+            starts, relative, _ = _record_starts(run.buf, run.start, run.stop, run.quoted)
             count = int(starts.size)
             numbers = relative + (self._scanner.lines + 1)
             if table is not None and table.num_rows != count:
@@ -1118,36 +1245,35 @@ class ProductReader:
         records = np.arange(first, first + count, dtype=np.int64)
         return _Piece(first, count, numbers, table, records, ())
 
-    def _exact_piece(self, batch: list[_Record], *, values: bool) -> _Piece:
+    def _exact_piece(self, batch: _Batch, *, values: bool) -> _Piece:
         import numpy as np
 
         width = len(self.names)
         first = self._records + 1
-        rows: list[list[str]] = []
-        good: list[int] = []
+        count = len(batch.fields)
+        self._records += count
+        fits = [len(fields) == width for fields in batch.fields]
+        rows = batch.fields
         problems: list[RowProblem] = []
-        for record in batch:
-            self._records += 1
-            if len(record.fields) == width:
-                good.append(self._records)
-                if values:
-                    rows.append(record.fields)
-                continue
-            problems.append(
-                RowProblem(
-                    self._records,
-                    "(row)",
-                    _show(self.delimiter.join(record.fields)),
-                    "ragged_row",
-                    f"row has {len(record.fields)} fields; the header has {width}",
+        if all(fits):
+            good = np.arange(first, first + count, dtype=np.int64)
+        else:
+            good = np.flatnonzero(fits) + first
+            rows = [fields for fields, fit in zip(rows, fits, strict=True) if fit]
+            for at in np.flatnonzero(~np.array(fits)).tolist():
+                fields = batch.fields[at]
+                problems.append(
+                    RowProblem(
+                        first + at,
+                        "(row)",
+                        _show(self.delimiter.join(fields)),
+                        "ragged_row",
+                        f"row has {len(fields)} fields; the header has {width}",
+                    )
                 )
-            )
-        numbers = None
-        if self._scanner.counting:
-            numbers = np.array([r.line for r in batch], dtype=np.int64)
+        numbers = None if batch.lines is None else np.array(batch.lines, dtype=np.int64)
         table = _arrow_columns(rows, list(self.names)) if values else None
-        records = np.array(good, dtype=np.int64)
-        return _Piece(first, len(batch), numbers, table, records, tuple(problems))
+        return _Piece(first, count, numbers, table, good, tuple(problems))
 
 
 def _take(
