@@ -241,7 +241,7 @@ def test_a_quote_problem_far_into_the_file_names_its_line(tmp_path: Path) -> Non
 # --- the record limit ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("block", [64 << 10, None])
+@pytest.mark.parametrize("block", [64 << 10, None, 4 * MAX_RECORD_BYTES])
 def test_an_unclosed_quote_stops_the_reader_after_one_record_limit(
     tmp_path: Path, block: int | None
 ) -> None:
@@ -261,7 +261,7 @@ def test_an_unclosed_quote_stops_the_reader_after_one_record_limit(
     assert reader.bytes_read < path.stat().st_size
 
 
-@pytest.mark.parametrize("block", [64 << 10, None])
+@pytest.mark.parametrize("block", [64 << 10, None, 4 * MAX_RECORD_BYTES])
 def test_a_record_over_the_limit_is_refused_whatever_the_block_size(
     tmp_path: Path, block: int | None
 ) -> None:

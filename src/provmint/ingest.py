@@ -901,10 +901,8 @@ def _parse_fast(run: _Fast, names: list[str], delimiter: str) -> pa.Table | None
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    if run.buf.startswith(
-        _BOM, run.start, run.stop
-    ):  # pyarrow would drop it; the csv module keeps it
-        return None
+    if run.buf.startswith(_BOM, run.start, run.stop):
+        return None  # pyarrow would drop it; the csv module keeps it
     data = pa.py_buffer(run.buf).slice(run.start, run.stop - run.start)
 
     def read(kind: Any) -> pa.Table:
