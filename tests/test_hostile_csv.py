@@ -14,15 +14,18 @@ blank and whitespace-only rows, truncation. ``provmint batch create`` must then
    line where the csv module finds it.
 
 The oracle below is written from the README's description of the input, not from
-provmint's code. A hypothesis test holds ``parse_csv`` (both of its readers) to the same
-oracle on many small files; each reproducer of issue 7 has its own test; special files
-(FIFO, devices, sockets) and oversized files are tested at the end, some in real
-subprocesses.
+provmint's code. The streaming reader is held to the same oracle with tiny blocks (so
+that block and chunk boundaries fall everywhere: inside quoted values, between the CR
+and LF of a line end, inside UTF-8 characters and BOMs): on every generated file at the
+library level, on some through the CLI, and on many small files from hypothesis. Each
+reproducer of issue 7 has its own test; special files (FIFO, devices, sockets) and
+oversized files are tested at the end, some in real subprocesses.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -44,10 +47,17 @@ from helpers import one_error
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import provmint.ingest
 from provmint.canonical import MAX_FIELDS
 from provmint.cli import app
 from provmint.errors import EXIT_OK, EXIT_REJECTED, InputFileError, MissingColumnError
-from provmint.ingest import MAX_INPUT_BYTES, normalize_header, parse_csv
+from provmint.ingest import (
+    MAX_INPUT_BYTES,
+    normalize_header,
+    open_products,
+    parse_csv,
+    record_lines,
+)
 from provmint.keys import init_keyring
 
 CASES = 330
@@ -554,6 +564,20 @@ def check_refused(r: Any, oracle: Oracle, rejects_path: Path) -> None:
 
 @pytest.mark.parametrize("seed", range(CASES), ids=lambda s: f"case{s:03d}")
 def test_generated_hostile_file(cli, shared, tmp_path: Path, seed: int) -> None:
+    mint_case(cli, shared, tmp_path, seed)
+
+
+@pytest.mark.parametrize("seed", range(0, CASES, 5), ids=lambda s: f"case{s:03d}")
+def test_generated_hostile_file_read_in_tiny_blocks(
+    cli, shared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    # The CLI reads with the default block size, looked up at each call: 64 bytes here.
+    monkeypatch.setattr(provmint.ingest, "BLOCK_BYTES", 64)
+    mint_case(cli, shared, tmp_path, seed)
+
+
+def mint_case(cli: Any, shared: tuple[Path, Path], tmp_path: Path, seed: int) -> None:
+    """Mint generated case ``seed`` through the CLI and hold the outcome to the oracle."""
     case = generate(seed)
     path = tmp_path / f"case{seed:03d}.csv"
     path.write_bytes(case.data)
@@ -573,7 +597,86 @@ def test_generated_hostile_file(cli, shared, tmp_path: Path, seed: int) -> None:
         check_refused(r, oracle, rejects_path)
 
 
-# --- the two readers, against the csv module, many small files -----------------------------------
+# --- the streaming reader, against the csv module, in tiny blocks ---------------------------------
+
+
+def decoded(value: str | bytes) -> str:
+    """A value as the oracle holds it (undecodable bytes as surrogate escapes)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def check_refusal(message: str, oracle: Oracle) -> None:
+    """A refusal of the whole file names the quote the csv module stumbles on, or is
+    about the whole file."""
+    if quoting := re.search(r"line (\d+): column (\d+)(?: \('\w+'\))?: .*quote", message):
+        assert oracle.error_lines is not None, f"refused a file the csv module reads: {message}"
+        first, last = oracle.error_lines
+        assert first <= int(quoting.group(1)) <= last, (message, oracle.error_lines)
+    else:
+        assert WHOLE_FILE.search(message), f"not a clear refusal: {message}"
+        if oracle.records is None:
+            assert not re.search("file is empty|no data rows", message), message
+        elif "no data rows" in message:
+            assert all(not "".join(f).strip(" \t\ufeff") for _, f in oracle.rows)
+
+
+def stream_matches_oracle(path: Path, block_bytes: int, chunk_rows: int) -> str | None:
+    """Read ``path`` with the streaming reader (in blocks of ``block_bytes``, chunks of
+    ``chunk_rows`` rows) and hold everything it says to the oracle: the rows of the
+    header's width and their record numbers, the ragged records, the physical line of
+    every record (second pass), the size and SHA-256 of the file. Returns the refusal
+    message, if the file is refused."""
+    data = path.read_bytes()
+    oracle = read_as_standard(data)
+    try:
+        with open_products(path, block_bytes=block_bytes, chunk_rows=chunk_rows) as reader:
+            chunks = list(reader)
+    except (InputFileError, MissingColumnError) as exc:
+        check_refusal(str(exc).removeprefix(f"{path}: "), oracle)
+        return str(exc)
+    assert oracle.records is not None, "read a file the csv module cannot read"
+    assert [normalize_header(h) for h in oracle.header] == list(reader.names)
+    width = len(oracle.header)
+    records = list(enumerate(oracle.rows, start=1))
+    good = [(record, fields) for record, (_, fields) in records if len(fields) == width]
+    assert all(c.table.num_rows == chunk_rows for c in chunks[:-1])
+    assert len(chunks) > 0 and chunks[-1].table.num_rows <= chunk_rows
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    rows = [[decoded(v) for v in row.values()] for c in chunks for row in c.table.to_pylist()]
+    assert rows == [fields for _, fields in good]
+    assert [r for c in chunks for r in c.records.tolist()] == [record for record, _ in good]
+    ragged = [record for record, (_, fields) in records if len(fields) != width]
+    problems = [p for c in chunks for p in c.problems]
+    assert [p.record for p in problems] == ragged
+    assert {p.code for p in problems} <= {"ragged_row"}
+    last = 0
+    for c in chunks:  # a chunk tells the problems up to its last row
+        upto = c.records[-1] if c.records.size and c is not chunks[-1] else len(records)
+        assert all(last < p.record <= upto for p in c.problems)
+        last = upto
+    assert reader.records == len(records)
+    assert reader.bytes_read == len(data)
+    assert reader.sha256 == hashlib.sha256(data).hexdigest()
+    lines = record_lines(
+        path, range(1, len(records) + 2), block_bytes=block_bytes, expect_sha256=reader.sha256
+    )
+    assert lines == {record: line for record, (line, _) in records}
+    return None
+
+
+@pytest.mark.parametrize("seed", range(CASES), ids=lambda s: f"case{s:03d}")
+def test_generated_hostile_file_streamed(tmp_path: Path, seed: int) -> None:
+    """Every generated file, read in blocks of 64 bytes and of a random size, in random
+    chunks: what the csv module reads, and the same answer as in big blocks."""
+    case = generate(seed)
+    path = tmp_path / f"case{seed:03d}.csv"
+    path.write_bytes(case.data)
+    rng = random.Random(seed)
+    outcome = stream_matches_oracle(path, 1 << 20, rng.randint(1, 5))
+    small = rng.randint(1, 63) if len(case.data) < 1 << 14 else rng.randint(65, 4096)
+    for block in (64, small):
+        assert stream_matches_oracle(path, block, rng.randint(1, 5)) == outcome, case.mutations
+
 
 PIECES = [
     "a",
@@ -590,6 +693,8 @@ PIECES = [
     "\r\n",
     "\0",
     "é",
+    "日",
+    "\U0001f600",
     "\ufeff",
     "\x85",
     "\x0b",
@@ -608,18 +713,44 @@ def read_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     delimiter=st.sampled_from(DELIMITERS),
     line_end=st.sampled_from(["\n", "\r\n", "\r"]),
     encoding=st.sampled_from(["utf-8", "utf-8", "cp1252"]),
+    block=st.integers(1, 40),
+    chunk_rows=st.integers(1, 4),
 )
-@example(body='a"\n",x\n', delimiter=",", line_end="\n", encoding="utf-8")  # literal, then open
-@example(body='"ab"c,d\n', delimiter=",", line_end="\n", encoding="utf-8")
-@example(body='x,"a""b"\r\n"c\rd",e,f\n"', delimiter=",", line_end="\r", encoding="utf-8")
-@example(body='a,"b\nc,d\n', delimiter=",", line_end="\n", encoding="cp1252")
-@example(body="\ufeff;;\n\ufeff\na;b;c", delimiter=";", line_end="\n", encoding="utf-8")  # BOMs
+@example(body='a"\n",x\n', delimiter=",", line_end="\n", encoding="utf-8", block=64, chunk_rows=2)
+@example(body='"ab"c,d\n', delimiter=",", line_end="\n", encoding="utf-8", block=64, chunk_rows=2)
+@example(
+    body='x,"a""b"\r\n"c\rd",e,f\n"',
+    delimiter=",",
+    line_end="\r",
+    encoding="utf-8",
+    block=17,
+    chunk_rows=1,
+)
+@example(body='a,"b\nc,d\n', delimiter=",", line_end="\n", encoding="cp1252", block=5, chunk_rows=1)
+@example(
+    body="\ufeff;;\n\ufeff\na;b;c",
+    delimiter=";",
+    line_end="\n",
+    encoding="utf-8",
+    block=2,
+    chunk_rows=1,
+)  # BOMs
+@example(
+    body='a,"\r\n",b\r\n', delimiter=",", line_end="\r\n", encoding="utf-8", block=16, chunk_rows=1
+)  # a block ends between the CR and the LF of a quoted line end
 def test_rows_are_read_as_the_csv_module_reads_them(
-    read_dir: Path, body: str, delimiter: str, line_end: str, encoding: str
+    read_dir: Path,
+    body: str,
+    delimiter: str,
+    line_end: str,
+    encoding: str,
+    block: int,
+    chunk_rows: int,
 ) -> None:
-    """parse_csv, whichever reader it picks, keeps exactly the csv module's rows of the
-    header's width, counts the others, numbers every record's line alike, and refuses a
-    file the csv module cannot read with the line and column of the quote."""
+    """The streaming reader, at any block and chunk size, and parse_csv keep exactly the
+    csv module's rows of the header's width, count the others, number every record's line
+    alike, and refuse a file the csv module cannot read with the line and column of the
+    quote."""
     data = (
         delimiter.join(["gtin", "serial", "name"]).encode()
         + line_end.encode()
@@ -628,25 +759,19 @@ def test_rows_are_read_as_the_csv_module_reads_them(
     path = read_dir / "file.csv"
     path.write_bytes(data)
     oracle = read_as_standard(data)
+    refusal = stream_matches_oracle(path, block, chunk_rows)
+    assert stream_matches_oracle(path, 1 << 20, chunk_rows) == refusal
     try:
-        parsed = parse_csv(path)
+        parsed = parse_csv(path, block_bytes=block)
     except InputFileError as exc:
-        if oracle.records is None:
-            found = re.match(r"line (\d+): column (\d+).*quote", exc.reason)
-            assert found, exc.reason
-            assert oracle.error_lines[0] <= int(found.group(1)) <= oracle.error_lines[1]
-        else:
-            assert exc.reason == "has a header but no data rows"
-            assert all(not "".join(f).strip(" \t\ufeff") for _, f in oracle.rows)
+        assert str(exc) == refusal
         return
-    assert oracle.records is not None, "read a file the csv module cannot read"
-    got = [
-        [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row.values()]
-        for row in parsed.table.to_pylist()
-    ]
+    assert refusal is None
+    assert oracle.records is not None
+    got = [[decoded(v) for v in row.values()] for row in parsed.table.to_pylist()]
     assert got == [f for _, f in oracle.rows if len(f) == 3]
     assert len(parsed.ragged_texts) == sum(len(f) != 3 for _, f in oracle.rows)
-    assert parsed.exact().record_line.tolist() == [line for line, _ in oracle.rows]
+    assert parsed.record_lines.tolist() == [line for line, _ in oracle.rows]
 
 
 # --- the reproducers of issue 7, through the CLI ----------------------------------------------
