@@ -15,13 +15,15 @@ the end of a record when an even number of quotes precede it, which holds as lon
 every quote before it opens a value at the start of a field, closes one (a delimiter, a
 line end or the end of the file follows) or is doubled inside one. That is checked,
 vectorised, per block; the records before the cut are read by pyarrow (fast, column-wise),
-since both readers must agree on them. From the first quote that does not fit (a quote
-inside an unquoted value, text after a closing quote, an unclosed quote), and for any
-block pyarrow will not read (a row of the wrong width), the csv module itself reads from
-the same boundary, for about a block, after which the fast path takes over again. So
-every row kept is the row the csv module reads, whatever the block size. A record may
-take at most :data:`MAX_RECORD_BYTES`: one unclosed quote cannot make the reader hold the
-rest of the file.
+since both readers must agree on them. So are records in which no quote starts a value
+(the csv module reads such quotes as ordinary characters, and so does pyarrow told that
+there is no quoting). From the first quote that fits neither (text after a closing quote,
+an unclosed quote, both kinds of quotes in one block), and for any block pyarrow will not
+read (a row of the wrong width), the csv module itself reads from the same boundary, for
+about a block, after which the fast path takes over again. So every row kept is the row
+the csv module reads, whatever the block size. A record may take at most
+:data:`MAX_RECORD_BYTES`: one unclosed quote cannot make the reader hold the rest of the
+file.
 
 Every column is read as text (leading zeros survive); a value that is not UTF-8 is kept
 as bytes (a binary column) for the validation to report. Header names are matched
@@ -185,7 +187,7 @@ _TEXT_LINE_END = re.compile(r"\r\n|\r|\n")  # the line ends of the csv module (n
 _CONTENT = re.compile(rb"[^\xef\xbb\xbf \t\r\n]")  # anything but whitespace and a BOM
 _QUOTED_VALUE = re.compile(r'"[^"]*+(?:""[^"]*+)*+"')  # possessive: linear on hostile input
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_EXACT_BATCH = 1 << 14  # records read by the csv module between two looks at the stream
+_EXACT_BATCH = 1 << 14  # records read by the csv module handed on at a time
 _HASH_IN_THREAD = 1 << 20  # blocks at least this big are hashed beside the parsing
 _SCAN_BYTES = 1 << 20  # bytes read at a time when a file is scanned beside the stream
 
