@@ -577,7 +577,7 @@ def test_failure_while_minting_leaves_no_trace(cli, minted, write_csv, tmp_path:
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(provmint.engine, "mint_chunk", boom)
+        m.setattr(provmint.engine, "run_chunk", boom)
         r = create(cli, write_csv("later.csv", products_csv(["Z1", "Z2"])), "--workers", "1")
     one_error(r, EXIT_ERROR, f"no space left on device writing {tmp_path / 'store'} (",
               " free); nothing was minted")

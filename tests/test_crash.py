@@ -74,8 +74,8 @@ def _verify_example_still_valid(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "target", "skip"),
     [
-        ("provmint.engine", "mint_chunk", 1),          # mid-mint: some chunks written
-        ("provmint.store", "PendingBatch.commit", 0),  # staging complete, nothing committed
+        ("provmint.engine", "run_chunk", 1),           # mid-mint: some chunks written
+        ("provmint.store", "Store.commit_batch", 0),   # staging complete, nothing committed
         ("provmint.store", "insert_batch", 0),         # in the commit's transaction
         ("provmint.store", "Store.publish", 0),        # committed, files still in staging/
         ("provmint.store", "Store.refresh_view", 0),   # committed and moved into place

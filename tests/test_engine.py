@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 
 from provmint import canonical, engine, gs1, merkle, tokens
 from provmint.store import treefile
+from provmint.store.keyindex import KeyRun
+from provmint.store.records import RecordPart
 
 SECRET = bytes(range(100, 132))
 GTIN = "09506000134352"
@@ -313,39 +316,46 @@ def test_urls_examples(mode: str) -> None:
     ]
 
 
-# --------------------------------------------------------------------------- mint_chunk
+# --------------------------------------------------------------------------- run_chunk
+
+
+def _chunk_task(tmp_path: Path, table: pa.Table, *, start: int | None = 0,
+                key_rows: engine.KeyRows = engine.KeyRows.RECORDS,
+                secret: bytes | None = SECRET, first_record: int = 1) -> engine.ChunkTask:
+    spill = treefile.TreeSpill(tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1)
+    spill.create()
+    records = np.arange(first_record, first_record + table.num_rows, dtype=np.int64)
+    return engine.ChunkTask(
+        index=0, names=tuple(table.column_names), rows_ipc=engine.table_to_ipc(table),
+        records=records.tobytes(), start=start, key_rows=key_rows, work=str(tmp_path),
+        part_path=str(tmp_path / "part-00000.parquet"),
+        records_path=str(tmp_path / "part-00000.rec"), level_paths=spill.paths,
+        url_base="https://id.example.com", secret=secret,
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", [1, 2, 7, 33])
-def test_mint_chunk_end_to_end(tmp_path: Path, mode: str, n: int) -> None:
+def test_run_chunk_end_to_end(tmp_path: Path, mode: str, n: int) -> None:
     table = pa.table({
         "gtin": string_array([GTIN] * n),
         "serial": string_array([f"S{i}/x" if i % 3 else f"S{i}" for i in range(n)]),
         "lot": string_array(["" if i % 2 else "L&1" for i in range(n)]),
         "product_name": string_array([f"Crème {i} 😀" for i in range(n)]),
     })
-    tree_path = tmp_path / "tree.bin"
-    offsets = treefile.create_tree_file(tree_path, n)
-    task = engine.ChunkTask(
-        index=0, start=0, rows_ipc=engine.table_to_ipc(table),
-        part_path=str(tmp_path / "part-00000.parquet"), tree_path=str(tree_path),
-        level_offsets=offsets, top_level=min(16, len(merkle.level_sizes(n)) - 1),
-        url_base="https://id.example.com", secret=SECRET,
-    )
+    task = _chunk_task(tmp_path, table)
     with native_mode(mode):
-        result = engine.mint_chunk(task)
+        result = engine.run_chunk(task)
 
     rows = rows_of(table)
     toks = [tokens.make_token(SECRET, r["gtin"], r["serial"]) for r in rows]
     leaves = [merkle.leaf_hash(canonical.leaf_data(r, canonical.token_commitment(t)))
               for r, t in zip(rows, toks, strict=True)]
-    assert result.rows == n
+    assert result.rows == n and result.problems == ()
     assert result.root == merkle.mth(leaves)
-    assert result.token_prefixes == b"".join(t[:8] for t in toks)
-
-    tf = treefile.TreeFile(tree_path)
-    assert tf.root == result.root
+    spill = treefile.TreeSpill(tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1)
+    assert spill.assemble(tmp_path / "tree.bin", n, result.root) == result.root
+    tf = treefile.TreeFile(tmp_path / "tree.bin")
     for i in range(n):
         assert merkle.verify_inclusion(leaves[i], i, n, tf.inclusion_path(i), tf.root)
 
@@ -356,16 +366,42 @@ def test_mint_chunk_end_to_end(tmp_path: Path, mode: str, n: int) -> None:
         assert p["url"] == gs1.digital_link("https://id.example.com", r["gtin"], r["serial"],
                                             r["lot"], tokens.format_token(t))
         assert {k: p[k] for k in r} == r
+    with RecordPart.open(task.records_path) as stored:
+        assert [(canonical.decode_record(rec), tok) for rec, tok in
+                stored.get_many(range(n))] == list(zip(rows, toks, strict=True))
+    files = engine.chunk_files(tmp_path, 0)
+    with KeyRun.open(files.tokens) as run:
+        assert {int(k): int(r) for k, r in zip(*run.read(0, n), strict=True)} == {
+            int.from_bytes(t[:8], "little"): i for i, t in enumerate(toks)}
+    with KeyRun.open(files.keys) as run:  # rows are record indexes
+        assert sorted(int(r) for r in run.read(0, n).rows) == list(range(n))
 
 
-def test_mint_chunk_needs_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_chunk_with_a_bad_row_only_validates(tmp_path: Path) -> None:
+    table = pa.table({"gtin": string_array([GTIN, "123", GTIN]),
+                      "serial": string_array(["A", "B", "C"])})
+    result = engine.run_chunk(_chunk_task(tmp_path, table, first_record=10))
+    assert result.root is None and result.rows == 2
+    assert [(p.record, p.column) for p in result.problems] == [(11, "gtin")]
+    assert not Path(_chunk_task(tmp_path, table).part_path).exists()
+    with KeyRun.open(engine.chunk_files(tmp_path, 0).keys) as run:  # both usable identities
+        assert sorted(int(r) for r in run.read(0, 2).rows) == [9, 11]
+
+
+def test_run_chunk_leaves_mode_keys_by_leaf(tmp_path: Path) -> None:
+    table = pa.table({"gtin": string_array([GTIN] * 3), "serial": string_array(["A", "B", "C"])})
+    engine.run_chunk(_chunk_task(tmp_path, table, start=131072,
+                                 key_rows=engine.KeyRows.LEAVES, first_record=7))
+    with KeyRun.open(engine.chunk_files(tmp_path, 0).keys) as run:
+        assert sorted(int(r) for r in run.read(0, 3).rows) == [131072, 131073, 131074]
+    assert not engine.chunk_files(tmp_path, 0).identities.exists()
+
+
+def test_run_chunk_needs_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "_SECRET", None)
     table = pa.table({"gtin": string_array([GTIN]), "serial": string_array(["1"])})
-    task = engine.ChunkTask(index=0, start=0, rows_ipc=engine.table_to_ipc(table),
-                            part_path=str(tmp_path / "p"), tree_path=str(tmp_path / "t"),
-                            level_offsets=(64,), top_level=0, url_base="https://x")
     with pytest.raises(RuntimeError):
-        engine.mint_chunk(task)
+        engine.run_chunk(_chunk_task(tmp_path, table, secret=None))
 
 
 def test_ipc_round_trip_of_a_slice() -> None:

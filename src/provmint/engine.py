@@ -1,10 +1,12 @@
-"""The minting hot path: one aligned chunk of validated rows -> tokens, leaves, subtree
-levels, URLs and a Parquet part file.
+"""The minting hot path: one aligned chunk of raw CSV rows -> validated rows, tokens,
+leaves, subtree levels, URLs, a Parquet part, a record part and the chunk's index runs.
 
 A chunk holds ``2^k`` rows starting at a multiple of ``2^k`` (the last chunk may be
 shorter), so its subtree is a node of the batch's RFC 9162 tree and chunks are reduced
 independently: in worker processes, or in this process for small batches. Both paths run
-:func:`mint_chunk`, so their results are identical by construction (and tested).
+:func:`run_chunk`, so their results are identical by construction (and tested). A chunk
+is validated where it is minted (:func:`provmint.ingest.check_chunk`), so the minting
+process only reads the file and hands chunks out.
 
 Row encodings are built over whole Arrow columns; only the three hashes per row (token
 HMAC, token commitment, leaf) and the tree's node hashes run in a Python loop, with
@@ -21,6 +23,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,8 +32,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from provmint import gs1, merkle
+from provmint import gs1, ingest, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
+from provmint.ingest import CheckedChunk, RawChunk, RowProblem, check_chunk
+from provmint.store.keyindex import RunKind, RunWriter
+from provmint.store.records import write_records
+from provmint.store.treefile import TreeSpill
 from provmint.tokens import MIN_SECRET_BYTES, TOKEN_BYTES, TOKEN_CHARS, hmac_states
 
 _native: ModuleType | None
@@ -42,19 +49,22 @@ except ImportError:  # pragma: no cover - exercised on machines without a C comp
 __all__ = [
     "CHUNK_ROWS",
     "NATIVE",
-    "ChunkResult",
+    "ChunkFiles",
+    "ChunkOutcome",
     "ChunkTask",
+    "KeyRows",
+    "chunk_files",
     "concat_parts",
     "hash_rows",
     "hash_table",
     "init_worker",
-    "mint_chunk",
     "record_bytes_column",
+    "run_chunk",
     "table_from_ipc",
     "table_to_ipc",
 ]
 
-CHUNK_ROWS = 1 << 16
+CHUNK_ROWS = ingest.CHUNK_ROWS
 """Rows per chunk and per Parquet part file (a power of two: see the module docstring)."""
 ROW_GROUP_ROWS = 1 << 14
 """Parquet row group size: a product lookup decodes one group of this many rows."""
@@ -89,29 +99,67 @@ def _exit_with(pid: int) -> None:
     os._exit(70)
 
 
+class KeyRows(Enum):
+    """What the rows of a chunk's (gtin, serial) key run are."""
+
+    RECORDS = "records"
+    """Record index (data record number - 1) of every row with a usable identity, valid
+    or not: what duplicates are looked for with. When no row of the file is refused,
+    record index and leaf index are the same."""
+    LEAVES = "leaves"
+    """Leaf index of every minted row (a second pass, over the valid rows only)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkTask:
-    """What a worker needs to mint one chunk (the rows travel as Arrow IPC bytes)."""
+    """What a worker needs for one chunk (the rows travel as Arrow IPC bytes).
+
+    ``start`` is the leaf index of the chunk's first row when the chunk is to be minted,
+    None when it is only to be validated (a row of the file was already refused).
+    """
 
     index: int
-    start: int
+    names: tuple[str, ...]
     rows_ipc: bytes
+    records: bytes
+    start: int | None
+    key_rows: KeyRows
+    work: str
     part_path: str
-    tree_path: str
-    level_offsets: tuple[int, ...]
-    top_level: int
+    records_path: str
+    level_paths: tuple[str, ...]
     url_base: str
     secret: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ChunkResult:
-    """What comes back: the chunk's subtree root and the token index entries."""
+class ChunkOutcome:
+    """What comes back: the chunk's valid rows, its problems, and its subtree root when
+    it was minted. Its files are in the task's paths (see :func:`chunk_files`)."""
 
     index: int
     rows: int
-    root: bytes
-    token_prefixes: bytes
+    problems: tuple[RowProblem, ...]
+    root: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFiles:
+    """Where a chunk's working files are: its key run, token run and identities."""
+
+    keys: Path
+    tokens: Path
+    identities: Path
+
+
+def chunk_files(work: Path | str, index: int) -> ChunkFiles:
+    """The working files of chunk ``index`` under ``work``."""
+    work = Path(work)
+    return ChunkFiles(
+        work / f"keys-{index:06d}.run",
+        work / f"tokens-{index:06d}.run",
+        work / f"identities-{index:06d}.arrow",
+    )
 
 
 def table_to_ipc(table: pa.Table) -> bytes:
@@ -299,47 +347,70 @@ def _hash_rows_py(ids: list[bytes], records: list[bytes], secret: bytes) -> tupl
     return bytes(tokens), bytes(leaves)
 
 
-def _write_levels(task: ChunkTask, levels: list[bytes]) -> None:
-    fd = os.open(task.tree_path, os.O_WRONLY)
-    try:
-        for level in range(task.top_level + 1):
-            # Above the chunk's own height a short last chunk's root is promoted unchanged.
-            node = levels[level] if level < len(levels) else levels[-1]
-            os.pwrite(
-                fd, node, task.level_offsets[level] + merkle.HASH_SIZE * (task.start >> level)
-            )
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _write_run(path: Path, kind: RunKind, keys: np.ndarray, rows: np.ndarray) -> None:
+    order = np.lexsort((rows, keys))
+    with RunWriter(path, kind, count=len(keys), durable=False) as writer:
+        writer.append(keys[order], rows[order])
 
 
-def mint_chunk(task: ChunkTask) -> ChunkResult:
-    """Mint one chunk: hash, write its subtree into the tree file and its Parquet part."""
+def _write_identities(path: Path, checked: CheckedChunk) -> None:
+    """The chunk's identities (record, gtin, serial), read back only to confirm that two
+    rows with the same key hash really are the same product."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, checked.identities.schema) as w:
+        w.write_table(checked.identities)
+
+
+def run_chunk(task: ChunkTask) -> ChunkOutcome:
+    """Validate one chunk and, when it is clean and to be minted, mint it: hash, write its
+    subtree levels, its Parquet part, its record part and its token run. Its key run (and,
+    while duplicates are still to be looked for, its identities) is written either way."""
     secret = task.secret if task.secret is not None else _SECRET
     if secret is None:
         raise RuntimeError("worker started without an issuer secret")
-    table = table_from_ipc(task.rows_ipc)
-    n = table.num_rows
-    tokens, leaves = hash_table(table, secret)
+    raw = RawChunk(
+        index=task.index,
+        names=task.names,
+        table=table_from_ipc(task.rows_ipc),
+        records=np.frombuffer(task.records, dtype=np.int64),
+        problems=(),
+    )
+    checked = check_chunk(raw)
+    files = chunk_files(task.work, task.index)
+    minted = task.start is not None and not checked.problems
+    if task.key_rows is KeyRows.RECORDS:
+        _write_run(files.keys, RunKind.KEY, checked.key_hashes, checked.key_records - 1)
+        _write_identities(files.identities, checked)
+    root = _mint(task, checked, secret, files) if minted else None
+    return ChunkOutcome(task.index, checked.table.num_rows, checked.problems, root)
 
+
+def _mint(task: ChunkTask, checked: CheckedChunk, secret: bytes, files: ChunkFiles) -> bytes:
+    assert task.start is not None
+    table = checked.table
+    n = table.num_rows
+    leaves_index = np.arange(task.start, task.start + n, dtype=np.int64)
+    tokens, leaves = hash_table(table, secret)
     levels = merkle.build_levels(leaves)
-    _write_levels(task, levels)
+    TreeSpill.write_chunk(task.level_paths, task.start, levels)
 
     token_text = _token_strings(tokens, n)
-    columns = {"leaf_index": pa.array(np.arange(task.start, task.start + n, dtype=np.int64))}
+    columns = {"leaf_index": pa.array(leaves_index)}
     for name in table.column_names:
         columns[name] = _column(table, name)
     columns["token"] = token_text
     columns["url"] = _urls(table, token_text, task.url_base)
-    part = pa.table(columns)
-    _write_part(part, Path(task.part_path))
-    prefixes = np.frombuffer(tokens, dtype=np.uint8).reshape(n, TOKEN_BYTES)[:, :8]
-    return ChunkResult(
-        index=task.index,
-        rows=n,
-        root=levels[-1],
-        token_prefixes=np.ascontiguousarray(prefixes).tobytes(),
+    _write_part(pa.table(columns), Path(task.part_path))
+    write_records(task.records_path, record_bytes_column(table), tokens)
+
+    prefixes = (
+        np.ascontiguousarray(np.frombuffer(tokens, dtype=np.uint8).reshape(n, TOKEN_BYTES)[:, :8])
+        .view("<u8")
+        .reshape(n)
     )
+    _write_run(files.tokens, RunKind.TOKEN, prefixes.astype(np.uint64), leaves_index)
+    if task.key_rows is KeyRows.LEAVES:
+        _write_run(files.keys, RunKind.KEY, checked.table_keys(), leaves_index)
+    return levels[-1]
 
 
 def _write_part(table: pa.Table, path: Path) -> None:

@@ -198,8 +198,10 @@ class Reject:
 class RowsRejectedError(InputError):
     """Some rows failed validation and ``--skip-invalid`` was not given.
 
-    ``rejects`` holds every reason (several per row are possible), ``rows`` the number of
-    distinct rejected rows, ``rejects_path`` where the full report was written (if it was).
+    ``rejects`` holds the reasons (several per row are possible; for a file with millions
+    of problems, those of its first rows), ``problems`` how many there are in all (default:
+    as many as ``rejects``), ``rows`` the number of distinct rejected rows,
+    ``rejects_path`` where the report was written (if it was).
     """
 
     def __init__(
@@ -209,15 +211,19 @@ class RowsRejectedError(InputError):
         rows: int,
         total: int,
         rejects_path: Path | str | None,
+        *,
+        problems: int | None = None,
     ) -> None:
+        count = len(rejects) if problems is None else problems
         first = rejects[0].describe(str(path)) if rejects else f"{path}: rows rejected"
-        more = f" (and {len(rejects) - 1} more problems)" if len(rejects) > 1 else ""
+        more = f" (and {count - 1:,} more problems)" if count > 1 else ""
         super().__init__(
             f"{first}{more}; batch refused: {rows} of {total} rows are invalid",
             hint="fix the rows, or mint the valid ones with --skip-invalid",
         )
         self.path = str(path)
         self.rejects = rejects
+        self.problems = count
         self.rows = rows
         self.total = total
         self.rejects_path = rejects_path

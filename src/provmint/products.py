@@ -22,7 +22,8 @@ from provmint.keys import load_keyring
 from provmint.outfile import STDOUT, open_output
 from provmint.proofs import PROOF_FORMAT
 from provmint.store import BatchInfo, Store
-from provmint.tokens import make_token, parse_token, tokens_equal
+from provmint.store.lookup import ProductFinder, StoredProduct
+from provmint.tokens import format_token, make_token, parse_token, tokens_equal
 
 if TYPE_CHECKING:
     import duckdb
@@ -129,12 +130,27 @@ def show_batch(settings: Settings, ref: str) -> BatchInfo:
         return store.batch(con, ref)
 
 
-def _product(store: Store, batch: BatchInfo, leaf: int) -> ProductRecord:
-    row = store.read_products(batch, [leaf]).to_pylist()[0]
-    record = {k: v for k, v in row.items() if k not in _NOT_RECORD and v is not None}
-    return ProductRecord(
-        batch=batch, leaf_index=leaf, record=record, token=row["token"], url=row["url"]
+def product_record(stored: StoredProduct) -> ProductRecord:
+    """A stored product as the commands show it (printed token and verification URL)."""
+    token = format_token(stored.token)
+    record = stored.record
+    url = gs1.digital_link(
+        stored.batch.manifest["url_base"],
+        record["gtin"],
+        record["serial"],
+        record.get("lot", ""),
+        token,
     )
+    return ProductRecord(stored.batch, stored.leaf, record, token, url)
+
+
+@contextmanager
+def product_finder(settings: Settings) -> Iterator[ProductFinder]:
+    """The store's product finder, loaded under the shared lock."""
+    with read_catalog(settings) as (store, con):
+        finder = ProductFinder.load(store, con)
+    with finder:
+        yield finder
 
 
 def find_product(
@@ -145,23 +161,16 @@ def find_product(
     token: str | None = None,
 ) -> ProductRecord:
     """Look a product up by (gtin, serial) or by its printed token."""
-    import numpy as np
-    import pyarrow as pa
-
-    from provmint.ingest import key_hashes
-
     if token is not None:
         try:
             raw = parse_token(token)
         except ValueError as exc:
             raise ConfigError(f"token {token[:40]!r}: {exc}") from exc
-        prefix = int(np.frombuffer(raw[:8], dtype="<u8")[0])
-        with read_catalog(settings) as (store, con):
-            for seq, leaf in store.token_candidates(con, prefix):
-                product = _product(store, store.batch_by_seq(con, seq), leaf)
-                if tokens_equal(parse_token(product.token), raw):
-                    return product
-        raise NotFoundError(f"no product with token {token} in store {settings.store}")
+        with product_finder(settings) as finder:
+            found = finder.by_token(raw)
+        if found is None:
+            raise NotFoundError(f"no product with token {token} in store {settings.store}")
+        return product_record(found)
     if gtin is None or serial is None:
         raise ConfigError("give --gtin and --serial, or --token")
     gtin14 = gs1.normalize_gtin(gtin)
@@ -170,16 +179,13 @@ def find_product(
     problem = gs1.check_serial(serial)
     if problem is not None:
         raise ConfigError(f"serial {serial!r}: {problem.reason}")
-    key = key_hashes(pa.array([gtin14]), pa.array([serial]))
-    with read_catalog(settings) as (store, con):
-        hits = store.key_candidates(con, key)
-        for seq, leaf in zip(
-            hits.column("batch_seq").to_pylist(), hits.column("leaf_index").to_pylist(), strict=True
-        ):
-            product = _product(store, store.batch_by_seq(con, seq), leaf)
-            if product.record["gtin"] == gtin14 and product.record["serial"] == serial:
-                return product
-    raise NotFoundError(f"no product (gtin {gtin14}, serial {serial}) in store {settings.store}")
+    with product_finder(settings) as finder:
+        found = finder.by_key(gtin14, serial)
+    if found is None:
+        raise NotFoundError(
+            f"no product (gtin {gtin14}, serial {serial}) in store {settings.store}"
+        )
+    return product_record(found)
 
 
 def _batch_section(batch: BatchInfo) -> dict[str, Any]:

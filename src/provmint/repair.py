@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,14 +29,16 @@ from provmint.batch import MANIFEST_FORMAT
 from provmint.canonical import batch_commitment, manifest_digest
 from provmint.config import Settings
 from provmint.errors import ProvmintError, StoreCorruptError
-from provmint.store import BatchInfo, Store, init_catalog, insert_batch, insert_index
+from provmint.store import BatchInfo, Store, init_catalog, insert_batch
 from provmint.store import anchors as anchor_state
 from provmint.store.files import fsync_dir
+from provmint.store.keyindex import KeyRun, RunKind, SpillSorter
 from provmint.store.lock import pid_alive, store_lock
+from provmint.store.lookup import IndexUpdate, rebuild_index, stray_runs
 from provmint.store.treefile import TreeFile
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 __all__ = ["Quarantined", "RepairReport", "repair_store"]
 
@@ -89,8 +92,8 @@ class _Unrestorable(Exception):
 @dataclass
 class _Restored:
     info: BatchInfo
-    keys: np.ndarray
-    prefixes: np.ndarray
+    runs: dict[RunKind, KeyRun]
+    """The batch's index runs (rows = leaf indexes), in the repair's scratch directory."""
 
 
 @dataclass
@@ -134,27 +137,50 @@ def repair_store(
         directories = store.batch_dirs()
         restored: list[_Restored] = []
         bad: list[tuple[Path, str]] = []
-        for done, directory in enumerate(directories, start=1):
-            try:
-                restored.append(_restore(directory, notes))
-            except _Unrestorable as exc:
-                bad.append((directory, str(exc)))
-            report(done, len(directories))
-        _number(restored, previous)
-        _compare(restored, previous, notes)
-        anchors = _anchor_documents(store, previous, notes)
-        quarantined = tuple(
-            Quarantined(
-                str(d.relative_to(store.root)),
-                reason,
-                None if dry_run else str(_quarantine(store, d).relative_to(store.root)),
-            )
-            for d, reason in bad
+        scratch = store.index_dir / f".repair-{os.getpid()}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            for done, directory in enumerate(directories, start=1):
+                try:
+                    restored.append(_restore(directory, scratch, notes))
+                except _Unrestorable as exc:
+                    bad.append((directory, str(exc)))
+                report(done, len(directories))
+            return _finish(store, restored, bad, previous, notes, dry_run=dry_run)
+        finally:
+            for r in restored:
+                for run in r.runs.values():
+                    run.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _finish(
+    store: Store,
+    restored: list[_Restored],
+    bad: list[tuple[Path, str]],
+    previous: _Previous | None,
+    notes: list[str],
+    *,
+    dry_run: bool,
+) -> RepairReport:
+    """Number the restored batches, quarantine the rest, write and swap the catalog."""
+    _number(restored, previous)
+    _compare(restored, previous, notes)
+    anchors = _anchor_documents(store, previous, notes)
+    quarantined = tuple(
+        Quarantined(
+            str(d.relative_to(store.root)),
+            reason,
+            None if dry_run else str(_quarantine(store, d).relative_to(store.root)),
         )
-        moved_to = None
-        if not dry_run:
-            new = _build_catalog(store, restored, anchors, notes)
-            moved_to = _swap_catalog(store, new)
+        for d, reason in bad
+    )
+    moved_to = None
+    if not dry_run:
+        new, index = _build_catalog(store, restored, anchors, notes)
+        moved_to = _swap_catalog(store, new)
+        for stray in stray_runs(store.index_dir, {e.name for e in index.runs}):
+            stray.unlink()  # runs of the previous catalog, derived and now unlisted
     return RepairReport(
         store=str(store.root),
         batches=tuple(r.info.batch_id for r in restored),
@@ -188,7 +214,7 @@ def _read_previous(store: Store, notes: list[str]) -> _Previous | None:
     return previous
 
 
-def _restore(directory: Path, notes: list[str]) -> _Restored:
+def _restore(directory: Path, scratch: Path, notes: list[str]) -> _Restored:
     """A batch row and its index keys, from a batch directory's files."""
     manifest = _manifest(directory)
     try:
@@ -228,8 +254,7 @@ def _restore(directory: Path, notes: list[str]) -> _Restored:
         raise _Unrestorable(str(exc)) from exc
     if stored.size != size or stored.root != root:
         raise _Unrestorable("tree.bin does not hold the tree the manifest names")
-    keys, prefixes = _index_keys(directory, info, notes)
-    return _Restored(info, keys, prefixes)
+    return _Restored(info, _index_runs(directory, scratch, info, notes))
 
 
 def _manifest(directory: Path) -> dict[str, Any]:
@@ -245,8 +270,26 @@ def _manifest(directory: Path) -> dict[str, Any]:
     return doc
 
 
-def _index_keys(directory: Path, info: BatchInfo, notes: list[str]) -> tuple[Any, Any]:
-    """The (gtin, serial) hashes and token prefixes of every product, in leaf order."""
+def _index_runs(
+    directory: Path, scratch: Path, info: BatchInfo, notes: list[str]
+) -> dict[RunKind, KeyRun]:
+    """Index runs (rows = leaf indexes) of the (gtin, serial) hashes and token prefixes of
+    every product, written into ``scratch``."""
+    with (
+        SpillSorter(scratch, RunKind.KEY) as keys,
+        SpillSorter(scratch, RunKind.TOKEN) as prefixes,
+    ):
+        _add_index_keys(directory, info, notes, keys, prefixes)
+        return {
+            RunKind.KEY: keys.finish(scratch / f"{info.batch_id}.key.run", durable=False),
+            RunKind.TOKEN: prefixes.finish(scratch / f"{info.batch_id}.token.run", durable=False),
+        }
+
+
+def _add_index_keys(
+    directory: Path, info: BatchInfo, notes: list[str], keys: SpillSorter, prefixes: SpillSorter
+) -> None:
+    """Add the (gtin, serial) hashes and token prefixes of every product, in leaf order."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -254,7 +297,6 @@ def _index_keys(directory: Path, info: BatchInfo, notes: list[str]) -> tuple[Any
 
     from provmint.ingest import key_hashes
 
-    keys, prefixes = [], []
     start = 0
     odd = 0
     for i in range(info.parts):
@@ -291,8 +333,9 @@ def _index_keys(directory: Path, info: BatchInfo, notes: list[str]) -> tuple[Any
         raw = np.frombuffer(base64.urlsafe_b64decode(head), dtype=np.uint8).reshape(n, 9)
         part_prefixes = np.ascontiguousarray(raw[:, :8]).view("<u8").reshape(n).astype(np.uint64)
         odd += int(n - ok.sum()) + int(n - pc.sum(well_formed.cast(pa.int64())).as_py())
-        keys.append(part_keys)
-        prefixes.append(part_prefixes)
+        rows = np.arange(start, start + n, dtype=np.uint32)
+        keys.add(part_keys, rows)
+        prefixes.add(part_prefixes, rows)
         start += n
     if start != info.products:
         raise _Unrestorable(f"the parts hold {start} products, the manifest says {info.products}")
@@ -301,7 +344,6 @@ def _index_keys(directory: Path, info: BatchInfo, notes: list[str]) -> tuple[Any
             f"batch {info.batch_id}: {odd} stored values are malformed and cannot be looked "
             f"up; audit it with: provmint verify --batch {info.batch_id}"
         )
-    return np.concatenate(keys), np.concatenate(prefixes)
 
 
 def _number(restored: list[_Restored], previous: _Previous | None) -> None:
@@ -367,8 +409,9 @@ _REPAIR_NAME = re.compile(r"^catalog\.duckdb\.repair-(?P<pid>[0-9]+)(\.wal)?$")
 
 def _build_catalog(
     store: Store, restored: list[_Restored], anchors: list[dict[str, Any]], notes: list[str]
-) -> Path:
-    """Write the new catalog beside the old one; returns its path."""
+) -> tuple[Path, IndexUpdate]:
+    """Write the new catalog beside the old one, and the store's index; returns the
+    catalog's path and the index it lists."""
     import duckdb
 
     for stale in store.root.iterdir():  # what an interrupted repair wrote
@@ -378,6 +421,8 @@ def _build_catalog(
     path = store.root / f"catalog.duckdb.repair-{os.getpid()}"
     path.unlink(missing_ok=True)
     seq_of = {r.info.batch_id: r.info.seq for r in restored}
+    runs_of = {r.info.batch_id: r.runs for r in restored}
+    index = rebuild_index(store, [r.info for r in restored], lambda b, _: runs_of[b.batch_id])
     try:
         con = duckdb.connect(str(path))
         try:
@@ -385,8 +430,7 @@ def _build_catalog(
             con.execute("BEGIN TRANSACTION")
             for r in restored:
                 insert_batch(con, r.info)
-                insert_index(con, "product_keys", r.info.seq, r.keys)
-                insert_index(con, "product_tokens", r.info.seq, r.prefixes)
+            index.record(con)
             for doc in anchors:
                 missing = anchor_state.restore_anchor(con, doc, seq_of)
                 if missing:
@@ -401,11 +445,13 @@ def _build_catalog(
             con.close()
     except duckdb.Error as exc:
         path.unlink(missing_ok=True)
+        index.discard()
         raise store.catalog_error(exc) from exc
     except BaseException:
         path.unlink(missing_ok=True)
+        index.discard()
         raise
-    return path
+    return path, index
 
 
 def _swap_catalog(store: Store, new: Path) -> str | None:

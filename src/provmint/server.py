@@ -13,9 +13,10 @@ says the scan was not logged (so the copy check could not run) and has status 50
 ``serve`` runs ``workers`` processes on one port (:mod:`provmint.supervisor`); each
 builds its own application, index and scan-log connections.
 
-The service never opens the catalog for longer than a refresh: it keeps an in-memory
-index of (gtin, serial) hashes, reloaded when the catalog changes, and reads product
-rows from the Parquet parts through a small cache of row groups. Paths are parsed from
+The service never opens the catalog for longer than a refresh: it finds products
+through the store's index (memory-mapped sorted runs, reloaded when the catalog changes)
+and reads their records from the batches' record parts, so a lookup costs the same at
+any store size. Paths are parsed from
 the raw request bytes (a ``%2F`` inside a serial stays in the serial); anything that is
 not a well-formed Digital Link gets 400 or 404 at once. Responses never carry other
 products' tokens, keys or store paths, and a forged code gets exactly the answer an
@@ -30,7 +31,6 @@ import os
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,18 +39,22 @@ from typing import TYPE_CHECKING, Any
 from provmint import gs1
 from provmint.config import Settings
 from provmint.errors import KeyringError
-from provmint.ingest import key_hash
 from provmint.keys import Keyring, load_keyring
-from provmint.products import ProductRecord, batch_anchor_section, proof_of, read_catalog
+from provmint.products import (
+    ProductRecord,
+    batch_anchor_section,
+    product_record,
+    proof_of,
+    read_catalog,
+)
 from provmint.scan import DEFAULT_CLONE_SCANS, judge, suspicious
 from provmint.store import BatchInfo, Store
+from provmint.store.lookup import ProductFinder
 from provmint.store.scanlog import ScanLogError, clean_location, open_scan_log
 
 if TYPE_CHECKING:
     import socket
 
-    import numpy as np
-    import pyarrow as pa
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -60,7 +64,6 @@ __all__ = ["ProductIndex", "create_app", "serve"]
 MAX_PATH_BYTES = 512
 MAX_QUERY_BYTES = 256
 REFRESH_SECONDS = 2.0
-ROW_GROUP_CACHE = 64
 NOT_LOGGED = (
     "this scan could not be recorded, so we could not check whether this label has "
     "been copied; please scan it again later"
@@ -69,21 +72,20 @@ NOT_LOGGED = (
 
 
 class ProductIndex:
-    """Everything the service reads, held in memory and refreshed when the catalog
-    changes: batches, their anchors, and a sorted array of (gtin, serial) hashes."""
+    """Everything the service reads, refreshed when the catalog changes: the batches, their
+    anchors, and the store's product finder (memory-mapped index runs and record parts:
+    every worker shares their pages through the page cache, nothing grows per product)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store.open(settings.store)
         self._lock = threading.Lock()
-        self._groups: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
         self._stamp: tuple[float, int] | None = None
         self._checked = 0.0
         self.batches: dict[int, BatchInfo] = {}
         self.anchors: dict[int, dict[str, Any] | None] = {}
-        self.keys: np.ndarray
-        self.seqs: np.ndarray
-        self.leaves: np.ndarray
+        self.finder: ProductFinder | None = None
+        self._retired: list[ProductFinder] = []
         self.reload()
 
     def _catalog_stamp(self) -> tuple[float, int]:
@@ -96,36 +98,26 @@ class ProductIndex:
         return (info.st_mtime, info.st_size + wal_size)
 
     def reload(self) -> None:
-        """Load batches, anchors and the key index from the catalog (shared lock, brief)."""
-        import numpy as np
-
+        """Load batches, anchors and the finder from the catalog (shared lock, brief)."""
         stamp = self._catalog_stamp()
-        if stamp == (0.0, 0):
-            batches: list[BatchInfo] = []
-            anchors: dict[int, dict[str, Any] | None] = {}
-            table = None
-        else:
+        batches: list[BatchInfo] = []
+        anchors: dict[int, dict[str, Any] | None] = {}
+        finder = None
+        if stamp != (0.0, 0):
             with read_catalog(self.settings) as (store, con):
                 batches = store.batches(con)
                 anchors = {b.seq: batch_anchor_section(con, b) for b in batches}
-                table = con.sql(
-                    "SELECT key_hash, batch_seq, leaf_index FROM product_keys"
-                ).to_arrow_table()
-        if table is None or table.num_rows == 0:
-            keys = np.zeros(0, dtype=np.uint64)
-            seqs = np.zeros(0, dtype=np.int32)
-            leaves = np.zeros(0, dtype=np.int64)
-        else:
-            order = np.argsort(table.column("key_hash").to_numpy())
-            keys = table.column("key_hash").to_numpy()[order]
-            seqs = table.column("batch_seq").to_numpy()[order]
-            leaves = table.column("leaf_index").to_numpy()[order]
+                finder = ProductFinder.load(store, con)
         with self._lock:
+            # The finder replaced may be in use by a request right now: it is closed at
+            # the next reload, seconds later.
+            for old in self._retired:
+                old.close()
+            self._retired = [self.finder] if self.finder is not None else []
             self.batches = {b.seq: b for b in batches}
             self.anchors = anchors
-            self.keys, self.seqs, self.leaves = keys, seqs, leaves
+            self.finder = finder
             self._stamp = stamp
-            self._groups.clear()
 
     def refresh(self) -> None:
         """Reload if the catalog changed (checked at most every REFRESH_SECONDS)."""
@@ -139,49 +131,15 @@ class ProductIndex:
     @property
     def products(self) -> int:
         """Number of products served."""
-        return int(self.keys.size)
-
-    def _row(self, batch: BatchInfo, leaf: int) -> dict[str, Any]:
-        import pyarrow.parquet as pq
-
-        from provmint.engine import ROW_GROUP_ROWS
-
-        part, offset = divmod(leaf, batch.part_rows)
-        group = offset // ROW_GROUP_ROWS
-        key = (batch.batch_id, part, group)
-        with self._lock:
-            table = self._groups.get(key)
-            if table is not None:
-                self._groups.move_to_end(key)
-        if table is None:
-            table = pq.ParquetFile(self.store.part_files(batch)[part]).read_row_group(group)
-            with self._lock:
-                self._groups[key] = table
-                while len(self._groups) > ROW_GROUP_CACHE:
-                    self._groups.popitem(last=False)
-        index = offset % ROW_GROUP_ROWS
-        return {name: table.column(name)[index].as_py() for name in table.column_names}
+        return self.finder.products if self.finder is not None else 0
 
     def find(self, gtin14: str, serial: str) -> ProductRecord | None:
         """The stored product with this identity, if any (hash hit confirmed)."""
-        import numpy as np
-
-        with self._lock:
-            keys, seqs, leaves = self.keys, self.seqs, self.leaves
-        wanted = np.uint64(key_hash(gtin14, serial))
-        start = int(np.searchsorted(keys, wanted, side="left"))
-        while start < keys.size and keys[start] == wanted:
-            batch = self.batches[int(seqs[start])]
-            row = self._row(batch, int(leaves[start]))
-            if row["gtin"] == gtin14 and row["serial"] == serial:
-                record = {
-                    k: v
-                    for k, v in row.items()
-                    if k not in ("leaf_index", "token", "url") and v is not None
-                }
-                return ProductRecord(batch, int(leaves[start]), record, row["token"], row["url"])
-            start += 1
-        return None
+        finder = self.finder
+        if finder is None:
+            return None
+        found = finder.by_key(gtin14, serial)
+        return product_record(found) if found is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ Layout (``provmint-store/1``)::
     <store>/batches/<id>/manifest.json the batch manifest (its digest is committed)
     <store>/batches/<id>/tree.bin      the whole Merkle tree (:mod:`provmint.store.treefile`)
     <store>/batches/<id>/products/part-NNNNN.parquet   2^16 products per part, zstd
+    <store>/batches/<id>/records/part-NNNNN.rec        the same rows for point lookups
+    <store>/index/{key,token}-<hex>.run                the store's index (sorted runs)
     <store>/staging/<id>.<pid>/        batches being written (never visible to readers)
     <store>/anchors/<n>.json           a copy of each anchor record (for store repair)
     <store>/quarantine/                batch directories store repair could not restore
@@ -23,10 +25,9 @@ catalog does not know means the catalog was lost or replaced, and writers refuse
 until ``provmint store repair`` has rebuilt it (:mod:`provmint.repair`). Committed batch
 directories are never modified.
 
-Lookups scale with the store: ``product_keys`` (64-bit (gtin, serial) hash) and
-``product_tokens`` (first 8 token bytes) are appended sorted per batch, so DuckDB's zone
-maps prune a point lookup to about one row group per batch; every hit is confirmed
-against the Parquet record.
+Lookups cost the same at any store size: the store's index (sorted runs of 64-bit
+(gtin, serial) hashes and token prefixes under ``index/``, listed by the catalog) gives a
+product's batch and leaf, its batch's record parts its record (:mod:`provmint.store.lookup`).
 """
 
 from __future__ import annotations
@@ -59,19 +60,18 @@ from provmint.store.treefile import TreeFile
 
 if TYPE_CHECKING:
     import duckdb
-    import numpy as np
     import pyarrow as pa
+
+    from provmint.store.lookup import IndexUpdate
 
 __all__ = [
     "STORE_FORMAT",
     "BatchInfo",
-    "PendingBatch",
     "Recovery",
     "Store",
     "damaged",
     "init_catalog",
     "insert_batch",
-    "insert_index",
     "load_json",
     "store_lock",
 ]
@@ -98,10 +98,6 @@ CREATE TABLE IF NOT EXISTS batches (
     part_rows INTEGER NOT NULL,
     parts INTEGER NOT NULL,
     manifest VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS product_keys (key_hash UBIGINT, batch_seq INTEGER, leaf_index BIGINT);
-CREATE TABLE IF NOT EXISTS product_tokens (
-    token_prefix UBIGINT, batch_seq INTEGER, leaf_index BIGINT
 );
 """
 
@@ -221,29 +217,6 @@ def init_catalog(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(INDEX_SCHEMA)
 
 
-def insert_index(con: duckdb.DuckDBPyConnection, table: str, seq: int, keys: np.ndarray) -> None:
-    """Append (key, leaf index) rows of batch ``seq`` to ``product_keys`` or
-    ``product_tokens``, sorted by key so that zone maps keep point lookups cheap."""
-    import numpy as np
-    import pyarrow as pa
-
-    if table not in ("product_keys", "product_tokens"):
-        raise ValueError(f"unknown index table {table!r}")
-    order = np.argsort(keys, kind="stable")
-    rows = pa.table(
-        {
-            "k": pa.array(keys[order], type=pa.uint64()),
-            "leaf_index": pa.array(order.astype(np.int64)),
-        }
-    )
-    name = f"new_{table}"
-    con.register(name, rows)
-    try:
-        con.execute(f"INSERT INTO {table} SELECT k, ?::INTEGER, leaf_index FROM {name}", [seq])
-    finally:
-        con.unregister(name)
-
-
 def insert_batch(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> None:
     """Insert a batch's catalog row."""
     con.execute(
@@ -269,62 +242,6 @@ def insert_batch(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> None:
             json.dumps(info.manifest),
         ],
     )
-
-
-class PendingBatch:
-    """The catalog transaction of a batch being written.
-
-    Index rows can be added while the batch's files are still being minted (from one
-    other thread at a time: DuckDB works outside the GIL); :meth:`commit` then commits the
-    batch and moves its finished staging directory into place. Until the commit nothing
-    is visible, and :meth:`abort` (or dying) leaves the catalog as it was. After it, the
-    batch exists: its files are finished, never undone (:attr:`committed`).
-    """
-
-    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, seq: int) -> None:
-        self.store = store
-        self.con = con
-        self.seq = seq
-        con.execute("BEGIN TRANSACTION")
-        self.open = True
-        self.committed = False
-
-    def add_index(self, table: str, keys: np.ndarray) -> None:
-        """Append (key, leaf index) rows for this batch to ``product_keys`` or
-        ``product_tokens`` (see :func:`insert_index`)."""
-        insert_index(self.con, table, self.seq, keys)
-
-    def commit(self, staging: Path, info: BatchInfo) -> None:
-        """Commit the batch whose files are fully written in ``staging``, then move them
-        into ``batches/``."""
-        for directory in (staging / "products", staging):
-            fsync_dir(directory)
-        try:
-            insert_batch(self.con, info)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.abort()
-            raise
-        self.open = False
-        self.committed = True
-        # From here on the batch exists. Should this process die before the rename,
-        # readers find the files in staging/ and the next writer moves them.
-        self.store.publish(staging, info.batch_id)
-        import duckdb
-
-        # A convenience view, rebuilt by the next commit: the batch itself is in place.
-        with contextlib.suppress(duckdb.Error):
-            self.store.refresh_view(self.con)
-
-    def abort(self) -> None:
-        """Roll the transaction back (nothing of the batch becomes visible)."""
-        if self.open:
-            self.open = False
-            import duckdb
-
-            # DuckDB may have ended it already (a failed COMMIT does): nothing to undo then.
-            with contextlib.suppress(duckdb.TransactionException):
-                self.con.execute("ROLLBACK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +403,47 @@ class Store:
             )
         if recovery.finished:
             self.refresh_view(con)
+        self._settle_index(con, bool(known))
         return recovery
+
+    def _settle_index(self, con: duckdb.DuckDBPyConnection, has_batches: bool) -> None:
+        """Remove index files an interrupted commit or repair left; build the index of a
+        store whose catalog predates it (its batches are read once)."""
+        from provmint.store.lookup import (
+            column_blocks,
+            rebuild_index,
+            runs_of_columns,
+            stray_runs,
+        )
+
+        listed = {name for (name,) in con.execute("SELECT name FROM index_runs").fetchall()}
+        for stray in stray_runs(self.index_dir, listed):
+            stray.unlink()
+        if self.index_dir.is_dir():
+            for scratch in self.index_dir.glob(".*-[0-9]*"):
+                pid = scratch.name.rpartition("-")[2]
+                if scratch.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+                    shutil.rmtree(scratch)
+        if listed or not has_batches:
+            return
+        index = rebuild_index(
+            self,
+            self.batches(con),
+            lambda batch, scratch: runs_of_columns(scratch, lambda: column_blocks(self, batch)),
+        )
+        try:
+            con.execute("BEGIN TRANSACTION")
+            index.record(con)
+            con.execute("DROP TABLE IF EXISTS product_keys")
+            con.execute("DROP TABLE IF EXISTS product_tokens")
+            con.execute("COMMIT")
+        except BaseException:
+            import duckdb
+
+            with contextlib.suppress(duckdb.TransactionException):
+                con.execute("ROLLBACK")
+            index.discard()
+            raise
 
     def finish_staged(self, committed: set[str]) -> Recovery:
         """Move the batches of ``committed`` (ids the catalog holds) that are still in
@@ -528,9 +485,44 @@ class Store:
         fsync_dir(self.batches_dir)
         fsync_dir(self.staging_dir)
 
-    def begin_batch(self, con: duckdb.DuckDBPyConnection, seq: int) -> PendingBatch:
-        """Open the catalog transaction of a new batch (see :class:`PendingBatch`)."""
-        return PendingBatch(self, con, seq)
+    def commit_batch(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        staging: Path,
+        info: BatchInfo,
+        index: IndexUpdate,
+    ) -> None:
+        """Commit the batch whose files are fully written in ``staging``, with the store's
+        index after it (its runs already written), then move the files into place.
+
+        Before the commit nothing of the batch is visible and a failure undoes the new
+        runs; once COMMIT returns the batch exists. Should this process die before the
+        rename, readers find its files in ``staging/`` and the next writer moves them.
+        """
+        import duckdb
+
+        for directory in (staging / "products", staging / "records", staging):
+            if directory.exists():
+                fsync_dir(directory)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                insert_batch(con, info)
+                index.record(con)
+                con.execute("COMMIT")
+            except BaseException:
+                # DuckDB may have ended it already (a failed COMMIT does).
+                with contextlib.suppress(duckdb.TransactionException):
+                    con.execute("ROLLBACK")
+                raise
+        except BaseException:
+            index.discard()
+            raise
+        self.publish(staging, info.batch_id)
+        index.finish()
+        # A convenience view, rebuilt by the next commit: the batch itself is in place.
+        with contextlib.suppress(duckdb.Error):
+            self.refresh_view(con)
 
     def refresh_view(self, con: duckdb.DuckDBPyConnection) -> None:
         """(Re)create the ``products`` view over every committed part file (a convenience
@@ -616,36 +608,6 @@ class Store:
     def record_part_path(self, batch: BatchInfo, index: int) -> Path:
         """The batch's record part ``index`` (:mod:`provmint.store.records`)."""
         return self.batch_dir(batch) / "records" / f"part-{index:05d}.rec"
-
-    def key_candidates(self, con: duckdb.DuckDBPyConnection, keys: np.ndarray) -> pa.Table:
-        """Stored (key_hash, batch_seq, leaf_index, pos) matching any of ``keys`` (pos is
-        the index into ``keys``). Hash hits only: confirm them against the records."""
-        import numpy as np
-        import pyarrow as pa
-
-        probe = pa.table(
-            {
-                "key_hash": pa.array(keys, type=pa.uint64()),
-                "pos": pa.array(np.arange(len(keys), dtype=np.int64)),
-            }
-        )
-        con.register("probe_keys", probe)
-        try:
-            return con.sql(
-                "SELECT p.key_hash, k.batch_seq, k.leaf_index, p.pos FROM probe_keys p "
-                "JOIN product_keys k ON k.key_hash = p.key_hash ORDER BY p.pos"
-            ).to_arrow_table()
-        finally:
-            con.unregister("probe_keys")
-
-    def token_candidates(
-        self, con: duckdb.DuckDBPyConnection, prefix: int
-    ) -> list[tuple[int, int]]:
-        """(batch_seq, leaf_index) of products whose token starts with ``prefix``."""
-        rows = con.execute(
-            "SELECT batch_seq, leaf_index FROM product_tokens WHERE token_prefix = ?", [prefix]
-        ).fetchall()
-        return [(int(a), int(b)) for a, b in rows]
 
     def read_part(self, batch: BatchInfo, index: int, columns: list[str] | None = None) -> pa.Table:
         """Part file ``index`` of ``batch`` (only ``columns`` if given), checked before it is

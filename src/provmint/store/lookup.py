@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ class ProductFinder:
         sizes = np.array([b.products for b in self.batches], dtype=np.int64)
         self.bases = np.concatenate([[0], np.cumsum(sizes)]) if sizes.size else np.zeros(1, int)
         self._parts: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._parts_lock = threading.Lock()
 
     @classmethod
     def load(cls, store: Store, con: duckdb.DuckDBPyConnection) -> ProductFinder:
@@ -202,20 +204,21 @@ class ProductFinder:
         from provmint.store.records import RecordPart
 
         key = (batch.batch_id, index)
-        part = self._parts.get(key)
-        if part is not None:
-            self._parts.move_to_end(key)
+        with self._parts_lock:
+            part = self._parts.get(key)
+            if part is not None:
+                self._parts.move_to_end(key)
+                return part
+            path = self.store.record_part_path(batch, index)
+            if not path.exists():
+                if self.store.record_part_path(batch, 0).exists():
+                    raise StoreCorruptError(f"damaged: {path} is missing")
+                return None  # a batch from before record parts
+            part = RecordPart.open(path)
+            self._parts[key] = part
+            while len(self._parts) > _OPEN_PARTS:
+                self._parts.popitem(last=False)[1].close()
             return part
-        path = self.store.record_part_path(batch, index)
-        if not path.exists():
-            if self.store.record_part_path(batch, 0).exists():
-                raise StoreCorruptError(f"damaged: {path} is missing")
-            return None  # a batch from before record parts
-        part = RecordPart.open(path)
-        self._parts[key] = part
-        while len(self._parts) > _OPEN_PARTS:
-            self._parts.popitem(last=False)[1].close()
-        return part
 
     def _from_parquet(self, batch: BatchInfo, leaf: int) -> StoredProduct:
         from provmint.tokens import parse_token

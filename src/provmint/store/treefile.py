@@ -26,7 +26,7 @@ from pathlib import Path
 from provmint import merkle
 from provmint.errors import StoreCorruptError
 
-__all__ = ["HEADER_SIZE", "TreeFile", "TreeSpill", "create_tree_file", "level_offsets"]
+__all__ = ["HEADER_SIZE", "TreeFile", "TreeSpill", "level_offsets"]
 
 HEADER_SIZE = 64
 _MAGIC = b"PMTREE01"
@@ -45,16 +45,6 @@ def level_offsets(size: int) -> tuple[int, ...]:
 def _header(size: int) -> bytes:
     levels = len(merkle.level_sizes(size))
     return _MAGIC + struct.pack(">QII", size, levels, merkle.HASH_SIZE) + bytes(40)
-
-
-def create_tree_file(path: Path, size: int) -> tuple[int, ...]:
-    """Create an all-zero tree file for ``size`` leaves; return its level offsets."""
-    offsets = level_offsets(size)
-    total = offsets[-1] + merkle.HASH_SIZE
-    with open(path, "wb") as fh:
-        fh.write(_header(size))
-        fh.truncate(total)
-    return offsets
 
 
 class TreeFile:

@@ -1,0 +1,517 @@
+"""How a batch is minted, with memory that does not grow with the batch.
+
+The minting process reads the CSV as a stream of aligned chunks
+(:func:`provmint.ingest.open_products`) and hands each to a worker
+(:func:`provmint.engine.run_chunk`), which validates it and, while no row of the file has
+been refused, mints it straight into the staging directory: Parquet part, record part,
+its subtree's levels, its index runs. Nothing of the batch's size stays in this process:
+per chunk only its root (32 bytes) and its first record number.
+
+Duplicates are found once every chunk is in: the chunks' (gtin, serial) key runs are
+merged into one sorted run (an external sort of 64-bit hashes), equal neighbours are
+candidates inside the file and a merge-join with the store's index gives candidates
+against the store; every candidate is confirmed on the real (gtin, serial) values.
+
+A file with refused rows is refused whole (nothing is written to the store), unless
+``--skip-invalid``: then a second pass mints the rows that passed, read again from the
+file (its SHA-256 must not have changed). Either way the result is identical for any
+number of workers and any block size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provmint.errors import InputFileError, ProvmintError
+from provmint.ingest import RowProblem
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from provmint.engine import ChunkOutcome, ChunkTask, KeyRows
+    from provmint.ingest import ProductReader, RawChunk
+    from provmint.store import Store
+    from provmint.store.keyindex import KeyRun
+    from provmint.store.lookup import ProductFinder
+
+__all__ = ["MAX_KEPT_PROBLEMS", "MintPass", "Problems", "Runner", "StagedBatch"]
+
+MAX_KEPT_PROBLEMS = 1_000_000
+"""Problems kept in full for the report (every refused record is still known, as a bit)."""
+
+Progress = Callable[[str, int, int], None]
+
+
+# -- problems --------------------------------------------------------------------------
+
+
+class Problems:
+    """Every reason rows were refused: which records (one bit each, whatever their
+    number) and, for the report, the problems of the first :data:`MAX_KEPT_PROBLEMS`
+    records in file order."""
+
+    def __init__(self, keep: int = MAX_KEPT_PROBLEMS) -> None:
+        import numpy as np
+
+        self.keep = keep
+        self.count = 0
+        self._kept: list[RowProblem] = []
+        self._refused = np.zeros(1 << 16, dtype=bool)
+
+    def add(self, problems: tuple[RowProblem, ...] | list[RowProblem]) -> None:
+        """Take problems, in any order."""
+        import numpy as np
+
+        if not problems:
+            return
+        self.count += len(problems)
+        top = max(p.record for p in problems)
+        if top >= len(self._refused):
+            grown = np.zeros(max(top + 1, 2 * len(self._refused)), dtype=bool)
+            grown[: len(self._refused)] = self._refused
+            self._refused = grown
+        self._refused[[p.record for p in problems]] = True
+        self._kept += problems
+        if len(self._kept) > 2 * self.keep:
+            self._kept = self.sorted()[: self.keep]
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    @property
+    def rows(self) -> int:
+        """Distinct records refused."""
+        return int(self._refused.sum())
+
+    def refused(self, records: np.ndarray) -> np.ndarray:
+        """Which of ``records`` were refused (a boolean mask)."""
+        import numpy as np
+
+        inside = records < len(self._refused)
+        out = np.zeros(len(records), dtype=bool)
+        out[inside] = self._refused[records[inside]]
+        return out
+
+    def sorted(self) -> list[RowProblem]:
+        """The problems kept, by record and column."""
+        return sorted(self._kept, key=lambda p: (p.record, p.column))[: self.keep]
+
+
+# -- running chunks ----------------------------------------------------------------------
+
+
+class Runner:
+    """Runs chunk tasks in a process pool, or in this process for small files, with a
+    bounded number in flight. The pool starts in a background thread (the fork server
+    imports the engine once, workers fork from it) while this process opens the file."""
+
+    def __init__(self, workers: int, secret: bytes, use_pool: bool) -> None:
+        self.secret = secret
+        self.workers = workers if use_pool else 1
+        self.pool: ProcessPoolExecutor | None = None
+        self._starting: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if use_pool:
+            self._starting = threading.Thread(target=self._start, daemon=True)
+            self._starting.start()
+
+    def _start(self) -> None:
+        from provmint import engine
+        from provmint.pool import start_pool
+
+        try:
+            self.pool = start_pool(
+                self.workers,
+                preload=["provmint.engine", "pyarrow.parquet"],
+                initializer=engine.init_worker,
+                initargs=(self.secret, os.getpid()),
+            )
+        except BaseException as exc:  # reported when the pool is first needed
+            self._error = exc
+
+    def _ready(self) -> ProcessPoolExecutor | None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+            if self._error is not None:
+                raise ProvmintError(f"cannot start worker processes: {self._error}") from (
+                    self._error
+                )
+        return self.pool
+
+    def run(self, tasks: Iterator[ChunkTask], on_done: Callable[[ChunkOutcome], None]) -> None:
+        """Run every task; ``on_done`` sees each outcome as it completes."""
+        from provmint import engine
+
+        pool = self._ready()
+        if pool is None:
+            for task in tasks:
+                on_done(engine.run_chunk(replace(task, secret=self.secret)))
+            return
+        pending: set[Future[ChunkOutcome]] = set()
+        for task in tasks:
+            pending.add(pool.submit(engine.run_chunk, task))
+            while len(pending) >= 2 * self.workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    on_done(future.result())
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_done(future.result())
+
+    def close(self) -> None:
+        """Stop the workers (also when minting failed half-way)."""
+        try:
+            pool = self._ready()
+        except ProvmintError:
+            return
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- one pass over the file --------------------------------------------------------------
+
+
+@dataclass
+class MintPass:
+    """What a pass over the file gave: chunk roots (in chunk order), rows minted, and
+    whether every chunk was minted (no row refused)."""
+
+    chunks: int = 0
+    rows: int = 0
+    roots: dict[int, bytes] = field(default_factory=dict)
+    minted: bool = True
+    first_records: list[int] = field(default_factory=list)
+
+    @property
+    def root_bytes(self) -> bytes:
+        """The chunk roots, concatenated in chunk order."""
+        return b"".join(self.roots[i] for i in range(self.chunks))
+
+
+class StagedBatch:
+    """A batch being written under ``staging/``: its directory, its working directory
+    (chunk runs, identities, tree levels: removed before the commit) and its passes."""
+
+    def __init__(
+        self, store: Store, batch_id: str, url_base: str, runner: Runner, progress: Progress
+    ) -> None:
+        from provmint.engine import CHUNK_ROWS
+        from provmint.store.treefile import TreeSpill
+
+        self.store = store
+        self.batch_id = batch_id
+        self.url_base = url_base
+        self.runner = runner
+        self.progress = progress
+        self.path = store.staging_path(batch_id)
+        (self.path / "records").mkdir()
+        self.work = self.path / "work"
+        self.work.mkdir()
+        self.spill = TreeSpill(self.work / "levels", CHUNK_ROWS.bit_length() - 1)
+        self.spill.create()
+
+    def task(self, chunk: RawChunk, start: int | None, key_rows: KeyRows) -> ChunkTask:
+        """The worker's task for one chunk."""
+        import numpy as np
+
+        from provmint.engine import ChunkTask, table_to_ipc
+
+        part = f"part-{chunk.index:05d}"
+        return ChunkTask(
+            index=chunk.index,
+            names=chunk.names,
+            rows_ipc=table_to_ipc(chunk.table),
+            records=np.ascontiguousarray(chunk.records, dtype=np.int64).tobytes(),
+            start=start,
+            key_rows=key_rows,
+            work=str(self.work),
+            part_path=str(self.path / "products" / f"{part}.parquet"),
+            records_path=str(self.path / "records" / f"{part}.rec"),
+            level_paths=self.spill.paths,
+            url_base=self.url_base,
+        )
+
+    def first_pass(self, reader: ProductReader, problems: Problems, size: int) -> MintPass:
+        """Validate every chunk and mint them while no row has been refused."""
+        from provmint.engine import CHUNK_ROWS, KeyRows
+
+        result = MintPass()
+        lock = threading.Lock()
+
+        def tasks() -> Iterator[ChunkTask]:
+            for chunk in reader:
+                with lock:
+                    problems.add(chunk.problems)
+                    clean = not problems
+                result.chunks += 1
+                if len(chunk.records):  # only the last chunk can be empty
+                    result.first_records.append(int(chunk.records[0]))
+                self.progress("mint", reader.bytes_read, size)
+                if chunk.table.num_rows:
+                    yield self.task(
+                        chunk, chunk.index * CHUNK_ROWS if clean else None, KeyRows.RECORDS
+                    )
+
+        def done(outcome: ChunkOutcome) -> None:
+            with lock:
+                problems.add(outcome.problems)
+                result.rows += outcome.rows
+                if outcome.root is None:
+                    result.minted = False
+                else:
+                    result.roots[outcome.index] = outcome.root
+
+        self.runner.run(tasks(), done)
+        result.minted = result.minted and not problems
+        return result
+
+    def second_pass(self, source: Path, problems: Problems, sha256: str, size: int) -> MintPass:
+        """Mint the rows that passed, read again from ``source``, in aligned chunks."""
+        from provmint.engine import CHUNK_ROWS, KeyRows
+        from provmint.ingest import open_products
+
+        result = MintPass()
+
+        def tasks(reader: ProductReader) -> Iterator[ChunkTask]:
+            for chunk in _realigned(reader, problems):
+                result.chunks += 1
+                self.progress("mint", reader.bytes_read, size)
+                yield self.task(chunk, result.rows, KeyRows.LEAVES)
+                result.rows += chunk.table.num_rows
+
+        def done(outcome: ChunkOutcome) -> None:
+            if outcome.root is None or outcome.problems:
+                raise ProvmintError(
+                    f"internal error: chunk {outcome.index} changed between two readings"
+                )
+            result.roots[outcome.index] = outcome.root
+
+        with open_products(source, chunk_rows=CHUNK_ROWS) as reader:
+            self.runner.run(tasks(reader), done)
+            if reader.sha256 != sha256:
+                raise InputFileError(
+                    source,
+                    "changed while provmint was reading it (its SHA-256 is not the one first read)",
+                    hint="leave the file alone until provmint is done with it, then run again",
+                )
+        return result
+
+    # -- after a pass
+
+    def merged_runs(self, result: MintPass, kind: Any) -> KeyRun:
+        """Every chunk's run of ``kind`` merged into one (the chunk runs are removed)."""
+        from provmint.engine import chunk_files
+        from provmint.store.keyindex import KeyRun, RunKind, RunWriter, merge_runs
+
+        paths = [
+            getattr(chunk_files(self.work, i), "keys" if kind is RunKind.KEY else "tokens")
+            for i in range(result.chunks)
+        ]
+        paths = [p for p in paths if p.exists()]
+        target = self.work / f"{kind.name.lower()}.run"
+        if not paths:
+            with RunWriter(target, kind, count=0, durable=False):
+                pass
+            return KeyRun.open(target)
+        runs = [KeyRun.open(p, kind=kind) for p in paths]
+        try:
+            merged = merge_runs(runs, target, durable=False)
+        finally:
+            for run in runs:
+                run.close()
+                run.path.unlink()
+        return merged
+
+    def assemble_tree(self, result: MintPass) -> bytes:
+        """Write tree.bin from the spilled levels; returns the root."""
+        return self.spill.assemble(self.path / "tree.bin", result.rows, result.root_bytes)
+
+    def finish_files(self) -> None:
+        """Remove the working files (what stays is what the batch consists of)."""
+        shutil.rmtree(self.work)
+
+    def discard(self) -> None:
+        """Remove everything this run wrote (the batch was not committed)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _realigned(reader: ProductReader, problems: Problems) -> Iterator[RawChunk]:
+    """The rows of ``reader`` no problem refused, in chunks of exactly CHUNK_ROWS rows
+    again (the last one shorter), every column as text."""
+    import pyarrow as pa
+
+    from provmint.engine import CHUNK_ROWS
+
+    held: list[Any] = []
+    records: list[Any] = []
+    rows = index = 0
+    names: tuple[str, ...] = reader.names
+    for chunk in reader:
+        keep = ~problems.refused(chunk.records)
+        if not keep.any():
+            continue
+        table = chunk.table.filter(pa.array(keep))
+        table = table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
+        held.append(table)
+        records.append(chunk.records[keep])
+        rows += table.num_rows
+        while rows >= CHUNK_ROWS:
+            yield _take(held, records, CHUNK_ROWS, index, names)
+            rows -= CHUNK_ROWS
+            index += 1
+    if rows:
+        yield _take(held, records, rows, index, names)
+
+
+def _take(
+    held: list[Any], records: list[Any], n: int, index: int, names: tuple[str, ...]
+) -> RawChunk:
+    """The first ``n`` held rows as one chunk (the rest stay held)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from provmint.ingest import RawChunk
+
+    table = pa.concat_tables(held).combine_chunks()
+    all_records = np.concatenate(records)
+    held[:] = [table.slice(n)] if table.num_rows > n else []
+    records[:] = [all_records[n:]] if table.num_rows > n else []
+    return RawChunk(index, names, table.slice(0, n), all_records[:n], ())
+
+
+# -- duplicates ----------------------------------------------------------------------------
+
+
+class Identities:
+    """The (gtin, serial) of any record of the file, from the chunks' identity files."""
+
+    def __init__(self, work: Path, first_records: list[int]) -> None:
+        import numpy as np
+
+        self.work = work
+        self.first_records = np.array(first_records, dtype=np.int64)
+
+    def of(self, records: np.ndarray) -> tuple[list[str], list[str]]:
+        """(gtins, serials) of ``records`` (which have identities), in their order."""
+        import numpy as np
+        import pyarrow as pa
+
+        from provmint.engine import chunk_files
+
+        gtins: list[str] = [""] * len(records)
+        serials: list[str] = [""] * len(records)
+        chunks = np.searchsorted(self.first_records, records, side="right") - 1
+        for chunk in np.unique(chunks).tolist():
+            at = np.flatnonzero(chunks == chunk)
+            path = chunk_files(self.work, chunk).identities
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+            known = table.column("record").to_numpy()
+            where = np.searchsorted(known, records[at])
+            g = table.column("gtin").take(pa.array(where)).to_pylist()
+            s = table.column("serial").take(pa.array(where)).to_pylist()
+            for i, position in enumerate(at.tolist()):
+                gtins[position], serials[position] = g[i], s[i]
+        return gtins, serials
+
+
+def in_file_duplicates(keys: KeyRun, identities: Identities) -> Iterator[list[RowProblem]]:
+    """Problems of the records that share their (gtin, serial) with another record of the
+    file (both copies are refused), found among equal key hashes of ``keys`` (rows are
+    record indexes)."""
+    import numpy as np
+
+    from provmint.store.keyindex import equal_keys
+
+    for block in equal_keys(keys):
+        records = block.rows.astype(np.int64) + 1
+        gtins, serials = identities.of(records)
+        groups: dict[tuple[int, str, str], list[int]] = {}
+        for key, record, gtin, serial in zip(
+            block.keys.tolist(), records.tolist(), gtins, serials, strict=True
+        ):
+            groups.setdefault((key, gtin, serial), []).append(record)
+        found: list[RowProblem] = []
+        for (_, _, serial), members in groups.items():
+            if len(members) < 2:
+                continue
+            first = members[0]
+            for record in members:
+                twin = members[1] if record == first else first
+                found.append(
+                    RowProblem(
+                        record,
+                        "serial",
+                        serial,
+                        "duplicate_in_file",
+                        "same gtin and serial as",
+                        twin=twin,
+                    )
+                )
+        if found:
+            yield found
+
+
+def store_duplicates(
+    keys: KeyRun, identities: Identities, finder: ProductFinder
+) -> Iterator[list[RowProblem]]:
+    """Problems of the records whose (gtin, serial) is already in the store: a merge-join
+    of ``keys`` (rows are record indexes) with the store's index, confirmed against the
+    stored values part by part."""
+    import numpy as np
+
+    from provmint.store.keyindex import RunKind, common_keys
+
+    store_runs = finder.runs[RunKind.KEY].runs
+    if not store_runs:
+        return
+    for matches in common_keys(keys, store_runs):
+        records = matches.rows.astype(np.int64) + 1
+        gtins, serials = identities.of(records)
+        stored = _stored_identities(finder, matches.other_rows.astype(np.int64))
+        found = []
+        for record, gtin, serial, (batch_id, s_gtin, s_serial) in zip(
+            records.tolist(), gtins, serials, stored, strict=True
+        ):
+            if gtin == s_gtin and serial == s_serial:
+                found.append(
+                    RowProblem(
+                        record,
+                        "serial",
+                        serial,
+                        "duplicate_in_store",
+                        f"already minted in batch {batch_id} (same gtin {gtin} and serial)",
+                    )
+                )
+        if found:
+            yield found
+
+
+def _stored_identities(finder: ProductFinder, rows: np.ndarray) -> list[tuple[str, str, str]]:
+    """(batch id, gtin, serial) of global rows, reading each part involved once."""
+    import numpy as np
+    import pyarrow as pa
+
+    out: list[tuple[str, str, str]] = [("", "", "")] * len(rows)
+    located = [finder.locate(int(r)) for r in rows.tolist()]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (batch, leaf) in enumerate(located):
+        groups.setdefault((batch.seq, leaf // batch.part_rows), []).append(i)
+    for (_, part), members in groups.items():
+        batch = located[members[0]][0]
+        table = finder.store.read_part(batch, part, ["gtin", "serial"])
+        offsets = np.array([located[i][1] % batch.part_rows for i in members], dtype=np.int64)
+        g = table.column("gtin").take(pa.array(offsets)).to_pylist()
+        s = table.column("serial").take(pa.array(offsets)).to_pylist()
+        for j, i in enumerate(members):
+            out[i] = (batch.batch_id, g[j], s[j])
+    return out
