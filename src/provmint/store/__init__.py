@@ -625,7 +625,7 @@ class Store:
         path = self.part_files(batch)[index]
         start = index * batch.part_rows
         rows = min(batch.part_rows, batch.tree_size - start)
-        with _reading(path), open(path, "rb") as fh:
+        with _reading(path), _part_file(path) as fh:
             file = pq.ParquetFile(fh)
             _check_layout(file, batch, path, rows)
             table = file.read(columns=_with_leaf_index(columns))
@@ -656,7 +656,7 @@ class Store:
         for (part, group), wanted in sorted(groups.items()):
             path = self.part_files(batch)[part]
             start = part * batch.part_rows
-            with _reading(path), open(path, "rb") as fh:
+            with _reading(path), _part_file(path) as fh:
                 file = pq.ParquetFile(fh)
                 rows = min(batch.part_rows, batch.tree_size - start)
                 _check_layout(file, batch, path, rows)
@@ -698,6 +698,18 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
     return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _part_file(path: Path) -> Any:
+    """An Arrow-native reader of ``path``.
+
+    Not a Python file object: Arrow's reader threads would then hold Python buffers, and
+    one released on a worker thread while the interpreter exits aborts the process
+    ("terminate called without an active exception").
+    """
+    import pyarrow as pa
+
+    return pa.OSFile(str(path), "r")
 
 
 @contextmanager
