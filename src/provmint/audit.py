@@ -25,10 +25,11 @@ its part's leaves and subtree and compares them with the same slice of the tree 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
 from provmint.verify import AnchorChecker, Check, Verdict, on_chain_verdict
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
     import numpy as np
     import pyarrow as pa
 
@@ -71,8 +74,8 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_MISSING_PARTS = 16
 """Beyond this many missing part files the parts are not read one by one."""
 _HASH = merkle.HASH_SIZE
-_UNRESERVED = r"^[A-Za-z0-9._~-]*$"
-"""Values that :func:`provmint.gs1.percent_encode` leaves as they are (RFC 3986)."""
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
+"""The bytes that :func:`provmint.gs1.percent_encode` leaves as they are (RFC 3986)."""
 _INDEXES = (("product_keys", "key_hash"), ("product_tokens", "token_prefix"))
 _TREE_HEADER = struct.Struct(">8sQII40s")
 _TREE_MAGIC = b"PMTREE01"
@@ -115,7 +118,7 @@ class _Catalog:
     batch: BatchInfo
     anchor: dict[str, Any] | None = None
     anchor_damage: str | None = None
-    indexes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    indexes: dict[str, _IndexRows] = field(default_factory=dict)
     index_damage: str | None = None
 
 
@@ -238,8 +241,9 @@ def _read_catalog(settings: Settings, ref: str) -> _Catalog | AuditReport:
 
 
 def _read_indexes(settings: Settings, catalog: _Catalog) -> None:
-    """The batch's index rows (read while the parts are audited: committed rows never
-    change). An unreadable block is damage, recorded in ``catalog``."""
+    """The batch's index rows, arranged by product (read while the worker processes
+    start: committed rows never change). An unreadable block is damage, recorded in
+    ``catalog``. The one place that knows where the lookup indexes are stored."""
     import duckdb
 
     from provmint.products import read_catalog
@@ -248,16 +252,17 @@ def _read_indexes(settings: Settings, catalog: _Catalog) -> None:
     with read_catalog(settings) as (store, con):
         for table, column in _INDEXES:
             try:
-                rows = con.execute(
+                rows = con.sql(
                     f"SELECT coalesce({column}, 0::UBIGINT) AS value, "
-                    f"coalesce(leaf_index, -1) AS leaf FROM {table} WHERE batch_seq = ?",
-                    [batch.seq],
-                ).fetchnumpy()
+                    f"coalesce(leaf_index, -1) AS leaf FROM {table} WHERE batch_seq = $seq",
+                    params={"seq": batch.seq},
+                ).to_arrow_table()
             except duckdb.Error as exc:
                 where = f"{store.catalog_path} table {table}"
                 catalog.index_damage = damaged(f"unreadable ({_first_line(exc)})", where)
                 break
-            catalog.indexes[table] = (rows["value"], rows["leaf"])
+            values, leaves = (rows.column(c).to_numpy() for c in ("value", "leaf"))
+            catalog.indexes[table] = _IndexRows.arrange(values, leaves, batch.tree_size)
 
 
 def _unreadable(ref: str, detail: str) -> AuditReport:
@@ -408,50 +413,74 @@ def _issuer_secret(settings: Settings, batch: BatchInfo) -> tuple[bytes | None, 
     return None, Check("tokens", True, note)
 
 
+@dataclass(frozen=True, slots=True)
+class _IndexRows:
+    """One lookup index's rows of a batch: their values and leaf indexes in stored
+    order, and, unless ``problem`` (a row outside the batch, a product with no row or
+    with several), the values by product (``by_leaf[i]``: product i's row)."""
+
+    values: np.ndarray
+    leaves: np.ndarray
+    problem: str | None
+    by_leaf: np.ndarray | None
+
+    @classmethod
+    def arrange(cls, values: np.ndarray, leaves: np.ndarray, size: int) -> _IndexRows:
+        """Check the rows' shape (one row per product of a batch of ``size``) and
+        arrange them by product: done before the parts are audited, so that only a
+        comparison of whole columns is left for after."""
+        import numpy as np
+
+        values = values.astype(np.uint64, copy=False)
+        outside = np.flatnonzero((leaves < 0) | (leaves >= size))
+        if outside.size:
+            problem = f"a row points at product {leaves[outside[0]]}, which the batch does not have"
+            return cls(values, leaves, problem, None)
+        counts = np.bincount(leaves, minlength=size)
+        missing = np.flatnonzero(counts == 0)
+        if missing.size:
+            return cls(values, leaves, f"product {missing[0]} has no row", None)
+        extra = np.flatnonzero(counts > 1)
+        if extra.size:
+            return cls(values, leaves, f"product {extra[0]} has {counts[extra[0]]} rows", None)
+        by_leaf = np.empty(size, dtype=np.uint64)
+        by_leaf[leaves] = values
+        return cls(values, leaves, None, by_leaf)
+
+    def wrong_value(self, expected: list[tuple[int, bytes]]) -> str | None:
+        """The first row (in stored order) whose value is not the recomputed one;
+        ``expected`` holds (first product, u64le values) runs of the readable parts."""
+        import numpy as np
+
+        assert self.by_leaf is not None
+        wrong = np.zeros(len(self.by_leaf), dtype=bool)
+        for start, data in expected:
+            recomputed = np.frombuffer(data, "<u8")
+            stored = self.by_leaf[start : start + len(recomputed)]
+            wrong[start : start + len(recomputed)] = stored != recomputed
+        if not wrong.any():
+            return None
+        row = int(np.flatnonzero(wrong[self.leaves])[0])
+        return f"the row of product {self.leaves[row]} holds a wrong value"
+
+
 def _index_check(store: Store, catalog: _Catalog, parts: list[_PartResult]) -> Check:
     """Each index holds exactly one row per product of the batch, whose value is the
     one recomputed from the product (compared for the products of readable parts)."""
-    import numpy as np
-
     if catalog.index_damage is not None:
         return Check("indexes", False, catalog.index_damage)
-    size, part_rows = catalog.batch.tree_size, catalog.batch.part_rows
-    known = np.zeros(size, dtype=bool)
-    expected = {table: np.zeros(size, dtype=np.uint64) for table, _ in _INDEXES}
-    for p in parts:
-        if p.damage is None:
-            rows = slice(p.index * part_rows, p.index * part_rows + p.rows)
-            known[rows] = True
-            expected["product_keys"][rows] = np.frombuffer(p.keys, "<u8")
-            expected["product_tokens"][rows] = np.frombuffer(p.prefixes, "<u8")
-    for table, (values, leaves) in catalog.indexes.items():
-        problem = _index_problem(values, leaves, expected[table], known)
+    part_rows = catalog.batch.part_rows
+    readable = [p for p in parts if p.damage is None]
+    recomputed = {
+        "product_keys": [(p.index * part_rows, p.keys) for p in readable],
+        "product_tokens": [(p.index * part_rows, p.prefixes) for p in readable],
+    }
+    for table, rows in catalog.indexes.items():
+        problem = rows.problem or rows.wrong_value(recomputed[table])
         if problem is not None:
             where = f"{store.catalog_path} table {table}"
             return Check("indexes", False, damaged(problem, where))
     return Check("indexes", True, "one row per product in product_keys and product_tokens")
-
-
-def _index_problem(
-    values: np.ndarray, leaves: np.ndarray, expected: np.ndarray, known: np.ndarray
-) -> str | None:
-    import numpy as np
-
-    size = len(expected)
-    outside = np.flatnonzero((leaves < 0) | (leaves >= size))
-    if outside.size:
-        return f"a row points at product {leaves[outside[0]]}, which the batch does not have"
-    counts = np.bincount(leaves, minlength=size)
-    missing = np.flatnonzero(counts == 0)
-    if missing.size:
-        return f"product {missing[0]} has no row"
-    extra = np.flatnonzero(counts > 1)
-    if extra.size:
-        return f"product {extra[0]} has {counts[extra[0]]} rows"
-    wrong = np.flatnonzero(known[leaves] & (values.astype(np.uint64) != expected[leaves]))
-    if wrong.size:
-        return f"the row of product {leaves[wrong[0]]} holds a wrong value"
-    return None
 
 
 # --------------------------------------------------------------------------- the parts
@@ -529,29 +558,49 @@ def _run_parts(
     while_running: Callable[[], None],
 ) -> list[_PartResult]:
     """Audit every part, in worker processes when the batch is large enough to gain;
-    ``while_running`` is this process's work meanwhile."""
+    ``while_running`` is this process's work meanwhile. The pool is started from a
+    thread, so that this work overlaps the workers' start (importing Arrow) as well."""
+    from concurrent.futures import ThreadPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
-
-    from provmint.pool import start_pool
 
     jobs = [_PartJob(str(store.root), batch, i, tree is not None) for i in range(batch.parts)]
     if workers < 2 or batch.parts < POOL_MIN_PARTS:
         while_running()
         return [_audit_part(job, secret) for job in jobs]
-    pool = start_pool(
-        min(workers, batch.parts),
-        preload=["pyarrow.parquet", "provmint.audit"],
-        initializer=_init_worker,
-        initargs=(secret,),
-    )
+    with ThreadPoolExecutor(1) as starter:
+        started = starter.submit(_start_workers, min(workers, batch.parts), secret, jobs)
+        try:
+            while_running()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                started.result()[0].shutdown(cancel_futures=True)
+            raise
+    pool, results = started.result()
     try:
-        results = pool.map(_audit_part_in_worker, jobs)
-        while_running()
         return list(results)
     except BrokenProcessPool as exc:
         raise ProvmintError("audit failed: a worker process died (out of memory?)") from exc
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _start_workers(
+    workers: int, secret: bytes | None, jobs: list[_PartJob]
+) -> tuple[ProcessPoolExecutor, Iterator[_PartResult]]:
+    """A started pool with every job submitted, and the results in job order."""
+    from provmint.pool import start_pool
+
+    pool = start_pool(
+        workers,
+        preload=["pyarrow.parquet", "pyarrow.compute", "provmint.audit"],
+        initializer=_init_worker,
+        initargs=(secret,),
+    )
+    try:
+        return pool, pool.map(_audit_part_in_worker, jobs)
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
 
 
 def _audit_part(job: _PartJob, secret: bytes | None) -> _PartResult:
@@ -721,17 +770,15 @@ def level_above(level: bytes) -> bytes:
     """One level up: ``SHA-256(0x01 || left || right)`` over adjacent pairs, an odd last
     node promoted (RFC 9162; :func:`provmint.merkle.node_hash`, which a test pins this
     to). Plain hashlib on purpose: no kernel shared with minting."""
-    node = hashlib.sha256(b"\x01").copy
+    import numpy as np
+
     count = len(level) // _HASH
-    view = memoryview(level)
-    out = bytearray()
-    for offset in range(0, (count - count % 2) * _HASH, 2 * _HASH):
-        h = node()
-        h.update(view[offset : offset + 2 * _HASH])
-        out += h.digest()
-    if count % 2:
-        out += view[-_HASH:]
-    return bytes(out)
+    pairs = count // 2
+    messages = np.empty((pairs, 1 + 2 * _HASH), dtype=np.uint8)
+    messages[:, 0] = 1
+    messages[:, 1:] = np.frombuffer(level, np.uint8, pairs * 2 * _HASH).reshape(pairs, 2 * _HASH)
+    out = _sha256_each(_fixed_rows(messages))
+    return out + level[-_HASH:] if count % 2 else out
 
 
 def _subtree(leaves: bytes, height: int) -> list[bytes]:
@@ -873,22 +920,51 @@ def leaf_hashes(records: pa.Array, tokens: np.ndarray) -> bytes:
     """``provmint-leaf/1`` hash of every row: ``SHA-256(0x00 || record ||
     SHA-256("PMC1" || token))`` (:func:`provmint.merkle.leaf_hash` over the record and
     :func:`provmint.canonical.token_commitment`, which a test pins this to)."""
-    commit = hashlib.sha256(COMMIT_TAG).copy
-    leaf = hashlib.sha256(b"\x00").copy
-    raw = memoryview(tokens.tobytes())
-    out = bytearray()
-    for i, record in enumerate(records.to_pylist()):
-        c = commit()
-        c.update(raw[TOKEN_BYTES * i : TOKEN_BYTES * (i + 1)])
-        h = leaf()
-        h.update(record)
-        h.update(c.digest())
-        out += h.digest()
-    return bytes(out)
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(tokens)
+    tagged = np.empty((n, len(COMMIT_TAG) + TOKEN_BYTES), dtype=np.uint8)
+    tagged[:, : len(COMMIT_TAG)] = np.frombuffer(COMMIT_TAG, np.uint8)
+    tagged[:, len(COMMIT_TAG) :] = tokens
+    commitments = np.frombuffer(_sha256_each(_fixed_rows(tagged)), np.uint8).reshape(n, _HASH)
+    data = pc.binary_join_element_wise(
+        pa.scalar(b"\x00", pa.binary()),
+        records,
+        _fixed_rows(commitments),
+        pa.scalar(b"", pa.binary()),
+    )
+    return _sha256_each(data)
+
+
+def _sha256_each(messages: pa.Array) -> bytes:
+    """The SHA-256 of every value of a binary array, concatenated (32 bytes each).
+
+    The messages are built over whole columns beforehand, so that the only Python work
+    per value is one hashlib call: per-call overhead, not hashing, is the cost here.
+    """
+    sha256 = hashlib.sha256
+    return b"".join([sha256(m).digest() for m in messages.to_pylist()])
+
+
+def _fixed_rows(matrix: np.ndarray) -> pa.Array:
+    """The rows of a 2-D uint8 array as an Arrow binary array (no copy)."""
+    import numpy as np
+    import pyarrow as pa
+
+    rows, width = matrix.shape
+    offsets = np.arange(0, rows * width + 1, width, dtype=np.int32)
+    data = np.ascontiguousarray(matrix)
+    return pa.Array.from_buffers(
+        pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def _expected_tokens(secret: bytes, gtin: pa.ChunkedArray, serial: pa.ChunkedArray) -> np.ndarray:
-    """The issuer key's token for every row (``provmint-token/1``), as (n, 16) uint8."""
+    """The issuer key's token for every row (``provmint-token/1``), as (n, 16) uint8.
+    HMAC from the key's precomputed inner and outer states (:func:`provmint.tokens.
+    hmac_states`): one block hashed per state, cheaper than two-block messages."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -898,14 +974,15 @@ def _expected_tokens(secret: bytes, gtin: pa.ChunkedArray, serial: pa.ChunkedArr
     )
     inner, outer = hmac_states(secret)
     inner_copy, outer_copy = inner.copy, outer.copy
-    out = bytearray()
+    out = []
     for ident in ids.to_pylist():
         h = inner_copy()
         h.update(ident)
         o = outer_copy()
         o.update(h.digest())
-        out += o.digest()[:TOKEN_BYTES]
-    return np.frombuffer(bytes(out), np.uint8).reshape(-1, TOKEN_BYTES)
+        out.append(o.digest())
+    digests = np.frombuffer(b"".join(out), np.uint8).reshape(-1, _HASH)
+    return digests[:, :TOKEN_BYTES]
 
 
 def digital_links(
@@ -925,19 +1002,17 @@ def digital_links(
     gtin, serial, token = _plain(gtin), _plain(serial), _plain(token)
     n = len(gtin)
     lot = _plain(lot) if lot is not None else pa.array([""] * n, pa.string())
-    lot_part = pc.if_else(pc.equal(lot, ""), "", pc.binary_join_element_wise("/10/", lot, ""))
+    lot_offsets, _ = _binary_buffers(lot)
+    if (np.diff(lot_offsets) > 0).all():  # the usual case: every product has a lot
+        lot_part = pc.binary_join_element_wise("/10/", lot, "")
+    else:
+        lot_part = pc.if_else(pc.equal(lot, ""), "", pc.binary_join_element_wise("/10/", lot, ""))
     prefix = base.rstrip("/") + "/01/"
     joined = _plain(
         pc.binary_join_element_wise(prefix, gtin, lot_part, "/21/", serial, "?t=", token, "")
     )
-    plain = pc.and_(
-        pc.and_(
-            pc.match_substring_regex(lot, _UNRESERVED),
-            pc.match_substring_regex(serial, _UNRESERVED),
-        ),
-        pc.match_substring_regex(token, _UNRESERVED),
-    )
-    special = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    plain = _unreserved(lot) & _unreserved(serial) & _unreserved(token)
+    special = np.flatnonzero(~plain)
     if not special.size:
         return joined
     rows = pa.array(special)
@@ -954,6 +1029,32 @@ def digital_links(
     mask = np.zeros(n, dtype=bool)
     mask[special] = True
     return _plain(pc.replace_with_mask(joined, pa.array(mask), pa.array(slow, pa.string())))
+
+
+def _unreserved(values: pa.Array) -> np.ndarray:
+    """Which values consist of RFC 3986 unreserved characters only (those that
+    :func:`provmint.gs1.percent_encode` leaves as they are), looked up byte by byte."""
+    import numpy as np
+
+    offsets, data = _binary_buffers(values)
+    allowed = np.zeros(256, dtype=bool)
+    allowed[np.frombuffer(_UNRESERVED, np.uint8)] = True
+    bad = ~allowed[data[offsets[0] : offsets[-1]]]
+    if not bad.any():
+        return np.ones(len(values), dtype=bool)
+    before = np.concatenate(([0], np.cumsum(bad)))  # bad bytes before each position
+    relative = offsets - offsets[0]
+    return before[relative[1:]] == before[relative[:-1]]
+
+
+def _binary_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string or binary array's value offsets (n + 1, int64) and data bytes."""
+    import numpy as np
+
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], np.int32, n + 1, values.offset * 4)
+    data = np.frombuffer(values.buffers()[2] or b"\0", np.uint8)
+    return offsets.astype(np.int64), data
 
 
 def key_hashes(gtin: pa.Array | pa.ChunkedArray, serial: pa.Array | pa.ChunkedArray) -> np.ndarray:
