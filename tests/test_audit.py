@@ -455,9 +455,13 @@ def test_record_bytes_equal_the_canonical_encoding(rows, extra) -> None:
     assert record_bytes(table, names).to_pylist() == expected
 
 
-@settings(max_examples=100, deadline=None)
+URL_TEXT = st.one_of(st.from_regex(r"[A-Za-z0-9._~-]{0,12}", fullmatch=True), TEXT)
+"""Values percent-encoding leaves alone (the fast path) mixed with any text."""
+
+
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(["https://id.example.com", "https://id.example.com/", "http://h/p//"]),
-       st.lists(st.tuples(GTINS, TEXT, TEXT, TEXT), min_size=1, max_size=8),
+       st.lists(st.tuples(GTINS, URL_TEXT, URL_TEXT, URL_TEXT), min_size=1, max_size=8),
        st.booleans())
 def test_digital_links_equal_the_gs1_builder(base, rows, with_lot) -> None:
     import pyarrow as pa
@@ -465,9 +469,29 @@ def test_digital_links_equal_the_gs1_builder(base, rows, with_lot) -> None:
     from provmint.audit import digital_links
     from provmint.gs1 import digital_link
 
-    gtin, serial, lot, token = (pa.array([r[i] for r in rows], pa.string()) for i in range(4))
+    # Sliced arrays: the values start at an offset into their buffers, as a slice of a
+    # column does.
+    gtin, serial, lot, token = (pa.array(["%/"] + [r[i] for r in rows], pa.string())[1:]
+                                for i in range(4))
     links = digital_links(base, gtin, serial, lot if with_lot else None, token).to_pylist()
     assert links == [digital_link(base, g, s, lt if with_lot else "", t) for g, s, lt, t in rows]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=32, max_size=100),
+       st.lists(st.tuples(GTINS, st.from_regex(r"[!-~]{1,20}", fullmatch=True)),
+                min_size=1, max_size=12))
+def test_expected_tokens_equal_make_token(secret, rows) -> None:
+    import pyarrow as pa
+
+    from provmint.audit import _expected_tokens
+    from provmint.tokens import make_token
+
+    gtin = pa.chunked_array([pa.array([r[0] for r in rows[:1]]), pa.array([r[0] for r in rows[1:]],
+                                                                           pa.string())])
+    serial = pa.chunked_array([pa.array([r[1] for r in rows])])
+    tokens = _expected_tokens(secret, gtin, serial)
+    assert [bytes(t) for t in tokens] == [make_token(secret, g, s) for g, s in rows]
 
 
 @settings(max_examples=100, deadline=None)
@@ -526,6 +550,10 @@ def test_leaf_hashes_and_levels_follow_the_pure_core(rows) -> None:
     while len(level) > 32:
         level = level_above(level)
     assert level == merkle.mth(expected)
+    assert level_above(leaves[:32]) == leaves[:32]  # a lone node is promoted
+    if len(expected) >= 3:
+        three = level_above(leaves[:96])
+        assert three == merkle.node_hash(expected[0], expected[1]) + expected[2]
 
 
 # --------------------------------------------------------------------------- many parts
@@ -583,3 +611,63 @@ def test_a_batch_of_many_parts_is_audited_in_workers_and_damage_located(four_par
     finally:
         for path, data in original.items():
             path.write_bytes(data)
+
+
+def forkserver_children() -> list[Any]:
+    """The worker processes still alive under this process's forkserver."""
+    import psutil
+
+    return [child for server in psutil.Process().children()
+            if "multiprocessing.forkserver" in " ".join(server.cmdline())
+            for child in server.children(recursive=True)]
+
+
+def test_workers_and_one_process_report_the_same(four_parts) -> None:
+    """The pool (started early for an id prefix naming one large batch directory)
+    and a single process give the same report, intact and damaged, and no worker is
+    left running."""
+    import pyarrow.parquet as pq
+
+    from provmint.audit import audit_batch
+    from provmint.tokens import format_token, parse_token
+
+    cfg, batch_id = four_parts.cfg, four_parts.batch_id
+    part = four_parts.dir / "products" / "part-00003.parquet"  # one row group: rewritable
+    original = part.read_bytes()
+
+    def reports() -> list[dict[str, Any]]:
+        return [audit_batch(cfg, ref, check_tokens=True, workers=workers).to_json()
+                for ref, workers in ((batch_id, 1), (batch_id[:12], 2))]
+
+    one, pooled = reports()
+    assert one == pooled and one["verdict"] == "pending"
+    assert forkserver_children() == []
+    token = pq.read_table(part).column("token")[9].as_py()
+    flipped = format_token(bytes([parse_token(token)[0] ^ 1]) + parse_token(token)[1:])
+    try:
+        rewrite_column(part, "token", 9, flipped)
+        one, pooled = reports()
+        assert one == pooled
+        assert failed_checks(one) == ["root", "urls", "indexes", "tokens"]
+        assert one["reason"] == (
+            f"damaged: record or token of product {3 * 65536 + 9} differs from its committed "
+            f"leaf, {part}")
+    finally:
+        part.write_bytes(original)
+    assert forkserver_children() == []
+
+
+def test_a_batch_directory_the_catalog_does_not_know_is_not_found(four_parts) -> None:
+    """A directory that looks like a large batch starts the workers before the catalog
+    is read; when the catalog has no such batch, the audit says so and stops them."""
+    from provmint.audit import audit_batch
+    from provmint.errors import NotFoundError
+
+    stray = four_parts.dir.parent / "20990101-00000000"
+    shutil.copytree(four_parts.dir, stray)
+    try:
+        with pytest.raises(NotFoundError):
+            audit_batch(four_parts.cfg, stray.name, workers=2)
+    finally:
+        shutil.rmtree(stray)
+    assert forkserver_children() == []

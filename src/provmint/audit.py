@@ -29,7 +29,7 @@ import contextlib
 import hashlib
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +52,7 @@ from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
 from provmint.verify import AnchorChecker, Check, Verdict, on_chain_verdict
 
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
 
     import numpy as np
     import pyarrow as pa
@@ -81,7 +81,6 @@ _TREE_HEADER = struct.Struct(">8sQII40s")
 _TREE_MAGIC = b"PMTREE01"
 """``provmint-tree/1``'s header (see :mod:`provmint.store.treefile`): magic, size,
 level count, hash size, 40 reserved zero bytes."""
-_SECRET: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +133,21 @@ def audit_batch(
     indexes, commitment and anchor (see the module docstring). ``check_tokens`` also
     re-derives every token with the issuer key (needs the key file); ``workers`` caps
     the worker processes (default: the settings' count)."""
+    pool = _Workers(workers or settings.workers)
+    try:
+        pool.start_if_large(settings, ref)
+        return _audit(settings, ref, pool, anchor_checker, check_tokens)
+    finally:
+        pool.close()
+
+
+def _audit(
+    settings: Settings,
+    ref: str,
+    pool: _Workers,
+    anchor_checker: AnchorChecker | None,
+    check_tokens: bool,
+) -> AuditReport:
     catalog = _read_catalog(settings, ref)
     if isinstance(catalog, AuditReport):
         return catalog
@@ -150,14 +164,11 @@ def audit_batch(
         checks.append(Check("parts", False, missing))
     if checks[0].ok and missing is None:  # a layout the parts can be read with
         tree, tree_damage = _open_tree(store, batch)
-        parts = _run_parts(
-            store,
-            batch,
-            tree,
-            secret,
-            workers or settings.workers,
-            while_running=lambda: _read_indexes(settings, catalog),
-        )
+        jobs = [
+            _PartJob(str(store.root), batch, i, tree is not None, secret)
+            for i in range(batch.parts)
+        ]
+        parts = pool.run(jobs, while_running=lambda: _read_indexes(settings, catalog))
         checks += _part_checks(store, batch, parts)
         checks += _tree_checks(store, batch, parts, tree, tree_damage)
         checks += [_url_check(store, batch, parts), _index_check(store, catalog, parts)]
@@ -492,6 +503,9 @@ class _PartJob:
     batch: BatchInfo
     index: int
     tree_usable: bool
+    secret: bytes | None = field(default=None, repr=False)
+    """The issuer key, to check the tokens with (sent with each job: the pool may start
+    before the catalog says which key the batch has)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,76 +551,83 @@ def _open_tree(store: Store, batch: BatchInfo) -> tuple[TreeFile | None, str | N
     return tree, None
 
 
-def _init_worker(secret: bytes | None) -> None:
+def _init_worker() -> None:
     import pyarrow as pa
 
-    global _SECRET
-    _SECRET = secret
     pa.set_cpu_count(1)  # the pool already uses every core: Arrow threads only contend
 
 
-def _audit_part_in_worker(job: _PartJob) -> _PartResult:
-    return _audit_part(job, _SECRET)
+class _Workers:
+    """The worker processes that audit the parts of a large batch.
 
+    The pool is started from a thread, so that this process works meanwhile (reading
+    the catalog, the indexes) while the workers start (importing Arrow: about half a
+    second). It starts before the catalog is read when the batch directory shows a
+    large batch (:meth:`start_if_large`, a hint only), or else when the parts are run.
+    """
 
-def _run_parts(
-    store: Store,
-    batch: BatchInfo,
-    tree: TreeFile | None,
-    secret: bytes | None,
-    workers: int,
-    while_running: Callable[[], None],
-) -> list[_PartResult]:
-    """Audit every part, in worker processes when the batch is large enough to gain;
-    ``while_running`` is this process's work meanwhile. The pool is started from a
-    thread, so that this work overlaps the workers' start (importing Arrow) as well."""
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._starting: Future[ProcessPoolExecutor] | None = None
 
-    jobs = [_PartJob(str(store.root), batch, i, tree is not None) for i in range(batch.parts)]
-    if workers < 2 or batch.parts < POOL_MIN_PARTS:
-        while_running()
-        return [_audit_part(job, secret) for job in jobs]
-    with ThreadPoolExecutor(1) as starter:
-        started = starter.submit(_start_workers, min(workers, batch.parts), secret, jobs)
+    def start_if_large(self, settings: Settings, ref: str) -> None:
+        """Start now if ``ref`` names exactly one batch directory, holding enough part
+        files to gain from worker processes."""
+        if self.count < 2 or not ref:
+            return
+        batches = Store(settings.store).batches_dir
         try:
-            while_running()
-        except BaseException:
+            named = [batches / ref] if (batches / ref).is_dir() else list(batches.glob(f"{ref}*"))
+            parts = len(list((named[0] / "products").glob("part-*.parquet")))
+        except (OSError, IndexError, ValueError):
+            return
+        if len(named) == 1 and parts >= POOL_MIN_PARTS:
+            self._start(min(self.count, parts))
+
+    def _start(self, count: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from provmint.pool import start_pool
+
+        starter = ThreadPoolExecutor(1, thread_name_prefix="provmint-audit-start")
+        self._starting = starter.submit(
+            start_pool,
+            count,
+            preload=["pyarrow.parquet", "pyarrow.compute", "provmint.audit"],
+            initializer=_init_worker,
+        )
+        starter.shutdown(wait=False)
+
+    def run(self, jobs: list[_PartJob], while_running: Callable[[], None]) -> list[_PartResult]:
+        """Audit every part, in the worker processes when the batch is large enough to
+        gain (or they were started); ``while_running`` is this process's work meanwhile."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._starting is None:
+            if self.count < 2 or len(jobs) < POOL_MIN_PARTS:
+                while_running()
+                return [_audit_part(job) for job in jobs]
+            self._start(min(self.count, len(jobs)))
+        assert self._starting is not None
+        while_running()
+        pool = self._starting.result()
+        try:
+            return list(pool.map(_audit_part, jobs))
+        except BrokenProcessPool as exc:
+            raise ProvmintError("audit failed: a worker process died (out of memory?)") from exc
+
+    def close(self) -> None:
+        """Stop the workers (once started: a start under way is waited for)."""
+        if self._starting is not None:
             with contextlib.suppress(Exception):
-                started.result()[0].shutdown(cancel_futures=True)
-            raise
-    pool, results = started.result()
-    try:
-        return list(results)
-    except BrokenProcessPool as exc:
-        raise ProvmintError("audit failed: a worker process died (out of memory?)") from exc
-    finally:
-        pool.shutdown(cancel_futures=True)
+                self._starting.result().shutdown(cancel_futures=True)
 
 
-def _start_workers(
-    workers: int, secret: bytes | None, jobs: list[_PartJob]
-) -> tuple[ProcessPoolExecutor, Iterator[_PartResult]]:
-    """A started pool with every job submitted, and the results in job order."""
-    from provmint.pool import start_pool
-
-    pool = start_pool(
-        workers,
-        preload=["pyarrow.parquet", "pyarrow.compute", "provmint.audit"],
-        initializer=_init_worker,
-        initargs=(secret,),
-    )
-    try:
-        return pool, pool.map(_audit_part_in_worker, jobs)
-    except BaseException:
-        pool.shutdown(cancel_futures=True)
-        raise
-
-
-def _audit_part(job: _PartJob, secret: bytes | None) -> _PartResult:
+def _audit_part(job: _PartJob) -> _PartResult:
     """Audit one part: read it (every column checked by ``read_part``), recompute its
     leaves, subtree and urls, compare the subtree with the tree file, and compute its
-    index values (with ``secret``, also count the tokens the issuer key does not make)."""
+    index values (with the job's secret, also count the tokens the issuer key does not
+    make)."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -633,8 +654,9 @@ def _audit_part(job: _PartJob, secret: bytes | None) -> _PartResult:
     urls = digital_links(batch.manifest["url_base"], gtin, serial, lot, token)
     url_row = _first_false(pc.equal(table.column("url"), urls))
     bad = 0
-    if secret is not None:
-        bad = int(np.count_nonzero((_expected_tokens(secret, gtin, serial) != tokens).any(1)))
+    if job.secret is not None:
+        expected = _expected_tokens(job.secret, gtin, serial)
+        bad = int(np.count_nonzero((expected != tokens).any(1)))
     return _PartResult(
         job.index,
         rows=table.num_rows,
@@ -1044,7 +1066,8 @@ def _unreserved(values: pa.Array) -> np.ndarray:
         return np.ones(len(values), dtype=bool)
     before = np.concatenate(([0], np.cumsum(bad)))  # bad bytes before each position
     relative = offsets - offsets[0]
-    return before[relative[1:]] == before[relative[:-1]]
+    clean: np.ndarray = before[relative[1:]] == before[relative[:-1]]
+    return clean
 
 
 def _binary_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
