@@ -438,13 +438,17 @@ NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(GTINS, TEXT.filter(bool), TEXT, TEXT), min_size=1, max_size=8),
+@given(st.lists(st.tuples(GTINS, TEXT.filter(bool), TEXT, TEXT, st.binary(min_size=16,
+                                                                          max_size=16)),
+                min_size=1, max_size=8),
        st.lists(NAMES, max_size=3, unique=True))
-def test_record_bytes_equal_the_canonical_encoding(rows, extra) -> None:
+def test_record_bytes_and_leaves_equal_the_canonical_encoding(rows, extra) -> None:
+    import numpy as np
     import pyarrow as pa
 
-    from provmint.audit import record_bytes
-    from provmint.canonical import encode_record
+    from provmint import merkle
+    from provmint.audit import record_bytes, table_leaf_hashes
+    from provmint.canonical import encode_record, token_commitment
 
     names = ["gtin", "serial", *extra]
     columns = {"gtin": [r[0] for r in rows], "serial": [r[1] for r in rows]}
@@ -453,6 +457,10 @@ def test_record_bytes_equal_the_canonical_encoding(rows, extra) -> None:
     table = pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
     expected = [encode_record({n: columns[n][i] for n in names}) for i in range(len(rows))]
     assert record_bytes(table, names).to_pylist() == expected
+    tokens = np.frombuffer(b"".join(r[4] for r in rows), np.uint8).reshape(-1, 16)
+    leaves = [merkle.leaf_hash(record + token_commitment(r[4]))
+              for record, r in zip(expected, rows, strict=True)]
+    assert table_leaf_hashes(table, names, tokens) == b"".join(leaves)
 
 
 URL_TEXT = st.one_of(st.from_regex(r"[A-Za-z0-9._~-]{0,12}", fullmatch=True), TEXT)

@@ -65,6 +65,7 @@ __all__ = [
     "leaf_hashes",
     "level_above",
     "record_bytes",
+    "table_leaf_hashes",
     "token_bytes",
 ]
 
@@ -643,7 +644,7 @@ def _audit_part(job: _PartJob) -> _PartResult:
         return _PartResult(job.index, damage=exc.message, tree_damage=broken)
     gtin, serial, token = (table.column(c) for c in ("gtin", "serial", "token"))
     tokens = token_bytes(token)
-    levels = _subtree(leaf_hashes(record_bytes(table, batch.columns), tokens), top)
+    levels = _subtree(table_leaf_hashes(table, batch.columns, tokens), top)
     difference = leaf = broken = None
     if stored is not None:
         difference = _first_difference(levels, stored, start)
@@ -903,6 +904,11 @@ def record_bytes(table: pa.Table, names: list[str]) -> pa.Array:
     minting engine's encoder; equals :func:`provmint.canonical.encode_record` row by row
     (a property test pins it).
     """
+    return _joined(_record_pieces(table, names))
+
+
+def _record_pieces(table: pa.Table, names: list[str]) -> list[Any]:
+    """The pieces that, joined row by row, make :func:`record_bytes`."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -913,8 +919,15 @@ def record_bytes(table: pa.Table, names: list[str]) -> pa.Array:
         values = _plain(table.column(name)).cast(pa.binary())
         pieces.append(pa.scalar(struct.pack(">B", len(raw)) + raw, pa.binary()))
         pieces += [_be_u32(pc.binary_length(values)), values]
-    joined = pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.binary()))
-    return _plain(joined)
+    return pieces
+
+
+def _joined(pieces: list[Any]) -> pa.Array:
+    """Arrays (and scalars) of binary values concatenated row by row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return _plain(pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.binary())))
 
 
 def token_bytes(tokens: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -942,22 +955,33 @@ def leaf_hashes(records: pa.Array, tokens: np.ndarray) -> bytes:
     """``provmint-leaf/1`` hash of every row: ``SHA-256(0x00 || record ||
     SHA-256("PMC1" || token))`` (:func:`provmint.merkle.leaf_hash` over the record and
     :func:`provmint.canonical.token_commitment`, which a test pins this to)."""
-    import numpy as np
+    return _sha256_each(_joined([_leaf_prefix(), records, _commitments(tokens)]))
+
+
+def table_leaf_hashes(table: pa.Table, names: list[str], tokens: np.ndarray) -> bytes:
+    """:func:`leaf_hashes` of :func:`record_bytes` (a test pins it), with the records
+    joined straight into the leaf data."""
+    return _sha256_each(
+        _joined([_leaf_prefix(), *_record_pieces(table, names), _commitments(tokens)])
+    )
+
+
+def _leaf_prefix() -> pa.Scalar:
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    return pa.scalar(b"\x00", pa.binary())
+
+
+def _commitments(tokens: np.ndarray) -> pa.Array:
+    """``SHA-256("PMC1" || token)`` of every raw token, as 32-byte binary values."""
+    import numpy as np
 
     n = len(tokens)
     tagged = np.empty((n, len(COMMIT_TAG) + TOKEN_BYTES), dtype=np.uint8)
     tagged[:, : len(COMMIT_TAG)] = np.frombuffer(COMMIT_TAG, np.uint8)
     tagged[:, len(COMMIT_TAG) :] = tokens
-    commitments = np.frombuffer(_sha256_each(_fixed_rows(tagged)), np.uint8).reshape(n, _HASH)
-    data = pc.binary_join_element_wise(
-        pa.scalar(b"\x00", pa.binary()),
-        records,
-        _fixed_rows(commitments),
-        pa.scalar(b"", pa.binary()),
-    )
-    return _sha256_each(data)
+    digests = np.frombuffer(_sha256_each(_fixed_rows(tagged)), np.uint8)
+    return _fixed_rows(digests.reshape(n, _HASH))
 
 
 def _sha256_each(messages: pa.Array) -> bytes:
@@ -1026,12 +1050,13 @@ def digital_links(
     lot = _plain(lot) if lot is not None else pa.array([""] * n, pa.string())
     lot_offsets, _ = _binary_buffers(lot)
     if (np.diff(lot_offsets) > 0).all():  # the usual case: every product has a lot
-        lot_part = pc.binary_join_element_wise("/10/", lot, "")
+        lot_part = ["/10/", lot]
     else:
-        lot_part = pc.if_else(pc.equal(lot, ""), "", pc.binary_join_element_wise("/10/", lot, ""))
+        with_lot = pc.binary_join_element_wise("/10/", lot, "")
+        lot_part = [pc.if_else(pc.equal(lot, ""), "", with_lot)]
     prefix = base.rstrip("/") + "/01/"
     joined = _plain(
-        pc.binary_join_element_wise(prefix, gtin, lot_part, "/21/", serial, "?t=", token, "")
+        pc.binary_join_element_wise(prefix, gtin, *lot_part, "/21/", serial, "?t=", token, "")
     )
     plain = _unreserved(lot) & _unreserved(serial) & _unreserved(token)
     special = np.flatnonzero(~plain)
