@@ -264,17 +264,18 @@ def _read_indexes(settings: Settings, catalog: _Catalog) -> None:
     with read_catalog(settings) as (store, con):
         for table, column in _INDEXES:
             try:
-                rows = con.sql(
+                rows = con.execute(
                     f"SELECT coalesce({column}, 0::UBIGINT) AS value, "
-                    f"coalesce(leaf_index, -1) AS leaf FROM {table} WHERE batch_seq = $seq",
-                    params={"seq": batch.seq},
-                ).to_arrow_table()
+                    f"coalesce(leaf_index, -1) AS leaf FROM {table} WHERE batch_seq = ?",
+                    [batch.seq],
+                ).fetchnumpy()  # not Arrow: this process need not import it
             except duckdb.Error as exc:
                 where = f"{store.catalog_path} table {table}"
                 catalog.index_damage = damaged(f"unreadable ({_first_line(exc)})", where)
                 break
-            values, leaves = (rows.column(c).to_numpy() for c in ("value", "leaf"))
-            catalog.indexes[table] = _IndexRows.arrange(values, leaves, batch.tree_size)
+            catalog.indexes[table] = _IndexRows.arrange(
+                rows["value"], rows["leaf"], batch.tree_size
+            )
 
 
 def _unreadable(ref: str, detail: str) -> AuditReport:
@@ -800,7 +801,7 @@ def level_above(level: bytes) -> bytes:
     messages = np.empty((pairs, 1 + 2 * _HASH), dtype=np.uint8)
     messages[:, 0] = 1
     messages[:, 1:] = np.frombuffer(level, np.uint8, pairs * 2 * _HASH).reshape(pairs, 2 * _HASH)
-    out = _sha256_each(_fixed_rows(messages))
+    out = _sha256_each(_row_bytes(messages))
     return out + level[-_HASH:] if count % 2 else out
 
 
@@ -955,15 +956,14 @@ def leaf_hashes(records: pa.Array, tokens: np.ndarray) -> bytes:
     """``provmint-leaf/1`` hash of every row: ``SHA-256(0x00 || record ||
     SHA-256("PMC1" || token))`` (:func:`provmint.merkle.leaf_hash` over the record and
     :func:`provmint.canonical.token_commitment`, which a test pins this to)."""
-    return _sha256_each(_joined([_leaf_prefix(), records, _commitments(tokens)]))
+    return _sha256_each(_joined([_leaf_prefix(), records, _commitments(tokens)]).to_pylist())
 
 
 def table_leaf_hashes(table: pa.Table, names: list[str], tokens: np.ndarray) -> bytes:
     """:func:`leaf_hashes` of :func:`record_bytes` (a test pins it), with the records
     joined straight into the leaf data."""
-    return _sha256_each(
-        _joined([_leaf_prefix(), *_record_pieces(table, names), _commitments(tokens)])
-    )
+    data = _joined([_leaf_prefix(), *_record_pieces(table, names), _commitments(tokens)])
+    return _sha256_each(data.to_pylist())
 
 
 def _leaf_prefix() -> pa.Scalar:
@@ -980,18 +980,27 @@ def _commitments(tokens: np.ndarray) -> pa.Array:
     tagged = np.empty((n, len(COMMIT_TAG) + TOKEN_BYTES), dtype=np.uint8)
     tagged[:, : len(COMMIT_TAG)] = np.frombuffer(COMMIT_TAG, np.uint8)
     tagged[:, len(COMMIT_TAG) :] = tokens
-    digests = np.frombuffer(_sha256_each(_fixed_rows(tagged)), np.uint8)
+    digests = np.frombuffer(_sha256_each(_row_bytes(tagged)), np.uint8)
     return _fixed_rows(digests.reshape(n, _HASH))
 
 
-def _sha256_each(messages: pa.Array) -> bytes:
-    """The SHA-256 of every value of a binary array, concatenated (32 bytes each).
+def _sha256_each(messages: list[bytes]) -> bytes:
+    """The SHA-256 of every message, concatenated (32 bytes each).
 
     The messages are built over whole columns beforehand, so that the only Python work
-    per value is one hashlib call: per-call overhead, not hashing, is the cost here.
+    per message is one hashlib call: per-call overhead, not hashing, is the cost here.
     """
     sha256 = hashlib.sha256
-    return b"".join([sha256(m).digest() for m in messages.to_pylist()])
+    return b"".join([sha256(m).digest() for m in messages])
+
+
+def _row_bytes(matrix: np.ndarray) -> list[bytes]:
+    """The rows of a 2-D uint8 array as bytes objects (NumPy only: no Arrow needed)."""
+    import numpy as np
+
+    width = matrix.shape[1]
+    rows: list[bytes] = np.ascontiguousarray(matrix).view(f"V{width}").ravel().tolist()
+    return rows
 
 
 def _fixed_rows(matrix: np.ndarray) -> pa.Array:
