@@ -603,6 +603,7 @@ class _Workers:
     def run(self, jobs: list[_PartJob], while_running: Callable[[], None]) -> list[_PartResult]:
         """Audit every part, in the worker processes when the batch is large enough to
         gain (or they were started); ``while_running`` is this process's work meanwhile."""
+        from concurrent.futures import Future
         from concurrent.futures.process import BrokenProcessPool
 
         if self._starting is None:
@@ -611,10 +612,21 @@ class _Workers:
                 return [_audit_part(job) for job in jobs]
             self._start(min(self.count, len(jobs)))
         assert self._starting is not None
+        submitted: Future[list[Future[_PartResult]]] = Future()
+
+        def submit(starting: Future[ProcessPoolExecutor]) -> None:
+            # As soon as the workers are up (now, or later in the starting thread):
+            # they need not wait for ``while_running``.
+            try:
+                pool = starting.result()
+                submitted.set_result([pool.submit(_audit_part, job) for job in jobs])
+            except BaseException as exc:  # handed to the thread that waits for the results
+                submitted.set_exception(exc)
+
+        self._starting.add_done_callback(submit)
         while_running()
-        pool = self._starting.result()
         try:
-            return list(pool.map(_audit_part, jobs))
+            return [future.result() for future in submitted.result()]
         except BrokenProcessPool as exc:
             raise ProvmintError("audit failed: a worker process died (out of memory?)") from exc
 
