@@ -575,13 +575,13 @@ class _Workers:
     def start_if_large(self, settings: Settings, ref: str) -> None:
         """Start now if ``ref`` names exactly one batch directory, holding enough part
         files to gain from worker processes."""
-        if self.count < 2 or not ref:
-            return
+        if self.count < 2 or not re.fullmatch(r"[0-9A-Za-z_-]+", ref):
+            return  # (batch ids are plain names: nothing else need be looked for)
         batches = Store(settings.store).batches_dir
         try:
             named = [batches / ref] if (batches / ref).is_dir() else list(batches.glob(f"{ref}*"))
             parts = len(list((named[0] / "products").glob("part-*.parquet")))
-        except (OSError, IndexError, ValueError):
+        except (OSError, IndexError):
             return
         if len(named) == 1 and parts >= POOL_MIN_PARTS:
             self._start(min(self.count, parts))
