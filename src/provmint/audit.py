@@ -1048,13 +1048,14 @@ def _expected_tokens(secret: bytes, gtin: pa.ChunkedArray, serial: pa.ChunkedArr
     )
     inner, outer = hmac_states(secret)
     inner_copy, outer_copy = inner.copy, outer.copy
-    out = []
+    out: list[bytes] = []
+    append = out.append
     for ident in ids.to_pylist():
         h = inner_copy()
         h.update(ident)
         o = outer_copy()
         o.update(h.digest())
-        out.append(o.digest())
+        append(o.digest())
     digests = np.frombuffer(b"".join(out), np.uint8).reshape(-1, _HASH)
     return digests[:, :TOKEN_BYTES]
 
@@ -1114,7 +1115,7 @@ def _unreserved(values: pa.Array) -> np.ndarray:
     offsets, data = _binary_buffers(values)
     allowed = np.zeros(256, dtype=bool)
     allowed[np.frombuffer(_UNRESERVED, np.uint8)] = True
-    bad = ~allowed[data[offsets[0] : offsets[-1]]]
+    bad = ~allowed.take(data[offsets[0] : offsets[-1]])
     if not bad.any():
         return np.ones(len(values), dtype=bool)
     before = np.concatenate(([0], np.cumsum(bad)))  # bad bytes before each position
