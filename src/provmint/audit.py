@@ -435,11 +435,10 @@ def _issuer_secret(settings: Settings, batch: BatchInfo) -> tuple[bytes | None, 
 
 @dataclass(frozen=True, slots=True)
 class _IndexRows:
-    """One lookup index's rows of a batch: their values and leaf indexes in stored
-    order, and, unless ``problem`` (a row outside the batch, a product with no row or
-    with several), the values by product (``by_leaf[i]``: product i's row)."""
+    """One lookup index's rows of a batch: their leaf indexes in stored order and,
+    unless ``problem`` (a row outside the batch, a product with no row or with
+    several), their values by product (``by_leaf[i]``: the value of product i's row)."""
 
-    values: np.ndarray
     leaves: np.ndarray
     problem: str | None
     by_leaf: np.ndarray | None
@@ -451,21 +450,20 @@ class _IndexRows:
         comparison of whole columns is left for after."""
         import numpy as np
 
-        values = values.astype(np.uint64, copy=False)
         outside = np.flatnonzero((leaves < 0) | (leaves >= size))
         if outside.size:
             problem = f"a row points at product {leaves[outside[0]]}, which the batch does not have"
-            return cls(values, leaves, problem, None)
+            return cls(leaves, problem, None)
         counts = np.bincount(leaves, minlength=size)
         missing = np.flatnonzero(counts == 0)
         if missing.size:
-            return cls(values, leaves, f"product {missing[0]} has no row", None)
+            return cls(leaves, f"product {missing[0]} has no row", None)
         extra = np.flatnonzero(counts > 1)
         if extra.size:
-            return cls(values, leaves, f"product {extra[0]} has {counts[extra[0]]} rows", None)
+            return cls(leaves, f"product {extra[0]} has {counts[extra[0]]} rows", None)
         by_leaf = np.empty(size, dtype=np.uint64)
         by_leaf[leaves] = values
-        return cls(values, leaves, None, by_leaf)
+        return cls(leaves, None, by_leaf)
 
     def wrong_value(self, expected: list[tuple[int, bytes]]) -> str | None:
         """The first row (in stored order) whose value is not the recomputed one;
