@@ -34,7 +34,7 @@ from provmint.errors import (
 
 GTIN = "09520123450014"
 INTACT_CHECKS = ["catalog row", "manifest", "manifest file", "parts", "products", "root",
-                 "tree file", "urls", "indexes", "batch commitment", "tokens"]
+                 "tree file", "urls", "records", "indexes", "batch commitment", "tokens"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,9 @@ def minted(cli, keyed, tmp_path: Path) -> SimpleNamespace:
     batch_dir = tmp_path / "store" / "batches" / batch_id
     return SimpleNamespace(batch_id=batch_id, dir=batch_dir,
                            part=batch_dir / "products" / "part-00000.parquet",
-                           tree=batch_dir / "tree.bin", anchor=None)
+                           tree=batch_dir / "tree.bin", anchor=None,
+                           record_part=batch_dir / "records" / "part-00000.rec",
+                           index=tmp_path / "store" / "index")
 
 
 @pytest.fixture
@@ -164,7 +166,7 @@ def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
     damage = (f"damaged: record or token of product 0 differs from its committed leaf, "
               f"{anchored.part}")
     assert report["reason"] == damage
-    assert failed_checks(report) == ["root", "urls"]
+    assert failed_checks(report) == ["root", "urls", "records"]
     assert check(report, "tree file")["ok"]
     assert "on chain" not in [c["name"] for c in report["checks"]]  # stopped before the chain
     assert report["chain"] is None
@@ -175,16 +177,18 @@ def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
 
 
 def test_tampered_parquet_without_anchor_is_invalid(cli, minted) -> None:
-    """A swapped serial breaks the leaf, the url, the key index entry and the token."""
+    """A swapped serial breaks the leaf, the url, the record part's copy, the key index
+    entry and the token."""
     rewrite_column(minted.part, "serial", 4, "SWAPPEDSERIAL")
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
-    assert failed_checks(report) == ["root", "urls", "indexes", "tokens"]
+    assert failed_checks(report) == ["root", "urls", "records", "indexes", "tokens"]
     assert check(report, "urls")["detail"] == (
         f"damaged: url of product 4 differs from its recomputed value, {minted.part}")
-    assert check(report, "indexes")["detail"].startswith(
-        "damaged: the row of product 4 holds a wrong value, ")
-    assert check(report, "indexes")["detail"].endswith("catalog.duckdb table product_keys")
+    assert check(report, "records")["detail"] == (
+        f"damaged: the record of product 4 differs, {minted.record_part}")
+    assert check(report, "indexes")["detail"] == (
+        f"damaged: key index: the entry of product 4 holds a wrong value, {minted.index}")
 
 
 @pytest.mark.parametrize(("where", "node"), [("leaf", "leaf 1"), ("root", "node 0 of level 4")])
@@ -220,7 +224,7 @@ def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
     assert r.exit_code == EXIT_INVALID
     assert check(report, "tokens") == {
         "name": "tokens", "ok": False, "detail": "1 tokens do not match the issuer key"}
-    assert failed_checks(report) == ["root", "urls", "indexes", "tokens"]
+    assert failed_checks(report) == ["root", "urls", "records", "indexes", "tokens"]
     assert report["reason"] == (
         f"damaged: record or token of product 2 differs from its committed leaf, {minted.part}")
 
@@ -233,7 +237,7 @@ def test_token_check_needs_the_key_file(cli, minted, keyed) -> None:
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert "tokens" not in [c["name"] for c in report["checks"]]
-    assert failed_checks(report) == ["root", "urls", "indexes"]
+    assert failed_checks(report) == ["root", "urls", "records", "indexes"]
 
 
 def test_malformed_token_in_parquet_is_invalid_not_a_crash(cli, minted) -> None:
@@ -354,28 +358,114 @@ def test_unreadable_catalog_manifest_is_damage_not_a_crash(
                                 "provmint manifest, catalog.duckdb table batches")
 
 
-@pytest.mark.parametrize(("sql", "table", "what"), [
-    ("UPDATE product_keys SET key_hash = xor(key_hash, 1::UBIGINT) WHERE leaf_index = 5",
-     "product_keys", "the row of product 5 holds a wrong value"),
-    ("UPDATE product_tokens SET token_prefix = xor(token_prefix, 256::UBIGINT) "
-     "WHERE leaf_index = 7", "product_tokens", "the row of product 7 holds a wrong value"),
-    ("DELETE FROM product_keys WHERE leaf_index = 5", "product_keys", "product 5 has no row"),
-    ("INSERT INTO product_tokens SELECT * FROM product_tokens WHERE leaf_index = 2",
-     "product_tokens", "product 2 has 2 rows"),
-    ("UPDATE product_keys SET leaf_index = 99 WHERE leaf_index = 0", "product_keys",
-     "a row points at product 99, which the batch does not have"),
-    ("UPDATE product_tokens SET leaf_index = NULL WHERE leaf_index = 0", "product_tokens",
-     "a row points at product -1, which the batch does not have"),
-    ("UPDATE product_keys SET batch_seq = 7 WHERE leaf_index = 3", "product_keys",
-     "product 3 has no row"),
+def index_run(minted: SimpleNamespace, kind: str) -> tuple[Path, list[int], list[int]]:
+    """The store's one run of ``kind`` (one batch: one run each) and its keys and rows."""
+    import numpy as np
+
+    (path,) = sorted(minted.index.glob(f"{kind}-*.run"))
+    data = path.read_bytes()
+    count = int.from_bytes(data[8:16], "little")
+    keys = np.frombuffer(data, "<u8", count, 64).tolist()
+    rows = np.frombuffer(data, "<u4", count, 64 + 8 * count).tolist()
+    return path, keys, rows
+
+
+def write_run(path: Path, keys: list[int], rows: list[int]) -> None:
+    """Rewrite a run's entries in place, header unchanged (what damage would do)."""
+    import numpy as np
+
+    header = path.read_bytes()[:64]
+    path.write_bytes(header + np.array(keys, "<u8").tobytes() + np.array(rows, "<u4").tobytes())
+
+
+def _flip_value(keys: list[int], rows: list[int], leaf: int, bit: int) -> None:
+    keys[rows.index(leaf)] ^= bit
+
+
+def _move_entry(keys: list[int], rows: list[int], leaf: int, to: int) -> None:
+    rows[rows.index(leaf)] = to
+
+
+def _swap_first_two(keys: list[int], rows: list[int], leaf: int, to: int) -> None:
+    keys[0], keys[1] = keys[1], keys[0]
+    rows[0], rows[1] = rows[1], rows[0]
+
+
+@pytest.mark.parametrize(("kind", "edit", "what"), [
+    ("key", lambda k, r: _flip_value(k, r, 5, 1),
+     "key index: the entry of product 5 holds a wrong value, {index}"),
+    ("token", lambda k, r: _flip_value(k, r, 7, 256),
+     "token index: the entry of product 7 holds a wrong value, {index}"),
+    ("key", lambda k, r: _move_entry(k, r, 5, 6), "key index: product 5 has no entry, {index}"),
+    ("token", lambda k, r: _move_entry(k, r, 0, 99),
+     "entry {at0} of the index run points at row 99, past the last (8), {run}"),
+    ("key", lambda k, r: _swap_first_two(k, r, 0, 0),
+     "entry 1 of the index run is out of order, {run}"),
 ])
-def test_damaged_index_rows_are_damage(cli, minted, tmp_path, sql, table, what) -> None:
-    catalog_sql(tmp_path, sql)
+def test_damaged_index_entries_are_damage(cli, minted, kind, edit, what) -> None:
+    """Damage in the store's index (sorted runs under index/): a wrong value, a missing
+    or stray entry, an entry out of order (lookups would miss products)."""
+    path, keys, rows = index_run(minted, kind)
+    at0 = rows.index(0)
+    edit(keys, rows)
+    write_run(path, keys, rows)
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["indexes"]
-    assert report["reason"] == (
-        f"damaged: {what}, {tmp_path / 'store' / 'catalog.duckdb'} table {table}")
+    assert report["reason"] == "damaged: " + what.format(index=minted.index, run=path, at0=at0)
+
+
+def test_index_run_listed_with_another_size_is_damage(cli, minted, tmp_path) -> None:
+    catalog_sql(tmp_path, "UPDATE index_runs SET entries = 10 WHERE kind = 2")
+    path, _, _ = index_run(minted, "token")
+    r, report = audit(cli, minted.batch_id)
+    assert r.exit_code == EXIT_INVALID
+    assert report["reason"] == f"damaged: 9 entries, the catalog lists 10, {path}"
+
+
+def test_missing_index_run_is_damage(cli, minted) -> None:
+    path, _, _ = index_run(minted, "key")
+    path.unlink()
+    r, report = audit(cli, minted.batch_id)
+    assert r.exit_code == EXIT_INVALID
+    assert failed_checks(report) == ["indexes"]
+    assert str(path) in report["reason"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_record_part_is_damage(cli, minted, damage: str) -> None:
+    """The record parts lookups read: any difference from the Parquet rows is found."""
+    data = minted.record_part.read_bytes()
+    if damage == "flip":
+        flip_byte(minted.record_part, len(data) - 5)
+    elif damage == "truncate":
+        minted.record_part.write_bytes(data[:-7])
+    else:
+        minted.record_part.unlink()
+    r, report = audit(cli, minted.batch_id)
+    assert r.exit_code == EXIT_INVALID
+    assert failed_checks(report) == ["records"]
+    assert report["reason"].startswith("damaged: ")
+    assert report["reason"].endswith(str(minted.record_part))
+
+
+def test_record_part_with_other_valid_content_is_damage(cli, minted) -> None:
+    """A record part rewritten in the valid format with one product's record changed."""
+    from provmint.canonical import decode_record, encode_record
+    from provmint.store.records import RecordPart, write_records
+
+    with RecordPart.open(minted.record_part) as part:
+        rows = [part.get(i) for i in range(len(part))]
+    fields = decode_record(rows[3][0])
+    fields["lot"] = "OTHERLOT"
+    rows[3] = (encode_record(fields), rows[3][1])
+    import pyarrow as pa
+
+    write_records(minted.record_part, pa.array([r for r, _ in rows], pa.binary()),
+                  b"".join(t for _, t in rows))
+    r, report = audit(cli, minted.batch_id)
+    assert r.exit_code == EXIT_INVALID
+    assert report["reason"] == f"damaged: the record of product 3 differs, {minted.record_part}"
 
 
 def test_unreadable_part_is_damage_not_a_crash(cli, minted) -> None:
@@ -438,13 +528,17 @@ NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(GTINS, TEXT.filter(bool), TEXT, TEXT), min_size=1, max_size=8),
+@given(st.lists(st.tuples(GTINS, TEXT.filter(bool), TEXT, TEXT, st.binary(min_size=16,
+                                                                          max_size=16)),
+                min_size=1, max_size=8),
        st.lists(NAMES, max_size=3, unique=True))
-def test_record_bytes_equal_the_canonical_encoding(rows, extra) -> None:
+def test_record_bytes_and_leaves_equal_the_canonical_encoding(rows, extra) -> None:
+    import numpy as np
     import pyarrow as pa
 
-    from provmint.audit import record_bytes
-    from provmint.canonical import encode_record
+    from provmint import merkle
+    from provmint.audit import record_bytes, table_leaf_hashes
+    from provmint.canonical import encode_record, token_commitment
 
     names = ["gtin", "serial", *extra]
     columns = {"gtin": [r[0] for r in rows], "serial": [r[1] for r in rows]}
@@ -453,11 +547,19 @@ def test_record_bytes_equal_the_canonical_encoding(rows, extra) -> None:
     table = pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
     expected = [encode_record({n: columns[n][i] for n in names}) for i in range(len(rows))]
     assert record_bytes(table, names).to_pylist() == expected
+    tokens = np.frombuffer(b"".join(r[4] for r in rows), np.uint8).reshape(-1, 16)
+    leaves = [merkle.leaf_hash(record + token_commitment(r[4]))
+              for record, r in zip(expected, rows, strict=True)]
+    assert table_leaf_hashes(table, names, tokens) == b"".join(leaves)
 
 
-@settings(max_examples=100, deadline=None)
+URL_TEXT = st.one_of(st.from_regex(r"[A-Za-z0-9._~-]{0,12}", fullmatch=True), TEXT)
+"""Values percent-encoding leaves alone (the fast path) mixed with any text."""
+
+
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(["https://id.example.com", "https://id.example.com/", "http://h/p//"]),
-       st.lists(st.tuples(GTINS, TEXT, TEXT, TEXT), min_size=1, max_size=8),
+       st.lists(st.tuples(GTINS, URL_TEXT, URL_TEXT, URL_TEXT), min_size=1, max_size=8),
        st.booleans())
 def test_digital_links_equal_the_gs1_builder(base, rows, with_lot) -> None:
     import pyarrow as pa
@@ -465,9 +567,29 @@ def test_digital_links_equal_the_gs1_builder(base, rows, with_lot) -> None:
     from provmint.audit import digital_links
     from provmint.gs1 import digital_link
 
-    gtin, serial, lot, token = (pa.array([r[i] for r in rows], pa.string()) for i in range(4))
+    # Sliced arrays: the values start at an offset into their buffers, as a slice of a
+    # column does.
+    gtin, serial, lot, token = (pa.array(["%/"] + [r[i] for r in rows], pa.string())[1:]
+                                for i in range(4))
     links = digital_links(base, gtin, serial, lot if with_lot else None, token).to_pylist()
     assert links == [digital_link(base, g, s, lt if with_lot else "", t) for g, s, lt, t in rows]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=32, max_size=100),
+       st.lists(st.tuples(GTINS, st.from_regex(r"[!-~]{1,20}", fullmatch=True)),
+                min_size=1, max_size=12))
+def test_expected_tokens_equal_make_token(secret, rows) -> None:
+    import pyarrow as pa
+
+    from provmint.audit import _expected_tokens
+    from provmint.tokens import make_token
+
+    gtin = pa.chunked_array([pa.array([r[0] for r in rows[:1]]), pa.array([r[0] for r in rows[1:]],
+                                                                           pa.string())])
+    serial = pa.chunked_array([pa.array([r[1] for r in rows])])
+    tokens = _expected_tokens(secret, gtin, serial)
+    assert [bytes(t) for t in tokens] == [make_token(secret, g, s) for g, s in rows]
 
 
 @settings(max_examples=100, deadline=None)
@@ -526,6 +648,10 @@ def test_leaf_hashes_and_levels_follow_the_pure_core(rows) -> None:
     while len(level) > 32:
         level = level_above(level)
     assert level == merkle.mth(expected)
+    assert level_above(leaves[:32]) == leaves[:32]  # a lone node is promoted
+    if len(expected) >= 3:
+        three = level_above(leaves[:96])
+        assert three == merkle.node_hash(expected[0], expected[1]) + expected[2]
 
 
 # --------------------------------------------------------------------------- many parts
@@ -583,3 +709,63 @@ def test_a_batch_of_many_parts_is_audited_in_workers_and_damage_located(four_par
     finally:
         for path, data in original.items():
             path.write_bytes(data)
+
+
+def forkserver_children() -> list[Any]:
+    """The worker processes still alive under this process's forkserver."""
+    import psutil
+
+    return [child for server in psutil.Process().children()
+            if "multiprocessing.forkserver" in " ".join(server.cmdline())
+            for child in server.children(recursive=True)]
+
+
+def test_workers_and_one_process_report_the_same(four_parts) -> None:
+    """The pool (started early for an id prefix naming one large batch directory)
+    and a single process give the same report, intact and damaged, and no worker is
+    left running."""
+    import pyarrow.parquet as pq
+
+    from provmint.audit import audit_batch
+    from provmint.tokens import format_token, parse_token
+
+    cfg, batch_id = four_parts.cfg, four_parts.batch_id
+    part = four_parts.dir / "products" / "part-00003.parquet"  # one row group: rewritable
+    original = part.read_bytes()
+
+    def reports() -> list[dict[str, Any]]:
+        return [audit_batch(cfg, ref, check_tokens=True, workers=workers).to_json()
+                for ref, workers in ((batch_id, 1), (batch_id[:12], 2))]
+
+    one, pooled = reports()
+    assert one == pooled and one["verdict"] == "pending"
+    assert forkserver_children() == []
+    token = pq.read_table(part).column("token")[9].as_py()
+    flipped = format_token(bytes([parse_token(token)[0] ^ 1]) + parse_token(token)[1:])
+    try:
+        rewrite_column(part, "token", 9, flipped)
+        one, pooled = reports()
+        assert one == pooled
+        assert failed_checks(one) == ["root", "urls", "records", "indexes", "tokens"]
+        assert one["reason"] == (
+            f"damaged: record or token of product {3 * 65536 + 9} differs from its committed "
+            f"leaf, {part}")
+    finally:
+        part.write_bytes(original)
+    assert forkserver_children() == []
+
+
+def test_a_batch_directory_the_catalog_does_not_know_is_not_found(four_parts) -> None:
+    """A directory that looks like a large batch starts the workers before the catalog
+    is read; when the catalog has no such batch, the audit says so and stops them."""
+    from provmint.audit import audit_batch
+    from provmint.errors import NotFoundError
+
+    stray = four_parts.dir.parent / "20990101-00000000"
+    shutil.copytree(four_parts.dir, stray)
+    try:
+        with pytest.raises(NotFoundError):
+            audit_batch(four_parts.cfg, stray.name, workers=2)
+    finally:
+        shutil.rmtree(stray)
+    assert forkserver_children() == []

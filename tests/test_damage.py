@@ -2,12 +2,12 @@
 file means, and every command that reads a damaged part says so in one line.
 
 The byte-flip test mints the example into a fresh store, then flips bytes of the Parquet
-part, ``manifest.json`` and ``tree.bin`` one at a time (each restored before the next)
+part, ``manifest.json``, ``tree.bin``, the record part and the index runs one at a time (each restored before the next)
 and audits the batch through the library after each. A random sample by default (the
 seed is in every failure message); ``PROVMINT_FLIPS=all`` flips every byte and
 ``PROVMINT_FLIP_SEED=N`` replays a run. The catalog is a DuckDB file with block
-checksums, so its damage is made inside the blocks holding the batch's rows and index
-rows, and by editing every value of those rows through SQL.
+checksums, so its damage is made inside the blocks holding the batch's row and the list
+of index runs, and by editing every value of those rows through SQL.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from provmint.verify import Verdict
 
 GTIN = "09520123450014"
 SERIAL = "546CAWQDCR56"  # leaf 0
-SAMPLES = {"part": 160, "manifest": 60, "tree": 60}
+SAMPLES = {"part": 160, "manifest": 60, "tree": 60, "records": 80, "key run": 40,
+           "token run": 40}
 DUCKDB_HEADER = 3 * 4096
 DUCKDB_BLOCK = 256 * 1024
 
@@ -131,8 +132,20 @@ def json_meaning(path: Path) -> Any:
 
 
 def bytes_meaning(path: Path) -> bytes:
-    """Every byte of the tree file means something (its header has no free bytes)."""
+    """Every byte of the tree file and of an index run means something (their headers
+    have no free bytes: reserved bytes must be zero)."""
     return path.read_bytes()
+
+
+def records_meaning(path: Path) -> Any:
+    """The rows a record part holds (a zstd frame can change and still decode the same)."""
+    from provmint.store.records import RecordPart
+
+    try:
+        with RecordPart.open(path) as part:
+            return [part.get(i) for i in range(len(part))]
+    except Exception as exc:
+        return f"unreadable ({type(exc).__name__})"
 
 
 # --------------------------------------------------------------------------- byte flips
@@ -164,13 +177,22 @@ def flip_and_audit(cfg: Settings, batch_id: str, path: Path, offset: int, mask: 
             f"audit says {report.verdict.value}: {report.reason}")
 
 
-@pytest.mark.parametrize("target", ["part", "manifest", "tree"])
+def run_file(minted: Minted, kind: str) -> Path:
+    (path,) = (minted.base / "store" / "index").glob(f"{kind}-*.run")
+    return path
+
+
+@pytest.mark.parametrize("target", ["part", "manifest", "tree", "records", "key run",
+                                    "token run"])
 def test_every_meaningful_byte_flip_is_caught(store_copy, pristine: Minted, target: str) -> None:
     cfg, minted = store_copy
     path, meaning = {
         "part": (minted.batch_dir / "products" / "part-00000.parquet", parquet_meaning),
         "manifest": (minted.batch_dir / "manifest.json", json_meaning),
         "tree": (minted.batch_dir / "tree.bin", bytes_meaning),
+        "records": (minted.batch_dir / "records" / "part-00000.rec", records_meaning),
+        "key run": (run_file(minted, "key"), bytes_meaning),
+        "token run": (run_file(minted, "token"), bytes_meaning),
     }[target]
     intact = audit_batch(cfg, minted.batch_id, check_tokens=True, workers=1)
     assert intact.verdict == Verdict.PENDING, intact.reason
@@ -218,9 +240,8 @@ def catalog_rows(cfg: Settings, batch_id: str) -> dict[str, list[dict[str, Any]]
     try:
         seq = con.execute("SELECT seq FROM batches WHERE batch_id = ?", [batch_id]).fetchone()[0]
         out = {}
-        for table, where in (("batches", "seq"), ("product_keys", "batch_seq"),
-                             ("product_tokens", "batch_seq")):
-            cursor = con.execute(f"SELECT rowid, * FROM {table} WHERE {where} = ?", [seq])
+        for table, where in (("batches", "seq = ?"), ("index_runs", "? IS NOT NULL")):
+            cursor = con.execute(f"SELECT rowid, * FROM {table} WHERE {where}", [seq])
             names = [d[0] for d in cursor.description]
             out[table] = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
         return out
@@ -239,14 +260,15 @@ def changed_value(value: Any, rng: random.Random, bits: int) -> Any:
     return value[:i] + flipped + value[i + 1:]
 
 
-COLUMN_BITS = {"seq": 30, "batch_seq": 30, "part_rows": 30, "parts": 30, "key_hash": 64,
-               "token_prefix": 64}
+COLUMN_BITS = {"seq": 30, "part_rows": 30, "parts": 30, "kind": 30, "position": 30,
+               "entries": 30}
 
 
 def test_every_catalog_value_of_the_batch_is_checked(store_copy) -> None:
-    """Every value of the batch's catalog rows (the batches row, and each index row),
-    changed by one bit through SQL: the audit says damaged (a changed manifest text that
-    still parses to the same manifest is the one change that means nothing)."""
+    """Every value of the batch's catalog rows (the batches row, and the list of index
+    runs), changed by one bit through SQL: the audit says damaged (a changed manifest
+    text that still parses to the same manifest, the position of a kind's only run, and
+    the sequence number of the only batch, are the changes that mean nothing)."""
     import duckdb
 
     cfg, minted = store_copy
@@ -281,8 +303,35 @@ def test_every_catalog_value_of_the_batch_is_checked(store_copy) -> None:
                     continue
                 if column == "manifest" and json.loads(new) == json.loads(value):
                     continue
+                if column == "position":  # lookups consult every run of a kind
+                    continue
+                if column == "seq":  # the order of the only batch: swaps are tested below
+                    continue
                 failures.append(f"{table}.{column} {value!r} -> {new!r}: {report.reason}")
     assert failures == [], f"seed {seed}:\n" + "\n".join(failures)
+
+
+def test_batches_in_another_order_are_caught(store_copy) -> None:
+    """The index numbers products across batches in catalog order (``seq``): two batches
+    swapped in the catalog would send lookups to the wrong batch, and the audit of each
+    says the index is damaged."""
+    import duckdb
+
+    from provmint.batch import mint_batch
+
+    cfg, minted = store_copy
+    other = cfg.store.parent / "other.csv"
+    other.write_text("gtin,serial\n09520123450014,OTHERSERIAL1\n09520123450014,OTHERSERIAL2\n")
+    second = mint_batch(other, settings=cfg).batch_id
+    con = duckdb.connect(str(cfg.store / "catalog.duckdb"))
+    try:
+        con.execute("UPDATE batches SET seq = seq + 100 WHERE batch_id = ?", [minted.batch_id])
+    finally:
+        con.close()
+    for batch_id in (minted.batch_id, second):
+        report = audit_batch(cfg, batch_id, workers=1)
+        assert report.verdict == Verdict.INVALID, report.reason
+        assert report.reason.startswith("damaged: key index: "), report.reason
 
 
 def block_holding(data: bytes, needle: bytes) -> int:
@@ -293,16 +342,14 @@ def block_holding(data: bytes, needle: bytes) -> int:
 
 def test_flips_in_the_catalog_blocks_of_the_batch_are_caught(store_copy) -> None:
     """DuckDB checksums its blocks: a flip anywhere in a block holding the batch's row or
-    its index rows makes that block unreadable, which the audit reports as damage."""
+    the list of index runs makes that block unreadable, which the audit reports."""
     cfg, minted = store_copy
     catalog = cfg.store / "catalog.duckdb"
     data = catalog.read_bytes()
     rows = catalog_rows(cfg, minted.batch_id)
     blocks = {
         "batches": block_holding(data, rows["batches"][0]["source_sha256"].encode()),
-        "product_keys": block_holding(data, struct.pack("<Q", rows["product_keys"][0]["key_hash"])),
-        "product_tokens": block_holding(
-            data, struct.pack("<Q", rows["product_tokens"][0]["token_prefix"])),
+        "index_runs": block_holding(data, rows["index_runs"][0]["name"].encode()),
     }
     rng, seed = rng_and_seed()
     for table, start in blocks.items():
@@ -452,10 +499,18 @@ READ_PATHS: dict[str, Callable[[Path, str], list[object]]] = {
     "labels": lambda out, b: ["labels", b, "--out", out / "labels", "--format", "none"],
     "proof export --all": lambda out, b: ["proof", "export", "--batch", b, "--all",
                                           "-o", out / "proofs.jsonl"],
-    "product show": lambda out, b: ["product", "show", "--gtin", GTIN, "--serial", SERIAL],
-    "proof export": lambda out, b: ["proof", "export", "--gtin", GTIN, "--serial", SERIAL,
-                                    "-o", out / "proof.json"],
-    "scan": lambda out, b: ["scan", f"https://id.example.com/01/{GTIN}/21/{SERIAL}"],
+}
+LOOKUP_PATHS: dict[str, list[object]] = {
+    "product show": ["product", "show", "--gtin", GTIN, "--serial", SERIAL],
+    "proof export": ["proof", "export", "--gtin", GTIN, "--serial", SERIAL],
+    "scan": ["scan", f"https://id.example.com/01/{GTIN}/21/{SERIAL}"],
+}
+RECORD_DAMAGES: dict[str, Callable[[bytes], bytes | None]] = {
+    "truncated": lambda data: data[:-7],
+    "garbage": lambda data: random.Random(7).randbytes(len(data)),
+    "missing": lambda data: None,
+    "header padding": lambda data: data[:24] + b"\x01" + data[25:],
+    "empty": lambda data: b"",
 }
 
 
@@ -470,6 +525,23 @@ def test_every_read_path_reports_a_damaged_part_in_one_line(
     line = one_error(r, EXIT_ERROR, f"damaged: {what}", str(part))
     assert line.startswith("error: damaged: ")
     assert not (tmp_path / "labels.csv").exists() and not (tmp_path / "proofs.jsonl").exists()
+
+
+@pytest.mark.parametrize("kind", list(RECORD_DAMAGES))
+@pytest.mark.parametrize("command", list(LOOKUP_PATHS))
+def test_every_lookup_reports_a_damaged_record_part_in_one_line(
+        cli, store_copy, kind: str, command: str) -> None:
+    """Point lookups read the record parts (records/): damage there is one line too."""
+    _, minted = store_copy
+    path = minted.batch_dir / "records" / "part-00000.rec"
+    changed = RECORD_DAMAGES[kind](path.read_bytes())
+    if changed is None:
+        path.unlink()
+    else:
+        path.write_bytes(changed)
+    r = cli(*LOOKUP_PATHS[command])
+    line = one_error(r, EXIT_ERROR, "damaged: ", str(path))
+    assert line.startswith("error: damaged: ")
 
 
 @pytest.mark.parametrize("kind", list(DAMAGES))

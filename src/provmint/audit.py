@@ -11,8 +11,11 @@ C kernels, so that a fault in the engine shows up here instead of being repeated
   (:meth:`provmint.store.Store.read_part`), each record and token recomputed into its
   leaf, each ``url`` rebuilt from the url base, gtin, lot, serial and token;
 * every node of the tree file, and the recomputed root against the committed one;
-* the catalog's lookup indexes: exactly one row per product, holding its key hash
-  (``product_keys``) or token prefix (``product_tokens``);
+* the record parts the lookups read (``records/``): every row's record and token equal to
+  the ones recomputed from its Parquet row;
+* the store's lookup index (:mod:`provmint.store.lookup`): every live run checked whole
+  (size, order, rows), and exactly one entry per product of the batch in each kind,
+  holding its key hash or its token prefix;
 * the batch commitment, the anchor (on chain too, given a node), and with the issuer
   key every token.
 
@@ -20,11 +23,19 @@ Damage is a failed check whose detail reads ``damaged: <what>, <where>``, and th
 verdict is then invalid (exit 3). A part holds an aligned ``2^k``-leaf subtree, so parts
 are audited independently (in worker processes for large batches): a worker recomputes
 its part's leaves and subtree and compares them with the same slice of the tree file.
+
+Where the time goes: one hashlib call per SHA-256 (the token commitment and the leaf of
+each product, each tree node, and the two halves of each token's HMAC), whose per-call
+overhead, not hashing itself, is most of the cost; so every message is built over
+whole columns first and nothing else is done per row in Python. The workers start
+while this process reads the catalog, and the index rows are read and arranged by
+product before the parts are done, leaving only column comparisons for the end.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import struct
@@ -51,6 +62,8 @@ from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
 from provmint.verify import AnchorChecker, Check, Verdict, on_chain_verdict
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
+
     import numpy as np
     import pyarrow as pa
 
@@ -62,6 +75,7 @@ __all__ = [
     "leaf_hashes",
     "level_above",
     "record_bytes",
+    "table_leaf_hashes",
     "token_bytes",
 ]
 
@@ -71,14 +85,12 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_MISSING_PARTS = 16
 """Beyond this many missing part files the parts are not read one by one."""
 _HASH = merkle.HASH_SIZE
-_UNRESERVED = r"^[A-Za-z0-9._~-]*$"
-"""Values that :func:`provmint.gs1.percent_encode` leaves as they are (RFC 3986)."""
-_INDEXES = (("product_keys", "key_hash"), ("product_tokens", "token_prefix"))
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
+"""The bytes that :func:`provmint.gs1.percent_encode` leaves as they are (RFC 3986)."""
 _TREE_HEADER = struct.Struct(">8sQII40s")
 _TREE_MAGIC = b"PMTREE01"
 """``provmint-tree/1``'s header (see :mod:`provmint.store.treefile`): magic, size,
 level count, hash size, 40 reserved zero bytes."""
-_SECRET: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +127,8 @@ class _Catalog:
     batch: BatchInfo
     anchor: dict[str, Any] | None = None
     anchor_damage: str | None = None
-    indexes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    indexes: dict[str, _IndexRows] = field(default_factory=dict)
+    """The index entries of the batch, by kind (``"key"``, ``"token"``)."""
     index_damage: str | None = None
 
 
@@ -131,6 +144,21 @@ def audit_batch(
     indexes, commitment and anchor (see the module docstring). ``check_tokens`` also
     re-derives every token with the issuer key (needs the key file); ``workers`` caps
     the worker processes (default: the settings' count)."""
+    pool = _Workers(workers or settings.workers)
+    try:
+        pool.start_if_large(settings, ref)
+        return _audit(settings, ref, pool, anchor_checker, check_tokens)
+    finally:
+        pool.close()
+
+
+def _audit(
+    settings: Settings,
+    ref: str,
+    pool: _Workers,
+    anchor_checker: AnchorChecker | None,
+    check_tokens: bool,
+) -> AuditReport:
     catalog = _read_catalog(settings, ref)
     if isinstance(catalog, AuditReport):
         return catalog
@@ -147,20 +175,22 @@ def audit_batch(
         checks.append(Check("parts", False, missing))
     if checks[0].ok and missing is None:  # a layout the parts can be read with
         tree, tree_damage = _open_tree(store, batch)
-        parts = _run_parts(
-            store,
-            batch,
-            tree,
-            secret,
-            workers or settings.workers,
-            while_running=lambda: _read_indexes(settings, catalog),
-        )
+        records = _has_records(store, batch)
+        jobs = [
+            _PartJob(str(store.root), batch, i, tree is not None, records, secret)
+            for i in range(batch.parts)
+        ]
+        parts = pool.run(jobs, while_running=lambda: _read_indexes(settings, catalog))
         checks += _part_checks(store, batch, parts)
         checks += _tree_checks(store, batch, parts, tree, tree_damage)
-        checks += [_url_check(store, batch, parts), _index_check(store, catalog, parts)]
+        checks += [
+            _url_check(store, batch, parts),
+            _records_check(records, parts),
+            _index_check(catalog, parts),
+        ]
     else:
         skipped = "not checked: the catalog row or the part files are damaged"
-        checks += [Check(name, False, skipped) for name in ("root", "tree file")]
+        checks += [Check(name, False, skipped) for name in ("root", "tree file", "indexes")]
     commitment, commitment_check = _commitment_check(batch)
     checks.append(commitment_check)
     if token_note is not None:
@@ -238,26 +268,28 @@ def _read_catalog(settings: Settings, ref: str) -> _Catalog | AuditReport:
 
 
 def _read_indexes(settings: Settings, catalog: _Catalog) -> None:
-    """The batch's index rows (read while the parts are audited: committed rows never
-    change). An unreadable block is damage, recorded in ``catalog``."""
+    """The batch's index entries, arranged by product (read while the worker processes
+    start: committed entries never change). Damage is recorded in ``catalog``."""
     import duckdb
 
     from provmint.products import read_catalog
+    from provmint.store.lookup import batch_entries
 
     batch = catalog.batch
     with read_catalog(settings) as (store, con):
-        for table, column in _INDEXES:
-            try:
-                rows = con.execute(
-                    f"SELECT coalesce({column}, 0::UBIGINT) AS value, "
-                    f"coalesce(leaf_index, -1) AS leaf FROM {table} WHERE batch_seq = ?",
-                    [batch.seq],
-                ).fetchnumpy()
-            except duckdb.Error as exc:
-                where = f"{store.catalog_path} table {table}"
-                catalog.index_damage = damaged(f"unreadable ({_first_line(exc)})", where)
-                break
-            catalog.indexes[table] = (rows["value"], rows["leaf"])
+        try:
+            found = batch_entries(store, con, batch)
+        except StoreCorruptError as exc:
+            catalog.index_damage = exc.message
+            return
+        except duckdb.Error as exc:
+            where = f"{store.catalog_path} table index_runs"
+            catalog.index_damage = damaged(f"unreadable ({_first_line(exc)})", where)
+            return
+    for kind, entries in found.items():
+        catalog.indexes[kind.name.lower()] = _IndexRows.arrange(
+            entries.keys, entries.rows.astype("int64"), batch.tree_size
+        )
 
 
 def _unreadable(ref: str, detail: str) -> AuditReport:
@@ -408,50 +440,93 @@ def _issuer_secret(settings: Settings, batch: BatchInfo) -> tuple[bytes | None, 
     return None, Check("tokens", True, note)
 
 
-def _index_check(store: Store, catalog: _Catalog, parts: list[_PartResult]) -> Check:
-    """Each index holds exactly one row per product of the batch, whose value is the
-    one recomputed from the product (compared for the products of readable parts)."""
-    import numpy as np
+@dataclass(frozen=True, slots=True)
+class _IndexRows:
+    """One kind of the index's entries for a batch: their leaf indexes in stored order
+    and, unless ``problem`` (an entry outside the batch, a product with no entry or with
+    several), their values by product (``by_leaf[i]``: the value of product i's entry)."""
 
+    leaves: np.ndarray
+    problem: str | None
+    by_leaf: np.ndarray | None
+
+    @classmethod
+    def arrange(cls, values: np.ndarray, leaves: np.ndarray, size: int) -> _IndexRows:
+        """Check the rows' shape (one row per product of a batch of ``size``) and
+        arrange them by product: done before the parts are audited, so that only a
+        comparison of whole columns is left for after."""
+        import numpy as np
+
+        outside = np.flatnonzero((leaves < 0) | (leaves >= size))
+        if outside.size:
+            product = leaves[outside[0]]
+            problem = f"an entry points at product {product}, which the batch does not have"
+            return cls(leaves, problem, None)
+        counts = np.bincount(leaves, minlength=size)
+        missing = np.flatnonzero(counts == 0)
+        if missing.size:
+            return cls(leaves, f"product {missing[0]} has no entry", None)
+        extra = np.flatnonzero(counts > 1)
+        if extra.size:
+            return cls(leaves, f"product {extra[0]} has {counts[extra[0]]} entries", None)
+        by_leaf = np.empty(size, dtype=np.uint64)
+        by_leaf[leaves] = values
+        return cls(leaves, None, by_leaf)
+
+    def wrong_value(self, expected: list[tuple[int, bytes]]) -> str | None:
+        """The first row (in stored order) whose value is not the recomputed one;
+        ``expected`` holds (first product, u64le values) runs of the readable parts."""
+        import numpy as np
+
+        assert self.by_leaf is not None
+        wrong = np.zeros(len(self.by_leaf), dtype=bool)
+        for start, data in expected:
+            recomputed = np.frombuffer(data, "<u8")
+            stored = self.by_leaf[start : start + len(recomputed)]
+            wrong[start : start + len(recomputed)] = stored != recomputed
+        if not wrong.any():
+            return None
+        row = int(np.flatnonzero(wrong[self.leaves])[0])
+        return f"the entry of product {self.leaves[row]} holds a wrong value"
+
+
+def _index_check(catalog: _Catalog, parts: list[_PartResult]) -> Check:
+    """Each kind of the index holds exactly one entry per product of the batch, whose
+    value is the one recomputed from the product (compared for the products of readable
+    parts)."""
     if catalog.index_damage is not None:
         return Check("indexes", False, catalog.index_damage)
-    size, part_rows = catalog.batch.tree_size, catalog.batch.part_rows
-    known = np.zeros(size, dtype=bool)
-    expected = {table: np.zeros(size, dtype=np.uint64) for table, _ in _INDEXES}
-    for p in parts:
-        if p.damage is None:
-            rows = slice(p.index * part_rows, p.index * part_rows + p.rows)
-            known[rows] = True
-            expected["product_keys"][rows] = np.frombuffer(p.keys, "<u8")
-            expected["product_tokens"][rows] = np.frombuffer(p.prefixes, "<u8")
-    for table, (values, leaves) in catalog.indexes.items():
-        problem = _index_problem(values, leaves, expected[table], known)
+    part_rows = catalog.batch.part_rows
+    readable = [p for p in parts if p.damage is None]
+    recomputed = {
+        "key": [(p.index * part_rows, p.keys) for p in readable],
+        "token": [(p.index * part_rows, p.prefixes) for p in readable],
+    }
+    where = catalog.store.index_dir
+    for kind in ("key", "token"):
+        rows = catalog.indexes.get(kind)
+        if rows is None:
+            return Check("indexes", False, damaged(f"no {kind} entries were read", where))
+        problem = rows.problem or rows.wrong_value(recomputed[kind])
         if problem is not None:
-            where = f"{store.catalog_path} table {table}"
-            return Check("indexes", False, damaged(problem, where))
-    return Check("indexes", True, "one row per product in product_keys and product_tokens")
+            return Check("indexes", False, damaged(f"{kind} index: {problem}", where))
+    return Check("indexes", True, "one key and one token entry per product in the index")
 
 
-def _index_problem(
-    values: np.ndarray, leaves: np.ndarray, expected: np.ndarray, known: np.ndarray
-) -> str | None:
-    import numpy as np
+def _has_records(store: Store, batch: BatchInfo) -> bool:
+    """Whether the batch has record parts (batches minted before them have none: their
+    lookups read the Parquet parts)."""
+    return (store.batch_dir(batch) / "records").is_dir()
 
-    size = len(expected)
-    outside = np.flatnonzero((leaves < 0) | (leaves >= size))
-    if outside.size:
-        return f"a row points at product {leaves[outside[0]]}, which the batch does not have"
-    counts = np.bincount(leaves, minlength=size)
-    missing = np.flatnonzero(counts == 0)
-    if missing.size:
-        return f"product {missing[0]} has no row"
-    extra = np.flatnonzero(counts > 1)
-    if extra.size:
-        return f"product {extra[0]} has {counts[extra[0]]} rows"
-    wrong = np.flatnonzero(known[leaves] & (values.astype(np.uint64) != expected[leaves]))
-    if wrong.size:
-        return f"the row of product {leaves[wrong[0]]} holds a wrong value"
-    return None
+
+def _records_check(records: bool, parts: list[_PartResult]) -> Check:
+    if not records:
+        return Check("records", True, "none (an older batch: lookups read its Parquet parts)")
+    wrong = next((p for p in parts if p.record_damage is not None), None)
+    if wrong is not None:
+        assert wrong.record_damage is not None
+        return Check("records", False, wrong.record_damage)
+    return Check("records", True, "every record part equals its Parquet part")
 
 
 # --------------------------------------------------------------------------- the parts
@@ -463,6 +538,11 @@ class _PartJob:
     batch: BatchInfo
     index: int
     tree_usable: bool
+    records: bool
+    """Whether the batch has record parts to compare with."""
+    secret: bytes | None = field(default=None, repr=False)
+    """The issuer key, to check the tokens with (sent with each job: the pool may start
+    before the catalog says which key the batch has)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,6 +558,7 @@ class _PartResult:
     first_difference: tuple[int, int] | None = None
     tree_damage: tuple[int, int] | None = None
     url_mismatch: int | None = None
+    record_damage: str | None = None
     bad_tokens: int = 0
     keys: bytes = b""
     prefixes: bytes = b""
@@ -508,56 +589,95 @@ def _open_tree(store: Store, batch: BatchInfo) -> tuple[TreeFile | None, str | N
     return tree, None
 
 
-def _init_worker(secret: bytes | None) -> None:
+def _init_worker() -> None:
     import pyarrow as pa
 
-    global _SECRET
-    _SECRET = secret
     pa.set_cpu_count(1)  # the pool already uses every core: Arrow threads only contend
 
 
-def _audit_part_in_worker(job: _PartJob) -> _PartResult:
-    return _audit_part(job, _SECRET)
+class _Workers:
+    """The worker processes that audit the parts of a large batch.
 
+    The pool is started from a thread, so that this process works meanwhile (reading
+    the catalog, the indexes) while the workers start (importing Arrow: about half a
+    second). It starts before the catalog is read when the batch directory shows a
+    large batch (:meth:`start_if_large`, a hint only), or else when the parts are run.
+    """
 
-def _run_parts(
-    store: Store,
-    batch: BatchInfo,
-    tree: TreeFile | None,
-    secret: bytes | None,
-    workers: int,
-    while_running: Callable[[], None],
-) -> list[_PartResult]:
-    """Audit every part, in worker processes when the batch is large enough to gain;
-    ``while_running`` is this process's work meanwhile."""
-    from concurrent.futures.process import BrokenProcessPool
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._starting: Future[ProcessPoolExecutor] | None = None
 
-    from provmint.pool import start_pool
+    def start_if_large(self, settings: Settings, ref: str) -> None:
+        """Start now if ``ref`` names exactly one batch directory, holding enough part
+        files to gain from worker processes."""
+        if self.count < 2 or not re.fullmatch(r"[0-9A-Za-z_-]+", ref):
+            return  # (batch ids are plain names: nothing else need be looked for)
+        batches = Store(settings.store).batches_dir
+        try:
+            named = [batches / ref] if (batches / ref).is_dir() else list(batches.glob(f"{ref}*"))
+            parts = len(list((named[0] / "products").glob("part-*.parquet")))
+        except (OSError, IndexError):
+            return
+        if len(named) == 1 and parts >= POOL_MIN_PARTS:
+            self._start(min(self.count, parts))
 
-    jobs = [_PartJob(str(store.root), batch, i, tree is not None) for i in range(batch.parts)]
-    if workers < 2 or batch.parts < POOL_MIN_PARTS:
+    def _start(self, count: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from provmint.pool import start_pool
+
+        starter = ThreadPoolExecutor(1, thread_name_prefix="provmint-audit-start")
+        self._starting = starter.submit(
+            start_pool,
+            count,
+            preload=["pyarrow.parquet", "pyarrow.compute", "provmint.audit"],
+            initializer=_init_worker,
+        )
+        starter.shutdown(wait=False)
+
+    def run(self, jobs: list[_PartJob], while_running: Callable[[], None]) -> list[_PartResult]:
+        """Audit every part, in the worker processes when the batch is large enough to
+        gain (or they were started); ``while_running`` is this process's work meanwhile."""
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._starting is None:
+            if self.count < 2 or len(jobs) < POOL_MIN_PARTS:
+                while_running()
+                return [_audit_part(job) for job in jobs]
+            self._start(min(self.count, len(jobs)))
+        assert self._starting is not None
+        submitted: Future[list[Future[_PartResult]]] = Future()
+
+        def submit(starting: Future[ProcessPoolExecutor]) -> None:
+            # As soon as the workers are up (now, or later in the starting thread):
+            # they need not wait for ``while_running``.
+            try:
+                pool = starting.result()
+                submitted.set_result([pool.submit(_audit_part, job) for job in jobs])
+            except BaseException as exc:  # handed to the thread that waits for the results
+                submitted.set_exception(exc)
+
+        self._starting.add_done_callback(submit)
         while_running()
-        return [_audit_part(job, secret) for job in jobs]
-    pool = start_pool(
-        min(workers, batch.parts),
-        preload=["pyarrow.parquet", "provmint.audit"],
-        initializer=_init_worker,
-        initargs=(secret,),
-    )
-    try:
-        results = pool.map(_audit_part_in_worker, jobs)
-        while_running()
-        return list(results)
-    except BrokenProcessPool as exc:
-        raise ProvmintError("audit failed: a worker process died (out of memory?)") from exc
-    finally:
-        pool.shutdown(cancel_futures=True)
+        try:
+            return [future.result() for future in submitted.result()]
+        except BrokenProcessPool as exc:
+            raise ProvmintError("audit failed: a worker process died (out of memory?)") from exc
+
+    def close(self) -> None:
+        """Stop the workers (once started: a start under way is waited for)."""
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                self._starting.result().shutdown(cancel_futures=True)
 
 
-def _audit_part(job: _PartJob, secret: bytes | None) -> _PartResult:
+def _audit_part(job: _PartJob) -> _PartResult:
     """Audit one part: read it (every column checked by ``read_part``), recompute its
     leaves, subtree and urls, compare the subtree with the tree file, and compute its
-    index values (with ``secret``, also count the tokens the issuer key does not make)."""
+    index values (with the job's secret, also count the tokens the issuer key does not
+    make)."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -573,7 +693,8 @@ def _audit_part(job: _PartJob, secret: bytes | None) -> _PartResult:
         return _PartResult(job.index, damage=exc.message, tree_damage=broken)
     gtin, serial, token = (table.column(c) for c in ("gtin", "serial", "token"))
     tokens = token_bytes(token)
-    levels = _subtree(leaf_hashes(record_bytes(table, batch.columns), tokens), top)
+    records = record_bytes(table, batch.columns)
+    levels = _subtree(leaf_hashes(records, tokens), top)
     difference = leaf = broken = None
     if stored is not None:
         difference = _first_difference(levels, stored, start)
@@ -584,8 +705,9 @@ def _audit_part(job: _PartJob, secret: bytes | None) -> _PartResult:
     urls = digital_links(batch.manifest["url_base"], gtin, serial, lot, token)
     url_row = _first_false(pc.equal(table.column("url"), urls))
     bad = 0
-    if secret is not None:
-        bad = int(np.count_nonzero((_expected_tokens(secret, gtin, serial) != tokens).any(1)))
+    if job.secret is not None:
+        expected = _expected_tokens(job.secret, gtin, serial)
+        bad = int(np.count_nonzero((expected != tokens).any(1)))
     return _PartResult(
         job.index,
         rows=table.num_rows,
@@ -594,10 +716,47 @@ def _audit_part(job: _PartJob, secret: bytes | None) -> _PartResult:
         first_difference=difference,
         tree_damage=broken,
         url_mismatch=None if url_row is None else start + url_row,
+        record_damage=(
+            _record_part_damage(store, batch, job, records, tokens) if job.records else None
+        ),
         bad_tokens=bad,
         keys=key_hashes(gtin, serial).astype("<u8").tobytes(),
         prefixes=np.ascontiguousarray(tokens[:, :8]).view("<u8").tobytes(),
     )
+
+
+def _record_part_damage(
+    store: Store, batch: BatchInfo, job: _PartJob, records: pa.Array, tokens: np.ndarray
+) -> str | None:
+    """Whether the part's record part (``provmint-records/1``) holds exactly the rows
+    recomputed from the Parquet part: its blocks' payloads joined are ``u32be len(record)
+    || record || token`` row after row, built here from the format."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from provmint.store.records import RecordPart
+
+    path = store.record_part_path(batch, job.index)
+    expected = _joined([_be_u32(pc.binary_length(records)), records, _fixed_rows(tokens)])
+    offsets = np.frombuffer(expected.buffers()[1], np.int32, len(expected) + 1, expected.offset * 4)
+    data = expected.buffers()[2]
+    wanted = np.frombuffer(data if data is not None else b"", np.uint8)
+    wanted = wanted[int(offsets[0]) : int(offsets[-1])]
+    try:
+        with RecordPart.open(path) as part:
+            if part.rows != len(records):
+                return damaged(f"{part.rows} rows, the Parquet part has {len(records)}", path)
+            stored = part.payloads()
+    except StoreCorruptError as exc:
+        return exc.message
+    got = np.frombuffer(stored, np.uint8)
+    if np.array_equal(got, wanted):
+        return None
+    n = min(len(got), len(wanted))
+    differ = np.flatnonzero(got[:n] != wanted[:n])
+    first = int(differ[0]) if differ.size else n
+    row = min(int(np.searchsorted(offsets[1:] - offsets[0], first, side="right")), len(records) - 1)
+    return damaged(f"the record of product {job.index * batch.part_rows + row} differs", path)
 
 
 def _part_checks(store: Store, batch: BatchInfo, parts: list[_PartResult]) -> list[Check]:
@@ -721,17 +880,15 @@ def level_above(level: bytes) -> bytes:
     """One level up: ``SHA-256(0x01 || left || right)`` over adjacent pairs, an odd last
     node promoted (RFC 9162; :func:`provmint.merkle.node_hash`, which a test pins this
     to). Plain hashlib on purpose: no kernel shared with minting."""
-    node = hashlib.sha256(b"\x01").copy
+    import numpy as np
+
     count = len(level) // _HASH
-    view = memoryview(level)
-    out = bytearray()
-    for offset in range(0, (count - count % 2) * _HASH, 2 * _HASH):
-        h = node()
-        h.update(view[offset : offset + 2 * _HASH])
-        out += h.digest()
-    if count % 2:
-        out += view[-_HASH:]
-    return bytes(out)
+    pairs = count // 2
+    messages = np.empty((pairs, 1 + 2 * _HASH), dtype=np.uint8)
+    messages[:, 0] = 1
+    messages[:, 1:] = np.frombuffer(level, np.uint8, pairs * 2 * _HASH).reshape(pairs, 2 * _HASH)
+    out = _sha256_each(_row_bytes(messages))
+    return out + level[-_HASH:] if count % 2 else out
 
 
 def _subtree(leaves: bytes, height: int) -> list[bytes]:
@@ -834,6 +991,11 @@ def record_bytes(table: pa.Table, names: list[str]) -> pa.Array:
     minting engine's encoder; equals :func:`provmint.canonical.encode_record` row by row
     (a property test pins it).
     """
+    return _joined(_record_pieces(table, names))
+
+
+def _record_pieces(table: pa.Table, names: list[str]) -> list[Any]:
+    """The pieces that, joined row by row, make :func:`record_bytes`."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -844,8 +1006,15 @@ def record_bytes(table: pa.Table, names: list[str]) -> pa.Array:
         values = _plain(table.column(name)).cast(pa.binary())
         pieces.append(pa.scalar(struct.pack(">B", len(raw)) + raw, pa.binary()))
         pieces += [_be_u32(pc.binary_length(values)), values]
-    joined = pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.binary()))
-    return _plain(joined)
+    return pieces
+
+
+def _joined(pieces: list[Any]) -> pa.Array:
+    """Arrays (and scalars) of binary values concatenated row by row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return _plain(pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.binary())))
 
 
 def token_bytes(tokens: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -873,22 +1042,70 @@ def leaf_hashes(records: pa.Array, tokens: np.ndarray) -> bytes:
     """``provmint-leaf/1`` hash of every row: ``SHA-256(0x00 || record ||
     SHA-256("PMC1" || token))`` (:func:`provmint.merkle.leaf_hash` over the record and
     :func:`provmint.canonical.token_commitment`, which a test pins this to)."""
-    commit = hashlib.sha256(COMMIT_TAG).copy
-    leaf = hashlib.sha256(b"\x00").copy
-    raw = memoryview(tokens.tobytes())
-    out = bytearray()
-    for i, record in enumerate(records.to_pylist()):
-        c = commit()
-        c.update(raw[TOKEN_BYTES * i : TOKEN_BYTES * (i + 1)])
-        h = leaf()
-        h.update(record)
-        h.update(c.digest())
-        out += h.digest()
-    return bytes(out)
+    return _sha256_each(_joined([_leaf_prefix(), records, _commitments(tokens)]).to_pylist())
+
+
+def table_leaf_hashes(table: pa.Table, names: list[str], tokens: np.ndarray) -> bytes:
+    """:func:`leaf_hashes` of :func:`record_bytes` (a test pins it), with the records
+    joined straight into the leaf data."""
+    data = _joined([_leaf_prefix(), *_record_pieces(table, names), _commitments(tokens)])
+    return _sha256_each(data.to_pylist())
+
+
+def _leaf_prefix() -> pa.Scalar:
+    import pyarrow as pa
+
+    return pa.scalar(b"\x00", pa.binary())
+
+
+def _commitments(tokens: np.ndarray) -> pa.Array:
+    """``SHA-256("PMC1" || token)`` of every raw token, as 32-byte binary values."""
+    import numpy as np
+
+    n = len(tokens)
+    tagged = np.empty((n, len(COMMIT_TAG) + TOKEN_BYTES), dtype=np.uint8)
+    tagged[:, : len(COMMIT_TAG)] = np.frombuffer(COMMIT_TAG, np.uint8)
+    tagged[:, len(COMMIT_TAG) :] = tokens
+    digests = np.frombuffer(_sha256_each(_row_bytes(tagged)), np.uint8)
+    return _fixed_rows(digests.reshape(n, _HASH))
+
+
+def _sha256_each(messages: list[bytes]) -> bytes:
+    """The SHA-256 of every message, concatenated (32 bytes each).
+
+    The messages are built over whole columns beforehand, so that the only Python work
+    per message is one hashlib call: per-call overhead, not hashing, is the cost here.
+    """
+    sha256 = hashlib.sha256
+    return b"".join([sha256(m).digest() for m in messages])
+
+
+def _row_bytes(matrix: np.ndarray) -> list[bytes]:
+    """The rows of a 2-D uint8 array as bytes objects (NumPy only: no Arrow needed)."""
+    import numpy as np
+
+    width = matrix.shape[1]
+    rows: list[bytes] = np.ascontiguousarray(matrix).view(f"V{width}").ravel().tolist()
+    return rows
+
+
+def _fixed_rows(matrix: np.ndarray) -> pa.Array:
+    """The rows of a 2-D uint8 array as an Arrow binary array (no copy)."""
+    import numpy as np
+    import pyarrow as pa
+
+    rows, width = matrix.shape
+    offsets = np.arange(0, rows * width + 1, width, dtype=np.int32)
+    data = np.ascontiguousarray(matrix)
+    return pa.Array.from_buffers(
+        pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def _expected_tokens(secret: bytes, gtin: pa.ChunkedArray, serial: pa.ChunkedArray) -> np.ndarray:
-    """The issuer key's token for every row (``provmint-token/1``), as (n, 16) uint8."""
+    """The issuer key's token for every row (``provmint-token/1``), as (n, 16) uint8.
+    HMAC from the key's precomputed inner and outer states (:func:`provmint.tokens.
+    hmac_states`): one block hashed per state, cheaper than two-block messages."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -898,14 +1115,16 @@ def _expected_tokens(secret: bytes, gtin: pa.ChunkedArray, serial: pa.ChunkedArr
     )
     inner, outer = hmac_states(secret)
     inner_copy, outer_copy = inner.copy, outer.copy
-    out = bytearray()
+    out: list[bytes] = []
+    append = out.append
     for ident in ids.to_pylist():
         h = inner_copy()
         h.update(ident)
         o = outer_copy()
         o.update(h.digest())
-        out += o.digest()[:TOKEN_BYTES]
-    return np.frombuffer(bytes(out), np.uint8).reshape(-1, TOKEN_BYTES)
+        append(o.digest())
+    digests = np.frombuffer(b"".join(out), np.uint8).reshape(-1, _HASH)
+    return digests[:, :TOKEN_BYTES]
 
 
 def digital_links(
@@ -925,19 +1144,18 @@ def digital_links(
     gtin, serial, token = _plain(gtin), _plain(serial), _plain(token)
     n = len(gtin)
     lot = _plain(lot) if lot is not None else pa.array([""] * n, pa.string())
-    lot_part = pc.if_else(pc.equal(lot, ""), "", pc.binary_join_element_wise("/10/", lot, ""))
+    lot_offsets, _ = _binary_buffers(lot)
+    if (np.diff(lot_offsets) > 0).all():  # the usual case: every product has a lot
+        lot_part = ["/10/", lot]
+    else:
+        with_lot = pc.binary_join_element_wise("/10/", lot, "")
+        lot_part = [pc.if_else(pc.equal(lot, ""), "", with_lot)]
     prefix = base.rstrip("/") + "/01/"
     joined = _plain(
-        pc.binary_join_element_wise(prefix, gtin, lot_part, "/21/", serial, "?t=", token, "")
+        pc.binary_join_element_wise(prefix, gtin, *lot_part, "/21/", serial, "?t=", token, "")
     )
-    plain = pc.and_(
-        pc.and_(
-            pc.match_substring_regex(lot, _UNRESERVED),
-            pc.match_substring_regex(serial, _UNRESERVED),
-        ),
-        pc.match_substring_regex(token, _UNRESERVED),
-    )
-    special = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    plain = _unreserved(lot) & _unreserved(serial) & _unreserved(token)
+    special = np.flatnonzero(~plain)
     if not special.size:
         return joined
     rows = pa.array(special)
@@ -954,6 +1172,33 @@ def digital_links(
     mask = np.zeros(n, dtype=bool)
     mask[special] = True
     return _plain(pc.replace_with_mask(joined, pa.array(mask), pa.array(slow, pa.string())))
+
+
+def _unreserved(values: pa.Array) -> np.ndarray:
+    """Which values consist of RFC 3986 unreserved characters only (those that
+    :func:`provmint.gs1.percent_encode` leaves as they are), looked up byte by byte."""
+    import numpy as np
+
+    offsets, data = _binary_buffers(values)
+    allowed = np.zeros(256, dtype=bool)
+    allowed[np.frombuffer(_UNRESERVED, np.uint8)] = True
+    bad = ~allowed.take(data[offsets[0] : offsets[-1]])
+    if not bad.any():
+        return np.ones(len(values), dtype=bool)
+    before = np.concatenate(([0], np.cumsum(bad)))  # bad bytes before each position
+    relative = offsets - offsets[0]
+    clean: np.ndarray = before[relative[1:]] == before[relative[:-1]]
+    return clean
+
+
+def _binary_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string or binary array's value offsets (n + 1, int64) and data bytes."""
+    import numpy as np
+
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], np.int32, n + 1, values.offset * 4)
+    data = np.frombuffer(values.buffers()[2] or b"\0", np.uint8)
+    return offsets.astype(np.int64), data
 
 
 def key_hashes(gtin: pa.Array | pa.ChunkedArray, serial: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -520,10 +520,16 @@ class KeyRun:
     def check(self, *, rows_below: int | None = None) -> None:
         """Audit the whole run (streaming): entries in (key, row) order, and every row
         below ``rows_below`` when given. Damage is StoreCorruptError naming the file."""
+        self.checked_entries(0, 0, rows_below=rows_below)
+
+    def checked_entries(self, lo: int, hi: int, *, rows_below: int | None = None) -> KeyBlock:
+        """Audit the whole run as :meth:`check` does, and return its entries whose row is
+        in ``[lo, hi)``, in run order (the entries of one batch, for its audit)."""
         import numpy as np
 
         before: tuple[int, int] | None = None
         position = 0
+        kept: list[KeyBlock] = []
         for keys, rows in self.blocks():
             bad = _out_of_order(keys, rows, before)
             if bad is not None:
@@ -538,8 +544,16 @@ class KeyRun:
                         f"{int(rows[over[0]])}, past the last ({rows_below - 1})",
                         self.path,
                     )
+            if hi > lo:
+                inside = (rows >= lo) & (rows < hi)
+                kept.append(KeyBlock(keys[inside], rows[inside]))
             before = (int(keys[-1]), int(rows[-1]))
             position += len(keys)
+        if not kept:
+            return KeyBlock(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32))
+        return KeyBlock(
+            np.concatenate([b.keys for b in kept]), np.concatenate([b.rows for b in kept])
+        )
 
     # -- lifetime
 

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from provmint.canonical import decode_record
 from provmint.errors import StoreCorruptError, StoreError
-from provmint.store.keyindex import KeyIndex, KeyRun, RunKind, merge_runs, plan_merge
+from provmint.store.keyindex import (
+    KeyBlock,
+    KeyIndex,
+    KeyRun,
+    RunKind,
+    merge_runs,
+    plan_merge,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -42,6 +49,7 @@ __all__ = [
     "ProductFinder",
     "RunEntry",
     "StoredProduct",
+    "batch_entries",
     "index_runs",
     "token_prefix",
     "update_index",
@@ -75,11 +83,18 @@ class RunEntry:
 
 def index_runs(con: duckdb.DuckDBPyConnection) -> dict[RunKind, list[RunEntry]]:
     """The live runs of each kind, oldest (largest) first."""
+    from provmint.store import damaged
+
     out: dict[RunKind, list[RunEntry]] = {kind: [] for kind in RunKind}
-    for kind, name, entries in con.execute(
+    for number, name, entries in con.execute(
         "SELECT kind, name, entries FROM index_runs ORDER BY kind, position"
     ).fetchall():
-        out[RunKind(kind)].append(RunEntry(RunKind(kind), name, int(entries)))
+        try:
+            kind = RunKind(number)
+        except ValueError:
+            what = f"run {name} has an unknown kind ({number})"
+            raise StoreCorruptError(damaged(what, "the catalog's table index_runs")) from None
+        out[kind].append(RunEntry(kind, name, int(entries)))
     return out
 
 
@@ -210,9 +225,7 @@ class ProductFinder:
                 self._parts.move_to_end(key)
                 return part
             path = self.store.record_part_path(batch, index)
-            if not path.exists():
-                if self.store.record_part_path(batch, 0).exists():
-                    raise StoreCorruptError(f"damaged: {path} is missing")
+            if not path.parent.is_dir():
                 return None  # a batch from before record parts
             part = RecordPart.open(path)
             self._parts[key] = part
@@ -230,6 +243,45 @@ class ProductFinder:
             if k not in ("leaf_index", "token", "url") and v is not None
         }
         return StoredProduct(batch, leaf, record, parse_token(row["token"]))
+
+
+def batch_entries(
+    store: Store, con: duckdb.DuckDBPyConnection, batch: BatchInfo
+) -> dict[RunKind, KeyBlock]:
+    """Every entry of the store's live index that points into ``batch``, its rows turned
+    into the batch's leaf indexes: the audit's view of the index. Each live run is read
+    whole and checked on the way (its size as listed, entries in order, rows inside the
+    store), so damage anywhere in a run the batch's lookups go through is found; it is
+    StoreCorruptError naming the run."""
+    from provmint.store import damaged
+
+    batches = store.batches(con)
+    base = 0
+    for other in batches:
+        if other.batch_id == batch.batch_id:
+            break
+        base += other.products
+    total = sum(b.products for b in batches)
+    found: dict[RunKind, KeyBlock] = {}
+    for kind, entries in index_runs(con).items():
+        pieces: list[KeyBlock] = []
+        for entry in entries:
+            with KeyRun.open(store.index_dir / entry.name, kind=kind) as run:
+                if run.count != entry.entries:
+                    raise StoreCorruptError(
+                        damaged(f"{run.count} entries, the catalog lists {entry.entries}", run.path)
+                    )
+                pieces.append(run.checked_entries(base, base + batch.products, rows_below=total))
+        found[kind] = _leaf_entries(pieces, base)
+    return found
+
+
+def _leaf_entries(pieces: list[KeyBlock], base: int) -> KeyBlock:
+    import numpy as np
+
+    keys = np.concatenate([p.keys for p in pieces]) if pieces else np.zeros(0, np.uint64)
+    rows = np.concatenate([p.rows for p in pieces]) if pieces else np.zeros(0, np.uint32)
+    return KeyBlock(keys, (rows - np.uint32(base)).astype(np.uint32))
 
 
 # -- writing ----------------------------------------------------------------------------
