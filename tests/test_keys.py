@@ -612,7 +612,8 @@ def test_unknown_config_key_is_a_usage_error(cli, keyed, isolated: Path,
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
     for args in (("batch", "create", EXAMPLE_CSV), ("keys", "list"), ("batch", "list")):
         one_error(cli(*args), EXIT_USAGE, f"{cfg}: unknown setting 'colour'",
-                  "hint: known settings: chain, key_file, lock_timeout, scan_log, store, url_base, workers")
+                  "hint: known settings: chain, key_file, lock_timeout, scan_log, store, "
+                  "url_base, workers")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         resolve_settings()
 
