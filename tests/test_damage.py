@@ -3,8 +3,9 @@ file means, and every command that reads a damaged part says so in one line.
 
 The byte-flip test mints the example into a fresh store, then flips bytes of the Parquet
 part, ``manifest.json``, ``tree.bin``, the record part and the index runs one at a time
-(each restored before the next) and audits the batch through the library after each. A random sample by default (the
-seed is in every failure message); ``PROVMINT_FLIPS=all`` flips every byte and
+(each restored before the next) and audits the batch through the library after each. A
+random sample by default (the seed is in every failure message); ``PROVMINT_FLIPS=all``
+flips every byte and
 ``PROVMINT_FLIP_SEED=N`` replays a run. The catalog is a DuckDB file with block
 checksums, so its damage is made inside the blocks holding the batch's row and the list
 of index runs, and by editing every value of those rows through SQL.
