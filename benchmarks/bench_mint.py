@@ -8,11 +8,15 @@ create`` into an empty store. Reports medians of wall time, products/s and peak 
 (sampled sum over the whole process tree, workers included), the ratio of the two walls,
 and the start-up time of ``provmint --help``.
 
-    python benchmarks/bench_mint.py                 # 1M rows, 3 rounds
+    python benchmarks/bench_mint.py                          # 1M rows, 3 rounds
+    python benchmarks/bench_mint.py --rows 1000000 10000000  # and 10M (one round)
+    python benchmarks/bench_mint.py --rows 1000000 10000000 --big   # and 30M
     python benchmarks/bench_mint.py --rows 200000 --rounds 5 --json
 
-Targets (issue 2, 2-core machine): wall <= 0.5 x reference, peak RSS <= 1.5 GB,
-``provmint --help`` < 0.3 s.
+Targets (2-core machine): at 1M, wall <= 0.35 x reference and peak RSS <= 1 GB; at 10M,
+peak RSS <= 1.5 GB and time per product within 1.15 x of 1M; flat memory at 30M;
+``provmint --help`` < 0.3 s. The reference runs only up to 1M rows (``--reference-max``):
+it holds the whole batch in memory.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -72,20 +77,100 @@ def help_time(env: dict[str, str], runs: int = 10) -> float:
     return statistics.median(times)
 
 
+def mint_command(csv: Path, store: Path, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "provmint",
+        "batch",
+        "create",
+        str(csv),
+        "--json",
+        "--store",
+        str(store),
+        "--workers",
+        str(workers),
+    ]
+
+
+def measure_size(
+    work: Path, rows: int, rounds: int, workers: int, env: dict[str, str], reference: bool
+) -> dict[str, Any]:
+    """Median figures of ``rounds`` mints of a ``rows``-row CSV (and of the reference,
+    alternating with them, when ``reference``)."""
+    csv = work / f"products-{rows}.csv"
+    write_csv(csv, rows, seed=7)
+    ref: list[tuple[float, float]] = []
+    mint: list[tuple[float, float]] = []
+    try:
+        for i in range(rounds):
+            if reference:
+                ref.append(
+                    run_measured([sys.executable, str(HERE / "reference_mint.py"), str(csv)], env)[
+                        :2
+                    ]
+                )
+            store = work / f"store-{rows}-{i}"
+            wall, rss, out = run_measured(mint_command(csv, store, workers), env)
+            if json.loads(out)["products"] != rows:
+                raise SystemExit(f"minted {json.loads(out)['products']} of {rows} rows")
+            mint.append((wall, rss))
+            shutil.rmtree(store)
+            note = f", reference {ref[-1][0]:.2f} s (ratio {wall / ref[-1][0]:.2f})" if ref else ""
+            print(
+                f"{rows:,} rows, round {i + 1}: provmint {wall:.2f} s, peak {rss:.0f} MB{note}",
+                file=sys.stderr,
+            )
+    finally:
+        csv.unlink(missing_ok=True)
+    mint_wall = statistics.median(w for w, _ in mint)
+    figures: dict[str, Any] = {
+        "rows": rows,
+        "rounds": rounds,
+        "wall_s": round(mint_wall, 3),
+        "products_per_s": round(rows / mint_wall),
+        "us_per_product": round(mint_wall / rows * 1e6, 3),
+        "peak_rss_mb": round(max(r for _, r in mint), 1),
+    }
+    if ref:
+        ref_wall = statistics.median(w for w, _ in ref)
+        figures |= {
+            "reference_wall_s": round(ref_wall, 3),
+            "reference_peak_rss_mb": round(max(r for _, r in ref), 1),
+            "ratio_to_reference": round(mint_wall / ref_wall, 3),
+        }
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[1_000_000],
+        help="batch sizes to measure (e.g. --rows 1000000 10000000)",
+    )
+    parser.add_argument("--big", action="store_true", help="also measure 30M rows (one round)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds at 1M rows or less")
+    parser.add_argument(
+        "--big-rounds", type=int, default=1, help="rounds above 1M rows (default 1)"
+    )
+    parser.add_argument(
+        "--reference-max",
+        type=int,
+        default=1_000_000,
+        help="run the reference for sizes up to this many rows (it holds a batch in memory)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    sizes = sorted(set(args.rows) | ({30_000_000} if args.big else set()))
 
     from provmint.engine import NATIVE
 
     work = Path(tempfile.mkdtemp(prefix="provmint-bench-"))
     try:
-        csv = work / "products.csv"
-        write_csv(csv, args.rows, seed=7)
         env = {
             **os.environ,
             "PROVMINT_KEY_FILE": str(work / "keys.json"),
@@ -98,73 +183,51 @@ def main() -> int:
             check=True,
             capture_output=True,
         )
-        ref, mint = [], []
-        for i in range(args.rounds):
-            wall, rss, out = run_measured(
-                [sys.executable, str(HERE / "reference_mint.py"), str(csv)], env
-            )
-            ref.append((wall, rss))
-            store = work / f"store-{i}"
-            wall, rss, out = run_measured(
-                [
-                    sys.executable,
-                    "-m",
-                    "provmint",
-                    "batch",
-                    "create",
-                    str(csv),
-                    "--json",
-                    "--store",
-                    str(store),
-                    "--workers",
-                    str(args.workers),
-                ],
+        results = [
+            measure_size(
+                work,
+                rows,
+                args.rounds if rows <= 1_000_000 else args.big_rounds,
+                args.workers,
                 env,
+                rows <= args.reference_max,
             )
-            summary = json.loads(out)
-            if summary["products"] != args.rows:
-                raise SystemExit(f"minted {summary['products']} of {args.rows} rows")
-            mint.append((wall, rss))
-            shutil.rmtree(store)
-            print(
-                f"round {i + 1}: reference {ref[-1][0]:.2f} s, provmint {wall:.2f} s "
-                f"(ratio {wall / ref[-1][0]:.2f})",
-                file=sys.stderr,
-            )
-        ref_wall = statistics.median(w for w, _ in ref)
-        mint_wall = statistics.median(w for w, _ in mint)
+            for rows in sizes
+        ]
         figures = {
-            "rows": args.rows,
-            "rounds": args.rounds,
             "workers": args.workers,
             "native_hashing": NATIVE,
             "cpus": os.cpu_count(),
-            "reference_wall_s": round(ref_wall, 3),
-            "reference_peak_rss_mb": round(max(r for _, r in ref), 1),
-            "provmint_wall_s": round(mint_wall, 3),
-            "provmint_products_per_s": round(args.rows / mint_wall),
-            "provmint_peak_rss_mb": round(max(r for _, r in mint), 1),
-            "wall_ratio": round(mint_wall / ref_wall, 3),
+            "sizes": results,
             "help_s": round(help_time(env), 3),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(figures, indent=2))
-    else:
-        print(f"rows                 {figures['rows']:,} ({figures['rounds']} rounds, medians)")
-        print(
-            f"reference            {figures['reference_wall_s']:.2f} s, "
-            f"peak {figures['reference_peak_rss_mb']:.0f} MB"
+        return 0
+    first = results[0]
+    print(f"provmint batch create, {args.workers} workers, native hashing {NATIVE} (medians)")
+    print(
+        f"{'rows':>12} {'wall s':>8} {'products/s':>11} {'us/product':>11} {'x smallest':>10} "
+        f"{'peak MB':>8} {'reference s':>11} {'ratio':>6}"
+    )
+    for f in results:
+        per = float(f["us_per_product"]) / float(first["us_per_product"])
+        ref = (
+            f"{f['reference_wall_s']:>11.2f} {f['ratio_to_reference']:>6.2f}"
+            if "reference_wall_s" in f
+            else f"{'-':>11} {'-':>6}"
         )
         print(
-            f"provmint batch create {figures['provmint_wall_s']:.2f} s, "
-            f"{figures['provmint_products_per_s']:,} products/s, "
-            f"peak {figures['provmint_peak_rss_mb']:.0f} MB (process tree), "
-            f"{figures['workers']} workers, native hashing {figures['native_hashing']}"
+            f"{f['rows']:>12,} {f['wall_s']:>8.2f} {f['products_per_s']:>11,} "
+            f"{f['us_per_product']:>11.3f} {per:>10.2f} {f['peak_rss_mb']:>8.0f} {ref}"
         )
-        print(f"wall ratio           {figures['wall_ratio']:.2f} x reference (target <= 0.5)")
-        print(f"provmint --help      {figures['help_s']:.3f} s (target < 0.3)")
+    print(f"provmint --help {figures['help_s']:.3f} s (target < 0.3)")
+    print(
+        "targets: 1M ratio <= 0.35 and peak <= 1 GB; 10M peak <= 1.5 GB and us/product "
+        "within 1.15 x of 1M; memory flat at 30M"
+    )
     return 0
 
 
