@@ -259,3 +259,16 @@ def test_output_failures_are_not_input_rejected(cli, keyed, tmp_path: Path, writ
     batch_id: Any = json.loads(r.stdout)["batch_id"]
     r = cli("labels", batch_id, "--out", blocker / "labels", "--format", "none")
     one_error(r, EXIT_ERROR, f"creating {blocker / 'labels'}")
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=_name)
+def test_each_class_crosses_a_process_boundary(cls: type[ProvmintError]) -> None:
+    """A worker's error reaches the parent pickled: each class comes back whole (an
+    OutputError that could not be rebuilt once broke the worker pool on a full disk)."""
+    import pickle
+
+    error = _instance(cls)
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is cls
+    assert (str(back), back.hint, back.exit_code) == (str(error), error.hint, error.exit_code)
+    assert vars(back) == vars(error)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 __all__ = [
@@ -114,6 +115,19 @@ class ProvmintError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (a worker's error reaches the parent pickled).
+        # The default rebuilds by calling ``cls(*args)``, which fails for subclasses whose
+        # constructors take other arguments: rebuild from the attributes instead.
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuilt(cls: type[ProvmintError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class OutputError(ProvmintError):
