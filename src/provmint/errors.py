@@ -35,8 +35,8 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "EXIT_BUSY",
