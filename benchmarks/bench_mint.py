@@ -171,8 +171,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="provmint-bench-"))
     try:
-        env = {
-            **os.environ,
+        env = {  # bytecode cached, as installed by pip
+            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
             "PROVMINT_KEY_FILE": str(work / "keys.json"),
             "PROVMINT_CONFIG": str(work / "none.toml"),
         }
