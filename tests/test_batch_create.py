@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from biip.gtin import Gtin
 from helpers import csv_text, one_error
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import provmint.batch
 import provmint.engine
@@ -745,3 +747,67 @@ def test_real_process_exit_codes(keyed, write_csv, tmp_path: Path) -> None:
     p = run_provmint("batch", "create", path, "--key-file", tmp_path / "nokey.json")
     assert p.returncode == EXIT_NOT_FOUND
     assert "provmint keys init" in p.stderr
+
+
+def _stored_rows(store: Path) -> list[dict[str, object]]:
+    """Every stored product row of a one-batch store, in leaf order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(store.glob("batches/*/products/part-*.parquet"))
+    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()
+
+
+def _stored_records(store: Path) -> list[tuple[bytes, bytes]]:
+    """Every (record, token) of a one-batch store's record parts, in leaf order."""
+    from provmint.store.records import RecordPart
+
+    out: list[tuple[bytes, bytes]] = []
+    for path in sorted(store.glob("batches/*/records/part-*.rec")):
+        with RecordPart.open(path) as part:
+            out += part.get_many(range(len(part)))
+    return out
+
+
+_SHAPE_VALUES = ["", "L1", "a,b", 'say "hi"', "two\nlines", "Crème 日本", " pad "]
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.integers(1, 300),
+    chunk_bits=st.integers(0, 8),
+    extra=st.lists(st.sampled_from(["lot", "expiry", "name", "site"]), max_size=4, unique=True),
+    values=st.lists(st.sampled_from(_SHAPE_VALUES), min_size=1, max_size=7),
+    ending=st.sampled_from(["\n", "\r\n"]),
+)
+def test_streaming_gives_the_same_batch_for_any_chunk_size(
+        keyed, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        rows: int, chunk_bits: int, extra: list[str], values: list[str], ending: str) -> None:
+    """Any file shape, any chunk size (a power of two from 1 to 256 rows, against the
+    default 65,536): the same root, the same stored rows and the same record parts'
+    contents."""
+    columns = ["gtin", "serial", *extra]
+    lines = [",".join(columns)]
+    for i in range(rows):
+        cells = [GTIN14, f"S{i:05d}"]
+        for j, name in enumerate(extra):
+            value = "2027-06-30" if name == "expiry" else values[(i + j) % len(values)]
+            if name == "lot":
+                value = f"L{i % 7}"
+            cells.append('"' + value.replace('"', '""') + '"' if value else value)
+        lines.append(",".join(cells))
+    base = tmp_path_factory.mktemp("shape")
+    path = base / "in.csv"
+    path.write_text(ending.join(lines) + ending, encoding="utf-8", newline="")
+    whole = mint_batch(path, settings=resolve_settings(store=base / "whole", workers=1))
+    with monkeypatch.context() as patch:
+        patch.setattr(provmint.engine, "CHUNK_ROWS", 1 << chunk_bits)
+        chunked = mint_batch(path, settings=resolve_settings(store=base / "chunked", workers=1))
+    assert chunked.products == whole.products == rows
+    parts = len(list((base / "chunked").glob("batches/*/products/part-*.parquet")))
+    assert parts == -(-rows // (1 << chunk_bits))  # really minted in chunks of that size
+    assert chunked.root == whole.root
+    assert _stored_rows(base / "chunked") == _stored_rows(base / "whole")
+    assert _stored_records(base / "chunked") == _stored_records(base / "whole")
