@@ -242,8 +242,10 @@ def test_svg_labels_decode_to_the_csv_urls(cli, batch, tmp_path: Path) -> None:
 
 def test_png_labels_with_error_level_and_scale(cli, batch, tmp_path: Path) -> None:
     out = tmp_path / "png"
+    # --raw: the rows are compared as data (one token in 64 starts with "-", which the
+    # spreadsheet-safe default would prefix with "'").
     _ok(cli("labels", batch, "--out", out, "--format", "png", "--error", "Q", "--scale", "6",
-            "--json"))
+            "--json", "--raw"))
     rows = _rows(out)
     _check_rows(cli, rows, batch, "png")
     assert not list(out.rglob("*.svg"))
@@ -345,7 +347,7 @@ def test_worker_pool_path_renders_every_file(cli, keyed, tmp_path: Path,
     make_products(source, 300, seed=9)
     batch_id = _ok(cli("batch", "create", source, "--json"))["batch_id"]
     out = tmp_path / "pool-labels"
-    report = _ok(cli("labels", batch_id, "--out", out, "--workers", "2", "--json"))
+    report = _ok(cli("labels", batch_id, "--out", out, "--workers", "2", "--json", "--raw"))
     assert report["labels"] == report["images"] == 300
     assert pools == [2]
     rows = _rows(out)
