@@ -10,8 +10,10 @@ no ``scans.sqlite``, and a read-only store is read without one.
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,6 +103,10 @@ WHERE total = 0 AND (gtin, serial) IN (SELECT gtin, serial FROM temp.touched);
 """
 
 
+_OPEN_TIMEOUT = 30.0
+"""Seconds a scan-log connection waits for another process's lock."""
+
+
 class SqliteScanLog(ScanLog):
     """The scan log in one SQLite file (one connection per thread)."""
 
@@ -138,13 +144,11 @@ class SqliteScanLog(ScanLog):
         if not create and not self.path.exists():
             return None
         try:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            con = sqlite3.connect(self.path, timeout=_OPEN_TIMEOUT, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._fail("open", exc) from exc
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            self._migrate(con)
+            self._prepare(con)
         except sqlite3.Error as exc:
             con.close()
             raise self._fail("open", exc) from exc
@@ -152,6 +156,25 @@ class SqliteScanLog(ScanLog):
         with self._lock:
             self._all.append(con)
         return con
+
+    def _prepare(self, con: sqlite3.Connection) -> None:
+        """WAL mode and the current schema on a new connection. Switching the journal
+        mode, or opening while another process recovers the WAL, can fail at once with
+        "database is locked" (SQLite does not call the busy handler there, to avoid
+        deadlocks): several processes opening the log together retry for a while."""
+        deadline = time.monotonic() + _OPEN_TIMEOUT
+        while True:
+            try:
+                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=NORMAL")
+                self._migrate(con)
+                return
+            except sqlite3.OperationalError as exc:
+                locked = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not locked or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02 + random.random() * 0.05)
 
     @staticmethod
     def _version(con: sqlite3.Connection) -> int:
