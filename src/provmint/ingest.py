@@ -74,6 +74,7 @@ from provmint.errors import (
     ProvmintError,
     Reject,
 )
+from provmint.keyhash import key_hash
 
 if TYPE_CHECKING:
     import numpy as np
@@ -1940,24 +1941,6 @@ def _line_breaks(text: str, start: int, stop: int) -> int:
 
 
 # --- the key hash ---------------------------------------------------------------------------------
-
-
-_M64 = (1 << 64) - 1
-
-
-def key_hash(gtin14: str, serial: str) -> int:
-    """:func:`key_hashes` of one (gtin14, serial) pair, in plain Python (a lookup's cost)."""
-    block = gtin14.encode("ascii") + serial.encode("ascii").ljust(20, b"\0") + bytes(6)
-    if len(block) != 40:
-        raise ValueError("gtin14 must be 14 digits and serial at most 20 ASCII characters")
-    m1, m2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-    h = 0x9E3779B97F4A7C15
-    for i in range(0, 40, 8):
-        h = ((h ^ int.from_bytes(block[i : i + 8], "little")) * m1) & _M64
-        h ^= h >> 31
-    h = ((h ^ (h >> 30)) * m1) & _M64
-    h = ((h ^ (h >> 27)) * m2) & _M64
-    return h ^ (h >> 31)
 
 
 def key_hashes(gtin14: pa.Array, serial: pa.Array) -> np.ndarray:

@@ -24,7 +24,8 @@ from provmint.config import Settings
 from provmint.errors import ConfigError, os_error
 from provmint.outfile import is_stdout, open_output
 from provmint.pool import start_pool
-from provmint.products import LABEL_COLUMNS, label_table, read_catalog
+from provmint.products import LABEL_COLUMNS, catalog_view, label_table
+from provmint.store import find_batch
 
 __all__ = ["FORMATS", "LEVELS", "LabelSummary", "render_labels"]
 
@@ -109,8 +110,8 @@ def render_labels(
             "labels writes a directory (codes and labels.csv), not standard output",
             hint="for the label CSV on standard output use: provmint batch export ID -o -",
         )
-    with read_catalog(settings) as (store, con):
-        batch = store.batch(con, ref)
+    with catalog_view(settings) as (store, view):
+        batch = find_batch(view.batches, ref, store.root)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

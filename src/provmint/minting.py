@@ -469,9 +469,11 @@ def store_duplicates(
     stored values part by part."""
     import numpy as np
 
-    from provmint.store.keyindex import RunKind, common_keys
+    from provmint.store.keyindex import KeyIndex, RunKind, common_keys
 
-    store_runs = finder.runs[RunKind.KEY].runs
+    index = finder.runs[RunKind.KEY]
+    assert isinstance(index, KeyIndex), "the mint opens the finder with KeyIndex runs"
+    store_runs = index.runs
     if not store_runs:
         return
     for matches in common_keys(keys, store_runs):

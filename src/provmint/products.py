@@ -21,7 +21,7 @@ from provmint.errors import ConfigError, NotFoundError, StoreCorruptError
 from provmint.keys import load_keyring
 from provmint.outfile import STDOUT, open_output
 from provmint.proofs import PROOF_FORMAT
-from provmint.store import BatchInfo, Store
+from provmint.store import BatchInfo, Store, find_batch
 from provmint.store.lookup import ProductFinder, StoredProduct
 from provmint.tokens import format_token, make_token, parse_token, tokens_equal
 
@@ -29,11 +29,16 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from provmint.store.anchors import AnchorRecord
+    from provmint.store.view import CatalogView
+
 __all__ = [
     "ProductRecord",
     "TokenCheck",
+    "anchor_section",
     "anchor_states",
     "batch_anchor_section",
+    "catalog_view",
     "describe_anchor",
     "export_batch_proofs",
     "export_labels",
@@ -41,8 +46,10 @@ __all__ = [
     "find_product",
     "label_table",
     "list_batches",
+    "locate_product",
     "proof_of",
     "read_catalog",
+    "read_view",
     "show_batch",
     "verify_token",
 ]
@@ -83,26 +90,39 @@ def read_catalog(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyCon
         yield store, con
 
 
+@contextmanager
+def catalog_view(settings: Settings) -> Iterator[tuple[Store, CatalogView]]:
+    """The store and its catalog as readers see it (:meth:`Store.view`: no DuckDB when
+    the snapshot is current), under the shared store lock: open index runs inside the
+    block (a commit may replace them once the lock is released)."""
+    store = Store.open(settings.store)
+    with store.lock(exclusive=False, timeout=settings.lock_timeout, purpose="read"):
+        yield store, store.view()
+
+
+def read_view(settings: Settings) -> CatalogView:
+    """The catalog as readers see it (:func:`catalog_view`, when nothing is to be opened
+    under the lock)."""
+    with catalog_view(settings) as (_, view):
+        return view
+
+
 def anchor_states(settings: Settings) -> dict[str, dict[str, Any]]:
     """Batch id -> a summary of the live anchor covering it (state, chain, tx, block)."""
-    from provmint.store.anchors import list_anchors
-
+    view = read_view(settings)
     out: dict[str, dict[str, Any]] = {}
-    with read_catalog(settings) as (store, con):
-        for record in list_anchors(
-            con, states=("built", "signed", "broadcast", "included", "confirmed")
-        ):
-            summary = {
-                "anchor_id": record.anchor_id,
-                "state": record.state,
-                "chain_id": record.chain_id,
-                "method": record.method,
-                "tx_hash": record.tx_hash,
-                "block_number": record.block_number,
-                "block_time": record.block_time,
-            }
-            for seq, _, _ in record.batches:
-                out[store.batch_by_seq(con, seq).batch_id] = summary
+    for record in view.anchors:
+        summary = {
+            "anchor_id": record.anchor_id,
+            "state": record.state,
+            "chain_id": record.chain_id,
+            "method": record.method,
+            "tx_hash": record.tx_hash,
+            "block_number": record.block_number,
+            "block_time": record.block_time,
+        }
+        for seq, _, _ in record.batches:
+            out[view.batch_by_seq(seq).batch_id] = summary
     return out
 
 
@@ -120,14 +140,12 @@ def describe_anchor(summary: dict[str, Any] | None) -> str:
 
 def list_batches(settings: Settings) -> list[BatchInfo]:
     """Every batch in the store, oldest first."""
-    with read_catalog(settings) as (store, con):
-        return store.batches(con)
+    return list(read_view(settings).batches)
 
 
 def show_batch(settings: Settings, ref: str) -> BatchInfo:
     """One batch by id or unique id prefix."""
-    with read_catalog(settings) as (store, con):
-        return store.batch(con, ref)
+    return find_batch(read_view(settings).batches, ref, settings.store)
 
 
 def product_record(stored: StoredProduct) -> ProductRecord:
@@ -144,15 +162,6 @@ def product_record(stored: StoredProduct) -> ProductRecord:
     return ProductRecord(stored.batch, stored.leaf, record, token, url)
 
 
-@contextmanager
-def product_finder(settings: Settings) -> Iterator[ProductFinder]:
-    """The store's product finder, loaded under the shared lock."""
-    with read_catalog(settings) as (store, con):
-        finder = ProductFinder.load(store, con)
-    with finder:
-        yield finder
-
-
 def find_product(
     settings: Settings,
     *,
@@ -161,16 +170,33 @@ def find_product(
     token: str | None = None,
 ) -> ProductRecord:
     """Look a product up by (gtin, serial) or by its printed token."""
+    return locate_product(settings, gtin=gtin, serial=serial, token=token)[0]
+
+
+def locate_product(
+    settings: Settings,
+    *,
+    gtin: str | None = None,
+    serial: str | None = None,
+    token: str | None = None,
+) -> tuple[ProductRecord, dict[str, Any] | None]:
+    """:func:`find_product`, and the proof ``anchor`` section of its batch (None until
+    the batch's anchor is in a block). One catalog read, no DuckDB when the catalog's
+    snapshot is current, and the index opened for one lookup (:class:`PointIndex`)."""
     if token is not None:
         try:
             raw = parse_token(token)
         except ValueError as exc:
             raise ConfigError(f"token {token[:40]!r}: {exc}") from exc
-        with product_finder(settings) as finder:
+        with catalog_view(settings) as (store, view):
+            finder = ProductFinder.open(store, view, point=True)
+        with finder:
             found = finder.by_token(raw)
         if found is None:
             raise NotFoundError(f"no product with token {token} in store {settings.store}")
-        return product_record(found)
+        return product_record(found), anchor_section(
+            view.anchor_for_batch(found.batch.seq), found.batch
+        )
     if gtin is None or serial is None:
         raise ConfigError("give --gtin and --serial, or --token")
     gtin14 = gs1.normalize_gtin(gtin)
@@ -179,13 +205,17 @@ def find_product(
     problem = gs1.check_serial(serial)
     if problem is not None:
         raise ConfigError(f"serial {serial!r}: {problem.reason}")
-    with product_finder(settings) as finder:
+    with catalog_view(settings) as (store, view):
+        finder = ProductFinder.open(store, view, point=True)
+    with finder:
         found = finder.by_key(gtin14, serial)
     if found is None:
         raise NotFoundError(
             f"no product (gtin {gtin14}, serial {serial}) in store {settings.store}"
         )
-    return product_record(found)
+    return product_record(found), anchor_section(
+        view.anchor_for_batch(found.batch.seq), found.batch
+    )
 
 
 def _batch_section(batch: BatchInfo) -> dict[str, Any]:
@@ -227,10 +257,16 @@ def _proof(
 
 def batch_anchor_section(con: duckdb.DuckDBPyConnection, batch: BatchInfo) -> dict[str, Any] | None:
     """The proof ``anchor`` section of a batch whose anchor is in a block, else None."""
-    from provmint import anchoring
     from provmint.store.anchors import anchor_for_batch
 
-    record = anchor_for_batch(con, batch.seq)
+    return anchor_section(anchor_for_batch(con, batch.seq), batch)
+
+
+def anchor_section(record: AnchorRecord | None, batch: BatchInfo) -> dict[str, Any] | None:
+    """The proof ``anchor`` section of ``batch`` from its live anchor ``record``: None
+    unless the anchor is in a block."""
+    from provmint import anchoring
+
     if record is None or record.state not in ("included", "confirmed"):
         return None
     tree = anchoring.build_anchor_tree([bytes.fromhex(c) for _, _, c in record.batches])
@@ -250,11 +286,6 @@ def batch_anchor_section(con: duckdb.DuckDBPyConnection, batch: BatchInfo) -> di
     )
 
 
-def _anchor_of(settings: Settings, batch: BatchInfo) -> dict[str, Any] | None:
-    with read_catalog(settings) as (_, con):
-        return batch_anchor_section(con, batch)
-
-
 def export_proof(
     settings: Settings,
     *,
@@ -264,8 +295,8 @@ def export_proof(
 ) -> dict[str, Any]:
     """The proof document of one product (O(log n) tree reads). The proof is checked
     against the stored tree before it is returned."""
-    product = find_product(settings, gtin=gtin, serial=serial, token=token)
-    return proof_of(Store.open(settings.store), product, _anchor_of(settings, product.batch))
+    product, anchor = locate_product(settings, gtin=gtin, serial=serial, token=token)
+    return proof_of(Store.open(settings.store), product, anchor)
 
 
 def proof_of(store: Store, product: ProductRecord, anchor: dict[str, Any] | None) -> dict[str, Any]:
@@ -322,9 +353,9 @@ def export_batch_proofs(
 
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"unknown proof export format {fmt!r}; use jsonl or parquet")
-    with read_catalog(settings) as (store, con):
-        batch = store.batch(con, ref)
-        anchor = batch_anchor_section(con, batch)
+    with catalog_view(settings) as (store, view):
+        batch = find_batch(view.batches, ref, store.root)
+    anchor = anchor_section(view.anchor_for_batch(batch.seq), batch)
     tree = store.tree(batch)
     levels = [tree.level(i) for i in range(tree.level_count)]
     sizes = tree.sizes
@@ -440,8 +471,8 @@ def export_labels(
         raise ConfigError(
             "Parquet labels need an output: pass -o FILE (or -o - for standard output)"
         )
-    with read_catalog(settings) as (store, con):
-        batch = store.batch(con, ref)
+    with catalog_view(settings) as (store, view):
+        batch = find_batch(view.batches, ref, store.root)
     written = 0
     writer: Any = None
     with open_output(STDOUT if out is None else out) as sink:

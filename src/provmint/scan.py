@@ -154,25 +154,23 @@ def scan_code(
     be logged (a read-only store, PostgreSQL down) this raises
     :class:`~provmint.store.scanlog.ScanLogError` rather than answer without the clone
     check."""
-    from provmint.products import batch_anchor_section, find_product, read_catalog
+    from provmint.products import ProductRecord, locate_product
 
     link, token = _parse(code)
     keyring = load_keyring(settings.key_file)
+    product: ProductRecord | None = None
+    anchor: dict[str, Any] | None = None
     try:
         if link is not None:
-            product = find_product(settings, gtin=link.gtin14, serial=link.serial)
+            product, anchor = locate_product(settings, gtin=link.gtin14, serial=link.serial)
         else:
-            product = find_product(settings, token=token)
+            product, anchor = locate_product(settings, token=token)
     except NotFoundError:
-        product = None
+        pass
     except ConfigError:
         if link is not None:
             raise
-        product = None  # not even a well-formed token: an unknown code
-    anchor = None
-    if product is not None:
-        with read_catalog(settings) as (_, con):
-            anchor = batch_anchor_section(con, product.batch)
+        # not even a well-formed token: an unknown code
     verdict, reason = judge(
         product.record if product else None,
         product.batch.key_id if product else None,

@@ -42,10 +42,10 @@ from provmint.errors import KeyringError
 from provmint.keys import Keyring, load_keyring
 from provmint.products import (
     ProductRecord,
-    batch_anchor_section,
+    anchor_section,
+    catalog_view,
     product_record,
     proof_of,
-    read_catalog,
 )
 from provmint.scan import DEFAULT_CLONE_SCANS, judge, suspicious
 from provmint.store import BatchInfo, Store
@@ -93,7 +93,7 @@ class ProductIndex:
             info = os.stat(self.store.catalog_path)
         except FileNotFoundError:
             return (0.0, 0)
-        wal = self.store.catalog_path.with_name(self.store.catalog_path.name + ".wal")
+        wal = self.store.catalog_wal_path
         wal_size = wal.stat().st_size if wal.exists() else 0
         return (info.st_mtime, info.st_size + wal_size)
 
@@ -104,10 +104,10 @@ class ProductIndex:
         anchors: dict[int, dict[str, Any] | None] = {}
         finder = None
         if stamp != (0.0, 0):
-            with read_catalog(self.settings) as (store, con):
-                batches = store.batches(con)
-                anchors = {b.seq: batch_anchor_section(con, b) for b in batches}
-                finder = ProductFinder.load(store, con)
+            with catalog_view(self.settings) as (store, view):
+                finder = ProductFinder.open(store, view)
+            batches = list(view.batches)
+            anchors = {b.seq: anchor_section(view.anchor_for_batch(b.seq), b) for b in batches}
         with self._lock:
             # The finder replaced may be in use by a request right now: it is closed at
             # the next reload, seconds later.

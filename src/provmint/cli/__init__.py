@@ -6,6 +6,10 @@ inside commands so that ``provmint --help`` stays fast.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import typer
 
 from provmint import __version__
@@ -13,27 +17,32 @@ from provmint.cli import anchor, batch, consumer, keys, proof, scans, store, ver
 from provmint.cli._common import TokenArgCommand
 from provmint.errors import EXIT_CODES
 
-app = typer.Typer(
-    rich_markup_mode=None,
-    help=(
-        "Mint product-authenticity records offline: tokens, verification URLs and Merkle "
-        "proofs for a CSV of serialized products, checkable by anyone without our database."
-    ),
-    epilog=(
-        "\b\nExamples:\n"
-        "  provmint keys init\n"
-        "  provmint batch create examples/products.csv\n"
-        "  provmint proof export --gtin 09520123450014 --serial 546CAWQDCR56 -o proof.json\n"
-        "  provmint verify proof.json\n"
-        "  provmint anchor --rpc-url http://127.0.0.1:8545\n"
-        "\n\b\nExit codes:\n"
-        + "".join(f"  {code:<4}{meaning}\n" for code, meaning in EXIT_CODES.items())
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+if TYPE_CHECKING:
+    from typer.core import TyperCommand
+
+
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        rich_markup_mode=None,
+        help=(
+            "Mint product-authenticity records offline: tokens, verification URLs and Merkle "
+            "proofs for a CSV of serialized products, checkable by anyone without our database."
+        ),
+        epilog=(
+            "\b\nExamples:\n"
+            "  provmint keys init\n"
+            "  provmint batch create examples/products.csv\n"
+            "  provmint proof export --gtin 09520123450014 --serial 546CAWQDCR56 -o proof.json\n"
+            "  provmint verify proof.json\n"
+            "  provmint anchor --rpc-url http://127.0.0.1:8545\n"
+            "\n\b\nExit codes:\n"
+            + "".join(f"  {code:<4}{meaning}\n" for code, meaning in EXIT_CODES.items())
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
 
 
 def _version(value: bool) -> None:
@@ -42,7 +51,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
@@ -51,21 +59,50 @@ def _root(
     """provmint: offline batch minting of product-authenticity records."""
 
 
-app.add_typer(keys.app, name="keys")
-app.add_typer(batch.app, name="batch")
-app.add_typer(proof.app, name="proof")
-app.add_typer(proof.product_app, name="product")
-app.add_typer(proof.token_app, name="token")
-app.add_typer(anchor.app, name="anchor")
-app.add_typer(store.app, name="store")
-app.add_typer(scans.app, name="scans")
-app.command("labels")(consumer.labels)
-# A bare token may start with "-" (base64url): it is read as the code, never as options.
-app.command("scan", cls=TokenArgCommand)(consumer.scan)
-app.command("serve")(consumer.serve)
-app.command("verify")(verify.verify)
+_GROUPS: dict[str, typer.Typer] = {
+    "keys": keys.app,
+    "batch": batch.app,
+    "proof": proof.app,
+    "product": proof.product_app,
+    "token": proof.token_app,
+    "anchor": anchor.app,
+    "store": store.app,
+    "scans": scans.app,
+}
+_COMMANDS: dict[str, tuple[Callable[..., Any], type[TyperCommand] | None]] = {
+    "labels": (consumer.labels, None),
+    # A bare token may start with "-" (base64url): it is read as the code, never as options.
+    "scan": (consumer.scan, TokenArgCommand),
+    "serve": (consumer.serve, None),
+    "verify": (verify.verify, None),
+}
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The command line; with ``only``, holding that one top-level command or group
+    (what :func:`main` runs: Typer turns every registered function into a click command
+    on each run, which the others need not pay for)."""
+    root = _new_app()
+    root.callback()(_root)
+    for name, group in _GROUPS.items():
+        if only in (None, name):
+            root.add_typer(group, name=name)
+    for name, (function, cls) in _COMMANDS.items():
+        if only in (None, name):
+            if cls is None:
+                root.command(name)(function)
+            else:
+                root.command(name, cls=cls)(function)
+    return root
+
+
+app = build_app()
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    name = sys.argv[1] if len(sys.argv) > 1 else None
+    if name in _GROUPS or name in _COMMANDS:
+        build_app(name)()
+    else:
+        app()

@@ -38,7 +38,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from provmint.store.lookup import IndexUpdate
+    from provmint.store.view import CatalogView
 
 __all__ = [
     "STORE_FORMAT",
@@ -70,6 +71,7 @@ __all__ = [
     "Recovery",
     "Store",
     "damaged",
+    "find_batch",
     "init_catalog",
     "insert_batch",
     "load_json",
@@ -259,6 +261,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.catalog_path = root / "catalog.duckdb"
+        self.catalog_wal_path = root / "catalog.duckdb.wal"
         self.batches_dir = root / "batches"
         self.staging_dir = root / "staging"
         self.anchors_dir = root / "anchors"
@@ -329,6 +332,22 @@ class Store:
             # replays the next time: the work is done, so it is not reported as failed.
             with contextlib.suppress(duckdb.Error):
                 con.close()
+        if write:
+            # The readers' snapshot of what was just written. It is a cache that readers
+            # check against the catalog file: failing to write it loses nothing.
+            from provmint.store.view import refresh_snapshot
+
+            with contextlib.suppress(ProvmintError, OSError):
+                refresh_snapshot(self)
+
+    def view(self) -> CatalogView:
+        """The catalog as readers see it (hold the store lock; shared is enough): from
+        the snapshot when it matches the catalog file, else read from the catalog (and
+        the snapshot rewritten where the store can be written). See
+        :mod:`provmint.store.view`."""
+        from provmint.store.view import load_snapshot, refresh_snapshot
+
+        return load_snapshot(self) or refresh_snapshot(self)
 
     def _no_catalog(self, write: bool) -> None:
         batches = self.batch_dirs()
@@ -558,22 +577,7 @@ class Store:
 
     def batch(self, con: duckdb.DuckDBPyConnection, ref: str) -> BatchInfo:
         """A batch by full id or unique prefix (like a git commit)."""
-        rows = con.execute(
-            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE starts_with(batch_id, ?) ORDER BY seq",
-            [ref],
-        ).fetchall()
-        exact = [r for r in rows if r[1] == ref]
-        if exact:
-            return _batch_from_row(exact[0])
-        if not rows or not ref:
-            raise NotFoundError(
-                f"no batch {ref!r} in store {self.root}",
-                hint="list batches with: provmint batch list",
-            )
-        if len(rows) > 1:
-            ids = ", ".join(r[1] for r in rows[:5])
-            raise NotFoundError(f"batch id prefix {ref!r} is ambiguous: {ids}")
-        return _batch_from_row(rows[0])
+        return find_batch(self.batches(con), ref, self.root)
 
     def batch_by_seq(self, con: duckdb.DuckDBPyConnection, seq: int) -> BatchInfo:
         """A batch by its catalog sequence number."""
@@ -680,6 +684,24 @@ _TOKEN_TEXT = r"^[A-Za-z0-9_-]{21}[AQgw]$"
 """A canonical printed token (what :func:`provmint.tokens.parse_token` accepts), as RE2."""
 _PARQUET_TYPES = {"leaf_index": ("INT64", "None")}
 _STRING_TYPE = ("BYTE_ARRAY", "String")
+
+
+def find_batch(batches: Sequence[BatchInfo], ref: str, root: Path) -> BatchInfo:
+    """The batch of ``batches`` (a store's, oldest first) whose id is ``ref`` or, failing
+    that, the only one whose id starts with ``ref`` (like a git commit); NotFoundError
+    naming the store at ``root`` otherwise."""
+    exact = [b for b in batches if b.batch_id == ref]
+    if exact:
+        return exact[0]
+    matches = [b for b in batches if ref and b.batch_id.startswith(ref)]
+    if not matches:
+        raise NotFoundError(
+            f"no batch {ref!r} in store {root}", hint="list batches with: provmint batch list"
+        )
+    if len(matches) > 1:
+        ids = ", ".join(b.batch_id for b in matches[:5])
+        raise NotFoundError(f"batch id prefix {ref!r} is ambiguous: {ids}")
+    return matches[0]
 
 
 def damaged(what: str, where: Path | str) -> str:

@@ -4,6 +4,7 @@ the target and fsync the directory, so a crash leaves the old file or the new on
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 __all__ = ["fsync_dir", "write_atomic"]
@@ -20,7 +21,8 @@ def fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` durably and atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # pid and a random part: threads of one process may replace the same file together
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -59,6 +59,7 @@ __all__ = [
     "KeyIndex",
     "KeyMatches",
     "KeyRun",
+    "PointIndex",
     "RunKind",
     "RunWriter",
     "SpillSorter",
@@ -1180,6 +1181,92 @@ class KeyIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PointIndex:
+    """Point lookups over several runs of one kind, for a process that looks up a few
+    keys and exits (``product show``, ``scan``, ``proof export``): each run's header and
+    length are checked and the file is mapped, and a lookup is a binary search through
+    the map, about log2(count) page touches. Unlike :class:`KeyIndex` nothing is read
+    up front (no fences) and numpy is not imported, so opening costs the same at any
+    store size. Entries are read as little-endian on any machine."""
+
+    def __init__(self, runs: Iterable[tuple[Path, int, mmap.mmap | None]]) -> None:
+        self._runs = list(runs)
+
+    @classmethod
+    def open(cls, paths: Iterable[Path | str], *, kind: RunKind) -> PointIndex:
+        """Open every run (StoreCorruptError for a damaged one; nothing stays open)."""
+        index = cls([])
+        opened = index._runs
+        try:
+            for name in paths:
+                path = Path(name)
+                try:
+                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except FileNotFoundError as exc:
+                    raise _corrupt("the index run file is missing", path) from exc
+                except OSError as exc:
+                    raise _corrupt(f"cannot read the index run ({exc.strerror})", path) from exc
+                try:
+                    count, found = KeyRun._check_header(fd, path)
+                    if found != kind:
+                        raise _corrupt(
+                            f"the index run holds kind {int(found)}, not {int(kind)}", path
+                        )
+                    mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if count else None
+                    if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+                        mapping.madvise(mmap.MADV_RANDOM)  # as KeyRun: no read-ahead
+                finally:
+                    os.close(fd)  # the map keeps the file
+                opened.append((path, count, mapping))
+            return index
+        except BaseException:
+            index.close()
+            raise
+
+    @property
+    def count(self) -> int:
+        """Entries over all runs."""
+        return sum(count for _, count, _ in self._runs)
+
+    def find(self, key: int) -> list[int]:
+        """The rows of every entry with ``key`` in any run, ascending."""
+        if not 0 <= key <= _U64_MAX:
+            raise ValueError(f"a key is an unsigned 64-bit integer, not {key}")
+        rows: list[int] = []
+        for _, count, mapping in self._runs:
+            if mapping is None:
+                continue
+            lo, hi = 0, count
+            while lo < hi:  # the first entry whose key is >= key
+                mid = (lo + hi) // 2
+                if _KEY.unpack_from(mapping, HEADER_SIZE + 8 * mid)[0] < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            while lo < count and _KEY.unpack_from(mapping, HEADER_SIZE + 8 * lo)[0] == key:
+                rows.append(_ROW.unpack_from(mapping, HEADER_SIZE + 8 * count + 4 * lo)[0])
+                lo += 1
+        return sorted(rows)
+
+    def close(self) -> None:
+        """Release the maps."""
+        runs, self._runs = self._runs, []
+        for _, _, mapping in runs:
+            if mapping is not None:
+                mapping.close()
+
+    def __enter__(self) -> PointIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_KEY = struct.Struct("<Q")
+_ROW = struct.Struct("<I")
+_U64_MAX = (1 << 64) - 1
 
 
 def plan_merge(sizes: Sequence[int], new: int, *, factor: float = MERGE_FACTOR) -> int:

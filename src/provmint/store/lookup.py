@@ -17,15 +17,17 @@ are read from their Parquet parts.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from provmint.canonical import decode_record
 from provmint.errors import StoreCorruptError, StoreError
@@ -33,6 +35,7 @@ from provmint.store.keyindex import (
     KeyBlock,
     KeyIndex,
     KeyRun,
+    PointIndex,
     RunKind,
     merge_runs,
     plan_merge,
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from provmint.store import BatchInfo, Store
+    from provmint.store.view import CatalogView
 
 __all__ = [
     "INDEX_SCHEMA",
@@ -108,52 +112,85 @@ class StoredProduct:
     token: bytes
 
 
+class _RowIndex(Protocol):
+    """What the finder needs of an index: :class:`KeyIndex` (fences in RAM, for a
+    service's many lookups) or :class:`PointIndex` (nothing read up front, for one)."""
+
+    @property
+    def count(self) -> int: ...
+
+    def find(self, key: int) -> Iterable[Any]: ...
+
+    def close(self) -> None: ...
+
+
 class ProductFinder:
-    """Looks products up through the store's index (open it under the store lock with
-    :meth:`load`; it holds the runs open, so it stays valid after the lock is released).
+    """Looks products up through the store's index. Open it under the store lock
+    (:meth:`open` from a :class:`~provmint.store.view.CatalogView`, :meth:`load` from a
+    catalog connection); it holds the runs open, so it stays valid after the lock is
+    released.
     """
 
-    def __init__(self, store: Store, batches: Sequence[BatchInfo], runs: dict[RunKind, KeyIndex]):
-        import numpy as np
-
+    def __init__(
+        self, store: Store, batches: Sequence[BatchInfo], runs: Mapping[RunKind, _RowIndex]
+    ) -> None:
         self.store = store
         self.batches = list(batches)
-        self.runs = runs
-        sizes = np.array([b.products for b in self.batches], dtype=np.int64)
-        self.bases = np.concatenate([[0], np.cumsum(sizes)]) if sizes.size else np.zeros(1, int)
+        self.runs = dict(runs)
+        self.bases = [0, *itertools.accumulate(b.products for b in self.batches)]
         self._parts: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._parts_lock = threading.Lock()
 
     @classmethod
     def load(cls, store: Store, con: duckdb.DuckDBPyConnection) -> ProductFinder:
         """The finder over the committed batches and live runs (hold the store lock)."""
-        batches = store.batches(con)
-        listed = index_runs(con)
+        return cls._open(store, store.batches(con), index_runs(con), point=False)
+
+    @classmethod
+    def open(cls, store: Store, view: CatalogView, *, point: bool = False) -> ProductFinder:
+        """The finder over a view of the catalog. ``point``: for a process that looks up
+        a few products (:class:`PointIndex`: nothing read up front, no numpy)."""
+        return cls._open(store, view.batches, view.runs, point=point)
+
+    @classmethod
+    def _open(
+        cls,
+        store: Store,
+        batches: Sequence[BatchInfo],
+        listed: Mapping[RunKind, Sequence[RunEntry]],
+        *,
+        point: bool,
+    ) -> ProductFinder:
         if batches and not listed[RunKind.KEY]:
             raise StoreCorruptError(
                 f"store {store.root} has no lookup index",
                 hint=f"build it with: provmint store repair --store {store.root}",
             )
-        runs = {
-            kind: KeyIndex.open([store.index_dir / e.name for e in entries])
-            for kind, entries in listed.items()
-        }
-        expected = sum(b.products for b in batches)
-        for kind, index in runs.items():
-            if index.count != expected:
-                for other in runs.values():
-                    other.close()
-                raise StoreCorruptError(
-                    f"the {kind.name.lower()} index of store {store.root} holds "
-                    f"{index.count} entries for {expected} products",
-                    hint=f"rebuild it with: provmint store repair --store {store.root}",
+        runs: dict[RunKind, _RowIndex] = {}
+        try:
+            for kind, entries in listed.items():
+                paths = [store.index_dir / e.name for e in entries]
+                runs[kind] = (
+                    PointIndex.open(paths, kind=kind) if point else KeyIndex.open(paths, kind=kind)
                 )
+            expected = sum(b.products for b in batches)
+            for kind, index in runs.items():
+                if index.count != expected:
+                    raise StoreCorruptError(
+                        f"the {kind.name.lower()} index of store {store.root} holds "
+                        f"{index.count} entries for {expected} products",
+                        hint=f"rebuild it with: provmint store repair --store {store.root}",
+                    )
+        except BaseException:
+            for index in runs.values():
+                index.close()
+            raise
         return cls(store, batches, runs)
 
     @property
     def products(self) -> int:
         """Products in the store."""
-        return int(self.bases[-1])
+        return self.bases[-1]
 
     def close(self) -> None:
         """Release the runs and the open record parts."""
@@ -171,19 +208,17 @@ class ProductFinder:
 
     def locate(self, row: int) -> tuple[BatchInfo, int]:
         """(batch, leaf) of a global row."""
-        import numpy as np
-
-        i = int(np.searchsorted(self.bases, row, side="right")) - 1
+        i = bisect.bisect_right(self.bases, row) - 1
         if not 0 <= i < len(self.batches):
             raise StoreCorruptError(f"the index of store {self.store.root} names row {row}")
-        return self.batches[i], row - int(self.bases[i])
+        return self.batches[i], row - self.bases[i]
 
     def by_key(self, gtin14: str, serial: str) -> StoredProduct | None:
         """The product with this identity, if the store has it."""
-        from provmint.ingest import key_hash
+        from provmint.keyhash import key_hash
 
-        for row in self.runs[RunKind.KEY].find(key_hash(gtin14, serial)).tolist():
-            product = self.product(*self.locate(row))
+        for row in self.runs[RunKind.KEY].find(key_hash(gtin14, serial)):
+            product = self.product(*self.locate(int(row)))
             if product.record.get("gtin") == gtin14 and product.record.get("serial") == serial:
                 return product
         return None
@@ -192,8 +227,8 @@ class ProductFinder:
         """The product whose token is ``token`` (16 raw bytes), if any."""
         from provmint.tokens import tokens_equal
 
-        for row in self.runs[RunKind.TOKEN].find(token_prefix(token)).tolist():
-            product = self.product(*self.locate(row))
+        for row in self.runs[RunKind.TOKEN].find(token_prefix(token)):
+            product = self.product(*self.locate(int(row)))
             if tokens_equal(product.token, token):
                 return product
         return None

@@ -1,0 +1,213 @@
+"""The readers' catalog view and its snapshot (``catalog.view.json``), and the point index.
+
+The snapshot is a cache: it must equal the catalog whenever it is used, be ignored (and
+rebuilt) when it is stale or damaged, never be needed for correctness, and keep
+one-shot lookups free of DuckDB, numpy and pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import EXAMPLE_CSV
+from helpers import example_store
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from provmint.batch import mint_batch
+from provmint.config import Settings
+from provmint.products import export_proof, find_product, read_view
+from provmint.store import Store
+from provmint.store.keyindex import KeyIndex, PointIndex, RunKind, RunWriter
+from provmint.store.view import SNAPSHOT_NAME, load_snapshot
+from provmint.store.view import read_view as view_from_catalog
+
+
+def _catalog_view(cfg: Settings) -> Any:
+    store = Store.open(cfg.store)
+    with store.connect(write=False) as con:
+        return view_from_catalog(store, con)
+
+
+def _first_product(cfg: Settings) -> tuple[str, str]:
+    store = Store.open(cfg.store)
+    view = load_snapshot(store) or _catalog_view(cfg)
+    table = store.read_part(view.batches[0], 0, ["gtin", "serial"])
+    return table.column("gtin")[0].as_py(), table.column("serial")[0].as_py()
+
+
+def _second_batch(cfg: Settings, tmp_path: Path) -> None:
+    text = EXAMPLE_CSV.read_text().splitlines()
+    rows = [text[0]]
+    for line in text[1:]:
+        gtin, serial, rest = line.split(",", 2)
+        rows.append(f"{gtin},{serial}Z,{rest}")  # the same products, other serials
+    other = tmp_path / "more.csv"
+    other.write_text("\n".join(rows) + "\n")
+    mint_batch(other, settings=cfg)
+
+
+def test_a_commit_leaves_a_snapshot_equal_to_the_catalog(tmp_path: Path) -> None:
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        assert (store.root / SNAPSHOT_NAME).is_file()
+        assert load_snapshot(store) == _catalog_view(cfg)
+        _second_batch(cfg, tmp_path)
+        snapshot = load_snapshot(store)
+        assert snapshot is not None and len(snapshot.batches) == 2
+        assert snapshot == _catalog_view(cfg)
+
+
+def test_a_stale_snapshot_is_never_used(tmp_path: Path) -> None:
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        old = (store.root / SNAPSHOT_NAME).read_bytes()
+        _second_batch(cfg, tmp_path)
+        (store.root / SNAPSHOT_NAME).write_bytes(old)  # a snapshot from before the commit
+        assert load_snapshot(store) is None
+        # readers see the second batch all the same, and rewrite the snapshot
+        assert len(read_view(cfg).batches) == 2
+        assert load_snapshot(store) == _catalog_view(cfg)
+
+
+def test_a_write_ahead_log_beside_the_catalog_disables_the_snapshot(tmp_path: Path) -> None:
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        assert load_snapshot(store) is not None
+        store.catalog_wal_path.write_bytes(b"")
+        try:
+            assert load_snapshot(store) is None
+        finally:
+            store.catalog_wal_path.unlink()
+
+
+def _damaged(data: bytes, how: int, at: int) -> bytes:
+    if how == 0:  # one bit flipped
+        i = at % len(data)
+        return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+    if how == 1:  # cut short
+        return data[: at % len(data)]
+    return data + b"x" * (1 + at % 7)  # trailing garbage
+
+
+@settings(max_examples=60, deadline=None)
+@given(how=st.integers(0, 2), at=st.integers(0, 1 << 20))
+def test_a_damaged_snapshot_is_ignored_and_answers_stay_right(
+    tmp_path_factory: pytest.TempPathFactory, how: int, at: int
+) -> None:
+    base = tmp_path_factory.mktemp("view")
+    with example_store(base) as (cfg, _):
+        store = Store.open(cfg.store)
+        path = store.root / SNAPSHOT_NAME
+        good = path.read_bytes()
+        bad = _damaged(good, how, at)
+        path.write_bytes(bad)
+        if bad != good:
+            assert load_snapshot(store) is None
+        gtin, serial = _first_product(cfg)
+        assert find_product(cfg, gtin=gtin, serial=serial).record["serial"] == serial
+        assert load_snapshot(store) == _catalog_view(cfg)  # rewritten by that reader
+
+
+def test_the_snapshot_is_not_needed(tmp_path: Path) -> None:
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        gtin, serial = _first_product(cfg)
+        before = export_proof(cfg, gtin=gtin, serial=serial)
+        (store.root / SNAPSHOT_NAME).unlink()
+        assert export_proof(cfg, gtin=gtin, serial=serial) == before
+
+
+def test_a_snapshot_that_cannot_be_written_is_not_needed(tmp_path: Path) -> None:
+    """Where the snapshot cannot be written (here a directory stands in its place, which
+    fails the same way for root), readers and writers go on without it."""
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        (store.root / SNAPSHOT_NAME).unlink()
+        (store.root / SNAPSHOT_NAME).mkdir()
+        gtin, serial = _first_product(cfg)
+        assert find_product(cfg, gtin=gtin, serial=serial).record["gtin"] == gtin
+        _second_batch(cfg, tmp_path)
+        assert len(read_view(cfg).batches) == 2
+        assert (store.root / SNAPSHOT_NAME).is_dir()
+        assert not [p for p in store.root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_snapshot_copied_with_a_replica_is_used_there(tmp_path: Path) -> None:
+    """Copied together (any order), the two files still match: the digest is of the
+    catalog's bytes, not of its inode or times."""
+    with example_store(tmp_path) as (cfg, _):
+        replica = tmp_path / "replica"
+        shutil.copytree(cfg.store, replica)
+        assert load_snapshot(Store.open(replica)) == _catalog_view(cfg)
+
+
+def test_one_shot_lookups_import_neither_duckdb_nor_numpy_nor_pyarrow(tmp_path: Path) -> None:
+    with example_store(tmp_path) as (cfg, _):
+        gtin, serial = _first_product(cfg)
+        heavy = ("duckdb", "numpy", "pyarrow")
+        code = "\n".join(
+            [
+                "import sys, json",
+                "from pathlib import Path",
+                "from provmint.config import Settings",
+                "from provmint.products import export_proof, find_product",
+                f"store, key_file = Path({str(cfg.store)!r}), Path({str(cfg.key_file)!r})",
+                "cfg = Settings(store=store, key_file=key_file)",
+                f"find_product(cfg, gtin={gtin!r}, serial={serial!r})",
+                f"export_proof(cfg, gtin={gtin!r}, serial={serial!r})",
+                f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))",
+            ]
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        assert json.loads(out) == []
+
+
+# -- the point index ----------------------------------------------------------------------
+
+
+def _write_run(path: Path, entries: list[tuple[int, int]]) -> Path:
+    with RunWriter(path, RunKind.KEY) as writer:
+        if entries:
+            keys = np.array([k for k, _ in entries], dtype=np.uint64)
+            rows = np.array([r for _, r in entries], dtype=np.uint32)
+            writer.append(keys, rows)
+    return path
+
+
+_KEYS = st.one_of(st.integers(0, 40), st.integers(0, (1 << 64) - 1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    runs=st.lists(
+        st.lists(st.tuples(_KEYS, st.integers(0, (1 << 32) - 1)), max_size=60),
+        min_size=1,
+        max_size=3,
+    ),
+    probes=st.lists(_KEYS, min_size=1, max_size=20),
+)
+def test_point_index_finds_what_the_key_index_finds(
+    tmp_path_factory: pytest.TempPathFactory,
+    runs: list[list[tuple[int, int]]],
+    probes: list[int],
+) -> None:
+    base = tmp_path_factory.mktemp("runs")
+    paths = [_write_run(base / f"r{i}.run", sorted(set(r))) for i, r in enumerate(runs)]
+    every = [k for r in runs for k, _ in r]
+    with (
+        KeyIndex.open(paths, kind=RunKind.KEY, fence_stride=4) as fenced,
+        PointIndex.open(paths, kind=RunKind.KEY) as point,
+    ):
+        assert point.count == fenced.count
+        for key in probes + every[:20]:
+            assert point.find(key) == fenced.find(key).tolist()
