@@ -36,18 +36,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("PROVMINT_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    for name in (
-        "PROVMINT_URL_BASE",
-        "PROVMINT_WORKERS",
-        "PROVMINT_LOCK_TIMEOUT",
-        "PROVMINT_RPC_URL",
-        "PROVMINT_CHAIN_KEY",
-        "PROVMINT_CHAIN",
-        "PROVMINT_KEYSTORE",
-        "PROVMINT_KEYSTORE_PASSWORD",
-        "PROVMINT_REGISTRY",
-        "PROVMINT_SCAN_LOG",
-    ):
+    for name in ("PROVMINT_URL_BASE", "PROVMINT_WORKERS", "PROVMINT_LOCK_TIMEOUT",
+                 "PROVMINT_RPC_URL", "PROVMINT_CHAIN_KEY", "PROVMINT_CHAIN", "PROVMINT_KEYSTORE",
+                 "PROVMINT_KEYSTORE_PASSWORD", "PROVMINT_REGISTRY", "PROVMINT_SCAN_LOG"):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "no-config.toml").write_text("")
     monkeypatch.chdir(tmp_path)
@@ -98,17 +89,12 @@ def write_csv(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def run_provmint(
-    *args: object, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+def run_provmint(*args: object, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run provmint as a real subprocess (``python -m provmint``) with the test's env."""
-    return subprocess.run(
-        [sys.executable, "-m", "provmint", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return subprocess.run([sys.executable, "-m", "provmint", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
 
 
 # --------------------------------------------------------------------------- local chain
@@ -144,9 +130,7 @@ class Anvil:
         self.args = args
         self.proc = subprocess.Popen(
             [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -165,9 +149,8 @@ class Anvil:
         import json
         import urllib.request
 
-        body = json.dumps(
-            {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
-        ).encode()
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": list(params)}).encode()
         request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
@@ -201,12 +184,8 @@ def chain_env(anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> Anvil:
     """Point provmint at the test's node with dev account 0 as the chain key."""
     monkeypatch.setenv("PROVMINT_RPC_URL", anvil.url)
     monkeypatch.setenv("PROVMINT_CHAIN_KEY", dev_key(0)[1])
-    for name in (
-        "PROVMINT_CHAIN",
-        "PROVMINT_KEYSTORE",
-        "PROVMINT_KEYSTORE_PASSWORD",
-        "PROVMINT_REGISTRY",
-    ):
+    for name in ("PROVMINT_CHAIN", "PROVMINT_KEYSTORE", "PROVMINT_KEYSTORE_PASSWORD",
+                 "PROVMINT_REGISTRY"):
         monkeypatch.delenv(name, raising=False)
     return anvil
 
@@ -225,10 +204,7 @@ class Server:
             args = (*args, "--workers", "1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
         )
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -285,16 +261,11 @@ def postgres_bin() -> Path:
     if os.environ.get("PG_BIN"):
         found = [Path(os.environ["PG_BIN"])]
     else:
-        found = sorted(
-            Path("/usr/lib/postgresql").glob("*/bin"),
-            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        )
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                       key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
     if not found or not (found[-1] / "initdb").exists():
-        pytest.fail(
-            "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb):"
-            " install Debian's postgresql package (scripts/setup does)",
-            pytrace=False,
-        )
+        pytest.fail("PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb):"
+                    " install Debian's postgresql package (scripts/setup does)", pytrace=False)
     return found[-1]
 
 
@@ -314,34 +285,17 @@ class Postgres:
         self.user: list[str] = []
         if os.geteuid() == 0:
             if shutil.which("runuser") is None:
-                pytest.fail(
-                    "running as root needs runuser (util-linux) to start PostgreSQL", pytrace=False
-                )
+                pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL",
+                            pytrace=False)
             shutil.chown(self.dir, "postgres", "postgres")
             self.user = ["runuser", "-u", "postgres", "--"]
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        )
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                  "--no-sync", "-E", "UTF8", "--locale=C")
         self.start()
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run(
-            [*self.user, str(self.bin / tool), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=self.dir,
-        )
+        done = subprocess.run([*self.user, str(self.bin / tool), *args], capture_output=True,
+                              text=True, timeout=120, cwd=self.dir)
         if done.returncode != 0:
             log = self.dir / "log"
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -349,23 +303,10 @@ class Postgres:
 
     def start(self) -> None:
         """Start the server (again) on the same port and data."""
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-        )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            options,
-            "start",
-        )
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
+                  "-t", "60", "-o", options, "start")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: disconnect everyone; ``immediate``: as if it crashed)."""
@@ -389,20 +330,8 @@ class Postgres:
 
         pid_file = self.data / "postmaster.pid"
         if pid_file.exists():
-            subprocess.run(
-                [
-                    *self.user,
-                    str(self.bin / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-                capture_output=True,
-                timeout=60,
-            )
+            subprocess.run([*self.user, str(self.bin / "pg_ctl"), "-D", str(self.data),
+                            "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -420,12 +349,8 @@ def pg_url(postgres: Postgres, request: pytest.FixtureRequest) -> str:
     """The URL of a fresh, empty database on the session's PostgreSQL server."""
     import re
 
-    name = (
-        "t_"
-        + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
-        + "_"
-        + os.urandom(3).hex()
-    )
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + \
+        os.urandom(3).hex()
     return postgres.create_database(name)
 
 
