@@ -210,4 +210,6 @@ def test_point_index_finds_what_the_key_index_finds(
     ):
         assert point.count == fenced.count
         for key in probes + every[:20]:
-            assert point.find(key) == fenced.find(key).tolist()
+            expected = fenced.find(key).tolist()
+            assert point.find_rows(key) == expected
+            assert fenced.find_rows(key) == expected

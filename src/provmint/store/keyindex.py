@@ -26,11 +26,13 @@ runs. Everything is vectorised with numpy; Python loops run only over blocks and
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import mmap
 import os
 import secrets
 import struct
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -348,6 +350,18 @@ class KeyRun:
             # Lookups touch one page here and there: without this a cold page fault reads
             # ahead the whole read-ahead window (8 MiB on some virtual disks) for it.
             self._map.madvise(mmap.MADV_RANDOM)
+        # Views of the fences and the map as sequences of Python ints, for bisect: a
+        # point lookup's two searches then cost about a microsecond each, where numpy's
+        # per-call overhead is several (it adds up over a store's few runs). They read
+        # native integers, so only where native is little-endian.
+        self._point: tuple[memoryview, memoryview, memoryview] | None = None
+        if sys.byteorder == "little" and count:
+            view = memoryview(self._map)
+            self._point = (
+                memoryview(self._fences.data).cast("B").cast("Q"),
+                view[HEADER_SIZE : HEADER_SIZE + 8 * count].cast("Q"),
+                view[HEADER_SIZE + 8 * count : HEADER_SIZE + 12 * count].cast("I"),
+            )
 
     def _read_fences(self) -> NDArray[np.uint64]:
         """Every ``fence_stride``-th key, read with ``pread`` in 8 MiB steps: through the
@@ -443,6 +457,26 @@ class KeyRun:
         if last < self.count and keys[last] == probe:
             last = self._lower(probe, "right")
         return self._rows[first:last].copy()
+
+    def find_rows(self, key: int) -> list[int]:
+        """:meth:`find` for one lookup, as a list: two ``bisect`` searches (the fences,
+        then one window of the map) and no numpy call."""
+        self._check_open()
+        point = self._point
+        if point is None:
+            hit = self._find(_as_key(key))
+            return [] if hit is None else hit.tolist()
+        if not 0 <= key <= _U64_MAX:
+            raise ValueError(f"a key is an unsigned 64-bit integer, not {key}")
+        fences, keys, rows = point
+        stride, count = self.fence_stride, self.count
+        j = bisect.bisect_left(fences, key)
+        first = bisect.bisect_left(keys, key, (j - 1) * stride if j else 0, min(j * stride, count))
+        found = []
+        while first < count and keys[first] == key:
+            found.append(rows[first])
+            first += 1
+        return found
 
     def find_many(
         self, keys: Any, *, chunk_rows: int = BLOCK_ROWS
@@ -571,6 +605,10 @@ class KeyRun:
             return
         os.close(self._fd)
         self._fd = None
+        if self._point is not None:
+            for view in self._point:
+                view.release()
+            self._point = None
         self._keys = self._fences = np.zeros(0, dtype=np.uint64)
         self._rows = np.zeros(0, dtype=np.uint32)
         mapping, self._map = self._map, None
@@ -1157,6 +1195,13 @@ class KeyIndex:
             return np.zeros(0, dtype=np.uint32)
         return found[0] if len(found) == 1 else np.sort(np.concatenate(found))
 
+    def find_rows(self, key: int) -> list[int]:
+        """:meth:`find` for one lookup, as a list (:meth:`KeyRun.find_rows`)."""
+        found: list[int] = []
+        for run in self.runs:
+            found += run.find_rows(key)
+        return sorted(found)
+
     def find_many(
         self, keys: Any, *, chunk_rows: int = BLOCK_ROWS
     ) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
@@ -1230,7 +1275,7 @@ class PointIndex:
         """Entries over all runs."""
         return sum(count for _, count, _ in self._runs)
 
-    def find(self, key: int) -> list[int]:
+    def find_rows(self, key: int) -> list[int]:
         """The rows of every entry with ``key`` in any run, ascending."""
         if not 0 <= key <= _U64_MAX:
             raise ValueError(f"a key is an unsigned 64-bit integer, not {key}")

@@ -24,7 +24,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -119,7 +119,7 @@ class _RowIndex(Protocol):
     @property
     def count(self) -> int: ...
 
-    def find(self, key: int) -> Iterable[Any]: ...
+    def find_rows(self, key: int) -> list[int]: ...
 
     def close(self) -> None: ...
 
@@ -217,8 +217,8 @@ class ProductFinder:
         """The product with this identity, if the store has it."""
         from provmint.keyhash import key_hash
 
-        for row in self.runs[RunKind.KEY].find(key_hash(gtin14, serial)):
-            product = self.product(*self.locate(int(row)))
+        for row in self.runs[RunKind.KEY].find_rows(key_hash(gtin14, serial)):
+            product = self.product(*self.locate(row))
             if product.record.get("gtin") == gtin14 and product.record.get("serial") == serial:
                 return product
         return None
@@ -227,8 +227,8 @@ class ProductFinder:
         """The product whose token is ``token`` (16 raw bytes), if any."""
         from provmint.tokens import tokens_equal
 
-        for row in self.runs[RunKind.TOKEN].find(token_prefix(token)):
-            product = self.product(*self.locate(int(row)))
+        for row in self.runs[RunKind.TOKEN].find_rows(token_prefix(token)):
+            product = self.product(*self.locate(row))
             if tokens_equal(product.token, token):
                 return product
         return None
