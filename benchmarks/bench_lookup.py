@@ -258,7 +258,7 @@ class OpenStore:
 
     def by_serial(self, gtin: str, serial: str) -> dict[str, str] | None:
         """Find a product by (gtin, serial) and confirm it against its record."""
-        for row in self.index[RunKind.KEY].find_rows(key_hash(gtin, serial)):
+        for row in self.index[RunKind.KEY].candidates(key_hash(gtin, serial)):
             fields = canonical.decode_record(self.record(row)[0])
             if fields["gtin"] == gtin and fields["serial"] == serial:
                 return fields
@@ -266,7 +266,7 @@ class OpenStore:
 
     def by_token(self, token: bytes) -> dict[str, str] | None:
         """Find a product by its raw token and confirm the whole token."""
-        for row in self.index[RunKind.TOKEN].find_rows(int.from_bytes(token[:8], "little")):
+        for row in self.index[RunKind.TOKEN].candidates(int.from_bytes(token[:8], "little")):
             record, stored = self.record(row)
             if hmac.compare_digest(stored, token):
                 return canonical.decode_record(record)

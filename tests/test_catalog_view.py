@@ -213,3 +213,4 @@ def test_point_index_finds_what_the_key_index_finds(
             expected = fenced.find(key).tolist()
             assert point.find_rows(key) == expected
             assert fenced.find_rows(key) == expected
+            assert sorted(point.candidates(key)) == sorted(fenced.candidates(key)) == expected

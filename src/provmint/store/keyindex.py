@@ -1197,10 +1197,14 @@ class KeyIndex:
 
     def find_rows(self, key: int) -> list[int]:
         """:meth:`find` for one lookup, as a list (:meth:`KeyRun.find_rows`)."""
-        found: list[int] = []
+        return sorted(self.candidates(key))
+
+    def candidates(self, key: int) -> Iterator[int]:
+        """The rows with ``key``, run by run in the index's order (the store's: oldest,
+        so largest, first), searching each run only when the caller asks for more: a
+        caller that stops at the first row it confirms searches about one run, not all."""
         for run in self.runs:
-            found += run.find_rows(key)
-        return sorted(found)
+            yield from run.find_rows(key)
 
     def find_many(
         self, keys: Any, *, chunk_rows: int = BLOCK_ROWS
@@ -1277,9 +1281,12 @@ class PointIndex:
 
     def find_rows(self, key: int) -> list[int]:
         """The rows of every entry with ``key`` in any run, ascending."""
+        return sorted(self.candidates(key))
+
+    def candidates(self, key: int) -> Iterator[int]:
+        """The rows with ``key``, run by run, as :meth:`KeyIndex.candidates`."""
         if not 0 <= key <= _U64_MAX:
             raise ValueError(f"a key is an unsigned 64-bit integer, not {key}")
-        rows: list[int] = []
         for _, count, mapping in self._runs:
             if mapping is None:
                 continue
@@ -1291,9 +1298,8 @@ class PointIndex:
                 else:
                     hi = mid
             while lo < count and _KEY.unpack_from(mapping, HEADER_SIZE + 8 * lo)[0] == key:
-                rows.append(_ROW.unpack_from(mapping, HEADER_SIZE + 8 * count + 4 * lo)[0])
+                yield _ROW.unpack_from(mapping, HEADER_SIZE + 8 * count + 4 * lo)[0]
                 lo += 1
-        return sorted(rows)
 
     def close(self) -> None:
         """Release the maps."""

@@ -119,7 +119,7 @@ class _RowIndex(Protocol):
     @property
     def count(self) -> int: ...
 
-    def find_rows(self, key: int) -> list[int]: ...
+    def candidates(self, key: int) -> Iterator[int]: ...
 
     def close(self) -> None: ...
 
@@ -217,7 +217,9 @@ class ProductFinder:
         """The product with this identity, if the store has it."""
         from provmint.keyhash import key_hash
 
-        for row in self.runs[RunKind.KEY].find_rows(key_hash(gtin14, serial)):
+        # A (gtin, serial) is in the store once (a mint refuses duplicates), and so is a
+        # token: the first confirmed row is the answer, and the runs after it are not read.
+        for row in self.runs[RunKind.KEY].candidates(key_hash(gtin14, serial)):
             product = self.product(*self.locate(row))
             if product.record.get("gtin") == gtin14 and product.record.get("serial") == serial:
                 return product
@@ -227,7 +229,7 @@ class ProductFinder:
         """The product whose token is ``token`` (16 raw bytes), if any."""
         from provmint.tokens import tokens_equal
 
-        for row in self.runs[RunKind.TOKEN].find_rows(token_prefix(token)):
+        for row in self.runs[RunKind.TOKEN].candidates(token_prefix(token)):
             product = self.product(*self.locate(row))
             if tokens_equal(product.token, token):
                 return product
