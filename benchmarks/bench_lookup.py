@@ -359,7 +359,11 @@ def measure(store: Store, cold_lookups: int, fence_stride: int, rounds: int) -> 
             4,
         ),
         "part_tables_ram_bytes_per_product": round(
-            sum(p._offsets.nbytes + p._sizes.nbytes for ps in opened.parts for p in ps)
+            sum(
+                len(p._offsets) * p._offsets.itemsize + len(p._sizes) * p._sizes.itemsize
+                for ps in opened.parts
+                for p in ps
+            )
             / store.products,
             4,
         ),
