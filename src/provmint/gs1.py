@@ -40,6 +40,7 @@ CSET82_PATTERN = f"^[{_CSET82_CLASS}]{{1,{SERIAL_MAX}}}$"
 """RE2/Python pattern of a valid serial or lot (GS1 AI encodable character set 82)."""
 
 _CSET82_CHAR = re.compile(f"[{_CSET82_CLASS}]")
+_CSET82_RUN = re.compile(f"[{_CSET82_CLASS}]*")
 _SCIENTIFIC = re.compile(r"^[0-9](\.[0-9]+)?[eE][+-]?[0-9]+$")
 _ISO_DATE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
 _GS1_DATE = re.compile(r"^([0-9]{2})([0-9]{2})([0-9]{2})$")
@@ -61,7 +62,8 @@ def gtin_check_digit(body: str) -> int:
     >>> gtin_check_digit("0952012345001")
     4
     """
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    digits = [int(c) for c in body]
+    total = 3 * sum(digits[-1::-2]) + sum(digits[-2::-2])
     return (10 - total % 10) % 10
 
 
@@ -93,6 +95,8 @@ def normalize_gtin(value: str) -> str | FieldProblem:
 
 
 def _first_bad_char(value: str) -> str:
+    if _CSET82_RUN.fullmatch(value):  # the usual case: one regex call, not one per char
+        return ""
     for ch in value:
         if not _CSET82_CHAR.fullmatch(ch):
             return ch

@@ -84,7 +84,8 @@ def clean_location(text: str | None) -> str | None:
 
 def stamp(when: datetime) -> str:
     """A scan time as stored and shown: ``2026-11-28T10:15:00.000000Z``."""
-    return when.astimezone(UTC).strftime(STAMP)
+    # isoformat, not strftime(STAMP): the same text, several times faster (once a scan)
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)
