@@ -200,6 +200,16 @@ _MAX_LINK = 2048
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+_PLAIN = "!\"&'()*+,\\-.0-9:;<=>A-Z_a-z"
+"""CSET 82 less ``%``, ``/`` and ``?``: what a path segment holds without escapes."""
+_PLAIN_LINK = re.compile(
+    rf"/01/([0-9]{{14}})(?:/10/([{_PLAIN}]{{1,{SERIAL_MAX}}}))?/21/([{_PLAIN}]{{1,{SERIAL_MAX}}})"
+    r"(?:\?t=([A-Za-z0-9_-]{1,64}))?"
+)
+"""The form the service is asked for nearly always: ``/01/{gtin}[/10/{lot}]/21/{serial}``
+and an optional ``?t=token``, nothing escaped."""
+
+
 def parse_digital_link(url: str) -> DigitalLink:
     """Parse ``[https://host[/prefix]]/01/{gtin}[/22/{cpv}][/10/{lot}]/21/{serial}[?t=token]``.
 
@@ -208,6 +218,18 @@ def parse_digital_link(url: str) -> DigitalLink:
     values are decoded with ``unquote`` (a ``+`` stays a ``+``). The GTIN is checked and
     returned as 14 digits; serial and lot must be CSET 82. Raises DigitalLinkError.
     """
+    plain = _PLAIN_LINK.fullmatch(url) if isinstance(url, str) else None
+    if plain is None:
+        return _parse_link(url)
+    # One regex call for the usual form; the answer is the one _parse_link gives it.
+    gtin = normalize_gtin(plain[1])
+    if isinstance(gtin, FieldProblem):
+        raise DigitalLinkError(gtin.reason)
+    return DigitalLink(gtin14=gtin, serial=plain[3], lot=plain[2] or "", token=plain[4])
+
+
+def _parse_link(url: str) -> DigitalLink:
+    """:func:`parse_digital_link` of any form."""
     from urllib.parse import unquote, urlsplit
 
     if not isinstance(url, str) or len(url) > _MAX_LINK:

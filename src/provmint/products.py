@@ -66,7 +66,18 @@ class ProductRecord:
     leaf_index: int
     record: dict[str, str]
     token: str
-    url: str
+
+    @property
+    def url(self) -> str:
+        """The verification URL printed on the product (built on use: the service looks
+        products up by the thousand and does not show it)."""
+        return gs1.digital_link(
+            self.batch.manifest["url_base"],
+            self.record["gtin"],
+            self.record["serial"],
+            self.record.get("lot", ""),
+            self.token,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -149,17 +160,8 @@ def show_batch(settings: Settings, ref: str) -> BatchInfo:
 
 
 def product_record(stored: StoredProduct) -> ProductRecord:
-    """A stored product as the commands show it (printed token and verification URL)."""
-    token = format_token(stored.token)
-    record = stored.record
-    url = gs1.digital_link(
-        stored.batch.manifest["url_base"],
-        record["gtin"],
-        record["serial"],
-        record.get("lot", ""),
-        token,
-    )
-    return ProductRecord(stored.batch, stored.leaf, record, token, url)
+    """A stored product as the commands show it (with its printed token)."""
+    return ProductRecord(stored.batch, stored.leaf, stored.record, format_token(stored.token))
 
 
 def find_product(
