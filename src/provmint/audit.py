@@ -589,6 +589,18 @@ def _open_tree(store: Store, batch: BatchInfo) -> tuple[TreeFile | None, str | N
     return tree, None
 
 
+_WORKER_MODULES = [
+    "pyarrow.parquet",
+    "pyarrow.compute",
+    "provmint.audit",
+    "provmint.store.records",
+    "provmint.store.treefile",
+    "provmint.engine",  # only for its ROW_GROUP_ROWS, which the store's part reader checks
+    "concurrent.futures.process",
+]
+"""Imported once by the forkserver, not by each worker on its first part."""
+
+
 def _init_worker() -> None:
     import pyarrow as pa
 
@@ -631,7 +643,7 @@ class _Workers:
         self._starting = starter.submit(
             start_pool,
             count,
-            preload=["pyarrow.parquet", "pyarrow.compute", "provmint.audit"],
+            preload=_WORKER_MODULES,
             initializer=_init_worker,
         )
         starter.shutdown(wait=False)
@@ -732,7 +744,6 @@ def _record_part_damage(
     recomputed from the Parquet part: its blocks' payloads joined are ``u32be len(record)
     || record || token`` row after row, built here from the format."""
     import numpy as np
-    import pyarrow.compute as pc
 
     from provmint.store.records import RecordPart
 
