@@ -27,9 +27,12 @@ its part's leaves and subtree and compares them with the same slice of the tree 
 Where the time goes: one hashlib call per SHA-256 (the token commitment and the leaf of
 each product, each tree node, and the two halves of each token's HMAC), whose per-call
 overhead, not hashing itself, is most of the cost; so every message is built over
-whole columns first and nothing else is done per row in Python. The workers start
-while this process reads the catalog, and the index rows are read and arranged by
-product before the parts are done, leaving only column comparisons for the end.
+whole columns first (constant pieces as columns too: Arrow joins arrays several times
+faster than it broadcasts scalars), messages are hashed a few thousand at a time (their
+Python objects stay in the CPU caches), and nothing else is done per row in Python.
+The workers start while this process reads the catalog, and the index rows are read
+and arranged by product before the parts are done, leaving only column comparisons for
+the end.
 """
 
 from __future__ import annotations
