@@ -682,6 +682,8 @@ class Store:
 
 _TOKEN_TEXT = r"^[A-Za-z0-9_-]{21}[AQgw]$"
 """A canonical printed token (what :func:`provmint.tokens.parse_token` accepts), as RE2."""
+_TOKEN_WIDTH = 22
+_TOKEN_BODY = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _PARQUET_TYPES = {"leaf_index": ("INT64", "None")}
 _STRING_TYPE = ("BYTE_ARRAY", "String")
 
@@ -819,9 +821,33 @@ def _check_values(table: pa.Table, path: Path, start: int) -> None:
         row = int(wrong[0])
         raise _corrupt(f"product {start + row} is stored as leaf {leaves[row]}", path)
     if "token" in table.column_names:
-        row = _first_false(pc.match_substring_regex(table.column("token"), _TOKEN_TEXT))
+        row = _first_malformed_token(table.column("token"))
         if row is not None:
             raise _corrupt(f"token of product {start + row} is malformed", path)
+
+
+def _first_malformed_token(tokens: Any) -> int | None:
+    """The first row that is not a canonical printed token (:data:`_TOKEN_TEXT`: 21
+    base64url characters, then one of ``AQgw``), found with byte lookups over the
+    column's buffer, several times faster than the regex (kept for a column of another
+    shape, which is then malformed anyway)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
+    n = len(column)
+    offsets = np.frombuffer(column.buffers()[1], np.int32, n + 1, column.offset * 4)
+    if column.type != pa.string() or not n or not (np.diff(offsets) == _TOKEN_WIDTH).all():
+        return _first_false(pc.match_substring_regex(column, _TOKEN_TEXT)) if n else None
+    data = np.frombuffer(column.buffers()[2], np.uint8, n * _TOKEN_WIDTH, int(offsets[0]))
+    body, last = np.ones(256, dtype=bool), np.ones(256, dtype=bool)  # True: not allowed
+    body[np.frombuffer(_TOKEN_BODY, np.uint8)] = False
+    last[np.frombuffer(b"AQgw", np.uint8)] = False
+    wrong = body.take(data)
+    wrong[_TOKEN_WIDTH - 1 :: _TOKEN_WIDTH] = last.take(data[_TOKEN_WIDTH - 1 :: _TOKEN_WIDTH])
+    bad = np.flatnonzero(wrong)
+    return int(bad[0]) // _TOKEN_WIDTH if bad.size else None
 
 
 def _check_chunks(file: Any, groups: list[int], table: pa.Table, path: Path, rows: int) -> None:
