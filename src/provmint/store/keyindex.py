@@ -321,6 +321,21 @@ def _pread_exact(fd: int, size: int, offset: int, path: Path) -> bytes:
     return data
 
 
+def _open_run(path: Path) -> int:
+    """A read-only descriptor of a run file (StoreCorruptError naming it if it cannot be)."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise _corrupt("the index run file is missing", path) from exc
+    except OSError as exc:
+        raise _corrupt(f"cannot read the index run ({exc.strerror})", path) from exc
+
+
+def _expect_kind(found: RunKind, kind: RunKind | None, path: Path) -> None:
+    if kind is not None and found != kind:
+        raise _corrupt(f"the index run holds kind {int(found)}, not {int(kind)}", path)
+
+
 # -- one run ----------------------------------------------------------------------------
 
 
@@ -393,16 +408,10 @@ class KeyRun:
         path = Path(path)
         if fence_stride < 1:
             raise ValueError("fence_stride must be positive")
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError as exc:
-            raise _corrupt("the index run file is missing", path) from exc
-        except OSError as exc:
-            raise _corrupt(f"cannot read the index run ({exc.strerror})", path) from exc
+        fd = _open_run(path)
         try:
             count, found = cls._check_header(fd, path)
-            if kind is not None and found != kind:
-                raise _corrupt(f"the index run holds kind {int(found)}, not {int(kind)}", path)
+            _expect_kind(found, kind, path)
             return cls(path, found, count, fd, fence_stride)
         except BaseException:
             os.close(fd)
@@ -1195,10 +1204,6 @@ class KeyIndex:
             return np.zeros(0, dtype=np.uint32)
         return found[0] if len(found) == 1 else np.sort(np.concatenate(found))
 
-    def find_rows(self, key: int) -> list[int]:
-        """:meth:`find` for one lookup, as a list (:meth:`KeyRun.find_rows`)."""
-        return sorted(self.candidates(key))
-
     def candidates(self, key: int) -> Iterator[int]:
         """The rows with ``key``, run by run in the index's order (the store's: oldest,
         so largest, first), searching each run only when the caller asks for more: a
@@ -1251,18 +1256,10 @@ class PointIndex:
         try:
             for name in paths:
                 path = Path(name)
-                try:
-                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                except FileNotFoundError as exc:
-                    raise _corrupt("the index run file is missing", path) from exc
-                except OSError as exc:
-                    raise _corrupt(f"cannot read the index run ({exc.strerror})", path) from exc
+                fd = _open_run(path)
                 try:
                     count, found = KeyRun._check_header(fd, path)
-                    if found != kind:
-                        raise _corrupt(
-                            f"the index run holds kind {int(found)}, not {int(kind)}", path
-                        )
+                    _expect_kind(found, kind, path)
                     mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if count else None
                     if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
                         mapping.madvise(mmap.MADV_RANDOM)  # as KeyRun: no read-ahead
@@ -1278,10 +1275,6 @@ class PointIndex:
     def count(self) -> int:
         """Entries over all runs."""
         return sum(count for _, count, _ in self._runs)
-
-    def find_rows(self, key: int) -> list[int]:
-        """The rows of every entry with ``key`` in any run, ascending."""
-        return sorted(self.candidates(key))
 
     def candidates(self, key: int) -> Iterator[int]:
         """The rows with ``key``, run by run, as :meth:`KeyIndex.candidates`."""

@@ -2,7 +2,7 @@
 
 Readers need three things from the catalog: the committed batches, the live runs of the
 lookup index, and the anchors that are not failed (with the batches each covers).
-:class:`CatalogView` holds them; :func:`read_view` reads them from the catalog.
+:class:`CatalogView` holds them; :func:`read_catalog_view` reads them from the catalog.
 
 Loading DuckDB and opening the catalog costs a one-shot command (``product show``,
 ``scan``, ``proof export``) more than its lookup, so the view is also kept as a snapshot,
@@ -40,7 +40,7 @@ __all__ = [
     "CatalogView",
     "catalog_digest",
     "load_snapshot",
-    "read_view",
+    "read_catalog_view",
     "refresh_snapshot",
 ]
 
@@ -114,7 +114,7 @@ class CatalogView:
         return cls(batches, {k: tuple(v) for k, v in runs.items()}, tuple(anchors))
 
 
-def read_view(store: Store, con: duckdb.DuckDBPyConnection) -> CatalogView:
+def read_catalog_view(store: Store, con: duckdb.DuckDBPyConnection) -> CatalogView:
     """The view, read from the catalog."""
     from provmint.store.anchors import list_anchors
     from provmint.store.lookup import index_runs
@@ -176,7 +176,7 @@ def refresh_snapshot(store: Store) -> CatalogView:
 
     before = catalog_digest(store)
     with store.connect(write=False) as con:
-        view = read_view(store, con)
+        view = read_catalog_view(store, con)
     if before is not None and catalog_digest(store) == before:
         body = json.dumps(view.to_json(), separators=(",", ":")).encode()
         header = {
