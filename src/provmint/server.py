@@ -27,14 +27,16 @@ unknown one gets (nobody learns which serials exist). Only page views count as s
 from __future__ import annotations
 
 import html
+import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from provmint import gs1
 from provmint.config import Settings
@@ -50,14 +52,10 @@ from provmint.products import (
 from provmint.scan import DEFAULT_CLONE_SCANS, judge, suspicious
 from provmint.store import BatchInfo, Store
 from provmint.store.lookup import ProductFinder
-from provmint.store.scanlog import ScanLogError, clean_location, open_scan_log
+from provmint.store.scanlog import GOOD_VERDICTS, ScanLogError, clean_location, open_scan_log
 
 if TYPE_CHECKING:
     import socket
-
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
 
 __all__ = ["ProductIndex", "create_app", "serve"]
 
@@ -200,7 +198,7 @@ def _details(outcome: _Outcome) -> str:
         text = NOT_LOGGED[0].upper() + NOT_LOGGED[1:] + "."
         notice = f'<p class="notice" id="not-logged">{html.escape(text)}</p>'
     rows = []
-    if outcome.product is not None and outcome.verdict in ("genuine", "pending", "suspect"):
+    if outcome.product is not None and outcome.verdict in GOOD_VERDICTS:
         for name, value in outcome.product.record.items():
             rows.append((name.replace("_", " "), value))
         rows.append(("batch", outcome.product.batch.batch_id))
@@ -239,7 +237,7 @@ class _Service:
                 "its genuine labels would be rejected",
                 hint="serve with the key file the batches were minted with",
             )
-        self.log = open_scan_log(settings)
+        self.log = open_scan_log(settings, service=True)
         self.clone_threshold = clone_threshold
         self.notify = notify or (lambda _: None)
         self._log_failing = False
@@ -307,69 +305,167 @@ def _status(outcome: _Outcome) -> int:
     return 503 if outcome.logged is False else _STATUS[outcome.verdict]
 
 
-def _bad(status: int, message: str, wants_json: bool) -> Response:
-    from starlette.responses import HTMLResponse, JSONResponse
+@dataclass(frozen=True, slots=True)
+class _Response:
+    """One answer: its status, body and media type (``Cache-Control: no-store`` unless
+    ``cacheable``: a verdict holds only for the moment it was given)."""
 
+    status: int
+    body: bytes
+    media_type: str
+    cacheable: bool = False
+    allow: str | None = None
+    """The methods allowed, for a 405."""
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The HTTP headers of this answer."""
+        headers = [
+            (b"content-type", self.media_type.encode()),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        if not self.cacheable:
+            headers.append((b"cache-control", b"no-store"))
+        if self.allow is not None:
+            headers.append((b"allow", self.allow.encode()))
+        return headers
+
+
+def _json(value: Any, status: int = 200, *, cacheable: bool = False) -> _Response:
+    body = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _Response(status, body.encode(), "application/json", cacheable)
+
+
+def _html(page: str, status: int) -> _Response:
+    return _Response(status, page.encode(), "text/html; charset=utf-8")
+
+
+def _bad(status: int, message: str, wants_json: bool, *, allow: str | None = None) -> _Response:
     if wants_json:
-        return JSONResponse({"error": message}, status_code=status)
-    title = "Not recognised" if status == 404 else "Bad request"
-    page = _PAGE.format(
-        title=title,
-        color="#b42318",
-        verdict="error",
-        reason=html.escape(message),
-        details="",
-        checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        proof="",
-    )
-    return HTMLResponse(page, status_code=status)
+        answer = _json({"error": message}, status)
+    else:
+        title = "Not recognised" if status == 404 else "Bad request"
+        answer = _html(
+            _PAGE.format(
+                title=title,
+                color="#b42318",
+                verdict="error",
+                reason=html.escape(message),
+                details="",
+                checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                proof="",
+            ),
+            status,
+        )
+    return answer if allow is None else replace(answer, allow=allow)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    clone_threshold: int = DEFAULT_CLONE_SCANS,
-    notify: Callable[[str], None] | None = None,
-) -> Starlette:
-    """The ASGI application (Starlette) for a store. ``notify`` gets one-line reports
-    for the operator (the scan log failing, and recovering)."""
-    from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse, JSONResponse
-    from starlette.routing import Route
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What the service reads of an HTTP request (ASGI scope): the raw path and query
+    bytes as sent, the method, and whether the client asked for JSON."""
 
-    service = _Service(settings, clone_threshold, notify)
+    method: str
+    path: bytes
+    query: bytes
+    wants_json: bool
 
-    async def healthz(request: Request) -> Response:
+    @classmethod
+    def of(cls, scope: dict[str, Any]) -> _Request:
+        """The request of an ASGI ``http`` scope."""
+        accept = b""
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value
+                break
+        return cls(
+            method=scope["method"],
+            path=scope.get("raw_path") or scope["path"].encode(),
+            query=scope.get("query_string", b""),
+            wants_json=b"application/json" in accept,
+        )
+
+
+_READ_METHODS = ("GET", "HEAD")
+
+
+class _App:
+    """The ASGI application: ``/healthz`` and the product codes, with nothing between
+    uvicorn and the service (the code path is the hot path; a framework's routing,
+    request and response objects cost as much as the lookup)."""
+
+    def __init__(self, service: _Service) -> None:
+        self.service = service
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # no websockets here: uvicorn closes the connection
+        answer = self.answer(_Request.of(scope))
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers()}
+        )
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def _lifespan(
+        self,
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.service.log.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def answer(self, request: _Request) -> _Response:
+        """The answer to one request."""
+        if request.path == b"/healthz":
+            if request.method not in _READ_METHODS:
+                return _bad(405, "method not allowed", True, allow="GET, HEAD")
+            return self.health()
+        if request.method not in _READ_METHODS:
+            return _bad(405, "method not allowed", request.wants_json, allow="GET, HEAD")
+        return self.code(request)
+
+    def health(self) -> _Response:
+        """``/healthz``: 200 with the counts while scans can be logged, 503 otherwise."""
+        service = self.service
         service.index.refresh()
         try:
             service.log.check()
         except ScanLogError as exc:
             service.log_state(exc)
-            return JSONResponse(
-                {"status": "unavailable", "reason": "scans cannot be logged now"},
-                status_code=503,
-                headers={"Cache-Control": "no-store"},
-            )
+            return _json({"status": "unavailable", "reason": "scans cannot be logged now"}, 503)
         service.log_state(None)
-        return JSONResponse(
+        return _json(
             {
                 "status": "ok",
                 "batches": len(service.index.batches),
                 "products": service.index.products,
-            }
+            },
+            cacheable=True,
         )
 
-    async def code(request: Request) -> Response:
-        wants_json = "application/json" in request.headers.get("accept", "")
-        raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
-        query: bytes = request.scope.get("query_string", b"")
-        if len(raw_path) > MAX_PATH_BYTES or len(query) > MAX_QUERY_BYTES:
+    def code(self, request: _Request) -> _Response:
+        """A product code's page or JSON answer, or its proof (``/proof/01/...``)."""
+        wants_json = request.wants_json
+        if len(request.path) > MAX_PATH_BYTES or len(request.query) > MAX_QUERY_BYTES:
             return _bad(
-                414 if len(raw_path) > MAX_PATH_BYTES else 400, "request too long", wants_json
+                414 if len(request.path) > MAX_PATH_BYTES else 400, "request too long", wants_json
             )
         try:
-            path = raw_path.decode("ascii")
-            text = query.decode("ascii")
+            path = request.path.decode("ascii")
+            text = request.query.decode("ascii")
         except UnicodeDecodeError:
             return _bad(400, "the address is not valid", wants_json)
         proof = path.startswith("/proof/")
@@ -381,64 +477,68 @@ def create_app(
         except gs1.DigitalLinkError as exc:
             return _bad(400, f"not a valid product code: {exc}", wants_json)
         # Parsing the query costs tens of microseconds: only when it may hold a loc.
-        maybe_loc = "loc" in text or "%" in text
-        location = (request.query_params.get("loc") or None) if maybe_loc else None
-        outcome = service.check(
+        location = None
+        if "loc" in text or "%" in text:
+            location = dict(parse_qsl(text, keep_blank_values=True)).get("loc") or None
+        outcome = self.service.check(
             link, clean_location(location), log=not proof and request.method == "GET"
         )
+        genuine = outcome.product is not None and outcome.verdict in GOOD_VERDICTS
         if proof:
-            if outcome.product is None or outcome.verdict not in ("genuine", "pending", "suspect"):
+            if outcome.product is None or not genuine:
                 return _bad(404, "no proof for this code", True)
-            document = proof_of(service.index.store, outcome.product, outcome.anchor)
-            return JSONResponse(document, headers={"Cache-Control": "no-store"})
+            return _json(proof_of(self.service.index.store, outcome.product, outcome.anchor))
         if wants_json:
-            body = {
-                "verdict": outcome.verdict,
-                "reason": outcome.reason,
-                "product": outcome.product.record
-                if outcome.product and outcome.verdict in ("genuine", "pending", "suspect")
-                else None,
-                "batch_id": outcome.product.batch.batch_id
-                if outcome.product and outcome.verdict in ("genuine", "pending", "suspect")
-                else None,
-                "anchor": outcome.anchor if outcome.verdict in ("genuine", "suspect") else None,
-                "scans": None if outcome.logged is False else outcome.scans,
-                "logged": outcome.logged,
-            }
-            if outcome.logged is False:
-                body["notice"] = NOT_LOGGED
-            return JSONResponse(
-                body, status_code=_status(outcome), headers={"Cache-Control": "no-store"}
-            )
-        title, color = _TITLES[outcome.verdict]
-        proof_link = ""
-        if outcome.verdict in ("genuine", "pending", "suspect"):
-            proof_link = (
-                f'<a id="proof" href="/proof{html.escape(link_path)}?t='
-                f'{html.escape(link.token or "")}">Proof for independent checking</a>'
-            )
-        page = _PAGE.format(
-            title=html.escape(title),
-            color=color,
-            verdict=outcome.verdict,
-            reason=html.escape(outcome.reason),
-            details=_details(outcome),
-            checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            proof=proof_link,
-        )
-        return HTMLResponse(
-            page, status_code=_status(outcome), headers={"Cache-Control": "no-store"}
-        )
+            return _json(_json_answer(outcome, genuine), _status(outcome))
+        return _html(_page(outcome, link_path, link.token or ""), _status(outcome))
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _bad(404, "no such page", "application/json" in request.headers.get("accept", ""))
 
-    app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/{path:path}", code, methods=["GET", "HEAD"])],
-        exception_handlers={404: not_found},
+def _json_answer(outcome: _Outcome, genuine: bool) -> dict[str, Any]:
+    """The JSON form of a code's answer."""
+    product = outcome.product if genuine else None
+    body: dict[str, Any] = {
+        "verdict": outcome.verdict,
+        "reason": outcome.reason,
+        "product": product.record if product is not None else None,
+        "batch_id": product.batch.batch_id if product is not None else None,
+        "anchor": outcome.anchor if outcome.verdict in ("genuine", "suspect") else None,
+        "scans": None if outcome.logged is False else outcome.scans,
+        "logged": outcome.logged,
+    }
+    if outcome.logged is False:
+        body["notice"] = NOT_LOGGED
+    return body
+
+
+def _page(outcome: _Outcome, link_path: str, token: str) -> str:
+    """The HTML page of a code's answer."""
+    title, color = _TITLES[outcome.verdict]
+    proof_link = ""
+    if outcome.verdict in GOOD_VERDICTS:
+        proof_link = (
+            f'<a id="proof" href="/proof{html.escape(link_path)}?t='
+            f'{html.escape(token)}">Proof for independent checking</a>'
+        )
+    return _PAGE.format(
+        title=html.escape(title),
+        color=color,
+        verdict=outcome.verdict,
+        reason=html.escape(outcome.reason),
+        details=_details(outcome),
+        checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        proof=proof_link,
     )
-    app.state.service = service
-    return app
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clone_threshold: int = DEFAULT_CLONE_SCANS,
+    notify: Callable[[str], None] | None = None,
+) -> _App:
+    """The ASGI application for a store. ``notify`` gets one-line reports for the
+    operator (the scan log failing, and recovering)."""
+    return _App(_Service(settings, clone_threshold, notify))
 
 
 def _preflight(settings: Settings, notify: Callable[[str], None]) -> None:

@@ -185,10 +185,12 @@ class ScanLog(ABC):
         self.close()
 
 
-def open_scan_log(settings: Settings, *, pool_size: int = 2) -> ScanLog:
+def open_scan_log(settings: Settings, *, pool_size: int = 2, service: bool = False) -> ScanLog:
     """The scan log the settings name (nothing is connected or created until first use).
 
-    ``pool_size`` bounds the PostgreSQL connections this process keeps."""
+    ``pool_size`` bounds the PostgreSQL connections this process keeps; ``service`` (a
+    long-running web worker) keeps SQLite from sleeping on its event loop (see
+    :class:`.sqlite.SqliteScanLog`)."""
     url = settings.scan_log
     if url is not None and url.startswith(PG_SCHEMES):
         from provmint.store.scanlog.postgres import PostgresScanLog
@@ -196,9 +198,8 @@ def open_scan_log(settings: Settings, *, pool_size: int = 2) -> ScanLog:
         return PostgresScanLog(url, pool_size=pool_size)
     from provmint.store.scanlog.sqlite import SqliteScanLog
 
-    if url is not None:
-        return SqliteScanLog(Path(url[len("sqlite:") :]))
-    return SqliteScanLog(settings.store / DEFAULT_FILE)
+    path = Path(url[len("sqlite:") :]) if url is not None else settings.store / DEFAULT_FILE
+    return SqliteScanLog(path, service=service)
 
 
 _AGE = re.compile(r"([0-9]{1,6})([hdw])")

@@ -9,13 +9,16 @@ no ``scans.sqlite``, and a read-only store is read without one.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from provmint.store.scanlog import (
     GOOD_VERDICTS,
@@ -31,6 +34,8 @@ from provmint.store.scanlog import (
 )
 
 __all__ = ["SqliteScanLog"]
+
+_T = TypeVar("_T")
 
 _GOOD = "verdict IN ({})".format(", ".join(f"'{v}'" for v in GOOD_VERDICTS))
 
@@ -106,17 +111,40 @@ WHERE total = 0 AND (gtin, serial) IN (SELECT gtin, serial FROM temp.touched);
 _OPEN_TIMEOUT = 30.0
 """Seconds a scan-log connection waits for another process's lock."""
 
+CHECKPOINT_SECONDS = 0.25
+"""How often a service's background thread copies the WAL back into the database."""
+
+_BUSY_STEPS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001)
+"""A service's sleeps between attempts to take a lock another process holds (then the
+last, until :data:`_OPEN_TIMEOUT`)."""
+
+_FALLBACK_CHECKPOINT_PAGES = 16_384
+"""A service's writers still checkpoint when the WAL reaches this many pages (64 MB),
+so it stays bounded should the background thread fall behind."""
+
 
 class SqliteScanLog(ScanLog):
-    """The scan log in one SQLite file (one connection per thread)."""
+    """The scan log in one SQLite file (one connection per thread).
+
+    A ``service`` log (a web worker's) never lets the worker's event loop sleep long:
+
+    - the WAL is copied back into the database by a thread of its own every
+      :data:`CHECKPOINT_SECONDS`, rather than by whichever scan's commit crosses
+      SQLite's threshold (a checkpoint waits for fsync);
+    - waiting for another worker's write lock takes steps of tens of microseconds
+      (:meth:`_patiently`), where SQLite's own busy handler sleeps 1, 2, 5, 10... ms.
+    """
 
     kind = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, service: bool = False) -> None:
         self.path = path
+        self.service = service
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._checkpointer: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def where(self) -> str:
@@ -144,7 +172,9 @@ class SqliteScanLog(ScanLog):
         if not create and not self.path.exists():
             return None
         try:
-            con = sqlite3.connect(self.path, timeout=_OPEN_TIMEOUT, isolation_level=None)
+            con = sqlite3.connect(
+                self.path, timeout=0 if self.service else _OPEN_TIMEOUT, isolation_level=None
+            )
         except sqlite3.Error as exc:
             raise self._fail("open", exc) from exc
         try:
@@ -155,7 +185,28 @@ class SqliteScanLog(ScanLog):
         self._local.con = con
         with self._lock:
             self._all.append(con)
+            if self.service and self._checkpointer is None:
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoint_loop, name="scan-log-checkpoints", daemon=True
+                )
+                self._checkpointer.start()
         return con
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database until closed. PASSIVE never blocks the
+        writers; a failure is left to the next round (writers report their own)."""
+        con: sqlite3.Connection | None = None
+        while not self._stopping.wait(CHECKPOINT_SECONDS):
+            try:
+                if con is None:
+                    con = sqlite3.connect(self.path, timeout=_OPEN_TIMEOUT, isolation_level=None)
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                if con is not None:
+                    con.close()
+                con = None
+        if con is not None:
+            con.close()
 
     def _prepare(self, con: sqlite3.Connection) -> None:
         """WAL mode and the current schema on a new connection. Switching the journal
@@ -168,6 +219,8 @@ class SqliteScanLog(ScanLog):
                 if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")
+                if self.service:
+                    con.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_CHECKPOINT_PAGES}")
                 self._migrate(con)
                 return
             except sqlite3.OperationalError as exc:
@@ -230,36 +283,71 @@ class SqliteScanLog(ScanLog):
         """Log a scan; return the code's history including it."""
         when = stamp(at or datetime.now(UTC))
         place = clean_location(location)
-        good = verdict in GOOD_VERDICTS
         con = self._con()
         assert con is not None
         try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                counters = con.execute(_UPSERT_CODE, (gtin, serial, int(good), when)).fetchone()
-                if good and place is not None:
-                    added = con.execute(
-                        "INSERT OR IGNORE INTO scan_places VALUES (?, ?, ?)",
-                        (gtin, serial, place),
-                    ).rowcount
-                    if added:
-                        counters = con.execute(
-                            "UPDATE scan_codes SET places = places + 1 "
-                            "WHERE gtin = ? AND serial = ? RETURNING good, total, first_at, places",
-                            (gtin, serial),
-                        ).fetchone()
-                con.execute(
-                    "INSERT INTO scans (at, gtin, serial, verdict, location, source) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (when, gtin, serial, verdict, place, source),
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            counters = self._patiently(
+                lambda: self._write_scan(con, gtin, serial, verdict, place, source, when)
+            )
         except sqlite3.Error as exc:
             raise self._fail("write", exc) from exc
         return self._stats(con, gtin, serial, recent, counters)
+
+    @staticmethod
+    def _write_scan(
+        con: sqlite3.Connection,
+        gtin: str,
+        serial: str,
+        verdict: str,
+        place: str | None,
+        source: str,
+        when: str,
+    ) -> tuple[int, int, str, int]:
+        """One scan's transaction: the code's counters, its place, the scan row."""
+        good = verdict in GOOD_VERDICTS
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            counters: tuple[int, int, str, int] = con.execute(
+                _UPSERT_CODE, (gtin, serial, int(good), when)
+            ).fetchone()
+            if good and place is not None:
+                added = con.execute(
+                    "INSERT OR IGNORE INTO scan_places VALUES (?, ?, ?)",
+                    (gtin, serial, place),
+                ).rowcount
+                if added:
+                    counters = con.execute(
+                        "UPDATE scan_codes SET places = places + 1 "
+                        "WHERE gtin = ? AND serial = ? RETURNING good, total, first_at, places",
+                        (gtin, serial),
+                    ).fetchone()
+            con.execute(
+                "INSERT INTO scans (at, gtin, serial, verdict, location, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (when, gtin, serial, verdict, place, source),
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return counters
+
+    def _patiently(self, work: Callable[[], _T]) -> _T:
+        """``work()``, run again while another connection holds the lock it needs. Only a
+        service's connections come back busy at once (the others wait in SQLite's busy
+        handler); they retry after :data:`_BUSY_STEPS`, up to :data:`_OPEN_TIMEOUT`."""
+        if not self.service:
+            return work()
+        deadline = time.monotonic() + _OPEN_TIMEOUT
+        for attempt in itertools.count():
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                busy = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(_BUSY_STEPS[min(attempt, len(_BUSY_STEPS) - 1)])
+        raise AssertionError("unreachable")
 
     def stats(self, gtin: str, serial: str, recent: int = 10) -> ScanStats:
         """History of one code."""
@@ -277,16 +365,18 @@ class SqliteScanLog(ScanLog):
         counters: tuple[int, int, str, int] | None,
     ) -> ScanStats:
         key = (gtin, serial)
-        try:
-            if counters is None:
-                counters = con.execute(
+
+        def read() -> tuple[tuple[int, int, str | None, int], list[str], list[Any]]:
+            found = counters
+            if found is None:
+                found = con.execute(
                     "SELECT good, total, first_at, places FROM scan_codes "
                     "WHERE gtin = ? AND serial = ?",
                     key,
                 ).fetchone()
-            good, total, first, places = counters if counters is not None else (0, 0, None, 0)
+            row = found if found is not None else (0, 0, None, 0)
             listed: list[str] = []
-            if places:
+            if row[3]:
                 listed = [
                     r[0]
                     for r in con.execute(
@@ -304,6 +394,10 @@ class SqliteScanLog(ScanLog):
                 if recent
                 else []
             )
+            return row, listed, rows
+
+        try:
+            (good, total, first, places), listed, rows = self._patiently(read)
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
         return ScanStats(
@@ -351,9 +445,14 @@ class SqliteScanLog(ScanLog):
             raise self._fail("prune", exc) from exc
 
     def close(self) -> None:
-        """Close every thread's connection."""
+        """Close every thread's connection (and stop the checkpoint thread)."""
         with self._lock:
             cons, self._all = self._all, []
+            checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            self._stopping.set()
+            checkpointer.join()
+            self._stopping.clear()
         for con in cons:
             con.close()
         self._local = threading.local()
