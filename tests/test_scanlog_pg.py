@@ -18,6 +18,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -189,7 +190,8 @@ def test_prune_deletes_old_scans_and_recounts(log: ScanLog, backend) -> None:
 
 
 def _record_many(url: str, worker: int, n: int, barrier: Any) -> None:
-    log = open_scan_log(resolve_settings(scan_log=url))
+    # Odd workers log as a web worker does (SQLite: their own short busy waits).
+    log = open_scan_log(resolve_settings(scan_log=url), service=worker % 2 == 1)
     barrier.wait()
     for i in range(n):
         place = f"P{(worker * n + i) % 7}"
@@ -200,7 +202,8 @@ def _record_many(url: str, worker: int, n: int, barrier: Any) -> None:
 
 def test_concurrent_writers_lose_no_count(log: ScanLog, backend) -> None:
     """Four processes log scans of one code at once (three pooled connections each on
-    PostgreSQL, taking turns on SQLite): the counters equal a recount of the rows."""
+    PostgreSQL, taking turns on SQLite, two of them as web workers): the counters equal
+    a recount of the rows."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(4)
     procs = [ctx.Process(target=_record_many, args=(backend[1], w, 60, barrier))
@@ -244,6 +247,61 @@ def test_pruning_while_scans_arrive_keeps_counters_exact(log: ScanLog, backend) 
     assert _counters(log, codes) == _recount(backend)
     assert log.stats(GTIN, SERIAL).all_scans == 80
     assert log.prune(datetime.now(UTC) - timedelta(days=30)) == 0  # all old ones went
+
+
+def _hold_write_lock(path: Path, seconds: float, taken: threading.Event) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    taken.set()
+    time.sleep(seconds)
+    con.execute("COMMIT")
+    con.close()
+
+
+def test_a_web_workers_sqlite_log_waits_for_the_lock_in_short_steps(tmp_path: Path) -> None:
+    """Another process holds the write lock: a web worker's scan waits and is logged
+    within milliseconds of the lock's release. SQLite's own busy handler would sleep
+    up to 100 ms at a time on the worker's event loop (finishing 78 ms late here)."""
+    path = tmp_path / "scans.sqlite"
+    log = SqliteScanLog(path, service=True)
+    log.migrate()
+    late = []
+    for attempt in range(3):
+        taken = threading.Event()
+        holder = threading.Thread(target=_hold_write_lock, args=(path, 0.25, taken))
+        holder.start()
+        taken.wait()
+        started = time.monotonic()
+        stats = log.record(GTIN, SERIAL, "genuine", location=None, source="cli", recent=0)
+        late.append(time.monotonic() - started - 0.25)
+        holder.join()
+        assert stats.count == attempt + 1
+    log.close()
+    assert min(late) < 0.03, late
+
+
+def test_a_web_workers_sqlite_log_checkpoints_in_the_background(tmp_path: Path) -> None:
+    """A web worker's scans reach the database file without any scan's commit copying
+    the WAL (which waits for fsync); a command's log leaves that to SQLite's threshold.
+    Closing the log stops the checkpoint thread."""
+    sizes = {}
+    for service in (False, True):
+        path = tmp_path / f"scans-{service}.sqlite"
+        log = SqliteScanLog(path, service=service)
+        log.migrate()
+        empty = path.stat().st_size
+        for i in range(100):
+            log.record(GTIN, f"S{i}", "genuine", location=None, source="cli", recent=0)
+        deadline = time.monotonic() + 5
+        while path.stat().st_size == empty and service and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.6 if not service else 0)
+        sizes[service] = (empty, path.stat().st_size)
+        log.close()
+        assert not [t for t in threading.enumerate() if t.name == "scan-log-checkpoints"]
+        assert SqliteScanLog(path).stats(GTIN, "S99").count == 1
+    assert sizes[False][1] == sizes[False][0], sizes  # still all in the WAL
+    assert sizes[True][1] > sizes[True][0], sizes  # copied by the background thread
 
 
 def _migrate(url: str, barrier: Any) -> None:

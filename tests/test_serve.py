@@ -428,6 +428,7 @@ def test_methods_and_over_long_paths(example, serve_store, tmp_path: Path) -> No
         status, body = _raw(server, example["path"], method=method)
         assert status == 405, method
         _clean(body, tmp_path, example["token"])
+        assert _raw(server, "/healthz", method=method)[0] == 405, method
     status, body = _raw(server, example["path"], method="HEAD")
     assert status == 200 and body == ""
 
