@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -149,22 +150,80 @@ def settings(
     return resolve_settings(store=store, key_file=key_file, config_file=config, **overrides)
 
 
+_TAG = re.compile(r"(\\*)\[([a-z#/@][^\[]*?)]")
+"""A console-markup tag and the backslashes before it (rich.markup's syntax)."""
+
+
+def escape(text: str) -> str:
+    """``text`` safe inside console markup: what looks like a tag is shown, not applied
+    (rich.markup.escape, without importing rich)."""
+
+    def one(found: re.Match[str]) -> str:
+        backslashes, tag = found.groups()
+        return f"{backslashes}{backslashes}\\[{tag}]"
+
+    text = _TAG.sub(one, text)
+    return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
+
+
+def plain(markup: str) -> str:
+    """The text of console markup: tags dropped, escaped ones shown (as rich does)."""
+    pieces, position = [], 0
+    for found in _TAG.finditer(markup):
+        pieces.append(markup[position : found.start()].replace("\\[", "["))
+        backslashes, tag = found.groups()
+        kept, escaped = divmod(len(backslashes), 2)
+        pieces.append("\\" * kept + (f"[{tag}]" if escaped else ""))
+        position = found.end()
+    pieces.append(markup[position:].replace("\\[", "["))
+    return "".join(pieces)
+
+
+class Lines:
+    """The console of a pipe or a file: markup is written as plain lines without
+    importing rich (a fifth of a short command's time); anything else, such as a table,
+    goes to a rich console that never cuts ids and hashes short."""
+
+    is_terminal = False
+
+    def __init__(self, stderr: bool) -> None:
+        self.stderr = stderr
+        self._rich: Any = None
+
+    @property
+    def rich(self) -> Any:
+        """The rich console behind this one, for tables and progress displays."""
+        if self._rich is None:
+            from rich.console import Console
+
+            self._rich = Console(stderr=self.stderr, highlight=False, soft_wrap=True, width=200)
+        return self._rich
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """Print like rich's ``Console.print``: markup strings as plain text."""
+        if options or not all(isinstance(o, str) for o in objects):
+            self.rich.print(*objects, **options)
+            return
+        stream = sys.stderr if self.stderr else sys.stdout
+        stream.write(" ".join(plain(o) for o in objects) + "\n")
+
+
 def _console(stderr: bool) -> Any:
+    stream = sys.stderr if stderr else sys.stdout
+    if not (stream.isatty() or os.environ.get("FORCE_COLOR")):
+        return Lines(stderr)
     from rich.console import Console
 
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
-    if not console.is_terminal:  # piped or redirected: never cut ids and hashes short
-        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=200)
-    return console
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def stdout() -> Any:
-    """Console for results."""
+    """Console for results (:class:`Lines` when piped)."""
     return _console(False)
 
 
 def stderr() -> Any:
-    """Console for progress, notices and errors."""
+    """Console for progress, notices and errors (:class:`Lines` when redirected)."""
     return _console(True)
 
 
@@ -176,8 +235,6 @@ def print_json(value: Any) -> None:
 
 def report_error(exc: ProvmintError) -> None:
     """One ``error:`` line (and a ``hint:`` line when there is one) on standard error."""
-    from rich.markup import escape
-
     console = stderr()
     console.print(f"[bold red]error:[/] {escape(str(exc))}")
     if exc.hint:
@@ -214,7 +271,7 @@ def counting_progress(console: Any, *, enabled: bool) -> Iterator[Callable[[int,
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=console.rich if isinstance(console, Lines) else console,
         transient=True,
         disable=not enabled or not console.is_terminal,
     ) as progress:

@@ -16,6 +16,7 @@ from provmint.cli._common import (
     RawOpt,
     StoreOpt,
     WorkersOpt,
+    escape,
     handle_errors,
     print_json,
     settings,
@@ -75,7 +76,6 @@ def _progress(console: Any, enabled: bool) -> tuple[Any, Any]:
 
 
 def _show_rejects(error: RowsRejectedError) -> None:
-    from rich.markup import escape
 
     console = stderr()
     for reject in error.rejects[:SHOWN_REJECTS]:
@@ -190,7 +190,6 @@ def create(
 
 
 def _summary(s: MintSummary) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     out = stdout()
@@ -227,7 +226,6 @@ def list_(
 
     Example: provmint batch list --json
     """
-    from rich.markup import escape
     from rich.table import Table
 
     from provmint.products import anchor_states, describe_anchor, list_batches
@@ -266,7 +264,6 @@ def list_(
 
 
 def _show(b: BatchInfo, anchor: str) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))

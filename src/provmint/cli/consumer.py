@@ -18,6 +18,7 @@ from provmint.cli._common import (
     StoreOpt,
     WorkersOpt,
     counting_progress,
+    escape,
     handle_errors,
     print_json,
     settings,
@@ -153,8 +154,6 @@ def scan(
 
 def _render_scan(result: ScanResult) -> None:
     from datetime import UTC, datetime
-
-    from rich.markup import escape
 
     out = stdout()
     style = {

@@ -15,6 +15,7 @@ from provmint.cli._common import (
     StoreOpt,
     TokenArgCommand,
     counting_progress,
+    escape,
     handle_errors,
     print_json,
     settings,
@@ -149,9 +150,6 @@ def show(
 
       provmint product show --token 52VqMUmlXpKNjHggOl1ALg --json
     """
-    from rich.markup import escape
-    from rich.table import Table
-
     from provmint.products import anchor_states, describe_anchor, find_product
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
@@ -160,19 +158,12 @@ def show(
     if json:
         print_json({**product.to_json(), "anchor": anchor})
         return
-    table = Table(
-        title=f"Product #{product.leaf_index} of batch {product.batch.batch_id}",
-        title_justify="left",
-        show_header=False,
-    )
-    table.add_column(style="bold")
-    table.add_column()
-    for name, value in product.record.items():
-        table.add_row(name, escape(value))
-    table.add_row("token", product.token)
-    table.add_row("url", escape(product.url))
-    table.add_row("anchor", escape(describe_anchor(anchor)))
-    stdout().print(table)
+    # Lines as `provmint scan` prints them (no table to draw: the command stays quick).
+    out = stdout()
+    out.print(f"[bold]Product #{product.leaf_index} of batch {product.batch.batch_id}[/]")
+    rows = [*product.record.items(), ("token", product.token), ("url", product.url)]
+    for name, value in [*rows, ("anchor", describe_anchor(anchor))]:
+        out.print(f"  {name:<16} {escape(value)}")
 
 
 # A token may start with "-" (base64url): it is read as the token, never as options.

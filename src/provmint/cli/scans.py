@@ -11,6 +11,7 @@ from provmint.cli._common import (
     JsonOpt,
     ScanLogOpt,
     StoreOpt,
+    escape,
     handle_errors,
     print_json,
     settings,
@@ -74,7 +75,6 @@ def prune(
             {"removed": removed, "older_than": older_than, "before": stamp(before), "log": where}
         )
         return
-    from rich.markup import escape
 
     noun = "scan" if removed == 1 else "scans"
     stdout().print(

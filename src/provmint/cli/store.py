@@ -12,6 +12,7 @@ from provmint.cli._common import (
     LockTimeoutOpt,
     StoreOpt,
     counting_progress,
+    escape,
     handle_errors,
     print_json,
     settings,
@@ -63,7 +64,6 @@ def repair(
 
 
 def _show(r: RepairReport) -> None:
-    from rich.markup import escape
 
     out = stdout()
     verb = "Would restore" if r.dry_run else "Restored"

@@ -14,6 +14,7 @@ from provmint.cli._common import (
     JsonOpt,
     KeyFileOpt,
     StoreOpt,
+    escape,
     handle_errors,
     print_json,
     settings,
@@ -163,7 +164,6 @@ def _checker(
 
 
 def _audit_receipt(audit: AuditReport) -> None:
-    from rich.markup import escape
 
     from provmint.verify import Verdict
 
@@ -181,7 +181,6 @@ def _audit_receipt(audit: AuditReport) -> None:
 
 
 def _receipt(report: VerificationReport) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     from provmint.verify import Verdict

@@ -1,0 +1,71 @@
+"""Piped command output without rich: :func:`provmint.cli._common.plain` and ``escape``
+give exactly what rich would print, for any markup (rich itself is the reference)."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from rich.errors import MarkupError
+from rich.markup import escape as rich_escape
+from rich.text import Text
+
+from provmint.cli._common import Lines, escape, plain, stdout
+
+# Text made of what markup is made of, so tags, escapes and near-tags all occur.
+MARKUPISH = st.text(alphabet="[]\\/@#=ab Z:é\n", max_size=40)
+
+
+def _rich_plain(markup: str) -> str:
+    return Text.from_markup(markup, emoji=False).plain
+
+
+@settings(max_examples=600, deadline=None)
+@given(MARKUPISH)
+def test_escape_is_richs(text: str) -> None:
+    assert escape(text) == rich_escape(text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(MARKUPISH)
+def test_escaped_text_prints_as_rich_prints_it(text: str) -> None:
+    assert plain(escape(text)) == _rich_plain(escape(text))
+    assert plain(f"[bold]{escape(text)}[/]") == _rich_plain(f"[bold]{escape(text)}[/]")
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.one_of(MARKUPISH, st.sampled_from(["[bold]", "[/]", "[red]", "[/red]",
+                                                      "[bold red]", "\\[x]", "[@click]"])),
+                max_size=8))
+def test_any_markup_prints_as_rich_prints_it(parts: list[str]) -> None:
+    markup = "".join(parts)
+    try:
+        expected = _rich_plain(markup)
+    except MarkupError:  # rich refuses it; our messages never hold such markup
+        return
+    assert plain(markup) == expected
+
+
+def test_a_pipe_gets_plain_lines_and_tables_still_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.table import Table
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    out = stdout()
+    assert isinstance(out, Lines) and not out.is_terminal
+    message = "[bold green]VALID[/]: " + escape("[x] a\\")
+    out.print(message)
+    table = Table(show_header=False)
+    table.add_row("id", "b" * 120)
+    out.print(table)
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "VALID: [x] a\\\\"  # rich shows a trailing escaped backslash twice
+    assert any("b" * 120 in line for line in lines[1:])  # never cut short
+    reference = io.StringIO()
+    Console(file=reference, highlight=False, soft_wrap=True, width=200).print(message)
+    assert reference.getvalue().splitlines()[0] == lines[0]
