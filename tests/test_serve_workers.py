@@ -263,24 +263,39 @@ def test_port_in_use_is_one_clear_error(minted, launch) -> None:
 # --------------------------------------------------------------------------- replica pickup
 
 
+def _rsync_file(source: Path, target: Path) -> None:
+    """One file as ``rsync -a`` copies it: skipped when size and time match, otherwise
+    written under a temporary name and renamed over the old one (never rewritten in
+    place, which a reader holding it memory-mapped would see torn)."""
+    if target.exists():
+        old, new = target.stat(), source.stat()
+        if (old.st_size, old.st_mtime_ns) == (new.st_size, new.st_mtime_ns):
+            return
+    temporary = target.with_name(f".{target.name}.incoming")
+    shutil.copy2(source, temporary)
+    os.replace(temporary, target)
+
+
 def copy_to_replica(factory: Path, replica: Path) -> None:
-    """The README's copy, step for step: everything but the catalog first (batches are
-    immutable and appear whole), then the catalog alone, under a temporary name renamed
-    over the old one, so a reader never finds a catalog row before its files. (The
-    README runs the same steps with rsync under ``flock -s`` on the store's lock.)"""
-    skip = {".lock", "catalog.duckdb", "catalog.duckdb.wal", "scans.sqlite",
-            "scans.sqlite-wal", "scans.sqlite-shm"}
-    for entry in sorted(factory.iterdir()):
-        if entry.name in skip:
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, replica / entry.name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(entry, replica / entry.name)
+    """The README's copy, step for step (there: rsync under ``flock -s`` on the store's
+    lock): everything but the lock, the catalog and the scan log first (batches are
+    immutable and appear whole), then the catalog and its snapshot, so that a reader
+    never finds a catalog row before its files."""
+    first = [
+        path
+        for path in sorted(factory.rglob("*"))
+        if path.is_file()
+        and not (path.parent == factory and (path.name == ".lock" or path.name.startswith(
+            ("catalog.", "scans.sqlite"))))
+    ]
+    for path in first:
+        target = replica / path.relative_to(factory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _rsync_file(path, target)
     assert not (factory / "catalog.duckdb.wal").exists()  # no writer running
-    temporary = replica / ".catalog.duckdb.incoming"
-    shutil.copy2(factory / "catalog.duckdb", temporary)
-    os.replace(temporary, replica / "catalog.duckdb")
+    for name in ("catalog.duckdb", "catalog.view.json"):
+        if (factory / name).exists():
+            _rsync_file(factory / name, replica / name)
 
 
 def test_a_replica_picks_up_a_copied_batch(cli, keyed, launch, write_csv, tmp_path: Path) -> None:
