@@ -27,6 +27,47 @@ LOCAL_VECTORS = Path(__file__).parent / "vectors"
 
 HEADER = "gtin,serial,lot,expiry,product_name\n"
 
+# Markers for the tests that need a real outside part, so that a contributor without one
+# can leave them out: pytest -m "not chain", -m "not postgres", -m "not browser".
+NEEDS: dict[str, set[str]] = {
+    "chain": {"anvil", "chain_env", "chain_node", "quiet_node", "world"},  # an anvil node
+    "postgres": {"postgres", "pg_url", "own_postgres"},  # a PostgreSQL server
+}
+BROWSER_MODULES = {"test_browser.py"}  # headless Chromium through Node
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by the outside parts its fixtures (or its module) start."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for marker, names in NEEDS.items():
+            if fixtures & names:
+                item.add_marker(marker)
+        if item.path.name in BROWSER_MODULES:
+            item.add_marker("browser")
+        callspec = getattr(item, "callspec", None)  # test_scanlog_pg's backend fixture
+        if callspec is not None and callspec.params.get("backend") == "postgresql":
+            item.add_marker("postgres")
+
+
+_RUNNING: list[pytest.Item] = []
+
+
+@pytest.fixture(autouse=True)
+def _running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The test being run, for :func:`require_marker`."""
+    _RUNNING.append(request.node)
+    yield
+    _RUNNING.pop()
+
+
+def require_marker(marker: str) -> None:
+    """Fail a test that starts an outside part without carrying its marker (so that
+    ``-m "not chain"`` and the like leave out every test that needs one)."""
+    if _RUNNING and _RUNNING[-1].get_closest_marker(marker) is None:
+        pytest.fail(f"{_RUNNING[-1].nodeid} starts a {marker} part: add its fixture to "
+                    f"conftest.NEEDS or mark it @pytest.mark.{marker}", pytrace=False)
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
@@ -127,6 +168,7 @@ class Anvil:
         import re
         import threading
 
+        require_marker("chain")
         self.args = args
         self.proc = subprocess.Popen(
             [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), *args],
@@ -303,6 +345,7 @@ class Postgres:
 
     def start(self) -> None:
         """Start the server (again) on the same port and data."""
+        require_marker("postgres")
         options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w",

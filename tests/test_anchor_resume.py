@@ -184,6 +184,7 @@ def test_two_concurrent_runs_anchor_once(cli, keyed, chain_env: Anvil, tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.chain
 def test_node_stopped_mid_anchor_and_restarted_with_its_state(cli, keyed, monkeypatch,
                                                               tmp_path: Path) -> None:
     state_file = tmp_path / "anvil-state.json"

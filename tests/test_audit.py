@@ -38,7 +38,7 @@ INTACT_CHECKS = ["catalog row", "manifest", "manifest file", "parts", "products"
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[Anvil]:
+def chain_node() -> Iterator[Anvil]:
     chain = Anvil()
     yield chain
     chain.stop()
@@ -68,12 +68,12 @@ def minted(cli, keyed, tmp_path: Path) -> SimpleNamespace:
 
 
 @pytest.fixture
-def anchored(cli, minted: SimpleNamespace, node: Anvil, monkeypatch) -> SimpleNamespace:
+def anchored(cli, minted: SimpleNamespace, chain_node: Anvil, monkeypatch) -> SimpleNamespace:
     monkeypatch.setenv("PROVMINT_CHAIN_KEY", dev_key(0)[1])
-    r = cli("anchor", "--rpc-url", node.url, "--json")
+    r = cli("anchor", "--rpc-url", chain_node.url, "--json")
     assert r.exit_code == 0, r.output
     minted.anchor = json.loads(r.stdout)["anchor"]
-    minted.url = node.url
+    minted.url = chain_node.url
     return minted
 
 
@@ -127,8 +127,8 @@ def test_intact_anchored_batch_is_valid(cli, anchored) -> None:
     assert lines[-1].startswith("VALID: anchored in block ")
 
 
-def test_intact_unanchored_batch_is_pending(cli, minted, node: Anvil) -> None:
-    for args in ((), ("--rpc-url", node.url)):
+def test_intact_unanchored_batch_is_pending(cli, minted, chain_node: Anvil) -> None:
+    for args in ((), ("--rpc-url", chain_node.url)):
         r, report = audit(cli, minted.batch_id, *args)
         assert r.exit_code == EXIT_PENDING
         assert report["reason"] == "the stored batch is intact; it is not anchored yet"
@@ -514,6 +514,8 @@ def test_offline_audit_imports_no_web3(cli, anchored) -> None:
                if line.startswith("import time:") and "|" in line}
     assert "provmint.audit" in modules
     assert {m for m in modules if m.split(".")[0] in ("web3", "eth_account")} == set()
+    # Independent of the minting engine: neither its code nor its C kernel.
+    assert {"provmint.engine", "provmint._native", "provmint.minting"} & modules == set()
 
 
 # --------------------------------------------------------------------------- recomputation

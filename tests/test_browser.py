@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import EXAMPLE_CSV, ROOT
+from conftest import EXAMPLE_CSV, ROOT, require_marker
 
 GTIN = "09520123450014"
 SERIAL = "546CAWQDCR56"
@@ -44,6 +44,7 @@ def _browser_ready() -> str:
 
 def open_page(url: str, screenshot: Path) -> dict[str, Any]:
     """Open ``url`` in headless Chromium; what the page showed."""
+    require_marker("browser")
     node = _browser_ready()
     done = subprocess.run([node, str(SCRIPT), url, str(screenshot)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

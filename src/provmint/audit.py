@@ -598,7 +598,6 @@ _WORKER_MODULES = [
     "provmint.audit",
     "provmint.store.records",
     "provmint.store.treefile",
-    "provmint.engine",  # only for its ROW_GROUP_ROWS, which the store's part reader checks
     "concurrent.futures.process",
 ]
 """Imported once by the forkserver, not by each worker on its first part."""

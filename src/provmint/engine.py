@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from provmint import gs1, ingest, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
 from provmint.ingest import CheckedChunk, RawChunk, RowProblem, check_chunk
+from provmint.store import ROW_GROUP_ROWS
 from provmint.store.keyindex import RunKind, RunWriter
 from provmint.store.records import write_records
 from provmint.store.treefile import TreeSpill
@@ -66,8 +67,6 @@ __all__ = [
 
 CHUNK_ROWS = ingest.CHUNK_ROWS
 """Rows per chunk and per Parquet part file (a power of two: see the module docstring)."""
-ROW_GROUP_ROWS = 1 << 14
-"""Parquet row group size: a product lookup decodes one group of this many rows."""
 
 NATIVE = _native is not None
 """Whether the C hashing loops are available (otherwise the same work runs in Python)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = [
     "EMPTY_ROOT",
@@ -53,11 +54,23 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 _sha256 = hashlib.sha256
 _NODE_PREFIX = _sha256(b"\x01")
 
-_native_reduce: Callable[[bytes], bytes] | None
-try:  # the same reduction in C (see provmint/_native.c); optional
-    from provmint._native import reduce_level as _native_reduce
-except ImportError:  # pragma: no cover - machines without a C compiler
-    _native_reduce = None
+_UNLOADED: Any = object()
+_native_reduce: Callable[[bytes], bytes] | None = _UNLOADED
+"""The same reduction in C (see provmint/_native.c; None without a C compiler), loaded
+on the first :func:`reduce_level`: a process that never reduces a level (the audit,
+which must not share the minting engine's kernel) never loads it."""
+
+
+def _native() -> Callable[[bytes], bytes] | None:
+    global _native_reduce
+    if _native_reduce is _UNLOADED:
+        found: Callable[[bytes], bytes] | None
+        try:
+            from provmint._native import reduce_level as found
+        except ImportError:  # pragma: no cover - machines without a C compiler
+            found = None
+        _native_reduce = found
+    return _native_reduce
 
 
 class InclusionProofError(ValueError):
@@ -103,8 +116,9 @@ def reduce_level(level: bytes) -> bytes:
     """Hash adjacent pairs of a level (contiguous 32-byte nodes); promote an odd last node."""
     if len(level) % HASH_SIZE:
         raise ValueError("a level is a run of 32-byte hashes")
-    if _native_reduce is not None:
-        return bytes(_native_reduce(level))
+    native = _native()
+    if native is not None:
+        return bytes(native(level))
     return _reduce_level_py(level)
 
 

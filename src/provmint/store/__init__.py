@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from provmint.store.view import CatalogView
 
 __all__ = [
+    "ROW_GROUP_ROWS",
     "STORE_FORMAT",
     "BatchInfo",
     "Recovery",
@@ -79,6 +80,9 @@ __all__ = [
 ]
 
 STORE_FORMAT = "provmint-store/1"
+ROW_GROUP_ROWS = 1 << 14
+"""Rows per Parquet row group of a batch's product parts (the last group of a part may
+be shorter): the minting engine writes them so, the part checks expect them so."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -645,7 +649,6 @@ class Store:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from provmint.engine import ROW_GROUP_ROWS
 
         pieces = []
         groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -764,7 +767,6 @@ def _with_leaf_index(columns: list[str] | None) -> list[str] | None:
 def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
     """The part's file metadata: the batch's columns with their types, ``rows`` rows in
     as many row groups as provmint writes (the groups are checked once read)."""
-    from provmint.engine import ROW_GROUP_ROWS
 
     expected = {"leaf_index", "token", "url", *batch.columns}
     schema = file.schema_arrow
@@ -861,7 +863,6 @@ def _check_chunks(file: Any, groups: list[int], table: pa.Table, path: Path, row
     """
     import pyarrow.compute as pc
 
-    from provmint.engine import ROW_GROUP_ROWS
 
     meta = file.metadata
     names = list(file.schema_arrow.names)
