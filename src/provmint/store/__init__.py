@@ -649,7 +649,6 @@ class Store:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-
         pieces = []
         groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for position, leaf in enumerate(leaf_indexes):
@@ -862,7 +861,6 @@ def _check_chunks(file: Any, groups: list[int], table: pa.Table, path: Path, row
     when asked for the metadata of some damaged ones, where reading them raises an error.
     """
     import pyarrow.compute as pc
-
 
     meta = file.metadata
     names = list(file.schema_arrow.names)
