@@ -58,6 +58,13 @@ FEE_BUMP = 1.25
 CONTRACT_GAS_MARGIN = 1.2
 GWEI = 10**9
 ETHER = 10**18
+_SENT = (
+    state.AnchorState.SIGNED,
+    state.AnchorState.BROADCAST,
+    state.AnchorState.INCLUDED,
+    state.AnchorState.CONFIRMED,
+)
+"""Anchors whose transaction may be on the chain (what ``anchor status`` looks up)."""
 
 Notify = Callable[[str], None]
 
@@ -319,7 +326,7 @@ class _Session:
             )
         else:
             self.notify(f"anchor #{record.anchor_id}: broadcast {attempt.tx_hash}")
-        self.update(record.anchor_id, state="broadcast")
+        self.update(record.anchor_id, state=state.AnchorState.BROADCAST)
 
     def find_receipt(
         self, record: state.AnchorRecord
@@ -336,7 +343,7 @@ class _Session:
         if int(receipt.get("status", 0)) != 1:
             self.update(
                 record.anchor_id,
-                state="failed",
+                state=state.AnchorState.FAILED,
                 tx_hash=attempt.tx_hash,
                 error="the anchor transaction reverted",
             )
@@ -350,7 +357,7 @@ class _Session:
         price = int(receipt.get("effectiveGasPrice", 0))
         self.update(
             record.anchor_id,
-            state="included",
+            state=state.AnchorState.INCLUDED,
             tx_hash=attempt.tx_hash,
             block_number=number,
             block_hash="0x" + bytes(receipt["blockHash"]).hex(),
@@ -371,17 +378,17 @@ class _Session:
         replacements = 0
         while True:
             record = self.reload(anchor_id)
-            if record.state in ("confirmed", "failed"):
+            if not record.state.is_open:
                 return record
-            if record.state == "built":
+            if record.state == state.AnchorState.BUILT:
                 max_fee, tip = self.fees()
                 self.sign(record, self.node.nonce(record.sender, "pending"), max_fee, tip)
                 continue
-            if record.state == "signed":
+            if record.state == state.AnchorState.SIGNED:
                 self.broadcast(record)
                 last_send = waited_since = time.monotonic()
                 continue
-            if record.state == "broadcast":
+            if record.state == state.AnchorState.BROADCAST:
                 found = self.find_receipt(record)
                 if found is not None:
                     self.record_inclusion(record, *found)
@@ -435,12 +442,12 @@ class _Session:
                     last_send = now
                 time.sleep(POLL_SECONDS)
                 continue
-            if record.state == "included":
+            if record.state == state.AnchorState.INCLUDED:
                 if not self.still_canonical(record):
                     continue
                 depth = self.node.block_number() - int(record.block_number or 0) + 1
                 if depth >= record.confirmations:
-                    self.update(anchor_id, state="confirmed")
+                    self.update(anchor_id, state=state.AnchorState.CONFIRMED)
                     self.notify(f"anchor #{anchor_id}: confirmed ({depth} confirmations)")
                     continue
                 if not wait:
@@ -459,7 +466,11 @@ class _Session:
             "(reorg); waiting for the transaction again"
         )
         self.update(
-            record.anchor_id, state="broadcast", block_number=None, block_hash=None, block_time=None
+            record.anchor_id,
+            state=state.AnchorState.BROADCAST,
+            block_number=None,
+            block_hash=None,
+            block_time=None,
         )
         return False
 
@@ -509,7 +520,7 @@ def anchor_batches(
                 done_ids = [
                     a.anchor_id
                     for a in state.list_anchors(
-                        con, chain_id=session.chain_id, states=("confirmed",)
+                        con, chain_id=session.chain_id, states=(state.AnchorState.CONFIRMED,)
                     )
                 ][-100:]
             for anchor_id in done_ids:  # a reorg may have dropped a confirmed anchor
@@ -643,14 +654,14 @@ def anchor_status(
         with _anchoring(settings):
             with session.catalog() as con:
                 live = state.list_anchors(
-                    con, chain_id=chain_id, states=("included", "confirmed", "broadcast", "signed")
+                    con,
+                    chain_id=chain_id,
+                    states=_SENT,
                 )
             for record in live:
-                if record.state in ("included", "confirmed") and not session.still_canonical(
-                    record
-                ):
+                if record.state.in_block and not session.still_canonical(record):
                     record = session.reload(record.anchor_id)  # back to broadcast: a reorg
-                if wait and record.state != "confirmed":
+                if wait and record.state != state.AnchorState.CONFIRMED:
                     session.drive(record.anchor_id, wait=True)
             latest = session.node.block_number()
             with session.catalog() as con:

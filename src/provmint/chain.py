@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,12 +100,15 @@ class Node:
         if poa:
             self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    @contextmanager
+    def _mapped(self, what: str) -> Iterator[None]:
+        """Translate what web3 and requests raise while doing ``what`` into the provmint
+        error tree: the one place it happens. Nothing is retried."""
         import requests
         from web3 import exceptions as web3_errors
 
         try:
-            return fn(*args, **kwargs)
+            yield
         except requests.RequestException as exc:
             # Only the exception's kind: its text repeats the URL's path (API keys live there).
             raise NodeUnreachableError(
@@ -120,6 +125,10 @@ class Node:
         except (web3_errors.Web3Exception, ValueError, TypeError) as exc:
             raise AnchorError(f"{what} failed at {self.url}: {_rpc_message(exc)}") from None
 
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._mapped(what):
+            return fn(*args, **kwargs)
+
     def chain_id(self) -> int:
         """The node's chain id (eth_chainId)."""
         return int(self._call("eth_chainId", lambda: self.w3.eth.chain_id))
@@ -132,12 +141,11 @@ class Node:
         """A block header as a dict, or None if the node has no such block."""
         from web3.exceptions import BlockNotFound
 
-        try:
-            block = self._call("eth_getBlockByNumber", self.w3.eth.get_block, number)
-        except AnchorError as exc:
-            if isinstance(exc.__context__, BlockNotFound):
+        with self._mapped("eth_getBlockByNumber"):
+            try:
+                block = self.w3.eth.get_block(number)  # type: ignore[arg-type]
+            except BlockNotFound:
                 return None
-            raise
         return dict(block) if block is not None else None
 
     def balance(self, address: str) -> int:
@@ -158,73 +166,59 @@ class Node:
         tip = int(self._call("eth_maxPriorityFeePerGas", lambda: self.w3.eth.max_priority_fee))
         return base, tip
 
-    def logs(self, address: str, topics: list[Any], from_block: int = 0) -> list[dict[str, Any]]:
-        """Event logs of a contract matching ``topics``."""
-        found = self._call(
-            "eth_getLogs",
-            self.w3.eth.get_logs,
-            {"address": address, "topics": topics, "fromBlock": from_block, "toBlock": "latest"},
-        )
-        return [dict(entry) for entry in found]
-
     def estimate_gas(self, tx: dict[str, Any]) -> int:
         """Gas the node estimates for ``tx`` (never hard-coded: EIP-7623 floors change it)."""
         from web3.exceptions import ContractLogicError
 
-        try:
-            return int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
-        except ContractLogicError as exc:
-            raise AnchorError(f"the transaction would revert: {_rpc_message(exc)}") from None
-        except Exception:
-            return int(self._call("eth_estimateGas", self.w3.eth.estimate_gas, tx))
+        with self._mapped("eth_estimateGas"):
+            try:
+                return int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+            except ContractLogicError as exc:
+                raise AnchorError(f"the transaction would revert: {_rpc_message(exc)}") from None
 
     def send_raw(self, raw: bytes, tx_hash: str) -> TxSent:
         """Broadcast signed bytes. "Already known" and "nonce too low" are not errors
         here: the caller checks the receipt (the same bytes may have been sent before)."""
         from web3.exceptions import Web3RPCError
 
-        try:
-            sent = self.w3.eth.send_raw_transaction(raw)
-            return TxSent("0x" + bytes(sent).hex())
-        except Web3RPCError as exc:
-            message = _rpc_message(exc).lower()
-            if "already known" in message or "already imported" in message:
-                return TxSent(tx_hash, already_known=True)
-            if "nonce too low" in message or "nonce is too low" in message:
-                return TxSent(tx_hash, nonce_used=True)
-            if "insufficient funds" in message:
-                raise InsufficientFundsError(
-                    f"the node refused the transaction: {message}"
+        with self._mapped("eth_sendRawTransaction"):
+            try:
+                sent = self.w3.eth.send_raw_transaction(raw)
+                return TxSent("0x" + bytes(sent).hex())
+            except Web3RPCError as exc:
+                message = _rpc_message(exc).lower()
+                if "already known" in message or "already imported" in message:
+                    return TxSent(tx_hash, already_known=True)
+                if "nonce too low" in message or "nonce is too low" in message:
+                    return TxSent(tx_hash, nonce_used=True)
+                if "insufficient funds" in message:
+                    raise InsufficientFundsError(
+                        f"the node refused the transaction: {message}"
+                    ) from None
+                raise AnchorError(
+                    f"the node refused the transaction: {_rpc_message(exc)}"
                 ) from None
-            raise AnchorError(f"the node refused the transaction: {_rpc_message(exc)}") from None
-        except Exception:
-            self._call("eth_sendRawTransaction", self.w3.eth.send_raw_transaction, raw)
-            return TxSent(tx_hash)
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
         """The receipt of a mined transaction, or None if it is not (or no longer) mined."""
         from web3.exceptions import TransactionNotFound
 
-        try:
-            receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return None
-        except Exception:
-            receipt = self._call(
-                "eth_getTransactionReceipt", self.w3.eth.get_transaction_receipt, tx_hash
-            )
+        with self._mapped("eth_getTransactionReceipt"):
+            try:
+                receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
         return dict(receipt) if receipt is not None else None
 
     def transaction(self, tx_hash: str) -> dict[str, Any] | None:
         """A transaction by hash, or None if the node does not know it."""
         from web3.exceptions import TransactionNotFound
 
-        try:
-            tx = self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return None
-        except Exception:
-            tx = self._call("eth_getTransactionByHash", self.w3.eth.get_transaction, tx_hash)
+        with self._mapped("eth_getTransactionByHash"):
+            try:
+                tx = self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
         return dict(tx) if tx is not None else None
 
     def call(self, to: str, data: str) -> bytes:
@@ -234,13 +228,6 @@ class Node:
     def code(self, address: str) -> bytes:
         """Deployed code at ``address`` (empty if none)."""
         return bytes(self._call("eth_getCode", self.w3.eth.get_code, address))
-
-    def rpc(self, method: str, params: list[Any]) -> Any:
-        """A raw JSON-RPC request (for node-specific methods)."""
-        response = self._call(method, self.w3.provider.make_request, method, params)
-        if isinstance(response, dict) and response.get("error"):
-            raise AnchorError(f"{method}: {clean_remote_text(response['error'])}")
-        return response.get("result") if isinstance(response, dict) else response
 
 
 class ChainKey:

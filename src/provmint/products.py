@@ -269,7 +269,7 @@ def anchor_section(record: AnchorRecord | None, batch: BatchInfo) -> dict[str, A
     unless the anchor is in a block."""
     from provmint import anchoring
 
-    if record is None or record.state not in ("included", "confirmed"):
+    if record is None or not record.state.in_block:
         return None
     tree = anchoring.build_anchor_tree([bytes.fromhex(c) for _, _, c in record.batches])
     return anchoring.anchor_section(
@@ -328,17 +328,6 @@ def proof_of(store: Store, product: ProductRecord, anchor: dict[str, Any] | None
     )
 
 
-def _paths(levels: list[bytes], index: int, sizes: list[int]) -> list[bytes]:
-    out = []
-    i = index
-    for level, count in enumerate(sizes[:-1]):
-        sibling = i ^ 1
-        if sibling < count:
-            out.append(levels[level][32 * sibling : 32 * sibling + 32])
-        i >>= 1
-    return out
-
-
 def export_batch_proofs(
     settings: Settings,
     ref: str,
@@ -360,7 +349,13 @@ def export_batch_proofs(
     anchor = anchor_section(view.anchor_for_batch(batch.seq), batch)
     tree = store.tree(batch)
     levels = [tree.level(i) for i in range(tree.level_count)]
-    sizes = tree.sizes
+
+    def path(leaf: int) -> list[bytes]:
+        # The whole tree is in memory here: each node is a slice of its level.
+        return merkle.inclusion_path(
+            lambda level, j: levels[level][32 * j : 32 * j + 32], leaf, batch.tree_size
+        )
+
     section = _batch_section(batch)
     done = 0
     writer: Any = None
@@ -382,7 +377,7 @@ def export_batch_proofs(
                                 leaf,
                                 record,
                                 commitment,
-                                _paths(levels, leaf, sizes),
+                                path(leaf),
                                 section,
                                 anchor,
                             ),
@@ -395,9 +390,7 @@ def export_batch_proofs(
                 commitments = [
                     token_commitment(parse_token(t)) for t in table.column("token").to_pylist()
                 ]
-                paths = [
-                    _paths(levels, leaf, sizes) for leaf in table.column("leaf_index").to_pylist()
-                ]
+                paths = [path(leaf) for leaf in table.column("leaf_index").to_pylist()]
                 part_table = (
                     table.select(["leaf_index", *fields])
                     .append_column("token_commitment", pa.array(commitments, pa.binary(32)))

@@ -16,8 +16,10 @@ never behind the catalog: at worst it holds a change whose commit was interrupte
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +34,9 @@ __all__ = [
     "OPEN_STATES",
     "RECORD_FORMAT",
     "STATES",
+    "TRANSITIONS",
     "AnchorRecord",
+    "AnchorState",
     "Attempt",
     "add_attempt",
     "anchor_for_batch",
@@ -47,8 +51,52 @@ __all__ = [
 ]
 
 RECORD_FORMAT = "provmint-anchor-record/1"
-STATES = ("built", "signed", "broadcast", "included", "confirmed", "failed")
-OPEN_STATES = ("built", "signed", "broadcast", "included")
+
+
+class AnchorState(StrEnum):
+    """Where an anchor is on its way into the chain (stored as its value)."""
+
+    BUILT = "built"
+    """Its anchor tree is chosen; nothing is signed yet."""
+    SIGNED = "signed"
+    """A transaction is signed and saved, not yet sent (or signed again to replace one)."""
+    BROADCAST = "broadcast"
+    """Sent; waiting for a receipt (also after a reorg dropped its block)."""
+    INCLUDED = "included"
+    """In a block; waiting for the confirmations asked for."""
+    CONFIRMED = "confirmed"
+    """Enough blocks on top of it."""
+    FAILED = "failed"
+    """The transaction reverted: its batches are pending again."""
+
+    @property
+    def is_open(self) -> bool:
+        """Still on its way (a run of ``provmint anchor`` resumes it)."""
+        return self not in (AnchorState.CONFIRMED, AnchorState.FAILED)
+
+    @property
+    def in_block(self) -> bool:
+        """In a block (a proof can carry the anchor)."""
+        return self in (AnchorState.INCLUDED, AnchorState.CONFIRMED)
+
+
+TRANSITIONS: Mapping[AnchorState, frozenset[AnchorState]] = {
+    AnchorState.BUILT: frozenset({AnchorState.SIGNED}),
+    AnchorState.SIGNED: frozenset({AnchorState.BROADCAST}),
+    # A receipt (ok or reverted), or a new signature: the nonce was taken, or a fee bump.
+    AnchorState.BROADCAST: frozenset(
+        {AnchorState.INCLUDED, AnchorState.FAILED, AnchorState.SIGNED}
+    ),
+    # Enough confirmations, or a reorg dropped the block.
+    AnchorState.INCLUDED: frozenset({AnchorState.CONFIRMED, AnchorState.BROADCAST}),
+    AnchorState.CONFIRMED: frozenset({AnchorState.BROADCAST}),  # a deep reorg
+    AnchorState.FAILED: frozenset(),
+}
+"""The moves an anchor may make; :func:`update_anchor` and :func:`add_attempt` refuse any
+other (a change to the same state is no move, and always allowed)."""
+
+STATES = tuple(AnchorState)
+OPEN_STATES = tuple(s for s in AnchorState if s.is_open)
 
 ANCHOR_SCHEMA = """
 CREATE TABLE IF NOT EXISTS anchors (
@@ -121,7 +169,7 @@ class AnchorRecord:
     tree_size: int
     tree_root: str
     digest: str
-    state: str
+    state: AnchorState
     confirmations: int
     tx_hash: str | None
     block_number: int | None
@@ -173,9 +221,11 @@ def _load(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> list[A
             "WHERE anchor_id = ? ORDER BY attempt",
             [anchor_id],
         ).fetchall()
+        record = AnchorRecord(*row)
         out.append(
             replace(
-                AnchorRecord(*row),
+                record,
+                state=AnchorState(record.state),
                 batches=tuple((int(a), int(b), str(c)) for a, b, c in batches),
                 attempts=tuple(
                     Attempt(int(a), h, int(n), int(f), int(t), int(g), bytes.fromhex(r))
@@ -187,12 +237,15 @@ def _load(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> list[A
 
 
 def list_anchors(
-    con: duckdb.DuckDBPyConnection, *, chain_id: int | None = None, states: tuple[str, ...] = STATES
+    con: duckdb.DuckDBPyConnection,
+    *,
+    chain_id: int | None = None,
+    states: tuple[AnchorState, ...] = STATES,
 ) -> list[AnchorRecord]:
     """Anchors, oldest first, optionally of one chain and in some states."""
     marks = ", ".join("?" for _ in states)
     query = f"SELECT {_COLUMNS} FROM anchors WHERE state IN ({marks})"
-    args: list[Any] = list(states)
+    args: list[Any] = [state.value for state in states]
     if chain_id is not None:
         query += " AND chain_id = ?"
         args.append(chain_id)
@@ -213,9 +266,9 @@ def anchor_for_batch(con: duckdb.DuckDBPyConnection, batch_seq: int) -> AnchorRe
     """The live (not failed) anchor that covers a batch, if any."""
     rows = con.execute(
         f"SELECT {', '.join('a.' + c.strip() for c in _COLUMNS.split(','))} FROM anchors a "
-        "JOIN anchor_batches b USING (anchor_id) WHERE b.batch_seq = ? AND a.state <> 'failed' "
+        "JOIN anchor_batches b USING (anchor_id) WHERE b.batch_seq = ? AND a.state <> ? "
         "ORDER BY a.anchor_id DESC LIMIT 1",
-        [batch_seq],
+        [batch_seq, AnchorState.FAILED.value],
     ).fetchall()
     return _load(con, rows)[0] if rows else None
 
@@ -224,7 +277,8 @@ def pending_batch_seqs(con: duckdb.DuckDBPyConnection) -> list[int]:
     """Sequence numbers of batches no live anchor covers, oldest first."""
     rows = con.execute(
         "SELECT seq FROM batches WHERE seq NOT IN (SELECT b.batch_seq FROM anchor_batches b "
-        "JOIN anchors a USING (anchor_id) WHERE a.state <> 'failed') ORDER BY seq"
+        "JOIN anchors a USING (anchor_id) WHERE a.state <> ?) ORDER BY seq",
+        [AnchorState.FAILED.value],
     ).fetchall()
     return [int(r[0]) for r in rows]
 
@@ -249,8 +303,8 @@ def create_anchor(
     try:
         taken = con.execute(
             "SELECT count(*) FROM anchor_batches b JOIN anchors a USING (anchor_id) "
-            f"WHERE a.state <> 'failed' AND b.batch_seq IN ({', '.join('?' for _ in batches)})",
-            [seq for seq, _, _ in batches],
+            f"WHERE a.state <> ? AND b.batch_seq IN ({', '.join('?' for _ in batches)})",
+            [AnchorState.FAILED.value, *(seq for seq, _, _ in batches)],
         ).fetchone()
         if taken and taken[0]:
             raise StoreError("a batch of this anchor is already covered by another anchor")
@@ -259,7 +313,7 @@ def create_anchor(
         con.execute(
             "INSERT INTO anchors (anchor_id, created_at, updated_at, chain_id, method, contract, "
             "sender, tree_size, tree_root, digest, state, confirmations) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'built', ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 anchor_id,
                 now,
@@ -271,6 +325,7 @@ def create_anchor(
                 tree_size,
                 tree_root,
                 digest,
+                AnchorState.BUILT.value,
                 confirmations,
             ],
         )
@@ -292,6 +347,7 @@ def add_attempt(
     """Save a signed transaction before it is broadcast, and mark the anchor ``signed``."""
     con.execute("BEGIN TRANSACTION")
     try:
+        _check_move(con, anchor_id, AnchorState.SIGNED)
         con.execute(
             "INSERT INTO anchor_txs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -307,8 +363,8 @@ def add_attempt(
             ],
         )
         con.execute(
-            "UPDATE anchors SET state = 'signed', tx_hash = ?, updated_at = ? WHERE anchor_id = ?",
-            [attempt.tx_hash, _now(), anchor_id],
+            "UPDATE anchors SET state = ?, tx_hash = ?, updated_at = ? WHERE anchor_id = ?",
+            [AnchorState.SIGNED.value, attempt.tx_hash, _now(), anchor_id],
         )
         write_anchor_file(con, journal, anchor_id)
     except BaseException:
@@ -330,18 +386,31 @@ _UPDATABLE = {
 }
 
 
+def _check_move(con: duckdb.DuckDBPyConnection, anchor_id: int, to: AnchorState) -> None:
+    """Refuse a change of state that :data:`TRANSITIONS` does not allow (a bug, not a
+    user's mistake: ValueError)."""
+    row = con.execute("SELECT state FROM anchors WHERE anchor_id = ?", [anchor_id]).fetchone()
+    if row is None:
+        raise StoreError(f"no anchor #{anchor_id} in the catalog")
+    now = AnchorState(row[0])
+    if to != now and to not in TRANSITIONS[now]:
+        raise ValueError(f"anchor #{anchor_id} cannot go from {now} to {to}")
+
+
 def update_anchor(
     con: duckdb.DuckDBPyConnection, anchor_id: int, *, journal: Path, **fields: Any
 ) -> None:
-    """Change an anchor's state and chain facts."""
+    """Change an anchor's chain facts and its state (along :data:`TRANSITIONS` only)."""
     bad = set(fields) - _UPDATABLE
     if bad:
         raise ValueError(f"cannot update {sorted(bad)}")
-    if "state" in fields and fields["state"] not in STATES:
-        raise ValueError(f"unknown anchor state {fields['state']!r}")
+    if "state" in fields:
+        fields["state"] = AnchorState(fields["state"]).value  # ValueError when unknown
     assignments = ", ".join(f"{name} = ?" for name in fields)
     con.execute("BEGIN TRANSACTION")
     try:
+        if "state" in fields:
+            _check_move(con, anchor_id, AnchorState(fields["state"]))
         con.execute(
             f"UPDATE anchors SET {assignments}, updated_at = ? WHERE anchor_id = ?",
             [*fields.values(), _now(), anchor_id],

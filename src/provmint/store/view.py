@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from provmint.store.anchors import AnchorRecord
+from provmint.store.anchors import AnchorRecord, AnchorState
 from provmint.store.keyindex import RunKind
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ __all__ = [
 
 SNAPSHOT_FORMAT = "provmint-catalog-view/1"
 SNAPSHOT_NAME = "catalog.view.json"
-_LIVE_STATES = ("built", "signed", "broadcast", "included", "confirmed")
+_LIVE_STATES = tuple(state for state in AnchorState if state != AnchorState.FAILED)
 _ANCHOR_FIELDS = tuple(
     name for name in AnchorRecord.__dataclass_fields__ if name not in ("batches", "attempts")
 )
@@ -109,6 +109,7 @@ class CatalogView:
             if len(fields) != len(_ANCHOR_FIELDS):
                 raise ValueError("an anchor row of the wrong length")
             values: dict[str, Any] = dict(zip(_ANCHOR_FIELDS, fields, strict=True))
+            values["state"] = AnchorState(values["state"])  # ValueError when unknown
             covered_batches = tuple((int(s), int(i), str(c)) for s, i, c in covered)
             anchors.append(AnchorRecord(**values, batches=covered_batches))
         return cls(batches, {k: tuple(v) for k, v in runs.items()}, tuple(anchors))
