@@ -185,6 +185,22 @@ def test_fifty_pending_batches_in_one_calldata_transaction(cli, keyed, chain_env
 # --------------------------------------------------------------------------- registry
 
 
+def test_deploy_registry_keeps_the_fee_and_spend_caps(cli, keyed, chain_env: Anvil) -> None:
+    """The deployment is held to the caps an anchor is held to: above --max-fee-gwei it
+    is refused (not quietly sent at the cap), and --max-spend-eth bounds its cost."""
+    sender = dev_key(0)[0]
+    r = cli("anchor", "deploy-registry", "--max-fee-gwei", "0.000001")
+    assert_clean_failure(r, 10, "above the cap of 1e-06 gwei", "--max-fee-gwei")
+    r = cli("anchor", "deploy-registry", "--max-spend-eth", "0.0000001")
+    assert_clean_failure(r, 10, "the deploy could cost up to", "above the cap of 1e-07 ETH")
+    assert nonce(chain_env, sender) == 0  # nothing was sent
+    r = cli("anchor", "deploy-registry", "--max-fee-gwei", "1000", "--max-spend-eth", "1",
+            "--json")
+    assert r.exit_code == 0, r.output
+    assert nonce(chain_env, sender) == 1
+
+
+
 @pytest.mark.slow
 def test_registry_method_for_one_and_fifty_batches(cli, keyed, chain_env: Anvil,
                                                    tmp_path: Path) -> None:

@@ -91,6 +91,43 @@ def connect(chain: ChainSettings) -> tuple[Node, int]:
     return node, chain_id
 
 
+def capped_fees(node: Node, chain: ChainSettings) -> tuple[int, int]:
+    """(max fee per gas, tip) for a transaction now: twice the base fee plus the tip,
+    within ``--max-fee-gwei``; refused when even the base fee and tip are above it."""
+    base, tip = node.fees()
+    max_fee = 2 * base + tip
+    cap = chain.max_fee_gwei
+    if cap is not None:
+        cap_wei = int(cap * GWEI)
+        if base + tip > cap_wei:
+            raise AnchorError(
+                f"fees are {(base + tip) / GWEI:.3f} gwei now, above the cap of {cap} gwei",
+                hint="wait for lower fees or raise --max-fee-gwei",
+            )
+        max_fee = min(max_fee, cap_wei)
+    return max_fee, tip
+
+
+def check_funds(
+    node: Node, chain: ChainSettings, chain_id: int, sender: str, cost: int, doing: str
+) -> int:
+    """Refuse a transaction that could cost more than ``--max-spend-eth`` or than the
+    sender holds; the sender's balance otherwise."""
+    if chain.max_spend_eth is not None and cost > chain.max_spend_eth * ETHER:
+        raise AnchorError(
+            f"the {doing} could cost up to {_eth(cost)}, above the cap of "
+            f"{chain.max_spend_eth} ETH",
+            hint="raise --max-spend-eth or wait for lower fees",
+        )
+    balance = node.balance(sender)
+    if balance < cost:
+        raise InsufficientFundsError(
+            f"{sender} needs {_eth(cost)} to {doing}, has {_eth(balance)}",
+            hint=f"fund {sender} on chain {chain_id}",
+        )
+    return balance
+
+
 def load_chain_key(chain: ChainSettings, ask_password: Callable[[], str] | None = None) -> ChainKey:
     """The issuer's chain key: ``PROVMINT_CHAIN_KEY``, or the keystore with its password
     from ``PROVMINT_KEYSTORE_PASSWORD`` or ``ask_password``."""
@@ -233,18 +270,7 @@ class _Session:
 
     def fees(self) -> tuple[int, int]:
         """(max fee per gas, tip) now, within the configured cap."""
-        base, tip = self.node.fees()
-        max_fee = 2 * base + tip
-        cap = self.chain.max_fee_gwei
-        if cap is not None:
-            cap_wei = int(cap * GWEI)
-            if base + tip > cap_wei:
-                raise AnchorError(
-                    f"fees are {(base + tip) / GWEI:.3f} gwei now, above the cap of {cap} gwei",
-                    hint="wait for lower fees or raise --max-fee-gwei",
-                )
-            max_fee = min(max_fee, cap_wei)
-        return max_fee, tip
+        return capped_fees(self.node, self.chain)
 
     def target(
         self, method: str, registry: str | None, digest: bytes, sender: str
@@ -269,20 +295,7 @@ class _Session:
         return int(gas * CONTRACT_GAS_MARGIN) if method == "registry" else gas
 
     def check_funds(self, sender: str, gas: int, max_fee: int) -> int:
-        cost = gas * max_fee
-        if self.chain.max_spend_eth is not None and cost > self.chain.max_spend_eth * ETHER:
-            raise AnchorError(
-                f"the anchor could cost up to {_eth(cost)}, above the cap of "
-                f"{self.chain.max_spend_eth} ETH",
-                hint="raise --max-spend-eth or wait for lower fees",
-            )
-        balance = self.node.balance(sender)
-        if balance < cost:
-            raise InsufficientFundsError(
-                f"{sender} needs {_eth(cost)} to anchor, has {_eth(balance)}",
-                hint=f"fund {sender} on chain {self.chain_id}",
-            )
-        return balance
+        return check_funds(self.node, self.chain, self.chain_id, sender, gas * max_fee, "anchor")
 
     def sign(self, record: state.AnchorRecord, nonce: int, max_fee: int, tip: int) -> None:
         """Sign an attempt and save it (state ``signed``) before anything is sent."""
@@ -719,18 +732,11 @@ def deploy_registry(
     """Deploy the AnchorRegistry contract from the issuer's key; waits for the receipt."""
     node, chain_id = connect(chain)
     bytecode = registry_artifact()["bytecode"]
-    base, tip = node.fees()
-    max_fee = 2 * base + tip
-    if chain.max_fee_gwei is not None:
-        max_fee = min(max_fee, int(chain.max_fee_gwei * GWEI))
+    max_fee, tip = capped_fees(node, chain)
     gas = int(
         node.estimate_gas({"from": key.address, "data": bytecode, "value": 0}) * CONTRACT_GAS_MARGIN
     )
-    balance = node.balance(key.address)
-    if balance < gas * max_fee:
-        raise InsufficientFundsError(
-            f"{key.address} needs {_eth(gas * max_fee)} to deploy, has {_eth(balance)}"
-        )
+    check_funds(node, chain, chain_id, key.address, gas * max_fee, "deploy")
     tx = {
         "type": 2,
         "chainId": chain_id,

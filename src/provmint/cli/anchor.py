@@ -57,6 +57,18 @@ KeystoreOpt = Annotated[
         rich_help_panel="Chain",
     ),
 ]
+MaxFeeOpt = Annotated[
+    float | None,
+    typer.Option("--max-fee-gwei", help="Refuse to pay more per gas than this", show_default=False),
+]
+MaxSpendOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-spend-eth",
+        help="Refuse a transaction that could cost more than this",
+        show_default=False,
+    ),
+]
 
 
 def chain_settings(
@@ -110,20 +122,8 @@ def anchor(
             show_default=False,
         ),
     ] = None,
-    max_fee_gwei: Annotated[
-        float | None,
-        typer.Option(
-            "--max-fee-gwei", help="Refuse to pay more per gas than this", show_default=False
-        ),
-    ] = None,
-    max_spend_eth: Annotated[
-        float | None,
-        typer.Option(
-            "--max-spend-eth",
-            help="Refuse a run that could cost more than this",
-            show_default=False,
-        ),
-    ] = None,
+    max_fee_gwei: MaxFeeOpt = None,
+    max_spend_eth: MaxSpendOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -302,6 +302,8 @@ def deploy(
     chain: ChainOpt = None,
     rpc_url: RpcOpt = None,
     keystore: KeystoreOpt = None,
+    max_fee_gwei: MaxFeeOpt = None,
+    max_spend_eth: MaxSpendOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -311,7 +313,14 @@ def deploy(
     """
     from provmint.anchor import deploy_registry, load_chain_key
 
-    chain_cfg = chain_settings(chain, rpc_url, config, keystore=keystore)
+    chain_cfg = chain_settings(
+        chain,
+        rpc_url,
+        config,
+        keystore=keystore,
+        max_fee_gwei=max_fee_gwei,
+        max_spend_eth=max_spend_eth,
+    )
     key = load_chain_key(chain_cfg, _password)
     deployment = deploy_registry(chain_cfg, key)
     if json:
