@@ -65,8 +65,11 @@ def require_marker(marker: str) -> None:
     """Fail a test that starts an outside part without carrying its marker (so that
     ``-m "not chain"`` and the like leave out every test that needs one)."""
     if _RUNNING and _RUNNING[-1].get_closest_marker(marker) is None:
-        pytest.fail(f"{_RUNNING[-1].nodeid} starts a {marker} part: add its fixture to "
-                    f"conftest.NEEDS or mark it @pytest.mark.{marker}", pytrace=False)
+        pytest.fail(
+            f"{_RUNNING[-1].nodeid} starts a {marker} part: add its fixture to "
+            f"conftest.NEEDS or mark it @pytest.mark.{marker}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -77,9 +80,18 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("PROVMINT_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    for name in ("PROVMINT_URL_BASE", "PROVMINT_WORKERS", "PROVMINT_LOCK_TIMEOUT",
-                 "PROVMINT_RPC_URL", "PROVMINT_CHAIN_KEY", "PROVMINT_CHAIN", "PROVMINT_KEYSTORE",
-                 "PROVMINT_KEYSTORE_PASSWORD", "PROVMINT_REGISTRY", "PROVMINT_SCAN_LOG"):
+    for name in (
+        "PROVMINT_URL_BASE",
+        "PROVMINT_WORKERS",
+        "PROVMINT_LOCK_TIMEOUT",
+        "PROVMINT_RPC_URL",
+        "PROVMINT_CHAIN_KEY",
+        "PROVMINT_CHAIN",
+        "PROVMINT_KEYSTORE",
+        "PROVMINT_KEYSTORE_PASSWORD",
+        "PROVMINT_REGISTRY",
+        "PROVMINT_SCAN_LOG",
+    ):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "no-config.toml").write_text("")
     monkeypatch.chdir(tmp_path)
@@ -130,12 +142,17 @@ def write_csv(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def run_provmint(*args: object, env: dict[str, str] | None = None,
-                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_provmint(
+    *args: object, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run provmint as a real subprocess (``python -m provmint``) with the test's env."""
-    return subprocess.run([sys.executable, "-m", "provmint", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "provmint", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # --------------------------------------------------------------------------- local chain
@@ -172,7 +189,9 @@ class Anvil:
         self.args = args
         self.proc = subprocess.Popen(
             [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -191,8 +210,9 @@ class Anvil:
         import json
         import urllib.request
 
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                           "params": list(params)}).encode()
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        ).encode()
         request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
@@ -226,8 +246,12 @@ def chain_env(anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> Anvil:
     """Point provmint at the test's node with dev account 0 as the chain key."""
     monkeypatch.setenv("PROVMINT_RPC_URL", anvil.url)
     monkeypatch.setenv("PROVMINT_CHAIN_KEY", dev_key(0)[1])
-    for name in ("PROVMINT_CHAIN", "PROVMINT_KEYSTORE", "PROVMINT_KEYSTORE_PASSWORD",
-                 "PROVMINT_REGISTRY"):
+    for name in (
+        "PROVMINT_CHAIN",
+        "PROVMINT_KEYSTORE",
+        "PROVMINT_KEYSTORE_PASSWORD",
+        "PROVMINT_REGISTRY",
+    ):
         monkeypatch.delenv(name, raising=False)
     return anvil
 
@@ -246,7 +270,10 @@ class Server:
             args = (*args, "--workers", "1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
         )
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -303,11 +330,16 @@ def postgres_bin() -> Path:
     if os.environ.get("PG_BIN"):
         found = [Path(os.environ["PG_BIN"])]
     else:
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                       key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+        found = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        )
     if not found or not (found[-1] / "initdb").exists():
-        pytest.fail("PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb):"
-                    " install Debian's postgresql package (scripts/setup does)", pytrace=False)
+        pytest.fail(
+            "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb):"
+            " install Debian's postgresql package (scripts/setup does)",
+            pytrace=False,
+        )
     return found[-1]
 
 
@@ -327,17 +359,34 @@ class Postgres:
         self.user: list[str] = []
         if os.geteuid() == 0:
             if shutil.which("runuser") is None:
-                pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL",
-                            pytrace=False)
+                pytest.fail(
+                    "running as root needs runuser (util-linux) to start PostgreSQL", pytrace=False
+                )
             shutil.chown(self.dir, "postgres", "postgres")
             self.user = ["runuser", "-u", "postgres", "--"]
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                  "--no-sync", "-E", "UTF8", "--locale=C")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         self.start()
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run([*self.user, str(self.bin / tool), *args], capture_output=True,
-                              text=True, timeout=120, cwd=self.dir)
+        done = subprocess.run(
+            [*self.user, str(self.bin / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.dir,
+        )
         if done.returncode != 0:
             log = self.dir / "log"
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -346,10 +395,23 @@ class Postgres:
     def start(self) -> None:
         """Start the server (again) on the same port and data."""
         require_marker("postgres")
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
-                  "-t", "60", "-o", options, "start")
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: disconnect everyone; ``immediate``: as if it crashed)."""
@@ -373,8 +435,20 @@ class Postgres:
 
         pid_file = self.data / "postmaster.pid"
         if pid_file.exists():
-            subprocess.run([*self.user, str(self.bin / "pg_ctl"), "-D", str(self.data),
-                            "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+            subprocess.run(
+                [
+                    *self.user,
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -392,8 +466,12 @@ def pg_url(postgres: Postgres, request: pytest.FixtureRequest) -> str:
     """The URL of a fresh, empty database on the session's PostgreSQL server."""
     import re
 
-    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + \
-        os.urandom(3).hex()
+    name = (
+        "t_"
+        + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+        + "_"
+        + os.urandom(3).hex()
+    )
     return postgres.create_database(name)
 
 

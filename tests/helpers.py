@@ -113,8 +113,9 @@ def verify_report(cli: Any, *args: object) -> tuple[Any, dict[str, Any]]:
     no_crash(r)
     assert r.stdout, (r.exit_code, r.stderr)
     report: dict[str, Any] = json.loads(r.stdout)
-    assert report["verdict"] == {0: "valid", 3: "invalid", 4: "pending", 5: "unchecked"}[
-        r.exit_code]
+    assert (
+        report["verdict"] == {0: "valid", 3: "invalid", 4: "pending", 5: "unchecked"}[r.exit_code]
+    )
     return r, report
 
 

@@ -29,8 +29,9 @@ CALLDATA_PREFIX = "0x504d4e5401"  # "PMNT" || version 1
 # --------------------------------------------------------------------------- helpers
 
 
-def mint_many(settings: Any, tmp_path: Path, seeds: range | list[int],
-              rows: int = 3) -> list[tuple[str, str, str]]:
+def mint_many(
+    settings: Any, tmp_path: Path, seeds: range | list[int], rows: int = 3
+) -> list[tuple[str, str, str]]:
     """Mint one small generated batch per seed: [(batch id, gtin, serial of row 1)]."""
     from provmint.batch import mint_batch
 
@@ -43,12 +44,6 @@ def mint_many(settings: Any, tmp_path: Path, seeds: range | list[int],
             first = next(csv.DictReader(fh))
         minted.append((summary.batch_id, first["gtin"], first["serial"]))
     return minted
-
-
-
-
-
-
 
 
 def nonce(node: Anvil, address: str) -> int:
@@ -147,8 +142,9 @@ def test_calldata_anchor_of_one_batch(cli, keyed, chain_env: Anvil, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_fifty_pending_batches_in_one_calldata_transaction(cli, keyed, chain_env: Anvil,
-                                                           tmp_path: Path) -> None:
+def test_fifty_pending_batches_in_one_calldata_transaction(
+    cli, keyed, chain_env: Anvil, tmp_path: Path
+) -> None:
     minted = mint_many(keyed, tmp_path, range(1, 51))
     ids = [b for b, _, _ in minted]
     assert len(set(ids)) == 50
@@ -194,16 +190,15 @@ def test_deploy_registry_keeps_the_fee_and_spend_caps(cli, keyed, chain_env: Anv
     r = cli("anchor", "deploy-registry", "--max-spend-eth", "0.0000001")
     assert_clean_failure(r, 10, "the deploy could cost up to", "above the cap of 1e-07 ETH")
     assert nonce(chain_env, sender) == 0  # nothing was sent
-    r = cli("anchor", "deploy-registry", "--max-fee-gwei", "1000", "--max-spend-eth", "1",
-            "--json")
+    r = cli("anchor", "deploy-registry", "--max-fee-gwei", "1000", "--max-spend-eth", "1", "--json")
     assert r.exit_code == 0, r.output
     assert nonce(chain_env, sender) == 1
 
 
-
 @pytest.mark.slow
-def test_registry_method_for_one_and_fifty_batches(cli, keyed, chain_env: Anvil,
-                                                   tmp_path: Path) -> None:
+def test_registry_method_for_one_and_fifty_batches(
+    cli, keyed, chain_env: Anvil, tmp_path: Path
+) -> None:
     sender = dev_key(0)[0]
     r = cli("anchor", "deploy-registry", "--json")
     assert r.exit_code == 0, r.output
@@ -256,8 +251,9 @@ def test_registry_method_for_one_and_fifty_batches(cli, keyed, chain_env: Anvil,
 # --------------------------------------------------------------------------- confirmations
 
 
-def test_confirmations_no_wait_then_status_wait_then_verify(cli, keyed, chain_env: Anvil,
-                                                            tmp_path: Path) -> None:
+def test_confirmations_no_wait_then_status_wait_then_verify(
+    cli, keyed, chain_env: Anvil, tmp_path: Path
+) -> None:
     mint_example(cli)
     run = anchor_json(cli, "--confirmations", "3", "--no-wait")
     anchor = run["anchor"]
@@ -348,8 +344,9 @@ def test_anchor_only_the_chosen_batch(cli, keyed, chain_env: Anvil, tmp_path: Pa
 
     code, report = verify(cli, export_proof(cli, tmp_path / "b.json", gtin2, serial2))
     assert (code, report["verdict"]) == (4, "pending")
-    assert_valid_on_chain(cli, export_proof(cli, tmp_path / "a.json", gtin1, serial1),
-                          run["anchor"])
+    assert_valid_on_chain(
+        cli, export_proof(cli, tmp_path / "a.json", gtin1, serial1), run["anchor"]
+    )
 
     r = cli("anchor", "--batch", first)
     assert_clean_failure(r, 7, first, "already anchored")
@@ -366,8 +363,7 @@ def test_anchor_only_the_chosen_batch(cli, keyed, chain_env: Anvil, tmp_path: Pa
 # --------------------------------------------------------------------------- errors
 
 
-def test_wrong_chain_id_names_both_chains(cli, keyed, chain_env: Anvil,
-                                          tmp_path: Path) -> None:
+def test_wrong_chain_id_names_both_chains(cli, keyed, chain_env: Anvil, tmp_path: Path) -> None:
     batch_id = mint_example(cli)
     config = tmp_path / "chains.toml"
     config.write_text(f'[chains.x]\nrpc_url = "{chain_env.url}"\nchain_id = 1\n')
@@ -393,8 +389,9 @@ def test_insufficient_funds_records_nothing(keyed, chain_env: Anvil, cli) -> Non
     assert nonce(chain_env, poor.address) == 0
 
 
-def test_unreachable_node_leaves_the_store_unchanged(cli, keyed, monkeypatch,
-                                                     tmp_path: Path) -> None:
+def test_unreachable_node_leaves_the_store_unchanged(
+    cli, keyed, monkeypatch, tmp_path: Path
+) -> None:
     batch_id = mint_example(cli)
     before = status_json(cli)
     catalog = tmp_path / "store" / "catalog.duckdb"
@@ -428,9 +425,9 @@ def test_fee_and_spend_caps_refuse_before_sending(cli, keyed, chain_env: Anvil) 
     "bad_key",
     [
         "not-a-hex-key",
-        dev_key(3)[1][:-2] + "zz",          # almost a key: one byte is not hex
-        dev_key(3)[1] + "00",                # too long
-        "0x" + "00" * 32,                    # hex, but not a secp256k1 key
+        dev_key(3)[1][:-2] + "zz",  # almost a key: one byte is not hex
+        dev_key(3)[1] + "00",  # too long
+        "0x" + "00" * 32,  # hex, but not a secp256k1 key
     ],
 )
 def test_bad_chain_key(cli, keyed, chain_env: Anvil, monkeypatch, bad_key: str) -> None:
@@ -442,8 +439,9 @@ def test_bad_chain_key(cli, keyed, chain_env: Anvil, monkeypatch, bad_key: str) 
     assert_nothing_anchored(cli, chain_env, [batch_id])
 
 
-def test_keystore_key_and_wrong_password(cli, keyed, chain_env: Anvil, monkeypatch,
-                                         tmp_path: Path) -> None:
+def test_keystore_key_and_wrong_password(
+    cli, keyed, chain_env: Anvil, monkeypatch, tmp_path: Path
+) -> None:
     from eth_account import Account
 
     address, key_hex = dev_key(1)
@@ -488,8 +486,9 @@ def test_unreachable_node_error_hides_the_rpc_url_path(cli, keyed, monkeypatch) 
 # --------------------------------------------------------------------------- reading
 
 
-def test_status_and_read_commands_after_anchoring(cli, keyed, chain_env: Anvil,
-                                                  tmp_path: Path) -> None:
+def test_status_and_read_commands_after_anchoring(
+    cli, keyed, chain_env: Anvil, tmp_path: Path
+) -> None:
     (first, gtin, serial), (second, _, _) = mint_many(keyed, tmp_path, [21, 22])
     anchor = anchor_json(cli, "--batch", first)["anchor"]
     chain_env.mine(1)
@@ -514,8 +513,11 @@ def test_status_and_read_commands_after_anchoring(cli, keyed, chain_env: Anvil,
     r = cli("batch", "show", first, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["batch_id"] == first
-    for args in (("batch", "list"), ("batch", "show", first),
-                 ("product", "show", "--gtin", gtin, "--serial", serial)):
+    for args in (
+        ("batch", "list"),
+        ("batch", "show", first),
+        ("product", "show", "--gtin", gtin, "--serial", serial),
+    ):
         r = cli(*args)
         assert r.exit_code == 0, r.output
     r = cli("product", "show", "--gtin", gtin, "--serial", serial, "--json")
@@ -526,8 +528,9 @@ def test_status_and_read_commands_after_anchoring(cli, keyed, chain_env: Anvil,
 
 # The human-readable views show a batch's anchor (state, block, chain) once anchored.
 @pytest.mark.parametrize("view", ["batch list", "batch show", "product show"])
-def test_read_views_show_the_anchor_after_anchoring(cli, keyed, chain_env: Anvil,
-                                                    view: str) -> None:
+def test_read_views_show_the_anchor_after_anchoring(
+    cli, keyed, chain_env: Anvil, view: str
+) -> None:
     batch_id = mint_example(cli)
     assert anchor_json(cli)["anchor"]["state"] == "confirmed"
     args = {

@@ -24,7 +24,6 @@ EXAMPLE_GTIN, EXAMPLE_SERIAL = "09520123450014", "546CAWQDCR56"
 CALLDATA_PREFIX = "0x504d4e5401"  # "PMNT" || version 1
 
 
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -32,15 +31,11 @@ def kill_at(module: str, target: str, skip: int, *args: object) -> None:
     """Run ``provmint *args`` and SIGKILL it at ``module.target`` (after ``skip`` calls)."""
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, module, target, str(skip), *map(str, args)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
-
-
-
-
-
-
 
 
 def offline_status(cli, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -69,8 +64,9 @@ def verify(cli, proof: Path) -> tuple[int, dict[str, Any]]:
     return r.exit_code, json.loads(r.stdout)
 
 
-def assert_one_confirmed_anchor(cli, node: Anvil, batch_id: str, tmp_path: Path,
-                                sends: int = 1) -> dict[str, Any]:
+def assert_one_confirmed_anchor(
+    cli, node: Anvil, batch_id: str, tmp_path: Path, sends: int = 1
+) -> dict[str, Any]:
     """The end state after any trouble: one confirmed anchor covering the batch, ``sends``
     transactions from the sender (the anchor's is the last), a proof valid on chain."""
     sender = dev_key(0)[0]
@@ -91,8 +87,11 @@ def assert_one_confirmed_anchor(cli, node: Anvil, batch_id: str, tmp_path: Path,
     carrying = []
     for number in range(int(str(node.rpc("eth_blockNumber")), 16) + 1):
         block = node.rpc("eth_getBlockByNumber", hex(number), True)
-        carrying += [t["hash"] for t in block["transactions"]
-                     if t["input"] == CALLDATA_PREFIX + anchor["digest"]]
+        carrying += [
+            t["hash"]
+            for t in block["transactions"]
+            if t["input"] == CALLDATA_PREFIX + anchor["digest"]
+        ]
     assert carrying == [anchor["tx_hash"]]
 
     code, verdict = verify(cli, export_proof(cli, tmp_path / "final-proof.json"))
@@ -134,9 +133,17 @@ def quiet_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Anvil]:
         ("provmint.anchor", "_Session.record_inclusion", "broadcast", True),
     ],
 )
-def test_kill_at_exact_points_then_rerun(cli, keyed, chain_env: Anvil, monkeypatch,
-                                         tmp_path: Path, module: str, target: str,
-                                         state_after: str, on_chain: bool) -> None:
+def test_kill_at_exact_points_then_rerun(
+    cli,
+    keyed,
+    chain_env: Anvil,
+    monkeypatch,
+    tmp_path: Path,
+    module: str,
+    target: str,
+    state_after: str,
+    on_chain: bool,
+) -> None:
     batch_id = mint_example(cli)
     sender = dev_key(0)[0]
     kill_at(module, target, 0, "anchor")
@@ -168,9 +175,15 @@ def test_kill_at_exact_points_then_rerun(cli, keyed, chain_env: Anvil, monkeypat
 @pytest.mark.slow
 def test_two_concurrent_runs_anchor_once(cli, keyed, chain_env: Anvil, tmp_path: Path) -> None:
     batch_id = mint_example(cli)
-    procs = [subprocess.Popen([sys.executable, "-m", "provmint", "anchor", "--json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "provmint", "anchor", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
     runs = [json.loads(out) for out, _ in outputs]
@@ -185,8 +198,9 @@ def test_two_concurrent_runs_anchor_once(cli, keyed, chain_env: Anvil, tmp_path:
 
 @pytest.mark.slow
 @pytest.mark.chain
-def test_node_stopped_mid_anchor_and_restarted_with_its_state(cli, keyed, monkeypatch,
-                                                              tmp_path: Path) -> None:
+def test_node_stopped_mid_anchor_and_restarted_with_its_state(
+    cli, keyed, monkeypatch, tmp_path: Path
+) -> None:
     state_file = tmp_path / "anvil-state.json"
     node = Anvil("--no-mining", "--state", str(state_file))
     try:
@@ -269,8 +283,7 @@ def test_reorg_drops_the_anchor_block_and_the_next_run_re_anchors(
     assert "reorg" in verdict["reason"] or "canonical" in verdict["reason"]
 
 
-def test_reorg_is_noticed_by_anchor_itself(cli, keyed, chain_env: Anvil,
-                                           tmp_path: Path) -> None:
+def test_reorg_is_noticed_by_anchor_itself(cli, keyed, chain_env: Anvil, tmp_path: Path) -> None:
     batch_id = mint_example(cli)
     snapshot = chain_env.rpc("evm_snapshot")
     first = anchor_json(cli)["anchor"]
@@ -285,8 +298,7 @@ def test_reorg_is_noticed_by_anchor_itself(cli, keyed, chain_env: Anvil,
 
 # A reorged *confirmed* anchor goes back to "broadcast"; `anchor status --wait` must then
 # drive it again (not trust the record it read before noticing the reorg).
-def test_status_wait_re_anchors_after_a_reorg(cli, keyed, chain_env: Anvil,
-                                              tmp_path: Path) -> None:
+def test_status_wait_re_anchors_after_a_reorg(cli, keyed, chain_env: Anvil, tmp_path: Path) -> None:
     mint_example(cli)
     snapshot = chain_env.rpc("evm_snapshot")
     first = anchor_json(cli)["anchor"]
@@ -302,8 +314,7 @@ def test_status_wait_re_anchors_after_a_reorg(cli, keyed, chain_env: Anvil,
 # --------------------------------------------------------------------------- dropped
 
 
-def test_dropped_transaction_is_sent_again(cli, keyed, quiet_node: Anvil,
-                                           tmp_path: Path) -> None:
+def test_dropped_transaction_is_sent_again(cli, keyed, quiet_node: Anvil, tmp_path: Path) -> None:
     batch_id = mint_example(cli)
     sent = anchor_json(cli, "--no-wait")["anchor"]
     assert sent["state"] == "broadcast"
@@ -324,15 +335,17 @@ def test_dropped_transaction_is_sent_again(cli, keyed, quiet_node: Anvil,
     assert_one_confirmed_anchor(cli, quiet_node, batch_id, tmp_path)
 
 
-def test_nonce_taken_by_another_transaction_signs_again(cli, keyed, quiet_node: Anvil,
-                                                        tmp_path: Path) -> None:
+def test_nonce_taken_by_another_transaction_signs_again(
+    cli, keyed, quiet_node: Anvil, tmp_path: Path
+) -> None:
     batch_id = mint_example(cli)
     sender = dev_key(0)[0]
     sent = anchor_json(cli, "--no-wait")["anchor"]
     quiet_node.rpc("anvil_dropAllTransactions")
     # The issuer's wallet sends something else with the same nonce, and it is mined.
-    other = quiet_node.rpc("eth_sendTransaction",
-                           {"from": sender, "to": dev_key(5)[0], "value": "0x1"})
+    other = quiet_node.rpc(
+        "eth_sendTransaction", {"from": sender, "to": dev_key(5)[0], "value": "0x1"}
+    )
     quiet_node.mine(1)
     assert int(quiet_node.rpc("eth_getTransactionByHash", other)["nonce"], 16) == 0
     quiet_node.rpc("evm_setAutomine", True)
@@ -355,8 +368,16 @@ def test_resumed_anchor_keeps_its_method(cli, keyed, chain_env: Anvil, tmp_path:
     assert r.exit_code == 0, r.output
     registry = json.loads(r.stdout)["address"]
     mint_example(cli)
-    kill_at("provmint.anchor", "_Session.sign", 0,
-            "anchor", "--method", "registry", "--registry", registry)
+    kill_at(
+        "provmint.anchor",
+        "_Session.sign",
+        0,
+        "anchor",
+        "--method",
+        "registry",
+        "--registry",
+        registry,
+    )
     rerun = run_provmint("anchor", "--json")  # the default method: calldata
     assert rerun.returncode == 0, rerun.stderr
     (resumed,) = json.loads(rerun.stdout)["resumed"]
@@ -370,9 +391,9 @@ def test_resumed_anchor_keeps_its_method(cli, keyed, chain_env: Anvil, tmp_path:
 # A resumed anchor may only be signed by the key that started it (its proofs name that
 # sender); another key is refused.
 @pytest.mark.slow
-def test_resume_with_another_key_never_yields_a_false_anchor(cli, keyed, chain_env: Anvil,
-                                                             monkeypatch,
-                                                             tmp_path: Path) -> None:
+def test_resume_with_another_key_never_yields_a_false_anchor(
+    cli, keyed, chain_env: Anvil, monkeypatch, tmp_path: Path
+) -> None:
     mint_example(cli)
     kill_at("provmint.anchor", "_Session.sign", 0, "anchor")
     other_address, other_key = dev_key(1)

@@ -15,8 +15,16 @@ def test_anchor_then_verify_on_chain(cli, keyed, chain_env, tmp_path: Path) -> N
     run = json.loads(r.stdout)
     assert run["anchor"]["state"] == "confirmed"
     assert run["anchor"]["sender"] == dev_key(0)[0]
-    r = cli("proof", "export", "--gtin", "09520123450014", "--serial", "546CAWQDCR56",
-            "-o", tmp_path / "p.json")
+    r = cli(
+        "proof",
+        "export",
+        "--gtin",
+        "09520123450014",
+        "--serial",
+        "546CAWQDCR56",
+        "-o",
+        tmp_path / "p.json",
+    )
     assert r.exit_code == 0, r.output
     r = cli("verify", tmp_path / "p.json", "--json")
     assert r.exit_code == 0, r.output

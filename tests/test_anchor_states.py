@@ -46,14 +46,25 @@ def catalog(tmp_path: Path) -> duckdb.DuckDBPyConnection:
 
 
 def _anchor(con: duckdb.DuckDBPyConnection, journal: Path, seq: int) -> int:
-    return create_anchor(con, journal=journal, chain_id=31337, method="calldata", contract=None,
-                         sender="0x" + "11" * 20, tree_size=1, tree_root="ab" * 32,
-                         digest="cd" * 32, confirmations=1, batches=[(seq, 0, "ef" * 32)])
+    return create_anchor(
+        con,
+        journal=journal,
+        chain_id=31337,
+        method="calldata",
+        contract=None,
+        sender="0x" + "11" * 20,
+        tree_size=1,
+        tree_root="ab" * 32,
+        digest="cd" * 32,
+        confirmations=1,
+        batches=[(seq, 0, "ef" * 32)],
+    )
 
 
 @pytest.mark.parametrize(("now", "to"), list(itertools.product(AnchorState, AnchorState)))
-def test_the_store_allows_exactly_the_tables_moves(catalog, tmp_path: Path, now: AnchorState,
-                                                   to: AnchorState) -> None:
+def test_the_store_allows_exactly_the_tables_moves(
+    catalog, tmp_path: Path, now: AnchorState, to: AnchorState
+) -> None:
     journal = tmp_path / "anchors"
     anchor_id = _anchor(catalog, journal, 1)
     catalog.execute("UPDATE anchors SET state = ? WHERE anchor_id = ?", [now.value, anchor_id])
@@ -68,8 +79,9 @@ def test_the_store_allows_exactly_the_tables_moves(catalog, tmp_path: Path, now:
 
 
 @pytest.mark.parametrize("now", list(AnchorState))
-def test_a_signature_is_saved_only_where_signing_is_a_move(catalog, tmp_path: Path,
-                                                           now: AnchorState) -> None:
+def test_a_signature_is_saved_only_where_signing_is_a_move(
+    catalog, tmp_path: Path, now: AnchorState
+) -> None:
     journal = tmp_path / "anchors"
     anchor_id = _anchor(catalog, journal, 1)
     catalog.execute("UPDATE anchors SET state = ? WHERE anchor_id = ?", [now.value, anchor_id])

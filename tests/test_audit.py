@@ -33,8 +33,20 @@ from provmint.errors import (
 )
 
 GTIN = "09520123450014"
-INTACT_CHECKS = ["catalog row", "manifest", "manifest file", "parts", "products", "root",
-                 "tree file", "urls", "records", "indexes", "batch commitment", "tokens"]
+INTACT_CHECKS = [
+    "catalog row",
+    "manifest",
+    "manifest file",
+    "parts",
+    "products",
+    "root",
+    "tree file",
+    "urls",
+    "records",
+    "indexes",
+    "batch commitment",
+    "tokens",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +72,15 @@ def minted(cli, keyed, tmp_path: Path) -> SimpleNamespace:
     assert r.exit_code == 0, r.output
     batch_id = json.loads(r.stdout)["batch_id"]
     batch_dir = tmp_path / "store" / "batches" / batch_id
-    return SimpleNamespace(batch_id=batch_id, dir=batch_dir,
-                           part=batch_dir / "products" / "part-00000.parquet",
-                           tree=batch_dir / "tree.bin", anchor=None,
-                           record_part=batch_dir / "records" / "part-00000.rec",
-                           index=tmp_path / "store" / "index")
+    return SimpleNamespace(
+        batch_id=batch_id,
+        dir=batch_dir,
+        part=batch_dir / "products" / "part-00000.parquet",
+        tree=batch_dir / "tree.bin",
+        anchor=None,
+        record_part=batch_dir / "records" / "part-00000.rec",
+        index=tmp_path / "store" / "index",
+    )
 
 
 @pytest.fixture
@@ -117,7 +133,8 @@ def test_intact_anchored_batch_is_valid(cli, anchored) -> None:
     assert report["chain"]["block_number"] == anchored.anchor["block_number"]
     assert report["chain"]["block_time"] == anchored.anchor["block_time"]
     assert report["reason"].startswith(
-        f"anchored in block {anchored.anchor['block_number']} of chain 31337 at ")
+        f"anchored in block {anchored.anchor['block_number']} of chain 31337 at "
+    )
     r = cli("verify", "--batch", anchored.batch_id, "--rpc-url", anchored.url)
     no_crash(r)
     assert r.exit_code == EXIT_OK
@@ -163,8 +180,9 @@ def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
     rewrite_column(anchored.part, "lot", 0, "L9999Z")
     r, report = audit(cli, anchored.batch_id, "--rpc-url", anchored.url)
     assert r.exit_code == EXIT_INVALID
-    damage = (f"damaged: record or token of product 0 differs from its committed leaf, "
-              f"{anchored.part}")
+    damage = (
+        f"damaged: record or token of product 0 differs from its committed leaf, {anchored.part}"
+    )
     assert report["reason"] == damage
     assert failed_checks(report) == ["root", "urls", "records"]
     assert check(report, "tree file")["ok"]
@@ -184,11 +202,14 @@ def test_tampered_parquet_without_anchor_is_invalid(cli, minted) -> None:
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["root", "urls", "records", "indexes", "tokens"]
     assert check(report, "urls")["detail"] == (
-        f"damaged: url of product 4 differs from its recomputed value, {minted.part}")
+        f"damaged: url of product 4 differs from its recomputed value, {minted.part}"
+    )
     assert check(report, "records")["detail"] == (
-        f"damaged: the record of product 4 differs, {minted.record_part}")
+        f"damaged: the record of product 4 differs, {minted.record_part}"
+    )
     assert check(report, "indexes")["detail"] == (
-        f"damaged: key index: the entry of product 4 holds a wrong value, {minted.index}")
+        f"damaged: key index: the entry of product 4 holds a wrong value, {minted.index}"
+    )
 
 
 @pytest.mark.parametrize(("where", "node"), [("leaf", "leaf 1"), ("root", "node 0 of level 4")])
@@ -206,14 +227,23 @@ def test_flipped_byte_in_an_inner_tree_node_is_invalid(cli, minted, tmp_path: Pa
     breaks ``proof export`` of the products under it) fails the audit."""
     offsets = tree_offsets(9)
     flip_byte(minted.tree, offsets[1] + 3)  # level 1, node 0: parent of leaves 0 and 1
-    export = cli("proof", "export", "--gtin", GTIN, "--serial", "MVY1MJDXQBXJ",  # leaf 3
-                 "-o", tmp_path / "p.json")
+    export = cli(
+        "proof",
+        "export",
+        "--gtin",
+        GTIN,
+        "--serial",
+        "MVY1MJDXQBXJ",  # leaf 3
+        "-o",
+        tmp_path / "p.json",
+    )
     assert export.exit_code != 0  # the damage is real
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID, report["reason"]
     assert failed_checks(report) == ["tree file"]
     assert report["reason"] == (
-        f"damaged: node 0 of level 1 differs from its recomputed value, {minted.tree}")
+        f"damaged: node 0 of level 1 differs from its recomputed value, {minted.tree}"
+    )
 
 
 def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
@@ -223,10 +253,14 @@ def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert check(report, "tokens") == {
-        "name": "tokens", "ok": False, "detail": "1 tokens do not match the issuer key"}
+        "name": "tokens",
+        "ok": False,
+        "detail": "1 tokens do not match the issuer key",
+    }
     assert failed_checks(report) == ["root", "urls", "records", "indexes", "tokens"]
     assert report["reason"] == (
-        f"damaged: record or token of product 2 differs from its committed leaf, {minted.part}")
+        f"damaged: record or token of product 2 differs from its committed leaf, {minted.part}"
+    )
 
 
 def test_token_check_needs_the_key_file(cli, minted, keyed) -> None:
@@ -278,7 +312,8 @@ def test_flipped_url_is_damage_named_by_product_and_part(cli, minted) -> None:
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["urls"]
     assert report["reason"] == (
-        f"damaged: url of product 3 differs from its recomputed value, {minted.part}")
+        f"damaged: url of product 3 differs from its recomputed value, {minted.part}"
+    )
 
 
 def test_edited_manifest_file_is_damage(cli, minted) -> None:
@@ -292,15 +327,18 @@ def test_edited_manifest_file_is_damage(cli, minted) -> None:
     assert report["reason"] == f"damaged: differs from the committed manifest, {path}"
 
 
-@pytest.mark.parametrize(("content", "what"), [
-    (b"{not json", "not a manifest (Expecting property name enclosed in double quotes"),
-    (b"[1, 2]", "not a manifest (not a JSON object)"),
-    (b'{"a": 1, "a": 1}', "not a manifest (a key appears twice)"),
-    (b'{"a": 1.5}', "not a manifest (float values are not allowed in canonical JSON)"),
-    (b'"\xff"', "not a manifest ('utf-8' codec can't decode byte 0xff"),
-    (b"[" * 100_000, "not a manifest (nested deeper than 16 levels)"),
-    (None, "unreadable (No such file or directory)"),
-])
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"{not json", "not a manifest (Expecting property name enclosed in double quotes"),
+        (b"[1, 2]", "not a manifest (not a JSON object)"),
+        (b'{"a": 1, "a": 1}', "not a manifest (a key appears twice)"),
+        (b'{"a": 1.5}', "not a manifest (float values are not allowed in canonical JSON)"),
+        (b'"\xff"', "not a manifest ('utf-8' codec can't decode byte 0xff"),
+        (b"[" * 100_000, "not a manifest (nested deeper than 16 levels)"),
+        (None, "unreadable (No such file or directory)"),
+    ],
+)
 def test_unreadable_manifest_file_is_damage(cli, minted, content, what: str) -> None:
     path = minted.dir / "manifest.json"
     if content is None:
@@ -325,22 +363,35 @@ def catalog_sql(tmp_path: Path, sql: str, *params: object) -> None:
         con.close()
 
 
-@pytest.mark.parametrize(("sql", "failed", "what"), [
-    ("UPDATE batches SET products = products - 1", ["catalog row"], "products 8 disagrees with 9"),
-    ("UPDATE batches SET key_id = 'k-00000000'", ["catalog row"], "key_id 'k-00000000'"),
-    ("UPDATE batches SET parts = 2", ["catalog row"], "parts 2 disagrees with 1"),
-    ("UPDATE batches SET root = repeat('0', 64)", ["catalog row"], "root '000000"),
-    ("UPDATE batches SET manifest = replace(manifest, '\"0.1', '\"9.9')",
-     ["manifest", "batch commitment"], "the manifest differs from the committed one"),
-    ("UPDATE batches SET manifest_digest = repeat('0', 64)", ["manifest", "manifest file"],
-     "the manifest differs from the committed one"),
-    ("UPDATE batches SET commitment = repeat('0', 64)", ["batch commitment"], None),
-])
+@pytest.mark.parametrize(
+    ("sql", "failed", "what"),
+    [
+        (
+            "UPDATE batches SET products = products - 1",
+            ["catalog row"],
+            "products 8 disagrees with 9",
+        ),
+        ("UPDATE batches SET key_id = 'k-00000000'", ["catalog row"], "key_id 'k-00000000'"),
+        ("UPDATE batches SET parts = 2", ["catalog row"], "parts 2 disagrees with 1"),
+        ("UPDATE batches SET root = repeat('0', 64)", ["catalog row"], "root '000000"),
+        (
+            "UPDATE batches SET manifest = replace(manifest, '\"0.1', '\"9.9')",
+            ["manifest", "batch commitment"],
+            "the manifest differs from the committed one",
+        ),
+        (
+            "UPDATE batches SET manifest_digest = repeat('0', 64)",
+            ["manifest", "manifest file"],
+            "the manifest differs from the committed one",
+        ),
+        ("UPDATE batches SET commitment = repeat('0', 64)", ["batch commitment"], None),
+    ],
+)
 def test_edited_catalog_row_is_damage(cli, minted, tmp_path, sql, failed, what) -> None:
     catalog_sql(tmp_path, sql)
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
-    assert failed_checks(report)[:len(failed)] == failed
+    assert failed_checks(report)[: len(failed)] == failed
     if what is not None:
         assert report["reason"].startswith(f"damaged: {what}"), report["reason"]
         assert report["reason"].endswith(f"catalog.duckdb table batches, batch {minted.batch_id}")
@@ -348,14 +399,17 @@ def test_edited_catalog_row_is_damage(cli, minted, tmp_path, sql, failed, what) 
 
 @pytest.mark.parametrize("manifest", ['{"columns": ', "[]", '{"a": 1}', "[" * 100_000])
 def test_unreadable_catalog_manifest_is_damage_not_a_crash(
-        cli, minted, tmp_path, manifest: str) -> None:
+    cli, minted, tmp_path, manifest: str
+) -> None:
     """Whatever the catalog's manifest holds (a deep nesting would exhaust the C stack of
     a naive JSON decoder), the audit reports it."""
     catalog_sql(tmp_path, "UPDATE batches SET manifest = ?", manifest)
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
-    assert report["reason"] == (f"damaged: the manifest of batch {minted.batch_id} is not a "
-                                "provmint manifest, catalog.duckdb table batches")
+    assert report["reason"] == (
+        f"damaged: the manifest of batch {minted.batch_id} is not a "
+        "provmint manifest, catalog.duckdb table batches"
+    )
 
 
 def index_run(minted: SimpleNamespace, kind: str) -> tuple[Path, list[int], list[int]]:
@@ -391,17 +445,32 @@ def _swap_first_two(keys: list[int], rows: list[int], leaf: int, to: int) -> Non
     rows[0], rows[1] = rows[1], rows[0]
 
 
-@pytest.mark.parametrize(("kind", "edit", "what"), [
-    ("key", lambda k, r: _flip_value(k, r, 5, 1),
-     "key index: the entry of product 5 holds a wrong value, {index}"),
-    ("token", lambda k, r: _flip_value(k, r, 7, 256),
-     "token index: the entry of product 7 holds a wrong value, {index}"),
-    ("key", lambda k, r: _move_entry(k, r, 5, 6), "key index: product 5 has no entry, {index}"),
-    ("token", lambda k, r: _move_entry(k, r, 0, 99),
-     "entry {at0} of the index run points at row 99, past the last (8), {run}"),
-    ("key", lambda k, r: _swap_first_two(k, r, 0, 0),
-     "entry 1 of the index run is out of order, {run}"),
-])
+@pytest.mark.parametrize(
+    ("kind", "edit", "what"),
+    [
+        (
+            "key",
+            lambda k, r: _flip_value(k, r, 5, 1),
+            "key index: the entry of product 5 holds a wrong value, {index}",
+        ),
+        (
+            "token",
+            lambda k, r: _flip_value(k, r, 7, 256),
+            "token index: the entry of product 7 holds a wrong value, {index}",
+        ),
+        ("key", lambda k, r: _move_entry(k, r, 5, 6), "key index: product 5 has no entry, {index}"),
+        (
+            "token",
+            lambda k, r: _move_entry(k, r, 0, 99),
+            "entry {at0} of the index run points at row 99, past the last (8), {run}",
+        ),
+        (
+            "key",
+            lambda k, r: _swap_first_two(k, r, 0, 0),
+            "entry 1 of the index run is out of order, {run}",
+        ),
+    ],
+)
 def test_damaged_index_entries_are_damage(cli, minted, kind, edit, what) -> None:
     """Damage in the store's index (sorted runs under index/): a wrong value, a missing
     or stray entry, an entry out of order (lookups would miss products)."""
@@ -461,8 +530,11 @@ def test_record_part_with_other_valid_content_is_damage(cli, minted) -> None:
     rows[3] = (encode_record(fields), rows[3][1])
     import pyarrow as pa
 
-    write_records(minted.record_part, pa.array([r for r, _ in rows], pa.binary()),
-                  b"".join(t for _, t in rows))
+    write_records(
+        minted.record_part,
+        pa.array([r for r, _ in rows], pa.binary()),
+        b"".join(t for _, t in rows),
+    )
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert report["reason"] == f"damaged: the record of product 3 differs, {minted.record_part}"
@@ -486,8 +558,10 @@ def test_unreadable_part_is_damage_not_a_crash(cli, minted) -> None:
 
 def test_proof_and_batch_together_is_a_usage_error(cli, minted, tmp_path: Path) -> None:
     proof = tmp_path / "p.json"
-    assert cli("proof", "export", "--gtin", GTIN, "--serial", "546CAWQDCR56",
-               "-o", proof).exit_code == 0
+    assert (
+        cli("proof", "export", "--gtin", GTIN, "--serial", "546CAWQDCR56", "-o", proof).exit_code
+        == 0
+    )
     r = cli("verify", proof, "--batch", minted.batch_id)
     no_crash(r)
     assert r.exit_code == EXIT_USAGE
@@ -505,13 +579,29 @@ def test_neither_proof_nor_batch_is_a_usage_error(cli) -> None:
 
 def test_offline_audit_imports_no_web3(cli, anchored) -> None:
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "provmint", "verify", "--batch",
-         anchored.batch_id, "--json"],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ))
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "provmint",
+            "verify",
+            "--batch",
+            anchored.batch_id,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert proc.returncode == EXIT_UNCHECKED, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["verdict"] == "unchecked"
-    modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-               if line.startswith("import time:") and "|" in line}
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
     assert "provmint.audit" in modules
     assert {m for m in modules if m.split(".")[0] in ("web3", "eth_account")} == set()
     # Independent of the minting engine: neither its code nor its C kernel.
@@ -526,14 +616,19 @@ def test_offline_audit_imports_no_web3(cli, anchored) -> None:
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 GTINS = st.text("0123456789", min_size=14, max_size=14)
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
-    lambda n: n not in ("gtin", "serial", "leaf_index", "token", "url"))
+    lambda n: n not in ("gtin", "serial", "leaf_index", "token", "url")
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(GTINS, TEXT.filter(bool), TEXT, TEXT, st.binary(min_size=16,
-                                                                          max_size=16)),
-                min_size=1, max_size=8),
-       st.lists(NAMES, max_size=3, unique=True))
+@given(
+    st.lists(
+        st.tuples(GTINS, TEXT.filter(bool), TEXT, TEXT, st.binary(min_size=16, max_size=16)),
+        min_size=1,
+        max_size=8,
+    ),
+    st.lists(NAMES, max_size=3, unique=True),
+)
 def test_record_bytes_and_leaves_equal_the_canonical_encoding(rows, extra) -> None:
     import numpy as np
     import pyarrow as pa
@@ -550,8 +645,10 @@ def test_record_bytes_and_leaves_equal_the_canonical_encoding(rows, extra) -> No
     expected = [encode_record({n: columns[n][i] for n in names}) for i in range(len(rows))]
     assert record_bytes(table, names).to_pylist() == expected
     tokens = np.frombuffer(b"".join(r[4] for r in rows), np.uint8).reshape(-1, 16)
-    leaves = [merkle.leaf_hash(record + token_commitment(r[4]))
-              for record, r in zip(expected, rows, strict=True)]
+    leaves = [
+        merkle.leaf_hash(record + token_commitment(r[4]))
+        for record, r in zip(expected, rows, strict=True)
+    ]
     assert table_leaf_hashes(table, names, tokens) == b"".join(leaves)
 
 
@@ -560,9 +657,11 @@ URL_TEXT = st.one_of(st.from_regex(r"[A-Za-z0-9._~-]{0,12}", fullmatch=True), TE
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(["https://id.example.com", "https://id.example.com/", "http://h/p//"]),
-       st.lists(st.tuples(GTINS, URL_TEXT, URL_TEXT, URL_TEXT), min_size=1, max_size=8),
-       st.booleans())
+@given(
+    st.sampled_from(["https://id.example.com", "https://id.example.com/", "http://h/p//"]),
+    st.lists(st.tuples(GTINS, URL_TEXT, URL_TEXT, URL_TEXT), min_size=1, max_size=8),
+    st.booleans(),
+)
 def test_digital_links_equal_the_gs1_builder(base, rows, with_lot) -> None:
     import pyarrow as pa
 
@@ -571,24 +670,29 @@ def test_digital_links_equal_the_gs1_builder(base, rows, with_lot) -> None:
 
     # Sliced arrays: the values start at an offset into their buffers, as a slice of a
     # column does.
-    gtin, serial, lot, token = (pa.array(["%/"] + [r[i] for r in rows], pa.string())[1:]
-                                for i in range(4))
+    gtin, serial, lot, token = (
+        pa.array(["%/"] + [r[i] for r in rows], pa.string())[1:] for i in range(4)
+    )
     links = digital_links(base, gtin, serial, lot if with_lot else None, token).to_pylist()
     assert links == [digital_link(base, g, s, lt if with_lot else "", t) for g, s, lt, t in rows]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.binary(min_size=32, max_size=100),
-       st.lists(st.tuples(GTINS, st.from_regex(r"[!-~]{1,20}", fullmatch=True)),
-                min_size=1, max_size=12))
+@given(
+    st.binary(min_size=32, max_size=100),
+    st.lists(
+        st.tuples(GTINS, st.from_regex(r"[!-~]{1,20}", fullmatch=True)), min_size=1, max_size=12
+    ),
+)
 def test_expected_tokens_equal_make_token(secret, rows) -> None:
     import pyarrow as pa
 
     from provmint.audit import _expected_tokens
     from provmint.tokens import make_token
 
-    gtin = pa.chunked_array([pa.array([r[0] for r in rows[:1]]), pa.array([r[0] for r in rows[1:]],
-                                                                           pa.string())])
+    gtin = pa.chunked_array(
+        [pa.array([r[0] for r in rows[:1]]), pa.array([r[0] for r in rows[1:]], pa.string())]
+    )
     serial = pa.chunked_array([pa.array([r[1] for r in rows])])
     tokens = _expected_tokens(secret, gtin, serial)
     assert [bytes(t) for t in tokens] == [make_token(secret, g, s) for g, s in rows]
@@ -603,14 +707,18 @@ def test_token_bytes_decode_like_parse_token(raw_tokens) -> None:
     from provmint.tokens import format_token, parse_token
 
     printed = [format_token(t) for t in raw_tokens]
-    decoded = token_bytes(pa.chunked_array(
-        [pa.array(printed[:1], pa.string()), pa.array(printed[1:], pa.string())]))
+    decoded = token_bytes(
+        pa.chunked_array([pa.array(printed[:1], pa.string()), pa.array(printed[1:], pa.string())])
+    )
     assert [bytes(row) for row in decoded] == [parse_token(p) for p in printed] == raw_tokens
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(GTINS, st.from_regex(r"[!-~]{1,20}", fullmatch=True)),
-                min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.tuples(GTINS, st.from_regex(r"[!-~]{1,20}", fullmatch=True)), min_size=1, max_size=20
+    )
+)
 def test_key_hashes_equal_the_store_index_hash(rows) -> None:
     import pyarrow as pa
 
@@ -626,14 +734,20 @@ def test_key_hashes_of_damaged_values_do_not_fail() -> None:
 
     from provmint.audit import key_hashes
 
-    hashes = key_hashes(pa.array(["0952012345001", "095201234500149", ""]),
-                        pa.array(["", "S" * 40, "é" * 11]))
+    hashes = key_hashes(
+        pa.array(["0952012345001", "095201234500149", ""]), pa.array(["", "S" * 40, "é" * 11])
+    )
     assert len(set(hashes.tolist())) == 3
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.binary(max_size=80), st.binary(min_size=16, max_size=16)),
-                min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.binary(max_size=80), st.binary(min_size=16, max_size=16)),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_leaf_hashes_and_levels_follow_the_pure_core(rows) -> None:
     import numpy as np
     import pyarrow as pa
@@ -668,9 +782,18 @@ def four_parts(tmp_path_factory) -> SimpleNamespace:
 
     base = tmp_path_factory.mktemp("four-parts")
     csv = base / "products.csv"
-    subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" /
-                                         "make_products.py"), "200001", "-o", str(csv)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parents[1] / "scripts" / "make_products.py"),
+            "200001",
+            "-o",
+            str(csv),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     cfg = Settings(store=base / "store", key_file=base / "keys.json", workers=2)
     init_keyring(cfg.key_file)
     summary = mint_batch(csv, settings=cfg)
@@ -700,14 +823,17 @@ def test_a_batch_of_many_parts_is_audited_in_workers_and_damage_located(four_par
         assert [c.name for c in report.checks if not c.ok] == ["tree file", "urls"]
         details = {c.name: c.detail for c in report.checks}
         assert details["urls"] == (
-            f"damaged: url of product {3 * 65536 + 7} differs from its recomputed value, {last}")
+            f"damaged: url of product {3 * 65536 + 7} differs from its recomputed value, {last}"
+        )
         assert details["tree file"] == (
-            f"damaged: node 0 of level 17 differs from its recomputed value, {tree}")
+            f"damaged: node 0 of level 17 differs from its recomputed value, {tree}"
+        )
         tree.write_bytes(original[tree])
         flip_byte(tree, offsets[0] + 32 * (2 * 65536 + 5))  # a leaf in the third part
         report = audit_batch(cfg, batch_id, workers=2)
         assert report.reason == (
-            f"damaged: leaf {2 * 65536 + 5} differs from its recomputed value, {tree}")
+            f"damaged: leaf {2 * 65536 + 5} differs from its recomputed value, {tree}"
+        )
     finally:
         for path, data in original.items():
             path.write_bytes(data)
@@ -717,9 +843,12 @@ def forkserver_children() -> list[Any]:
     """The worker processes still alive under this process's forkserver."""
     import psutil
 
-    return [child for server in psutil.Process().children()
-            if "multiprocessing.forkserver" in " ".join(server.cmdline())
-            for child in server.children(recursive=True)]
+    return [
+        child
+        for server in psutil.Process().children()
+        if "multiprocessing.forkserver" in " ".join(server.cmdline())
+        for child in server.children(recursive=True)
+    ]
 
 
 def test_workers_and_one_process_report_the_same(four_parts) -> None:
@@ -736,8 +865,10 @@ def test_workers_and_one_process_report_the_same(four_parts) -> None:
     original = part.read_bytes()
 
     def reports() -> list[dict[str, Any]]:
-        return [audit_batch(cfg, ref, check_tokens=True, workers=workers).to_json()
-                for ref, workers in ((batch_id, 1), (batch_id[:12], 2))]
+        return [
+            audit_batch(cfg, ref, check_tokens=True, workers=workers).to_json()
+            for ref, workers in ((batch_id, 1), (batch_id[:12], 2))
+        ]
 
     one, pooled = reports()
     assert one == pooled and one["verdict"] == "pending"
@@ -751,7 +882,8 @@ def test_workers_and_one_process_report_the_same(four_parts) -> None:
         assert failed_checks(one) == ["root", "urls", "records", "indexes", "tokens"]
         assert one["reason"] == (
             f"damaged: record or token of product {3 * 65536 + 9} differs from its committed "
-            f"leaf, {part}")
+            f"leaf, {part}"
+        )
     finally:
         part.write_bytes(original)
     assert forkserver_children() == []

@@ -44,8 +44,10 @@ GTIN13 = with_check("952012345001")
 GTIN14 = "0" + GTIN13
 OTHER14 = "0" + with_check("952012345002")
 REJECTS_HEADER = ["row", "line", "column", "value", "code", "reason"]
-REPORT_LINE = re.compile(r"^(?P<file>.+?): line (?P<line>\d+): column '(?P<column>[^']*)': "
-                         r"value (?P<value>'.*'|\".*\"): (?P<reason>.+)$")
+REPORT_LINE = re.compile(
+    r"^(?P<file>.+?): line (?P<line>\d+): column '(?P<column>[^']*)': "
+    r"value (?P<value>'.*'|\".*\"): (?P<reason>.+)$"
+)
 
 
 def products_csv(serials: list[str], gtin: str = GTIN14) -> str:
@@ -166,14 +168,18 @@ def test_no_issuer_key_file_is_not_found(cli, settings, write_csv, tmp_path: Pat
 # --- whole-file problems -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "file is empty"),
-    (b"  \n\t\n\r\n", "file is empty"),
-    (b"gtin,serial\n", "no data rows"),
-    (b"gtin,serial\n\n\n", "no data rows"),
-])
-def test_empty_and_header_only_files(cli, keyed, write_csv, tmp_path: Path,
-                                     content: bytes, message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "file is empty"),
+        (b"  \n\t\n\r\n", "file is empty"),
+        (b"gtin,serial\n", "no data rows"),
+        (b"gtin,serial\n\n\n", "no data rows"),
+    ],
+)
+def test_empty_and_header_only_files(
+    cli, keyed, write_csv, tmp_path: Path, content: bytes, message: str
+) -> None:
     r = create(cli, write_csv("e.csv", content))
     assert r.exit_code == EXIT_REJECTED, r.output
     assert "error:" in r.stderr and message in r.stderr
@@ -187,10 +193,12 @@ def test_header_only_without_final_newline(cli, keyed, write_csv) -> None:
     assert "no data rows" in r.stderr
 
 
-@pytest.mark.parametrize(("header", "missing"), [("gtin,lot", "serial"),
-                                                 ("Serial Number,lot", "gtin")])
-def test_missing_required_column(cli, keyed, write_csv, tmp_path: Path, header: str,
-                                 missing: str) -> None:
+@pytest.mark.parametrize(
+    ("header", "missing"), [("gtin,lot", "serial"), ("Serial Number,lot", "gtin")]
+)
+def test_missing_required_column(
+    cli, keyed, write_csv, tmp_path: Path, header: str, missing: str
+) -> None:
     r = create(cli, write_csv("m.csv", f"{header}\n{GTIN14},x\n"))
     assert r.exit_code == EXIT_REJECTED, r.output
     assert f"required column '{missing}' is missing" in r.stderr
@@ -201,8 +209,9 @@ def test_missing_required_column(cli, keyed, write_csv, tmp_path: Path, header: 
     assert_no_batches(tmp_path)
 
 
-def test_missing_column_leaves_existing_store_untouched(cli, minted, write_csv,
-                                                        tmp_path: Path) -> None:
+def test_missing_column_leaves_existing_store_untouched(
+    cli, minted, write_csv, tmp_path: Path
+) -> None:
     r = create(cli, write_csv("m.csv", f"gtin,lot\n{GTIN14},x\n"))
     assert r.exit_code == EXIT_REJECTED
     assert_refused_cleanly(cli, tmp_path, minted["batches"])
@@ -235,9 +244,16 @@ def test_bad_row_refuses_whole_batch(cli, minted, write_csv, tmp_path: Path) -> 
     assert f"expected {mod10(GTIN13[:-1])}" in m["reason"]
     assert "error:" in r.stderr and "1 of 3 rows" in r.stderr
     assert "--skip-invalid" in r.stderr
-    assert read_rejects(tmp_path / "bad.rejects.csv") == [{
-        "row": "3", "line": "4", "column": "gtin", "value": wrong,
-        "code": "gtin_check_digit", "reason": m["reason"]}]
+    assert read_rejects(tmp_path / "bad.rejects.csv") == [
+        {
+            "row": "3",
+            "line": "4",
+            "column": "gtin",
+            "value": wrong,
+            "code": "gtin_check_digit",
+            "reason": m["reason"],
+        }
+    ]
     assert_refused_cleanly(cli, tmp_path, minted["batches"])
     s = minted["summary"]
     assert_proof_pending(cli, tmp_path, GTIN14, "A2", s["root"])
@@ -246,38 +262,50 @@ def test_bad_row_refuses_whole_batch(cli, minted, write_csv, tmp_path: Path) -> 
     assert r.exit_code == 7, r.output
 
 
-def test_invalid_utf8_reported_with_line_and_column(cli, keyed, write_csv,
-                                                    tmp_path: Path) -> None:
-    data = (b"gtin,serial,product_name\n" + GTIN14.encode() + b",S1,ok\n"
-            + GTIN14.encode() + b",S2,Cr\xe8me\n")
+def test_invalid_utf8_reported_with_line_and_column(cli, keyed, write_csv, tmp_path: Path) -> None:
+    data = (
+        b"gtin,serial,product_name\n"
+        + GTIN14.encode()
+        + b",S1,ok\n"
+        + GTIN14.encode()
+        + b",S2,Cr\xe8me\n"
+    )
     r = create(cli, write_csv("enc.csv", data))
     assert r.exit_code == EXIT_REJECTED
     found = [m for m in report_lines(r.stderr) if m["column"] == "product_name"]
     assert len(found) == 1 and found[0]["line"] == "3"
     rejects = read_rejects(tmp_path / "enc.rejects.csv")
     assert [(x["line"], x["column"], x["code"]) for x in rejects] == [
-        ("3", "product_name", "invalid_utf8")]
+        ("3", "product_name", "invalid_utf8")
+    ]
 
 
-def test_invalid_utf8_in_serial_is_reported_once(cli, keyed, write_csv,
-                                                 tmp_path: Path) -> None:
+def test_invalid_utf8_in_serial_is_reported_once(cli, keyed, write_csv, tmp_path: Path) -> None:
     data = b"gtin,serial\n" + GTIN14.encode() + b",S\xff1\n"
     r = create(cli, write_csv("enc.csv", data))
     assert r.exit_code == EXIT_REJECTED
     rejects = read_rejects(tmp_path / "enc.rejects.csv")
     # only the real problem; not an extra bogus "serial is empty" for the same cell
     assert [(x["line"], x["column"], x["code"]) for x in rejects] == [
-        ("2", "serial", "invalid_utf8")]
+        ("2", "serial", "invalid_utf8")
+    ]
 
 
 def test_semicolon_file_with_bom_and_aliases(cli, keyed, write_csv) -> None:
-    text = "\ufeffEAN;Serial Number;LOT;Expiry Date;Product Name\r\n" \
-           f"{GTIN13};SN-1;L1;2027-06-30;Serum, 30 ml\r\n{GTIN13};SN-2;;270600;x\r\n"
+    text = (
+        "\ufeffEAN;Serial Number;LOT;Expiry Date;Product Name\r\n"
+        f"{GTIN13};SN-1;L1;2027-06-30;Serum, 30 ml\r\n{GTIN13};SN-2;;270600;x\r\n"
+    )
     s = create_ok(cli, write_csv("eu.csv", text))
     assert s["products"] == 2 and s["rejected"] == 0
     rec = product(cli, GTIN14, "SN-1")
-    assert rec["record"] == {"gtin": GTIN14, "serial": "SN-1", "lot": "L1",
-                             "expiry": "2027-06-30", "product_name": "Serum, 30 ml"}
+    assert rec["record"] == {
+        "gtin": GTIN14,
+        "serial": "SN-1",
+        "lot": "L1",
+        "expiry": "2027-06-30",
+        "product_name": "Serum, 30 ml",
+    }
     assert rec["batch_id"] == s["batch_id"]
     assert product(cli, GTIN14, "SN-2")["record"]["expiry"] == "270600"
 
@@ -286,11 +314,15 @@ def test_blank_lines_line_numbers_in_reports(cli, keyed, write_csv, tmp_path: Pa
     text = f"gtin,serial\n\n{GTIN14},S1\n\n\n{GTIN14},S 2\n\n{GTIN14},\n"
     r = create(cli, write_csv("bl.csv", text))
     assert r.exit_code == EXIT_REJECTED
-    assert [(m["line"], m["column"]) for m in report_lines(r.stderr)] == [("6", "serial"),
-                                                                         ("8", "serial")]
+    assert [(m["line"], m["column"]) for m in report_lines(r.stderr)] == [
+        ("6", "serial"),
+        ("8", "serial"),
+    ]
     rejects = read_rejects(tmp_path / "bl.rejects.csv")
     assert [(x["row"], x["line"], x["code"]) for x in rejects] == [
-        ("2", "6", "serial_charset"), ("3", "8", "serial_empty")]
+        ("2", "6", "serial_charset"),
+        ("3", "8", "serial_empty"),
+    ]
 
 
 def test_ragged_rows(cli, keyed, write_csv, tmp_path: Path) -> None:
@@ -301,7 +333,9 @@ def test_ragged_rows(cli, keyed, write_csv, tmp_path: Path) -> None:
     assert (s["products"], s["rows"], s["rejected"]) == (2, 4, 2)
     rejects = read_rejects(tmp_path / "rg.rejects.csv")
     assert [(x["row"], x["line"], x["code"]) for x in rejects] == [
-        ("2", "3", "ragged_row"), ("3", "4", "ragged_row")]
+        ("2", "3", "ragged_row"),
+        ("3", "4", "ragged_row"),
+    ]
     assert product(cli, GTIN14, "S4")["leaf_index"] == 1
 
 
@@ -346,9 +380,13 @@ def test_gtin_lengths_normalized_to_14(cli, keyed, write_csv) -> None:
         assert f"/01/{expected}/" in rec["url"]
 
 
-SERIAL_PROBLEMS = [("S 1", "serial_charset"), ("Sé1", "serial_charset"),
-                   ("S#1", "serial_charset"), ("x" * 21, "serial_too_long"),
-                   ("", "serial_empty")]
+SERIAL_PROBLEMS = [
+    ("S 1", "serial_charset"),
+    ("Sé1", "serial_charset"),
+    ("S#1", "serial_charset"),
+    ("x" * 21, "serial_too_long"),
+    ("", "serial_empty"),
+]
 
 
 def test_serial_problems(cli, keyed, write_csv, tmp_path: Path) -> None:
@@ -363,8 +401,9 @@ def test_serial_problems(cli, keyed, write_csv, tmp_path: Path) -> None:
 def test_cset82_punctuation_serial_minted(cli, keyed, write_csv) -> None:
     punct = "!\"%&'()*+,-./:;<=>?_"
     assert len(punct) == 20
-    create_ok(cli, write_csv("p.csv", csv_text(["gtin", "serial"],
-                                               [[GTIN14, punct], [GTIN14, "x" * 20]])))
+    create_ok(
+        cli, write_csv("p.csv", csv_text(["gtin", "serial"], [[GTIN14, punct], [GTIN14, "x" * 20]]))
+    )
     assert product(cli, GTIN14, punct)["record"]["serial"] == punct
     assert product(cli, GTIN14, "x" * 20)["record"]["serial"] == "x" * 20
 
@@ -384,8 +423,14 @@ def test_lot_and_date_problems(cli, keyed, write_csv, tmp_path: Path) -> None:
     header = ["gtin", "serial", "lot", "expiry", "production_date"]
     rows = [[GTIN14, "OK", "", "", ""]]
     for i, (column, value, _) in enumerate(LOT_DATE_PROBLEMS):
-        row = {"gtin": GTIN14, "serial": f"S{i}", "lot": "L1", "expiry": "2027-06-30",
-               "production_date": "2025-01-01", column: value}
+        row = {
+            "gtin": GTIN14,
+            "serial": f"S{i}",
+            "lot": "L1",
+            "expiry": "2027-06-30",
+            "production_date": "2025-01-01",
+            column: value,
+        }
         rows.append([row[h] for h in header])
     r = create(cli, write_csv("ld.csv", csv_text(header, rows)))
     assert r.exit_code == EXIT_REJECTED
@@ -415,8 +460,10 @@ def test_duplicate_in_file_differently_spelled(cli, keyed, write_csv, tmp_path: 
     r = create(cli, write_csv("dup.csv", text))
     assert r.exit_code == EXIT_REJECTED
     rejects = read_rejects(tmp_path / "dup.rejects.csv")
-    assert [(x["line"], x["code"]) for x in rejects] == [("2", "duplicate_in_file"),
-                                                          ("4", "duplicate_in_file")]
+    assert [(x["line"], x["code"]) for x in rejects] == [
+        ("2", "duplicate_in_file"),
+        ("4", "duplicate_in_file"),
+    ]
     assert "line 4" in rejects[0]["reason"] and "line 2" in rejects[1]["reason"]
     assert batch_list(cli) == []
 
@@ -432,7 +479,10 @@ def test_rerun_same_file_names_batch_and_hint(cli, minted, tmp_path: Path) -> No
     assert "this exact file was already minted" in hint[0] and batch_id in hint[0]
     rejects = read_rejects(tmp_path / "first.rejects.csv")
     assert [(x["value"], x["code"]) for x in rejects] == [
-        ("A1", "duplicate_in_store"), ("A2", "duplicate_in_store"), ("A3", "duplicate_in_store")]
+        ("A1", "duplicate_in_store"),
+        ("A2", "duplicate_in_store"),
+        ("A3", "duplicate_in_store"),
+    ]
     assert all(batch_id in x["reason"] for x in rejects)
     assert_refused_cleanly(cli, tmp_path, minted["batches"])
     assert_proof_pending(cli, tmp_path, GTIN14, "A1", minted["summary"]["root"])
@@ -449,15 +499,18 @@ def test_rerun_with_skip_invalid_has_nothing_to_mint(cli, minted, tmp_path: Path
 def test_second_file_sharing_a_product(cli, minted, write_csv, tmp_path: Path) -> None:
     old_id = minted["summary"]["batch_id"]
     # A2 with the 13-digit spelling of the same GTIN: still the same product.
-    text = csv_text(["gtin", "serial", "product_name"],
-                    [[GTIN14, "N1", "Serum"], [GTIN13, "A2", "Serum"], [OTHER14, "A2", "Cream"]])
+    text = csv_text(
+        ["gtin", "serial", "product_name"],
+        [[GTIN14, "N1", "Serum"], [GTIN13, "A2", "Serum"], [OTHER14, "A2", "Cream"]],
+    )
     path = write_csv("second.csv", text)
     r = create(cli, path)
     assert r.exit_code == EXIT_REJECTED
     assert "this exact file" not in r.stderr
     rejects = read_rejects(tmp_path / "second.rejects.csv")
     assert [(x["row"], x["line"], x["column"], x["value"], x["code"]) for x in rejects] == [
-        ("2", "3", "serial", "A2", "duplicate_in_store")]
+        ("2", "3", "serial", "A2", "duplicate_in_store")
+    ]
     assert old_id in rejects[0]["reason"]
     assert_refused_cleanly(cli, tmp_path, minted["batches"])
 
@@ -473,17 +526,22 @@ def test_second_file_sharing_a_product(cli, minted, write_csv, tmp_path: Path) -
     assert_proof_pending(cli, tmp_path, OTHER14, "A2", s["root"])
 
 
-def test_store_duplicate_lines_with_blank_lines_and_ragged_rows(cli, minted, write_csv,
-                                                                tmp_path: Path) -> None:
-    text = (f"gtin,serial,product_name\n\n{GTIN14},N1,x\n\n{GTIN14},A2,x\n{GTIN14},N2\n"
-            f'{GTIN14},N3,"two\nlines"\n\n{GTIN14},A1,x\n')
+def test_store_duplicate_lines_with_blank_lines_and_ragged_rows(
+    cli, minted, write_csv, tmp_path: Path
+) -> None:
+    text = (
+        f"gtin,serial,product_name\n\n{GTIN14},N1,x\n\n{GTIN14},A2,x\n{GTIN14},N2\n"
+        f'{GTIN14},N3,"two\nlines"\n\n{GTIN14},A1,x\n'
+    )
     # lines: 3 N1, 5 A2 (stored), 6 ragged, 7-8 N3, 10 A1 (stored)
     s = create_ok(cli, write_csv("blank2.csv", text), "--skip-invalid")
     assert (s["products"], s["rows"], s["rejected"]) == (2, 5, 3)
     rejects = read_rejects(tmp_path / "blank2.rejects.csv")
     assert [(x["row"], x["line"], x["code"]) for x in rejects] == [
-        ("2", "5", "duplicate_in_store"), ("3", "6", "ragged_row"),
-        ("5", "10", "duplicate_in_store")]
+        ("2", "5", "duplicate_in_store"),
+        ("3", "6", "ragged_row"),
+        ("5", "10", "duplicate_in_store"),
+    ]
     assert product(cli, GTIN14, "N3")["record"]["product_name"] == "two\nlines"
 
 
@@ -509,8 +567,14 @@ def test_store_duplicates_of_a_large_batch(cli, keyed, write_csv, tmp_path: Path
 
 
 def test_skip_invalid_summary_and_rejects_file(cli, keyed, write_csv, tmp_path: Path) -> None:
-    rows = [[GTIN14, "K1", ""], [GTIN14, "K 2", ""], [GTIN14, "K3", "L 3"],
-            ["9.52012E+12", "K4", ""], [GTIN14, "K5", "L5"], [GTIN14, "K1", ""]]
+    rows = [
+        [GTIN14, "K1", ""],
+        [GTIN14, "K 2", ""],
+        [GTIN14, "K3", "L 3"],
+        ["9.52012E+12", "K4", ""],
+        [GTIN14, "K5", "L5"],
+        [GTIN14, "K1", ""],
+    ]
     path = write_csv("mix.csv", csv_text(["gtin", "serial", "lot"], rows))
     s = create_ok(cli, path, "--skip-invalid")
     assert (s["products"], s["rows"], s["rejected"], s["tree_size"]) == (1, 6, 5, 1)
@@ -546,16 +610,22 @@ def test_rejects_default_location_is_cwd(cli, keyed, tmp_path: Path, monkeypatch
 def test_rejects_explicit_path(cli, keyed, write_csv, tmp_path: Path) -> None:
     target = tmp_path / "reports" / "out.csv"
     target.parent.mkdir()
-    s = create_ok(cli, write_csv("x.csv", products_csv(["OK", "B A D"])), "--skip-invalid",
-                  "--rejects", target)
+    s = create_ok(
+        cli,
+        write_csv("x.csv", products_csv(["OK", "B A D"])),
+        "--skip-invalid",
+        "--rejects",
+        target,
+    )
     assert s["rejects_file"] == str(target)
     assert [x["value"] for x in read_rejects(target)] == ["B A D"]
     assert not (tmp_path / "x.rejects.csv").exists()
 
 
 @pytest.mark.parametrize(("bad", "shown", "more"), [(13, 10, 3), (10, 10, None), (3, 3, None)])
-def test_report_shows_at_most_ten_lines(cli, keyed, write_csv, tmp_path: Path, bad: int,
-                                        shown: int, more: int | None) -> None:
+def test_report_shows_at_most_ten_lines(
+    cli, keyed, write_csv, tmp_path: Path, bad: int, shown: int, more: int | None
+) -> None:
     serials = ["GOOD"] + [f"B {i}" for i in range(bad)]
     r = create(cli, write_csv("many.csv", products_csv(serials)))
     assert r.exit_code == EXIT_REJECTED
@@ -573,16 +643,21 @@ def test_report_shows_at_most_ten_lines(cli, keyed, write_csv, tmp_path: Path, b
 # --- nothing half-written ----------------------------------------------------------------------
 
 
-def test_failure_while_minting_leaves_no_trace(cli, minted, write_csv, tmp_path: Path,
-                                               monkeypatch) -> None:
+def test_failure_while_minting_leaves_no_trace(
+    cli, minted, write_csv, tmp_path: Path, monkeypatch
+) -> None:
     def boom(task):
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
         m.setattr(provmint.engine, "run_chunk", boom)
         r = create(cli, write_csv("later.csv", products_csv(["Z1", "Z2"])), "--workers", "1")
-    one_error(r, EXIT_ERROR, f"no space left on device writing {tmp_path / 'store'} (",
-              " free); nothing was minted")
+    one_error(
+        r,
+        EXIT_ERROR,
+        f"no space left on device writing {tmp_path / 'store'} (",
+        " free); nothing was minted",
+    )
     assert_refused_cleanly(cli, tmp_path, minted["batches"])
     assert_proof_pending(cli, tmp_path, GTIN14, "A3", minted["summary"]["root"])
     # and the same file can then be minted
@@ -611,8 +686,10 @@ def test_refusals_keep_store_and_existing_batch(cli, minted, write_csv, tmp_path
 
 
 def thousand_rows() -> str:
-    rows = [[GTIN14 if i % 2 else OTHER14, f"W{i:05d}", f"L{i % 7}", "2027-06-30", f"item {i}"]
-            for i in range(1000)]
+    rows = [
+        [GTIN14 if i % 2 else OTHER14, f"W{i:05d}", f"L{i % 7}", "2027-06-30", f"item {i}"]
+        for i in range(1000)
+    ]
     return csv_text(["gtin", "serial", "lot", "expiry", "product_name"], rows)
 
 
@@ -641,8 +718,7 @@ def test_process_pool_gives_same_root(keyed, write_csv, tmp_path: Path, monkeypa
     assert not any((tmp_path / "b" / "staging").iterdir())
 
 
-def test_root_independent_of_chunking(cli, keyed, write_csv, tmp_path: Path,
-                                      monkeypatch) -> None:
+def test_root_independent_of_chunking(cli, keyed, write_csv, tmp_path: Path, monkeypatch) -> None:
     # Several chunks (including a short last one) in the pool and in-process must give the
     # same RFC 9162 root as a single chunk.
     path = write_csv("k.csv", thousand_rows())
@@ -653,8 +729,18 @@ def test_root_independent_of_chunking(cli, keyed, write_csv, tmp_path: Path,
     pooled = mint_batch(path, settings=resolve_settings(store=tmp_path / "c", workers=2))
     assert pooled.workers == 2
     assert whole.root == chunked.root == pooled.root
-    r = cli("proof", "export", "--gtin", GTIN14, "--serial", "W00777", "-o",
-            tmp_path / "p.json", "--store", tmp_path / "c")
+    r = cli(
+        "proof",
+        "export",
+        "--gtin",
+        GTIN14,
+        "--serial",
+        "W00777",
+        "-o",
+        tmp_path / "p.json",
+        "--store",
+        tmp_path / "c",
+    )
     assert r.exit_code == 0, r.output
     r = cli("verify", tmp_path / "p.json", "--json")
     assert r.exit_code == EXIT_PENDING, r.output
@@ -692,8 +778,7 @@ def test_store_busy_exit_8(cli, minted, write_csv, tmp_path: Path) -> None:
     assert create_ok(cli, path)["products"] == 1
 
 
-def test_paths_with_brackets_are_printed_verbatim(cli, keyed, write_csv,
-                                                  tmp_path: Path) -> None:
+def test_paths_with_brackets_are_printed_verbatim(cli, keyed, write_csv, tmp_path: Path) -> None:
     # File names are data, not console markup: "lot[final].csv" must not be shown as
     # "lot.csv", or the user is told to look for a rejects file that does not exist.
     path = write_csv("lot[final].csv", products_csv(["OK", "B A D"]))
@@ -706,8 +791,9 @@ def test_paths_with_brackets_are_printed_verbatim(cli, keyed, write_csv,
     assert f"All 1 problems are listed in {expected}" in r.stderr
 
 
-def test_summary_prints_rejects_path_with_brackets_verbatim(cli, keyed, write_csv,
-                                                            tmp_path: Path) -> None:
+def test_summary_prints_rejects_path_with_brackets_verbatim(
+    cli, keyed, write_csv, tmp_path: Path
+) -> None:
     path = write_csv("lot[final].csv", products_csv(["OK", "B A D"]))
     r = create(cli, path, "--skip-invalid")
     assert r.exit_code == EXIT_OK, r.output
@@ -726,10 +812,18 @@ def test_cr_only_line_endings_are_handled(cli, keyed, write_csv) -> None:
 # pyarrow reports the failing invalid-row handler as an "Exception ignored" warning;
 # the assertions below are what matters.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_cp1252_file_with_a_ragged_row_and_skip_invalid(cli, keyed, write_csv,
-                                                        tmp_path: Path) -> None:
-    data = (b"gtin,serial,product_name\n" + GTIN14.encode() + b",S1,ok\n"
-            + GTIN14.encode() + b",S2,Cr\xe8me,extra\n" + GTIN14.encode() + b",S3,ok\n")
+def test_cp1252_file_with_a_ragged_row_and_skip_invalid(
+    cli, keyed, write_csv, tmp_path: Path
+) -> None:
+    data = (
+        b"gtin,serial,product_name\n"
+        + GTIN14.encode()
+        + b",S1,ok\n"
+        + GTIN14.encode()
+        + b",S2,Cr\xe8me,extra\n"
+        + GTIN14.encode()
+        + b",S3,ok\n"
+    )
     s = create_ok(cli, write_csv("cp.csv", data), "--skip-invalid")
     assert (s["products"], s["rows"], s["rejected"]) == (2, 3, 1)
     rejects = read_rejects(tmp_path / "cp.rejects.csv")
@@ -773,8 +867,9 @@ _SHAPE_VALUES = ["", "L1", "a,b", 'say "hi"', "two\nlines", "Crème 日本", " p
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     rows=st.integers(1, 300),
     chunk_bits=st.integers(0, 8),
@@ -783,8 +878,15 @@ _SHAPE_VALUES = ["", "L1", "a,b", 'say "hi"', "two\nlines", "Crème 日本", " p
     ending=st.sampled_from(["\n", "\r\n"]),
 )
 def test_streaming_gives_the_same_batch_for_any_chunk_size(
-        keyed, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
-        rows: int, chunk_bits: int, extra: list[str], values: list[str], ending: str) -> None:
+    keyed,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: int,
+    chunk_bits: int,
+    extra: list[str],
+    values: list[str],
+    ending: str,
+) -> None:
     """Any file shape, any chunk size (a power of two from 1 to 256 rows, against the
     default 65,536): the same root, the same stored rows and the same record parts'
     contents."""

@@ -35,8 +35,9 @@ def _browser_ready() -> str:
         pytest.fail("node is not installed: the browser test needs Node >= 20", pytrace=False)
     chromium = os.environ.get("CHROMIUM_BIN") or "/usr/bin/chromium"
     if not Path(chromium).exists():
-        pytest.fail(f"Chromium not found at {chromium}: install it or set CHROMIUM_BIN",
-                    pytrace=False)
+        pytest.fail(
+            f"Chromium not found at {chromium}: install it or set CHROMIUM_BIN", pytrace=False
+        )
     if not (ROOT / "node_modules" / "playwright-core").is_dir():
         pytest.fail(f"playwright-core missing: run `npm ci` in {ROOT}", pytrace=False)
     return node
@@ -46,8 +47,13 @@ def open_page(url: str, screenshot: Path) -> dict[str, Any]:
     """Open ``url`` in headless Chromium; what the page showed."""
     require_marker("browser")
     node = _browser_ready()
-    done = subprocess.run([node, str(SCRIPT), url, str(screenshot)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [node, str(SCRIPT), url, str(screenshot)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"open_page.mjs failed:\n{done.stdout}\n{done.stderr}"
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
     assert lines, done.stderr
@@ -55,8 +61,9 @@ def open_page(url: str, screenshot: Path) -> dict[str, Any]:
     return result
 
 
-def test_phone_sees_genuine_product_and_can_check_the_proof(cli, keyed, chain_env, serve_store,
-                                                            tmp_path: Path) -> None:
+def test_phone_sees_genuine_product_and_can_check_the_proof(
+    cli, keyed, chain_env, serve_store, tmp_path: Path
+) -> None:
     _ok(cli("batch", "create", EXAMPLE_CSV, "--json"))
     anchor = _ok(cli("anchor", "--json"))["anchor"]
     assert anchor["state"] == "confirmed"
@@ -71,8 +78,15 @@ def test_phone_sees_genuine_product_and_can_check_the_proof(cli, keyed, chain_en
     assert page["heading"] == "Genuine product"
     assert page["title"] == "Genuine product"
     text = page["text"]
-    for value in (GTIN, SERIAL, "L2406A", "Aurora Serum 30 ml", product["batch_id"],
-                  f"block {anchor['block_number']} of chain 31337", anchor["tx_hash"]):
+    for value in (
+        GTIN,
+        SERIAL,
+        "L2406A",
+        "Aurora Serum 30 ml",
+        product["batch_id"],
+        f"block {anchor['block_number']} of chain 31337",
+        anchor["tx_hash"],
+    ):
         assert value in text, value
     assert shot.is_file()
     data = shot.read_bytes()
@@ -87,8 +101,9 @@ def test_phone_sees_genuine_product_and_can_check_the_proof(cli, keyed, chain_en
     assert doc["anchor"]["tx_hash"] == anchor["tx_hash"]
     path = tmp_path / "from-browser.json"
     path.write_text(proof.text, encoding="utf-8")
-    report = _ok(cli("verify", path, "--rpc-url", chain_env.url, f"--token={product['token']}",
-                     "--json"))
+    report = _ok(
+        cli("verify", path, "--rpc-url", chain_env.url, f"--token={product['token']}", "--json")
+    )
     assert report["verdict"] == "valid"
     assert report["chain"]["block_number"] == anchor["block_number"]
 

@@ -63,8 +63,15 @@ def spec_token_commitment(token: bytes) -> bytes:
 
 
 def _jcs_string(s: str) -> str:
-    short = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-             "\t": "\\t"}
+    short = {
+        '"': '\\"',
+        "\\": "\\\\",
+        "\b": "\\b",
+        "\f": "\\f",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+    }
     out = []
     for ch in s:
         if ch in short:
@@ -111,32 +118,75 @@ GTIN = "09506000134352"
 
 RECORDS: list[dict[str, str]] = [
     {"gtin": GTIN, "serial": "1"},
-    {"serial": "ABC123", "gtin": "00614141123452", "lot": "L-7", "expiry": "2027-01-31",
-     "product_name": "Paracetamol 500 mg"},
+    {
+        "serial": "ABC123",
+        "gtin": "00614141123452",
+        "lot": "L-7",
+        "expiry": "2027-01-31",
+        "product_name": "Paracetamol 500 mg",
+    },
     {"gtin": GTIN, "serial": "x%y", "lot": "", "expiry": "", "product_name": ""},
-    {"gtin": GTIN, "serial": "U1", "product_name": "Crème brûlée — 日本語 😀",
-     "note": "tab\tnewline\nnul\x00quote\"", "z9": "Ω", "a_b": "ÿ"},
+    {
+        "gtin": GTIN,
+        "serial": "U1",
+        "product_name": "Crème brûlée — 日本語 😀",
+        "note": 'tab\tnewline\nnul\x00quote"',
+        "z9": "Ω",
+        "a_b": "ÿ",
+    },
     # names that sort differently by length and by underscore ('_' 0x5f < 'a' 0x61)
-    {"gtin": GTIN, "serial": "S", "a": "1", "a_": "2", "a0": "3", "aa": "4", "b": "5",
-     "ab_c": "6", "abc": "7"},
+    {
+        "gtin": GTIN,
+        "serial": "S",
+        "a": "1",
+        "a_": "2",
+        "a0": "3",
+        "aa": "4",
+        "b": "5",
+        "ab_c": "6",
+        "abc": "7",
+    },
     # the maximum: 64 fields, a 64-character name, a 4096-byte value
-    {"gtin": GTIN, "serial": "MAX", **{f"f{i:02d}": str(i) * (i % 5) for i in range(61)},
-     "x" * 64: "é" * 2048},
+    {
+        "gtin": GTIN,
+        "serial": "MAX",
+        **{f"f{i:02d}": str(i) * (i % 5) for i in range(61)},
+        "x" * 64: "é" * 2048,
+    },
 ]
 
 TOKEN_MESSAGES = [(GTIN, "1"), ("00000096385074", "ABC-123/x%y"), ("08904000210037", "~" * 20)]
 
-TOKENS = [bytes(16), bytes(range(16)), b"\xff" * 16,
-          bytes.fromhex("00112233445566778899aabbccddeeff")]
+TOKENS = [
+    bytes(16),
+    bytes(range(16)),
+    b"\xff" * 16,
+    bytes.fromhex("00112233445566778899aabbccddeeff"),
+]
 
 MANIFESTS: list[dict[str, Any]] = [
     {},
-    {"format": "provmint-manifest/1", "batch_id": "b-20250101-0001", "products": 9,
-     "rejected": 0, "label": None, "anchored": False, "columns": ["gtin", "lot", "serial"],
-     "tree": {"profile": "rfc9162-sha256", "size": 9, "root": "00" * 32}},
-    {"source": {"name": "Prüfung \"1\".csv", "rows": 123456789012}, "label": "日本 😀 \u007f",
-     "ctl": "\x01\x1f\b\f\n\r\t\\/", "neg": -42, "nested": [[], {}, [1, [2, [3]]]],
-     "Zeta": 1, "alpha": 2, "ä": 3, "_": 4},
+    {
+        "format": "provmint-manifest/1",
+        "batch_id": "b-20250101-0001",
+        "products": 9,
+        "rejected": 0,
+        "label": None,
+        "anchored": False,
+        "columns": ["gtin", "lot", "serial"],
+        "tree": {"profile": "rfc9162-sha256", "size": 9, "root": "00" * 32},
+    },
+    {
+        "source": {"name": 'Prüfung "1".csv', "rows": 123456789012},
+        "label": "日本 😀 \u007f",
+        "ctl": "\x01\x1f\b\f\n\r\t\\/",
+        "neg": -42,
+        "nested": [[], {}, [1, [2, [3]]]],
+        "Zeta": 1,
+        "alpha": 2,
+        "ä": 3,
+        "_": 4,
+    },
 ]
 
 BATCHES = [
@@ -150,22 +200,37 @@ def build_vectors() -> dict[str, Any]:
     """Every expected output, computed by the independent spec functions above."""
     return {
         "description": "provmint canonical encodings (record/1, token/1, leaf/1, batch/1); "
-                       "expected outputs computed independently of provmint.canonical",
+        "expected outputs computed independently of provmint.canonical",
         "records": [{"fields": f, "hex": spec_record(f).hex()} for f in RECORDS],
-        "token_messages": [{"gtin14": g, "serial": s, "hex": spec_token_message(g, s).hex()}
-                           for g, s in TOKEN_MESSAGES],
-        "token_commitments": [{"token_hex": t.hex(), "hex": spec_token_commitment(t).hex()}
-                              for t in TOKENS],
-        "leaf_data": [{"fields": f, "commitment_hex": spec_token_commitment(t).hex(),
-                       "hex": (spec_record(f) + spec_token_commitment(t)).hex()}
-                      for f, t in zip(RECORDS[:3], TOKENS, strict=False)],
-        "canonical_json": [{"value": m, "hex": spec_jcs(m).encode("utf-8").hex()}
-                           for m in MANIFESTS],
-        "manifest_digests": [{"manifest": m, "hex": spec_manifest_digest(m).hex()}
-                             for m in MANIFESTS],
+        "token_messages": [
+            {"gtin14": g, "serial": s, "hex": spec_token_message(g, s).hex()}
+            for g, s in TOKEN_MESSAGES
+        ],
+        "token_commitments": [
+            {"token_hex": t.hex(), "hex": spec_token_commitment(t).hex()} for t in TOKENS
+        ],
+        "leaf_data": [
+            {
+                "fields": f,
+                "commitment_hex": spec_token_commitment(t).hex(),
+                "hex": (spec_record(f) + spec_token_commitment(t)).hex(),
+            }
+            for f, t in zip(RECORDS[:3], TOKENS, strict=False)
+        ],
+        "canonical_json": [
+            {"value": m, "hex": spec_jcs(m).encode("utf-8").hex()} for m in MANIFESTS
+        ],
+        "manifest_digests": [
+            {"manifest": m, "hex": spec_manifest_digest(m).hex()} for m in MANIFESTS
+        ],
         "batch_commitments": [
-            {"batch_id": b, "tree_size": n, "root_hex": r.hex(), "manifest_digest_hex": d.hex(),
-             "hex": spec_batch_commitment(b, n, r, d).hex()}
+            {
+                "batch_id": b,
+                "tree_size": n,
+                "root_hex": r.hex(),
+                "manifest_digest_hex": d.hex(),
+                "hex": spec_batch_commitment(b, n, r, d).hex(),
+            }
             for b, n, r, d in BATCHES
         ],
     }
@@ -225,16 +290,22 @@ def test_manifest_digest_vectors() -> None:
 def test_batch_commitment_vectors() -> None:
     for case in load_vectors()["batch_commitments"]:
         got = canonical.batch_commitment(
-            case["batch_id"], case["tree_size"], bytes.fromhex(case["root_hex"]),
+            case["batch_id"],
+            case["tree_size"],
+            bytes.fromhex(case["root_hex"]),
             bytes.fromhex(case["manifest_digest_hex"]),
         )
         assert got.hex() == case["hex"]
 
 
 def test_frozen_tags() -> None:
-    assert (canonical.RECORD_MAGIC, canonical.TOKEN_TAG, canonical.COMMIT_TAG,
-            canonical.BATCH_TAG, canonical.MANIFEST_TAG) == (b"PMR1", b"PMT1", b"PMC1",
-                                                             b"PMB1", b"PMM1")
+    assert (
+        canonical.RECORD_MAGIC,
+        canonical.TOKEN_TAG,
+        canonical.COMMIT_TAG,
+        canonical.BATCH_TAG,
+        canonical.MANIFEST_TAG,
+    ) == (b"PMR1", b"PMT1", b"PMC1", b"PMB1", b"PMM1")
     assert canonical.RECORD_VERSION == "provmint-record/1"
     assert canonical.TOKEN_VERSION == "provmint-token/1"
 
@@ -265,11 +336,13 @@ BMP_KEYS = st.text(st.characters(codec="utf-8", max_codepoint=0xD7FF), max_size=
 
 
 @settings(max_examples=100, deadline=None)
-@given(value=st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | VALUES,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(BMP_KEYS, inner, max_size=4),
-    max_leaves=12,
-))
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | VALUES,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(BMP_KEYS, inner, max_size=4),
+        max_leaves=12,
+    )
+)
 def test_canonical_json_matches_independent_jcs(value: Any) -> None:
     assert canonical.canonical_json(value) == spec_jcs(value).encode("utf-8")
     assert json.loads(canonical.canonical_json(value)) == value
@@ -279,8 +352,9 @@ def test_canonical_json_matches_independent_jcs(value: Any) -> None:
 
 
 def test_fields_sorted_bytewise_by_name() -> None:
-    raw = canonical.encode_record({"serial": "s", "gtin": GTIN, "aa": "3", "a_": "1",
-                                   "a0": "2", "a": "4"})
+    raw = canonical.encode_record(
+        {"serial": "s", "gtin": GTIN, "aa": "3", "a_": "1", "a0": "2", "a": "4"}
+    )
     # '0' (0x30) < '_' (0x5f) < 'a' (0x61); a prefix sorts first
     expected = (
         b"PMR1\x00\x06"
@@ -288,8 +362,7 @@ def test_fields_sorted_bytewise_by_name() -> None:
         b"\x02a0\x00\x00\x00\x012"
         b"\x02a_\x00\x00\x00\x011"
         b"\x02aa\x00\x00\x00\x013"
-        b"\x04gtin\x00\x00\x00\x0e" + GTIN.encode() +
-        b"\x06serial\x00\x00\x00\x01s"
+        b"\x04gtin\x00\x00\x00\x0e" + GTIN.encode() + b"\x06serial\x00\x00\x00\x01s"
     )
     assert raw == expected
 
@@ -355,8 +428,14 @@ def test_unencodable_value_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("gtin", "serial"),
-    [("0950600013435", "1"), ("095060001343521", "1"), ("0950600013435a", "1"),
-     ("０９５０６０００１３４３５２", "1"), (GTIN, ""), (GTIN, "é")],
+    [
+        ("0950600013435", "1"),
+        ("095060001343521", "1"),
+        ("0950600013435a", "1"),
+        ("０９５０６０００１３４３５２", "1"),
+        (GTIN, ""),
+        (GTIN, "é"),
+    ],
 )
 def test_token_message_rejects(gtin: str, serial: str) -> None:
     with pytest.raises(ValueError):
@@ -394,13 +473,20 @@ def test_canonical_json_rejects_floats_inside_tuples() -> None:
 def test_canonical_json_sorts_keys_by_utf16_code_units() -> None:
     """RFC 8785 section 3.2.3 sorts property names by UTF-16 code units; its own example
     (code-point order would put U+FB33 before U+1F600, whose UTF-16 is D83D DE00)."""
-    value = {"\u20ac": "Euro Sign", "\r": "Carriage Return",
-             "\ufb33": "Hebrew Letter Dalet With Dagesh", "1": "One",
-             "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control",
-             "\u00f6": "Latin Small Letter O With Diaeresis"}
-    expected = ('{"\\r":"Carriage Return","1":"One","\u0080":"Control",'
-                '"\u00f6":"Latin Small Letter O With Diaeresis","\u20ac":"Euro Sign",'
-                '"\U0001f600":"Emoji: Grinning Face","\ufb33":"Hebrew Letter Dalet With Dagesh"}')
+    value = {
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\U0001f600": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
+    expected = (
+        '{"\\r":"Carriage Return","1":"One","\u0080":"Control",'
+        '"\u00f6":"Latin Small Letter O With Diaeresis","\u20ac":"Euro Sign",'
+        '"\U0001f600":"Emoji: Grinning Face","\ufb33":"Hebrew Letter Dalet With Dagesh"}'
+    )
     assert spec_jcs(value) == expected
     assert canonical.canonical_json(value) == expected.encode("utf-8")
 

@@ -209,9 +209,19 @@ def test_chain_key_signs_a_transaction_it_can_be_recovered_from() -> None:
     from eth_account import Account
 
     key = ChainKey.from_hex(DEV0_KEY, "k")
-    raw, tx_hash = key.sign({"type": 2, "chainId": 31337, "nonce": 0, "to": DEV0_ADDRESS,
-                             "value": 0, "data": "0x", "gas": 21000, "maxFeePerGas": 10**9,
-                             "maxPriorityFeePerGas": 1})
+    raw, tx_hash = key.sign(
+        {
+            "type": 2,
+            "chainId": 31337,
+            "nonce": 0,
+            "to": DEV0_ADDRESS,
+            "value": 0,
+            "data": "0x",
+            "gas": 21000,
+            "maxFeePerGas": 10**9,
+            "maxPriorityFeePerGas": 1,
+        }
+    )
     assert Account.recover_transaction(raw) == DEV0_ADDRESS
     assert DEV0_KEY[2:] not in raw.hex()
     from eth_utils import keccak
@@ -251,7 +261,11 @@ def test_resolve_chain_defaults(chain_config: Path) -> None:
     assert cfg.profile is None
     assert cfg.rpc_url is None and cfg.chain_id is None and cfg.registry is None
     assert (cfg.method, cfg.confirmations, cfg.poa, cfg.receipt_timeout) == (
-        "calldata", 1, False, 120.0)
+        "calldata",
+        1,
+        False,
+        120.0,
+    )
     assert cfg.chain_key is None and cfg.keystore is None
 
 
@@ -259,7 +273,12 @@ def test_resolve_chain_profile(chain_config: Path) -> None:
     cfg = resolve_chain(chain="local", config_file=chain_config, env={})
     assert cfg.profile == "local"
     assert (cfg.rpc_url, cfg.chain_id, cfg.confirmations, cfg.method, cfg.registry) == (
-        PROFILE_URL, 31337, 3, "registry", REG_PROFILE)
+        PROFILE_URL,
+        31337,
+        3,
+        "registry",
+        REG_PROFILE,
+    )
 
 
 def test_resolve_chain_precedence_flag_env_profile(chain_config: Path) -> None:
@@ -267,27 +286,43 @@ def test_resolve_chain_precedence_flag_env_profile(chain_config: Path) -> None:
     by_env = resolve_chain(chain="local", config_file=chain_config, env=env)
     assert by_env.rpc_url == ENV_URL and by_env.registry == REG_ENV
     assert by_env.chain_id == 31337  # still from the profile
-    by_flag = resolve_chain(chain="local", rpc_url=FLAG_URL, registry=REG_FLAG,
-                            confirmations=7, method="calldata", chain_id=1,
-                            config_file=chain_config, env=env)
-    assert (by_flag.rpc_url, by_flag.registry, by_flag.confirmations, by_flag.method,
-            by_flag.chain_id) == (FLAG_URL, REG_FLAG, 7, "calldata", 1)
+    by_flag = resolve_chain(
+        chain="local",
+        rpc_url=FLAG_URL,
+        registry=REG_FLAG,
+        confirmations=7,
+        method="calldata",
+        chain_id=1,
+        config_file=chain_config,
+        env=env,
+    )
+    assert (
+        by_flag.rpc_url,
+        by_flag.registry,
+        by_flag.confirmations,
+        by_flag.method,
+        by_flag.chain_id,
+    ) == (FLAG_URL, REG_FLAG, 7, "calldata", 1)
     no_profile = resolve_chain(config_file=chain_config, env=env)
     assert no_profile.rpc_url == ENV_URL and no_profile.chain_id is None
 
 
 def test_resolve_chain_profile_selection(chain_config: Path, tmp_path: Path) -> None:
-    assert resolve_chain(config_file=chain_config,
-                         env={"PROVMINT_CHAIN": "other"}).chain_id == 5
+    assert resolve_chain(config_file=chain_config, env={"PROVMINT_CHAIN": "other"}).chain_id == 5
     # the flag beats PROVMINT_CHAIN
-    assert resolve_chain(chain="local", config_file=chain_config,
-                         env={"PROVMINT_CHAIN": "other"}).chain_id == 31337
+    assert (
+        resolve_chain(
+            chain="local", config_file=chain_config, env={"PROVMINT_CHAIN": "other"}
+        ).chain_id
+        == 31337
+    )
     # the file's top-level ``chain`` is the default profile
     with_default = tmp_path / "default.toml"
     with_default.write_text('chain = "other"\n' + chain_config.read_text())
     assert resolve_chain(config_file=with_default, env={}).profile == "other"
-    assert resolve_chain(config_file=with_default, env={"PROVMINT_CHAIN": "local"}
-                         ).profile == "local"
+    assert (
+        resolve_chain(config_file=with_default, env={"PROVMINT_CHAIN": "local"}).profile == "local"
+    )
 
 
 def test_resolve_chain_unknown_profile(chain_config: Path) -> None:
@@ -305,12 +340,15 @@ def test_resolve_chain_unknown_profile(chain_config: Path) -> None:
         ('[chains.x]\nregistry = "0x1234"\n', {"chain": "x"}, "registry must be a contract"),
         ("", {"registry": "not-an-address"}, "registry must be a contract"),
         ("", {"registry": "0x" + "1" * 41}, "registry must be a contract"),
-        ('[chains.x]\nrpc_url = "http://a"\nprivate_key = "0xab"\n', {"chain": "x"},
-         "unknown setting 'private_key' in [chains.x]"),
+        (
+            '[chains.x]\nrpc_url = "http://a"\nprivate_key = "0xab"\n',
+            {"chain": "x"},
+            "unknown setting 'private_key' in [chains.x]",
+        ),
         # an unknown key is refused even when that profile is not the one chosen
         ('[chains.x]\nrpc_urll = "http://a"\n', {}, "unknown setting 'rpc_urll' in [chains.x]"),
         ('[chains.x]\npoa = "yes"\n', {"chain": "x"}, "poa must be true or false"),
-        ('[chains.x]\nchain_id = 0\n', {"chain": "x"}, "chain_id must be between"),
+        ("[chains.x]\nchain_id = 0\n", {"chain": "x"}, "chain_id must be between"),
         ("", {"confirmations": 0}, "confirmations must be between"),
         ("", {"rpc_url": "ws://127.0.0.1:8546"}, "the RPC URL must be an http(s) URL"),
         ('chains = "x"\n', {}, "[chains.NAME] sections must be tables"),
@@ -344,8 +382,13 @@ def test_chain_settings_repr_hides_url_and_secrets(chain_config: Path) -> None:
     assert cfg.chain_key is not None and cfg.chain_key.reveal() == DEV0_KEY.encode()
     assert cfg.keystore_password is not None
     for text in (repr(cfg), str(cfg), f"{cfg}"):
-        for secret in ("INFURASECRET", "pa55word", "mainnet.infura.io", "KEYSTOREPASSWORD",
-                       *_key_forms(DEV0_KEY)):
+        for secret in (
+            "INFURASECRET",
+            "pa55word",
+            "mainnet.infura.io",
+            "KEYSTOREPASSWORD",
+            *_key_forms(DEV0_KEY),
+        ):
             assert secret not in text
     assert "ChainSettings(profile='local'" in repr(cfg)
 
@@ -403,8 +446,10 @@ def test_anchor_tree_rejects_duplicates_empty_and_too_many() -> None:
         build_anchor_tree([b"\x01" * 31])
 
 
-@pytest.mark.parametrize(("size", "root"), [(0, b"r" * 32), (2**64, b"r" * 32), (1, b"r" * 31),
-                                            (-1, b"r" * 32), (1, b"r" * 33)])
+@pytest.mark.parametrize(
+    ("size", "root"),
+    [(0, b"r" * 32), (2**64, b"r" * 32), (1, b"r" * 31), (-1, b"r" * 32), (1, b"r" * 33)],
+)
 def test_anchor_digest_rejects(size: int, root: bytes) -> None:
     with pytest.raises(ValueError):
         anchor_digest(size, root)
@@ -443,9 +488,14 @@ def test_registry_anchor_data_is_the_abi_call() -> None:
 
 
 _RECORD = {
-    "chain_id": 31337, "method": "calldata", "contract": None,
-    "sender": DEV0_ADDRESS, "tx_hash": "0x" + "ab" * 32, "block_number": 5,
-    "block_hash": "0x" + "cd" * 32, "block_time": 1_700_000_000,
+    "chain_id": 31337,
+    "method": "calldata",
+    "contract": None,
+    "sender": DEV0_ADDRESS,
+    "tx_hash": "0x" + "ab" * 32,
+    "block_number": 5,
+    "block_hash": "0x" + "cd" * 32,
+    "block_time": 1_700_000_000,
 }
 
 
@@ -464,8 +514,9 @@ def test_every_batch_anchor_path_verifies(commitments: set[bytes]) -> None:
         assert detail == f"batch is leaf {i} of {tree.size} in the anchor tree"
     # another commitment never leads to the root, and the digest pins size and root
     outsider = hashlib.sha256(b"".join(sorted(commitments))).digest()
-    assert not parse_anchor_section(anchor_section(tree, min(commitments), _RECORD)
-                                    ).check_offline(outsider)[0]
+    assert not parse_anchor_section(anchor_section(tree, min(commitments), _RECORD)).check_offline(
+        outsider
+    )[0]
     assert anchor_digest(tree.size + 1, tree.root) != tree.digest
     assert anchor_digest(tree.size, hashlib.sha256(tree.root).digest()) != tree.digest
 

@@ -38,9 +38,17 @@ def test_escaped_text_prints_as_rich_prints_it(text: str) -> None:
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.lists(st.one_of(MARKUPISH, st.sampled_from(["[bold]", "[/]", "[red]", "[/red]",
-                                                      "[bold red]", "\\[x]", "[@click]"])),
-                max_size=8))
+@given(
+    st.lists(
+        st.one_of(
+            MARKUPISH,
+            st.sampled_from(
+                ["[bold]", "[/]", "[red]", "[/red]", "[bold red]", "\\[x]", "[@click]"]
+            ),
+        ),
+        max_size=8,
+    )
+)
 def test_any_markup_prints_as_rich_prints_it(parts: list[str]) -> None:
     markup = "".join(parts)
     try:

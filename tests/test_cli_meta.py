@@ -13,11 +13,24 @@ import provmint
 from provmint import errors
 
 COMMANDS = [
-    ["keys", "init"], ["keys", "rotate"], ["keys", "list"],
-    ["batch", "create"], ["batch", "list"], ["batch", "show"], ["batch", "export"],
-    ["proof", "export"], ["product", "show"], ["token", "verify"], ["verify"],
-    ["anchor"], ["anchor", "status"], ["anchor", "deploy-registry"],
-    ["labels"], ["scan"], ["serve"], ["scans", "prune"],
+    ["keys", "init"],
+    ["keys", "rotate"],
+    ["keys", "list"],
+    ["batch", "create"],
+    ["batch", "list"],
+    ["batch", "show"],
+    ["batch", "export"],
+    ["proof", "export"],
+    ["product", "show"],
+    ["token", "verify"],
+    ["verify"],
+    ["anchor"],
+    ["anchor", "status"],
+    ["anchor", "deploy-registry"],
+    ["labels"],
+    ["scan"],
+    ["serve"],
+    ["scans", "prune"],
 ]
 
 
@@ -42,28 +55,58 @@ def test_help_does_not_import_heavy_modules() -> None:
         " if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert "HEAVY []" in out, out
 
 
 def test_import_provmint_is_light() -> None:
-    code = ("import sys, provmint; provmint.__version__; "
-            "print([m for m in ('pyarrow', 'duckdb', 'numpy', 'typer', 'rich') "
-            "if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, provmint; provmint.__version__; "
+        "print([m for m in ('pyarrow', 'duckdb', 'numpy', 'typer', 'rich') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_public_api_is_pinned() -> None:
     expected = {
-        "MintSummary", "ProvmintError", "Reject", "Settings", "Verdict", "VerificationReport",
-        "__version__", "export_batch_proofs", "export_labels", "export_proof", "find_product",
-        "init_keyring", "list_batches", "load_keyring", "merkle", "mint_batch", "parse_proof",
-        "resolve_settings", "rotate_key", "show_batch", "verify_proof", "verify_token",
-        "anchor_batches", "anchor_status", "audit_batch", "check_anchor_on_chain", "create_app",
-        "deploy_registry", "load_chain_key", "render_labels", "resolve_chain", "scan_code",
+        "MintSummary",
+        "ProvmintError",
+        "Reject",
+        "Settings",
+        "Verdict",
+        "VerificationReport",
+        "__version__",
+        "export_batch_proofs",
+        "export_labels",
+        "export_proof",
+        "find_product",
+        "init_keyring",
+        "list_batches",
+        "load_keyring",
+        "merkle",
+        "mint_batch",
+        "parse_proof",
+        "resolve_settings",
+        "rotate_key",
+        "show_batch",
+        "verify_proof",
+        "verify_token",
+        "anchor_batches",
+        "anchor_status",
+        "audit_batch",
+        "check_anchor_on_chain",
+        "create_app",
+        "deploy_registry",
+        "load_chain_key",
+        "render_labels",
+        "resolve_chain",
+        "scan_code",
     }
     assert set(provmint.__all__) == expected
     for name in provmint.__all__:
@@ -79,6 +122,7 @@ def test_readme_lists_every_exit_code() -> None:
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    result = subprocess.run([sys.executable, "-m", "provmint", "--version"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "provmint", "--version"], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == f"provmint {provmint.__version__}"

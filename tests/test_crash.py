@@ -25,15 +25,15 @@ from make_products import write_csv
 pytestmark = pytest.mark.slow
 
 
-
 def _batches() -> list[dict[str, object]]:
     result = run_provmint("batch", "list", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def _assert_consistent(store: Path, before: list[dict[str, object]],
-                       most: int = 1) -> list[dict[str, object]]:
+def _assert_consistent(
+    store: Path, before: list[dict[str, object]], most: int = 1
+) -> list[dict[str, object]]:
     """Every listed batch is whole; no new batch is half there. Returns the batch list."""
     after = _batches()
     assert after[: len(before)] == before, "existing batches changed"
@@ -44,8 +44,11 @@ def _assert_consistent(store: Path, before: list[dict[str, object]],
     # batches/ only ever holds committed batches; a committed batch whose writer died
     # before moving it may still be in staging/ (readers find it there).
     assert on_disk <= listed
-    staged = {p.name.split(".")[0] for p in (store / "staging").glob("*.*")
-              if (p / "manifest.json").exists()}
+    staged = {
+        p.name.split(".")[0]
+        for p in (store / "staging").glob("*.*")
+        if (p / "manifest.json").exists()
+    }
     assert listed <= on_disk | staged
     for batch in after:
         bid = batch["batch_id"]
@@ -65,8 +68,16 @@ def _prepare(tmp_path: Path, rows: int) -> tuple[Path, Path, list[dict[str, obje
 
 
 def _verify_example_still_valid(tmp_path: Path) -> None:
-    proof = run_provmint("proof", "export", "--gtin", "09520123450014", "--serial",
-                         "546CAWQDCR56", "-o", tmp_path / "p.json")
+    proof = run_provmint(
+        "proof",
+        "export",
+        "--gtin",
+        "09520123450014",
+        "--serial",
+        "546CAWQDCR56",
+        "-o",
+        tmp_path / "p.json",
+    )
     assert proof.returncode == 0, proof.stderr
     assert run_provmint("verify", tmp_path / "p.json").returncode == 4
 
@@ -74,20 +85,33 @@ def _verify_example_still_valid(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "target", "skip"),
     [
-        ("provmint.engine", "run_chunk", 1),           # mid-mint: some chunks written
-        ("provmint.store", "Store.commit_batch", 0),   # staging complete, nothing committed
-        ("provmint.store", "insert_batch", 0),         # in the commit's transaction
-        ("provmint.store", "Store.publish", 0),        # committed, files still in staging/
-        ("provmint.store", "Store.refresh_view", 0),   # committed and moved into place
-        ("provmint.batch", "MintSummary", 0),          # committed, before the summary
+        ("provmint.engine", "run_chunk", 1),  # mid-mint: some chunks written
+        ("provmint.store", "Store.commit_batch", 0),  # staging complete, nothing committed
+        ("provmint.store", "insert_batch", 0),  # in the commit's transaction
+        ("provmint.store", "Store.publish", 0),  # committed, files still in staging/
+        ("provmint.store", "Store.refresh_view", 0),  # committed and moved into place
+        ("provmint.batch", "MintSummary", 0),  # committed, before the summary
     ],
 )
 def test_kill_at_exact_points(tmp_path: Path, module: str, target: str, skip: int) -> None:
     big, store, before = _prepare(tmp_path, 140_000)
     killed = subprocess.run(
-        [sys.executable, "-c", KILLER, module, target, str(skip), "batch", "create", big,
-         "--workers", "1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            module,
+            target,
+            str(skip),
+            "batch",
+            "create",
+            big,
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     after = _assert_consistent(store, before)
@@ -108,8 +132,11 @@ def test_kill_at_exact_points(tmp_path: Path, module: str, target: str, skip: in
 @pytest.mark.parametrize("delay", [0.3, 0.8, 1.4, 2.2])
 def test_kill_from_outside_at_random_moments(tmp_path: Path, delay: float) -> None:
     big, store, before = _prepare(tmp_path, 200_000)
-    proc = subprocess.Popen([sys.executable, "-m", "provmint", "batch", "create", big],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provmint", "batch", "create", big],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -123,10 +150,25 @@ def test_kill_from_outside_at_random_moments(tmp_path: Path, delay: float) -> No
 
 def test_concurrent_creates_of_the_same_file_mint_once(tmp_path: Path) -> None:
     big, store, before = _prepare(tmp_path, 100_000)
-    procs = [subprocess.Popen([sys.executable, "-m", "provmint", "batch", "create", big,
-                               "--json", "--rejects", tmp_path / f"r{i}.csv"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "provmint",
+                "batch",
+                "create",
+                big,
+                "--json",
+                "--rejects",
+                tmp_path / f"r{i}.csv",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         p.communicate(timeout=120)
     assert sorted(p.returncode for p in procs) == [0, 6]
@@ -142,8 +184,12 @@ def test_second_writer_waits_for_the_lock_then_succeeds(tmp_path: Path) -> None:
     other = tmp_path / "other.csv"
     write_csv(other, 1000, seed=99)
     with store_lock(store, exclusive=True, timeout=0, purpose="batch create"):
-        waiting = subprocess.Popen([sys.executable, "-m", "provmint", "batch", "create", other],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "provmint", "batch", "create", other],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(2.0)
         assert waiting.poll() is None, "the second writer did not wait for the lock"
     _, err = waiting.communicate(timeout=120)
@@ -181,9 +227,12 @@ def _wait_for_lock_holder(store: Path, timeout: float = 30) -> None:
 
 def test_no_worker_outlives_a_killed_parent(tmp_path: Path) -> None:
     big, store, _ = _prepare(tmp_path, 300_000)
-    proc = subprocess.Popen([sys.executable, "-m", "provmint", "batch", "create", big,
-                             "--workers", "2"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provmint", "batch", "create", big, "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     _wait_for_lock_holder(store)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)

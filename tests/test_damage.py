@@ -33,8 +33,7 @@ from provmint.verify import Verdict
 
 GTIN = "09520123450014"
 SERIAL = "546CAWQDCR56"  # leaf 0
-SAMPLES = {"part": 160, "manifest": 60, "tree": 60, "records": 80, "key run": 40,
-           "token run": 40}
+SAMPLES = {"part": 160, "manifest": 60, "tree": 60, "records": 80, "key run": 40, "token run": 40}
 DUCKDB_HEADER = 3 * 4096
 DUCKDB_BLOCK = 256 * 1024
 
@@ -98,18 +97,29 @@ def parquet_meaning(path: Path) -> Any:
                     if stats is None:
                         continue
                     values = table.column(group.column(i).path_in_schema).slice(
-                        offset, group.num_rows)
+                        offset, group.num_rows
+                    )
                     if stats.has_null_count and stats.null_count != values.null_count:
                         truthful = False
                     if stats.has_min_max:
                         bounds = pc.min_max(values)
-                        truthful &= (stats.min <= bounds["min"].as_py()
-                                     and bounds["max"].as_py() <= stats.max)
+                        truthful &= (
+                            stats.min <= bounds["min"].as_py()
+                            and bounds["max"].as_py() <= stats.max
+                        )
                 offset += group.num_rows
             return (
                 table.schema.to_string(show_field_metadata=True, show_schema_metadata=True),
-                [(c.name, c.physical_type, str(c.logical_type), c.max_definition_level,
-                  c.max_repetition_level) for c in file.schema],
+                [
+                    (
+                        c.name,
+                        c.physical_type,
+                        str(c.logical_type),
+                        c.max_definition_level,
+                        c.max_repetition_level,
+                    )
+                    for c in file.schema
+                ],
                 [meta.row_group(g).num_rows for g in range(meta.num_row_groups)],
                 table.to_pylist(),
                 truthful,
@@ -152,8 +162,9 @@ def records_meaning(path: Path) -> Any:
 # --------------------------------------------------------------------------- byte flips
 
 
-def flip_and_audit(cfg: Settings, batch_id: str, path: Path, offset: int, mask: int,
-                   meaning: Callable[[Path], Any]) -> str | None:
+def flip_and_audit(
+    cfg: Settings, batch_id: str, path: Path, offset: int, mask: int, meaning: Callable[[Path], Any]
+) -> str | None:
     """Flip one byte, audit, restore. None when the audit caught the flip or the file
     still means exactly what it meant; otherwise what went wrong."""
     original = path.read_bytes()
@@ -174,8 +185,10 @@ def flip_and_audit(cfg: Settings, batch_id: str, path: Path, offset: int, mask: 
         return None
     if after == before:
         return None
-    return (f"{path.name} byte {offset} ^ {mask:#04x}: the file changed meaning, but the "
-            f"audit says {report.verdict.value}: {report.reason}")
+    return (
+        f"{path.name} byte {offset} ^ {mask:#04x}: the file changed meaning, but the "
+        f"audit says {report.verdict.value}: {report.reason}"
+    )
 
 
 def run_file(minted: Minted, kind: str) -> Path:
@@ -183,8 +196,7 @@ def run_file(minted: Minted, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("target", ["part", "manifest", "tree", "records", "key run",
-                                    "token run"])
+@pytest.mark.parametrize("target", ["part", "manifest", "tree", "records", "key run", "token run"])
 def test_every_meaningful_byte_flip_is_caught(store_copy, pristine: Minted, target: str) -> None:
     cfg, minted = store_copy
     path, meaning = {
@@ -203,12 +215,12 @@ def test_every_meaningful_byte_flip_is_caught(store_copy, pristine: Minted, targ
     offsets = range(size) if everything else sorted(rng.sample(range(size), SAMPLES[target]))
     failures = []
     for offset in offsets:
-        problem = flip_and_audit(cfg, minted.batch_id, path, offset, rng.randrange(1, 256),
-                                 meaning)
+        problem = flip_and_audit(cfg, minted.batch_id, path, offset, rng.randrange(1, 256), meaning)
         if problem is not None:
             failures.append(problem)
     assert failures == [], f"seed {seed}: {len(failures)} flips not caught:\n" + "\n".join(
-        failures[:20])
+        failures[:20]
+    )
     assert path.read_bytes() == (pristine.base / path.relative_to(minted.base)).read_bytes()
 
 
@@ -226,8 +238,9 @@ def test_a_flip_in_every_column_of_the_part_is_caught(store_copy) -> None:
         offset = data.find(raw)
         if offset < 0:  # dictionary-encoded or compressed: the sampled flips cover it
             continue
-        problem = flip_and_audit(cfg, minted.batch_id, part, offset + len(raw) - 1, 0x01,
-                                 parquet_meaning)
+        problem = flip_and_audit(
+            cfg, minted.batch_id, part, offset + len(raw) - 1, 0x01, parquet_meaning
+        )
         assert problem is None, (column, problem)
 
 
@@ -258,11 +271,10 @@ def changed_value(value: Any, rng: random.Random, bits: int) -> Any:
         return value ^ (1 << rng.randrange(bits))
     i = rng.randrange(len(value))
     flipped = chr(ord(value[i]) ^ 1)
-    return value[:i] + flipped + value[i + 1:]
+    return value[:i] + flipped + value[i + 1 :]
 
 
-COLUMN_BITS = {"seq": 30, "part_rows": 30, "parts": 30, "kind": 30, "position": 30,
-               "entries": 30}
+COLUMN_BITS = {"seq": 30, "part_rows": 30, "parts": 30, "kind": 30, "position": 30, "entries": 30}
 
 
 def test_every_catalog_value_of_the_batch_is_checked(store_copy) -> None:
@@ -286,8 +298,9 @@ def test_every_catalog_value_of_the_batch_is_checked(store_copy) -> None:
                 new = changed_value(value, rng, COLUMN_BITS.get(column, 62))
                 con = duckdb.connect(str(catalog))
                 try:
-                    con.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?",
-                                [new, row["rowid"]])
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? WHERE rowid = ?", [new, row["rowid"]]
+                    )
                 except duckdb.Error:  # e.g. a constraint refuses it: nothing to audit
                     continue
                 finally:
@@ -364,7 +377,9 @@ def test_flips_in_the_catalog_blocks_of_the_batch_are_caught(store_copy) -> None
                 catalog.write_bytes(data)
             assert report.verdict == Verdict.INVALID, (seed, table, offset, report.reason)
             assert report.reason.startswith("damaged: unreadable (Corrupt database file"), (
-                seed, report.reason)
+                seed,
+                report.reason,
+            )
             assert report.reason.endswith(f"catalog.duckdb table {table}"), report.reason
 
 
@@ -400,6 +415,7 @@ def damage(name: str) -> Callable[[Callable[[Path], str]], Callable[[Path], str]
     def register(fn: Callable[[Path], str]) -> Callable[[Path], str]:
         DAMAGES[name] = fn
         return fn
+
     return register
 
 
@@ -498,8 +514,15 @@ def _null_value(part: Path) -> str:
 READ_PATHS: dict[str, Callable[[Path, str], list[object]]] = {
     "batch export": lambda out, b: ["batch", "export", b, "-o", out / "labels.csv"],
     "labels": lambda out, b: ["labels", b, "--out", out / "labels", "--format", "none"],
-    "proof export --all": lambda out, b: ["proof", "export", "--batch", b, "--all",
-                                          "-o", out / "proofs.jsonl"],
+    "proof export --all": lambda out, b: [
+        "proof",
+        "export",
+        "--batch",
+        b,
+        "--all",
+        "-o",
+        out / "proofs.jsonl",
+    ],
 }
 LOOKUP_PATHS: dict[str, list[object]] = {
     "product show": ["product", "show", "--gtin", GTIN, "--serial", SERIAL],
@@ -518,7 +541,8 @@ RECORD_DAMAGES: dict[str, Callable[[bytes], bytes | None]] = {
 @pytest.mark.parametrize("kind", list(DAMAGES))
 @pytest.mark.parametrize("command", list(READ_PATHS))
 def test_every_read_path_reports_a_damaged_part_in_one_line(
-        cli, store_copy, tmp_path: Path, kind: str, command: str) -> None:
+    cli, store_copy, tmp_path: Path, kind: str, command: str
+) -> None:
     _, minted = store_copy
     part = minted.batch_dir / "products" / "part-00000.parquet"
     what = DAMAGES[kind](part)
@@ -531,7 +555,8 @@ def test_every_read_path_reports_a_damaged_part_in_one_line(
 @pytest.mark.parametrize("kind", list(RECORD_DAMAGES))
 @pytest.mark.parametrize("command", list(LOOKUP_PATHS))
 def test_every_lookup_reports_a_damaged_record_part_in_one_line(
-        cli, store_copy, kind: str, command: str) -> None:
+    cli, store_copy, kind: str, command: str
+) -> None:
     """Point lookups read the record parts (records/): damage there is one line too."""
     _, minted = store_copy
     path = minted.batch_dir / "records" / "part-00000.rec"
@@ -567,7 +592,11 @@ def test_read_part_reads_an_intact_part_and_selects_columns(store_copy) -> None:
         batch = store.batch(con, minted.batch_id)
     full = store.read_part(batch, 0)
     assert full.num_rows == 9 and set(full.column_names) == {
-        "leaf_index", "token", "url", *batch.columns}
+        "leaf_index",
+        "token",
+        "url",
+        *batch.columns,
+    }
     assert store.read_part(batch, 0, ["gtin", "serial"]).column_names == ["gtin", "serial"]
     with pytest.raises(StoreCorruptError) as caught:
         part = store.part_files(batch)[0]

@@ -70,9 +70,12 @@ def tables(draw: st.DrawFn, values: st.SearchStrategy[str] = TEXT) -> pa.Table:
     names = draw(st.sets(NAMES, max_size=6)) | {"gtin", "serial"}
     rows = draw(st.integers(1, 12))
     gtins = st.from_regex(r"[0-9]{14}", fullmatch=True)  # records carry 14-digit GTINs
-    columns = {n: string_array(draw(st.lists(gtins if n == "gtin" else values,
-                                             min_size=rows, max_size=rows)))
-               for n in sorted(names, key=lambda _: draw(st.integers()))}
+    columns = {
+        n: string_array(
+            draw(st.lists(gtins if n == "gtin" else values, min_size=rows, max_size=rows))
+        )
+        for n in sorted(names, key=lambda _: draw(st.integers()))
+    }
     table = pa.table(columns)
     start = draw(st.integers(0, rows - 1))
     length = draw(st.integers(1, rows - start))
@@ -98,23 +101,27 @@ def test_record_bytes_column_equals_encode_record(mode: str, table: pa.Table) ->
 
 @pytest.mark.parametrize("mode", MODES)
 def test_record_bytes_column_examples(mode: str) -> None:
-    table = pa.table({
-        "serial": string_array(["1", "", "😀"]),
-        "product_name": string_array(["Crème", "", "日本語"]),
-        "gtin": string_array([GTIN, GTIN, "00614141123452"]),
-        "a_": string_array(["", "x", "y"]),
-        "a0": string_array(["z", "", ""]),
-    })
+    table = pa.table(
+        {
+            "serial": string_array(["1", "", "😀"]),
+            "product_name": string_array(["Crème", "", "日本語"]),
+            "gtin": string_array([GTIN, GTIN, "00614141123452"]),
+            "a_": string_array(["", "x", "y"]),
+            "a0": string_array(["z", "", ""]),
+        }
+    )
     with native_mode(mode):
         column = engine.record_bytes_column(table)
     assert column.to_pylist() == [canonical.encode_record(r) for r in rows_of(table)]
 
 
 def test_record_bytes_column_chunked_column() -> None:
-    table = pa.Table.from_batches([
-        pa.record_batch({"gtin": string_array([GTIN]), "serial": string_array(["a"])}),
-        pa.record_batch({"gtin": string_array([GTIN]), "serial": string_array(["bé"])}),
-    ])
+    table = pa.Table.from_batches(
+        [
+            pa.record_batch({"gtin": string_array([GTIN]), "serial": string_array(["a"])}),
+            pa.record_batch({"gtin": string_array([GTIN]), "serial": string_array(["bé"])}),
+        ]
+    )
     assert table.column("serial").num_chunks == 2
     assert engine.record_bytes_column(table).to_pylist() == [
         canonical.encode_record(r) for r in rows_of(table)
@@ -125,14 +132,18 @@ def test_record_bytes_column_chunked_column() -> None:
 
 
 def _ids_and_records(table: pa.Table) -> tuple[pa.Array, pa.Array]:
-    ids = engine.concat_parts(table.num_rows, [("col", engine._column(table, "gtin")),
-                                               ("col", engine._column(table, "serial"))])
+    ids = engine.concat_parts(
+        table.num_rows,
+        [("col", engine._column(table, "gtin")), ("col", engine._column(table, "serial"))],
+    )
     return ids, engine.record_bytes_column(table)
 
 
 @FAST
-@given(table=tables(), secret=st.one_of(st.binary(min_size=32, max_size=64),
-                                        st.binary(min_size=65, max_size=130)))
+@given(
+    table=tables(),
+    secret=st.one_of(st.binary(min_size=32, max_size=64), st.binary(min_size=65, max_size=130)),
+)
 def test_hash_rows_equals_reference(table: pa.Table, secret: bytes) -> None:
     ids, records = _ids_and_records(table)
     expected_tokens, expected_leaves = b"", b""
@@ -142,14 +153,21 @@ def test_hash_rows_equals_reference(table: pa.Table, secret: bytes) -> None:
         expected_leaves += ref_leaf(record, token)
     assert engine.hash_rows(ids, records, secret) == (expected_tokens, expected_leaves)
     assert engine._hash_rows_py(ids.to_pylist(), records.to_pylist(), secret) == (
-        expected_tokens, expected_leaves)
+        expected_tokens,
+        expected_leaves,
+    )
     # The native path (records hashed from the column buffers) against the same reference.
     assert engine.hash_table(table, secret) == (expected_tokens, expected_leaves)
 
 
 def test_hash_rows_matches_tokens_module() -> None:
-    table = pa.table({"gtin": string_array([GTIN] * 3), "serial": string_array(["1", "2", "x%y"]),
-                      "lot": string_array(["", "L", "A/B&1"])})
+    table = pa.table(
+        {
+            "gtin": string_array([GTIN] * 3),
+            "serial": string_array(["1", "2", "x%y"]),
+            "lot": string_array(["", "L", "A/B&1"]),
+        }
+    )
     ids, records = _ids_and_records(table)
     toks, leaves = engine.hash_rows(ids, records, SECRET)
     assert len(toks) == 3 * 16 and len(leaves) == 3 * 32
@@ -168,8 +186,9 @@ def parts_cases(draw: st.DrawFn) -> tuple[int, list[engine.Part]]:
     n = draw(st.integers(1, 10))
     slice_start = draw(st.integers(0, 3))
     parts: list[engine.Part] = []
-    kinds = draw(st.lists(st.sampled_from(["const", "col", "len32", "opt"]), min_size=1,
-                          max_size=6))
+    kinds = draw(
+        st.lists(st.sampled_from(["const", "col", "len32", "opt"]), min_size=1, max_size=6)
+    )
     # engine always joins at least one column (with constants only, the Arrow fallback
     # would return a scalar)
     kinds.append(draw(st.sampled_from(["col", "len32", "opt"])))
@@ -177,8 +196,11 @@ def parts_cases(draw: st.DrawFn) -> tuple[int, list[engine.Part]]:
         if kind == "const":
             parts.append(draw(st.binary(max_size=6)))
             continue
-        values = draw(st.lists(st.one_of(st.just(""), TEXT), min_size=n + slice_start,
-                               max_size=n + slice_start))
+        values = draw(
+            st.lists(
+                st.one_of(st.just(""), TEXT), min_size=n + slice_start, max_size=n + slice_start
+            )
+        )
         array = string_array(values).slice(slice_start, n)
         if draw(st.booleans()):
             array = array.cast(pa.binary())
@@ -229,8 +251,9 @@ def test_concat_parts_text(mode: str) -> None:
     lots = string_array(["", "L1", "é"])
     serials = string_array(["a", "b", "c"])
     with native_mode(mode):
-        out = engine.concat_parts(3, [b"<", ("opt", lots, b"/10/"), b"/21/", ("col", serials),
-                                      ("len32", lots)], text=True)
+        out = engine.concat_parts(
+            3, [b"<", ("opt", lots, b"/10/"), b"/21/", ("col", serials), ("len32", lots)], text=True
+        )
     assert out.type == pa.string()
     assert out.to_pylist() == [
         "</21/a\x00\x00\x00\x00",
@@ -265,24 +288,28 @@ def test_token_strings_extremes() -> None:
 def url_tables(draw: st.DrawFn) -> tuple[pa.Table, list[bytes]]:
     n = draw(st.integers(1, 10))
     columns = {
-        "gtin": string_array(draw(st.lists(st.from_regex(r"[0-9]{14}", fullmatch=True),
-                                           min_size=n, max_size=n))),
+        "gtin": string_array(
+            draw(st.lists(st.from_regex(r"[0-9]{14}", fullmatch=True), min_size=n, max_size=n))
+        ),
         "serial": string_array(draw(st.lists(URL_TEXT, min_size=n, max_size=n))),
     }
     if draw(st.booleans()):
-        columns["lot"] = string_array(draw(st.lists(st.one_of(st.just(""), URL_TEXT),
-                                                    min_size=n, max_size=n)))
+        columns["lot"] = string_array(
+            draw(st.lists(st.one_of(st.just(""), URL_TEXT), min_size=n, max_size=n))
+        )
     raw = draw(st.lists(st.binary(min_size=16, max_size=16), min_size=n, max_size=n))
     return pa.table(columns), raw
 
 
 @pytest.mark.parametrize("mode", MODES)
 @FAST
-@given(case=url_tables(), base=st.sampled_from(["https://id.example.com",
-                                                "https://id.example.com/",
-                                                "http://localhost:8000/v/"]))
-def test_urls_equal_digital_link(mode: str, case: tuple[pa.Table, list[bytes]],
-                                 base: str) -> None:
+@given(
+    case=url_tables(),
+    base=st.sampled_from(
+        ["https://id.example.com", "https://id.example.com/", "http://localhost:8000/v/"]
+    ),
+)
+def test_urls_equal_digital_link(mode: str, case: tuple[pa.Table, list[bytes]], base: str) -> None:
     table, raw = case
     token_text = engine._token_strings(b"".join(raw), len(raw))
     with native_mode(mode):
@@ -297,11 +324,13 @@ def test_urls_equal_digital_link(mode: str, case: tuple[pa.Table, list[bytes]],
 
 @pytest.mark.parametrize("mode", MODES)
 def test_urls_examples(mode: str) -> None:
-    table = pa.table({
-        "gtin": string_array([GTIN] * 5),
-        "serial": string_array(["x%y", "a?b", "S1", "A/B&1", "plain"]),
-        "lot": string_array(["A/B&1", "", "x%y", "a?b", ""]),
-    })
+    table = pa.table(
+        {
+            "gtin": string_array([GTIN] * 5),
+            "serial": string_array(["x%y", "a?b", "S1", "A/B&1", "plain"]),
+            "lot": string_array(["A/B&1", "", "x%y", "a?b", ""]),
+        }
+    )
     raw = [bytes([i]) * 16 for i in range(5)]
     token_text = engine._token_strings(b"".join(raw), 5)
     with native_mode(mode):
@@ -319,38 +348,55 @@ def test_urls_examples(mode: str) -> None:
 # --------------------------------------------------------------------------- run_chunk
 
 
-def _chunk_task(tmp_path: Path, table: pa.Table, *, start: int | None = 0,
-                key_rows: engine.KeyRows = engine.KeyRows.RECORDS,
-                secret: bytes | None = SECRET, first_record: int = 1) -> engine.ChunkTask:
+def _chunk_task(
+    tmp_path: Path,
+    table: pa.Table,
+    *,
+    start: int | None = 0,
+    key_rows: engine.KeyRows = engine.KeyRows.RECORDS,
+    secret: bytes | None = SECRET,
+    first_record: int = 1,
+) -> engine.ChunkTask:
     spill = treefile.TreeSpill(tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1)
     spill.create()
     records = np.arange(first_record, first_record + table.num_rows, dtype=np.int64)
     return engine.ChunkTask(
-        index=0, names=tuple(table.column_names), rows_ipc=engine.table_to_ipc(table),
-        records=records.tobytes(), start=start, key_rows=key_rows, work=str(tmp_path),
+        index=0,
+        names=tuple(table.column_names),
+        rows_ipc=engine.table_to_ipc(table),
+        records=records.tobytes(),
+        start=start,
+        key_rows=key_rows,
+        work=str(tmp_path),
         part_path=str(tmp_path / "part-00000.parquet"),
-        records_path=str(tmp_path / "part-00000.rec"), level_paths=spill.paths,
-        url_base="https://id.example.com", secret=secret,
+        records_path=str(tmp_path / "part-00000.rec"),
+        level_paths=spill.paths,
+        url_base="https://id.example.com",
+        secret=secret,
     )
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", [1, 2, 7, 33])
 def test_run_chunk_end_to_end(tmp_path: Path, mode: str, n: int) -> None:
-    table = pa.table({
-        "gtin": string_array([GTIN] * n),
-        "serial": string_array([f"S{i}/x" if i % 3 else f"S{i}" for i in range(n)]),
-        "lot": string_array(["" if i % 2 else "L&1" for i in range(n)]),
-        "product_name": string_array([f"Crème {i} 😀" for i in range(n)]),
-    })
+    table = pa.table(
+        {
+            "gtin": string_array([GTIN] * n),
+            "serial": string_array([f"S{i}/x" if i % 3 else f"S{i}" for i in range(n)]),
+            "lot": string_array(["" if i % 2 else "L&1" for i in range(n)]),
+            "product_name": string_array([f"Crème {i} 😀" for i in range(n)]),
+        }
+    )
     task = _chunk_task(tmp_path, table)
     with native_mode(mode):
         result = engine.run_chunk(task)
 
     rows = rows_of(table)
     toks = [tokens.make_token(SECRET, r["gtin"], r["serial"]) for r in rows]
-    leaves = [merkle.leaf_hash(canonical.leaf_data(r, canonical.token_commitment(t)))
-              for r, t in zip(rows, toks, strict=True)]
+    leaves = [
+        merkle.leaf_hash(canonical.leaf_data(r, canonical.token_commitment(t)))
+        for r, t in zip(rows, toks, strict=True)
+    ]
     assert result.rows == n and result.problems == ()
     assert result.root == merkle.mth(leaves)
     spill = treefile.TreeSpill(tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1)
@@ -363,23 +409,27 @@ def test_run_chunk_end_to_end(tmp_path: Path, mode: str, n: int) -> None:
     assert [p["leaf_index"] for p in part] == list(range(n))
     for p, r, t in zip(part, rows, toks, strict=True):
         assert tokens.parse_token(p["token"]) == t
-        assert p["url"] == gs1.digital_link("https://id.example.com", r["gtin"], r["serial"],
-                                            r["lot"], tokens.format_token(t))
+        assert p["url"] == gs1.digital_link(
+            "https://id.example.com", r["gtin"], r["serial"], r["lot"], tokens.format_token(t)
+        )
         assert {k: p[k] for k in r} == r
     with RecordPart.open(task.records_path) as stored:
-        assert [(canonical.decode_record(rec), tok) for rec, tok in
-                stored.get_many(range(n))] == list(zip(rows, toks, strict=True))
+        assert [
+            (canonical.decode_record(rec), tok) for rec, tok in stored.get_many(range(n))
+        ] == list(zip(rows, toks, strict=True))
     files = engine.chunk_files(tmp_path, 0)
     with KeyRun.open(files.tokens) as run:
         assert {int(k): int(r) for k, r in zip(*run.read(0, n), strict=True)} == {
-            int.from_bytes(t[:8], "little"): i for i, t in enumerate(toks)}
+            int.from_bytes(t[:8], "little"): i for i, t in enumerate(toks)
+        }
     with KeyRun.open(files.keys) as run:  # rows are record indexes
         assert sorted(int(r) for r in run.read(0, n).rows) == list(range(n))
 
 
 def test_run_chunk_with_a_bad_row_only_validates(tmp_path: Path) -> None:
-    table = pa.table({"gtin": string_array([GTIN, "123", GTIN]),
-                      "serial": string_array(["A", "B", "C"])})
+    table = pa.table(
+        {"gtin": string_array([GTIN, "123", GTIN]), "serial": string_array(["A", "B", "C"])}
+    )
     result = engine.run_chunk(_chunk_task(tmp_path, table, first_record=10))
     assert result.root is None and result.rows == 2
     assert [(p.record, p.column) for p in result.problems] == [(11, "gtin")]
@@ -390,8 +440,9 @@ def test_run_chunk_with_a_bad_row_only_validates(tmp_path: Path) -> None:
 
 def test_run_chunk_leaves_mode_keys_by_leaf(tmp_path: Path) -> None:
     table = pa.table({"gtin": string_array([GTIN] * 3), "serial": string_array(["A", "B", "C"])})
-    engine.run_chunk(_chunk_task(tmp_path, table, start=131072,
-                                 key_rows=engine.KeyRows.LEAVES, first_record=7))
+    engine.run_chunk(
+        _chunk_task(tmp_path, table, start=131072, key_rows=engine.KeyRows.LEAVES, first_record=7)
+    )
     with KeyRun.open(engine.chunk_files(tmp_path, 0).keys) as run:
         assert sorted(int(r) for r in run.read(0, 3).rows) == [131072, 131073, 131074]
     assert not engine.chunk_files(tmp_path, 0).identities.exists()
@@ -405,8 +456,9 @@ def test_run_chunk_needs_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_ipc_round_trip_of_a_slice() -> None:
-    table = pa.table({"gtin": string_array([GTIN] * 5),
-                      "serial": string_array(list("abcde"))}).slice(1, 3)
+    table = pa.table(
+        {"gtin": string_array([GTIN] * 5), "serial": string_array(list("abcde"))}
+    ).slice(1, 3)
     back = engine.table_from_ipc(engine.table_to_ipc(table))
     assert back.to_pylist() == table.to_pylist()
 

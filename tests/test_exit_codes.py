@@ -81,8 +81,10 @@ def _error_classes() -> Iterator[type[ProvmintError]]:
         pending.extend(cls.__subclasses__())
 
 
-CLASSES = sorted({c for c in _error_classes() if c.__module__.startswith("provmint.")},
-                 key=lambda c: f"{c.__module__}.{c.__qualname__}")
+CLASSES = sorted(
+    {c for c in _error_classes() if c.__module__.startswith("provmint.")},
+    key=lambda c: f"{c.__module__}.{c.__qualname__}",
+)
 
 
 def _name(cls: type) -> str:
@@ -132,12 +134,17 @@ def test_the_cli_maps_each_class_to_its_exit_code(cls: type[ProvmintError]) -> N
 @pytest.mark.parametrize(
     ("exc", "code", "needle"),
     [
-        (OSError(errno.ENOSPC, "No space left on device", "/tmp"), EXIT_ERROR,
-         "error: no space left on device writing /tmp ("),
-        (OSError("IOError: No space left on device"), EXIT_ERROR,
-         "error: no space left on device"),
-        (PermissionError(errno.EACCES, "Permission denied", "/root/x"), EXIT_ERROR,
-         "error: permission denied writing /root/x"),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/tmp"),
+            EXIT_ERROR,
+            "error: no space left on device writing /tmp (",
+        ),
+        (OSError("IOError: No space left on device"), EXIT_ERROR, "error: no space left on device"),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/root/x"),
+            EXIT_ERROR,
+            "error: permission denied writing /root/x",
+        ),
         (KeyboardInterrupt(), 130, "interrupted"),
     ],
     ids=["ENOSPC", "ENOSPC without errno", "EACCES", "Ctrl-C"],
@@ -156,16 +163,20 @@ def test_os_error_names_path_free_space_and_advice(tmp_path: Path) -> None:
     assert isinstance(error, OutputError) and error.exit_code == EXIT_ERROR
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
     assert error.free_bytes is not None and abs(error.free_bytes - free) < 64 << 20
-    assert re.fullmatch(rf"no space left on device writing {re.escape(str(target))} "
-                        r"\(\d+(\.\d)? (B|KiB|MiB|GiB|TiB) free\)", str(error)), str(error)
+    assert re.fullmatch(
+        rf"no space left on device writing {re.escape(str(target))} "
+        r"\(\d+(\.\d)? (B|KiB|MiB|GiB|TiB) free\)",
+        str(error),
+    ), str(error)
     assert error.hint and "space" in error.hint
     # The error's own file name wins over the context given; pyarrow's errno-less text
     # is recognised; a missing file met while reading is "not found".
     named = os_error(OSError(errno.ENOSPC, "x", str(tmp_path / "part.parquet")), tmp_path)
     assert f"writing {tmp_path / 'part.parquet'} (" in str(named)
     assert os_error(OSError("Error writing bytes: No space left on device")).errno == errno.ENOSPC
-    missing = os_error(FileNotFoundError(errno.ENOENT, "x", "/x/p.json"), action="reading",
-                       what="proof file")
+    missing = os_error(
+        FileNotFoundError(errno.ENOENT, "x", "/x/p.json"), action="reading", what="proof file"
+    )
     assert isinstance(missing, MissingFileError) and missing.exit_code == EXIT_NOT_FOUND
     assert str(missing) == "proof file not found: /x/p.json"
 
@@ -200,21 +211,44 @@ def _missing_cases(tmp: Path) -> list[tuple[str, list[object], Path]]:
     missing = tmp / "missing"
     return [
         ("batch create FILE", ["batch", "create", missing / "in.csv"], missing / "in.csv"),
-        ("batch create --key-file",
-         ["batch", "create", EXAMPLE_CSV, "--key-file", missing / "k.json"], missing / "k.json"),
+        (
+            "batch create --key-file",
+            ["batch", "create", EXAMPLE_CSV, "--key-file", missing / "k.json"],
+            missing / "k.json",
+        ),
         ("verify PROOF", ["verify", missing / "p.json"], missing / "p.json"),
-        ("keys list --key-file", ["keys", "list", "--key-file", missing / "k.json"],
-         missing / "k.json"),
-        ("keys rotate --key-file", ["keys", "rotate", "--key-file", missing / "k.json"],
-         missing / "k.json"),
-        ("token verify --key-file",
-         ["token", "verify", TOKEN, "--gtin", "09520123450014", "--serial", "S",
-          "--key-file", missing / "k.json"], missing / "k.json"),
-        ("scan --key-file", ["scan", TOKEN, "--key-file", missing / "k.json"],
-         missing / "k.json"),
+        (
+            "keys list --key-file",
+            ["keys", "list", "--key-file", missing / "k.json"],
+            missing / "k.json",
+        ),
+        (
+            "keys rotate --key-file",
+            ["keys", "rotate", "--key-file", missing / "k.json"],
+            missing / "k.json",
+        ),
+        (
+            "token verify --key-file",
+            [
+                "token",
+                "verify",
+                TOKEN,
+                "--gtin",
+                "09520123450014",
+                "--serial",
+                "S",
+                "--key-file",
+                missing / "k.json",
+            ],
+            missing / "k.json",
+        ),
+        ("scan --key-file", ["scan", TOKEN, "--key-file", missing / "k.json"], missing / "k.json"),
         ("--config", ["batch", "list", "--config", missing / "c.toml"], missing / "c.toml"),
-        ("anchor --keystore", ["anchor", "--dry-run", "--keystore", missing / "ks.json"],
-         missing / "ks.json"),
+        (
+            "anchor --keystore",
+            ["anchor", "--dry-run", "--keystore", missing / "ks.json"],
+            missing / "ks.json",
+        ),
     ]
 
 

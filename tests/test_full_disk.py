@@ -79,9 +79,21 @@ def test_full_disk_at_every_stage_of_a_mint(keyed, tmp_path: Path) -> None:
     big = tmp_path / "big.csv"
     write_products(big, 32_000, seed=3)  # over 2 MiB: minted by the worker pool
     done = subprocess.run(
-        ["unshare", "-r", "-m", sys.executable, "-c", _DRIVER, str(tmp_path / "fs"), str(big),
-         str(EXAMPLE_CSV), "10"],
-        capture_output=True, text=True, timeout=600,
+        [
+            "unshare",
+            "-r",
+            "-m",
+            sys.executable,
+            "-c",
+            _DRIVER,
+            str(tmp_path / "fs"),
+            str(big),
+            str(EXAMPLE_CSV),
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)

@@ -921,7 +921,8 @@ def test_other_special_files_are_refused(cli, shared, tmp_path: Path) -> None:
 
 
 def test_a_huge_file_is_read_as_a_stream_and_refused_at_its_first_bad_record(
-        cli, shared, tmp_path: Path) -> None:
+    cli, shared, tmp_path: Path
+) -> None:
     """No size cap: a batch is read chunk by chunk. A 1 GiB sparse file (zeros after two
     lines) is refused at the record where the zeros start, without reading the rest."""
     path = tmp_path / "huge.csv"

@@ -64,8 +64,8 @@ def test_plain_file_is_read_with_canonical_columns(write_csv) -> None:
     assert ing.columns == ("gtin", "serial", "lot", "expiry", "product_name")
     assert ing.total_rows == 1 and ing.rejects == () and ing.rejected_rows == 0
     assert ing.table.to_pylist() == [
-        {"gtin": GTIN14, "serial": "S1", "lot": "L1", "expiry": "2027-06-30",
-         "product_name": "X"}]
+        {"gtin": GTIN14, "serial": "S1", "lot": "L1", "expiry": "2027-06-30", "product_name": "X"}
+    ]
 
 
 def test_utf8_bom_is_accepted_and_header_recognized(write_csv) -> None:
@@ -77,9 +77,13 @@ def test_utf8_bom_is_accepted_and_header_recognized(write_csv) -> None:
 
 
 def test_invalid_utf8_in_value_is_rejected_with_line_and_column(write_csv) -> None:
-    data = (b"gtin,serial,product_name\n"
-            + GTIN14.encode() + b",OK1,fine\n"
-            + GTIN14.encode() + b",OK2,caf\xe9\n")  # latin-1 byte in line 3
+    data = (
+        b"gtin,serial,product_name\n"
+        + GTIN14.encode()
+        + b",OK1,fine\n"
+        + GTIN14.encode()
+        + b",OK2,caf\xe9\n"
+    )  # latin-1 byte in line 3
     ing = read_products(write_csv("latin1.csv", data))
     bad = [r for r in ing.rejects if r.code == "invalid_utf8"]
     assert len(bad) == 1
@@ -103,8 +107,11 @@ def test_invalid_utf8_row_gets_no_spurious_extra_reject(write_csv, column: str) 
 
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])
 def test_other_delimiters_are_sniffed(write_csv, delimiter: str) -> None:
-    text = csv_text(["gtin", "serial", "product_name"],
-                    [[GTIN14, "S1", "Serum, 30 ml"], [GTIN14, "S2", "Cream"]], delimiter)
+    text = csv_text(
+        ["gtin", "serial", "product_name"],
+        [[GTIN14, "S1", "Serum, 30 ml"], [GTIN14, "S2", "Cream"]],
+        delimiter,
+    )
     ing = read_products(write_csv("d.csv", text))
     assert ing.delimiter == delimiter
     assert ing.rejects == ()
@@ -129,8 +136,7 @@ def test_crlf_line_endings_with_blank_lines(write_csv) -> None:
 
 
 def test_multiline_quoted_value_keeps_later_line_numbers(write_csv) -> None:
-    text = (f'gtin,serial,product_name\n{GTIN14},S1,"two\nlines"\n'
-            f'{GTIN14},S2,x\n{GTIN14},S 3,y\n')
+    text = f'gtin,serial,product_name\n{GTIN14},S1,"two\nlines"\n{GTIN14},S2,x\n{GTIN14},S 3,y\n'
     ing = read_products(write_csv("ml.csv", text))
     # "S1" record spans lines 2-3, S2 is line 4, the bad serial line 5.
     assert [(r.row, r.line) for r in ing.rejects] == [(3, 5)]
@@ -157,8 +163,9 @@ def test_empty_file(write_csv, content: bytes) -> None:
     assert "file is empty" in str(exc.value)
 
 
-@pytest.mark.parametrize("content", ["gtin,serial\n", "gtin,serial\r\n", "gtin,serial\n\n\n",
-                                     "\ufeffgtin,serial\n"])
+@pytest.mark.parametrize(
+    "content", ["gtin,serial\n", "gtin,serial\r\n", "gtin,serial\n\n\n", "\ufeffgtin,serial\n"]
+)
 def test_header_only(write_csv, content: str) -> None:
     with pytest.raises(InputFileError) as exc:
         read_products(write_csv("head.csv", content))
@@ -181,9 +188,10 @@ def test_last_row_without_final_newline_is_read(write_csv) -> None:
     assert serials(ing) == ["S1", "S2"]
 
 
-@pytest.mark.parametrize(("header", "missing"), [("gtin,lot", "serial"),
-                                                 ("serial,product_name", "gtin"),
-                                                 ("product_name", "gtin")])
+@pytest.mark.parametrize(
+    ("header", "missing"),
+    [("gtin,lot", "serial"), ("serial,product_name", "gtin"), ("product_name", "gtin")],
+)
 def test_missing_required_column(write_csv, header: str, missing: str) -> None:
     path = write_csv("miss.csv", f"{header}\nA,B\n")
     with pytest.raises(MissingColumnError) as exc:
@@ -195,9 +203,15 @@ def test_missing_required_column(write_csv, header: str, missing: str) -> None:
         assert alias in exc.value.hint
 
 
-@pytest.mark.parametrize("header", ["gtin,EAN,serial", "gtin,serial,SN",
-                                    "gtin,serial,Product Name,product-name",
-                                    "GTIN,gtin,serial"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "gtin,EAN,serial",
+        "gtin,serial,SN",
+        "gtin,serial,Product Name,product-name",
+        "GTIN,gtin,serial",
+    ],
+)
 def test_duplicate_column_after_normalization(write_csv, header: str) -> None:
     values = ",".join([GTIN14] + ["x"] * (header.count(",")))
     with pytest.raises(InputFileError) as exc:
@@ -217,26 +231,40 @@ def test_nonexistent_path(tmp_path: Path) -> None:
 # --- headers and aliases -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "name"), [
-    ("EAN", "gtin"), ("GTIN-14", "gtin"), ("upc", "gtin"), ("01", "gtin"),
-    ("Serial Number", "serial"), ("SN", "serial"), ("21", "serial"), ("serial_no", "serial"),
-    ("LOT", "lot"), ("Batch", "lot"), ("10", "lot"),
-    ("Expiry Date", "expiry"), ("17", "expiry"), ("Use By", "expiry"),
-    ("Production Date", "production_date"), ("11", "production_date"),
-    ("Product Name", "product_name"),
-])
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("EAN", "gtin"),
+        ("GTIN-14", "gtin"),
+        ("upc", "gtin"),
+        ("01", "gtin"),
+        ("Serial Number", "serial"),
+        ("SN", "serial"),
+        ("21", "serial"),
+        ("serial_no", "serial"),
+        ("LOT", "lot"),
+        ("Batch", "lot"),
+        ("10", "lot"),
+        ("Expiry Date", "expiry"),
+        ("17", "expiry"),
+        ("Use By", "expiry"),
+        ("Production Date", "production_date"),
+        ("11", "production_date"),
+        ("Product Name", "product_name"),
+    ],
+)
 def test_normalize_header(raw: str, name: str) -> None:
     assert normalize_header(raw) == name
 
 
 def test_alias_header_with_semicolons(write_csv) -> None:
-    path = write_csv("alias.csv",
-                     f"EAN;Serial Number;LOT;Expiry Date\n{GTIN13};SN-1;L1;270600\n")
+    path = write_csv("alias.csv", f"EAN;Serial Number;LOT;Expiry Date\n{GTIN13};SN-1;L1;270600\n")
     ing = read_products(path)
     assert ing.columns == ("gtin", "serial", "lot", "expiry")
     assert ing.rejects == ()
     assert ing.table.to_pylist() == [
-        {"gtin": GTIN14, "serial": "SN-1", "lot": "L1", "expiry": "270600"}]
+        {"gtin": GTIN14, "serial": "SN-1", "lot": "L1", "expiry": "270600"}
+    ]
 
 
 # --- GTIN --------------------------------------------------------------------------------------
@@ -266,17 +294,20 @@ def test_wrong_check_digit_names_expected_digit(write_csv, body: str) -> None:
     assert serials(ing) == ["S0"]
 
 
-@pytest.mark.parametrize(("value", "code"), [
-    ("9.52012E+12", "gtin_scientific"),
-    ("9.52012e+13", "gtin_scientific"),
-    ("9520123", "gtin_length"),
-    ("95201234500", "gtin_length"),
-    ("952012345001490", "gtin_length"),
-    ("09520123450O14", "gtin_not_digits"),
-    ("ABCDEFGHIJKLM", "gtin_not_digits"),
-    ("0952012345001-4", "gtin_not_digits"),
-    ("", "gtin_empty"),
-])
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("9.52012E+12", "gtin_scientific"),
+        ("9.52012e+13", "gtin_scientific"),
+        ("9520123", "gtin_length"),
+        ("95201234500", "gtin_length"),
+        ("952012345001490", "gtin_length"),
+        ("09520123450O14", "gtin_not_digits"),
+        ("ABCDEFGHIJKLM", "gtin_not_digits"),
+        ("0952012345001-4", "gtin_not_digits"),
+        ("", "gtin_empty"),
+    ],
+)
 def test_bad_gtins(write_csv, value: str, code: str) -> None:
     ing = read_products(write_csv("bg.csv", csv_text(["gtin", "serial"], [[value, "S1"]])))
     assert codes(ing.rejects) == [code]
@@ -314,16 +345,19 @@ def test_cset82_punctuation_serial_hand_quoted(write_csv) -> None:
     assert serials(ing) == [CSET82_PUNCT]
 
 
-@pytest.mark.parametrize(("serial", "code"), [
-    ("A B", "serial_charset"),
-    (" AB", "serial_charset"),
-    ("AB#", "serial_charset"),
-    ("Säure", "serial_charset"),
-    ("ＡＢ", "serial_charset"),
-    ("A\u00a0B", "serial_charset"),
-    ("x" * 21, "serial_too_long"),
-    ("", "serial_empty"),
-])
+@pytest.mark.parametrize(
+    ("serial", "code"),
+    [
+        ("A B", "serial_charset"),
+        (" AB", "serial_charset"),
+        ("AB#", "serial_charset"),
+        ("Säure", "serial_charset"),
+        ("ＡＢ", "serial_charset"),
+        ("A\u00a0B", "serial_charset"),
+        ("x" * 21, "serial_too_long"),
+        ("", "serial_empty"),
+    ],
+)
 def test_bad_serials(write_csv, serial: str, code: str) -> None:
     rows = [[GTIN14, "GOOD"], [GTIN14, serial]]
     ing = read_products(write_csv("bs.csv", csv_text(["gtin", "serial"], rows)))
@@ -335,13 +369,22 @@ def test_bad_serials(write_csv, serial: str, code: str) -> None:
         assert "space" in ing.rejects[0].reason
 
 
-@pytest.mark.parametrize(("lot", "code"), [
-    ("", None), ("L1", None), (CSET82_PUNCT, None), ("x" * 20, None),
-    ("x" * 21, "lot_too_long"), ("L 1", "lot_charset"), ("Lö", "lot_charset"),
-])
+@pytest.mark.parametrize(
+    ("lot", "code"),
+    [
+        ("", None),
+        ("L1", None),
+        (CSET82_PUNCT, None),
+        ("x" * 20, None),
+        ("x" * 21, "lot_too_long"),
+        ("L 1", "lot_charset"),
+        ("Lö", "lot_charset"),
+    ],
+)
 def test_lot_rules(write_csv, lot: str, code: str | None) -> None:
-    ing = read_products(write_csv("lot.csv", csv_text(["gtin", "serial", "lot"],
-                                                      [[GTIN14, "S1", lot]])))
+    ing = read_products(
+        write_csv("lot.csv", csv_text(["gtin", "serial", "lot"], [[GTIN14, "S1", lot]]))
+    )
     if code is None:
         assert ing.rejects == ()
         assert ing.table.column("lot").to_pylist() == [lot]
@@ -353,36 +396,45 @@ def test_lot_rules(write_csv, lot: str, code: str | None) -> None:
 # --- dates -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "code"), [
-    ("", None),
-    ("2027-06-30", None),
-    ("270630", None),
-    ("2027-02-00", None),      # day 00: end of month
-    ("270200", None),
-    ("2028-02-29", None),      # leap year
-    ("280229", None),
-    ("2027-02-30", "expiry_date"),
-    ("2027-02-29", "expiry_date"),
-    ("270229", "expiry_date"),
-    ("2027-13-01", "expiry_date"),
-    ("2027-04-31", "expiry_date"),
-    ("27-06-30", "expiry_format"),
-    ("20270630", "expiry_format"),
-    ("2027/06/30", "expiry_format"),
-    ("30.06.2027", "expiry_format"),
-    ("2027-6-30", "expiry_format"),
-])
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("", None),
+        ("2027-06-30", None),
+        ("270630", None),
+        ("2027-02-00", None),  # day 00: end of month
+        ("270200", None),
+        ("2028-02-29", None),  # leap year
+        ("280229", None),
+        ("2027-02-30", "expiry_date"),
+        ("2027-02-29", "expiry_date"),
+        ("270229", "expiry_date"),
+        ("2027-13-01", "expiry_date"),
+        ("2027-04-31", "expiry_date"),
+        ("27-06-30", "expiry_format"),
+        ("20270630", "expiry_format"),
+        ("2027/06/30", "expiry_format"),
+        ("30.06.2027", "expiry_format"),
+        ("2027-6-30", "expiry_format"),
+    ],
+)
 @pytest.mark.parametrize("column", ["expiry", "production_date"])
 def test_date_rules(write_csv, column: str, value: str, code: str | None) -> None:
-    ing = read_products(write_csv("dt.csv", csv_text(["gtin", "serial", column],
-                                                     [[GTIN14, "S0", "2027-01-01"],
-                                                      [GTIN14, "S1", value]])))
+    ing = read_products(
+        write_csv(
+            "dt.csv",
+            csv_text(
+                ["gtin", "serial", column], [[GTIN14, "S0", "2027-01-01"], [GTIN14, "S1", value]]
+            ),
+        )
+    )
     if code is None:
         assert ing.rejects == ()
         assert ing.table.column(column).to_pylist() == ["2027-01-01", value]
     else:
         assert [(r.code, r.column, r.row, r.line, r.value) for r in ing.rejects] == [
-            (code, column, 2, 3, value)]
+            (code, column, 2, 3, value)
+        ]
         assert serials(ing) == ["S0"]
 
 
@@ -402,8 +454,10 @@ def test_duplicate_in_file_rejects_both_rows(write_csv) -> None:
 def test_duplicate_in_file_with_different_gtin_spelling(write_csv) -> None:
     text = f"gtin,serial\n{GTIN13},A\n{GTIN14},A\n {GTIN13} ,C\n"
     ing = read_products(write_csv("dup2.csv", text))
-    assert [(r.row, r.code) for r in ing.rejects] == [(1, "duplicate_in_file"),
-                                                      (2, "duplicate_in_file")]
+    assert [(r.row, r.code) for r in ing.rejects] == [
+        (1, "duplicate_in_file"),
+        (2, "duplicate_in_file"),
+    ]
     assert serials(ing) == ["C"]
 
 
@@ -422,11 +476,14 @@ def test_serials_differing_in_case_are_distinct(write_csv) -> None:
 
 
 def test_several_problems_in_one_row_count_as_one_rejected_row(write_csv) -> None:
-    text = csv_text(["gtin", "serial", "lot", "expiry"],
-                    [[GTIN14, "S1", "L1", "2027-06-30"], ["123", "S 2", "L 2", "2027-02-30"]])
+    text = csv_text(
+        ["gtin", "serial", "lot", "expiry"],
+        [[GTIN14, "S1", "L1", "2027-06-30"], ["123", "S 2", "L 2", "2027-02-30"]],
+    )
     ing = read_products(write_csv("multi.csv", text))
     assert sorted(codes(ing.rejects)) == sorted(
-        ["gtin_length", "serial_charset", "lot_charset", "expiry_date"])
+        ["gtin_length", "serial_charset", "lot_charset", "expiry_date"]
+    )
     assert {r.line for r in ing.rejects} == {3}
     assert ing.rejected_rows == 1 and ing.total_rows == 2
 
@@ -461,8 +518,15 @@ def test_whitespace_only_line_is_a_ragged_row(write_csv) -> None:
 def test_invalid_utf8_inside_a_ragged_row_is_a_row_reject(write_csv) -> None:
     # A cp1252 export with one row that has an extra field: that row is rejected, the
     # file as a whole is still readable and the other rows are kept.
-    data = (b"gtin,serial,product_name\n" + GTIN14.encode() + b",S1,ok\n"
-            + GTIN14.encode() + b",S2,Cr\xe8me,extra\n" + GTIN14.encode() + b",S3,ok\n")
+    data = (
+        b"gtin,serial,product_name\n"
+        + GTIN14.encode()
+        + b",S1,ok\n"
+        + GTIN14.encode()
+        + b",S2,Cr\xe8me,extra\n"
+        + GTIN14.encode()
+        + b",S3,ok\n"
+    )
     ing = read_products(write_csv("cp1252.csv", data))
     assert ("ragged_row", 3) in [(r.code, r.line) for r in ing.rejects]
     assert serials(ing) == ["S1", "S3"]
@@ -489,10 +553,13 @@ def test_cr_only_line_endings_do_not_crash(write_csv, bad: bool) -> None:
 # --- hostile files (issue 7): each reproducer gives a clean answer --------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    f"gtin,serial\n{GTIN14},A1,x\n",                      # the only row has a field too many
-    f"gtin,serial,lot\n{GTIN14},A1\n\n{GTIN14},A2,L,x\n",  # every row ragged, both ways
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"gtin,serial\n{GTIN14},A1,x\n",  # the only row has a field too many
+        f"gtin,serial,lot\n{GTIN14},A1\n\n{GTIN14},A2,L,x\n",  # every row ragged, both ways
+    ],
+)
 def test_a_file_with_no_row_of_the_header_width(write_csv, text: str) -> None:
     ing = read_products(write_csv("ragged.csv", text))
     assert ing.table.num_rows == 0 and ing.rows.tolist() == []
@@ -504,8 +571,10 @@ def test_a_file_with_no_row_of_the_header_width(write_csv, text: str) -> None:
 @pytest.mark.parametrize("quoted", [False, True])
 def test_a_value_over_the_csv_modules_field_limit_is_a_row_reject(write_csv, quoted: bool) -> None:
     big = "n" * 131_073
-    text = csv_text(["gtin", "serial", "note"], [[GTIN14, "S1", "ok"],
-                                                 [GTIN14, "S2", f"a,{big}" if quoted else big]])
+    text = csv_text(
+        ["gtin", "serial", "note"],
+        [[GTIN14, "S1", "ok"], [GTIN14, "S2", f"a,{big}" if quoted else big]],
+    )
     ing = read_products(write_csv("big.csv", text))
     assert [(r.line, r.column, r.code) for r in ing.rejects] == [(3, "note", "value_too_long")]
     assert serials(ing) == ["S1"]
@@ -516,16 +585,23 @@ def test_an_unclosed_quote_refuses_the_file_where_it_opens(write_csv) -> None:
     with pytest.raises(InputFileError) as exc:
         read_products(write_csv("open.csv", text))
     assert exc.value.reason == (
-        "line 2: column 3 ('name'): a quoted value starts here and its quote is never closed")
+        "line 2: column 3 ('name'): a quoted value starts here and its quote is never closed"
+    )
     assert exc.value.hint is not None and '""' in exc.value.hint
 
 
-@pytest.mark.parametrize(("row", "line", "column", "char"), [
-    ('"12" pizza', 3, 3, "' '"), ('"a"b', 3, 3, "'b'"), ('"a""b"x', 3, 3, "'x'"),
-    ('"x\ny"z', 4, 3, "'z'"),
-])
-def test_text_after_a_closing_quote_refuses_the_file(write_csv, row: str, line: int,
-                                                       column: int, char: str) -> None:
+@pytest.mark.parametrize(
+    ("row", "line", "column", "char"),
+    [
+        ('"12" pizza', 3, 3, "' '"),
+        ('"a"b', 3, 3, "'b'"),
+        ('"a""b"x', 3, 3, "'x'"),
+        ('"x\ny"z', 4, 3, "'z'"),
+    ],
+)
+def test_text_after_a_closing_quote_refuses_the_file(
+    write_csv, row: str, line: int, column: int, char: str
+) -> None:
     text = f"gtin,serial,name\n{GTIN14},S1,ok\n{GTIN14},S2,{row}\n"
     with pytest.raises(InputFileError) as exc:
         read_products(write_csv("after.csv", text))
@@ -567,15 +643,19 @@ def test_too_many_columns_says_so(write_csv, width: int) -> None:
     with pytest.raises(InputFileError) as exc:
         read_products(write_csv("wide.csv", f"{header}\n{GTIN14},S1{',x' * (width - 2)}\n"))
     assert exc.value.reason == (
-        f"line 1: the header has {width:,} columns; provmint takes at most {MAX_FIELDS}")
+        f"line 1: the header has {width:,} columns; provmint takes at most {MAX_FIELDS}"
+    )
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    ("gtin,serial\n".encode("utf-16"), "is UTF-16 or UTF-32 text, not UTF-8"),
-    ("gtin,serial\n".encode("utf-16-le"), "line 1: header contains NUL characters"),
-    (b"gtin,ser\xe9al\n1,2\n", "line 1: header is not valid UTF-8"),
-    (b'"gtin","ser\nial\xff"\n1,2\n', "line 2: header is not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ("gtin,serial\n".encode("utf-16"), "is UTF-16 or UTF-32 text, not UTF-8"),
+        ("gtin,serial\n".encode("utf-16-le"), "line 1: header contains NUL characters"),
+        (b"gtin,ser\xe9al\n1,2\n", "line 1: header is not valid UTF-8"),
+        (b'"gtin","ser\nial\xff"\n1,2\n', "line 2: header is not valid UTF-8"),
+    ],
+)
 def test_foreign_encodings_are_named(write_csv, data: bytes, reason: str) -> None:
     with pytest.raises(InputFileError) as exc:
         read_products(write_csv("enc.csv", data))
@@ -589,10 +669,13 @@ def test_a_missing_column_message_stays_on_one_line(write_csv) -> None:
     assert "S\\nN" in str(exc.value) and len(str(exc.value)) < 400
 
 
-@pytest.mark.parametrize("text", [
-    f"gtin,serial,note\n{GTIN14},S1,a\x00b\n{GTIN14},S2,\x01\x1b\x7f\x85\u2028\ufeff\n",
-    f"gtin,serial,note\r{GTIN14},S1,a\x00b\r\n{GTIN14},S2,\x01\x1b\x7f\x85\u2028\ufeff\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"gtin,serial,note\n{GTIN14},S1,a\x00b\n{GTIN14},S2,\x01\x1b\x7f\x85\u2028\ufeff\n",
+        f"gtin,serial,note\r{GTIN14},S1,a\x00b\r\n{GTIN14},S2,\x01\x1b\x7f\x85\u2028\ufeff\n",
+    ],
+)
 def test_nul_and_control_characters_in_free_text_are_kept_as_given(write_csv, text) -> None:
     ing = read_products(write_csv("ctl.csv", text))
     assert ing.rejects == ()
@@ -624,8 +707,9 @@ def test_the_size_limit_is_checked_before_reading(write_csv) -> None:
     assert read_products(path, max_bytes=size).table.num_rows == 1
     with pytest.raises(InputFileError) as exc:
         read_products(path, max_bytes=size - 1)
-    assert exc.value.reason.startswith(f"is {size:,} bytes; one batch is read from at most "
-                                       f"{size - 1:,} bytes")
+    assert exc.value.reason.startswith(
+        f"is {size:,} bytes; one batch is read from at most {size - 1:,} bytes"
+    )
 
 
 def test_line_numbers_come_from_the_bytes_read_not_the_path(write_csv) -> None:

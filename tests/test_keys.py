@@ -44,8 +44,16 @@ def secret_spellings(secret: bytes) -> list[str]:
     """Every textual form a leaked secret could take."""
     urlsafe = base64.urlsafe_b64encode(secret).decode()
     standard = base64.b64encode(secret).decode()
-    return [urlsafe, urlsafe.rstrip("="), standard, standard.rstrip("="), secret.hex(),
-            secret.hex().upper(), urlsafe[:24], secret.hex()[:24]]
+    return [
+        urlsafe,
+        urlsafe.rstrip("="),
+        standard,
+        standard.rstrip("="),
+        secret.hex(),
+        secret.hex().upper(),
+        urlsafe[:24],
+        secret.hex()[:24],
+    ]
 
 
 def assert_no_secret(text: str, secrets: list[bytes]) -> None:
@@ -159,11 +167,12 @@ def test_rotate_keeps_old_keys_and_never_shows_secrets(cli, isolated: Path) -> N
     assert rotated.exit_code == 0, rotated.output
     out = json.loads(rotated.stdout)
     ring = load_keyring(key_file(isolated))
-    assert out == {"key_file": str(key_file(isolated)), "active": ring.active.id,
-                   "retired": old_id}
+    assert out == {"key_file": str(key_file(isolated)), "active": ring.active.id, "retired": old_id}
     assert ring.active.id != old_id
-    assert [(k.id, k.status) for k in ring.keys] == [(old_id, "retired"),
-                                                     (ring.active.id, "active")]
+    assert [(k.id, k.status) for k in ring.keys] == [
+        (old_id, "retired"),
+        (ring.active.id, "active"),
+    ]
     assert ring.keys[0].retired_at is not None
     assert stat.S_IMODE(key_file(isolated).stat().st_mode) == 0o600
     text_rotate = cli("keys", "rotate")
@@ -180,8 +189,9 @@ def test_rotate_keeps_old_keys_and_never_shows_secrets(cli, isolated: Path) -> N
 
 
 def test_rotate_without_a_key_file(cli) -> None:
-    one_error(cli("keys", "rotate"), EXIT_NOT_FOUND, "issuer key file not found",
-              "provmint keys init")
+    one_error(
+        cli("keys", "rotate"), EXIT_NOT_FOUND, "issuer key file not found", "provmint keys init"
+    )
 
 
 def test_batch_create_output_never_shows_the_secret(cli, isolated: Path) -> None:
@@ -205,13 +215,23 @@ def test_key_file_readable_by_others_is_refused(cli, isolated: Path, mode: int) 
     path = key_file(isolated)
     before = path.read_bytes()
     path.chmod(mode)
-    for args in (("keys", "list"), ("keys", "rotate"), ("batch", "create", EXAMPLE_CSV),
-                 ("token", "verify", "A" * 22, "--gtin", GTIN, "--serial", SERIAL)):
-        one_error(cli(*args), EXIT_KEY, "key file is readable by other users",
-                  f"mode {mode:o}", f"hint: run: chmod 600 {path}")
+    for args in (
+        ("keys", "list"),
+        ("keys", "rotate"),
+        ("batch", "create", EXAMPLE_CSV),
+        ("token", "verify", "A" * 22, "--gtin", GTIN, "--serial", SERIAL),
+    ):
+        one_error(
+            cli(*args),
+            EXIT_KEY,
+            "key file is readable by other users",
+            f"mode {mode:o}",
+            f"hint: run: chmod 600 {path}",
+        )
     assert path.read_bytes() == before  # rotate did not touch it
     assert not (isolated / "store" / "batches").exists() or not any(
-        (isolated / "store" / "batches").iterdir())
+        (isolated / "store" / "batches").iterdir()
+    )
     path.chmod(0o600)
     assert cli("keys", "list").exit_code == 0
     path.chmod(0o400)  # read-only for the owner is private too
@@ -226,11 +246,15 @@ def test_tampered_secret_is_refused(cli, isolated: Path) -> None:
     doc["keys"][0]["secret"] = ("B" if secret[0] != "B" else "C") + secret[1:]
     path.write_text(json.dumps(doc))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    for args in (("keys", "list"), ("batch", "create", EXAMPLE_CSV),
-                 ("token", "verify", "A" * 22, "--gtin", GTIN, "--serial", SERIAL)):
+    for args in (
+        ("keys", "list"),
+        ("batch", "create", EXAMPLE_CSV),
+        ("token", "verify", "A" * 22, "--gtin", GTIN, "--serial", SERIAL),
+    ):
         one_error(cli(*args), EXIT_KEY, f"key {doc['keys'][0]['id']} does not match its secret")
     assert not (isolated / "store" / "batches").exists() or not any(
-        (isolated / "store" / "batches").iterdir())
+        (isolated / "store" / "batches").iterdir()
+    )
 
 
 def test_tampered_key_id_is_refused(isolated: Path) -> None:
@@ -242,16 +266,20 @@ def test_tampered_key_id_is_refused(isolated: Path) -> None:
         load_keyring(key_file(isolated))
 
 
-@pytest.mark.parametrize(("content", "needle"), [
-    ("not json", "not a readable provmint key file"),
-    ("[]", "not a provmint-keyring/1 key file"),
-    ('{"format": "provmint-keyring/2", "keys": []}', "not a provmint-keyring/1 key file"),
-    ('{"format": "provmint-keyring/1", "keys": []}', "holds no keys"),
-    ('{"format": "provmint-keyring/1", "keys": [1]}', "not an object"),
-    ('{"format": "provmint-keyring/1", "keys": [{"id": "k-1"}]}', "malformed key entry"),
-])
-def test_malformed_key_file_is_a_key_problem(cli, isolated: Path, content: str,
-                                            needle: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("not json", "not a readable provmint key file"),
+        ("[]", "not a provmint-keyring/1 key file"),
+        ('{"format": "provmint-keyring/2", "keys": []}', "not a provmint-keyring/1 key file"),
+        ('{"format": "provmint-keyring/1", "keys": []}', "holds no keys"),
+        ('{"format": "provmint-keyring/1", "keys": [1]}', "not an object"),
+        ('{"format": "provmint-keyring/1", "keys": [{"id": "k-1"}]}', "malformed key entry"),
+    ],
+)
+def test_malformed_key_file_is_a_key_problem(
+    cli, isolated: Path, content: str, needle: str
+) -> None:
     path = key_file(isolated)
     path.parent.mkdir(mode=0o700)
     path.write_text(content)
@@ -269,30 +297,49 @@ def test_short_or_doubly_active_keys_are_refused(isolated: Path) -> None:
     with pytest.raises(KeyringError, match="exactly one active key"):
         load_keyring(path)
     short = b"x" * 16
-    doc["keys"] = [{"id": key_id_for(short), "created_at": "", "status": "active",
-                    "retired_at": None, "secret": base64.urlsafe_b64encode(short).decode()}]
+    doc["keys"] = [
+        {
+            "id": key_id_for(short),
+            "created_at": "",
+            "status": "active",
+            "retired_at": None,
+            "secret": base64.urlsafe_b64encode(short).decode(),
+        }
+    ]
     path.write_text(json.dumps(doc))
     with pytest.raises(KeyringError, match="shorter than 32 bytes"):
         load_keyring(path)
 
 
 def test_missing_key_file_for_minting(cli, isolated: Path) -> None:
-    one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_NOT_FOUND, "issuer key file not found",
-              "provmint keys init")
+    one_error(
+        cli("batch", "create", EXAMPLE_CSV),
+        EXIT_NOT_FOUND,
+        "issuer key file not found",
+        "provmint keys init",
+    )
 
 
-def test_key_file_inside_the_store_is_a_config_error(cli, isolated: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_file_inside_the_store_is_a_config_error(
+    cli, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     inside = isolated / "store" / "keys.json"
     monkeypatch.setenv("PROVMINT_KEY_FILE", str(inside))
     for args in (("keys", "init"), ("keys", "list"), ("batch", "create", EXAMPLE_CSV)):
-        one_error(cli(*args), EXIT_USAGE, f"key file {inside} is inside the product store",
-                  "keep the issuer key outside the store")
+        one_error(
+            cli(*args),
+            EXIT_USAGE,
+            f"key file {inside} is inside the product store",
+            "keep the issuer key outside the store",
+        )
     assert not inside.exists()
     # the same through flags, and with the store itself as the key file
     monkeypatch.delenv("PROVMINT_KEY_FILE")
-    one_error(cli("keys", "init", "--key-file", isolated / "store" / "sub" / "k.json"),
-              EXIT_USAGE, "is inside the product store")
+    one_error(
+        cli("keys", "init", "--key-file", isolated / "store" / "sub" / "k.json"),
+        EXIT_USAGE,
+        "is inside the product store",
+    )
     with pytest.raises(ConfigError, match="inside the product store"):
         resolve_settings(store=isolated / "s", key_file=isolated / "s")
     with pytest.raises(ConfigError, match="inside the product store"):
@@ -310,11 +357,11 @@ def test_secrets_never_appear_in_the_store(cli, keyed, isolated: Path) -> None:
     assert cli("batch", "create", source).exit_code == 0
     secrets = secrets_in(keyed.key_file)
     assert len(secrets) == 2
-    needles = [s for secret in secrets for s in
-               [secret, *(x.encode() for x in secret_spellings(secret))]]
+    needles = [
+        s for secret in secrets for s in [secret, *(x.encode() for x in secret_spellings(secret))]
+    ]
     files = [p for p in (isolated / "store").rglob("*") if p.is_file()]
-    assert any(p.suffix == ".parquet" for p in files) and any(p.name == "tree.bin"
-                                                              for p in files)
+    assert any(p.suffix == ".parquet" for p in files) and any(p.name == "tree.bin" for p in files)
     for path in files:
         data = path.read_bytes()
         for needle in needles:
@@ -326,8 +373,16 @@ def test_issuer_key_repr_hides_the_secret(keyed) -> None:
     key = ring.active
     secret = key.secret.reveal()
     assert len(secret) == 32
-    for text in (repr(key), str(key), repr(ring), str(ring), repr(key.secret), str(key.secret),
-                 f"{key}", f"{key.secret!r}"):
+    for text in (
+        repr(key),
+        str(key),
+        repr(ring),
+        str(ring),
+        repr(key.secret),
+        str(key.secret),
+        f"{key}",
+        f"{key.secret!r}",
+    ):
         assert_no_secret(text, [secret])
         assert repr(secret) not in text
     assert "********" in repr(key)
@@ -353,12 +408,17 @@ def test_token_verify_valid(cli, keyed) -> None:
     token = _token(cli)
     r = cli("token", "verify", token, "--gtin", GTIN, "--serial", SERIAL)
     assert r.exit_code == EXIT_OK, r.output
-    assert r.stdout.strip() == (f"VALID: token of GTIN {GTIN} serial {SERIAL} "
-                                f"(key {summary.key_id})")
+    assert r.stdout.strip() == (
+        f"VALID: token of GTIN {GTIN} serial {SERIAL} (key {summary.key_id})"
+    )
     r = cli("token", "verify", token, "--gtin", GTIN[1:], "--serial", SERIAL, "--json")
     assert r.exit_code == EXIT_OK
-    assert json.loads(r.stdout) == {"valid": True, "gtin": GTIN, "serial": SERIAL,
-                                    "key_id": summary.key_id}
+    assert json.loads(r.stdout) == {
+        "valid": True,
+        "gtin": GTIN,
+        "serial": SERIAL,
+        "key_id": summary.key_id,
+    }
 
 
 def test_tokens_are_the_documented_hmac(cli, keyed) -> None:
@@ -374,12 +434,15 @@ def test_tokens_are_the_documented_hmac(cli, keyed) -> None:
         assert parse_token(token) == make_token(secret, gtin, serial)
 
 
-@pytest.mark.parametrize(("gtin", "serial"), [
-    (GTIN, "X67Y29DHPXTS"),  # another product's serial
-    (GTIN, SERIAL.lower()),
-    (GTIN, SERIAL + "0"),
-    ("09520123450021", SERIAL),  # another GTIN
-])
+@pytest.mark.parametrize(
+    ("gtin", "serial"),
+    [
+        (GTIN, "X67Y29DHPXTS"),  # another product's serial
+        (GTIN, SERIAL.lower()),
+        (GTIN, SERIAL + "0"),
+        ("09520123450021", SERIAL),  # another GTIN
+    ],
+)
 def test_token_verify_wrong_product_is_invalid(cli, keyed, gtin: str, serial: str) -> None:
     mint_batch(EXAMPLE_CSV, settings=keyed)
     token = _token(cli)
@@ -389,8 +452,7 @@ def test_token_verify_wrong_product_is_invalid(cli, keyed, gtin: str, serial: st
     assert "under any issuer key" in r.stdout
     r = cli("token", "verify", token, "--gtin", gtin, "--serial", serial, "--json")
     assert r.exit_code == EXIT_INVALID
-    assert json.loads(r.stdout) == {"valid": False, "gtin": gtin, "serial": serial,
-                                    "key_id": None}
+    assert json.loads(r.stdout) == {"valid": False, "gtin": gtin, "serial": serial, "key_id": None}
 
 
 @pytest.mark.parametrize("bad", ["abc", "A" * 23, "A" * 21 + "*", "", "A" * 21 + "B"])
@@ -401,8 +463,11 @@ def test_token_verify_malformed_token_is_invalid(cli, keyed, bad: str) -> None:
 
 
 def test_token_verify_bad_gtin_is_a_usage_error(cli, keyed) -> None:
-    one_error(cli("token", "verify", "A" * 22, "--gtin", "09520123450015", "--serial", SERIAL),
-              EXIT_USAGE, "GTIN check digit")
+    one_error(
+        cli("token", "verify", "A" * 22, "--gtin", "09520123450015", "--serial", SERIAL),
+        EXIT_USAGE,
+        "GTIN check digit",
+    )
 
 
 def test_token_verify_needs_only_the_key_file(cli, keyed, isolated: Path) -> None:
@@ -466,31 +531,45 @@ def write_config(isolated: Path, text: str) -> Path:
     return path
 
 
-def test_settings_precedence_flag_env_file_default(isolated: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = write_config(isolated, f'store = "{isolated / "file-store"}"\n'
-                                 'url_base = "https://file.example.org/"\n'
-                                 "workers = 3\n")
+def test_settings_precedence_flag_env_file_default(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_config(
+        isolated,
+        f'store = "{isolated / "file-store"}"\n'
+        'url_base = "https://file.example.org/"\n'
+        "workers = 3\n",
+    )
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
     monkeypatch.setenv("PROVMINT_STORE", str(isolated / "env-store"))
     monkeypatch.setenv("PROVMINT_URL_BASE", "https://env.example.org")
     monkeypatch.setenv("PROVMINT_WORKERS", "2")
 
-    flags = resolve_settings(store=isolated / "flag-store", url_base="https://flag.example.org",
-                             workers=5)
+    flags = resolve_settings(
+        store=isolated / "flag-store", url_base="https://flag.example.org", workers=5
+    )
     assert (flags.store, flags.url_base, flags.workers) == (
-        isolated / "flag-store", "https://flag.example.org", 5)
+        isolated / "flag-store",
+        "https://flag.example.org",
+        5,
+    )
     assert flags.config_file == cfg
 
     env = resolve_settings()
     assert (env.store, env.url_base, env.workers) == (
-        isolated / "env-store", "https://env.example.org", 2)
+        isolated / "env-store",
+        "https://env.example.org",
+        2,
+    )
 
     for name in ("PROVMINT_STORE", "PROVMINT_URL_BASE", "PROVMINT_WORKERS"):
         monkeypatch.delenv(name)
     from_file = resolve_settings()
     assert (from_file.store, from_file.url_base, from_file.workers) == (
-        isolated / "file-store", "https://file.example.org", 3)  # trailing / dropped
+        isolated / "file-store",
+        "https://file.example.org",
+        3,
+    )  # trailing / dropped
 
     cfg.write_text("")
     default = resolve_settings()
@@ -499,8 +578,9 @@ def test_settings_precedence_flag_env_file_default(isolated: Path,
     assert default.workers == (os.cpu_count() or 1)
 
 
-def test_empty_environment_variable_falls_through(isolated: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_environment_variable_falls_through(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = write_config(isolated, 'url_base = "https://file.example.org"\nworkers = 4\n')
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
     monkeypatch.setenv("PROVMINT_URL_BASE", "")
@@ -520,8 +600,7 @@ def test_default_config_location(isolated: Path, monkeypatch: pytest.MonkeyPatch
     assert resolve_settings().config_file is None  # a missing default file is fine
 
 
-def test_cli_store_precedence(cli, keyed, isolated: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_store_precedence(cli, keyed, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write_config(isolated, f'store = "{isolated / "file-store"}"\n')
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
 
@@ -541,8 +620,9 @@ def test_cli_store_precedence(cli, keyed, isolated: Path,
     assert len(listed) == 1
 
 
-def test_cli_url_base_precedence(cli, keyed, isolated: Path,
-                                 monkeypatch: pytest.MonkeyPatch, write_csv) -> None:
+def test_cli_url_base_precedence(
+    cli, keyed, isolated: Path, monkeypatch: pytest.MonkeyPatch, write_csv
+) -> None:
     cfg = write_config(isolated, 'url_base = "https://file.example.org"\n')
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
     monkeypatch.setenv("PROVMINT_URL_BASE", "https://env.example.org/")
@@ -551,10 +631,10 @@ def test_cli_url_base_precedence(cli, keyed, isolated: Path,
         source = write_csv(f"u{n}.csv", f"gtin,serial\n{GTIN},URL{n}\n")
         r = cli("batch", "create", source, "--json", *args)
         assert r.exit_code == 0, r.output
-        info = json.loads(cli("batch", "show", json.loads(r.stdout)["batch_id"],
-                              "--json").stdout)
-        url = json.loads(cli("product", "show", "--gtin", GTIN, "--serial", f"URL{n}",
-                             "--json").stdout)["url"]
+        info = json.loads(cli("batch", "show", json.loads(r.stdout)["batch_id"], "--json").stdout)
+        url = json.loads(
+            cli("product", "show", "--gtin", GTIN, "--serial", f"URL{n}", "--json").stdout
+        )["url"]
         assert url.startswith(info["url_base"] + "/01/")
         return info["url_base"]
 
@@ -566,17 +646,26 @@ def test_cli_url_base_precedence(cli, keyed, isolated: Path,
     assert minted_with(4) == DEFAULT_URL_BASE
 
 
-def test_cli_workers_precedence(cli, keyed, isolated: Path,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_workers_precedence(
+    cli, keyed, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = write_config(isolated, "workers = 0\n")
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
     # the bad file value is rejected, naming the file ...
-    one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_USAGE, str(cfg), "(workers)",
-              "workers must be between 1 and 256, got 0")
+    one_error(
+        cli("batch", "create", EXAMPLE_CSV),
+        EXIT_USAGE,
+        str(cfg),
+        "(workers)",
+        "workers must be between 1 and 256, got 0",
+    )
     # ... unless the environment or a flag overrides it
     monkeypatch.setenv("PROVMINT_WORKERS", "abc")
-    one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_USAGE,
-              "PROVMINT_WORKERS: workers must be a whole number, got 'abc'")
+    one_error(
+        cli("batch", "create", EXAMPLE_CSV),
+        EXIT_USAGE,
+        "PROVMINT_WORKERS: workers must be a whole number, got 'abc'",
+    )
     r = cli("batch", "create", EXAMPLE_CSV, "--workers", "1", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["workers"] == 1
@@ -589,13 +678,26 @@ def test_cli_workers_flag_out_of_range(cli, keyed, value: str) -> None:
     assert "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("url", ["ftp://id.example.com", "id.example.com", "https://",
-                                 "https://id.example.com/?x=1", "https://id.example.com/#f",
-                                 "javascript:alert(1)"])
-def test_bad_url_base_is_a_usage_error(cli, keyed, isolated: Path,
-                                       monkeypatch: pytest.MonkeyPatch, url: str) -> None:
-    one_error(cli("batch", "create", EXAMPLE_CSV, "--url-base", url), EXIT_USAGE,
-              "option: url base", repr(url))
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://id.example.com",
+        "id.example.com",
+        "https://",
+        "https://id.example.com/?x=1",
+        "https://id.example.com/#f",
+        "javascript:alert(1)",
+    ],
+)
+def test_bad_url_base_is_a_usage_error(
+    cli, keyed, isolated: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    one_error(
+        cli("batch", "create", EXAMPLE_CSV, "--url-base", url),
+        EXIT_USAGE,
+        "option: url base",
+        repr(url),
+    )
     monkeypatch.setenv("PROVMINT_URL_BASE", url)
     one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_USAGE, "PROVMINT_URL_BASE: url base")
     monkeypatch.delenv("PROVMINT_URL_BASE")
@@ -603,29 +705,39 @@ def test_bad_url_base_is_a_usage_error(cli, keyed, isolated: Path,
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
     one_error(cli("batch", "create", EXAMPLE_CSV), EXIT_USAGE, f"{cfg} (url_base): url base")
     assert not (isolated / "store" / "batches").exists() or not any(
-        (isolated / "store" / "batches").iterdir())
+        (isolated / "store" / "batches").iterdir()
+    )
 
 
-def test_unknown_config_key_is_a_usage_error(cli, keyed, isolated: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_config_key_is_a_usage_error(
+    cli, keyed, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = write_config(isolated, 'url_base = "https://a.example"\ncolour = "blue"\n')
     monkeypatch.setenv("PROVMINT_CONFIG", str(cfg))
     for args in (("batch", "create", EXAMPLE_CSV), ("keys", "list"), ("batch", "list")):
-        one_error(cli(*args), EXIT_USAGE, f"{cfg}: unknown setting 'colour'",
-                  "hint: known settings: chain, key_file, lock_timeout, scan_log, store, "
-                  "url_base, workers")
+        one_error(
+            cli(*args),
+            EXIT_USAGE,
+            f"{cfg}: unknown setting 'colour'",
+            "hint: known settings: chain, key_file, lock_timeout, scan_log, store, "
+            "url_base, workers",
+        )
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         resolve_settings()
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("store = \n", "not valid TOML"),
-    (b"\xff\xfe", "not valid TOML"),
-    ('workers = "many"\n', "workers must be a whole number"),
-    ("lock_timeout = -1\n", "lock_timeout must be between 0 and 86400"),
-])
-def test_bad_config_file_is_a_usage_error(cli, keyed, isolated: Path,
-                                          monkeypatch: pytest.MonkeyPatch, text, needle) -> None:
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("store = \n", "not valid TOML"),
+        (b"\xff\xfe", "not valid TOML"),
+        ('workers = "many"\n', "workers must be a whole number"),
+        ("lock_timeout = -1\n", "lock_timeout must be between 0 and 86400"),
+    ],
+)
+def test_bad_config_file_is_a_usage_error(
+    cli, keyed, isolated: Path, monkeypatch: pytest.MonkeyPatch, text, needle
+) -> None:
     path = isolated / "config.toml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     monkeypatch.setenv("PROVMINT_CONFIG", str(path))
@@ -633,30 +745,38 @@ def test_bad_config_file_is_a_usage_error(cli, keyed, isolated: Path,
 
 
 def test_explicit_missing_config_file_is_not_found(cli, keyed, isolated: Path) -> None:
-    one_error(cli("keys", "list", "--config", isolated / "nope.toml"), EXIT_NOT_FOUND,
-              "config file not found")
+    one_error(
+        cli("keys", "list", "--config", isolated / "nope.toml"),
+        EXIT_NOT_FOUND,
+        "config file not found",
+    )
     with pytest.raises(MissingFileError, match="config file not found"):
         resolve_settings(config_file=isolated / "nope.toml")
 
 
-def test_config_flag_beats_environment_config(cli, keyed, isolated: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_flag_beats_environment_config(
+    cli, keyed, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = write_config(isolated, "colour = 1\n")
     monkeypatch.setenv("PROVMINT_CONFIG", str(bad))
     good = isolated / "good.toml"
     good.write_text('url_base = "https://good.example.org"\n')
     r = cli("batch", "create", EXAMPLE_CSV, "--config", good, "--json")
     assert r.exit_code == 0, r.output
-    info = json.loads(cli("batch", "show", json.loads(r.stdout)["batch_id"], "--json",
-                          "--config", good).stdout)
+    info = json.loads(
+        cli("batch", "show", json.loads(r.stdout)["batch_id"], "--json", "--config", good).stdout
+    )
     assert info["url_base"] == "https://good.example.org"
 
 
 def test_tokens_starting_with_a_dash_are_arguments(cli, keyed) -> None:
     """About one token in 64 starts with "-": it must still be read as the token."""
     secret = load_keyring(keyed.key_file).active.secret.reveal()
-    serial = next(s for s in (f"S{i}" for i in range(10_000))
-                  if format_token(make_token(secret, GTIN, s)).startswith("-"))
+    serial = next(
+        s
+        for s in (f"S{i}" for i in range(10_000))
+        if format_token(make_token(secret, GTIN, s)).startswith("-")
+    )
     token = format_token(make_token(secret, GTIN, serial))
     r = cli("token", "verify", token, "--gtin", GTIN, "--serial", serial)
     assert r.exit_code == 0, r.output

@@ -42,10 +42,12 @@ def read_png(path: Path) -> np.ndarray:
     pos, idat, palette = 8, b"", None
     width = height = depth = color = 0
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        assert zlib.crc32(kind + body) == struct.unpack(">I", data[pos + 8 + length:
-                                                                    pos + 12 + length])[0]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        assert (
+            zlib.crc32(kind + body)
+            == struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]
+        )
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
@@ -62,7 +64,7 @@ def read_png(path: Path) -> np.ndarray:
     prev = np.zeros(stride, dtype=np.int32)
     bpp = max(1, depth // 8)
     for y in range(height):
-        line = raw[y * (stride + 1):(y + 1) * (stride + 1)]
+        line = raw[y * (stride + 1) : (y + 1) * (stride + 1)]
         filt, cur = line[0], np.frombuffer(line[1:], dtype=np.uint8).astype(np.int32)
         out = np.zeros(stride, dtype=np.int32)
         for x in range(stride):
@@ -87,7 +89,7 @@ def read_png(path: Path) -> np.ndarray:
     if depth < 8:
         bits = np.unpackbits(rows, axis=1)
         per = depth
-        values = bits[:, :width * per].reshape(height, width, per)
+        values = bits[:, : width * per].reshape(height, width, per)
         weights = 1 << np.arange(per - 1, -1, -1)
         samples = (values * weights).sum(axis=2).astype(np.uint8)
     else:
@@ -120,7 +122,7 @@ def svg_modules(path: Path) -> tuple[np.ndarray, int]:
             x, y = x + float(a), y + float(b)
         else:
             run = int(float(a))
-            grid[int(y), int(x):int(x) + run] = True
+            grid[int(y), int(x) : int(x) + run] = True
             x += run
     return grid, scale
 
@@ -146,7 +148,7 @@ def assert_quiet_zone(grid: np.ndarray) -> int:
     symbol = grid[QUIET:-QUIET, QUIET:-QUIET]
     # The three finder patterns sit in the symbol's corners, right against the margin.
     for r, c in ((0, 0), (0, modules - 7), (modules - 7, 0)):
-        finder = symbol[r:r + 7, c:c + 7]
+        finder = symbol[r : r + 7, c : c + 7]
         assert finder[0].all() and finder[-1].all() and finder[:, 0].all() and finder[:, -1].all()
         assert finder[2:5, 2:5].all() and not finder[1, 1:6].any()
     return modules
@@ -154,7 +156,7 @@ def assert_quiet_zone(grid: np.ndarray) -> int:
 
 def png_modules(image: np.ndarray, scale: int) -> np.ndarray:
     assert image.shape[0] == image.shape[1] and image.shape[0] % scale == 0
-    cells = image[scale // 2::scale, scale // 2::scale]
+    cells = image[scale // 2 :: scale, scale // 2 :: scale]
     # Every module is a solid scale x scale block.
     blocks = image.reshape(cells.shape[0], scale, cells.shape[1], scale)
     assert (blocks.min(axis=(1, 3)) == blocks.max(axis=(1, 3))).all()
@@ -198,19 +200,22 @@ def batch(cli, keyed, tmp_path: Path) -> str:
 def _check_rows(cli, rows: list[dict[str, str]], batch_id: str, fmt: str) -> None:
     assert len(rows) == 9 + len(SPECIAL)
     for leaf, row in enumerate(rows):
-        shown = _ok(cli("product", "show", "--gtin", row["gtin"], "--serial", row["serial"],
-                        "--json"))
+        shown = _ok(
+            cli("product", "show", "--gtin", row["gtin"], "--serial", row["serial"], "--json")
+        )
         assert shown["batch_id"] == batch_id and shown["leaf_index"] == leaf
         assert row["token"] == shown["token"] and row["url"] == shown["url"]
         assert row["lot"] == shown["record"].get("lot", "")
         assert row["expiry"] == shown["record"].get("expiry", "")
-        assert row["url"] == gs1.digital_link("https://id.example.com", row["gtin"],
-                                              row["serial"], row["lot"], row["token"])
+        assert row["url"] == gs1.digital_link(
+            "https://id.example.com", row["gtin"], row["serial"], row["lot"], row["token"]
+        )
         if fmt == "none":
             assert row["qr_file"] == ""
         else:
-            assert re.fullmatch(rf"part-00000/{leaf:07d}-{row['gtin']}-[^/]+\.{fmt}",
-                                row["qr_file"]), row["qr_file"]
+            assert re.fullmatch(
+                rf"part-00000/{leaf:07d}-{row['gtin']}-[^/]+\.{fmt}", row["qr_file"]
+            ), row["qr_file"]
 
 
 # --------------------------------------------------------------------------- tests
@@ -244,8 +249,22 @@ def test_png_labels_with_error_level_and_scale(cli, batch, tmp_path: Path) -> No
     out = tmp_path / "png"
     # --raw: the rows are compared as data (one token in 64 starts with "-", which the
     # spreadsheet-safe default would prefix with "'").
-    _ok(cli("labels", batch, "--out", out, "--format", "png", "--error", "Q", "--scale", "6",
-            "--json", "--raw"))
+    _ok(
+        cli(
+            "labels",
+            batch,
+            "--out",
+            out,
+            "--format",
+            "png",
+            "--error",
+            "Q",
+            "--scale",
+            "6",
+            "--json",
+            "--raw",
+        )
+    )
     rows = _rows(out)
     _check_rows(cli, rows, batch, "png")
     assert not list(out.rglob("*.svg"))
@@ -263,14 +282,30 @@ def test_error_level_changes_the_symbol_not_the_text(cli, batch, tmp_path: Path)
     sizes = {}
     for level in ("L", "h"):  # either case
         out = tmp_path / level
-        _ok(cli("labels", batch, "--out", out, "--format", "png", "--error", level,
-                "--scale", "3", "--json"))
+        _ok(
+            cli(
+                "labels",
+                batch,
+                "--out",
+                out,
+                "--format",
+                "png",
+                "--error",
+                level,
+                "--scale",
+                "3",
+                "--json",
+            )
+        )
         rows = _rows(out)
         row = next(r for r in rows if r["serial"] == "A/B%C")
         image = read_png(out / row["qr_file"])
         assert decode(image) == row["url"]
-        sizes[level.upper()] = (assert_quiet_zone(png_modules(image, 3)), row["url"],
-                        (out / row["qr_file"]).read_bytes())
+        sizes[level.upper()] = (
+            assert_quiet_zone(png_modules(image, 3)),
+            row["url"],
+            (out / row["qr_file"]).read_bytes(),
+        )
     assert sizes["L"][1] == sizes["H"][1]
     assert sizes["L"][2] != sizes["H"][2]
     # ~100 bytes: version 5 at level L, a larger symbol at H.
@@ -297,8 +332,9 @@ def test_large_batch_csv_only_is_fast(cli, keyed, tmp_path: Path) -> None:
     assert summary["products"] == 70_000
     out = tmp_path / "big-labels"
     started = time.perf_counter()
-    report = _ok(cli("labels", summary["batch_id"], "--out", out, "--format", "none", "--json",
-                     "--raw"))
+    report = _ok(
+        cli("labels", summary["batch_id"], "--out", out, "--format", "none", "--json", "--raw")
+    )
     elapsed = time.perf_counter() - started
     assert report["labels"] == 70_000 and report["images"] == 0
     assert elapsed < 20, elapsed
@@ -311,19 +347,23 @@ def test_large_batch_csv_only_is_fast(cli, keyed, tmp_path: Path) -> None:
         source_rows = list(csv.DictReader(fh))
     # Every input row once, in leaf order across both parts (65,536 + 4,464).
     assert [(r["gtin"], r["serial"], r["lot"], r["expiry"]) for r in rows] == [
-        (r["gtin"], r["serial"], r["lot"], r["expiry"]) for r in source_rows]
+        (r["gtin"], r["serial"], r["lot"], r["expiry"]) for r in source_rows
+    ]
     assert all(r["qr_file"] == "" for r in rows)
     for r in rows[::997] + rows[65_535:65_538] + rows[-1:]:
-        assert r["url"] == gs1.digital_link("https://id.example.com", r["gtin"], r["serial"],
-                                            r["lot"], r["token"])
+        assert r["url"] == gs1.digital_link(
+            "https://id.example.com", r["gtin"], r["serial"], r["lot"], r["token"]
+        )
     assert len({r["token"] for r in rows}) == 70_000
-    last = _ok(cli("product", "show", "--gtin", rows[-1]["gtin"], "--serial",
-                   rows[-1]["serial"], "--json"))
+    last = _ok(
+        cli("product", "show", "--gtin", rows[-1]["gtin"], "--serial", rows[-1]["serial"], "--json")
+    )
     assert last["leaf_index"] == 69_999 and last["token"] == rows[-1]["token"]
 
 
-def test_worker_pool_path_renders_every_file(cli, keyed, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_pool_path_renders_every_file(
+    cli, keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The pool is used above one chunk of rows (4096). segno takes ~20 ms a code here,
     so a 5,000-row batch would take minutes: the chunk is made small instead, which
     sends the same code path (several jobs over a 2-process pool) 300 rows."""
@@ -366,8 +406,12 @@ def test_label_errors(cli, batch, tmp_path: Path) -> None:
     r = cli("labels", "19990101-dead", "--out", out)
     assert r.exit_code == EXIT_NOT_FOUND and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: ")
-    for args, needle in ((("--format", "jpg"), "format"), (("--error", "X"), "error"),
-                         (("--scale", "0"), "scale"), (("--format", ""), "format")):
+    for args, needle in (
+        (("--format", "jpg"), "format"),
+        (("--error", "X"), "error"),
+        (("--scale", "0"), "scale"),
+        (("--format", ""), "format"),
+    ):
         r = cli("labels", batch, "--out", out, *args)
         assert r.exit_code == EXIT_USAGE, (args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr and needle in r.stderr.lower(), r.stderr

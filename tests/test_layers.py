@@ -117,8 +117,10 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
             if top != "provmint":
                 outside = top not in sys.stdlib_module_names and top != "__future__"
                 if own in STDLIB_ONLY and outside:
-                    found.append(f"{module} ({LAYER_NAMES[own]}) imports {target}: "
-                                 "the core and foundation use the standard library only")
+                    found.append(
+                        f"{module} ({LAYER_NAMES[own]}) imports {target}: "
+                        "the core and foundation use the standard library only"
+                    )
                 continue
             if target == "provmint":
                 # The package itself runs first for any of its modules, and re-exports
@@ -127,12 +129,17 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
             other = layer_of(target)
             if other is None:
                 continue  # an attribute of the package (every module is in the table)
-            if target.startswith("provmint.cli") and module != "provmint.__main__" and not (
-                    module.startswith("provmint.cli")):
+            if (
+                target.startswith("provmint.cli")
+                and module != "provmint.__main__"
+                and not (module.startswith("provmint.cli"))
+            ):
                 found.append(f"{module} imports {target}: only __main__ imports the CLI")
             elif other > own:
-                found.append(f"{module} ({LAYER_NAMES[own]}) imports {target} "
-                             f"({LAYER_NAMES[other]}): imports flow downwards only")
+                found.append(
+                    f"{module} ({LAYER_NAMES[own]}) imports {target} "
+                    f"({LAYER_NAMES[other]}): imports flow downwards only"
+                )
     return found
 
 
@@ -142,14 +149,17 @@ def test_the_source_keeps_the_layers() -> None:
     assert violations(edges) == []
 
 
-@pytest.mark.parametrize(("edges", "expected"), [
-    ({"provmint.merkle": {"provmint.store"}}, "imports flow downwards"),
-    ({"provmint.store.lookup": {"provmint.products.find"}}, "imports flow downwards"),
-    ({"provmint.tokens": {"numpy"}}, "standard library only"),
-    ({"provmint.errors": {"rich.console"}}, "standard library only"),
-    ({"provmint.server": {"provmint.cli._common"}}, "only __main__ imports the CLI"),
-    ({"provmint.newthing": {"os"}}, "not in the layer table"),
-])
+@pytest.mark.parametrize(
+    ("edges", "expected"),
+    [
+        ({"provmint.merkle": {"provmint.store"}}, "imports flow downwards"),
+        ({"provmint.store.lookup": {"provmint.products.find"}}, "imports flow downwards"),
+        ({"provmint.tokens": {"numpy"}}, "standard library only"),
+        ({"provmint.errors": {"rich.console"}}, "standard library only"),
+        ({"provmint.server": {"provmint.cli._common"}}, "only __main__ imports the CLI"),
+        ({"provmint.newthing": {"os"}}, "not in the layer table"),
+    ],
+)
 def test_the_checker_sees_each_kind_of_break(edges: dict[str, set[str]], expected: str) -> None:
     found = violations(edges)
     assert len(found) == 1 and expected in found[0], found

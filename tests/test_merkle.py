@@ -446,10 +446,14 @@ def test_tree_file_round_trip(tmp_path: Path, n: int) -> None:
 
 
 @FAST
-@given(n=st.integers(1, 600), chunk_level=st.integers(0, 5),
-       order=st.lists(st.integers(0, 10**6), max_size=20))
-def test_tree_file_written_in_chunks(tmp_path_factory: pytest.TempPathFactory, n: int,
-                                     chunk_level: int, order: list[int]) -> None:
+@given(
+    n=st.integers(1, 600),
+    chunk_level=st.integers(0, 5),
+    order=st.lists(st.integers(0, 10**6), max_size=20),
+)
+def test_tree_file_written_in_chunks(
+    tmp_path_factory: pytest.TempPathFactory, n: int, chunk_level: int, order: list[int]
+) -> None:
     leaves, levels = tree(n, b"w")
     path = tmp_path_factory.mktemp("tree") / "tree.bin"
     assert _write_chunked(path, leaves, chunk_level, order) == levels[-1]

@@ -176,8 +176,11 @@ def test_open_output_writes_each_kind_in_place_or_atomically(kind: str, tmp_path
     got = target.written(b"")
     assert got is None or got == data
     unchanged(target, before)
-    expected = {"new": TargetKind.FILE, "regular": TargetKind.FILE,
-                "link-regular": TargetKind.FILE}.get(kind, TargetKind.STREAM)
+    expected = {
+        "new": TargetKind.FILE,
+        "regular": TargetKind.FILE,
+        "link-regular": TargetKind.FILE,
+    }.get(kind, TargetKind.STREAM)
     assert resolve_output(target.path).kind is expected
 
 
@@ -266,8 +269,10 @@ def test_keys_rotate_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
     assert link.is_symlink() and os.readlink(link) == str(real)
     assert retired.id == old.id
     assert load_keyring(real).active.id == new.id  # the target has the new active key
-    assert {k.id: k.status for k in load_keyring(link).keys} == {old.id: "retired",
-                                                                 new.id: "active"}
+    assert {k.id: k.status for k in load_keyring(link).keys} == {
+        old.id: "retired",
+        new.id: "active",
+    }
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
     assert leftovers(real.parent) == [] and leftovers(link.parent) == []
 
@@ -303,26 +308,52 @@ class Command:
 COMMANDS = [
     Command("batch export", lambda m, p: ["batch", "export", m["batch"], "-o", p]),
     Command("batch export --raw", lambda m, p: ["batch", "export", m["batch"], "--raw", "-o", p]),
-    Command("batch export parquet",
-            lambda m, p: ["batch", "export", m["batch"], "--format", "parquet", "-o", p]),
-    Command("proof export",
-            lambda m, p: ["proof", "export", "--gtin", GTIN, "--serial", SERIAL, "-o", p]),
-    Command("proof export --all",
-            lambda m, p: ["proof", "export", "--batch", m["batch"], "--all", "-o", p]),
-    Command("proof export --all parquet",
-            lambda m, p: ["proof", "export", "--batch", m["batch"], "--all", "--format",
-                          "parquet", "-o", p]),
-    Command("batch create --rejects",
-            lambda m, p: ["batch", "create", m["bad"], "--rejects", p], code=EXIT_REJECTED),
-    Command("labels.csv", lambda m, p: ["labels", m["batch"], "--out", p, "--format", "none"],
-            filename="labels.csv", in_directory=True),
+    Command(
+        "batch export parquet",
+        lambda m, p: ["batch", "export", m["batch"], "--format", "parquet", "-o", p],
+    ),
+    Command(
+        "proof export",
+        lambda m, p: ["proof", "export", "--gtin", GTIN, "--serial", SERIAL, "-o", p],
+    ),
+    Command(
+        "proof export --all",
+        lambda m, p: ["proof", "export", "--batch", m["batch"], "--all", "-o", p],
+    ),
+    Command(
+        "proof export --all parquet",
+        lambda m, p: [
+            "proof",
+            "export",
+            "--batch",
+            m["batch"],
+            "--all",
+            "--format",
+            "parquet",
+            "-o",
+            p,
+        ],
+    ),
+    Command(
+        "batch create --rejects",
+        lambda m, p: ["batch", "create", m["bad"], "--rejects", p],
+        code=EXIT_REJECTED,
+    ),
+    Command(
+        "labels.csv",
+        lambda m, p: ["labels", m["batch"], "--out", p, "--format", "none"],
+        filename="labels.csv",
+        in_directory=True,
+    ),
 ]
 
 
 @pytest.fixture
 def minted(cli, keyed, write_csv) -> dict[str, Any]:
-    bad = write_csv("bad.csv", csv_text(["gtin", "serial", "lot"],
-                                        [[GTIN, "=1+2", "-1"], [GTIN, "B A D", "@x"]]))
+    bad = write_csv(
+        "bad.csv",
+        csv_text(["gtin", "serial", "lot"], [[GTIN, "=1+2", "-1"], [GTIN, "B A D", "@x"]]),
+    )
     return {"batch": mint_example(cli), "bad": bad}
 
 
@@ -343,8 +374,9 @@ def _run(cli, command: Command, minted: dict[str, Any], target: Target) -> bytes
         if not (command.in_directory and kind == "-")  # see test_labels_refuses_standard_output
     ],
 )
-def test_every_command_writes_every_kind_of_output(cli, minted, tmp_path: Path,
-                                                   command: Command, kind: str) -> None:
+def test_every_command_writes_every_kind_of_output(
+    cli, minted, tmp_path: Path, command: Command, kind: str
+) -> None:
     reference = tmp_path / "reference"
     expected = _run(cli, command, minted, prepare("new", reference, command.filename))
     target = prepare(kind, tmp_path / "target", command.filename)
@@ -363,12 +395,16 @@ def test_rejects_on_standard_output_are_not_mixed_with_json(cli, minted) -> None
     assert r.exit_code == EXIT_REJECTED
     assert next(csv.reader(io.StringIO(r.stdout))) == list(REJECTS_HEADER)
     assert "listed on standard output" in r.stderr
-    one_error(cli("batch", "create", minted["bad"], "--rejects", "-", "--json"), EXIT_USAGE,
-              "--json and --rejects -")
+    one_error(
+        cli("batch", "create", minted["bad"], "--rejects", "-", "--json"),
+        EXIT_USAGE,
+        "--json and --rejects -",
+    )
 
 
-def test_a_stale_rejects_report_is_removed_but_never_a_special_file(cli, minted,
-                                                                    tmp_path: Path) -> None:
+def test_a_stale_rejects_report_is_removed_but_never_a_special_file(
+    cli, minted, tmp_path: Path
+) -> None:
     good = tmp_path / "good.csv"
     good.write_text(csv_text(["gtin", "serial"], [[GTIN, "NEW1"]]))
     stale = tmp_path / "stale.csv"
@@ -382,8 +418,7 @@ def test_a_stale_rejects_report_is_removed_but_never_a_special_file(cli, minted,
 
 
 @pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1", "-"])
-def test_standard_output_by_name_in_a_real_process(cli, minted, tmp_path: Path,
-                                                   name: str) -> None:
+def test_standard_output_by_name_in_a_real_process(cli, minted, tmp_path: Path, name: str) -> None:
     """Redirected to a file (``>`` then ``>>``) and to a pipe; /dev/stdout stays a link."""
     expected = _run(cli, COMMANDS[0], minted, prepare("new", tmp_path / "ref", "out"))
     args = [sys.executable, "-m", "provmint", "batch", "export", minted["batch"], "-o", name]
@@ -391,8 +426,7 @@ def test_standard_output_by_name_in_a_real_process(cli, minted, tmp_path: Path,
     for mode, start in (("wb", b""), ("ab", b"kept\n")):
         out.write_bytes(start)
         with open(out, mode) as fh:
-            p = subprocess.run(args, stdout=fh, stderr=subprocess.PIPE, timeout=120,
-                               check=False)
+            p = subprocess.run(args, stdout=fh, stderr=subprocess.PIPE, timeout=120, check=False)
         assert p.returncode == 0, p.stderr
         assert out.read_bytes() == start + expected
     p = subprocess.run(args, capture_output=True, timeout=120, check=False)
@@ -415,15 +449,16 @@ def test_neutralise_prefixes_exactly_the_dangerous_values(value: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["", *DANGEROUS]), st.text(), st.text()),
-                max_size=8))
+@given(st.lists(st.tuples(st.sampled_from(["", *DANGEROUS]), st.text(), st.text()), max_size=8))
 def test_rejects_reports_neutralised_and_raw(parts: list[tuple[str, str, str]]) -> None:
     """Generated values with dangerous prefixes: neutralised in the default report, and
     byte-exact through Python's csv module with ``raw``."""
     import tempfile
 
-    rejects = [Reject(i + 1, i + 2, column + "c", prefix + value, "code", "reason " + value)
-               for i, (prefix, value, column) in enumerate(parts)]
+    rejects = [
+        Reject(i + 1, i + 2, column + "c", prefix + value, "code", "reason " + value)
+        for i, (prefix, value, column) in enumerate(parts)
+    ]
     with tempfile.TemporaryDirectory() as directory:
         for raw in (False, True):
             path = Path(directory) / f"rejects-{raw}.csv"
@@ -505,11 +540,19 @@ def _limited(limit: int) -> Callable[[], None]:
     return apply
 
 
-def _provmint(*args: object, preexec: Callable[[], None] | None = None,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "provmint", *map(str, args)],
-                          capture_output=True, text=True, timeout=180, check=False,
-                          preexec_fn=preexec, cwd=cwd, env=dict(os.environ))
+def _provmint(
+    *args: object, preexec: Callable[[], None] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "provmint", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        preexec_fn=preexec,
+        cwd=cwd,
+        env=dict(os.environ),
+    )
 
 
 def _one_line(p: subprocess.CompletedProcess[str], needle: str) -> str:
@@ -521,8 +564,9 @@ def _one_line(p: subprocess.CompletedProcess[str], needle: str) -> str:
     return lines[0]
 
 
-def test_a_file_size_limit_on_batch_export_and_the_rejects_file(cli, minted,
-                                                                tmp_path: Path) -> None:
+def test_a_file_size_limit_on_batch_export_and_the_rejects_file(
+    cli, minted, tmp_path: Path
+) -> None:
     out = tmp_path / "labels.csv"
     out.write_bytes(b"old\n")
     p = _provmint("batch", "export", minted["batch"], "-o", out, preexec=_limited(1000))
@@ -533,9 +577,15 @@ def test_a_file_size_limit_on_batch_export_and_the_rejects_file(cli, minted,
     # (a 2 MB catalog, a 0.6 MB tree file) do not.
     bad = tmp_path / "bad.csv"
     wrong_gtin = GTIN[:-1] + "5"
-    bad.write_text(csv_text(["gtin", "serial", "lot", "expiry"], [
-        [wrong_gtin, f"B A D {i} " + "x" * 70, "L~" + "y" * 70, "2024-13-45"]
-        for i in range(10_000)]))
+    bad.write_text(
+        csv_text(
+            ["gtin", "serial", "lot", "expiry"],
+            [
+                [wrong_gtin, f"B A D {i} " + "x" * 70, "L~" + "y" * 70, "2024-13-45"]
+                for i in range(10_000)
+            ],
+        )
+    )
     rejects = tmp_path / "bad.rejects.csv"
     p = _provmint("batch", "create", bad, "--rejects", rejects, preexec=_limited(3_000_000))
     _one_line(p, f"file too large writing {rejects} (")
@@ -545,13 +595,18 @@ def test_a_file_size_limit_on_batch_export_and_the_rejects_file(cli, minted,
 def _tmpfs_available() -> bool:
     if not IS_ROOT or shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
-                           capture_output=True, timeout=30, check=False)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     return probe.returncode == 0
 
 
-TMPFS = pytest.mark.skipif(not _tmpfs_available(),
-                           reason="needs root and mount namespaces (unshare -m) for a tmpfs")
+TMPFS = pytest.mark.skipif(
+    not _tmpfs_available(), reason="needs root and mount namespaces (unshare -m) for a tmpfs"
+)
 
 
 def _on_full_tmpfs(disk: Path, *args: object) -> tuple[subprocess.CompletedProcess[str], str]:
@@ -564,23 +619,39 @@ def _on_full_tmpfs(disk: Path, *args: object) -> tuple[subprocess.CompletedProce
         "exit $rc"
     )
     disk.mkdir(exist_ok=True)
-    p = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m",
-                        "provmint", *map(str, args)], capture_output=True, text=True,
-                       timeout=180, check=False, env={**os.environ, "DISK": str(disk)})
+    p = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            sys.executable,
+            "-m",
+            "provmint",
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "DISK": str(disk)},
+    )
     stderr, _, listing = p.stderr.rpartition("--- ")
     return subprocess.CompletedProcess(p.args, p.returncode, p.stdout, stderr), listing.strip()
 
 
 @TMPFS
 @pytest.mark.parametrize("what", ["batch export", "proof export --all", "rejects", "labels"])
-def test_a_full_disk_names_the_file_and_the_free_space(cli, minted, tmp_path: Path,
-                                                       what: str) -> None:
+def test_a_full_disk_names_the_file_and_the_free_space(
+    cli, minted, tmp_path: Path, what: str
+) -> None:
     disk = tmp_path / "disk"
     out = disk / "out.csv"
     args: list[object] = {
         "batch export": ["batch", "export", minted["batch"], "-o", out],
-        "proof export --all": ["proof", "export", "--batch", minted["batch"], "--all", "-o",
-                               out],
+        "proof export --all": ["proof", "export", "--batch", minted["batch"], "--all", "-o", out],
         "rejects": ["batch", "create", minted["bad"], "--rejects", out],
         "labels": ["labels", minted["batch"], "--out", disk / "labels", "--format", "none"],
     }[what]
@@ -596,7 +667,15 @@ def test_a_full_disk_names_the_file_and_the_free_space(cli, minted, tmp_path: Pa
 
 def test_the_readme_documents_outputs() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for needle in ("### Output files", "OWASP", "--raw", "`-o -`", "atomically",
-                   "FIFO", "symlink", "(12 KiB free)"):
+    for needle in (
+        "### Output files",
+        "OWASP",
+        "--raw",
+        "`-o -`",
+        "atomically",
+        "FIFO",
+        "symlink",
+        "(12 KiB free)",
+    ):
         assert needle in readme, needle
     assert "labels.csv" in readme and EXAMPLE_CSV.name in readme

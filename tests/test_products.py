@@ -45,8 +45,6 @@ def ok_json(r: Any, code: int = EXIT_OK) -> Any:
     return json.loads(r.stdout)
 
 
-
-
 def show(cli, *args: str) -> dict[str, Any]:
     return ok_json(cli("product", "show", *args, "--json"))
 
@@ -65,8 +63,7 @@ def test_product_show_json_has_record_token_and_url(cli, keyed, minted) -> None:
     assert TOKEN_RE.fullmatch(token) and len(token) == 22
     assert format_token(parse_token(token)) == token
     assert product["url"] == gs1.digital_link(keyed.url_base, GTIN, SERIAL, "L2406A", token)
-    assert product["url"] == (f"https://id.example.com/01/{GTIN}/10/L2406A/21/{SERIAL}"
-                              f"?t={token}")
+    assert product["url"] == (f"https://id.example.com/01/{GTIN}/10/L2406A/21/{SERIAL}?t={token}")
 
 
 def test_product_show_text(cli, minted) -> None:
@@ -106,12 +103,15 @@ def test_product_show_by_token(cli, minted) -> None:
     assert show(cli, "--token", reference["token"]) == reference
 
 
-@pytest.mark.parametrize("args", [
-    ("--gtin", GTIN, "--serial", "NOSUCHSERIAL"),
-    ("--gtin", "09520123450021", "--serial", SERIAL),  # serial exists under another GTIN
-    ("--gtin", "96385074", "--serial", SERIAL),  # valid GTIN-8, never minted
-    ("--gtin", GTIN, "--serial", SERIAL.lower()),  # serials are case-sensitive
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--gtin", GTIN, "--serial", "NOSUCHSERIAL"),
+        ("--gtin", "09520123450021", "--serial", SERIAL),  # serial exists under another GTIN
+        ("--gtin", "96385074", "--serial", SERIAL),  # valid GTIN-8, never minted
+        ("--gtin", GTIN, "--serial", SERIAL.lower()),  # serials are case-sensitive
+    ],
+)
 def test_unknown_product_is_not_found(cli, minted, args) -> None:
     one_error(cli("product", "show", *args), EXIT_NOT_FOUND, "no product")
 
@@ -123,40 +123,51 @@ def test_unknown_token_is_not_found(cli, minted) -> None:
 
 
 def test_lookup_without_a_store_says_so(cli, keyed, isolated: Path) -> None:
-    for args in (("product", "show", "--gtin", GTIN, "--serial", SERIAL),
-                 ("batch", "list", "--json"), ("batch", "show", "x")):
+    for args in (
+        ("product", "show", "--gtin", GTIN, "--serial", SERIAL),
+        ("batch", "list", "--json"),
+        ("batch", "show", "x"),
+    ):
         r = cli(*args)
         one_error(r, 1, "no provmint store at")
         assert "hint: mint a batch first" in r.stderr
     assert not (isolated / "store").exists()  # readers never create a store
 
 
-@pytest.mark.parametrize(("gtin", "reason"), [
-    ("09520123450015", "GTIN check digit is 5, expected 4"),
-    ("0952012345001X", "GTIN must contain digits only"),
-    ("0952012345001", "GTIN has 13 digits"),  # 13 digits, wrong check digit
-    ("95201234500", "GTIN has 11 digits; expected 8, 12, 13 or 14"),
-    ("9.52012E+12", "scientific notation"),
-    ("", "GTIN is empty"),
-    ("０９５２０１２３４５００１４", "digits only"),  # fullwidth digits
-])
+@pytest.mark.parametrize(
+    ("gtin", "reason"),
+    [
+        ("09520123450015", "GTIN check digit is 5, expected 4"),
+        ("0952012345001X", "GTIN must contain digits only"),
+        ("0952012345001", "GTIN has 13 digits"),  # 13 digits, wrong check digit
+        ("95201234500", "GTIN has 11 digits; expected 8, 12, 13 or 14"),
+        ("9.52012E+12", "scientific notation"),
+        ("", "GTIN is empty"),
+        ("０９５２０１２３４５００１４", "digits only"),  # fullwidth digits
+    ],
+)
 def test_bad_gtin_is_a_usage_error(cli, minted, gtin: str, reason: str) -> None:
     if gtin == "0952012345001":
         reason = "GTIN check digit"
-    line = one_error(cli("product", "show", "--gtin", gtin, "--serial", SERIAL), EXIT_USAGE,
-                     "gtin", reason)
+    line = one_error(
+        cli("product", "show", "--gtin", gtin, "--serial", SERIAL), EXIT_USAGE, "gtin", reason
+    )
     assert line.startswith(f"error: gtin {gtin!r}: ")
 
 
-@pytest.mark.parametrize(("serial", "reason"), [
-    ("A B", "a space"),
-    ("X" * 21, "at most 20"),
-    ("", "serial is empty"),
-    ("ABC#1", "'#'"),
-])
+@pytest.mark.parametrize(
+    ("serial", "reason"),
+    [
+        ("A B", "a space"),
+        ("X" * 21, "at most 20"),
+        ("", "serial is empty"),
+        ("ABC#1", "'#'"),
+    ],
+)
 def test_bad_serial_is_a_usage_error(cli, minted, serial: str, reason: str) -> None:
-    one_error(cli("product", "show", "--gtin", GTIN, "--serial", serial), EXIT_USAGE,
-              "serial", reason)
+    one_error(
+        cli("product", "show", "--gtin", GTIN, "--serial", serial), EXIT_USAGE, "serial", reason
+    )
 
 
 @pytest.mark.parametrize("token", ["abc", "A" * 23, "A" * 21 + "!", "A" * 21 + "B"])
@@ -172,8 +183,9 @@ def test_incomplete_lookup_is_a_usage_error(cli, minted, args) -> None:
 # --------------------------------------------------------------------------- proof export
 
 
-def test_proof_export_by_token_equals_export_by_gtin_and_serial(cli, minted,
-                                                                 tmp_path: Path) -> None:
+def test_proof_export_by_token_equals_export_by_gtin_and_serial(
+    cli, minted, tmp_path: Path
+) -> None:
     token = show(cli, "--gtin", GTIN, "--serial", SERIAL)["token"]
     by_key = cli("proof", "export", "--gtin", GTIN, "--serial", SERIAL)
     by_token = cli("proof", "export", "--token", token)
@@ -209,8 +221,9 @@ def test_proof_export_with_bad_gtin_is_a_usage_error(cli, minted) -> None:
 
 
 def test_proof_export_batch_without_all_is_a_usage_error(cli, minted) -> None:
-    one_error(cli("proof", "export", "--batch", minted.batch_id), EXIT_USAGE,
-              "--batch is for --all")
+    one_error(
+        cli("proof", "export", "--batch", minted.batch_id), EXIT_USAGE, "--batch is for --all"
+    )
 
 
 def test_proof_export_all_jsonl(cli, keyed, minted, tmp_path: Path) -> None:
@@ -240,8 +253,9 @@ def test_proof_export_all_by_batch_prefix(cli, minted, tmp_path: Path) -> None:
 
 def test_proof_export_all_parquet(cli, keyed, minted, tmp_path: Path) -> None:
     out = tmp_path / "proofs.parquet"
-    r = cli("proof", "export", "--batch", minted.batch_id, "--all", "--format", "parquet",
-            "-o", out)
+    r = cli(
+        "proof", "export", "--batch", minted.batch_id, "--all", "--format", "parquet", "-o", out
+    )
     assert r.exit_code == 0, r.output
     table = pq.read_table(out)
     assert table.num_rows == 9
@@ -267,11 +281,17 @@ def test_proof_export_all_parquet(cli, keyed, minted, tmp_path: Path) -> None:
         assert record == expected
         doc = {
             "format": info["format"],
-            "product": {"record_version": info["record_version"], "record": record,
-                        "token_commitment": row["token_commitment"].hex()},
-            "tree": {**{k: info["tree"][k] for k in ("profile", "size")},
-                     "leaf_index": row["leaf_index"], "path": [p.hex() for p in row["path"]],
-                     "root": info["tree"]["root"]},
+            "product": {
+                "record_version": info["record_version"],
+                "record": record,
+                "token_commitment": row["token_commitment"].hex(),
+            },
+            "tree": {
+                **{k: info["tree"][k] for k in ("profile", "size")},
+                "leaf_index": row["leaf_index"],
+                "path": [p.hex() for p in row["path"]],
+                "root": info["tree"]["root"],
+            },
             "batch": info["batch"],
             "anchor": None,
         }
@@ -279,11 +299,14 @@ def test_proof_export_all_parquet(cli, keyed, minted, tmp_path: Path) -> None:
         assert verify_proof(doc).verdict is Verdict.PENDING
 
 
-@pytest.mark.parametrize("args", [
-    ("--all",),
-    ("--all", "--batch", "{batch}"),
-    ("--all", "-o", "proofs.jsonl"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--all",),
+        ("--all", "--batch", "{batch}"),
+        ("--all", "-o", "proofs.jsonl"),
+    ],
+)
 def test_proof_export_all_needs_batch_and_out(cli, minted, tmp_path: Path, args) -> None:
     args = tuple(a.format(batch=minted.batch_id) for a in args)
     one_error(cli("proof", "export", *args), EXIT_USAGE, "--all needs --batch ID and --out FILE")
@@ -291,8 +314,17 @@ def test_proof_export_all_needs_batch_and_out(cli, minted, tmp_path: Path, args)
 
 
 def test_proof_export_all_unknown_format(cli, minted, tmp_path: Path) -> None:
-    r = cli("proof", "export", "--batch", minted.batch_id, "--all", "--format", "csv",
-            "-o", tmp_path / "p.csv")
+    r = cli(
+        "proof",
+        "export",
+        "--batch",
+        minted.batch_id,
+        "--all",
+        "--format",
+        "csv",
+        "-o",
+        tmp_path / "p.csv",
+    )
     one_error(r, EXIT_USAGE, "unknown proof export format 'csv'")
     assert not (tmp_path / "p.csv").exists()
 
@@ -324,8 +356,9 @@ def test_batch_export_labels_csv(cli, keyed, minted, tmp_path: Path) -> None:
         for key in ("gtin", "serial", "lot", "expiry"):
             assert label[key] == source[key]
         assert TOKEN_RE.fullmatch(label["token"])
-        assert label["url"] == gs1.digital_link(keyed.url_base, label["gtin"], label["serial"],
-                                                label["lot"], label["token"])
+        assert label["url"] == gs1.digital_link(
+            keyed.url_base, label["gtin"], label["serial"], label["lot"], label["token"]
+        )
         product = show(cli, "--gtin", label["gtin"], "--serial", label["serial"])
         assert (product["token"], product["url"]) == (label["token"], label["url"])
     assert len({r["token"] for r in rows}) == 9
@@ -354,8 +387,9 @@ def test_batch_export_labels_parquet(cli, minted, tmp_path: Path) -> None:
 def test_labels_of_a_batch_without_lot_or_expiry(cli, keyed, write_csv, tmp_path: Path) -> None:
     """Missing label columns are empty; the URL has no lot segment; odd serials are
     percent-encoded (a '/' must not split the path)."""
-    source = write_csv("plain.csv", "GTIN,Serial Number\n9520123450014,AB/CD%1\n"
-                                    "9520123450014,A+B?C\n")
+    source = write_csv(
+        "plain.csv", "GTIN,Serial Number\n9520123450014,AB/CD%1\n9520123450014,A+B?C\n"
+    )
     summary = mint_batch(source, settings=keyed)
     out = tmp_path / "labels.csv"
     assert cli("batch", "export", summary.batch_id, "-o", out, "--raw").exit_code == 0
@@ -365,26 +399,34 @@ def test_labels_of_a_batch_without_lot_or_expiry(cli, keyed, write_csv, tmp_path
     for row in rows:
         assert row["gtin"] == GTIN
         assert row["lot"] == row["expiry"] == ""
-        assert row["url"] == gs1.digital_link(keyed.url_base, GTIN, row["serial"], "",
-                                              row["token"])
+        assert row["url"] == gs1.digital_link(keyed.url_base, GTIN, row["serial"], "", row["token"])
         assert "/10/" not in row["url"]
     assert rows[0]["url"].startswith(f"https://id.example.com/01/{GTIN}/21/AB%2FCD%251?t=")
 
 
 def test_batch_export_parquet_needs_out(cli, minted) -> None:
-    one_error(cli("batch", "export", minted.batch_id, "--format", "parquet"), EXIT_USAGE,
-              "Parquet labels need an output: pass -o FILE (or -o - for standard output)")
+    one_error(
+        cli("batch", "export", minted.batch_id, "--format", "parquet"),
+        EXIT_USAGE,
+        "Parquet labels need an output: pass -o FILE (or -o - for standard output)",
+    )
 
 
 def test_batch_export_unknown_format(cli, minted, tmp_path: Path) -> None:
-    one_error(cli("batch", "export", minted.batch_id, "--format", "xlsx", "-o",
-                  tmp_path / "l.xlsx"), EXIT_USAGE, "unknown label format 'xlsx'")
+    one_error(
+        cli("batch", "export", minted.batch_id, "--format", "xlsx", "-o", tmp_path / "l.xlsx"),
+        EXIT_USAGE,
+        "unknown label format 'xlsx'",
+    )
     assert not (tmp_path / "l.xlsx").exists()
 
 
 def test_batch_export_unknown_batch(cli, minted, tmp_path: Path) -> None:
-    one_error(cli("batch", "export", "nosuch", "-o", tmp_path / "l.csv"), EXIT_NOT_FOUND,
-              "no batch 'nosuch'")
+    one_error(
+        cli("batch", "export", "nosuch", "-o", tmp_path / "l.csv"),
+        EXIT_NOT_FOUND,
+        "no batch 'nosuch'",
+    )
     assert not (tmp_path / "l.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -392,10 +434,24 @@ def test_batch_export_unknown_batch(cli, minted, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- batch show / list
 
 
-BATCH_FIELDS = {"anchor", "batch_id", "created_at", "label", "source", "products", "rejected",
-                "tree",
-                "manifest_digest", "commitment", "key_id", "columns", "record_version",
-                "token_version", "url_base", "provmint_version"}
+BATCH_FIELDS = {
+    "anchor",
+    "batch_id",
+    "created_at",
+    "label",
+    "source",
+    "products",
+    "rejected",
+    "tree",
+    "manifest_digest",
+    "commitment",
+    "key_id",
+    "columns",
+    "record_version",
+    "token_version",
+    "url_base",
+    "provmint_version",
+}
 
 
 def test_batch_show_json(cli, keyed, minted) -> None:
@@ -426,9 +482,16 @@ def test_batch_show_json(cli, keyed, minted) -> None:
 def test_batch_show_text(cli, minted) -> None:
     r = cli("batch", "show", minted.batch_id)
     assert r.exit_code == 0, r.output
-    for expected in (minted.batch_id, minted.root, minted.commitment, minted.key_id,
-                     "rfc9162-sha256, 9 leaves", "pending (not anchored yet)",
-                     "provmint-record/1", "https://id.example.com"):
+    for expected in (
+        minted.batch_id,
+        minted.root,
+        minted.commitment,
+        minted.key_id,
+        "rfc9162-sha256, 9 leaves",
+        "pending (not anchored yet)",
+        "provmint-record/1",
+        "https://id.example.com",
+    ):
         assert expected in r.stdout, expected
 
 
@@ -439,8 +502,9 @@ def test_batch_show_by_unique_prefix(cli, minted) -> None:
 
 
 def _second_batch(keyed, write_csv):
-    source = write_csv("second.csv", "gtin,serial\n09520123450014,SECOND1\n"
-                                     "09520123450014,SECOND2\n")
+    source = write_csv(
+        "second.csv", "gtin,serial\n09520123450014,SECOND1\n09520123450014,SECOND2\n"
+    )
     return mint_batch(source, settings=keyed, label="second")
 
 
@@ -462,13 +526,14 @@ def test_ambiguous_and_unknown_prefixes_are_not_found(cli, keyed, minted, write_
         assert "hint: list batches with: provmint batch list" in r.stderr
     # exact ids still resolve, and a longer unique prefix too
     assert ok_json(cli("batch", "show", second.batch_id, "--json"))["label"] == "second"
-    unique = second.batch_id[:len(common) + 1]
+    unique = second.batch_id[: len(common) + 1]
     assert ok_json(cli("batch", "show", unique, "--json"))["batch_id"] == second.batch_id
 
 
 def test_batch_list_json(cli, keyed, minted, write_csv) -> None:
     assert ok_json(cli("batch", "list", "--json")) == [
-        ok_json(cli("batch", "show", minted.batch_id, "--json"))]
+        ok_json(cli("batch", "show", minted.batch_id, "--json"))
+    ]
     second = _second_batch(keyed, write_csv)
     listed = ok_json(cli("batch", "list", "--json"))
     assert [b["batch_id"] for b in listed] == [minted.batch_id, second.batch_id]

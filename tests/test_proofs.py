@@ -68,8 +68,7 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         docs = [json.loads(line) for line in out.read_text().splitlines()]
         token = find_product(cfg, gtin=GTIN, serial=SERIAL).token
         single = export_proof(cfg, gtin=GTIN, serial=SERIAL)
-    return {"settings": cfg, "summary": summary, "docs": docs, "token": token,
-            "single": single}
+    return {"settings": cfg, "summary": summary, "docs": docs, "token": token, "single": single}
 
 
 @pytest.fixture
@@ -92,8 +91,9 @@ def _proof_of(example, gtin: str, serial: str) -> dict[str, Any]:
     raise AssertionError(f"no product {gtin} {serial} in the example")
 
 
-def assert_rejected(doc: dict[str, Any], *, check: str | None = None,
-                    field: str | None = None) -> None:
+def assert_rejected(
+    doc: dict[str, Any], *, check: str | None = None, field: str | None = None
+) -> None:
     """The document never verifies; with ``check`` the verdict is invalid and the reason
     names that check; with ``field`` a ProofError names that field."""
     try:
@@ -152,8 +152,9 @@ def test_exported_proof_has_documented_structure(example, proof_doc) -> None:
     assert manifest["record_version"] == product["record_version"]
     assert manifest["key_id"] == summary.key_id
     assert batch["manifest_digest"] == manifest_digest(manifest).hex()
-    expected_commitment = batch_commitment(batch["id"], 9, bytes.fromhex(tree["root"]),
-                                           bytes.fromhex(batch["manifest_digest"]))
+    expected_commitment = batch_commitment(
+        batch["id"], 9, bytes.fromhex(tree["root"]), bytes.fromhex(batch["manifest_digest"])
+    )
     assert batch["commitment"] == expected_commitment.hex() == summary.commitment
 
 
@@ -181,9 +182,13 @@ def test_exported_proof_verifies_pending_with_all_checks_ok(example, proof_doc) 
 
 def test_every_input_form_gives_the_same_report(proof_doc) -> None:
     text = proof_to_json(proof_doc)
-    reports = [verify_proof(proof_doc), verify_proof(text), verify_proof(text.encode()),
-               verify_proof(parse_proof(text)),
-               verify_proof(proof_to_json(proof_doc, indent=None))]
+    reports = [
+        verify_proof(proof_doc),
+        verify_proof(text),
+        verify_proof(text.encode()),
+        verify_proof(parse_proof(text)),
+        verify_proof(proof_to_json(proof_doc, indent=None)),
+    ]
     assert {r.verdict for r in reports} == {Verdict.PENDING}
     assert len({json.dumps(r.to_json(), sort_keys=True) for r in reports}) == 1
 
@@ -233,21 +238,26 @@ def _set(*keys: str, value: Any) -> Mutation:
         for k in keys[:-1]:
             target = target[k]
         target[keys[-1]] = value
+
     return mutate
 
 
 def _flip_hex(h: str, pos: int = 0) -> str:
-    return h[:pos] + ("1" if h[pos] == "0" else "0") + h[pos + 1:]
+    return h[:pos] + ("1" if h[pos] == "0" else "0") + h[pos + 1 :]
 
 
-@pytest.mark.parametrize("field", ["gtin", "serial", "lot", "expiry", "product_name",
-                                   "production_date"])
+@pytest.mark.parametrize(
+    "field", ["gtin", "serial", "lot", "expiry", "product_name", "production_date"]
+)
 def test_changed_record_value_is_invalid(proof_doc, field: str) -> None:
     original = proof_doc["product"]["record"][field]
     # a same-length change at either end, an appended space, an empty value
-    for value in (original[:-1] + ("X" if original[-1] != "X" else "Y"),
-                  ("1" if original[0] != "1" else "2") + original[1:],
-                  original + " ", ""):
+    for value in (
+        original[:-1] + ("X" if original[-1] != "X" else "Y"),
+        ("1" if original[0] != "1" else "2") + original[1:],
+        original + " ",
+        "",
+    ):
         doc = copy.deepcopy(proof_doc)
         doc["product"]["record"][field] = value
         assert value != original
@@ -387,11 +397,14 @@ def test_leaf_index_outside_the_tree_is_malformed(example, proof_doc) -> None:
     assert_rejected(last, field="tree.leaf_index")
 
 
-@pytest.mark.parametrize(("new_size", "check"), [
-    (lambda n: n + 1, "manifest binds tree"),  # the RFC path alone fits size n+1 too
-    (lambda n: n * 2, "inclusion"),
-    (lambda n: n - 1, "inclusion"),
-])
+@pytest.mark.parametrize(
+    ("new_size", "check"),
+    [
+        (lambda n: n + 1, "manifest binds tree"),  # the RFC path alone fits size n+1 too
+        (lambda n: n * 2, "inclusion"),
+        (lambda n: n - 1, "inclusion"),
+    ],
+)
 def test_changed_tree_size_is_invalid(proof_doc, new_size, check: str) -> None:
     doc = copy.deepcopy(proof_doc)
     doc["tree"]["size"] = new_size(doc["tree"]["size"])
@@ -435,13 +448,16 @@ def test_changed_root_in_proof_and_manifest_is_invalid(proof_doc) -> None:
     assert_rejected(doc, check="inclusion")
 
 
-@pytest.mark.parametrize("new_id", [
-    lambda old: "20991231-00000000",
-    lambda old: "x",
-    lambda old: old + "0",
-    lambda old: old[:-1],
-    lambda old: old.upper(),
-])
+@pytest.mark.parametrize(
+    "new_id",
+    [
+        lambda old: "20991231-00000000",
+        lambda old: "x",
+        lambda old: old + "0",
+        lambda old: old[:-1],
+        lambda old: old.upper(),
+    ],
+)
 def test_changed_batch_id_is_invalid(proof_doc, new_id: Callable[[str], str]) -> None:
     doc = copy.deepcopy(proof_doc)
     old = doc["batch"]["id"]
@@ -481,8 +497,7 @@ MANIFEST_CHANGES: list[tuple[str, Mutation]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "change"), MANIFEST_CHANGES,
-                         ids=[n for n, _ in MANIFEST_CHANGES])
+@pytest.mark.parametrize(("name", "change"), MANIFEST_CHANGES, ids=[n for n, _ in MANIFEST_CHANGES])
 def test_changed_manifest_is_invalid(proof_doc, name: str, change: Mutation) -> None:
     doc = copy.deepcopy(proof_doc)
     before = copy.deepcopy(doc["batch"]["manifest"])
@@ -490,18 +505,23 @@ def test_changed_manifest_is_invalid(proof_doc, name: str, change: Mutation) -> 
     assert doc["batch"]["manifest"] != before
     assert_rejected(doc, check="manifest")
     assert verify_proof(doc).reason == (
-        "manifest: the manifest does not hash to batch.manifest_digest")
+        "manifest: the manifest does not hash to batch.manifest_digest"
+    )
 
 
-@pytest.mark.parametrize(("name", "change", "check"), [
-    ("created_at", _set("created_at", value="2030-01-01T00:00:00Z"), "batch commitment"),
-    ("columns", lambda m: m["columns"].append("zzz"), "record fields"),
-    ("tree.size", lambda m: m["tree"].__setitem__("size", 10), "manifest binds tree"),
-    ("batch_id", _set("batch_id", value="20991231-00000000"), "manifest binds batch"),
-    ("record_version", _set("record_version", value="x"), "record version"),
-])
-def test_changed_manifest_with_recomputed_digest_is_invalid(proof_doc, name, change,
-                                                            check: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "change", "check"),
+    [
+        ("created_at", _set("created_at", value="2030-01-01T00:00:00Z"), "batch commitment"),
+        ("columns", lambda m: m["columns"].append("zzz"), "record fields"),
+        ("tree.size", lambda m: m["tree"].__setitem__("size", 10), "manifest binds tree"),
+        ("batch_id", _set("batch_id", value="20991231-00000000"), "manifest binds batch"),
+        ("record_version", _set("record_version", value="x"), "record version"),
+    ],
+)
+def test_changed_manifest_with_recomputed_digest_is_invalid(
+    proof_doc, name, change, check: str
+) -> None:
     """Even with a matching manifest digest, each manifest fact is cross-checked and the
     batch commitment binds the digest."""
     doc = copy.deepcopy(proof_doc)
@@ -534,8 +554,7 @@ def test_proof_of_another_batch_does_not_mix(minted, write_csv) -> None:
     """The record and path of one batch grafted onto another batch's section fail."""
     cfg, _ = minted
     proof_doc = export_proof(cfg, gtin=GTIN, serial=SERIAL)
-    csv_path = write_csv("other.csv", "gtin,serial\n09520123450014,OTHER1\n"
-                         "09520123450014,OTHER2\n")
+    csv_path = write_csv("other.csv", "gtin,serial\n09520123450014,OTHER1\n09520123450014,OTHER2\n")
     mint_batch(csv_path, settings=cfg)
     other = export_proof(cfg, gtin=GTIN, serial="OTHER1")
     doc = copy.deepcopy(proof_doc)
@@ -546,11 +565,14 @@ def test_proof_of_another_batch_does_not_mix(minted, write_csv) -> None:
     assert_rejected(doc, check="inclusion")
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (_set("product", "record_version", value="provmint-record/2"), "record version"),
-    (_set("tree", "profile", value="rfc6962-sha1"), "tree profile"),
-    (_set("format", value="provmint-proof/2"), "unsupported proof format"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (_set("product", "record_version", value="provmint-record/2"), "record version"),
+        (_set("tree", "profile", value="rfc6962-sha1"), "tree profile"),
+        (_set("format", value="provmint-proof/2"), "unsupported proof format"),
+    ],
+)
 def test_changed_version_tags_are_refused(proof_doc, mutate: Mutation, field: str) -> None:
     doc = copy.deepcopy(proof_doc)
     mutate(doc)
@@ -601,14 +623,17 @@ def test_hypothesis_one_flipped_hex_char_never_verifies(proof_doc) -> None:
     assert ("tree", "path", 3) in locations and ("batch", "commitment") in locations
 
     @settings(max_examples=300, deadline=None)
-    @given(where=st.sampled_from(locations), pos=st.integers(0, 63),
-           char=st.sampled_from("0123456789abcdefABCDEF"))
+    @given(
+        where=st.sampled_from(locations),
+        pos=st.integers(0, 63),
+        char=st.sampled_from("0123456789abcdefABCDEF"),
+    )
     def run(where: tuple[Any, ...], pos: int, char: str) -> None:
         old = _get(proof_doc, where)
         if old[pos] == char:
             char = "0" if old[pos] != "0" else "1"
         doc = copy.deepcopy(proof_doc)
-        _put(doc, where, old[:pos] + char + old[pos + 1:])
+        _put(doc, where, old[:pos] + char + old[pos + 1 :])
         _never_verifies(doc)
 
     run()
@@ -631,8 +656,7 @@ def test_hypothesis_changed_record_value_never_verifies(proof_doc) -> None:
 
 def test_hypothesis_extra_record_field_never_verifies(proof_doc) -> None:
     @settings(max_examples=150, deadline=None)
-    @given(name=st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
-           value=st.text(max_size=20))
+    @given(name=st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), value=st.text(max_size=20))
     def run(name: str, value: str) -> None:
         if name in proof_doc["product"]["record"]:
             return
@@ -644,8 +668,11 @@ def test_hypothesis_extra_record_field_never_verifies(proof_doc) -> None:
 
 
 def test_hypothesis_changed_tree_numbers_never_verify(example) -> None:
-    docs = [_proof_of(example, GTIN, SERIAL), _proof_of(example, GTIN, MIDDLE_SERIAL),
-            _proof_of(example, *LAST)]
+    docs = [
+        _proof_of(example, GTIN, SERIAL),
+        _proof_of(example, GTIN, MIDDLE_SERIAL),
+        _proof_of(example, *LAST),
+    ]
 
     @settings(max_examples=200, deadline=None)
     @given(which=st.integers(0, 2), size=st.integers(1, 2**63 - 1), index=st.integers(0, 64))
@@ -675,8 +702,7 @@ def test_deep_nesting_is_refused_even_with_a_high_recursion_limit() -> None:
         "    except ProofError as exc:\n"
         "        print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-500:]
     lines = out.stdout.splitlines()
     assert lines[:2] == ["proof is nested too deeply"] * 2

@@ -40,8 +40,6 @@ def _json(r: Any, code: int) -> dict[str, Any]:
     return json.loads(r.stdout)
 
 
-
-
 def _product(cli, serial: str = SERIAL, gtin: str = GTIN) -> dict[str, Any]:
     return _json(cli("product", "show", "--gtin", gtin, "--serial", serial, "--json"), 0)
 
@@ -220,8 +218,10 @@ def test_scans_from_two_places_are_suspect(cli, minted) -> None:
     assert second["product"] == minted["record"]
     # Other products are not affected.
     other = _product(cli, OTHER_SERIAL)
-    assert _scan(cli, other["url"], "--location", "Shop B",
-                 exit_code=EXIT_PENDING)["verdict"] == "pending"
+    assert (
+        _scan(cli, other["url"], "--location", "Shop B", exit_code=EXIT_PENDING)["verdict"]
+        == "pending"
+    )
 
 
 def test_scanned_more_than_the_threshold_is_suspect(cli, minted) -> None:
@@ -262,16 +262,27 @@ def test_scan_log_records_every_scan_and_holds_no_token(cli, minted, tmp_path: P
     assert last["scans"]["all"] == 5  # every scan of the code is logged...
     assert last["scans"]["count"] == 3  # ...but only genuine-token scans count towards copies
     assert [s["verdict"] for s in last["scans"]["recent"]] == [
-        "pending", "forged", "forged", "pending", "pending"]
+        "pending",
+        "forged",
+        "forged",
+        "pending",
+        "pending",
+    ]
     assert [s["location"] for s in last["scans"]["recent"]] == [
-        "Dock 1", None, None, "Dock 1", None]
+        "Dock 1",
+        None,
+        None,
+        "Dock 1",
+        None,
+    ]
 
     log = tmp_path / "store" / "scans.sqlite"
     assert log.is_file()
     con = sqlite3.connect(log)
     try:
         rows = con.execute(
-            "SELECT gtin, serial, verdict, location, source FROM scans ORDER BY id").fetchall()
+            "SELECT gtin, serial, verdict, location, source FROM scans ORDER BY id"
+        ).fetchall()
         assert rows == [
             (GTIN, SERIAL, "pending", None, "cli"),
             (GTIN, SERIAL, "pending", "Dock 1", "cli"),

@@ -71,7 +71,7 @@ def _rows(backend: tuple[str, str | None]) -> list[tuple[Any, ...]]:
     sql = "SELECT gtin, serial, verdict, location, source FROM scans ORDER BY id"
     if kind == "sqlite":
         assert url is not None
-        con = sqlite3.connect(url[len("sqlite:"):])
+        con = sqlite3.connect(url[len("sqlite:") :])
         try:
             return con.execute(sql).fetchall()
         finally:
@@ -106,11 +106,18 @@ def _counters(log: ScanLog, codes: set[tuple[str, str]]) -> dict[tuple[str, str]
 
 def test_counts_places_and_history(log: ScanLog, backend) -> None:
     t0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    plan = [("pending", None), ("pending", "Dock 1"), ("forged", "Lagos"),
-            ("genuine", "Dock 1"), ("forged", None), ("suspect", "Dock 2")]
+    plan = [
+        ("pending", None),
+        ("pending", "Dock 1"),
+        ("forged", "Lagos"),
+        ("genuine", "Dock 1"),
+        ("forged", None),
+        ("suspect", "Dock 2"),
+    ]
     for i, (verdict, place) in enumerate(plan):
-        stats = log.record(GTIN, SERIAL, verdict, location=place, source="cli",
-                           at=t0 + timedelta(minutes=i))
+        stats = log.record(
+            GTIN, SERIAL, verdict, location=place, source="cli", at=t0 + timedelta(minutes=i)
+        )
     assert stats.count == 4  # forged scans never count towards copies...
     assert stats.all_scans == 6  # ...but every scan is logged
     assert stats.places == 2 and stats.locations == ("Dock 1", "Dock 2")  # not Lagos
@@ -128,8 +135,9 @@ def test_counts_places_and_history(log: ScanLog, backend) -> None:
 
 def test_many_places_are_counted_and_some_listed(log: ScanLog) -> None:
     for i in range(14):
-        stats = log.record(GTIN, SERIAL, "genuine", location=f"Shop {i:02d}", source="serve",
-                           recent=0)
+        stats = log.record(
+            GTIN, SERIAL, "genuine", location=f"Shop {i:02d}", source="serve", recent=0
+        )
     assert stats.places == 14
     assert stats.locations == tuple(f"Shop {i:02d}" for i in range(10))
     from provmint.scan import suspicious
@@ -146,17 +154,23 @@ def test_clone_query_reads_one_indexed_row(log: ScanLog, backend) -> None:
     kind, url = backend
     query = "SELECT good, total, first_at, places FROM scan_codes WHERE gtin = {p} AND serial = {p}"
     if kind == "sqlite":
-        con = sqlite3.connect(url[len("sqlite:"):])
-        plan = " ".join(str(r) for r in con.execute(
-            "EXPLAIN QUERY PLAN " + query.format(p="?"), (GTIN, "S7")).fetchall())
+        con = sqlite3.connect(url[len("sqlite:") :])
+        plan = " ".join(
+            str(r)
+            for r in con.execute(
+                "EXPLAIN QUERY PLAN " + query.format(p="?"), (GTIN, "S7")
+            ).fetchall()
+        )
         con.close()
         assert "USING PRIMARY KEY" in plan and "scans" not in plan.replace("scan_codes", ""), plan
     else:
         with psycopg.connect(url) as con:
             con.execute("ANALYZE")
             con.execute("SET enable_seqscan = off")  # a tiny table would be scanned anyway
-            plan = " ".join(r[0] for r in con.execute(
-                "EXPLAIN " + query.format(p="%s"), (GTIN, "S7")).fetchall())
+            plan = " ".join(
+                r[0]
+                for r in con.execute("EXPLAIN " + query.format(p="%s"), (GTIN, "S7")).fetchall()
+            )
         assert "scan_codes_pkey" in plan and "Seq Scan" not in plan, plan
 
 
@@ -180,7 +194,8 @@ def test_prune_deletes_old_scans_and_recounts(log: ScanLog, backend) -> None:
     assert (after.count, after.all_scans, after.places) == (1, 1, 1)
     assert after.locations == ("Paris",)
     assert after.first_seen is not None and after.first_seen.startswith(
-        recent.strftime("%Y-%m-%dT%H:%M"))
+        recent.strftime("%Y-%m-%dT%H:%M")
+    )
     gone = log.stats(GTIN, OTHER_SERIAL)
     assert (gone.count, gone.all_scans, gone.places, gone.first_seen) == (0, 0, 0, None)
     assert _counters(log, {(GTIN, SERIAL), (GTIN, OTHER_SERIAL)}) == _recount(backend)
@@ -195,8 +210,14 @@ def _record_many(url: str, worker: int, n: int, barrier: Any) -> None:
     barrier.wait()
     for i in range(n):
         place = f"P{(worker * n + i) % 7}"
-        log.record(GTIN, SERIAL, "genuine" if i % 5 else "forged", location=place,
-                   source=f"w{worker}", recent=0)
+        log.record(
+            GTIN,
+            SERIAL,
+            "genuine" if i % 5 else "forged",
+            location=place,
+            source=f"w{worker}",
+            recent=0,
+        )
     log.close()
 
 
@@ -206,8 +227,7 @@ def test_concurrent_writers_lose_no_count(log: ScanLog, backend) -> None:
     a recount of the rows."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(4)
-    procs = [ctx.Process(target=_record_many, args=(backend[1], w, 60, barrier))
-             for w in range(4)]
+    procs = [ctx.Process(target=_record_many, args=(backend[1], w, 60, barrier)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
@@ -231,12 +251,17 @@ def _prune_while_writing(url: str, barrier: Any) -> None:
 def test_pruning_while_scans_arrive_keeps_counters_exact(log: ScanLog, backend) -> None:
     old = datetime.now(UTC) - timedelta(days=90)
     for i in range(150):
-        log.record(GTIN, f"S{i % 10}", "genuine" if i % 3 else "forged",
-                   location=f"P{i % 4}", source="cli", at=old)
+        log.record(
+            GTIN,
+            f"S{i % 10}",
+            "genuine" if i % 3 else "forged",
+            location=f"P{i % 4}",
+            source="cli",
+            at=old,
+        )
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(3)
-    procs = [ctx.Process(target=_record_many, args=(backend[1], w, 40, barrier))
-             for w in range(2)]
+    procs = [ctx.Process(target=_record_many, args=(backend[1], w, 40, barrier)) for w in range(2)]
     procs.append(ctx.Process(target=_prune_while_writing, args=(backend[1], barrier)))
     for p in procs:
         p.start()
@@ -324,8 +349,7 @@ def test_replicas_migrating_at_once(pg_url: str) -> None:
         p.join(120)
         assert p.exitcode == 0
     with psycopg.connect(pg_url) as con:
-        assert con.execute("SELECT version FROM scan_log_version").fetchall() == [
-            (SCHEMA_VERSION,)]
+        assert con.execute("SELECT version FROM scan_log_version").fetchall() == [(SCHEMA_VERSION,)]
         assert con.execute("SELECT good, total FROM scan_codes").fetchall() == [(6, 6)]
 
 
@@ -334,7 +358,7 @@ def test_newer_schema_is_refused(log: ScanLog, backend) -> None:
     log.close()
     kind, url = backend
     if kind == "sqlite":
-        con = sqlite3.connect(url[len("sqlite:"):])
+        con = sqlite3.connect(url[len("sqlite:") :])
         con.execute("UPDATE scan_log_version SET version = 99")
         con.commit()
         con.close()
@@ -357,10 +381,14 @@ def test_an_old_sqlite_log_is_upgraded_with_its_counts(tmp_path: Path) -> None:
             serial TEXT NOT NULL, verdict TEXT NOT NULL, location TEXT, source TEXT NOT NULL);
         CREATE INDEX scans_by_code ON scans (gtin, serial);
     """)
-    rows = [(f"2025-01-0{i + 1}T00:00:00.000000Z", GTIN, SERIAL, v, loc, "cli")
-            for i, (v, loc) in enumerate([("pending", "A"), ("forged", "B"), ("genuine", "C")])]
-    con.executemany("INSERT INTO scans (at, gtin, serial, verdict, location, source) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
+    rows = [
+        (f"2025-01-0{i + 1}T00:00:00.000000Z", GTIN, SERIAL, v, loc, "cli")
+        for i, (v, loc) in enumerate([("pending", "A"), ("forged", "B"), ("genuine", "C")])
+    ]
+    con.executemany(
+        "INSERT INTO scans (at, gtin, serial, verdict, location, source) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     con.commit()
     con.close()
     log = SqliteScanLog(path)
@@ -381,21 +409,31 @@ def test_scan_log_setting_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PROVMINT_SCAN_LOG", "postgres://u@db.example/env")
     assert resolve_settings(config_file=config).scan_log == "postgres://u@db.example/env"
     assert resolve_settings(config_file=config, scan_log="sqlite:rel.sqlite").scan_log == (
-        "sqlite:" + str(tmp_path / "rel.sqlite"))
+        "sqlite:" + str(tmp_path / "rel.sqlite")
+    )
     secret = resolve_settings(scan_log="postgresql://u:hunter2@db.example/x")
     assert "hunter2" not in repr(secret)
 
 
-@pytest.mark.parametrize("value", ["mysql://db/x", "scans.sqlite", "postgresql://db.example",
-                                   "sqlite:", "postgresql://u:hunter2@db.example"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "mysql://db/x",
+        "scans.sqlite",
+        "postgresql://db.example",
+        "sqlite:",
+        "postgresql://u:hunter2@db.example",
+    ],
+)
 def test_bad_scan_log_settings_are_usage_errors(cli, value: str) -> None:
     r = cli("scans", "prune", "--older-than", "30d", "--scan-log", value)
     line = one_error(r, 2, "scan log")
     assert "hunter2" not in r.stderr, line
 
 
-@pytest.mark.parametrize("age", ["", "30", "d", "30x", "-5d", "0d", "1.5d", "30 days",
-                                 "99999999d", "36600w"])
+@pytest.mark.parametrize(
+    "age", ["", "30", "d", "30x", "-5d", "0d", "1.5d", "30 days", "99999999d", "36600w"]
+)
 def test_prune_refuses_bad_ages(cli, age: str) -> None:
     one_error(cli("scans", "prune", "--older-than", age), 2, "--older-than")
 
@@ -405,8 +443,9 @@ def test_prune_command_on_both_backends(cli, backend, tmp_path: Path) -> None:
     log = open_scan_log(resolve_settings(scan_log=url))
     now = datetime.now(UTC)
     for days in (500, 400, 40, 1):
-        log.record(GTIN, SERIAL, "genuine", location=None, source="cli",
-                   at=now - timedelta(days=days))
+        log.record(
+            GTIN, SERIAL, "genuine", location=None, source="cli", at=now - timedelta(days=days)
+        )
     log.close()
     r = cli("scans", "prune", "--older-than", "365d", "--scan-log", url, "--json")
     assert r.exit_code == 0, r.output
@@ -435,8 +474,9 @@ def _url(cli, serial: str = SERIAL) -> str:
     return str(json.loads(r.stdout)["url"])
 
 
-def test_cli_scan_logs_to_postgresql(cli, keyed, pg_url: str, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_scan_logs_to_postgresql(
+    cli, keyed, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
     url = _url(cli)
     r = cli("scan", url, "--scan-log", pg_url, "--location", "Dock 1", "--json")
@@ -475,8 +515,9 @@ def _path(url: str) -> str:
     return f"{parts.path}?{parts.query}"
 
 
-def test_two_replicas_share_counts_and_the_clone_flag(cli, keyed, pg_url: str, serve_store,
-                                                      tmp_path: Path) -> None:
+def test_two_replicas_share_counts_and_the_clone_flag(
+    cli, keyed, pg_url: str, serve_store, tmp_path: Path
+) -> None:
     """Two ``provmint serve`` processes (one with two workers) on one store and one
     database: one code scanned on both is counted once across them, and a second place
     seen by the other replica makes it a possible copy."""
@@ -521,8 +562,9 @@ def _poll(fn: Any, timeout: float) -> Any:
         time.sleep(0.25)
 
 
-def test_postgresql_outage_answers_503_and_service_resumes(cli, keyed, own_postgres: Postgres,
-                                                          serve_store) -> None:
+def test_postgresql_outage_answers_503_and_service_resumes(
+    cli, keyed, own_postgres: Postgres, serve_store
+) -> None:
     assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
     path = _path(_url(cli))
     server = serve_store("--scan-log", own_postgres.url(), "--workers", "2")
@@ -549,8 +591,10 @@ def test_postgresql_outage_answers_503_and_service_resumes(cli, keyed, own_postg
     assert _get(server, unknown, headers=JSON).status_code == 404
 
     own_postgres.start()
-    resumed = _poll(lambda: (x := _get(server, path + "&loc=Oslo", headers=JSON)).status_code
-                    == 200 and x, timeout=30)
+    resumed = _poll(
+        lambda: (x := _get(server, path + "&loc=Oslo", headers=JSON)).status_code == 200 and x,
+        timeout=30,
+    )
     assert resumed, "the service did not log scans again after PostgreSQL came back"
     assert resumed.json()["logged"] is True and resumed.json()["scans"] == 2
     assert _poll(lambda: _get(server, "/healthz").status_code == 200, timeout=15)
@@ -604,15 +648,18 @@ def _serve_read_only(store: Path, path: str, *args: str) -> dict[str, Any]:
     probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"user namespaces unavailable here: {probe.stderr.decode().strip()}")
-    done = subprocess.run(["unshare", "-r", "-m", sys.executable, "-c", _READ_ONLY_SERVE,
-                           str(store), path, *args], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ))
+    done = subprocess.run(
+        ["unshare", "-r", "-m", sys.executable, "-c", _READ_ONLY_SERVE, str(store), path, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
 
 
-def test_read_only_store_with_postgresql_scan_log(cli, keyed, pg_url: str,
-                                                  tmp_path: Path) -> None:
+def test_read_only_store_with_postgresql_scan_log(cli, keyed, pg_url: str, tmp_path: Path) -> None:
     assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
     store = tmp_path / "store"
     (store / ".lock").unlink()  # a copy made without it
@@ -647,16 +694,22 @@ def test_cli_scan_on_a_read_only_store_is_one_error(cli, keyed, tmp_path: Path) 
     assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
     store = tmp_path / "store"
     url = _url(cli)
-    script = ("import subprocess, sys\n"
-              f"subprocess.run(['mount', '--bind', '-o', 'ro', {str(store)!r}, {str(store)!r}],"
-              " check=True)\n"
-              "r = subprocess.run([sys.executable, '-m', 'provmint', 'scan', sys.argv[1]])\n"
-              "sys.exit(r.returncode)\n")
+    script = (
+        "import subprocess, sys\n"
+        f"subprocess.run(['mount', '--bind', '-o', 'ro', {str(store)!r}, {str(store)!r}],"
+        " check=True)\n"
+        "r = subprocess.run([sys.executable, '-m', 'provmint', 'scan', sys.argv[1]])\n"
+        "sys.exit(r.returncode)\n"
+    )
     probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"user namespaces unavailable here: {probe.stderr.decode().strip()}")
-    done = subprocess.run(["unshare", "-r", "-m", sys.executable, "-c", script, url],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["unshare", "-r", "-m", sys.executable, "-c", script, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     class Result:
         exit_code, stdout, stderr = done.returncode, done.stdout, done.stderr

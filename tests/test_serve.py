@@ -87,8 +87,9 @@ def _clean(body: str, tmp_path: Path, *tokens: str) -> None:
         assert token not in body
 
 
-def _raw(server, path: str, method: str = "GET",
-         headers: dict[str, str] | None = None) -> tuple[int, str]:
+def _raw(
+    server, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Send ``path`` exactly as given (no normalization) and return (status, body)."""
     parts = urlsplit(server.url)
     con = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
@@ -101,8 +102,9 @@ def _raw(server, path: str, method: str = "GET",
 
 
 def _heading(page: str) -> str:
-    found = re.search(r'<div class="verdict" id="verdict" data-verdict="([a-z]+)"><h1>(.*?)</h1>',
-                      page)
+    found = re.search(
+        r'<div class="verdict" id="verdict" data-verdict="([a-z]+)"><h1>(.*?)</h1>', page
+    )
     assert found, page[:500]
     return f"{found.group(1)}: {found.group(2)}"
 
@@ -120,7 +122,8 @@ def _scan_rows(tmp_path: Path) -> list[tuple[str, str, str | None, str]]:
     con = sqlite3.connect(tmp_path / "store" / "scans.sqlite")
     try:
         return con.execute(
-            "SELECT serial, verdict, location, source FROM scans ORDER BY id").fetchall()
+            "SELECT serial, verdict, location, source FROM scans ORDER BY id"
+        ).fetchall()
     finally:
         con.close()
 
@@ -159,14 +162,20 @@ def test_valid_code_page_and_json_before_anchoring(example, serve_store, tmp_pat
     assert page.headers["cache-control"] == "no-store"
     assert _heading(page.text) == "pending: Genuine record, not yet anchored"
     assert "not anchored on chain yet" in page.text
-    for value in (GTIN, SERIAL, LOT, "2027-06-30", "Aurora Serum 30 ml", "2024-06-12",
-                  example["batch_id"]):
+    for value in (
+        GTIN,
+        SERIAL,
+        LOT,
+        "2027-06-30",
+        "Aurora Serum 30 ml",
+        "2024-06-12",
+        example["batch_id"],
+    ):
         assert f"<td>{value}</td>" in page.text, value
     assert "<th>scans of this code</th><td>1</td>" in page.text
     # The token is in the page once: in the link to this code's proof (which needs it).
     assert page.text.count(token) == 1
-    assert (f'<a id="proof" href="/proof/01/{GTIN}/10/{LOT}/21/{SERIAL}?t={token}">'
-            in page.text)
+    assert f'<a id="proof" href="/proof/01/{GTIN}/10/{LOT}/21/{SERIAL}?t={token}">' in page.text
     _clean(page.text.replace(token, ""), tmp_path)
 
     r = httpx.get(server.url + example["path"], headers=JSON, timeout=10)
@@ -184,22 +193,35 @@ def test_valid_code_page_and_json_before_anchoring(example, serve_store, tmp_pat
     _clean(r.text, tmp_path, token)
 
 
-def test_forged_and_unknown_codes_are_not_recognised(example, serve_store,
-                                                     tmp_path: Path) -> None:
+def test_forged_and_unknown_codes_are_not_recognised(example, serve_store, tmp_path: Path) -> None:
     server = serve_store()
     forged = _with_token(example["path"], _fake_token(example["token"]))
     other_token = _with_token(example["path"], example["other"]["token"])
     wrong_lot = example["path"].replace(f"/10/{LOT}/", "/10/L2407B/")
     unknown = example["path"].replace(SERIAL, "NOSUCHSERIAL")
     # Forged codes get exactly the answer unknown ones get: nobody learns which serials exist.
-    cases = [(forged, "unknown"), (other_token, "unknown"), (wrong_lot, "unknown"),
-             (example["path"].partition("?")[0], "unknown"), (unknown, "unknown")]
+    cases = [
+        (forged, "unknown"),
+        (other_token, "unknown"),
+        (wrong_lot, "unknown"),
+        (example["path"].partition("?")[0], "unknown"),
+        (unknown, "unknown"),
+    ]
     for path, verdict in cases:
         page = httpx.get(server.url + path, timeout=10)
         assert page.status_code == 404, path
         assert _heading(page.text) == f"{verdict}: Not recognised", path
-        for field in (SERIAL, LOT, "Aurora", "2027-06-30", "2024-06-12", example["batch_id"],
-                      "<table>", 'id="proof"', "/proof/"):
+        for field in (
+            SERIAL,
+            LOT,
+            "Aurora",
+            "2027-06-30",
+            "2024-06-12",
+            example["batch_id"],
+            "<table>",
+            'id="proof"',
+            "/proof/",
+        ):
             assert field not in page.text, (path, field)
         _clean(page.text, tmp_path, example["token"], example["other"]["token"])
 
@@ -216,9 +238,11 @@ def test_forged_and_unknown_codes_are_not_recognised(example, serve_store,
 def test_lot_is_optional_and_gtin13_is_normalized(example, serve_store) -> None:
     server = serve_store()
     token = example["token"]
-    for path in (f"/01/{GTIN}/21/{SERIAL}?t={token}",
-                 f"/01/{GTIN13}/10/{LOT}/21/{SERIAL}?t={token}",
-                 f"/01/{GTIN13}/21/{SERIAL}?t={token}"):
+    for path in (
+        f"/01/{GTIN}/21/{SERIAL}?t={token}",
+        f"/01/{GTIN13}/10/{LOT}/21/{SERIAL}?t={token}",
+        f"/01/{GTIN13}/21/{SERIAL}?t={token}",
+    ):
         r = httpx.get(server.url + path, headers=JSON, timeout=10)
         assert r.status_code == 200, path
         body = r.json()
@@ -236,7 +260,7 @@ def test_lot_is_optional_and_gtin13_is_normalized(example, serve_store) -> None:
 SPECIAL = [
     # serial, lot, product name
     ("A/B%C", "L&1", "<script>alert(1)</script>"),
-    ('Q,"1', "L/2", "Comma, \"quoted\" name"),
+    ('Q,"1', "L/2", 'Comma, "quoted" name'),
     ("P+1", "L3", "Plus"),
     ("a?b=c", "L;4", "Query-like"),
 ]
@@ -259,8 +283,7 @@ def special(cli, keyed, tmp_path: Path) -> dict[str, dict[str, Any]]:
 def test_percent_encoded_serial_and_lot_resolve(special, serve_store, tmp_path: Path) -> None:
     server = serve_store()
     a = special["A/B%C"]
-    assert a["url"] == (f"https://id.example.com/01/{GTIN}/10/L%261/21/A%2FB%25C"
-                        f"?t={a['token']}")
+    assert a["url"] == (f"https://id.example.com/01/{GTIN}/10/L%261/21/A%2FB%25C?t={a['token']}")
     assert "/21/Q%2C%221?" in special['Q,"1']["url"]
     assert "/10/L%2F2/" in special['Q,"1']["url"]
     assert "/21/P%2B1?" in special["P+1"]["url"]
@@ -277,8 +300,9 @@ def test_percent_encoded_serial_and_lot_resolve(special, serve_store, tmp_path: 
         assert proof.status_code == 200
         assert proof.json()["product"]["record"]["serial"] == serial
     # A literal '+' is a '+' (not a space): the unencoded form finds the same product.
-    r = httpx.get(server.url + f"/01/{GTIN}/21/P+1?t={special['P+1']['token']}", headers=JSON,
-                  timeout=10)
+    r = httpx.get(
+        server.url + f"/01/{GTIN}/21/P+1?t={special['P+1']['token']}", headers=JSON, timeout=10
+    )
     assert r.status_code == 200 and r.json()["product"]["serial"] == "P+1"
     # The page escapes what it shows.
     page = httpx.get(server.url + _path(a["url"]), timeout=10)
@@ -287,8 +311,9 @@ def test_percent_encoded_serial_and_lot_resolve(special, serve_store, tmp_path: 
     assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page.text
     assert "<td>A/B%C</td>" in page.text and "<td>L&amp;1</td>" in page.text
     # A valid token of another product with this serial's path is still forged.
-    r = httpx.get(server.url + _with_token(_path(a["url"]), special["P+1"]["token"]),
-                  headers=JSON, timeout=10)
+    r = httpx.get(
+        server.url + _with_token(_path(a["url"]), special["P+1"]["token"]), headers=JSON, timeout=10
+    )
     assert r.status_code == 404 and r.json()["verdict"] == "unknown"
 
 
@@ -330,15 +355,18 @@ def test_invalid_percent_escape_is_400(example, serve_store) -> None:
     hand-made address and should be refused like ``%C3%28``, not looked up as the literal
     serial ``%ZZ``."""
     server = serve_store()
-    for path in (f"/01/{GTIN}/21/%ZZ?t={example['token']}",
-                 f"/01/{GTIN}/21/546CA%G1?t={example['token']}",
-                 f"/01/{GTIN}/10/L%2/21/{SERIAL}?t={example['token']}"):
+    for path in (
+        f"/01/{GTIN}/21/%ZZ?t={example['token']}",
+        f"/01/{GTIN}/21/546CA%G1?t={example['token']}",
+        f"/01/{GTIN}/10/L%2/21/{SERIAL}?t={example['token']}",
+    ):
         status, body = _raw(server, path, headers=JSON)
         assert status == 400, (path, status, body)
 
 
-def test_proof_endpoint_needs_the_token_and_verifies(example, serve_store, cli,
-                                                     tmp_path: Path) -> None:
+def test_proof_endpoint_needs_the_token_and_verifies(
+    example, serve_store, cli, tmp_path: Path
+) -> None:
     server = serve_store()
     token = example["token"]
     r = httpx.get(server.url + "/proof" + example["path"], timeout=10)
@@ -355,13 +383,16 @@ def test_proof_endpoint_needs_the_token_and_verifies(example, serve_store, cli,
     report = _ok(cli("verify", path, "--json"), EXIT_PENDING)
     assert report["verdict"] == "pending"
     # The printed token matches the served proof's commitment.
-    assert _ok(cli("verify", path, f"--token={token}", "--json"), EXIT_PENDING)["verdict"] == \
-        "pending"
+    assert (
+        _ok(cli("verify", path, f"--token={token}", "--json"), EXIT_PENDING)["verdict"] == "pending"
+    )
 
-    for bad in (_with_token(example["path"], _fake_token(token)),
-                _with_token(example["path"], example["other"]["token"]),
-                example["path"].partition("?")[0],
-                example["path"].replace(SERIAL, "NOSUCHSERIAL")):
+    for bad in (
+        _with_token(example["path"], _fake_token(token)),
+        _with_token(example["path"], example["other"]["token"]),
+        example["path"].partition("?")[0],
+        example["path"].replace(SERIAL, "NOSUCHSERIAL"),
+    ):
         r = httpx.get(server.url + "/proof" + bad, timeout=10)
         assert r.status_code == 404, bad
         assert r.json() == {"error": "no proof for this code"}
@@ -371,8 +402,9 @@ def test_proof_endpoint_needs_the_token_and_verifies(example, serve_store, cli,
     assert status == 404 and "root:" not in body
 
 
-def test_anchoring_while_serving_turns_pending_into_genuine(example, serve_store, cli,
-                                                            chain_env, tmp_path: Path) -> None:
+def test_anchoring_while_serving_turns_pending_into_genuine(
+    example, serve_store, cli, chain_env, tmp_path: Path
+) -> None:
     server = serve_store("--clone-threshold", "1000")  # polling below scans many times
     url = server.url + example["path"]
     assert httpx.get(url, headers=JSON, timeout=10).json()["verdict"] == "pending"
@@ -380,8 +412,9 @@ def test_anchoring_while_serving_turns_pending_into_genuine(example, serve_store
     anchor = run["anchor"]
     assert anchor["state"] == "confirmed"
 
-    body = _poll(lambda: (b := httpx.get(url, headers=JSON, timeout=10).json())["verdict"]
-                 == "genuine" and b)
+    body = _poll(
+        lambda: (b := httpx.get(url, headers=JSON, timeout=10).json())["verdict"] == "genuine" and b
+    )
     assert body, "the server did not pick up the anchor"
     assert body["reason"] == "genuine product"
     assert body["anchor"]["block_number"] == anchor["block_number"]
@@ -398,8 +431,10 @@ def test_anchoring_while_serving_turns_pending_into_genuine(example, serve_store
     assert proof.status_code == 200 and proof.json()["anchor"]["tx_hash"] == anchor["tx_hash"]
     path = tmp_path / "anchored-proof.json"
     path.write_text(proof.text, encoding="utf-8")
-    report = _ok(cli("verify", path, "--rpc-url", chain_env.url, f"--token={example['token']}",
-                     "--json"), EXIT_OK)
+    report = _ok(
+        cli("verify", path, "--rpc-url", chain_env.url, f"--token={example['token']}", "--json"),
+        EXIT_OK,
+    )
     assert report["verdict"] == "valid"
     assert report["chain"]["block_number"] == anchor["block_number"]
 
@@ -409,10 +444,21 @@ def test_anchoring_while_serving_turns_pending_into_genuine(example, serve_store
 
 def test_non_gs1_paths_are_404_and_leak_nothing(example, serve_store, tmp_path: Path) -> None:
     server = serve_store()
-    for path in ("/", "/etc/passwd", "/../catalog.duckdb", "/%2e%2e/catalog.duckdb",
-                 "/batches/", "/catalog.duckdb", "/scans.sqlite", "/store/", "/01",
-                 f"/x/01/{GTIN}/21/{SERIAL}?t={example['token']}", "/proof/", "/healthz/x",
-                 "/../../../../etc/passwd"):
+    for path in (
+        "/",
+        "/etc/passwd",
+        "/../catalog.duckdb",
+        "/%2e%2e/catalog.duckdb",
+        "/batches/",
+        "/catalog.duckdb",
+        "/scans.sqlite",
+        "/store/",
+        "/01",
+        f"/x/01/{GTIN}/21/{SERIAL}?t={example['token']}",
+        "/proof/",
+        "/healthz/x",
+        "/../../../../etc/passwd",
+    ):
         status, body = _raw(server, path)
         assert status == 404, (path, status)
         assert _heading(body) == "error: Not recognised"
@@ -450,20 +496,25 @@ def test_methods_and_over_long_paths(example, serve_store, tmp_path: Path) -> No
 # --------------------------------------------------------------------------- scans
 
 
-def test_concurrent_requests_are_all_answered_and_logged(example, serve_store, cli,
-                                                         tmp_path: Path) -> None:
+def test_concurrent_requests_are_all_answered_and_logged(
+    example, serve_store, cli, tmp_path: Path
+) -> None:
     server = serve_store("--clone-threshold", "100000")
     valid = example["path"]
     forged = _with_token(_path(example["other"]["url"]), _fake_token(example["other"]["token"]))
     unknown = valid.replace(SERIAL, "NOSUCHSERIAL")
-    kinds = [("valid", valid, 200, "pending"), ("forged", forged, 404, "unknown"),
-             ("unknown", unknown, 404, "unknown")]
+    kinds = [
+        ("valid", valid, 200, "pending"),
+        ("forged", forged, 404, "unknown"),
+        ("unknown", unknown, 404, "unknown"),
+    ]
     plan = [kinds[i % 3] for i in range(200)]
 
     async def run() -> list[tuple[str, int, str]]:
         gate = asyncio.Semaphore(32)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+
             async def one(kind: str, path: str, json_wanted: bool) -> tuple[str, int, str]:
                 async with gate:
                     if json_wanted:
@@ -471,8 +522,10 @@ def test_concurrent_requests_are_all_answered_and_logged(example, serve_store, c
                         return kind, r.status_code, r.json()["verdict"]
                     r = await client.get(path)
                     return kind, r.status_code, _heading(r.text).split(":")[0]
-            return await asyncio.gather(*(one(kind, path, i % 2 == 0)
-                                          for i, (kind, path, _, _) in enumerate(plan)))
+
+            return await asyncio.gather(
+                *(one(kind, path, i % 2 == 0) for i, (kind, path, _, _) in enumerate(plan))
+            )
 
     started = time.monotonic()
     results = asyncio.run(run())
@@ -485,8 +538,10 @@ def test_concurrent_requests_are_all_answered_and_logged(example, serve_store, c
     n_valid = sum(1 for k, *_ in plan if k == "valid")
     n_forged = sum(1 for k, *_ in plan if k == "forged")
     rows = _scan_rows(tmp_path)
-    assert sum(1 for s, v, _, src in rows if s == SERIAL and v == "pending"
-               and src == "serve") == n_valid
+    assert (
+        sum(1 for s, v, _, src in rows if s == SERIAL and v == "pending" and src == "serve")
+        == n_valid
+    )
     assert sum(1 for s, v, _, _ in rows if s == OTHER_SERIAL and v == "forged") == n_forged
     assert len(rows) == n_valid + n_forged  # unknown codes have no product to log against
     r = cli("scan", example["url"], "--clone-threshold", "100000", "--json")
@@ -495,9 +550,12 @@ def test_concurrent_requests_are_all_answered_and_logged(example, serve_store, c
 
 
 def _mint_later(cli, write_csv) -> dict[str, Any]:
-    later = write_csv("later.csv", "gtin,serial,lot,product_name\n"
-                                   f"{GTIN},LATER0001,L9,Late Lotion\n"
-                                   f"{GTIN},LATER0002,L9,Late Lotion\n")
+    later = write_csv(
+        "later.csv",
+        "gtin,serial,lot,product_name\n"
+        f"{GTIN},LATER0001,L9,Late Lotion\n"
+        f"{GTIN},LATER0002,L9,Late Lotion\n",
+    )
     return _ok(cli("batch", "create", later, "--json"))
 
 
@@ -513,22 +571,29 @@ def test_batch_minted_after_start_is_served(example, serve_store, cli, write_csv
     assert body["verdict"] == "pending" and body["batch_id"] == summary["batch_id"]
     assert body["product"]["product_name"] == "Late Lotion"
     assert httpx.get(server.url + "/healthz", timeout=10).json() == {
-        "status": "ok", "batches": 2, "products": 11}
+        "status": "ok",
+        "batches": 2,
+        "products": 11,
+    }
     # The first batch is still served.
     assert httpx.get(server.url + example["path"], timeout=10).status_code == 200
 
 
-def test_healthz_reflects_a_batch_minted_after_start(example, serve_store, cli,
-                                                     write_csv) -> None:
+def test_healthz_reflects_a_batch_minted_after_start(example, serve_store, cli, write_csv) -> None:
     """A monitor polls /healthz only: it must see the new batch within a few seconds
     without anyone scanning a code first."""
     server = serve_store()
     assert httpx.get(server.url + "/healthz", timeout=10).json()["products"] == 9
     _mint_later(cli, write_csv)
-    health = _poll(lambda: (h := httpx.get(server.url + "/healthz", timeout=10).json())
-                   ["products"] == 11 and h, timeout=6)
-    assert health == {"status": "ok", "batches": 2, "products": 11}, \
-        httpx.get(server.url + "/healthz", timeout=10).json()
+    health = _poll(
+        lambda: (
+            (h := httpx.get(server.url + "/healthz", timeout=10).json())["products"] == 11 and h
+        ),
+        timeout=6,
+    )
+    assert health == {"status": "ok", "batches": 2, "products": 11}, httpx.get(
+        server.url + "/healthz", timeout=10
+    ).json()
 
 
 def test_server_and_cli_share_the_scan_log(example, serve_store, cli, tmp_path: Path) -> None:
@@ -564,8 +629,9 @@ def test_clone_detection_by_location(example, serve_store, tmp_path: Path) -> No
     places = [row[2] for row in _scan_rows(tmp_path)]
     assert places == ["Paris", "Paris", "Berlin", None, "Z" * 64]
     # Another product of the batch is unaffected.
-    r = httpx.get(server.url + _path(example["other"]["url"]) + "&loc=Berlin", headers=JSON,
-                  timeout=10)
+    r = httpx.get(
+        server.url + _path(example["other"]["url"]) + "&loc=Berlin", headers=JSON, timeout=10
+    )
     assert r.json()["verdict"] == "pending"
 
 

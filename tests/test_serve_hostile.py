@@ -30,18 +30,66 @@ SERIAL = "546CAWQDCR56"
 OTHER_SERIAL = "X67Y29DHPXTS"
 STATUSES = {200, 400, 404, 405, 414}
 
-PIECES = st.sampled_from([
-    "/01/", GTIN, GTIN[1:], "0" * 14, "/10/", "L2406A", "/21/", SERIAL, OTHER_SERIAL,
-    "/proof", "/healthz", "/", "//", "/..", "/.", "%2F", "%2f", "%00", "%", "%zz", "%41",
-    "?", "#", ";", "&", "=", "t=", "loc=", "+", " ", "\t", "é", "\u202e", "\x7f", "A" * 300,
-    "<script>", "'\"", "\\", "/01/" + GTIN + "/21/" + SERIAL,
-])
+PIECES = st.sampled_from(
+    [
+        "/01/",
+        GTIN,
+        GTIN[1:],
+        "0" * 14,
+        "/10/",
+        "L2406A",
+        "/21/",
+        SERIAL,
+        OTHER_SERIAL,
+        "/proof",
+        "/healthz",
+        "/",
+        "//",
+        "/..",
+        "/.",
+        "%2F",
+        "%2f",
+        "%00",
+        "%",
+        "%zz",
+        "%41",
+        "?",
+        "#",
+        ";",
+        "&",
+        "=",
+        "t=",
+        "loc=",
+        "+",
+        " ",
+        "\t",
+        "é",
+        "\u202e",
+        "\x7f",
+        "A" * 300,
+        "<script>",
+        "'\"",
+        "\\",
+        "/01/" + GTIN + "/21/" + SERIAL,
+    ]
+)
 PATHS = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=12).map("".join)
 QUERIES = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=8).map("".join)
-METHODS = st.one_of(st.just("GET"), st.just("HEAD"),
-                    st.sampled_from(["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "get"]))
-ACCEPTS = st.sampled_from(["", "application/json", "text/html", "*/*",
-                           "text/html, application/json;q=0.9", "application/json" * 40])
+METHODS = st.one_of(
+    st.just("GET"),
+    st.just("HEAD"),
+    st.sampled_from(["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "get"]),
+)
+ACCEPTS = st.sampled_from(
+    [
+        "",
+        "application/json",
+        "text/html",
+        "*/*",
+        "text/html, application/json;q=0.9",
+        "application/json" * 40,
+    ]
+)
 
 
 def _product(cli: Any, serial: str) -> dict[str, Any]:
@@ -56,8 +104,13 @@ def minted(cli: Any, keyed: Any) -> dict[str, Any]:
     assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
     one, other = _product(cli, SERIAL), _product(cli, OTHER_SERIAL)
     parts = urlsplit(one["url"])
-    return {"settings": keyed, "path": parts.path, "query": parts.query,
-            "token": one["token"], "other_token": other["token"]}
+    return {
+        "settings": keyed,
+        "path": parts.path,
+        "query": parts.query,
+        "token": one["token"],
+        "other_token": other["token"],
+    }
 
 
 def _secrets(settings: Any) -> list[str]:
@@ -65,8 +118,15 @@ def _secrets(settings: Any) -> list[str]:
     return [key["secret"] for key in doc["keys"]]
 
 
-def _check(status: int, headers: dict[str, str], body: bytes, wants_json: bool,
-           request: str, minted: dict[str, Any], method: str) -> None:
+def _check(
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    wants_json: bool,
+    request: str,
+    minted: dict[str, Any],
+    method: str,
+) -> None:
     text = body.decode("utf-8")
     assert status in STATUSES | {503}, (status, request, text[:300])
     assert "Traceback" not in text and "Internal Server Error" not in text, request
@@ -83,13 +143,23 @@ def _check(status: int, headers: dict[str, str], body: bytes, wants_json: bool,
             assert isinstance(json.loads(text), dict), (request, text[:300])
 
 
-def _asgi(app: Any, method: str, path: bytes, query: bytes, accept: str
-          ) -> tuple[int, dict[str, str], bytes]:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": path.decode("latin-1"),
-             "raw_path": path, "query_string": query, "root_path": "",
-             "headers": [(b"host", b"id.example.com"), (b"accept", accept.encode())],
-             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
+def _asgi(
+    app: Any, method: str, path: bytes, query: bytes, accept: str
+) -> tuple[int, dict[str, str], bytes]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path.decode("latin-1"),
+        "raw_path": path,
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"id.example.com"), (b"accept", accept.encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -104,26 +174,28 @@ def _asgi(app: Any, method: str, path: bytes, query: bytes, accept: str
     return sent[0]["status"], headers, sent[1]["body"]
 
 
-@settings(max_examples=1500, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(path=PATHS, query=QUERIES, method=METHODS, accept=ACCEPTS)
-def test_generated_requests_through_asgi(minted: dict[str, Any], path: str, query: str,
-                                         method: str, accept: str) -> None:
+def test_generated_requests_through_asgi(
+    minted: dict[str, Any], path: str, query: str, method: str, accept: str
+) -> None:
     app = minted.setdefault("app", create_app(minted["settings"]))
     raw = ("/" + path.lstrip("/")).encode("utf-8", "surrogatepass")
-    status, headers, body = _asgi(app, method, raw, query.encode("utf-8", "surrogatepass"),
-                                  accept)
-    _check(status, headers, body, "application/json" in accept, f"{path}?{query}", minted,
-           method)
+    status, headers, body = _asgi(app, method, raw, query.encode("utf-8", "surrogatepass"), accept)
+    _check(status, headers, body, "application/json" in accept, f"{path}?{query}", minted, method)
     if method not in ("GET", "HEAD"):
         assert status == 405 and headers["allow"] == "GET, HEAD"
 
 
-@settings(max_examples=400, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(junk=QUERIES, accept=ACCEPTS)
-def test_the_genuine_code_with_junk_is_found_or_refused(minted: dict[str, Any], junk: str,
-                                                         accept: str) -> None:
+def test_the_genuine_code_with_junk_is_found_or_refused(
+    minted: dict[str, Any], junk: str, accept: str
+) -> None:
     app = minted.setdefault("app", create_app(minted["settings"]))
     query = f"{minted['query']}&{junk}".encode("utf-8", "surrogatepass")
     status, headers, body = _asgi(app, "GET", minted["path"].encode(), query, accept)
@@ -131,11 +203,13 @@ def test_the_genuine_code_with_junk_is_found_or_refused(minted: dict[str, Any], 
     assert status in (200, 400, 414), (status, junk)
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(path=PATHS, query=QUERIES, method=METHODS, accept=ACCEPTS)
-def test_generated_requests_over_http(minted: dict[str, Any], serve_store: Any, path: str,
-                                      query: str, method: str, accept: str) -> None:
+def test_generated_requests_over_http(
+    minted: dict[str, Any], serve_store: Any, path: str, query: str, method: str, accept: str
+) -> None:
     if "server" not in minted:
         minted["server"] = serve_store()
     parts = urlsplit(minted["server"].url)
@@ -150,5 +224,12 @@ def test_generated_requests_over_http(minted: dict[str, Any], serve_store: Any, 
         headers = {k.lower(): v for k, v in response.getheaders()}
     finally:
         con.close()
-    _check(response.status, headers, body, "application/json" in accept, f"{target}?{q}",
-           minted, method)
+    _check(
+        response.status,
+        headers,
+        body,
+        "application/json" in accept,
+        f"{target}?{q}",
+        minted,
+        method,
+    )

@@ -45,8 +45,11 @@ class Serve:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})})
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         assert self.proc.stderr is not None
         self.lines: list[str] = []
         self.url = ""
@@ -122,8 +125,11 @@ def _gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p)
-                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            p
+            for p in alive
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         time.sleep(0.1)
     return alive
 
@@ -211,10 +217,12 @@ def test_a_dead_worker_is_reported_and_replaced(minted, launch) -> None:
     server = launch("--workers", "2")
     victim = server.workers()[0].pid
     os.kill(victim, signal.SIGKILL)
-    assert _poll(lambda: len(server.workers()) == 2 and victim not in
-                 [w.pid for w in server.workers()], 30)
-    assert _poll(lambda: f"(pid {victim}) killed by signal SIGKILL; starting a new one"
-                 in server.stderr, 10), server.stderr
+    assert _poll(
+        lambda: len(server.workers()) == 2 and victim not in [w.pid for w in server.workers()], 30
+    )
+    assert _poll(
+        lambda: f"(pid {victim}) killed by signal SIGKILL; starting a new one" in server.stderr, 10
+    ), server.stderr
     for _ in range(6):  # whichever worker answers
         r = httpx.get(server.url + minted["path"], headers=JSON, timeout=10)
         assert r.status_code == 200
@@ -252,11 +260,16 @@ def test_port_in_use_is_one_clear_error(minted, launch) -> None:
     first = launch("--workers", "2")
     port = urlsplit(first.url).port
     for workers in ("2", "1"):
-        r = subprocess.run([sys.executable, "-m", "provmint", "serve", "--port", str(port),
-                            "--workers", workers], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "provmint", "serve", "--port", str(port), "--workers", workers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 1, r.stderr
         assert r.stderr.startswith(
-            f"error: cannot listen on 127.0.0.1:{port}: address already in use"), r.stderr
+            f"error: cannot listen on 127.0.0.1:{port}: address already in use"
+        ), r.stderr
         assert "Traceback" not in r.stderr
 
 
@@ -285,8 +298,10 @@ def copy_to_replica(factory: Path, replica: Path) -> None:
         path
         for path in sorted(factory.rglob("*"))
         if path.is_file()
-        and not (path.parent == factory and (path.name == ".lock" or path.name.startswith(
-            ("catalog.", "scans.sqlite"))))
+        and not (
+            path.parent == factory
+            and (path.name == ".lock" or path.name.startswith(("catalog.", "scans.sqlite")))
+        )
     ]
     for path in first:
         target = replica / path.relative_to(factory)
@@ -309,9 +324,12 @@ def test_a_replica_picks_up_a_copied_batch(cli, keyed, launch, write_csv, tmp_pa
     assert httpx.get(server.url + old_path, headers=JSON, timeout=10).status_code == 200
 
     # The factory mints a second batch; a reader polls the replica during the copy.
-    later = write_csv("later.csv", "gtin,serial,lot,product_name\n"
-                                   f"{GTIN},LATER0001,L9,Late Lotion\n"
-                                   f"{GTIN},LATER0002,L9,Late Lotion\n")
+    later = write_csv(
+        "later.csv",
+        "gtin,serial,lot,product_name\n"
+        f"{GTIN},LATER0001,L9,Late Lotion\n"
+        f"{GTIN},LATER0002,L9,Late Lotion\n",
+    )
     r = cli("batch", "create", later, "--json")
     assert r.exit_code == 0, r.output
     new_batch = json.loads(r.stdout)["batch_id"]
@@ -331,8 +349,13 @@ def test_a_replica_picks_up_a_copied_batch(cli, keyed, launch, write_csv, tmp_pa
         time.sleep(0.5)
         copy_to_replica(factory, replica)
         copied = time.monotonic()
-        answered = _poll(lambda: (x := httpx.get(server.url + new_path, headers=JSON,
-                                                  timeout=10)).status_code == 200 and x, 10)
+        answered = _poll(
+            lambda: (
+                (x := httpx.get(server.url + new_path, headers=JSON, timeout=10)).status_code == 200
+                and x
+            ),
+            10,
+        )
         waited = time.monotonic() - copied
         time.sleep(3)  # every worker has refreshed by now
     finally:

@@ -15,8 +15,16 @@ def test_readme_flow(cli, isolated: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["products"] == 9 and summary["rejected"] == 0
-    result = cli("proof", "export", "--gtin", "09520123450014", "--serial", "546CAWQDCR56",
-                 "-o", "proof.json")
+    result = cli(
+        "proof",
+        "export",
+        "--gtin",
+        "09520123450014",
+        "--serial",
+        "546CAWQDCR56",
+        "-o",
+        "proof.json",
+    )
     assert result.exit_code == 0, result.output
     result = cli("verify", "proof.json", "--json")
     assert result.exit_code == 4, result.output  # valid, not anchored yet

@@ -28,8 +28,11 @@ EXAMPLE_GTIN, EXAMPLE_SERIAL = "09520123450014", "546CAWQDCR56"
 
 def _tree_digest(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` but the lock files (relative path -> bytes)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith(".lock")}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
 
 
 def _other_csv(write_csv: Any, name: str = "other.csv", serial: str = "ZZ1") -> Path:
@@ -89,8 +92,9 @@ def test_missing_catalog_never_deletes_batches(cli, keyed, tmp_path: Path, write
     assert len(_batches(cli)) == 2
 
 
-def test_repair_keeps_batch_numbers_and_the_old_catalog(cli, keyed, tmp_path: Path,
-                                                        write_csv) -> None:
+def test_repair_keeps_batch_numbers_and_the_old_catalog(
+    cli, keyed, tmp_path: Path, write_csv
+) -> None:
     ids = [mint_example(cli)]
     for i in range(3):
         r = cli("batch", "create", _other_csv(write_csv, f"o{i}.csv", f"S{i}"), "--json")
@@ -129,16 +133,21 @@ def test_dry_run_changes_nothing(cli, keyed, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_damaged_catalog_names_the_repair(cli, keyed, tmp_path: Path, write_csv,
-                                          damage: str) -> None:
+def test_damaged_catalog_names_the_repair(
+    cli, keyed, tmp_path: Path, write_csv, damage: str
+) -> None:
     first = mint_example(cli)
     catalog = tmp_path / "store" / "catalog.duckdb"
     data = catalog.read_bytes()
-    catalog.write_bytes({"garbage": os.urandom(len(data)), "truncated": data[:5000],
-                         "empty": b""}[damage])
+    catalog.write_bytes(
+        {"garbage": os.urandom(len(data)), "truncated": data[:5000], "empty": b""}[damage]
+    )
     damaged = catalog.read_bytes()
-    for args in (("batch", "list"), ("batch", "create", _other_csv(write_csv)),
-                 ("product", "show", "--gtin", EXAMPLE_GTIN, "--serial", EXAMPLE_SERIAL)):
+    for args in (
+        ("batch", "list"),
+        ("batch", "create", _other_csv(write_csv)),
+        ("product", "show", "--gtin", EXAMPLE_GTIN, "--serial", EXAMPLE_SERIAL),
+    ):
         r = cli(*args)
         no_crash(r)
         assert r.exit_code == 1, (args, r.output)
@@ -150,8 +159,7 @@ def test_damaged_catalog_names_the_repair(cli, keyed, tmp_path: Path, write_csv,
     assert cli("batch", "create", _other_csv(write_csv)).exit_code == 0
 
 
-def test_stale_catalog_stops_writers_until_repaired(cli, keyed, tmp_path: Path,
-                                                    write_csv) -> None:
+def test_stale_catalog_stops_writers_until_repaired(cli, keyed, tmp_path: Path, write_csv) -> None:
     """A catalog restored from a backup older than the batch files: minting on would miss
     duplicates in the newer batches, so writers stop; nothing is deleted."""
     mint_example(cli)
@@ -172,8 +180,7 @@ def test_stale_catalog_stops_writers_until_repaired(cli, keyed, tmp_path: Path,
     assert dup.exit_code == 6 and "already minted" in dup.stderr
 
 
-def test_unrestorable_directories_are_quarantined_not_deleted(cli, keyed,
-                                                              tmp_path: Path) -> None:
+def test_unrestorable_directories_are_quarantined_not_deleted(cli, keyed, tmp_path: Path) -> None:
     first = mint_example(cli)
     batches = tmp_path / "store" / "batches"
     junk = batches / "not-a-batch"
@@ -188,8 +195,9 @@ def test_unrestorable_directories_are_quarantined_not_deleted(cli, keyed,
     assert "no manifest.json" in moved["batches/not-a-batch"]["reason"]
     assert "does not describe" in moved["batches/20260101-deadbeef"]["reason"]
     store = tmp_path / "store"
-    assert (store / moved["batches/not-a-batch"]["moved_to"] / "notes.txt").read_text() \
-        == "someone's file"
+    assert (
+        store / moved["batches/not-a-batch"]["moved_to"] / "notes.txt"
+    ).read_text() == "someone's file"
     assert [b.name for b in batches.iterdir()] == [first]
 
 
@@ -211,12 +219,15 @@ def test_repair_of_no_store_is_a_clear_error(cli) -> None:
 # --------------------------------------------------------------------------- leftovers
 
 
-def test_cleanup_removes_only_dead_writers_staging(cli, keyed, tmp_path: Path,
-                                                   write_csv) -> None:
+def test_cleanup_removes_only_dead_writers_staging(cli, keyed, tmp_path: Path, write_csv) -> None:
     mint_example(cli)
     staging = tmp_path / "store" / "staging"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(dead.stdout)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -236,8 +247,9 @@ def test_cleanup_removes_only_dead_writers_staging(cli, keyed, tmp_path: Path,
         sleeper.wait()
 
 
-def test_committed_batch_left_in_staging_is_read_then_finished(cli, keyed, tmp_path: Path,
-                                                               write_csv) -> None:
+def test_committed_batch_left_in_staging_is_read_then_finished(
+    cli, keyed, tmp_path: Path, write_csv
+) -> None:
     """A writer killed between its commit and its rename: readers find the batch in
     staging/, the next writer moves it into place."""
     first = mint_example(cli)
@@ -271,11 +283,17 @@ def _read_only(store: Path, *commands: list[str]) -> list[subprocess.CompletedPr
     probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"user namespaces unavailable here: {probe.stderr.decode().strip()}")
-    done = subprocess.run(["unshare", "-r", "-m", sys.executable, "-c", script],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["unshare", "-r", "-m", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
-    return [subprocess.CompletedProcess(args, rc, out, err)
-            for args, (rc, out, err) in zip(commands, json.loads(done.stdout), strict=True)]
+    return [
+        subprocess.CompletedProcess(args, rc, out, err)
+        for args, (rc, out, err) in zip(commands, json.loads(done.stdout), strict=True)
+    ]
 
 
 def test_read_only_store_can_be_read(cli, keyed, tmp_path: Path, write_csv) -> None:
@@ -306,8 +324,9 @@ def test_read_only_store_can_be_read(cli, keyed, tmp_path: Path, write_csv) -> N
 # --------------------------------------------------------------------------- anchors survive
 
 
-def test_repair_restores_anchors_from_their_records(cli, keyed, chain_env: Anvil,
-                                                    tmp_path: Path) -> None:
+def test_repair_restores_anchors_from_their_records(
+    cli, keyed, chain_env: Anvil, tmp_path: Path
+) -> None:
     first = mint_example(cli)
     anchored = anchor_json(cli)["anchor"]
     store = tmp_path / "store"
@@ -330,24 +349,25 @@ def test_repair_restores_anchors_from_their_records(cli, keyed, chain_env: Anvil
     assert again["anchor"] is None
 
 
-def test_repair_takes_anchors_from_a_readable_catalog(cli, keyed, chain_env: Anvil,
-                                                      tmp_path: Path) -> None:
+def test_repair_takes_anchors_from_a_readable_catalog(
+    cli, keyed, chain_env: Anvil, tmp_path: Path
+) -> None:
     """Anchors recorded before anchor files existed survive a rebuild too."""
     first = mint_example(cli)
     anchor_json(cli)
     shutil.rmtree(tmp_path / "store" / "anchors")
     report = _repair(cli)
     assert report["anchors"] == 1
-    assert json.loads(cli("batch", "show", first, "--json").stdout)["anchor"]["state"] \
-        == "confirmed"
+    assert (
+        json.loads(cli("batch", "show", first, "--json").stdout)["anchor"]["state"] == "confirmed"
+    )
 
 
 # --------------------------------------------------------------------------- interrupted repair
 
 
 @pytest.mark.parametrize("target", ["provmint.repair._swap_catalog", "os.replace"])
-def test_repair_killed_midway_can_be_run_again(cli, keyed, tmp_path: Path,
-                                               target: str) -> None:
+def test_repair_killed_midway_can_be_run_again(cli, keyed, tmp_path: Path, target: str) -> None:
     from helpers import KILLER
 
     first = mint_example(cli)
@@ -355,8 +375,12 @@ def test_repair_killed_midway_can_be_run_again(cli, keyed, tmp_path: Path,
     before = _tree_digest(store / "batches")
     module, _, attr = target.rpartition(".")
     skip = "1" if target == "os.replace" else "0"  # the second replace: old catalog moved
-    killed = subprocess.run([sys.executable, "-c", KILLER, module, attr, skip,
-                             "store", "repair"], capture_output=True, text=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, module, attr, skip, "store", "repair"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert killed.returncode == -9, killed.stderr
     assert _tree_digest(store / "batches") == before
     again = run_provmint("store", "repair", "--json")

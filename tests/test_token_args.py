@@ -159,8 +159,15 @@ def test_a_real_process_reads_a_dash_h_token(
     settings, tokens = genuine
     serial, token = tokens["-h"]
     p = run_provmint(
-        "token", "verify", token, "--gtin", GTIN, "--serial", serial,
-        "--key-file", settings.key_file,
+        "token",
+        "verify",
+        token,
+        "--gtin",
+        GTIN,
+        "--serial",
+        serial,
+        "--key-file",
+        settings.key_file,
     )
     assert p.returncode == EXIT_OK, p.stdout + p.stderr
     assert p.stdout.startswith("VALID")

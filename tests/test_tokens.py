@@ -162,8 +162,16 @@ def test_make_token_rejects_bad_identity(gtin: str, serial: str) -> None:
 
 @pytest.mark.parametrize(
     "gtin",
-    ["09506000134352", "09521234543213", "09520123456788", "8904000210037",
-     "00614141123452", "96385074", "614141123452", "4006381333931"],
+    [
+        "09506000134352",
+        "09521234543213",
+        "09520123456788",
+        "8904000210037",
+        "00614141123452",
+        "96385074",
+        "614141123452",
+        "4006381333931",
+    ],
 )
 def test_gtin_check_digit_published(gtin: str) -> None:
     assert gs1.gtin_check_digit(gtin[:-1]) == int(gtin[-1])
@@ -272,8 +280,14 @@ def _biip_parse(url: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("serial", "lot"),
-    [("S1", "L1"), ("x%y", "A/B&1"), ("a?b", ""), ("A/B&1", "a?b"), ("'\"<>", "%25"),
-     ("12345678901234567890", "")],
+    [
+        ("S1", "L1"),
+        ("x%y", "A/B&1"),
+        ("a?b", ""),
+        ("A/B&1", "a?b"),
+        ("'\"<>", "%25"),
+        ("12345678901234567890", ""),
+    ],
 )
 def test_digital_link_parses_with_biip(serial: str, lot: str) -> None:
     assert gs1.check_serial(serial) is None

@@ -49,8 +49,9 @@ FAKE_REGISTRY_INIT = "0x600a600c600039600a6000f3" + FAKE_REGISTRY_RUNTIME
 
 def _csv(base: Path, prefix: str, n: int) -> Path:
     path = base / f"{prefix}.csv"
-    path.write_text("gtin,serial,lot\n" + "".join(
-        f"{GTIN},{prefix}{i:04d},L{prefix}\n" for i in range(n)))
+    path.write_text(
+        "gtin,serial,lot\n" + "".join(f"{GTIN},{prefix}{i:04d},L{prefix}\n" for i in range(n))
+    )
     return path
 
 
@@ -87,17 +88,19 @@ def _build_world(base: Path, node: Anvil) -> World:
 
     registry = deploy_registry(calldata, key)
     mint_batch(_csv(base, "R", 3), settings=cfg)
-    by_registry = resolve_chain(rpc_url=node.url, method="registry",
-                                registry=registry.address, config_file=config, env=env)
+    by_registry = resolve_chain(
+        rpc_url=node.url, method="registry", registry=registry.address, config_file=config, env=env
+    )
     reg_run = anchor_batches(cfg, by_registry, key)
     assert reg_run.anchor is not None and reg_run.anchor.state == "confirmed"
     mint_batch(_csv(base, "P", 2), settings=cfg)  # never anchored
 
     # the three batches of the calldata anchor; the one at leaf 0 has a path of two
     # hashes whatever the (random) batch ids sort to
-    anchored = sorted((export_proof(cfg, gtin=GTIN, serial=serial)
-                       for serial in (SERIAL, "BA0000", "BB0000")),
-                      key=lambda d: d["anchor"]["tree"]["leaf_index"])
+    anchored = sorted(
+        (export_proof(cfg, gtin=GTIN, serial=serial) for serial in (SERIAL, "BA0000", "BB0000")),
+        key=lambda d: d["anchor"]["tree"]["leaf_index"],
+    )
     assert [len(d["anchor"]["tree"]["path"]) for d in anchored] == [2, 2, 1]
     docs = {
         "calldata": anchored[0],
@@ -118,25 +121,36 @@ def _build_world(base: Path, node: Anvil) -> World:
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
         assert receipt["status"] == 1
         block = w3.eth.get_block(receipt["blockNumber"])
-        return {"tx_hash": "0x" + bytes(tx_hash).hex(), "block_number": receipt["blockNumber"],
-                "block_hash": "0x" + bytes(receipt["blockHash"]).hex(),
-                "block_time": int(block["timestamp"]),
-                "contract": receipt.get("contractAddress")}
+        return {
+            "tx_hash": "0x" + bytes(tx_hash).hex(),
+            "block_number": receipt["blockNumber"],
+            "block_hash": "0x" + bytes(receipt["blockHash"]).hex(),
+            "block_time": int(block["timestamp"]),
+            "contract": receipt.get("contractAddress"),
+        }
 
     digest = bytes.fromhex(docs["calldata"]["anchor"]["digest"])
     txs = {
         "transfer by issuer": send(DEV0, DEV1, value=1),
         "transfer by other": send(DEV1, DEV0, value=1),
         "issuer anchors another digest": send(
-            DEV0, DEV0, calldata_payload(hashlib.sha256(b"another digest").digest())),
+            DEV0, DEV0, calldata_payload(hashlib.sha256(b"another digest").digest())
+        ),
         # somebody else publishes the very same digest from their own account
         "copy by other": send(DEV1, DEV1, calldata_payload(digest)),
         "fake registry": send(DEV9, None, bytes.fromhex(FAKE_REGISTRY_INIT[2:])),
         "registry deployment": {"tx_hash": registry.tx_hash},
     }
     assert txs["fake registry"]["contract"]
-    return World(url=node.url, node=node, settings=cfg, docs=docs, txs=txs,
-                 registry=registry.address, anchor=run.anchor)
+    return World(
+        url=node.url,
+        node=node,
+        settings=cfg,
+        docs=docs,
+        txs=txs,
+        registry=registry.address,
+        anchor=run.anchor,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +195,7 @@ def flip_hex(text: str, at: int = -1) -> str:
     """``text`` with one hex digit changed (same case family, never the same value)."""
     i = at % len(text)
     new = "0" if text[i].lower() != "0" else "1"
-    return text[:i] + new + text[i + 1:]
+    return text[:i] + new + text[i + 1 :]
 
 
 def random_hash() -> str:
@@ -203,8 +217,9 @@ def anchored_cli(cli, keyed, chain_env: Anvil, tmp_path: Path) -> SimpleNamespac
     assert r.exit_code == 0, r.output
     block = chain_env.rpc("eth_getBlockByNumber", hex(run["block_number"]), False)
     assert isinstance(block, dict)
-    return SimpleNamespace(path=path, run=run, node=chain_env,
-                           block_time=int(block["timestamp"], 16))
+    return SimpleNamespace(
+        path=path, run=run, node=chain_env, block_time=int(block["timestamp"], 16)
+    )
 
 
 def _head(node: Anvil) -> int:
@@ -219,18 +234,25 @@ def test_anchored_proof_receipt_states_block_chain_time_confirmations(cli, ancho
     no_crash(r)
     assert r.exit_code == EXIT_OK, r.output
     last = r.stdout.rstrip().splitlines()[-1]
-    assert last == (f"VALID: anchored in block {number} of chain 31337 at {utc(a.block_time)}, "
-                    f"{depth} confirmation{'s' if depth != 1 else ''}")
+    assert last == (
+        f"VALID: anchored in block {number} of chain 31337 at {utc(a.block_time)}, "
+        f"{depth} confirmation{'s' if depth != 1 else ''}"
+    )
     assert re.search(r"^  ok\s+on chain: anchored in block \d+ of chain 31337$", r.stdout, re.M)
-    assert re.search(rf"^anchor\s+chain 31337 tx {a.run['tx_hash']} block {number} \(calldata\)$",
-                     r.stdout, re.M)
+    assert re.search(
+        rf"^anchor\s+chain 31337 tx {a.run['tx_hash']} block {number} \(calldata\)$", r.stdout, re.M
+    )
     assert "not checked" not in r.stdout and "FAIL" not in r.stdout
     assert r.stderr == ""
 
     r, report = verify_report(cli, a.path)
     assert r.exit_code == EXIT_OK
-    assert report["chain"] == {"chain_id": 31337, "block_number": number,
-                               "block_time": a.block_time, "confirmations": depth}
+    assert report["chain"] == {
+        "chain_id": 31337,
+        "block_number": number,
+        "block_time": a.block_time,
+        "confirmations": depth,
+    }
     assert report["anchor"]["tx_hash"] == a.run["tx_hash"]
     assert report["anchor"]["sender"] == DEV0
     assert [c["name"] for c in report["checks"]][-2:] == ["anchor tree", "on chain"]
@@ -243,7 +265,8 @@ def test_same_proof_without_a_node_is_unchecked(cli, anchored_cli, monkeypatch) 
     no_crash(r)
     assert r.exit_code == EXIT_UNCHECKED == 5
     assert r.stdout.rstrip().splitlines()[-1] == (
-        "UNCHECKED: offline checks passed, anchor not checked")
+        "UNCHECKED: offline checks passed, anchor not checked"
+    )
     assert "[not checked on chain]" in r.stdout
     r, report = verify_report(cli, anchored_cli.path)
     assert report["chain"] is None and failed_checks(report) == []
@@ -267,8 +290,9 @@ def test_confirmations_pending_until_enough_blocks(cli, anchored_cli) -> None:
 
 
 def test_unanchored_proof_is_pending_even_with_a_node(cli, world, tmp_path: Path) -> None:
-    r, report = verify_report(cli, write_doc(tmp_path, world.docs["pending"]),
-                            "--rpc-url", world.url)
+    r, report = verify_report(
+        cli, write_doc(tmp_path, world.docs["pending"]), "--rpc-url", world.url
+    )
     assert r.exit_code == EXIT_PENDING == 4
     assert report["reason"] == "valid, but the batch is not anchored yet"
     assert report["chain"] is None
@@ -276,26 +300,30 @@ def test_unanchored_proof_is_pending_even_with_a_node(cli, world, tmp_path: Path
 
 def test_shared_world_calldata_and_registry_proofs_are_valid(cli, world, tmp_path) -> None:
     for which in ("calldata", "sibling", "registry"):
-        r, report = verify_report(cli, write_doc(tmp_path, world.docs[which]),
-                                "--rpc-url", world.url)
+        r, report = verify_report(
+            cli, write_doc(tmp_path, world.docs[which]), "--rpc-url", world.url
+        )
         assert r.exit_code == EXIT_OK, (which, report["reason"])
         anchor = world.docs[which]["anchor"]
         assert report["chain"]["block_number"] == anchor["block_number"]
         assert report["chain"]["block_time"] == anchor["block_time"]
         assert report["reason"].startswith(
-            f"anchored in block {anchor['block_number']} of chain 31337 at ")
+            f"anchored in block {anchor['block_number']} of chain 31337 at "
+        )
 
 
 @pytest.mark.parametrize("issuer", [DEV0, DEV0.lower(), "0x" + DEV0[2:].upper()])
 def test_expected_issuer_matches(cli, world, tmp_path: Path, issuer: str) -> None:
-    r, _ = verify_report(cli, write_doc(tmp_path, world.docs["calldata"]), "--rpc-url", world.url,
-                       "--issuer", issuer)
+    r, _ = verify_report(
+        cli, write_doc(tmp_path, world.docs["calldata"]), "--rpc-url", world.url, "--issuer", issuer
+    )
     assert r.exit_code == EXIT_OK
 
 
 def test_another_issuer_is_invalid(cli, world, tmp_path: Path) -> None:
-    r, report = verify_report(cli, write_doc(tmp_path, world.docs["calldata"]),
-                            "--rpc-url", world.url, "--issuer", DEV1)
+    r, report = verify_report(
+        cli, write_doc(tmp_path, world.docs["calldata"]), "--rpc-url", world.url, "--issuer", DEV1
+    )
     assert r.exit_code == EXIT_INVALID == 3
     assert report["reason"] == f"on chain: anchored by {DEV0}, not by the expected issuer {DEV1}"
     assert failed_checks(report) == ["on chain"]
@@ -306,9 +334,13 @@ def test_a_copy_of_the_digest_by_someone_else_needs_the_issuer_check(cli, world,
     is valid as such, and ``--issuer`` is what tells the two apart."""
     doc = copy.deepcopy(world.docs["calldata"])
     copied = world.txs["copy by other"]
-    doc["anchor"].update(sender=DEV1, tx_hash=copied["tx_hash"],
-                         block_number=copied["block_number"], block_hash=copied["block_hash"],
-                         block_time=copied["block_time"])
+    doc["anchor"].update(
+        sender=DEV1,
+        tx_hash=copied["tx_hash"],
+        block_number=copied["block_number"],
+        block_hash=copied["block_hash"],
+        block_time=copied["block_time"],
+    )
     path = write_doc(tmp_path, doc)
     r, report = verify_report(cli, path, "--rpc-url", world.url)
     assert r.exit_code == EXIT_OK and report["anchor"]["sender"] == DEV1
@@ -324,8 +356,10 @@ def test_unreachable_node_is_unchecked_with_a_clean_message(cli, world, tmp_path
     no_crash(r)
     assert r.exit_code == EXIT_UNCHECKED
     last = r.stdout.rstrip().splitlines()[-1]
-    assert last.startswith("UNCHECKED: offline checks passed, anchor not checked: cannot reach "
-                           f"the node at http://127.0.0.1:{port} (eth_chainId)")
+    assert last.startswith(
+        "UNCHECKED: offline checks passed, anchor not checked: cannot reach "
+        f"the node at http://127.0.0.1:{port} (eth_chainId)"
+    )
     assert len(last) < 400
     assert r.stderr == ""
     r, report = verify_report(cli, path, "--rpc-url", f"http://127.0.0.1:{port}")
@@ -350,13 +384,16 @@ def test_node_errors_do_not_leak_the_rpc_url_path(cli, world, tmp_path, kind: st
 def test_node_of_another_chain_cannot_check(cli, world, tmp_path: Path) -> None:
     other = Anvil("--chain-id", "999")
     try:
-        r, report = verify_report(cli, write_doc(tmp_path, world.docs["calldata"]),
-                                "--rpc-url", other.url)
+        r, report = verify_report(
+            cli, write_doc(tmp_path, world.docs["calldata"]), "--rpc-url", other.url
+        )
     finally:
         other.stop()
     assert r.exit_code == EXIT_UNCHECKED
-    assert report["reason"] == ("offline checks passed, anchor not checked: the proof was "
-                                "anchored on chain 31337, the node serves chain 999")
+    assert report["reason"] == (
+        "offline checks passed, anchor not checked: the proof was "
+        "anchored on chain 31337, the node serves chain 999"
+    )
     assert report["chain"] is None
 
 
@@ -376,7 +413,8 @@ def test_profile_expecting_another_chain_id(cli, world, tmp_path: Path, monkeypa
     assert r.exit_code == EXIT_UNCHECKED
     assert report["reason"] == (
         "offline checks passed, anchor not checked: the node at "
-        f"{world.url} serves chain 31337, but the profile expects chain 1")
+        f"{world.url} serves chain 31337, but the profile expects chain 1"
+    )
     monkeypatch.setenv("PROVMINT_CHAIN_KEY", DEV0_KEY)
     r = cli("anchor", "--config", wrong, "--chain", "local")
     no_crash(r)
@@ -403,8 +441,9 @@ class _PoaProxy:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                request = urllib.request.Request(upstream, body,
-                                                 {"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    upstream, body, {"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(request, timeout=10) as response:
                     answer = json.loads(response.read())
                 for item in answer if isinstance(answer, list) else [answer]:
@@ -435,8 +474,10 @@ def test_proof_of_authority_node_needs_the_poa_profile(cli, world, tmp_path: Pat
         proof = write_doc(tmp_path, world.docs["calldata"])
         r, report = verify_report(cli, proof, "--rpc-url", proxy.url)
         assert r.exit_code == EXIT_UNCHECKED
-        assert report["reason"] == ("offline checks passed, anchor not checked: the node at "
-                                    f"{proxy.url} serves a proof-of-authority chain")
+        assert report["reason"] == (
+            "offline checks passed, anchor not checked: the node at "
+            f"{proxy.url} serves a proof-of-authority chain"
+        )
         config = tmp_path / "poa.toml"
         config.write_text(f'[chains.poa]\nrpc_url = "{proxy.url}"\npoa = true\n')
         r, report = verify_report(cli, proof, "--config", config, "--chain", "poa")
@@ -458,6 +499,7 @@ def _tx(name: str) -> Mutation:
 def _path_item(i: int) -> Mutation:
     def mutate(a: dict[str, Any], w: SimpleNamespace) -> None:
         a["tree"]["path"][i] = flip_hex(a["tree"]["path"][i], 5)
+
     return mutate
 
 
@@ -467,67 +509,162 @@ def _other_block_hash(a: dict[str, Any], w: SimpleNamespace) -> None:
 
 
 CALLDATA_TAMPERS: list[tuple[str, Mutation, int, str]] = [
-    ("tx_hash: transfer by the issuer", _tx("transfer by issuer"), 3,
-     "on chain: the transaction does not carry this anchor's digest"),
-    ("tx_hash: transfer by another account", _tx("transfer by other"), 3,
-     "on chain: the transaction was sent by another address"),
-    ("tx_hash: the issuer's anchor of another digest", _tx("issuer anchors another digest"), 3,
-     "on chain: the transaction does not carry this anchor's digest"),
-    ("tx_hash: a contract deployment by the issuer", _tx("registry deployment"), 3,
-     "on chain: the transaction does not carry this anchor's digest"),
-    ("tx_hash: the issuer's registry anchor",
-     lambda a, w: a.update(tx_hash=w.docs["registry"]["anchor"]["tx_hash"]), 3,
-     "on chain: the transaction does not carry this anchor's digest"),
-    ("tx_hash: random", lambda a, w: a.update(tx_hash="0x" + "5a" * 32), 3,
-     "is not on chain 31337"),
-    ("block_number + 1", lambda a, w: a.update(block_number=a["block_number"] + 1), 3,
-     "not the canonical block of the transaction"),
-    ("block_number - 1", lambda a, w: a.update(block_number=a["block_number"] - 1), 3,
-     "not the canonical block of the transaction"),
-    ("block_number far ahead", lambda a, w: a.update(block_number=10**12), 3,
-     "not the canonical block of the transaction"),
-    ("block_hash: another block", _other_block_hash, 3,
-     "not the canonical block of the transaction"),
-    ("block_hash: random", lambda a, w: a.update(block_hash="0x" + "6b" * 32), 3,
-     "not the canonical block of the transaction"),
-    ("block_time + 1", lambda a, w: a.update(block_time=a["block_time"] + 1), 3,
-     "on chain: the proof's block time differs from the chain"),
-    ("block_time 0", lambda a, w: a.update(block_time=0), 3,
-     "on chain: the proof's block time differs from the chain"),
-    ("sender: another dev account", lambda a, w: a.update(sender=DEV1), 3,
-     "on chain: the transaction was sent by another address"),
-    ("digest", lambda a, w: a.update(digest=flip_hex(a["digest"])), 3,
-     "anchor tree: the anchor digest does not bind this root and size"),
-    ("tree.root", lambda a, w: a["tree"].update(root=flip_hex(a["tree"]["root"])), 3,
-     "anchor tree: the batch commitment does not lead to the anchor root"),
-    ("tree.path[0]", _path_item(0), 3,
-     "anchor tree: the batch commitment does not lead to the anchor root"),
-    ("tree.path[-1]", _path_item(-1), 3,
-     "anchor tree: the batch commitment does not lead to the anchor root"),
-    ("tree.path reversed", lambda a, w: a["tree"]["path"].reverse(), 3,
-     "anchor tree: the batch commitment does not lead to the anchor root"),
-    ("tree.path one more", lambda a, w: a["tree"]["path"].append("00" * 32), 3,
-     "anchor tree: anchor path: "),
+    (
+        "tx_hash: transfer by the issuer",
+        _tx("transfer by issuer"),
+        3,
+        "on chain: the transaction does not carry this anchor's digest",
+    ),
+    (
+        "tx_hash: transfer by another account",
+        _tx("transfer by other"),
+        3,
+        "on chain: the transaction was sent by another address",
+    ),
+    (
+        "tx_hash: the issuer's anchor of another digest",
+        _tx("issuer anchors another digest"),
+        3,
+        "on chain: the transaction does not carry this anchor's digest",
+    ),
+    (
+        "tx_hash: a contract deployment by the issuer",
+        _tx("registry deployment"),
+        3,
+        "on chain: the transaction does not carry this anchor's digest",
+    ),
+    (
+        "tx_hash: the issuer's registry anchor",
+        lambda a, w: a.update(tx_hash=w.docs["registry"]["anchor"]["tx_hash"]),
+        3,
+        "on chain: the transaction does not carry this anchor's digest",
+    ),
+    (
+        "tx_hash: random",
+        lambda a, w: a.update(tx_hash="0x" + "5a" * 32),
+        3,
+        "is not on chain 31337",
+    ),
+    (
+        "block_number + 1",
+        lambda a, w: a.update(block_number=a["block_number"] + 1),
+        3,
+        "not the canonical block of the transaction",
+    ),
+    (
+        "block_number - 1",
+        lambda a, w: a.update(block_number=a["block_number"] - 1),
+        3,
+        "not the canonical block of the transaction",
+    ),
+    (
+        "block_number far ahead",
+        lambda a, w: a.update(block_number=10**12),
+        3,
+        "not the canonical block of the transaction",
+    ),
+    (
+        "block_hash: another block",
+        _other_block_hash,
+        3,
+        "not the canonical block of the transaction",
+    ),
+    (
+        "block_hash: random",
+        lambda a, w: a.update(block_hash="0x" + "6b" * 32),
+        3,
+        "not the canonical block of the transaction",
+    ),
+    (
+        "block_time + 1",
+        lambda a, w: a.update(block_time=a["block_time"] + 1),
+        3,
+        "on chain: the proof's block time differs from the chain",
+    ),
+    (
+        "block_time 0",
+        lambda a, w: a.update(block_time=0),
+        3,
+        "on chain: the proof's block time differs from the chain",
+    ),
+    (
+        "sender: another dev account",
+        lambda a, w: a.update(sender=DEV1),
+        3,
+        "on chain: the transaction was sent by another address",
+    ),
+    (
+        "digest",
+        lambda a, w: a.update(digest=flip_hex(a["digest"])),
+        3,
+        "anchor tree: the anchor digest does not bind this root and size",
+    ),
+    (
+        "tree.root",
+        lambda a, w: a["tree"].update(root=flip_hex(a["tree"]["root"])),
+        3,
+        "anchor tree: the batch commitment does not lead to the anchor root",
+    ),
+    (
+        "tree.path[0]",
+        _path_item(0),
+        3,
+        "anchor tree: the batch commitment does not lead to the anchor root",
+    ),
+    (
+        "tree.path[-1]",
+        _path_item(-1),
+        3,
+        "anchor tree: the batch commitment does not lead to the anchor root",
+    ),
+    (
+        "tree.path reversed",
+        lambda a, w: a["tree"]["path"].reverse(),
+        3,
+        "anchor tree: the batch commitment does not lead to the anchor root",
+    ),
+    (
+        "tree.path one more",
+        lambda a, w: a["tree"]["path"].append("00" * 32),
+        3,
+        "anchor tree: anchor path: ",
+    ),
     ("tree.path one less", lambda a, w: a["tree"]["path"].pop(), 3, "anchor tree: "),
     ("tree.path emptied", lambda a, w: a["tree"].update(path=[]), 3, "anchor tree: "),
-    ("tree.size + 1", lambda a, w: a["tree"].update(size=a["tree"]["size"] + 1), 3,
-     "anchor tree: "),
+    (
+        "tree.size + 1",
+        lambda a, w: a["tree"].update(size=a["tree"]["size"] + 1),
+        3,
+        "anchor tree: ",
+    ),
     ("tree.size 4096", lambda a, w: a["tree"].update(size=4096), 3, "anchor tree: "),
-    ("tree.leaf_index",
-     lambda a, w: a["tree"].update(leaf_index=(a["tree"]["leaf_index"] + 1) % a["tree"]["size"]),
-     3, "anchor tree: "),
-    ("method: calldata -> registry",
-     lambda a, w: a.update(method="registry", contract=w.registry), 3,
-     "on chain: the transaction is not this registry anchor"),
-    ("chain_id: 1", lambda a, w: a.update(chain_id=1), 5,
-     "anchor not checked: the proof was anchored on chain 1, the node serves chain 31337"),
+    (
+        "tree.leaf_index",
+        lambda a, w: a["tree"].update(leaf_index=(a["tree"]["leaf_index"] + 1) % a["tree"]["size"]),
+        3,
+        "anchor tree: ",
+    ),
+    (
+        "method: calldata -> registry",
+        lambda a, w: a.update(method="registry", contract=w.registry),
+        3,
+        "on chain: the transaction is not this registry anchor",
+    ),
+    (
+        "chain_id: 1",
+        lambda a, w: a.update(chain_id=1),
+        5,
+        "anchor not checked: the proof was anchored on chain 1, the node serves chain 31337",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "code", "reason"),
-                         [pytest.param(m, c, r, id=i) for i, m, c, r in CALLDATA_TAMPERS])
-def test_tampered_calldata_anchor_is_rejected(cli, world, tmp_path: Path, mutate: Mutation,
-                                              code: int, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "code", "reason"), [pytest.param(m, c, r, id=i) for i, m, c, r in CALLDATA_TAMPERS]
+)
+def test_tampered_calldata_anchor_is_rejected(
+    cli, world, tmp_path: Path, mutate: Mutation, code: int, reason: str
+) -> None:
     doc = copy.deepcopy(world.docs["calldata"])
     mutate(doc["anchor"], world)
     assert doc != world.docs["calldata"]
@@ -545,10 +682,12 @@ def test_tampered_anchor_receipt_names_the_failed_check(cli, world, tmp_path: Pa
     r = cli("verify", write_doc(tmp_path, doc), "--rpc-url", world.url)
     no_crash(r)
     assert r.exit_code == EXIT_INVALID
-    assert re.search(r"^  FAIL on chain: the proof's block time differs from the chain$",
-                     r.stdout, re.M)
+    assert re.search(
+        r"^  FAIL on chain: the proof's block time differs from the chain$", r.stdout, re.M
+    )
     assert r.stdout.rstrip().splitlines()[-1] == (
-        "INVALID: on chain: the proof's block time differs from the chain")
+        "INVALID: on chain: the proof's block time differs from the chain"
+    )
 
 
 def test_chain_id_claim_of_another_chain_cannot_pass(cli, world, tmp_path: Path) -> None:
@@ -570,7 +709,8 @@ def _rebind(doc: dict[str, Any]) -> None:
     digest = manifest_digest(batch["manifest"])
     batch["manifest_digest"] = digest.hex()
     batch["commitment"] = batch_commitment(
-        batch["id"], doc["tree"]["size"], bytes.fromhex(doc["tree"]["root"]), digest).hex()
+        batch["id"], doc["tree"]["size"], bytes.fromhex(doc["tree"]["root"]), digest
+    ).hex()
 
 
 def test_consistently_changed_manifest_no_longer_matches_the_anchor(cli, world, tmp_path) -> None:
@@ -581,7 +721,8 @@ def test_consistently_changed_manifest_no_longer_matches_the_anchor(cli, world, 
     assert r.exit_code == EXIT_INVALID
     assert failed_checks(report) == ["anchor tree"]
     assert report["reason"] == (
-        "anchor tree: the batch commitment does not lead to the anchor root")
+        "anchor tree: the batch commitment does not lead to the anchor root"
+    )
 
 
 def test_changed_commitment_is_invalid(cli, world, tmp_path: Path) -> None:
@@ -608,81 +749,147 @@ def test_anchor_section_moved_to_another_batch_is_invalid(cli, world, tmp_path, 
 # -- structurally malformed anchor sections: a clean error, exit 3, no traceback
 
 MALFORMED: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
-    ("uppercase tx hash", (lambda a: a.update(tx_hash="0x" + a["tx_hash"][2:].upper())),
-     "anchor.tx_hash must be 0x + 64 lowercase hex digits"),
-    ("tx hash without 0x", (lambda a: a.update(tx_hash=a["tx_hash"][2:] + "00")),
-     "anchor.tx_hash must be 0x + 64 lowercase hex digits"),
-    ("bad hex tx hash", (lambda a: a.update(tx_hash="0x" + "zz" * 32)),
-     "anchor.tx_hash must be"),
-    ("short block hash", (lambda a: a.update(block_hash=a["block_hash"][:-2])),
-     "anchor.block_hash must be"),
-    ("uppercase root", (lambda a: a["tree"].update(root=a["tree"]["root"].upper())),
-     "anchor.tree.root must be 64 lowercase hex digits"),
-    ("bad hex digest", (lambda a: a.update(digest="g" * 64)),
-     "anchor.digest must be 64 lowercase hex digits"),
-    ("digest with 0x", (lambda a: a.update(digest="0x" + a["digest"][2:])),
-     "anchor.digest must be 64 lowercase hex digits"),
-    ("bad path element", (lambda a: a["tree"]["path"].__setitem__(0, "xy")),
-     "anchor.tree.path[0] must be 64 lowercase hex digits"),
-    ("number in path", (lambda a: a["tree"]["path"].__setitem__(0, 7)),
-     "anchor.tree.path[0] must be 64 lowercase hex digits"),
-    ("huge path", (lambda a: a["tree"].update(path=["00" * 32] * 5000)),
-     "anchor.tree.path must be a short list"),
-    ("path not a list", (lambda a: a["tree"].update(path="00" * 32)),
-     "anchor.tree.path must be a short list"),
-    ("unknown field", (lambda a: a.update(note="trust me")),
-     "anchor.note is not part of provmint-anchor/1"),
-    ("unknown tree field", (lambda a: a["tree"].update(extra=1)),
-     "anchor.tree must have profile, size, leaf_index, path, root"),
+    (
+        "uppercase tx hash",
+        (lambda a: a.update(tx_hash="0x" + a["tx_hash"][2:].upper())),
+        "anchor.tx_hash must be 0x + 64 lowercase hex digits",
+    ),
+    (
+        "tx hash without 0x",
+        (lambda a: a.update(tx_hash=a["tx_hash"][2:] + "00")),
+        "anchor.tx_hash must be 0x + 64 lowercase hex digits",
+    ),
+    ("bad hex tx hash", (lambda a: a.update(tx_hash="0x" + "zz" * 32)), "anchor.tx_hash must be"),
+    (
+        "short block hash",
+        (lambda a: a.update(block_hash=a["block_hash"][:-2])),
+        "anchor.block_hash must be",
+    ),
+    (
+        "uppercase root",
+        (lambda a: a["tree"].update(root=a["tree"]["root"].upper())),
+        "anchor.tree.root must be 64 lowercase hex digits",
+    ),
+    (
+        "bad hex digest",
+        (lambda a: a.update(digest="g" * 64)),
+        "anchor.digest must be 64 lowercase hex digits",
+    ),
+    (
+        "digest with 0x",
+        (lambda a: a.update(digest="0x" + a["digest"][2:])),
+        "anchor.digest must be 64 lowercase hex digits",
+    ),
+    (
+        "bad path element",
+        (lambda a: a["tree"]["path"].__setitem__(0, "xy")),
+        "anchor.tree.path[0] must be 64 lowercase hex digits",
+    ),
+    (
+        "number in path",
+        (lambda a: a["tree"]["path"].__setitem__(0, 7)),
+        "anchor.tree.path[0] must be 64 lowercase hex digits",
+    ),
+    (
+        "huge path",
+        (lambda a: a["tree"].update(path=["00" * 32] * 5000)),
+        "anchor.tree.path must be a short list",
+    ),
+    (
+        "path not a list",
+        (lambda a: a["tree"].update(path="00" * 32)),
+        "anchor.tree.path must be a short list",
+    ),
+    (
+        "unknown field",
+        (lambda a: a.update(note="trust me")),
+        "anchor.note is not part of provmint-anchor/1",
+    ),
+    (
+        "unknown tree field",
+        (lambda a: a["tree"].update(extra=1)),
+        "anchor.tree must have profile, size, leaf_index, path, root",
+    ),
     ("missing tx_hash", (lambda a: a.pop("tx_hash")), "anchor.tx_hash is missing"),
-    ("missing block_number", (lambda a: a.pop("block_number")),
-     "anchor.block_number is missing"),
+    ("missing block_number", (lambda a: a.pop("block_number")), "anchor.block_number is missing"),
     ("missing sender", (lambda a: a.pop("sender")), "anchor.sender is missing"),
     ("missing digest", (lambda a: a.pop("digest")), "anchor.digest is missing"),
     ("missing tree", (lambda a: a.pop("tree")), "anchor.tree is missing"),
-    ("missing tree.root", (lambda a: a["tree"].pop("root")),
-     "anchor.tree must have profile, size, leaf_index, path, root"),
-    ("missing format", (lambda a: a.pop("format")),
-     "anchor.format must be 'provmint-anchor/1'"),
-    ("other format", (lambda a: a.update(format="provmint-anchor/2")),
-     "anchor.format must be 'provmint-anchor/1'"),
-    ("negative block", (lambda a: a.update(block_number=-1)),
-     "anchor.block_number must be a whole number"),
-    ("block number as text", (lambda a: a.update(block_number="1")),
-     "anchor.block_number must be a whole number"),
-    ("block number as bool", (lambda a: a.update(block_number=True)),
-     "anchor.block_number must be a whole number"),
-    ("negative block time", (lambda a: a.update(block_time=-5)),
-     "anchor.block_time must be a whole number"),
+    (
+        "missing tree.root",
+        (lambda a: a["tree"].pop("root")),
+        "anchor.tree must have profile, size, leaf_index, path, root",
+    ),
+    ("missing format", (lambda a: a.pop("format")), "anchor.format must be 'provmint-anchor/1'"),
+    (
+        "other format",
+        (lambda a: a.update(format="provmint-anchor/2")),
+        "anchor.format must be 'provmint-anchor/1'",
+    ),
+    (
+        "negative block",
+        (lambda a: a.update(block_number=-1)),
+        "anchor.block_number must be a whole number",
+    ),
+    (
+        "block number as text",
+        (lambda a: a.update(block_number="1")),
+        "anchor.block_number must be a whole number",
+    ),
+    (
+        "block number as bool",
+        (lambda a: a.update(block_number=True)),
+        "anchor.block_number must be a whole number",
+    ),
+    (
+        "negative block time",
+        (lambda a: a.update(block_time=-5)),
+        "anchor.block_time must be a whole number",
+    ),
     ("chain id 0", (lambda a: a.update(chain_id=0)), "anchor.chain_id is out of range"),
-    ("chain id 2**63", (lambda a: a.update(chain_id=2**63)),
-     "anchor.chain_id is out of range"),
+    ("chain id 2**63", (lambda a: a.update(chain_id=2**63)), "anchor.chain_id is out of range"),
     ("tree size 0", (lambda a: a["tree"].update(size=0)), "anchor.tree.size is out of range"),
-    ("tree size 4097", (lambda a: a["tree"].update(size=4097)),
-     "anchor.tree.size is out of range"),
-    ("leaf index = size", (lambda a: a["tree"].update(leaf_index=a["tree"]["size"])),
-     "anchor.tree.leaf_index is out of range"),
-    ("negative leaf index", (lambda a: a["tree"].update(leaf_index=-1)),
-     "anchor.tree.leaf_index is out of range"),
-    ("other tree profile", (lambda a: a["tree"].update(profile="sha1")),
-     "anchor.tree.profile is not supported"),
-    ("unknown method", (lambda a: a.update(method="blob")),
-     "anchor.method must be one of calldata, registry"),
-    ("registry without contract", (lambda a: a.update(method="registry")),
-     "anchor.contract must be the registry address"),
-    ("calldata with contract", (lambda a: a.update(contract="0x" + "11" * 20)),
-     "anchor.contract must be null for calldata anchors"),
-    ("short sender", (lambda a: a.update(sender="0x1234")),
-     "anchor.sender must be an address"),
+    ("tree size 4097", (lambda a: a["tree"].update(size=4097)), "anchor.tree.size is out of range"),
+    (
+        "leaf index = size",
+        (lambda a: a["tree"].update(leaf_index=a["tree"]["size"])),
+        "anchor.tree.leaf_index is out of range",
+    ),
+    (
+        "negative leaf index",
+        (lambda a: a["tree"].update(leaf_index=-1)),
+        "anchor.tree.leaf_index is out of range",
+    ),
+    (
+        "other tree profile",
+        (lambda a: a["tree"].update(profile="sha1")),
+        "anchor.tree.profile is not supported",
+    ),
+    (
+        "unknown method",
+        (lambda a: a.update(method="blob")),
+        "anchor.method must be one of calldata, registry",
+    ),
+    (
+        "registry without contract",
+        (lambda a: a.update(method="registry")),
+        "anchor.contract must be the registry address",
+    ),
+    (
+        "calldata with contract",
+        (lambda a: a.update(contract="0x" + "11" * 20)),
+        "anchor.contract must be null for calldata anchors",
+    ),
+    ("short sender", (lambda a: a.update(sender="0x1234")), "anchor.sender must be an address"),
     ("sender as number", (lambda a: a.update(sender=1)), "anchor.sender has the wrong type"),
     ("anchor is a list", (lambda a: None), "anchor must be an object or null"),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "message"),
-                         [pytest.param(m, s, id=i) for i, m, s in MALFORMED])
-def test_malformed_anchor_section_is_a_clean_error(cli, world, tmp_path: Path, mutate,
-                                                   message: str) -> None:
+@pytest.mark.parametrize(("mutate", "message"), [pytest.param(m, s, id=i) for i, m, s in MALFORMED])
+def test_malformed_anchor_section_is_a_clean_error(
+    cli, world, tmp_path: Path, mutate, message: str
+) -> None:
     doc = copy.deepcopy(world.docs["calldata"])
     mutate(doc["anchor"])
     if message.startswith("anchor must be an object"):
@@ -699,8 +906,10 @@ def test_malformed_anchor_section_is_a_clean_error(cli, world, tmp_path: Path, m
 def test_hostile_integers_in_anchor_are_clean_errors(cli, world, tmp_path: Path) -> None:
     text = json.dumps(world.docs["calldata"])
     number = world.docs["calldata"]["anchor"]["block_number"]
-    for replacement, words in ((f'"block_number": {"9" * 40}', "integer of 40 digits"),
-                               ('"block_number": 1.0', "non-integer number")):
+    for replacement, words in (
+        (f'"block_number": {"9" * 40}', "integer of 40 digits"),
+        ('"block_number": 1.0', "non-integer number"),
+    ):
         hostile = text.replace(f'"block_number": {number}', replacement)
         assert hostile != text
         path = tmp_path / "h.json"
@@ -712,9 +921,15 @@ def test_hostile_integers_in_anchor_are_clean_errors(cli, world, tmp_path: Path)
 
 # -- one hex digit flipped anywhere in the anchor never verifies
 
+
 def _hex_fields(anchor: dict[str, Any]) -> list[tuple[str, ...]]:
-    fields: list[tuple[str, ...]] = [("digest",), ("tx_hash",), ("block_hash",), ("sender",),
-                                     ("tree", "root")]
+    fields: list[tuple[str, ...]] = [
+        ("digest",),
+        ("tx_hash",),
+        ("block_hash",),
+        ("sender",),
+        ("tree", "root"),
+    ]
     fields += [("tree", "path", str(i)) for i in range(len(anchor["tree"]["path"]))]
     if anchor["contract"]:
         fields.append(("contract",))
@@ -730,11 +945,14 @@ def _get_parent(anchor: dict[str, Any], field: tuple[str, ...]) -> tuple[Any, An
 
 
 @pytest.mark.parametrize("which", ["calldata", "registry"])
-@settings(max_examples=30, deadline=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
-def test_one_flipped_hex_digit_never_verifies(cli, world, tmp_path: Path, which: str,
-                                              data) -> None:
+def test_one_flipped_hex_digit_never_verifies(cli, world, tmp_path: Path, which: str, data) -> None:
     """For registry anchors this finds the fallback bug below (a changed tx_hash)."""
     doc = copy.deepcopy(world.docs[which])
     anchor = doc["anchor"]
@@ -743,9 +961,10 @@ def test_one_flipped_hex_digit_never_verifies(cli, world, tmp_path: Path, which:
     value: str = parent[key]
     start = 2 if value.startswith("0x") else 0
     at = data.draw(st.integers(start, len(value) - 1), label="position")
-    new = data.draw(st.sampled_from([c for c in "0123456789abcdef" if c != value[at].lower()]),
-                    label="digit")
-    parent[key] = value[:at] + new + value[at + 1:]
+    new = data.draw(
+        st.sampled_from([c for c in "0123456789abcdef" if c != value[at].lower()]), label="digit"
+    )
+    parent[key] = value[:at] + new + value[at + 1 :]
     r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
     assert r.exit_code == EXIT_INVALID, (field, report["reason"])
 
@@ -756,15 +975,30 @@ def test_one_flipped_hex_digit_never_verifies(cli, world, tmp_path: Path, which:
 def test_registry_proof_receipt(cli, world, tmp_path: Path) -> None:
     anchor = world.docs["registry"]["anchor"]
     assert anchor["method"] == "registry" and anchor["contract"] == world.registry
-    r = cli("verify", write_doc(tmp_path, world.docs["registry"]), "--rpc-url", world.url,
-            "--issuer", DEV0)
+    r = cli(
+        "verify",
+        write_doc(tmp_path, world.docs["registry"]),
+        "--rpc-url",
+        world.url,
+        "--issuer",
+        DEV0,
+    )
     no_crash(r)
     assert r.exit_code == EXIT_OK, r.stdout
-    assert re.search(rf"^anchor\s+chain 31337 tx {anchor['tx_hash']} block "
-                     rf"{anchor['block_number']} \(registry\)$", r.stdout, re.M)
-    assert r.stdout.rstrip().splitlines()[-1].startswith(
-        f"VALID: anchored in block {anchor['block_number']} of chain 31337 at "
-        f"{utc(anchor['block_time'])}, ")
+    assert re.search(
+        rf"^anchor\s+chain 31337 tx {anchor['tx_hash']} block "
+        rf"{anchor['block_number']} \(registry\)$",
+        r.stdout,
+        re.M,
+    )
+    assert (
+        r.stdout.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            f"VALID: anchored in block {anchor['block_number']} of chain 31337 at "
+            f"{utc(anchor['block_time'])}, "
+        )
+    )
 
 
 def test_registry_flow_through_the_cli(cli, keyed, chain_env: Anvil, tmp_path: Path) -> None:
@@ -795,38 +1029,66 @@ def test_registry_flow_through_the_cli(cli, keyed, chain_env: Anvil, tmp_path: P
     doc["anchor"]["contract"] = "0x" + "ab" * 20
     r, report = verify_report(cli, write_doc(tmp_path, doc, "tampered.json"))
     assert r.exit_code == EXIT_INVALID
-    assert report["reason"] == ("on chain: 0xabababababababababababababababababababab is not a "
-                                "provmint AnchorRegistry")
+    assert report["reason"] == (
+        "on chain: 0xabababababababababababababababababababab is not a provmint AnchorRegistry"
+    )
 
 
 REGISTRY_TAMPERS: list[tuple[str, Mutation, str]] = [
-    ("contract: another account", lambda a, w: a.update(contract=DEV1),
-     "is not a provmint AnchorRegistry"),
-    ("contract: another contract", lambda a, w: a.update(
-        contract=w.txs["fake registry"]["contract"]),
-     "is not a provmint AnchorRegistry"),
-    ("contract: lower case of another", lambda a, w: a.update(contract="0x" + "ab" * 20),
-     "is not a provmint AnchorRegistry"),
-    ("method: registry -> calldata", lambda a, w: a.update(method="calldata", contract=None),
-     "on chain: the transaction does not carry this anchor's digest"),
-    ("tx_hash: the calldata anchor",
-     lambda a, w: a.update(tx_hash=w.docs["calldata"]["anchor"]["tx_hash"]),
-     "on chain: the transaction is not this registry anchor"),
-    ("tx_hash: the registry deployment", _tx("registry deployment"),
-     "on chain: the transaction is not this registry anchor"),
-    ("sender: another dev account", lambda a, w: a.update(sender=DEV1),
-     "on chain: the transaction was sent by another address"),
-    ("block_time + 1", lambda a, w: a.update(block_time=a["block_time"] + 1),
-     "on chain: the proof's block time differs from the chain"),
-    ("digest", lambda a, w: a.update(digest=flip_hex(a["digest"])),
-     "anchor tree: the anchor digest does not bind this root and size"),
+    (
+        "contract: another account",
+        lambda a, w: a.update(contract=DEV1),
+        "is not a provmint AnchorRegistry",
+    ),
+    (
+        "contract: another contract",
+        lambda a, w: a.update(contract=w.txs["fake registry"]["contract"]),
+        "is not a provmint AnchorRegistry",
+    ),
+    (
+        "contract: lower case of another",
+        lambda a, w: a.update(contract="0x" + "ab" * 20),
+        "is not a provmint AnchorRegistry",
+    ),
+    (
+        "method: registry -> calldata",
+        lambda a, w: a.update(method="calldata", contract=None),
+        "on chain: the transaction does not carry this anchor's digest",
+    ),
+    (
+        "tx_hash: the calldata anchor",
+        lambda a, w: a.update(tx_hash=w.docs["calldata"]["anchor"]["tx_hash"]),
+        "on chain: the transaction is not this registry anchor",
+    ),
+    (
+        "tx_hash: the registry deployment",
+        _tx("registry deployment"),
+        "on chain: the transaction is not this registry anchor",
+    ),
+    (
+        "sender: another dev account",
+        lambda a, w: a.update(sender=DEV1),
+        "on chain: the transaction was sent by another address",
+    ),
+    (
+        "block_time + 1",
+        lambda a, w: a.update(block_time=a["block_time"] + 1),
+        "on chain: the proof's block time differs from the chain",
+    ),
+    (
+        "digest",
+        lambda a, w: a.update(digest=flip_hex(a["digest"])),
+        "anchor tree: the anchor digest does not bind this root and size",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "reason"),
-                         [pytest.param(m, r, id=i) for i, m, r in REGISTRY_TAMPERS])
-def test_tampered_registry_anchor_is_rejected(cli, world, tmp_path: Path, mutate: Mutation,
-                                              reason: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "reason"), [pytest.param(m, r, id=i) for i, m, r in REGISTRY_TAMPERS]
+)
+def test_tampered_registry_anchor_is_rejected(
+    cli, world, tmp_path: Path, mutate: Mutation, reason: str
+) -> None:
     doc = copy.deepcopy(world.docs["registry"])
     mutate(doc["anchor"], world)
     r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url)
@@ -838,10 +1100,12 @@ def test_registry_anchor_with_an_unknown_transaction_is_not_valid(cli, world, tm
     """A registry anchor whose transaction the node does not know is not valid: contract
     state alone would leave tx_hash, block, time and confirmations unchecked."""
     doc = copy.deepcopy(world.docs["registry"])
-    doc["anchor"].update(tx_hash=random_hash(), block_hash=random_hash(), block_number=123456,
-                         block_time=42)
-    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url,
-                            "--confirmations", 10000)
+    doc["anchor"].update(
+        tx_hash=random_hash(), block_hash=random_hash(), block_number=123456, block_time=42
+    )
+    r, report = verify_report(
+        cli, write_doc(tmp_path, doc), "--rpc-url", world.url, "--confirmations", 10000
+    )
     assert r.exit_code != EXIT_OK, report["reason"]
     assert r.exit_code == EXIT_INVALID, report["reason"]
 
@@ -855,8 +1119,13 @@ def test_fake_registry_contract_cannot_forge_an_anchor(cli, world, tmp_path: Pat
     root = anchor_leaf(commitment)
     doc["anchor"] = {
         "format": "provmint-anchor/1",
-        "tree": {"profile": "rfc9162-sha256", "size": 1, "leaf_index": 0, "path": [],
-                 "root": root.hex()},
+        "tree": {
+            "profile": "rfc9162-sha256",
+            "size": 1,
+            "leaf_index": 0,
+            "path": [],
+            "root": root.hex(),
+        },
         "digest": anchor_digest(1, root).hex(),
         "chain_id": 31337,
         "method": "registry",
@@ -867,8 +1136,9 @@ def test_fake_registry_contract_cannot_forge_an_anchor(cli, world, tmp_path: Pat
         "block_hash": random_hash(),
         "block_time": 1,
     }
-    r, report = verify_report(cli, write_doc(tmp_path, doc), "--rpc-url", world.url,
-                            "--issuer", DEV0)
+    r, report = verify_report(
+        cli, write_doc(tmp_path, doc), "--rpc-url", world.url, "--issuer", DEV0
+    )
     assert r.exit_code == EXIT_INVALID, report["reason"]
 
 
@@ -877,12 +1147,19 @@ def test_fake_registry_contract_cannot_forge_an_anchor(cli, world, tmp_path: Pat
 
 def _key_forms(hex_key: str) -> list[bytes]:
     bare = hex_key.removeprefix("0x")
-    return [bare.encode(), bare.upper().encode(), ("0x" + bare).encode(), bytes.fromhex(bare),
-            bare[:32].encode(), bare[32:].encode()]  # no half of it either
+    return [
+        bare.encode(),
+        bare.upper().encode(),
+        ("0x" + bare).encode(),
+        bytes.fromhex(bare),
+        bare[:32].encode(),
+        bare[32:].encode(),
+    ]  # no half of it either
 
 
-def test_chain_key_never_leaves_the_process(cli, keyed, chain_env: Anvil, tmp_path: Path,
-                                            monkeypatch) -> None:
+def test_chain_key_never_leaves_the_process(
+    cli, keyed, chain_env: Anvil, tmp_path: Path, monkeypatch
+) -> None:
     import duckdb
     from eth_account import Account
     from eth_utils import keccak
@@ -968,8 +1245,13 @@ def _imported_modules(stderr: str) -> set[str]:
 
 
 def _importtime(*args: object) -> tuple[int, set[str], str]:
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "provmint", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "provmint", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     return proc.returncode, _imported_modules(proc.stderr), proc.stdout
 
 

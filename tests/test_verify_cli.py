@@ -82,11 +82,17 @@ def test_receipt_of_a_good_proof(cli, example, proof_file: Path) -> None:
     assert re.search(rf"^leaf\s+{report['leaf_hash']}\s+\(#0 of 9\)", out, re.M)
     assert re.search(rf"^computed root\s+{summary.root}\s*$", out, re.M)
     assert re.search(rf"^expected root\s+{summary.root}\s*$", out, re.M)
-    assert re.search(rf"^batch\s+{summary.batch_id}\s+commitment {summary.commitment}", out,
-                     re.M)
+    assert re.search(rf"^batch\s+{summary.batch_id}\s+commitment {summary.commitment}", out, re.M)
     assert re.search(r"^anchor\s+none yet\s*$", out, re.M)
-    for name in ("inclusion", "manifest", "manifest binds tree", "manifest binds batch",
-                 "record fields", "record version", "batch commitment"):
+    for name in (
+        "inclusion",
+        "manifest",
+        "manifest binds tree",
+        "manifest binds batch",
+        "record fields",
+        "record version",
+        "batch commitment",
+    ):
         assert re.search(rf"^  ok\s+{name}: ", out, re.M), name
     assert "FAIL" not in out
     assert out.rstrip().splitlines()[-1] == "PENDING: valid, but the batch is not anchored yet"
@@ -140,13 +146,16 @@ def test_real_process_verifies_a_proof(proof_file: Path, doc) -> None:
     assert p.stderr == ""
 
 
-@pytest.mark.parametrize(("where", "value"), [
-    (("product", "record", "serial"), "546CAWQDCR57"),
-    (("product", "record", "product_name"), "Aurora Serum 50 ml"),
-    (("tree", "leaf_index"), 1),
-    (("batch", "commitment"), "0" * 64),
-    (("batch", "manifest", "created_at"), "2020-01-01T00:00:00Z"),
-])
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (("product", "record", "serial"), "546CAWQDCR57"),
+        (("product", "record", "product_name"), "Aurora Serum 50 ml"),
+        (("tree", "leaf_index"), 1),
+        (("batch", "commitment"), "0" * 64),
+        (("batch", "manifest", "created_at"), "2020-01-01T00:00:00Z"),
+    ],
+)
 def test_tampered_proof_file_is_invalid(cli, tmp_path: Path, doc, where, value) -> None:
     target = doc
     for key in where[:-1]:
@@ -209,16 +218,20 @@ def _noncanonical(token: str) -> str:
     return token[:-1] + alphabet[alphabet.index(token[-1]) + 1]
 
 
-@pytest.mark.parametrize("make_bad", [
-    lambda t: "abc",
-    lambda t: t[:-1],
-    lambda t: t + "A",
-    lambda t: t[:-1] + "!",
-    lambda t: t[:-1] + "=",
-    lambda t: t.replace(t[0], "+", 1),
-    lambda t: "",
-    _noncanonical,
-], ids=["short", "21 chars", "23 chars", "bang", "padding", "plus", "empty", "stray bits"])
+@pytest.mark.parametrize(
+    "make_bad",
+    [
+        lambda t: "abc",
+        lambda t: t[:-1],
+        lambda t: t + "A",
+        lambda t: t[:-1] + "!",
+        lambda t: t[:-1] + "=",
+        lambda t: t.replace(t[0], "+", 1),
+        lambda t: "",
+        _noncanonical,
+    ],
+    ids=["short", "21 chars", "23 chars", "bang", "padding", "plus", "empty", "stray bits"],
+)
 def test_malformed_token_is_invalid(cli, example, proof_file: Path, make_bad) -> None:
     bad = make_bad(example["token"])
     assert bad != example["token"]
@@ -244,8 +257,9 @@ def test_directory_could_not_be_checked(cli, tmp_path: Path) -> None:
     assert_clean_error(r, EXIT_UNCHECKED, "is a directory")
 
 
-def test_unreadable_file_could_not_be_checked(cli, proof_file: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_file_could_not_be_checked(
+    cli, proof_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied", str(args[0]))
 
@@ -297,169 +311,358 @@ HOSTILE: list[tuple[str, Any, str]] = [
     ("top-level array", lambda d: json.dumps([d]), "must be a JSON object"),
     ("top-level string", lambda d: '"proof"', "must be a JSON object"),
     ("top-level null", lambda d: "null", "must be a JSON object"),
-    ("size as string", lambda d: _mutated(d, "tree", "size", value="9"),
-     "tree.size must be a whole number"),
+    (
+        "size as string",
+        lambda d: _mutated(d, "tree", "size", value="9"),
+        "tree.size must be a whole number",
+    ),
     ("size zero", lambda d: _mutated(d, "tree", "size", value=0), "tree.size"),
     ("size negative", lambda d: _mutated(d, "tree", "size", value=-9), "tree.size"),
     ("size 2^63", lambda d: _mutated(d, "tree", "size", value=2**63), "tree.size"),
     ("size 2^64", lambda d: _mutated(d, "tree", "size", value=2**64), "tree.size"),
-    ("leaf_index as bool", lambda d: _mutated(d, "tree", "leaf_index", value=True),
-     "tree.leaf_index must be a whole number"),
+    (
+        "leaf_index as bool",
+        lambda d: _mutated(d, "tree", "leaf_index", value=True),
+        "tree.leaf_index must be a whole number",
+    ),
     ("size as bool", lambda d: _mutated(d, "tree", "size", value=True), "tree.size"),
-    ("leaf_index null", lambda d: _mutated(d, "tree", "leaf_index", value=None),
-     "tree.leaf_index"),
-    ("leaf_index = size", lambda d: _mutated(d, "tree", "leaf_index", value=9),
-     "tree.leaf_index must be a whole number in [0, 8]"),
-    ("path as dict", lambda d: _mutated(d, "tree", "path", value={"0": HEX}),
-     "tree.path must be a list"),
-    ("path as string", lambda d: _mutated(d, "tree", "path", value=HEX),
-     "tree.path must be a list"),
-    ("path item int", lambda d: _mutated(d, "tree", "path", value=[1]),
-     "tree.path[0] must be 64 lowercase hex"),
-    ("path item nested list", lambda d: _mutated(d, "tree", "path", value=[[HEX]]),
-     "tree.path[0] must be 64 lowercase hex"),
-    ("record value int", lambda d: _mutated(d, "product", "record", "lot", value=7),
-     "product.record.lot must be a string"),
-    ("record value null", lambda d: _mutated(d, "product", "record", "lot", value=None),
-     "product.record.lot must be a string"),
-    ("record value object", lambda d: _mutated(d, "product", "record", "lot", value={}),
-     "product.record.lot must be a string"),
-    ("record as list", lambda d: _mutated(d, "product", "record", value=[]),
-     "product.record must be an object"),
-    ("record bad field name", lambda d: _mutated(d, "product", "record", "Lot", value="x"),
-     "invalid field name"),
-    ("record too many fields",
-     lambda d: _mutated(d, "product", "record", value={
-         **d["product"]["record"], **{f"f{i}": "" for i in range(64)}}),
-     "fields; at most 64"),
-    ("record value too long", lambda d: _mutated(d, "product", "record", "lot", value="x" * 4097),
-     "longer than 4096 bytes"),
-    ("record lone surrogate", lambda d: _mutated(d, "product", "record", "lot", value="\ud800"),
-     "not valid Unicode"),
+    ("leaf_index null", lambda d: _mutated(d, "tree", "leaf_index", value=None), "tree.leaf_index"),
+    (
+        "leaf_index = size",
+        lambda d: _mutated(d, "tree", "leaf_index", value=9),
+        "tree.leaf_index must be a whole number in [0, 8]",
+    ),
+    (
+        "path as dict",
+        lambda d: _mutated(d, "tree", "path", value={"0": HEX}),
+        "tree.path must be a list",
+    ),
+    (
+        "path as string",
+        lambda d: _mutated(d, "tree", "path", value=HEX),
+        "tree.path must be a list",
+    ),
+    (
+        "path item int",
+        lambda d: _mutated(d, "tree", "path", value=[1]),
+        "tree.path[0] must be 64 lowercase hex",
+    ),
+    (
+        "path item nested list",
+        lambda d: _mutated(d, "tree", "path", value=[[HEX]]),
+        "tree.path[0] must be 64 lowercase hex",
+    ),
+    (
+        "record value int",
+        lambda d: _mutated(d, "product", "record", "lot", value=7),
+        "product.record.lot must be a string",
+    ),
+    (
+        "record value null",
+        lambda d: _mutated(d, "product", "record", "lot", value=None),
+        "product.record.lot must be a string",
+    ),
+    (
+        "record value object",
+        lambda d: _mutated(d, "product", "record", "lot", value={}),
+        "product.record.lot must be a string",
+    ),
+    (
+        "record as list",
+        lambda d: _mutated(d, "product", "record", value=[]),
+        "product.record must be an object",
+    ),
+    (
+        "record bad field name",
+        lambda d: _mutated(d, "product", "record", "Lot", value="x"),
+        "invalid field name",
+    ),
+    (
+        "record too many fields",
+        lambda d: _mutated(
+            d,
+            "product",
+            "record",
+            value={**d["product"]["record"], **{f"f{i}": "" for i in range(64)}},
+        ),
+        "fields; at most 64",
+    ),
+    (
+        "record value too long",
+        lambda d: _mutated(d, "product", "record", "lot", value="x" * 4097),
+        "longer than 4096 bytes",
+    ),
+    (
+        "record lone surrogate",
+        lambda d: _mutated(d, "product", "record", "lot", value="\ud800"),
+        "not valid Unicode",
+    ),
     ("product as list", lambda d: _mutated(d, "product", value=[]), "product must be an object"),
     ("tree null", lambda d: _mutated(d, "tree", value=None), "tree must be an object"),
-    ("manifest as list", lambda d: _mutated(d, "batch", "manifest", value=[]),
-     "batch.manifest must be an object"),
-    ("manifest too large", lambda d: _mutated(d, "batch", "manifest", "label", value="x" * 70000),
-     "batch.manifest is too large"),
-    ("float size", lambda d: json.dumps(d).replace('"size": 9', '"size": 9.0', 1),
-     "non-integer number '9.0'"),
-    ("exponent size", lambda d: json.dumps(d).replace('"size": 9', '"size": 9e0', 1),
-     "non-integer number"),
-    ("float in manifest", lambda d: json.dumps(d).replace('"rejected": 0', '"rejected": 0.0'),
-     "non-integer number"),
-    ("NaN", lambda d: json.dumps(d).replace('"anchor": null', '"anchor": NaN'),
-     "non-integer number 'NaN'"),
-    ("Infinity", lambda d: json.dumps(d).replace('"size": 9', '"size": Infinity', 1),
-     "non-integer number 'Infinity'"),
-    ("-Infinity", lambda d: json.dumps(d).replace('"size": 9', '"size": -Infinity', 1),
-     "non-integer number '-Infinity'"),
-    ("path of 10^5 hashes", lambda d: _mutated(d, "tree", "path", value=[HEX] * 100_000),
-     "larger than 1048576 bytes"),
-    ("path of 10^5 entries", lambda d: _mutated(d, "tree", "path", value=[""] * 100_000),
-     "tree.path has 100000 entries; at most 63"),
-    ("path of 64 hashes", lambda d: _mutated(d, "tree", "path", value=[HEX] * 64),
-     "tree.path has 64 entries; at most 63"),
-    ("record of 5*10^4 fields",
-     lambda d: _mutated(d, "product", "record", value={f"f{i}": "" for i in range(50_000)}),
-     "product.record has 50000 fields; at most 64"),
-    ("root uppercase", lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"].upper()),
-     "tree.root must be 64 lowercase hex digits"),
-    ("root 63 chars", lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"][:63]),
-     "tree.root must be 64 lowercase hex digits"),
-    ("root 65 chars", lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"] + "0"),
-     "tree.root must be 64 lowercase hex digits"),
-    ("root non-hex", lambda d: _mutated(d, "tree", "root", value="g" + d["tree"]["root"][1:]),
-     "tree.root must be 64 lowercase hex digits"),
-    ("root with newline", lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"] + "\n"),
-     "tree.root must be 64 lowercase hex digits"),
-    ("root 0x", lambda d: _mutated(d, "tree", "root", value="0x" + d["tree"]["root"][2:]),
-     "tree.root must be 64 lowercase hex digits"),
-    ("token_commitment 63", lambda d: _mutated(
-        d, "product", "token_commitment", value=d["product"]["token_commitment"][:63]),
-     "product.token_commitment must be 64 lowercase hex digits"),
-    ("commitment uppercase", lambda d: _mutated(
-        d, "batch", "commitment", value=d["batch"]["commitment"].upper()),
-     "batch.commitment must be 64 lowercase hex digits"),
-    ("manifest_digest int", lambda d: _mutated(d, "batch", "manifest_digest", value=0),
-     "batch.manifest_digest must be 64 lowercase hex digits"),
-    ("path uppercase", lambda d: _mutated(
-        d, "tree", "path", value=[d["tree"]["path"][0].upper(), *d["tree"]["path"][1:]]),
-     "tree.path[0] must be 64 lowercase hex digits"),
-    ("path non-hex", lambda d: _mutated(
-        d, "tree", "path", value=[*d["tree"]["path"][:3], "z" * 64]),
-     "tree.path[3] must be 64 lowercase hex digits"),
-    ("duplicate top-level key", lambda d: '{"anchor": null, ' + json.dumps(d)[1:],
-     "duplicate field 'anchor'"),
-    ("duplicate record key", lambda d: json.dumps(d).replace(
-        '"lot": "L2406A"', '"lot": "L2406A", "lot": "L2407B"'),
-     "duplicate field 'lot'"),
-    ("duplicate root", lambda d: json.dumps(d).replace(
-        '"root": "', '"root": "' + "0" * 64 + '", "root": "', 1),
-     "duplicate field 'root'"),
-    ("unknown top-level field", lambda d: _mutated(d, "signature", value="trust me"),
-     "signature is not part of provmint-proof/1"),
-    ("unknown tree field", lambda d: _mutated(d, "tree", "hash", value="sha1"),
-     "tree.hash is not part of provmint-proof/1"),
-    ("unknown batch field", lambda d: _mutated(d, "batch", "valid", value=True),
-     "batch.valid is not part of provmint-proof/1"),
-    ("unknown product field", lambda d: _mutated(d, "product", "token", value="x"),
-     "product.token is not part of provmint-proof/1"),
+    (
+        "manifest as list",
+        lambda d: _mutated(d, "batch", "manifest", value=[]),
+        "batch.manifest must be an object",
+    ),
+    (
+        "manifest too large",
+        lambda d: _mutated(d, "batch", "manifest", "label", value="x" * 70000),
+        "batch.manifest is too large",
+    ),
+    (
+        "float size",
+        lambda d: json.dumps(d).replace('"size": 9', '"size": 9.0', 1),
+        "non-integer number '9.0'",
+    ),
+    (
+        "exponent size",
+        lambda d: json.dumps(d).replace('"size": 9', '"size": 9e0', 1),
+        "non-integer number",
+    ),
+    (
+        "float in manifest",
+        lambda d: json.dumps(d).replace('"rejected": 0', '"rejected": 0.0'),
+        "non-integer number",
+    ),
+    (
+        "NaN",
+        lambda d: json.dumps(d).replace('"anchor": null', '"anchor": NaN'),
+        "non-integer number 'NaN'",
+    ),
+    (
+        "Infinity",
+        lambda d: json.dumps(d).replace('"size": 9', '"size": Infinity', 1),
+        "non-integer number 'Infinity'",
+    ),
+    (
+        "-Infinity",
+        lambda d: json.dumps(d).replace('"size": 9', '"size": -Infinity', 1),
+        "non-integer number '-Infinity'",
+    ),
+    (
+        "path of 10^5 hashes",
+        lambda d: _mutated(d, "tree", "path", value=[HEX] * 100_000),
+        "larger than 1048576 bytes",
+    ),
+    (
+        "path of 10^5 entries",
+        lambda d: _mutated(d, "tree", "path", value=[""] * 100_000),
+        "tree.path has 100000 entries; at most 63",
+    ),
+    (
+        "path of 64 hashes",
+        lambda d: _mutated(d, "tree", "path", value=[HEX] * 64),
+        "tree.path has 64 entries; at most 63",
+    ),
+    (
+        "record of 5*10^4 fields",
+        lambda d: _mutated(d, "product", "record", value={f"f{i}": "" for i in range(50_000)}),
+        "product.record has 50000 fields; at most 64",
+    ),
+    (
+        "root uppercase",
+        lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"].upper()),
+        "tree.root must be 64 lowercase hex digits",
+    ),
+    (
+        "root 63 chars",
+        lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"][:63]),
+        "tree.root must be 64 lowercase hex digits",
+    ),
+    (
+        "root 65 chars",
+        lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"] + "0"),
+        "tree.root must be 64 lowercase hex digits",
+    ),
+    (
+        "root non-hex",
+        lambda d: _mutated(d, "tree", "root", value="g" + d["tree"]["root"][1:]),
+        "tree.root must be 64 lowercase hex digits",
+    ),
+    (
+        "root with newline",
+        lambda d: _mutated(d, "tree", "root", value=d["tree"]["root"] + "\n"),
+        "tree.root must be 64 lowercase hex digits",
+    ),
+    (
+        "root 0x",
+        lambda d: _mutated(d, "tree", "root", value="0x" + d["tree"]["root"][2:]),
+        "tree.root must be 64 lowercase hex digits",
+    ),
+    (
+        "token_commitment 63",
+        lambda d: _mutated(
+            d, "product", "token_commitment", value=d["product"]["token_commitment"][:63]
+        ),
+        "product.token_commitment must be 64 lowercase hex digits",
+    ),
+    (
+        "commitment uppercase",
+        lambda d: _mutated(d, "batch", "commitment", value=d["batch"]["commitment"].upper()),
+        "batch.commitment must be 64 lowercase hex digits",
+    ),
+    (
+        "manifest_digest int",
+        lambda d: _mutated(d, "batch", "manifest_digest", value=0),
+        "batch.manifest_digest must be 64 lowercase hex digits",
+    ),
+    (
+        "path uppercase",
+        lambda d: _mutated(
+            d, "tree", "path", value=[d["tree"]["path"][0].upper(), *d["tree"]["path"][1:]]
+        ),
+        "tree.path[0] must be 64 lowercase hex digits",
+    ),
+    (
+        "path non-hex",
+        lambda d: _mutated(d, "tree", "path", value=[*d["tree"]["path"][:3], "z" * 64]),
+        "tree.path[3] must be 64 lowercase hex digits",
+    ),
+    (
+        "duplicate top-level key",
+        lambda d: '{"anchor": null, ' + json.dumps(d)[1:],
+        "duplicate field 'anchor'",
+    ),
+    (
+        "duplicate record key",
+        lambda d: json.dumps(d).replace('"lot": "L2406A"', '"lot": "L2406A", "lot": "L2407B"'),
+        "duplicate field 'lot'",
+    ),
+    (
+        "duplicate root",
+        lambda d: json.dumps(d).replace('"root": "', '"root": "' + "0" * 64 + '", "root": "', 1),
+        "duplicate field 'root'",
+    ),
+    (
+        "unknown top-level field",
+        lambda d: _mutated(d, "signature", value="trust me"),
+        "signature is not part of provmint-proof/1",
+    ),
+    (
+        "unknown tree field",
+        lambda d: _mutated(d, "tree", "hash", value="sha1"),
+        "tree.hash is not part of provmint-proof/1",
+    ),
+    (
+        "unknown batch field",
+        lambda d: _mutated(d, "batch", "valid", value=True),
+        "batch.valid is not part of provmint-proof/1",
+    ),
+    (
+        "unknown product field",
+        lambda d: _mutated(d, "product", "token", value="x"),
+        "product.token is not part of provmint-proof/1",
+    ),
     ("missing anchor", lambda d: _mutated(d, "anchor", delete=True), "anchor is missing"),
     ("missing format", lambda d: _mutated(d, "format", delete=True), "format is missing"),
-    ("missing tree.root", lambda d: _mutated(d, "tree", "root", delete=True),
-     "tree.root is missing"),
-    ("missing tree.path", lambda d: _mutated(d, "tree", "path", delete=True),
-     "tree.path is missing"),
-    ("missing commitment", lambda d: _mutated(d, "batch", "commitment", delete=True),
-     "batch.commitment is missing"),
-    ("missing token_commitment",
-     lambda d: _mutated(d, "product", "token_commitment", delete=True),
-     "product.token_commitment is missing"),
-    ("missing record gtin", lambda d: _mutated(d, "product", "record", "gtin", delete=True),
-     "product.record.gtin is missing"),
+    (
+        "missing tree.root",
+        lambda d: _mutated(d, "tree", "root", delete=True),
+        "tree.root is missing",
+    ),
+    (
+        "missing tree.path",
+        lambda d: _mutated(d, "tree", "path", delete=True),
+        "tree.path is missing",
+    ),
+    (
+        "missing commitment",
+        lambda d: _mutated(d, "batch", "commitment", delete=True),
+        "batch.commitment is missing",
+    ),
+    (
+        "missing token_commitment",
+        lambda d: _mutated(d, "product", "token_commitment", delete=True),
+        "product.token_commitment is missing",
+    ),
+    (
+        "missing record gtin",
+        lambda d: _mutated(d, "product", "record", "gtin", delete=True),
+        "product.record.gtin is missing",
+    ),
     ("empty object", lambda d: "{}", "is missing"),
     ("deep brackets", lambda d: "[" * 100_000, "nested too deeply"),
     ("deep closed brackets", lambda d: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ("deep objects", lambda d: '{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
-    ("deep manifest", lambda d: _mutated(d, "batch", "manifest", "label",
-                                         value=json.loads("[" * 20 + "]" * 20)),
-     "nested too deeply"),
-    ("latin-1 bytes", lambda d: json.dumps(d, ensure_ascii=False).replace(
-        "Aurora", "Aur\u00f6ra").encode("latin-1"), "not UTF-8"),
+    (
+        "deep manifest",
+        lambda d: _mutated(d, "batch", "manifest", "label", value=json.loads("[" * 20 + "]" * 20)),
+        "nested too deeply",
+    ),
+    (
+        "latin-1 bytes",
+        lambda d: (
+            json.dumps(d, ensure_ascii=False).replace("Aurora", "Aur\u00f6ra").encode("latin-1")
+        ),
+        "not UTF-8",
+    ),
     ("invalid utf-8 start", lambda d: b"\xff\xfe{}", "not UTF-8 (byte 0)"),
     ("utf-16", lambda d: json.dumps(d).encode("utf-16"), "not UTF-8"),
     ("nul byte", lambda d: b"\x00" + json.dumps(d).encode(), "not valid JSON"),
-    ("wrong format", lambda d: _mutated(d, "format", value="provmint-proof/2"),
-     "unsupported proof format 'provmint-proof/2'"),
+    (
+        "wrong format",
+        lambda d: _mutated(d, "format", value="provmint-proof/2"),
+        "unsupported proof format 'provmint-proof/2'",
+    ),
     ("format int", lambda d: _mutated(d, "format", value=1), "format must be a string"),
-    ("other format", lambda d: _mutated(d, "format", value="in-toto/1"),
-     "unsupported proof format"),
-    ("anchor without format", lambda d: _mutated(d, "anchor", value={"chain": "x"}),
-     "anchor.format must be 'provmint-anchor/1'"),
-    ("anchor wrong format", lambda d: _mutated(d, "anchor", value={"format": "x"}),
-     "anchor.format must be 'provmint-anchor/1'"),
-    ("anchor string", lambda d: _mutated(d, "anchor", value="provmint-anchor/1"),
-     "anchor must be an object"),
+    (
+        "other format",
+        lambda d: _mutated(d, "format", value="in-toto/1"),
+        "unsupported proof format",
+    ),
+    (
+        "anchor without format",
+        lambda d: _mutated(d, "anchor", value={"chain": "x"}),
+        "anchor.format must be 'provmint-anchor/1'",
+    ),
+    (
+        "anchor wrong format",
+        lambda d: _mutated(d, "anchor", value={"format": "x"}),
+        "anchor.format must be 'provmint-anchor/1'",
+    ),
+    (
+        "anchor string",
+        lambda d: _mutated(d, "anchor", value="provmint-anchor/1"),
+        "anchor must be an object",
+    ),
     ("anchor false", lambda d: _mutated(d, "anchor", value=False), "anchor must be an object"),
     ("anchor list", lambda d: _mutated(d, "anchor", value=[]), "anchor must be an object"),
-    ("record version", lambda d: _mutated(d, "product", "record_version", value="v2"),
-     "unsupported record version"),
-    ("tree profile", lambda d: _mutated(d, "tree", "profile", value="sha1"),
-     "unsupported tree profile"),
-    ("batch id with slash", lambda d: _mutated(d, "batch", "id", value="../../etc"),
-     "batch.id has an invalid value"),
-    ("batch id empty", lambda d: _mutated(d, "batch", "id", value=""),
-     "batch.id has an invalid value"),
-    ("batch id non-ascii", lambda d: _mutated(d, "batch", "id", value="b\u00e4tch"),
-     "batch.id has an invalid value"),
-    ("batch id markup", lambda d: _mutated(d, "batch", "id", value="[red]x[/red]"),
-     "batch.id has an invalid value"),
+    (
+        "record version",
+        lambda d: _mutated(d, "product", "record_version", value="v2"),
+        "unsupported record version",
+    ),
+    (
+        "tree profile",
+        lambda d: _mutated(d, "tree", "profile", value="sha1"),
+        "unsupported tree profile",
+    ),
+    (
+        "batch id with slash",
+        lambda d: _mutated(d, "batch", "id", value="../../etc"),
+        "batch.id has an invalid value",
+    ),
+    (
+        "batch id empty",
+        lambda d: _mutated(d, "batch", "id", value=""),
+        "batch.id has an invalid value",
+    ),
+    (
+        "batch id non-ascii",
+        lambda d: _mutated(d, "batch", "id", value="b\u00e4tch"),
+        "batch.id has an invalid value",
+    ),
+    (
+        "batch id markup",
+        lambda d: _mutated(d, "batch", "id", value="[red]x[/red]"),
+        "batch.id has an invalid value",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("build", "needle"), [(b, n) for _, b, n in HOSTILE],
-                         ids=[i for i, _, _ in HOSTILE])
+@pytest.mark.parametrize(
+    ("build", "needle"), [(b, n) for _, b, n in HOSTILE], ids=[i for i, _, _ in HOSTILE]
+)
 def test_hostile_proof_is_a_clean_error(cli, tmp_path: Path, doc, build, needle: str) -> None:
     path = write(tmp_path, build(doc))
     r = cli("verify", path)
@@ -470,8 +673,9 @@ def test_hostile_proof_is_a_clean_error(cli, tmp_path: Path, doc, build, needle:
     assert_clean_error(r, EXIT_INVALID, needle)
 
 
-@pytest.mark.parametrize("case", ["deep brackets", "latin-1 bytes", "duplicate top-level key",
-                                  "path of 10^5 entries"])
+@pytest.mark.parametrize(
+    "case", ["deep brackets", "latin-1 bytes", "duplicate top-level key", "path of 10^5 entries"]
+)
 def test_hostile_proof_in_a_real_process(tmp_path: Path, doc, case: str) -> None:
     build, needle = next((b, n) for i, b, n in HOSTILE if i == case)
     p = run_provmint("verify", write(tmp_path, build(doc)))
