@@ -59,7 +59,7 @@ from provmint.canonical import (
 )
 from provmint.config import Settings
 from provmint.errors import ProofError, ProvmintError, StoreCorruptError
-from provmint.store import BatchInfo, Store, damaged, load_json
+from provmint.store import PART_COLUMNS, BatchInfo, Store, damaged, load_json
 from provmint.store.treefile import TreeFile
 from provmint.tokens import TOKEN_BYTES, TOKEN_CHARS, hmac_states
 from provmint.verify import AnchorChecker, Check, Verdict, on_chain_verdict
@@ -356,7 +356,7 @@ def _layout_problem(store: Store, batch: BatchInfo) -> str | None:
         columns != sorted(set(columns), key=lambda c: c.encode())
         or not {"gtin", "serial"} <= set(columns)
         or not all(re.fullmatch(FIELD_NAME_PATTERN, c) for c in columns)
-        or {"leaf_index", "token", "url"} & set(columns)
+        or set(PART_COLUMNS) & set(columns)
     ):
         return f"the manifest's columns {columns!r} are impossible"
     return None

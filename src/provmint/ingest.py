@@ -75,6 +75,7 @@ from provmint.errors import (
     Reject,
 )
 from provmint.keyhash import key_hash
+from provmint.store import PART_COLUMNS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +94,6 @@ __all__ = [
     "MAX_INPUT_BYTES",
     "MAX_RECORD_BYTES",
     "REQUIRED",
-    "RESERVED",
     "CheckedChunk",
     "Ingested",
     "ParsedCsv",
@@ -116,8 +116,6 @@ __all__ = [
 ]
 
 REQUIRED = ("gtin", "serial")
-RESERVED = ("leaf_index", "token", "url")
-"""Stored next to every product by provmint; an input column may not take these names."""
 
 CHUNK_ROWS = 1 << 16
 """Rows of the header's width in each chunk a :class:`ProductReader` yields (the last
@@ -1075,7 +1073,7 @@ def _check_header(path: Path, raw: list[str]) -> list[str]:
             )
         seen[name] = orig
     for orig, name in zip(raw, names, strict=True):
-        if name in RESERVED:
+        if name in PART_COLUMNS:  # provmint stores these next to every product
             raise InputFileError(
                 path,
                 f"line 1: column {_show(orig)!r} is reserved: provmint generates '{name}' itself",

@@ -21,7 +21,7 @@ from provmint.errors import ConfigError, NotFoundError, StoreCorruptError
 from provmint.keys import load_keyring
 from provmint.outfile import STDOUT, open_output
 from provmint.proofs import PROOF_FORMAT
-from provmint.store import BatchInfo, Store, find_batch
+from provmint.store import PART_COLUMNS, BatchInfo, Store, find_batch
 from provmint.store.lookup import ProductFinder, StoredProduct
 from provmint.tokens import format_token, make_token, parse_token, tokens_equal
 
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 LABEL_COLUMNS = ("gtin", "serial", "lot", "expiry", "token", "url")
-_NOT_RECORD = ("leaf_index", "token", "url")
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +361,7 @@ def export_batch_proofs(
     with open_output(out) as fh:
         for index in range(batch.parts):
             table = store.read_part(batch, index)
-            fields = [c for c in table.column_names if c not in _NOT_RECORD]
+            fields = [c for c in table.column_names if c not in PART_COLUMNS]
             rows = table.to_pylist()
             if fmt == "jsonl":
                 lines = []

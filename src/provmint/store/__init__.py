@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from provmint.store.view import CatalogView
 
 __all__ = [
+    "PART_COLUMNS",
     "ROW_GROUP_ROWS",
     "STORE_FORMAT",
     "BatchInfo",
@@ -81,6 +82,9 @@ __all__ = [
 
 STORE_FORMAT = "provmint-store/1"
 ROW_GROUP_ROWS = 1 << 14
+PART_COLUMNS = ("leaf_index", "token", "url")
+"""The columns a batch's product part holds beside the record's own fields (so no input
+column may take these names)."""
 """Rows per Parquet row group of a batch's product parts (the last group of a part may
 be shorter): the minting engine writes them so, the part checks expect them so."""
 
@@ -767,7 +771,7 @@ def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
     """The part's file metadata: the batch's columns with their types, ``rows`` rows in
     as many row groups as provmint writes (the groups are checked once read)."""
 
-    expected = {"leaf_index", "token", "url", *batch.columns}
+    expected = {*PART_COLUMNS, *batch.columns}
     schema = file.schema_arrow
     names = list(schema.names)
     if len(set(names)) != len(names) or set(names) != expected:

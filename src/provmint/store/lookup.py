@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from provmint.canonical import decode_record
 from provmint.errors import StoreCorruptError, StoreError
+from provmint.store import PART_COLUMNS
 from provmint.store.keyindex import (
     KeyBlock,
     KeyIndex,
@@ -274,11 +275,7 @@ class ProductFinder:
         from provmint.tokens import parse_token
 
         row = self.store.read_products(batch, [leaf]).to_pylist()[0]
-        record = {
-            k: v
-            for k, v in row.items()
-            if k not in ("leaf_index", "token", "url") and v is not None
-        }
+        record = {k: v for k, v in row.items() if k not in PART_COLUMNS and v is not None}
         return StoredProduct(batch, leaf, record, parse_token(row["token"]))
 
 
