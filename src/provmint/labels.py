@@ -63,19 +63,29 @@ def image_name(leaf: int, gtin14: str, serial: str, fmt: str) -> str:
     return f"{leaf:07d}-{gtin14}-{quote(serial, safe='')}.{fmt}"
 
 
-def _render(job: tuple[str, list[tuple[str, str]], str, str, int]) -> int:
-    """Worker: render (url, path) pairs. Top-level so a process pool can run it."""
+@dataclass(frozen=True, slots=True)
+class _RenderJob:
+    """Codes for a worker to draw: (url, file name) pairs into one directory."""
+
+    directory: str
+    items: list[tuple[str, str]]
+    fmt: str
+    level: str
+    scale: int
+
+
+def _render(job: _RenderJob) -> int:
+    """Worker: render a job's codes. Top-level so a process pool can run it."""
     import segno
 
     from provmint.qrmask import installed
 
-    directory, items, fmt, level, scale = job
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(job.directory, exist_ok=True)
     with installed():  # segno's mask choice, computed with numpy (identical symbols)
-        for url, name in items:
-            code = segno.make(url, error=level, micro=False, boost_error=False)
-            code.save(os.path.join(directory, name), kind=fmt, scale=scale, border=4)
-    return len(items)
+        for url, name in job.items:
+            code = segno.make(url, error=job.level, micro=False, boost_error=False)
+            code.save(os.path.join(job.directory, name), kind=job.fmt, scale=job.scale, border=4)
+    return len(job.items)
 
 
 def render_labels(
@@ -157,18 +167,18 @@ def render_labels(
                 )
                 if fmt != "none":
                     jobs = [
-                        (
-                            str(out_dir / directory),
-                            list(
+                        _RenderJob(
+                            directory=str(out_dir / directory),
+                            items=list(
                                 zip(
                                     columns["url"][i : i + _CHUNK],
                                     names[i : i + _CHUNK],
                                     strict=True,
                                 )
                             ),
-                            fmt,
-                            level.lower(),
-                            scale,
+                            fmt=fmt,
+                            level=level.lower(),
+                            scale=scale,
                         )
                         for i in range(0, len(leaves), _CHUNK)
                     ]

@@ -28,7 +28,6 @@ import itertools
 import os
 import struct
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from provmint.canonical import MAX_FIELDS, MAX_VALUE_BYTES
 from provmint.errors import StoreCorruptError, os_error
-from provmint.store.files import fsync_dir
+from provmint.store.files import write_atomic
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -225,28 +224,11 @@ def write_records(path: Path | str, records: Any, tokens: Any, *, durable: bool 
 
 
 def _write_file(path: Path, pieces: list[Any], durable: bool) -> None:
-    tmp: Path | None = None
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        tmp = Path(name)
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            # one copy and (usually) one system call beat a write per block
-            view = memoryview(b"".join(pieces))
-            while view:
-                view = view[fh.write(view) or 0 :]
-            os.fchmod(fh.fileno(), 0o644)
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        if durable:
-            fsync_dir(path.parent)
+        # one copy and (usually) one system call beat a write per block
+        write_atomic(path, b"".join(pieces), durable=durable)
     except OSError as exc:
         raise os_error(exc, path) from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
 
 # -- reading ----------------------------------------------------------------------------
