@@ -77,3 +77,35 @@ def test_a_pipe_gets_plain_lines_and_tables_still_render(monkeypatch: pytest.Mon
     reference = io.StringIO()
     Console(file=reference, highlight=False, soft_wrap=True, width=200).print(message)
     assert reference.getvalue().splitlines()[0] == lines[0]
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_reader_that_stops_early_gets_no_error(cli, keyed, json_out: bool) -> None:
+    """``provmint ... | head -c 1``: the reader closes the pipe at once; provmint stops
+    quietly (no ``error: broken pipe``, no traceback at exit), as it did through rich."""
+    import subprocess
+
+    from conftest import EXAMPLE_CSV
+
+    assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
+    args = [
+        sys.executable,
+        "-m",
+        "provmint",
+        "product",
+        "show",
+        "--gtin",
+        "09520123450014",
+        "--serial",
+        "546CAWQDCR56",
+        *(["--json"] if json_out else []),
+    ]
+    for _ in range(8):
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as producer:
+            assert producer.stdout is not None and producer.stderr is not None
+            producer.stdout.read(1)
+            producer.stdout.close()  # the reader is gone after one byte
+            err = producer.stderr.read().decode()
+            producer.wait(timeout=60)
+        assert err == "", err
+        assert producer.returncode in (0, 1)

@@ -3,6 +3,7 @@ place where library errors become messages and exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -205,7 +206,9 @@ class Lines:
             self.rich.print(*objects, **options)
             return
         stream = sys.stderr if self.stderr else sys.stdout
+        # Written at once, as rich does: a closed pipe is found here, not at exit.
         stream.write(" ".join(plain(o) for o in objects) + "\n")
+        stream.flush()
 
 
 def _console(stderr: bool) -> Any:
@@ -241,6 +244,15 @@ def report_error(exc: ProvmintError) -> None:
         console.print(f"[yellow]hint:[/] {escape(exc.hint)}")
 
 
+def reader_gone() -> NoReturn:
+    """Standard output's reader has gone (``provmint ... | head``): stop quietly, as rich
+    does, with exit 1 and nothing more written, not even when Python flushes at exit."""
+    with contextlib.suppress(OSError, ValueError):  # not a real file under a test runner
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(1)
+
+
 def handle_errors(fn: F) -> F:
     """Turn library errors into an error line and their exit code (the only place)."""
 
@@ -254,6 +266,8 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             stderr().print("[bold red]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            reader_gone()
         except OSError as exc:  # disk full, permission denied outside the library's reach
             error = os_error(exc)
             report_error(error)
