@@ -455,7 +455,9 @@ def test_changed_root_in_proof_and_manifest_is_invalid(proof_doc) -> None:
         lambda old: "x",
         lambda old: old + "0",
         lambda old: old[:-1],
-        lambda old: old.upper(),
+        # An id is lower-case hex, so an upper-case letter always changes it
+        # (upper() alone would not when every hex digit is a number).
+        lambda old: old[:-1] + "A",
     ],
 )
 def test_changed_batch_id_is_invalid(proof_doc, new_id: Callable[[str], str]) -> None:
