@@ -123,6 +123,21 @@ _FALLBACK_CHECKPOINT_PAGES = 16_384
 so it stays bounded should the background thread fall behind."""
 
 
+def _while_busy(work: Callable[[], _T], pause: Callable[[int], float]) -> _T:
+    """``work()``, run again after ``pause(attempt)`` seconds while it finds the database
+    locked by another connection, for up to :data:`_OPEN_TIMEOUT` seconds."""
+    deadline = time.monotonic() + _OPEN_TIMEOUT
+    for attempt in itertools.count():
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(pause(attempt))
+    raise AssertionError("unreachable")
+
+
 class SqliteScanLog(ScanLog):
     """The scan log in one SQLite file (one connection per thread).
 
@@ -212,22 +227,18 @@ class SqliteScanLog(ScanLog):
         """WAL mode and the current schema on a new connection. Switching the journal
         mode, or opening while another process recovers the WAL, can fail at once with
         "database is locked" (SQLite does not call the busy handler there, to avoid
-        deadlocks): several processes opening the log together retry for a while."""
-        deadline = time.monotonic() + _OPEN_TIMEOUT
-        while True:
-            try:
-                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    con.execute("PRAGMA journal_mode=WAL")
-                con.execute("PRAGMA synchronous=NORMAL")
-                if self.service:
-                    con.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_CHECKPOINT_PAGES}")
-                self._migrate(con)
-                return
-            except sqlite3.OperationalError as exc:
-                locked = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
-                if not locked or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02 + random.random() * 0.05)
+        deadlocks): several processes opening the log together retry for a while, at
+        random moments so that they do not collide again."""
+
+        def setup() -> None:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            if self.service:
+                con.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_CHECKPOINT_PAGES}")
+            self._migrate(con)
+
+        _while_busy(setup, lambda attempt: 0.02 + random.random() * 0.05)
 
     @staticmethod
     def _version(con: sqlite3.Connection) -> int:
@@ -335,19 +346,10 @@ class SqliteScanLog(ScanLog):
     def _patiently(self, work: Callable[[], _T]) -> _T:
         """``work()``, run again while another connection holds the lock it needs. Only a
         service's connections come back busy at once (the others wait in SQLite's busy
-        handler); they retry after :data:`_BUSY_STEPS`, up to :data:`_OPEN_TIMEOUT`."""
+        handler); they retry after :data:`_BUSY_STEPS`."""
         if not self.service:
             return work()
-        deadline = time.monotonic() + _OPEN_TIMEOUT
-        for attempt in itertools.count():
-            try:
-                return work()
-            except sqlite3.OperationalError as exc:
-                busy = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or time.monotonic() > deadline:
-                    raise
-            time.sleep(_BUSY_STEPS[min(attempt, len(_BUSY_STEPS) - 1)])
-        raise AssertionError("unreachable")
+        return _while_busy(work, lambda attempt: _BUSY_STEPS[min(attempt, len(_BUSY_STEPS) - 1)])
 
     def stats(self, gtin: str, serial: str, recent: int = 10) -> ScanStats:
         """History of one code."""
