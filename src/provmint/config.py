@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from provmint.errors import ConfigError, MissingFileError
@@ -103,12 +103,84 @@ def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
     return Path(base)
 
 
+def _config_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/provmint``: the config file and, by default, the issuer key."""
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "provmint"
+
+
+def _data_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/provmint``: the default store's parent."""
+    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "provmint"
+
+
 def default_config_file(env: Mapping[str, str] | None = None) -> Path:
     """Where the config file is looked for."""
     env = os.environ if env is None else env
     if env.get("PROVMINT_CONFIG"):
         return Path(env["PROVMINT_CONFIG"]).expanduser()
-    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "provmint" / "config.toml"
+    return _config_dir(env) / "config.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfigFile:
+    """The config file as read: where it is (named in error messages) and its tables."""
+
+    path: Path
+    data: dict[str, Any]
+
+
+def _read_config(config_file: Path | str | None, env: Mapping[str, str]) -> _ConfigFile:
+    """The config file named by ``config_file`` or ``PROVMINT_CONFIG``, else the default
+    one. A named file must exist (a typo would silently drop every setting); the default
+    one may be missing, and then reads as empty."""
+    explicit = config_file is not None or bool(env.get("PROVMINT_CONFIG"))
+    path = Path(config_file).expanduser() if config_file else default_config_file(env)
+    return _ConfigFile(path, _load_file(path, explicit))
+
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+_N = TypeVar("_N", bound=float)
+
+
+@dataclass(frozen=True, slots=True)
+class _Picked:
+    """One setting's raw value from the highest layer that sets it, and that layer's name:
+    a bad value's error says where to fix it."""
+
+    value: Any
+    source: str
+
+    def checked(self, check: Callable[[Any, str], _T], default: _D) -> _T | _D:
+        """``check(value, source)``, or ``default`` when no layer sets the value."""
+        return default if self.value is None else check(self.value, self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layers:
+    """The layers a setting is looked up in after its option, highest first: the
+    environment, then one table of the config file (its top level for ``Settings``, a
+    ``[chains.NAME]`` profile for ``ChainSettings``)."""
+
+    env: Mapping[str, str]
+    table: Mapping[str, Any]
+    where: Callable[[str], str]
+    """How an error names the table's ``key`` (the file, and the key or the profile)."""
+
+    def pick(self, arg: Any, env_name: str | None, key: str) -> _Picked:
+        """The option ``arg`` if given, else the variable ``env_name`` if set and not
+        empty, else the table's ``key``; else None, from ``default``."""
+        if arg is not None:
+            return _Picked(arg, "option")
+        if env_name and self.env.get(env_name):
+            return _Picked(self.env[env_name], env_name)
+        if key in self.table:
+            return _Picked(self.table[key], self.where(key))
+        return _Picked(None, "default")
+
+    def number(self, arg: Any, rule: _Number[_N], default: _D) -> _N | _D:
+        """A numeric setting that has no environment variable, checked against ``rule``."""
+        return self.pick(arg, None, rule.name).checked(rule, default)
 
 
 def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
@@ -145,33 +217,53 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
     return data
 
 
-def _check_url_base(value: str, source: str) -> str:
-    parts = urlsplit(value)
+def _check_url_base(value: Any, source: str) -> str:
+    """The verification URL base without its trailing slash; it is printed on every
+    label, so a typo is refused here rather than minted into a batch."""
+    text = str(value)
+    parts = urlsplit(text)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"{source}: url base {value!r} must be an http(s) URL with a host")
+        raise ConfigError(f"{source}: url base {text!r} must be an http(s) URL with a host")
     if parts.query or parts.fragment:
-        raise ConfigError(f"{source}: url base {value!r} must not have a query or fragment")
-    return value.rstrip("/")
+        raise ConfigError(f"{source}: url base {text!r} must not have a query or fragment")
+    return text.rstrip("/")
 
 
-def _positive_int(value: Any, source: str, name: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be a whole number, got {value!r}") from None
-    if not 1 <= number <= 256:
-        raise ConfigError(f"{source}: {name} must be between 1 and 256, got {number}")
-    return number
+def _path(value: Any, source: str) -> Path:
+    """A path setting, ``~`` expanded (``source`` unused: any path is accepted here)."""
+    return Path(value).expanduser()
 
 
-def _timeout(value: Any, source: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: lock_timeout must be a number, got {value!r}") from None
-    if not 0 <= number <= 86400:
-        raise ConfigError(f"{source}: lock_timeout must be between 0 and 86400 seconds")
-    return number
+@dataclass(frozen=True, slots=True)
+class _Number(Generic[_N]):
+    """A numeric setting's rule: its name, type and bounds. Called with a raw value (a
+    string from the environment, a TOML number, an option) and its source, it returns
+    the number or raises ConfigError naming the setting and the source."""
+
+    name: str
+    kind: Callable[[Any], _N]
+    low: float
+    high: float
+    noun: str = "a number"
+    """What a value that does not parse is told it must be."""
+    unit: str | None = None
+    """When set, an out-of-range error names the unit instead of echoing the value."""
+
+    def __call__(self, value: Any, source: str) -> _N:
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {self.name} must be {self.noun}, got {value!r}") from None
+        if not self.low <= number <= self.high:
+            tail = f" {self.unit}" if self.unit else f", got {number}"
+            raise ConfigError(
+                f"{source}: {self.name} must be between {self.low} and {self.high}{tail}"
+            )
+        return number
+
+
+_WORKERS = _Number("workers", int, 1, 256, noun="a whole number")
+_LOCK_TIMEOUT = _Number("lock_timeout", float, 0, 86400, unit="seconds")
 
 
 PG_SCHEMES = ("postgresql://", "postgres://")
@@ -220,12 +312,28 @@ def check_scan_log_url(value: str, source: str) -> str:
     )
 
 
+def _scan_log(value: Any, source: str) -> str:
+    """The ``scan_log`` setting, canonical; the file could give a number or a table."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: scan_log must be a string, got {value!r}")
+    return check_scan_log_url(value, source)
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     try:
         child.resolve().relative_to(parent.resolve())
     except ValueError:
         return False
     return True
+
+
+def _refuse_key_in_store(key_path: Path, store_path: Path) -> None:
+    """Stores are copied and shared whole; an issuer key inside one would travel along."""
+    if _is_within(key_path, store_path):
+        raise ConfigError(
+            f"key file {key_path} is inside the product store {store_path}",
+            hint="keep the issuer key outside the store: stores are copied and shared",
+        )
 
 
 def resolve_settings(
@@ -242,59 +350,27 @@ def resolve_settings(
     """Resolve every setting once: explicit argument, then environment, then file, then
     default. Raises ConfigError naming the source of a bad value."""
     env = os.environ if env is None else env
-    explicit_file = config_file is not None or bool(env.get("PROVMINT_CONFIG"))
-    cfg_path = Path(config_file).expanduser() if config_file else default_config_file(env)
-    file_values = _load_file(cfg_path, explicit_file)
-
-    def pick(arg: Any, env_name: str, key: str) -> tuple[Any, str]:
-        if arg is not None:
-            return arg, "option"
-        if env.get(env_name):
-            return env[env_name], env_name
-        if key in file_values:
-            return file_values[key], f"{cfg_path} ({key})"
-        return None, "default"
-
-    store_v, _ = pick(store, "PROVMINT_STORE", "store")
-    store_path = (
-        Path(store_v).expanduser()
-        if store_v is not None
-        else _xdg(env, "XDG_DATA_HOME", ".local/share") / "provmint" / "store"
+    config = _read_config(config_file, env)
+    layers = _Layers(env, config.data, lambda key: f"{config.path} ({key})")
+    store_path = layers.pick(store, "PROVMINT_STORE", "store").checked(
+        _path, _data_dir(env) / "store"
     )
-    key_v, _ = pick(key_file, "PROVMINT_KEY_FILE", "key_file")
-    key_path = (
-        Path(key_v).expanduser()
-        if key_v is not None
-        else _xdg(env, "XDG_CONFIG_HOME", ".config") / "provmint" / "keys.json"
+    key_path = layers.pick(key_file, "PROVMINT_KEY_FILE", "key_file").checked(
+        _path, _config_dir(env) / "keys.json"
     )
-    if _is_within(key_path, store_path):
-        raise ConfigError(
-            f"key file {key_path} is inside the product store {store_path}",
-            hint="keep the issuer key outside the store: stores are copied and shared",
-        )
-    url_v, url_src = pick(url_base, "PROVMINT_URL_BASE", "url_base")
-    url = _check_url_base(str(url_v), url_src) if url_v is not None else DEFAULT_URL_BASE
-    workers_v, workers_src = pick(workers, "PROVMINT_WORKERS", "workers")
-    n_workers = (
-        _positive_int(workers_v, workers_src, "workers")
-        if workers_v is not None
-        else (os.cpu_count() or 1)
-    )
-    timeout_v, timeout_src = pick(lock_timeout, "PROVMINT_LOCK_TIMEOUT", "lock_timeout")
-    timeout = _timeout(timeout_v, timeout_src) if timeout_v is not None else DEFAULT_LOCK_TIMEOUT
-    log_v, log_src = pick(scan_log, "PROVMINT_SCAN_LOG", "scan_log")
-    if log_v is not None and not isinstance(log_v, str):
-        raise ConfigError(f"{log_src}: scan_log must be a string, got {log_v!r}")
-    if log_v is not None:
-        log_v = check_scan_log_url(log_v, log_src)
+    _refuse_key_in_store(key_path, store_path)
+    url = layers.pick(url_base, "PROVMINT_URL_BASE", "url_base")
+    n_workers = layers.pick(workers, "PROVMINT_WORKERS", "workers")
+    timeout = layers.pick(lock_timeout, "PROVMINT_LOCK_TIMEOUT", "lock_timeout")
+    log = layers.pick(scan_log, "PROVMINT_SCAN_LOG", "scan_log")
     return Settings(
         store=store_path,
         key_file=key_path,
-        url_base=url,
-        workers=n_workers,
-        lock_timeout=timeout,
-        config_file=cfg_path if cfg_path.exists() else None,
-        scan_log=log_v,
+        url_base=url.checked(_check_url_base, DEFAULT_URL_BASE),
+        workers=n_workers.checked(_WORKERS, os.cpu_count() or 1),
+        lock_timeout=timeout.checked(_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT),
+        config_file=config.path if config.path.exists() else None,
+        scan_log=log.checked(_scan_log, None),
     )
 
 
@@ -318,14 +394,78 @@ class ChainSettings:
     chain_key: Secret | None = None
 
 
-def _number(value: Any, source: str, name: str, kind: type, low: float, high: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be a number, got {value!r}") from None
-    if not low <= number <= high:
-        raise ConfigError(f"{source}: {name} must be between {low} and {high}, got {number}")
-    return number
+_CHAIN_ID = _Number("chain_id", int, 1, 2**63 - 1)
+_CONFIRMATIONS = _Number("confirmations", int, 1, 10_000)
+_MAX_FEE_GWEI = _Number("max_fee_gwei", float, 0, 1e9)
+_MAX_SPEND_ETH = _Number("max_spend_eth", float, 0, 1e9)
+_RECEIPT_TIMEOUT = _Number("receipt_timeout", float, 1, 86_400)
+
+
+@dataclass(frozen=True, slots=True)
+class _Profile:
+    """The ``[chains.NAME]`` profile in use (empty when none is named), and how errors
+    name it."""
+
+    name: str | None
+    values: dict[str, Any]
+    where: str
+
+
+def _chain_profile(chain: str | None, config: _ConfigFile, env: Mapping[str, str]) -> _Profile:
+    """The profile named by the ``chain`` flag, else ``PROVMINT_CHAIN``, else the file's
+    top-level ``chain``. A name the file lacks is refused rather than ignored, so that a
+    typo does not fall back to the defaults unnoticed."""
+    name = chain or env.get("PROVMINT_CHAIN") or config.data.get("chain")
+    profiles = config.data.get("chains", {})
+    if name is not None and name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"no chain profile {name!r} in {config.path} (profiles: {known})")
+    values: dict[str, Any] = dict(profiles.get(name, {})) if name else {}
+    where = f"{config.path} [chains.{name}]" if name else "default"
+    return _Profile(name, values, where)
+
+
+def _rpc_url(value: Any, source: str) -> str:
+    """The node's URL. The error shows neither the URL nor its source: a node URL often
+    carries an API key (``ChainSettings`` keeps it out of its repr too)."""
+    text = str(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("the RPC URL must be an http(s) URL")
+    return text
+
+
+def _method(value: Any, source: str) -> str:
+    """How batches are anchored: in a transaction's calldata or through a registry."""
+    if value not in ("calldata", "registry"):
+        raise ConfigError(f"{source}: method must be calldata or registry, got {value!r}")
+    return str(value)
+
+
+def _registry(value: Any, source: str) -> str:
+    """The registry contract's address, checked for shape before any transaction."""
+    text = str(value)
+    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", text):
+        raise ConfigError(f"{source}: registry must be a contract address (0x + 40 hex)")
+    return text
+
+
+def _poa(value: Any, source: str) -> bool:
+    """Whether the chain is proof-of-authority; TOML's true or false only, not a string."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: poa must be true or false")
+    return value
+
+
+def _keystore(value: Any, source: str) -> Path:
+    """The encrypted keystore's path, ``~`` expanded."""
+    return Path(str(value)).expanduser()
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    """A secret from the environment only (never the config file), masked from here on."""
+    value = env.get(name)
+    return None if value is None else Secret(value.encode())
 
 
 def resolve_chain(
@@ -350,66 +490,25 @@ def resolve_chain(
     keystore (``keystore`` / ``PROVMINT_KEYSTORE``, password ``PROVMINT_KEYSTORE_PASSWORD``).
     """
     env = os.environ if env is None else env
-    explicit_file = config_file is not None or bool(env.get("PROVMINT_CONFIG"))
-    cfg_path = Path(config_file).expanduser() if config_file else default_config_file(env)
-    data = _load_file(cfg_path, explicit_file)
-    name = chain or env.get("PROVMINT_CHAIN") or data.get("chain")
-    profiles = data.get("chains", {})
-    if name is not None and name not in profiles:
-        known = ", ".join(sorted(profiles)) or "none"
-        raise ConfigError(f"no chain profile {name!r} in {cfg_path} (profiles: {known})")
-    profile: dict[str, Any] = dict(profiles.get(name, {})) if name else {}
-    where = f"{cfg_path} [chains.{name}]" if name else "default"
-
-    def pick(arg: Any, env_name: str | None, key: str) -> tuple[Any, str]:
-        if arg is not None:
-            return arg, "option"
-        if env_name and env.get(env_name):
-            return env[env_name], env_name
-        if key in profile:
-            return profile[key], where
-        return None, "default"
-
-    url, _ = pick(rpc_url, "PROVMINT_RPC_URL", "rpc_url")
-    if url is not None:
-        parts = urlsplit(str(url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError("the RPC URL must be an http(s) URL")
-    cid, cid_src = pick(chain_id, None, "chain_id")
-    way, way_src = pick(method, None, "method")
-    if way is not None and way not in ("calldata", "registry"):
-        raise ConfigError(f"{way_src}: method must be calldata or registry, got {way!r}")
-    reg, reg_src = pick(registry, "PROVMINT_REGISTRY", "registry")
-    if reg is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", str(reg)):
-        raise ConfigError(f"{reg_src}: registry must be a contract address (0x + 40 hex)")
-    conf, conf_src = pick(confirmations, None, "confirmations")
-    fee, fee_src = pick(max_fee_gwei, None, "max_fee_gwei")
-    spend, spend_src = pick(max_spend_eth, None, "max_spend_eth")
-    wait, wait_src = pick(receipt_timeout, None, "receipt_timeout")
-    store_path, _ = pick(keystore, "PROVMINT_KEYSTORE", "keystore")
-    poa = profile.get("poa", False)
-    if not isinstance(poa, bool):
-        raise ConfigError(f"{where}: poa must be true or false")
-    password = env.get("PROVMINT_KEYSTORE_PASSWORD")
-    key = env.get("PROVMINT_CHAIN_KEY")
+    profile = _chain_profile(chain, _read_config(config_file, env), env)
+    layers = _Layers(env, profile.values, lambda key: profile.where)
+    # poa has no flag and no variable: only a profile sets it.
+    url = layers.pick(rpc_url, "PROVMINT_RPC_URL", "rpc_url").checked(_rpc_url, None)
+    way = layers.pick(method, None, "method").checked(_method, "calldata")
+    reg = layers.pick(registry, "PROVMINT_REGISTRY", "registry").checked(_registry, None)
+    poa = layers.pick(None, None, "poa").checked(_poa, False)
     return ChainSettings(
-        profile=name,
-        rpc_url=None if url is None else str(url),
-        chain_id=None if cid is None else _number(cid, cid_src, "chain_id", int, 1, 2**63 - 1),
-        confirmations=1
-        if conf is None
-        else _number(conf, conf_src, "confirmations", int, 1, 10_000),
-        method=way or "calldata",
-        registry=None if reg is None else str(reg),
+        profile=profile.name,
+        rpc_url=url,
+        chain_id=layers.number(chain_id, _CHAIN_ID, None),
+        confirmations=layers.number(confirmations, _CONFIRMATIONS, 1),
+        method=way,
+        registry=reg,
         poa=poa,
-        max_fee_gwei=None if fee is None else _number(fee, fee_src, "max_fee_gwei", float, 0, 1e9),
-        max_spend_eth=None
-        if spend is None
-        else _number(spend, spend_src, "max_spend_eth", float, 0, 1e9),
-        receipt_timeout=120.0
-        if wait is None
-        else _number(wait, wait_src, "receipt_timeout", float, 1, 86_400),
-        keystore=None if store_path is None else Path(str(store_path)).expanduser(),
-        keystore_password=None if password is None else Secret(password.encode()),
-        chain_key=None if key is None else Secret(key.encode()),
+        max_fee_gwei=layers.number(max_fee_gwei, _MAX_FEE_GWEI, None),
+        max_spend_eth=layers.number(max_spend_eth, _MAX_SPEND_ETH, None),
+        receipt_timeout=layers.number(receipt_timeout, _RECEIPT_TIMEOUT, 120.0),
+        keystore=layers.pick(keystore, "PROVMINT_KEYSTORE", "keystore").checked(_keystore, None),
+        keystore_password=_secret(env, "PROVMINT_KEYSTORE_PASSWORD"),
+        chain_key=_secret(env, "PROVMINT_CHAIN_KEY"),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,7 +28,8 @@ from provmint.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from provmint.batch import MintSummary
+    from provmint.batch import MintSummary, Progress
+    from provmint.config import Settings
     from provmint.errors import RowsRejectedError
     from provmint.store import BatchInfo
 
@@ -36,11 +39,42 @@ app = typer.Typer(
 
 SHOWN_REJECTS = 10
 
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="Mint the valid rows and list the rest in the rejects file, "
+        "instead of refusing the whole batch.",
+    ),
+]
+RejectsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rejects",
+        help="Where to write rejected rows, - for standard output "
+        "[default: ./<FILE stem>.rejects.csv]",
+        show_default=False,
+    ),
+]
+UrlBaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url-base",
+        help="Verification URL base [env: PROVMINT_URL_BASE; default: https://id.example.com]",
+        show_default=False,
+    ),
+]
+LabelOpt = Annotated[str | None, typer.Option("--label", help="A note kept with the batch.")]
 
-def _progress(console: Any, enabled: bool) -> tuple[Any, Any]:
-    """A rich progress display and the callback that feeds it (no-op when disabled)."""
+
+@contextmanager
+def _mint_progress(console: Any, *, enabled: bool) -> Iterator[Progress | None]:
+    """A rich display of the mint's phases on ``console`` while the block runs; yields the
+    callback that feeds it, or None when disabled. Leaving the block, by an error too,
+    clears the display, so that what is printed next is not drawn over."""
     if not enabled:
-        return None, None
+        yield None
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -72,7 +106,8 @@ def _progress(console: Any, enabled: bool) -> tuple[Any, Any]:
             tasks[phase] = progress.add_task(labels.get(phase, phase), total=total)
         progress.update(tasks[phase], completed=done, total=total)
 
-    return progress, update
+    with progress:
+        yield update
 
 
 def _show_rejects(error: RowsRejectedError) -> None:
@@ -100,35 +135,11 @@ def create(
     csv_file: Annotated[
         Path, typer.Argument(metavar="FILE", help="Products CSV to mint.", show_default=False)
     ],
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            "--skip-invalid",
-            help="Mint the valid rows and list the rest in the rejects file, "
-            "instead of refusing the whole batch.",
-        ),
-    ] = False,
-    rejects: Annotated[
-        Path | None,
-        typer.Option(
-            "--rejects",
-            help="Where to write rejected rows, - for standard output "
-            "[default: ./<FILE stem>.rejects.csv]",
-            show_default=False,
-        ),
-    ] = None,
+    skip_invalid: SkipInvalidOpt = False,
+    rejects: RejectsOpt = None,
     workers: WorkersOpt = None,
-    url_base: Annotated[
-        str | None,
-        typer.Option(
-            "--url-base",
-            help="Verification URL base [env: PROVMINT_URL_BASE; default: https://id.example.com]",
-            show_default=False,
-        ),
-    ] = None,
-    label: Annotated[
-        str | None, typer.Option("--label", help="A note kept with the batch.")
-    ] = None,
+    url_base: UrlBaseOpt = None,
+    label: LabelOpt = None,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
     config: ConfigOpt = None,
@@ -150,43 +161,65 @@ def create(
 
       provmint batch create big.csv --workers 2 --skip-invalid --json
     """
-    from provmint.batch import mint_batch
-    from provmint.errors import ConfigError, RowsRejectedError
-    from provmint.outfile import is_stdout
-
-    if json and is_stdout(rejects):
-        raise ConfigError("--json and --rejects - both write to standard output; pick one")
+    _refuse_two_on_stdout(json, rejects)
     cfg = settings(
         store, key_file, config, workers=workers, url_base=url_base, lock_timeout=lock_timeout
     )
-    rejects_path = rejects or Path.cwd() / f"{csv_file.stem}.rejects.csv"
-    err = stderr()
-    progress, update = _progress(err, enabled=not json and err.is_terminal)
-    try:
-        if progress is not None:
-            progress.start()
-        summary = mint_batch(
-            csv_file,
-            settings=cfg,
-            skip_invalid=skip_invalid,
-            rejects_path=rejects_path,
-            label=label,
-            progress=update,
-            on_wait=lambda who: err.print(f"waiting for the store: {who} holds it"),
-        )
-    except RowsRejectedError as exc:
-        if progress is not None:
-            progress.stop()
-        if not json:
-            _show_rejects(exc)
-        raise
-    finally:
-        if progress is not None:
-            progress.stop()
+    summary = _mint(
+        csv_file,
+        cfg,
+        skip_invalid=skip_invalid,
+        rejects_path=rejects or Path.cwd() / f"{csv_file.stem}.rejects.csv",
+        label=label,
+        json=json,
+    )
     if json:
         print_json(summary.to_json())
     else:
         _summary(summary)
+
+
+def _refuse_two_on_stdout(json: bool, rejects: Path | None) -> None:
+    """Refused before any work: the JSON summary and the rejects CSV on one stream would
+    be neither valid JSON nor a valid CSV."""
+    from provmint.errors import ConfigError
+    from provmint.outfile import is_stdout
+
+    if json and is_stdout(rejects):
+        raise ConfigError("--json and --rejects - both write to standard output; pick one")
+
+
+def _mint(
+    csv_file: Path,
+    cfg: Settings,
+    *,
+    skip_invalid: bool,
+    rejects_path: Path,
+    label: str | None,
+    json: bool,
+) -> MintSummary:
+    """Mint ``csv_file`` with a progress display on a terminal (never with --json, whose
+    reader wants the JSON only). A refused batch lists its first problems on standard
+    error, after the display is gone, and the error goes on to ``handle_errors``."""
+    from provmint.batch import mint_batch
+    from provmint.errors import RowsRejectedError
+
+    err = stderr()
+    try:
+        with _mint_progress(err, enabled=not json and err.is_terminal) as update:
+            return mint_batch(
+                csv_file,
+                settings=cfg,
+                skip_invalid=skip_invalid,
+                rejects_path=rejects_path,
+                label=label,
+                progress=update,
+                on_wait=lambda who: err.print(f"waiting for the store: {who} holds it"),
+            )
+    except RowsRejectedError as exc:
+        if not json:
+            _show_rejects(exc)
+        raise
 
 
 def _summary(s: MintSummary) -> None:

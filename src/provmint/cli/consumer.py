@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,6 +28,7 @@ from provmint.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from provmint.config import Settings
     from provmint.scan import ScanResult
 
 ThresholdOpt = Annotated[
@@ -37,6 +39,18 @@ ThresholdOpt = Annotated[
         help="Flag a genuine code scanned more often than this as a possible copy.",
     ),
 ]
+ServeWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=1,
+        max=256,
+        help="Processes serving the port [env: PROVMINT_WORKERS; default: CPU count]",
+        show_default=False,
+    ),
+]
+"""``serve``'s --workers: ``WorkersOpt`` with help that says what its processes do."""
 
 
 @handle_errors
@@ -191,17 +205,7 @@ def serve(
     ] = 8080,
     clone_threshold: ThresholdOpt = 5,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            "-j",
-            min=1,
-            max=256,
-            help="Processes serving the port [env: PROVMINT_WORKERS; default: CPU count]",
-            show_default=False,
-        ),
-    ] = None,
+    workers: ServeWorkersOpt = None,
     scan_log: ScanLogOpt = None,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
@@ -232,17 +236,23 @@ def serve(
 
     cfg = settings(store, key_file, config, workers=workers, scan_log=scan_log)
     err = stderr()
-
-    def ready(bound: tuple[str, int]) -> None:
-        many = f" with {cfg.workers} workers" if cfg.workers > 1 else ""
-        err.print(f"Serving {cfg.store} on http://{bound[0]}:{bound[1]}{many} (Ctrl-C to stop)")
-
     run(
         cfg,
         host=host,
         port=port,
         clone_threshold=clone_threshold,
         access_log=access_log,
-        on_ready=ready,
+        on_ready=_announce_ready(cfg, err),
         notify=lambda message: err.print(f"warning: {message}", markup=False),
     )
+
+
+def _announce_ready(cfg: Settings, err: Any) -> Callable[[tuple[str, int]], None]:
+    """The ``on_ready`` callback: one line on ``err`` once the port is bound, with the
+    address actually bound (``--port 0`` picks one)."""
+
+    def ready(bound: tuple[str, int]) -> None:
+        many = f" with {cfg.workers} workers" if cfg.workers > 1 else ""
+        err.print(f"Serving {cfg.store} on http://{bound[0]}:{bound[1]}{many} (Ctrl-C to stop)")
+
+    return ready
