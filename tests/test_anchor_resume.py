@@ -122,15 +122,15 @@ def quiet_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Anvil]:
     ("module", "target", "state_after", "on_chain"),
     [
         # anchor recorded, nothing signed yet
-        ("provmint.anchor", "_Session.sign", "built", False),
+        ("provmint.anchor.lifecycle", "AnchorDriver.sign", "built", False),
         # signed transaction saved, never broadcast
         ("provmint.chain", "Node.send_raw", "signed", False),
         # broadcast (and mined at once by anvil), "broadcast" not recorded yet
-        ("provmint.anchor", "_Session.update", "signed", True),
+        ("provmint.anchor.lifecycle", "AnchorDriver.update", "signed", True),
         # broadcast recorded, receipt never looked at
-        ("provmint.anchor", "_Session.find_receipt", "broadcast", True),
+        ("provmint.anchor.lifecycle", "AnchorDriver.find_receipt", "broadcast", True),
         # receipt found, inclusion not recorded
-        ("provmint.anchor", "_Session.record_inclusion", "broadcast", True),
+        ("provmint.anchor.lifecycle", "AnchorDriver.record_inclusion", "broadcast", True),
     ],
 )
 def test_kill_at_exact_points_then_rerun(
@@ -369,8 +369,8 @@ def test_resumed_anchor_keeps_its_method(cli, keyed, chain_env: Anvil, tmp_path:
     registry = json.loads(r.stdout)["address"]
     mint_example(cli)
     kill_at(
-        "provmint.anchor",
-        "_Session.sign",
+        "provmint.anchor.lifecycle",
+        "AnchorDriver.sign",
         0,
         "anchor",
         "--method",
@@ -395,7 +395,7 @@ def test_resume_with_another_key_never_yields_a_false_anchor(
     cli, keyed, chain_env: Anvil, monkeypatch, tmp_path: Path
 ) -> None:
     mint_example(cli)
-    kill_at("provmint.anchor", "_Session.sign", 0, "anchor")
+    kill_at("provmint.anchor.lifecycle", "AnchorDriver.sign", 0, "anchor")
     other_address, other_key = dev_key(1)
     rerun = run_provmint("anchor", "--json", env={"PROVMINT_CHAIN_KEY": other_key})
     if rerun.returncode == 0:  # resuming is fine only if the result is true

@@ -29,16 +29,20 @@ from provmint.anchoring import (
     parse_anchor_section,
 )
 from provmint.chain import (
-    AnchorError,
     ChainKey,
     Node,
-    NodeUnreachableError,
     clean_remote_text,
     mask_url,
     registry_anchor_data,
 )
 from provmint.config import ChainSettings, Secret, resolve_chain
-from provmint.errors import EXIT_CHAIN, EXIT_USAGE, ConfigError
+from provmint.errors import (
+    EXIT_CHAIN,
+    EXIT_USAGE,
+    AnchorError,
+    ConfigError,
+    NodeUnreachableError,
+)
 
 # --------------------------------------------------------------------------- clean_remote_text
 

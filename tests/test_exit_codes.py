@@ -52,11 +52,11 @@ PINNED = {
     "provmint.errors.NotFoundError": 7,
     "provmint.errors.MissingFileError": 7,
     "provmint.errors.ProofError": 3,
-    "provmint.verify.ProofUnreadableError": 5,
-    "provmint.chain.AnchorError": 10,
-    "provmint.chain.NodeUnreachableError": 10,
-    "provmint.chain.ChainMismatchError": 10,
-    "provmint.chain.InsufficientFundsError": 10,
+    "provmint.errors.ProofUnreadableError": 5,
+    "provmint.errors.AnchorError": 10,
+    "provmint.errors.NodeUnreachableError": 10,
+    "provmint.errors.ChainMismatchError": 10,
+    "provmint.errors.InsufficientFundsError": 10,
 }
 
 REJECT = Reject(row=2, line=3, column="serial", value="B A D", code="cset82", reason="bad")

@@ -48,7 +48,6 @@ LAYERS: dict[str, int] = {
     # What users do.
     "provmint.batch": VERB,
     "provmint.anchor": VERB,
-    "provmint.onchain": VERB,
     "provmint.products": VERB,
     "provmint.verify": VERB,
     "provmint.audit": VERB,

@@ -65,8 +65,9 @@ class World(SimpleNamespace):
 def _build_world(base: Path, node: Anvil) -> World:
     from web3 import Web3
 
-    from provmint.anchor import anchor_batches, deploy_registry, load_chain_key
+    from provmint.anchor import anchor_batches, deploy_registry
     from provmint.batch import mint_batch
+    from provmint.chain import load_chain_key
     from provmint.config import resolve_chain
     from provmint.keys import init_keyring
     from provmint.products import export_proof

@@ -50,8 +50,8 @@ _EXPORTS = {
     "anchor_batches": "provmint.anchor",
     "anchor_status": "provmint.anchor",
     "deploy_registry": "provmint.anchor",
-    "load_chain_key": "provmint.anchor",
-    "check_anchor_on_chain": "provmint.onchain",
+    "load_chain_key": "provmint.chain",
+    "check_anchor_on_chain": "provmint.anchor",
     "audit_batch": "provmint.audit",
     "scan_code": "provmint.scan",
     "render_labels": "provmint.labels",
@@ -95,14 +95,19 @@ __all__ = [
 
 if TYPE_CHECKING:
     from provmint import merkle
-    from provmint.anchor import anchor_batches, anchor_status, deploy_registry, load_chain_key
+    from provmint.anchor import (
+        anchor_batches,
+        anchor_status,
+        check_anchor_on_chain,
+        deploy_registry,
+    )
     from provmint.audit import audit_batch
     from provmint.batch import MintSummary, mint_batch
+    from provmint.chain import load_chain_key
     from provmint.config import Settings, resolve_chain, resolve_settings
     from provmint.errors import ProvmintError, Reject
     from provmint.keys import init_keyring, load_keyring, rotate_key
     from provmint.labels import render_labels
-    from provmint.onchain import check_anchor_on_chain
     from provmint.products import (
         export_batch_proofs,
         export_labels,

@@ -11,47 +11,34 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from provmint.config import Secret
-from provmint.errors import EXIT_CHAIN, MissingFileError, ProvmintError
+from provmint.config import ChainSettings, Secret
+from provmint.errors import (
+    AnchorError,
+    ChainMismatchError,
+    ConfigError,
+    InsufficientFundsError,
+    MissingFileError,
+    NodeUnreachableError,
+)
 
 __all__ = [
-    "AnchorError",
     "ChainKey",
-    "ChainMismatchError",
-    "InsufficientFundsError",
     "Node",
-    "NodeUnreachableError",
     "TxSent",
     "clean_remote_text",
+    "connect",
+    "load_chain_key",
     "mask_url",
     "registry_anchor_data",
     "registry_anchored_at",
 ]
-
-
-class AnchorError(ProvmintError):
-    """A chain operation failed: node, chain id, fees, funds, key or transaction."""
-
-    exit_code = EXIT_CHAIN
-
-
-class NodeUnreachableError(AnchorError):
-    """The node did not answer (refused, timed out, bad response)."""
-
-
-class ChainMismatchError(AnchorError):
-    """The node serves another chain than the one expected."""
-
-
-class InsufficientFundsError(AnchorError):
-    """The sender cannot pay for the transaction."""
 
 
 def clean_remote_text(text: object, limit: int = 200) -> str:
@@ -302,3 +289,49 @@ def registry_anchored_at(node: Node, registry: str, issuer: str, digest: bytes) 
     selector = bytes(Web3.keccak(text="anchoredAt(address,bytes32)"))[:4]
     data = selector + bytes(12) + bytes.fromhex(issuer[2:]) + digest
     return int.from_bytes(node.call(registry, "0x" + data.hex()) or b"\0", "big")
+
+
+def connect(chain: ChainSettings) -> tuple[Node, int]:
+    """A node for these settings, its chain id checked against the expected one."""
+    if not chain.rpc_url:
+        raise ConfigError(
+            "no node to talk to",
+            hint="pass --rpc-url URL, set PROVMINT_RPC_URL, or choose a chain profile (--chain)",
+        )
+    node = Node(chain.rpc_url, poa=chain.poa)
+    chain_id = node.chain_id()
+    if chain.chain_id is not None and chain_id != chain.chain_id:
+        raise ChainMismatchError(
+            f"the node at {mask_url(chain.rpc_url)} serves chain {chain_id}, "
+            f"but the profile expects chain {chain.chain_id}",
+            hint="check --rpc-url or the chain profile's chain_id",
+        )
+    return node, chain_id
+
+
+def load_chain_key(chain: ChainSettings, ask_password: Callable[[], str] | None = None) -> ChainKey:
+    """The issuer's chain key: ``PROVMINT_CHAIN_KEY``, or the keystore with its password
+    from ``PROVMINT_KEYSTORE_PASSWORD`` or ``ask_password``."""
+    if chain.chain_key is not None:
+        return ChainKey.from_hex(chain.chain_key.reveal().decode(), "PROVMINT_CHAIN_KEY")
+    if chain.keystore is not None:
+        if not chain.keystore.exists():  # before asking for its password
+            raise MissingFileError(
+                chain.keystore,
+                "keystore file",
+                hint="it is named by --keystore, PROVMINT_KEYSTORE or the chain profile",
+            )
+        if chain.keystore_password is not None:
+            password = chain.keystore_password.reveal().decode()
+        elif ask_password is not None:
+            password = ask_password()
+        else:
+            raise AnchorError(
+                f"the keystore {chain.keystore} needs a password",
+                hint="set PROVMINT_KEYSTORE_PASSWORD or run interactively",
+            )
+        return ChainKey.from_keystore(chain.keystore, password)
+    raise AnchorError(
+        "no chain key",
+        hint="set PROVMINT_CHAIN_KEY (hex) or --keystore FILE (encrypted JSON keystore)",
+    )

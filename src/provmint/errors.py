@@ -18,6 +18,7 @@ the command-line layer turns into the process status, in one place::
     ├── NotFoundError                 7  no such batch or product
     │   └── MissingFileError             no such file (CSV, proof, key file, config...)
     ├── ProofError                    3  a proof file is malformed or hostile
+    │   └── ProofUnreadableError      5  the proof file cannot be read: nothing was checked
     └── AnchorError (chain.py)       10  node, chain id, fees, funds, chain key, transaction
 
 Verification outcomes (valid, invalid, pending, could-not-check) and scan verdicts
@@ -62,6 +63,7 @@ __all__ = [
     "NotFoundError",
     "OutputError",
     "ProofError",
+    "ProofUnreadableError",
     "ProvmintError",
     "Reject",
     "RowsRejectedError",
@@ -284,6 +286,31 @@ class ProofError(ProvmintError):
     """A proof document is malformed, oversized or otherwise not acceptable input."""
 
     exit_code = EXIT_INVALID
+
+
+class ProofUnreadableError(ProofError):
+    """The proof file could not be read at all (a directory, no permission, an I/O
+    error): nothing was checked, so the exit code is "could not check", not "invalid"."""
+
+    exit_code = EXIT_UNCHECKED
+
+
+class AnchorError(ProvmintError):
+    """A chain operation failed: node, chain id, fees, funds, key or transaction."""
+
+    exit_code = EXIT_CHAIN
+
+
+class NodeUnreachableError(AnchorError):
+    """The node did not answer (refused, timed out, bad response)."""
+
+
+class ChainMismatchError(AnchorError):
+    """The node serves another chain than the one expected."""
+
+
+class InsufficientFundsError(AnchorError):
+    """The sender cannot pay for the transaction."""
 
 
 # What a failed write means, in words, and what to do about it (by errno).

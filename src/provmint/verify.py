@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from provmint import merkle
 from provmint.anchoring import AnchorSection
@@ -37,6 +37,8 @@ from provmint.errors import (
     EXIT_UNCHECKED,
     MissingFileError,
     ProofError,
+    ProofUnreadableError,
+    ProvmintError,
 )
 from provmint.proofs import MAX_PROOF_BYTES, Proof, parse_proof
 from provmint.tokens import parse_token
@@ -44,6 +46,7 @@ from provmint.tokens import parse_token
 __all__ = [
     "AnchorChecker",
     "Check",
+    "Outcome",
     "Verdict",
     "VerificationReport",
     "load_proof_file",
@@ -117,12 +120,6 @@ class VerificationReport:
         }
 
 
-class ProofUnreadableError(ProofError):
-    """The proof file could not be read at all: nothing was checked."""
-
-    exit_code = EXIT_UNCHECKED
-
-
 def load_proof_file(path: Path) -> bytes:
     """Read a proof file, refusing anything larger than a proof can be."""
     try:
@@ -144,7 +141,41 @@ def _eq(a: bytes, b: bytes) -> bool:
 
 
 AnchorChecker = Callable[[AnchorSection], Any]
-"""Checks an anchor section on chain; returns a :class:`provmint.onchain.ChainCheck`."""
+"""Checks an anchor section on chain; returns a :class:`provmint.anchor.check.ChainCheck`."""
+
+
+class Outcome(NamedTuple):
+    """A verification's verdict, the reason given for it, and the chain facts (chain id,
+    block, time, confirmations) when the anchor was looked up on chain.
+
+    A named tuple rather than a dataclass: the audit returns it from its own verdict
+    step beside the plain tuples it builds there, and its callers unpack it.
+    """
+
+    verdict: Verdict
+    reason: str
+    chain: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _CheckLog:
+    """The checks made so far, in order, and the first failure.
+
+    Every check runs even after one failed (the receipt lists them all), but only the
+    first failure becomes the report's reason. Callable as ``log(name, ok, detail)`` so
+    that :func:`on_chain_verdict`, shared with the audit, records its check the same way.
+    """
+
+    checks: list[Check] = field(default_factory=list)
+    failure: str = ""
+
+    def __call__(self, name: str, ok: bool, detail: str, otherwise: str | None = None) -> None:
+        """Record a check; ``otherwise`` is the detail when it fails, if it differs."""
+        if not ok and otherwise is not None:
+            detail = otherwise
+        self.checks.append(Check(name, ok, detail))
+        if not ok and not self.failure:
+            self.failure = f"{name}: {detail}"
 
 
 def verify_proof(
@@ -161,105 +192,22 @@ def verify_proof(
     outcome is a report.
     """
     p = proof if isinstance(proof, Proof) else parse_proof(proof)
-    checks: list[Check] = []
-    failure = ""
-
-    def check(name: str, ok: bool, detail: str, otherwise: str | None = None) -> None:
-        """Record a check; ``otherwise`` is the detail when it fails, if it differs."""
-        nonlocal failure
-        if not ok and otherwise is not None:
-            detail = otherwise
-        checks.append(Check(name, ok, detail))
-        if not ok and not failure:
-            failure = f"{name}: {detail}"
-
-    try:
-        leaf = merkle.leaf_hash(encode_record(p.record) + p.token_commitment)
-    except ValueError as exc:
-        raise ProofError(f"proof record cannot be encoded: {exc}") from exc
-    try:
-        computed = merkle.root_from_path(leaf, p.leaf_index, p.size, p.path)
-        check(
-            "inclusion",
-            _eq(computed, p.root),
-            f"leaf {p.leaf_index} of {p.size} leads to root {computed.hex()[:16]}…, "
-            f"proof says {p.root.hex()[:16]}…",
-        )
-    except merkle.InclusionProofError as exc:
-        computed = b""
-        check("inclusion", False, str(exc))
-
-    try:
-        digest = manifest_digest(p.manifest)
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise ProofError(f"proof field batch.manifest cannot be hashed: {exc}") from None
-    check(
-        "manifest",
-        _eq(digest, p.manifest_digest),
-        "manifest digest matches",
-        "the manifest does not hash to batch.manifest_digest",
-    )
-    tree = p.manifest.get("tree")
-    expected_tree = {"profile": p.profile, "size": p.size, "root": p.root.hex()}
-    check(
-        "manifest binds tree",
-        tree == expected_tree,
-        "manifest names this tree (profile, size, root)",
-        f"manifest tree {tree!r} differs from the proof's tree",
-    )
-    check(
-        "manifest binds batch",
-        p.manifest.get("batch_id") == p.batch_id,
-        "manifest names this batch",
-        "manifest batch_id differs from batch.id",
-    )
-    check(
-        "record fields",
-        p.manifest.get("columns") == sorted(p.record),
-        "record has exactly the batch's columns",
-        "record fields differ from the batch's committed columns",
-    )
-    check(
-        "record version",
-        p.manifest.get("record_version") == p.record_version,
-        p.record_version,
-        "manifest and proof disagree on record version",
-    )
-    commitment = batch_commitment(p.batch_id, p.size, p.root, p.manifest_digest)
-    check(
-        "batch commitment",
-        _eq(commitment, p.commitment),
-        "binds batch id, tree size, root and manifest",
-        "recomputed commitment differs from batch.commitment",
-    )
+    log = _CheckLog()
+    leaf = _leaf(p)
+    computed = _check_inclusion(p, leaf, log)
+    _check_manifest(p, log)
+    _check_commitment(p, log)
     if token is not None:
-        try:
-            check(
-                "token",
-                _eq(token_commitment(parse_token(token)), p.token_commitment),
-                "the token matches the committed token",
-                "the token is not the one committed for this product",
-            )
-        except ValueError as exc:
-            check("token", False, str(exc))
-
-    chain: dict[str, Any] | None = None
+        _check_token(p, token, log)
     section = p.anchor_section
     if section is not None:
         ok, detail = section.check_offline(p.commitment)
-        check("anchor tree", ok, detail)
-    if failure:
-        verdict, reason = Verdict.INVALID, failure
-    elif section is None:
-        verdict, reason = Verdict.PENDING, "valid, but the batch is not anchored yet"
-    elif anchor_checker is None:
-        verdict, reason = Verdict.UNCHECKED, "offline checks passed, anchor not checked"
-    else:
-        verdict, reason, chain = on_chain_verdict(section, anchor_checker, check)
+        log("anchor tree", ok, detail)
+    outcome = _verdict(section, anchor_checker, log)
     return VerificationReport(
-        verdict=verdict,
-        reason=reason,
-        checks=tuple(checks),
+        verdict=outcome.verdict,
+        reason=outcome.reason,
+        checks=tuple(log.checks),
         record=p.record,
         batch_id=p.batch_id,
         leaf_index=p.leaf_index,
@@ -269,21 +217,130 @@ def verify_proof(
         expected_root=p.root.hex(),
         commitment=p.commitment.hex(),
         anchor=p.anchor,
-        chain=chain,
+        chain=outcome.chain,
     )
+
+
+def _leaf(p: Proof) -> bytes:
+    """The leaf hash of the proof's record and token commitment. A record that cannot
+    be encoded is a malformed document (ProofError), not a failed check."""
+    try:
+        return merkle.leaf_hash(encode_record(p.record) + p.token_commitment)
+    except ValueError as exc:
+        raise ProofError(f"proof record cannot be encoded: {exc}") from exc
+
+
+def _check_inclusion(p: Proof, leaf: bytes, log: _CheckLog) -> bytes:
+    """Follow the inclusion path from the leaf to a root and compare it with the proof's.
+    Returns the computed root, or ``b""`` when the path itself is malformed (the receipt
+    then shows "-")."""
+    try:
+        computed = merkle.root_from_path(leaf, p.leaf_index, p.size, p.path)
+    except merkle.InclusionProofError as exc:
+        log("inclusion", False, str(exc))
+        return b""
+    log(
+        "inclusion",
+        _eq(computed, p.root),
+        f"leaf {p.leaf_index} of {p.size} leads to root {computed.hex()[:16]}…, "
+        f"proof says {p.root.hex()[:16]}…",
+    )
+    return computed
+
+
+def _check_manifest(p: Proof, log: _CheckLog) -> None:
+    """The manifest must hash to the committed digest and name this tree, this batch,
+    the record's columns and its version: otherwise a valid path could be paired with
+    another batch's description."""
+    try:
+        digest = manifest_digest(p.manifest)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ProofError(f"proof field batch.manifest cannot be hashed: {exc}") from None
+    log(
+        "manifest",
+        _eq(digest, p.manifest_digest),
+        "manifest digest matches",
+        "the manifest does not hash to batch.manifest_digest",
+    )
+    tree = p.manifest.get("tree")
+    expected_tree = {"profile": p.profile, "size": p.size, "root": p.root.hex()}
+    log(
+        "manifest binds tree",
+        tree == expected_tree,
+        "manifest names this tree (profile, size, root)",
+        f"manifest tree {tree!r} differs from the proof's tree",
+    )
+    log(
+        "manifest binds batch",
+        p.manifest.get("batch_id") == p.batch_id,
+        "manifest names this batch",
+        "manifest batch_id differs from batch.id",
+    )
+    log(
+        "record fields",
+        p.manifest.get("columns") == sorted(p.record),
+        "record has exactly the batch's columns",
+        "record fields differ from the batch's committed columns",
+    )
+    log(
+        "record version",
+        p.manifest.get("record_version") == p.record_version,
+        p.record_version,
+        "manifest and proof disagree on record version",
+    )
+
+
+def _check_commitment(p: Proof, log: _CheckLog) -> None:
+    """The batch commitment (what is anchored) must bind the batch id, tree size, root
+    and manifest digest that the proof states."""
+    commitment = batch_commitment(p.batch_id, p.size, p.root, p.manifest_digest)
+    log(
+        "batch commitment",
+        _eq(commitment, p.commitment),
+        "binds batch id, tree size, root and manifest",
+        "recomputed commitment differs from batch.commitment",
+    )
+
+
+def _check_token(p: Proof, token: str, log: _CheckLog) -> None:
+    """The printed token must be the one committed in the leaf. A token that does not
+    even parse is a failed check (it is what the label says), not an error."""
+    try:
+        matches = _eq(token_commitment(parse_token(token)), p.token_commitment)
+    except ValueError as exc:
+        log("token", False, str(exc))
+        return
+    log(
+        "token",
+        matches,
+        "the token matches the committed token",
+        "the token is not the one committed for this product",
+    )
+
+
+def _verdict(
+    section: AnchorSection | None, anchor_checker: AnchorChecker | None, log: _CheckLog
+) -> Outcome:
+    """The verdict once the offline checks are done: invalid at the first failure, else
+    as far as the anchor could be followed (none yet, not checked, or on chain)."""
+    if log.failure:
+        return Outcome(Verdict.INVALID, log.failure)
+    if section is None:
+        return Outcome(Verdict.PENDING, "valid, but the batch is not anchored yet")
+    if anchor_checker is None:
+        return Outcome(Verdict.UNCHECKED, "offline checks passed, anchor not checked")
+    return on_chain_verdict(section, anchor_checker, log)
 
 
 def on_chain_verdict(
     section: AnchorSection, checker: AnchorChecker, check: Callable[[str, bool, str], None]
-) -> tuple[Verdict, str, dict[str, Any] | None]:
+) -> Outcome:
     """Run ``checker`` on an anchor section; record the check; return the verdict, the
     attested reason ("anchored in block N of chain C at T, k confirmations") and facts."""
-    from provmint.errors import ProvmintError
-
     try:
         result = checker(section)
     except ProvmintError as exc:  # node unreachable, wrong chain...: nothing was checked
-        return Verdict.UNCHECKED, f"offline checks passed, anchor not checked: {exc}", None
+        return Outcome(Verdict.UNCHECKED, f"offline checks passed, anchor not checked: {exc}")
     facts = {
         "chain_id": result.chain_id,
         "block_number": result.block_number,
@@ -292,7 +349,16 @@ def on_chain_verdict(
     }
     check("on chain", result.ok, result.detail)
     if not result.ok:
-        return Verdict.INVALID, f"on chain: {result.detail}", facts
+        return Outcome(Verdict.INVALID, f"on chain: {result.detail}", facts)
+    attested = _attestation(result)
+    if not result.final:
+        return Outcome(Verdict.PENDING, f"{attested}; not enough confirmations yet", facts)
+    return Outcome(Verdict.VALID, attested, facts)
+
+
+def _attestation(result: Any) -> str:
+    """What the chain attests, in words: the checker's detail, the block's time (UTC)
+    and the confirmations, when the node told them. ``result`` is a ChainCheck."""
     when = ""
     if result.block_time:
         when = " at " + datetime.fromtimestamp(result.block_time, UTC).strftime(
@@ -302,7 +368,4 @@ def on_chain_verdict(
     if result.confirmations:
         plural = "s" if result.confirmations != 1 else ""
         depth = f", {result.confirmations} confirmation{plural}"
-    attested = f"{result.detail}{when}{depth}"
-    if not result.final:
-        return Verdict.PENDING, f"{attested}; not enough confirmations yet", facts
-    return Verdict.VALID, attested, facts
+    return f"{result.detail}{when}{depth}"

@@ -82,7 +82,7 @@ def chain_settings(
 
 def _password() -> str:
     if not stderr().is_terminal:
-        from provmint.chain import AnchorError
+        from provmint.errors import AnchorError
 
         raise AnchorError(
             "the keystore needs a password",
@@ -161,7 +161,8 @@ def anchor(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from provmint.anchor import anchor_batches, load_chain_key
+    from provmint.anchor import anchor_batches
+    from provmint.chain import load_chain_key
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
     chain_cfg = chain_settings(
@@ -311,7 +312,8 @@ def deploy(
 
     Example: provmint anchor deploy-registry --rpc-url http://127.0.0.1:8545
     """
-    from provmint.anchor import deploy_registry, load_chain_key
+    from provmint.anchor import deploy_registry
+    from provmint.chain import load_chain_key
 
     chain_cfg = chain_settings(
         chain,

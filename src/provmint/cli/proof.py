@@ -41,6 +41,25 @@ SerialOpt = Annotated[
 TokenOpt = Annotated[
     str | None, typer.Option("--token", help="The product's printed token.", show_default=False)
 ]
+ExportBatchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--batch", help="With --all: the batch whose proofs to export.", show_default=False
+    ),
+]
+AllOpt = Annotated[
+    bool, typer.Option("--all", help="Export the proof of every product of --batch.")
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="For --all: jsonl or parquet.")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output file, - for standard output [default: standard output; required with --all]",
+        show_default=False,
+    ),
+]
 
 
 @app.command("export")
@@ -49,28 +68,10 @@ def export(
     gtin: GtinOpt = None,
     serial: SerialOpt = None,
     token: TokenOpt = None,
-    batch: Annotated[
-        str | None,
-        typer.Option(
-            "--batch", help="With --all: the batch whose proofs to export.", show_default=False
-        ),
-    ] = None,
-    all_: Annotated[
-        bool, typer.Option("--all", help="Export the proof of every product of --batch.")
-    ] = False,
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help="For --all: jsonl or parquet.")
-    ] = "jsonl",
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output file, - for standard output [default: standard output; "
-            "required with --all]",
-            show_default=False,
-        ),
-    ] = None,
+    batch: ExportBatchOpt = None,
+    all_: AllOpt = False,
+    fmt: FormatOpt = "jsonl",
+    out: OutOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     lock_timeout: LockTimeoutOpt = None,
@@ -91,7 +92,6 @@ def export(
     in place.
     """
     from provmint.errors import ConfigError
-    from provmint.proofs import proof_to_json
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
     if all_:
@@ -101,6 +101,16 @@ def export(
         return
     if batch is not None:
         raise ConfigError("--batch is for --all; find one product by --gtin/--serial or --token")
+    _export_one(cfg, gtin, serial, token, out)
+
+
+def _export_one(
+    cfg: Settings, gtin: str | None, serial: str | None, token: str | None, out: Path | None
+) -> None:
+    """One product's proof, to standard output (no file given) or to ``out``; the note
+    that it was written goes to stderr, so that stdout holds nothing but the proof."""
+    from provmint.proofs import proof_to_json
+
     doc = proof_to_json(_one(cfg, gtin, serial, token))
     if out is None:
         typer.echo(doc)
@@ -115,12 +125,14 @@ def export(
 def _one(
     cfg: Settings, gtin: str | None, serial: str | None, token: str | None
 ) -> dict[str, object]:
+    """The proof document of the product found by --gtin/--serial or --token."""
     from provmint.products import export_proof
 
     return export_proof(cfg, gtin=gtin, serial=serial, token=token)
 
 
 def _export_all(cfg: Settings, batch: str, out: Path, fmt: str) -> None:
+    """``--all``: every proof of the batch to ``out``, with a count on stderr as it goes."""
     from provmint.outfile import is_stdout
     from provmint.products import export_batch_proofs
 

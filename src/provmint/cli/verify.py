@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,67 +22,79 @@ from provmint.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from provmint.anchor.check import ChainCheck
     from provmint.anchoring import AnchorSection
     from provmint.audit import AuditReport
-    from provmint.onchain import ChainCheck
-    from provmint.verify import AnchorChecker, VerificationReport
+    from provmint.config import Settings
+    from provmint.verify import AnchorChecker, Check, Verdict, VerificationReport
+
+
+ProofArg = Annotated[
+    Path | None,
+    typer.Argument(help="Proof file (provmint-proof/1 JSON); - for stdin.", show_default=False),
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="Also check the token printed on the label.")
+]
+AuditBatchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--batch",
+        help="Audit a stored batch instead: recompute it from its files and check "
+        "manifest, tree, commitment and anchor.",
+        show_default=False,
+    ),
+]
+RpcUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rpc-url",
+        help="Check the anchor on chain through this node [env: PROVMINT_RPC_URL]",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
+ChainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--chain",
+        help="Chain profile (node, expected chain id, confirmations)",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
+ConfirmationsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--confirmations",
+        min=1,
+        help="Confirmations required (profile default, else 1)",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
+IssuerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--issuer",
+        help="Expected sender address of the anchor transaction",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
 
 
 @handle_errors
 def verify(
-    proof: Annotated[
-        Path | None,
-        typer.Argument(help="Proof file (provmint-proof/1 JSON); - for stdin.", show_default=False),
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option("--token", help="Also check the token printed on the label.")
-    ] = None,
-    batch: Annotated[
-        str | None,
-        typer.Option(
-            "--batch",
-            help="Audit a stored batch instead: recompute it from its files and check "
-            "manifest, tree, commitment and anchor.",
-            show_default=False,
-        ),
-    ] = None,
-    rpc_url: Annotated[
-        str | None,
-        typer.Option(
-            "--rpc-url",
-            help="Check the anchor on chain through this node [env: PROVMINT_RPC_URL]",
-            show_default=False,
-            rich_help_panel="Chain",
-        ),
-    ] = None,
-    chain: Annotated[
-        str | None,
-        typer.Option(
-            "--chain",
-            help="Chain profile (node, expected chain id, confirmations)",
-            show_default=False,
-            rich_help_panel="Chain",
-        ),
-    ] = None,
-    confirmations: Annotated[
-        int | None,
-        typer.Option(
-            "--confirmations",
-            min=1,
-            help="Confirmations required (profile default, else 1)",
-            show_default=False,
-            rich_help_panel="Chain",
-        ),
-    ] = None,
-    issuer: Annotated[
-        str | None,
-        typer.Option(
-            "--issuer",
-            help="Expected sender address of the anchor transaction",
-            show_default=False,
-            rich_help_panel="Chain",
-        ),
-    ] = None,
+    proof: ProofArg = None,
+    token: TokenOpt = None,
+    batch: AuditBatchOpt = None,
+    rpc_url: RpcUrlOpt = None,
+    chain: ChainOpt = None,
+    confirmations: ConfirmationsOpt = None,
+    issuer: IssuerOpt = None,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
     config: ConfigOpt = None,
@@ -104,35 +116,58 @@ def verify(
 
       provmint verify --batch 20261128-4884 --rpc-url http://127.0.0.1:8545
     """
-    import sys
-
     from provmint.errors import ConfigError
-    from provmint.verify import load_proof_file, verify_proof
 
-    if issuer is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", issuer):
-        raise ConfigError(f"--issuer {issuer[:50]!r} is not an address (0x + 40 hex digits)")
+    # The chain options are checked first: a bad --issuer is a usage error whatever
+    # is to be verified.
     checker = _checker(chain, rpc_url, config, confirmations, issuer)
     if batch is not None:
         if proof is not None:
             raise ConfigError("give a proof file or --batch ID, not both")
-        from provmint.audit import audit_batch
-
-        cfg = settings(store, key_file, config)
-        audit = audit_batch(cfg, batch, anchor_checker=checker, check_tokens=cfg.key_file.exists())
-        if json:
-            print_json(audit.to_json())
-        else:
-            _audit_receipt(audit)
-        raise typer.Exit(audit.verdict.exit_code)
+        raise typer.Exit(_audit(settings(store, key_file, config), batch, checker, json=json))
     if proof is None:
         raise ConfigError("give a proof file (or - for standard input), or --batch ID")
-    data = sys.stdin.buffer.read((1 << 20) + 1) if str(proof) == "-" else load_proof_file(proof)
-    report = verify_proof(data, token=token, anchor_checker=checker)
+    raise typer.Exit(_verify_file(proof, token, checker, json=json))
+
+
+def _audit(cfg: Settings, batch: str, checker: AnchorChecker | None, *, json: bool) -> int:
+    """``--batch``: audit a stored batch, print the result; its exit code. Tokens are
+    checked only when the issuer key file is there (an auditor may not have it)."""
+    from provmint.audit import audit_batch
+
+    audit = audit_batch(cfg, batch, anchor_checker=checker, check_tokens=cfg.key_file.exists())
+    if json:
+        print_json(audit.to_json())
+    else:
+        _audit_receipt(audit)
+    return audit.verdict.exit_code
+
+
+def _verify_file(
+    proof: Path, token: str | None, checker: AnchorChecker | None, *, json: bool
+) -> int:
+    """Verify one proof file (or standard input), print the result; its exit code."""
+    from provmint.verify import verify_proof
+
+    report = verify_proof(_read_proof(proof), token=token, anchor_checker=checker)
     if json:
         print_json(report.to_json())
     else:
         _receipt(report)
-    raise typer.Exit(report.verdict.exit_code)
+    return report.verdict.exit_code
+
+
+def _read_proof(proof: Path) -> bytes:
+    """The proof's bytes: ``-`` is standard input. One byte more than a proof may have
+    is read, so that an oversized document is refused by parsing, not cut short."""
+    import sys
+
+    from provmint.proofs import MAX_PROOF_BYTES
+    from provmint.verify import load_proof_file
+
+    if str(proof) == "-":
+        return sys.stdin.buffer.read(MAX_PROOF_BYTES + 1)
+    return load_proof_file(proof)
 
 
 def _checker(
@@ -142,9 +177,13 @@ def _checker(
     confirmations: int | None,
     issuer: str | None,
 ) -> AnchorChecker | None:
-    """An on-chain anchor checker when a node is configured (web3 loads only then)."""
+    """An on-chain anchor checker when a node is configured (web3 loads only then).
+    Raises ConfigError for an --issuer that is not an address."""
     from provmint.config import resolve_chain
+    from provmint.errors import ConfigError
 
+    if issuer is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", issuer):
+        raise ConfigError(f"--issuer {issuer[:50]!r} is not an address (0x + 40 hex digits)")
     chain_cfg = resolve_chain(
         chain=chain, rpc_url=rpc_url, config_file=config, confirmations=confirmations
     )
@@ -154,8 +193,8 @@ def _checker(
     required = chain_cfg.confirmations
 
     def check(section: AnchorSection) -> ChainCheck:
-        from provmint.anchor import connect
-        from provmint.onchain import check_anchor_on_chain
+        from provmint.anchor.check import check_anchor_on_chain
+        from provmint.chain import connect
 
         node, _ = connect(replace(chain_cfg, rpc_url=url, poa=poa, chain_id=expected))
         return check_anchor_on_chain(section, node, required_confirmations=required, issuer=issuer)
@@ -164,26 +203,16 @@ def _checker(
 
 
 def _audit_receipt(audit: AuditReport) -> None:
-
-    from provmint.verify import Verdict
-
+    """People's form of an audit: the batch, each check, the verdict."""
     out = stdout()
     out.print(f"Audit of batch {audit.batch_id} ({audit.products:,} products)")
-    for c in audit.checks:
-        mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
-        out.print(f"  {mark} {c.name}: {escape(c.detail)}")
-    style = (
-        "bold green"
-        if audit.verdict == Verdict.VALID
-        else ("bold red" if audit.verdict == Verdict.INVALID else "bold yellow")
-    )
-    out.print(f"[{style}]{audit.verdict.value.upper()}[/]: {escape(audit.reason)}")
+    _print_outcome(out, audit.checks, audit.verdict, audit.reason)
 
 
 def _receipt(report: VerificationReport) -> None:
+    """People's form of a verification, like a receipt: what the proof claims (product,
+    leaf, roots, batch, anchor), each check, the verdict."""
     from rich.table import Table
-
-    from provmint.verify import Verdict
 
     out = stdout()
     rec = report.record
@@ -196,18 +225,29 @@ def _receipt(report: VerificationReport) -> None:
     grid.add_row("computed root", report.computed_root or "-")
     grid.add_row("expected root", report.expected_root)
     grid.add_row("batch", f"{escape(report.batch_id)}  commitment {report.commitment}")
-    if report.anchor is None:
-        anchor = "none yet"
-    else:
-        a = report.anchor
-        anchor = (
-            f"chain {a['chain_id']} tx {a['tx_hash']} block {a['block_number']} ({a['method']})"
-        )
-        if report.chain is None:
-            anchor += "  [not checked on chain]"
-    grid.add_row("anchor", escape(anchor))
+    grid.add_row("anchor", escape(_anchor_line(report)))
     out.print(grid)
-    for c in report.checks:
+    _print_outcome(out, report.checks, report.verdict, report.reason)
+
+
+def _anchor_line(report: VerificationReport) -> str:
+    """Where the proof says the batch is anchored, and whether that was checked on chain
+    (an anchor the proof states but nobody looked up is a claim, not a fact)."""
+    if report.anchor is None:
+        return "none yet"
+    a = report.anchor
+    anchor = f"chain {a['chain_id']} tx {a['tx_hash']} block {a['block_number']} ({a['method']})"
+    if report.chain is None:
+        anchor += "  [not checked on chain]"
+    return anchor
+
+
+def _print_outcome(out: Any, checks: Iterable[Check], verdict: Verdict, reason: str) -> None:
+    """Each check (ok or FAIL) and the verdict line, the same for a proof and an audit:
+    green when valid, red when invalid, yellow for pending or could not check."""
+    from provmint.verify import Verdict
+
+    for c in checks:
         mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
         out.print(f"  {mark} {c.name}: {escape(c.detail)}")
     style = {
@@ -215,5 +255,5 @@ def _receipt(report: VerificationReport) -> None:
         Verdict.INVALID: "bold red",
         Verdict.PENDING: "bold yellow",
         Verdict.UNCHECKED: "bold yellow",
-    }[report.verdict]
-    out.print(f"[{style}]{report.verdict.value.upper()}[/]: {escape(report.reason)}")
+    }[verdict]
+    out.print(f"[{style}]{verdict.value.upper()}[/]: {escape(reason)}")

@@ -1,0 +1,41 @@
+"""Anchoring batches on an EVM chain (``provmint anchor``), and checking anchors there.
+
+Anchoring is split by role, so each concern has one home:
+
+* :mod:`provmint.anchoring` (core): the ``provmint-anchor/1`` format: the anchor tree,
+  its digest, the calldata payload, a proof's anchor section. Pure, pinned by vectors.
+* :mod:`provmint.chain` (edge): the node connection and the chain key; every web3 error
+  is mapped into the provmint error tree there, once.
+* :mod:`provmint.store.anchors` (edge): persistence: the anchor states and the moves
+  allowed between them (checked on every write), the rows, and their journal files.
+* this package (verbs):
+
+  - :mod:`~provmint.anchor.fees`: the fee and spending caps, the sender's funds;
+  - :mod:`~provmint.anchor.lifecycle`: moves one anchor through its states (sign,
+    broadcast, receipt, confirmations, replacement, reorg);
+  - :mod:`~provmint.anchor.run`: ``provmint anchor``: plan one anchor for the pending
+    batches and drive it;
+  - :mod:`~provmint.anchor.status`: ``provmint anchor status``;
+  - :mod:`~provmint.anchor.registry`: the AnchorRegistry contract and its deployment;
+  - :mod:`~provmint.anchor.check`: a proof's anchor checked on chain (``provmint verify``).
+"""
+
+from __future__ import annotations
+
+from provmint.anchor.check import ChainCheck, check_anchor_on_chain
+from provmint.anchor.registry import RegistryDeployment, deploy_registry, registry_artifact
+from provmint.anchor.run import AnchorPlan, AnchorRun, anchor_batches
+from provmint.anchor.status import StatusReport, anchor_status
+
+__all__ = [
+    "AnchorPlan",
+    "AnchorRun",
+    "ChainCheck",
+    "RegistryDeployment",
+    "StatusReport",
+    "anchor_batches",
+    "anchor_status",
+    "check_anchor_on_chain",
+    "deploy_registry",
+    "registry_artifact",
+]
