@@ -185,11 +185,8 @@ def _hex32(value: Any, where: str) -> bytes:
     return bytes.fromhex(value)
 
 
-def parse_anchor_section(doc: Any) -> AnchorSection:
-    """Strictly parse a proof's ``anchor`` object (untrusted input)."""
-    if not isinstance(doc, dict):
-        raise ProofError("proof field anchor must be an object or null")
-    known = {
+_SECTION_FIELDS = frozenset(
+    {
         "format",
         "tree",
         "digest",
@@ -202,33 +199,22 @@ def parse_anchor_section(doc: Any) -> AnchorSection:
         "block_hash",
         "block_time",
     }
+)
+_TREE_FIELDS = frozenset({"profile", "size", "leaf_index", "path", "root"})
+
+
+def parse_anchor_section(doc: Any) -> AnchorSection:
+    """Strictly parse a proof's ``anchor`` object (untrusted input)."""
+    if not isinstance(doc, dict):
+        raise ProofError("proof field anchor must be an object or null")
     if doc.get("format") != ANCHOR_FORMAT:
         raise ProofError(f"proof field anchor.format must be {ANCHOR_FORMAT!r}")
-    unknown = sorted(set(doc) - known)
+    unknown = sorted(set(doc) - _SECTION_FIELDS)
     if unknown:
         raise ProofError(f"proof field anchor.{unknown[0]} is not part of {ANCHOR_FORMAT}")
     tree = _field(doc, "tree", dict)
-    tree_keys = {"profile", "size", "leaf_index", "path", "root"}
-    if set(tree) != tree_keys:
-        raise ProofError("proof field anchor.tree must have profile, size, leaf_index, path, root")
-    if tree["profile"] != merkle.PROFILE:
-        raise ProofError("proof field anchor.tree.profile is not supported")
-    size, index = tree["size"], tree["leaf_index"]
-    if type(size) is not int or not 0 < size <= MAX_BATCHES_PER_ANCHOR:
-        raise ProofError("proof field anchor.tree.size is out of range")
-    if type(index) is not int or not 0 <= index < size:
-        raise ProofError("proof field anchor.tree.leaf_index is out of range")
-    path = tree["path"]
-    if not isinstance(path, list) or len(path) > merkle.MAX_PATH:
-        raise ProofError("proof field anchor.tree.path must be a short list")
-    method = _field(doc, "method", str)
-    if method not in METHODS:
-        raise ProofError(f"proof field anchor.method must be one of {', '.join(METHODS)}")
-    contract = doc.get("contract")
-    if method == "registry" and not (isinstance(contract, str) and _ADDRESS.fullmatch(contract)):
-        raise ProofError("proof field anchor.contract must be the registry address")
-    if method == "calldata" and contract is not None:
-        raise ProofError("proof field anchor.contract must be null for calldata anchors")
+    size, index, path = _tree_shape(tree)
+    method, contract = _method_and_contract(doc)
     sender = _field(doc, "sender", str)
     if not _ADDRESS.fullmatch(sender):
         raise ProofError("proof field anchor.sender must be an address (0x + 40 hex)")
@@ -255,6 +241,36 @@ def parse_anchor_section(doc: Any) -> AnchorSection:
         block_hash=block_hash,
         block_time=_field(doc, "block_time", int),
     )
+
+
+def _tree_shape(tree: dict[str, Any]) -> tuple[int, int, list[Any]]:
+    """The anchor tree's size, leaf index and (unparsed) path, each within its limits."""
+    if set(tree) != _TREE_FIELDS:
+        raise ProofError("proof field anchor.tree must have profile, size, leaf_index, path, root")
+    if tree["profile"] != merkle.PROFILE:
+        raise ProofError("proof field anchor.tree.profile is not supported")
+    size, index = tree["size"], tree["leaf_index"]
+    if type(size) is not int or not 0 < size <= MAX_BATCHES_PER_ANCHOR:
+        raise ProofError("proof field anchor.tree.size is out of range")
+    if type(index) is not int or not 0 <= index < size:
+        raise ProofError("proof field anchor.tree.leaf_index is out of range")
+    path = tree["path"]
+    if not isinstance(path, list) or len(path) > merkle.MAX_PATH:
+        raise ProofError("proof field anchor.tree.path must be a short list")
+    return size, index, path
+
+
+def _method_and_contract(doc: dict[str, Any]) -> tuple[str, str | None]:
+    """The anchor method, and the registry's address (None for calldata anchors)."""
+    method = _field(doc, "method", str)
+    if method not in METHODS:
+        raise ProofError(f"proof field anchor.method must be one of {', '.join(METHODS)}")
+    contract = doc.get("contract")
+    if method == "registry" and not (isinstance(contract, str) and _ADDRESS.fullmatch(contract)):
+        raise ProofError("proof field anchor.contract must be the registry address")
+    if method == "calldata" and contract is not None:
+        raise ProofError("proof field anchor.contract must be null for calldata anchors")
+    return method, contract
 
 
 def anchor_section(tree: AnchorTree, commitment: bytes, record: dict[str, Any]) -> dict[str, Any]:

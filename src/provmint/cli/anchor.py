@@ -71,6 +71,46 @@ MaxSpendOpt = Annotated[
 ]
 
 
+BatchRefsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--batch", help="Anchor only these batches (repeat the option).", show_default=False
+    ),
+]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option("--method", help="calldata (default) or registry", show_default=False),
+]
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="AnchorRegistry address (registry method) [env: PROVMINT_REGISTRY]",
+        show_default=False,
+    ),
+]
+ConfirmationsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--confirmations",
+        min=1,
+        help="Blocks to wait for (profile default, else 1)",
+        show_default=False,
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Show the transaction, its cost and its batches; send nothing."),
+]
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        help="Return once the transaction is sent (resume with anchor status --wait).",
+    ),
+]
+
+
 def chain_settings(
     chain: str | None, rpc_url: str | None, config: Path | None, **overrides: Any
 ) -> ChainSettings:
@@ -95,48 +135,14 @@ def _password() -> str:
 @handle_errors
 def anchor(
     ctx: typer.Context,
-    batch: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--batch", help="Anchor only these batches (repeat the option).", show_default=False
-        ),
-    ] = None,
-    method: Annotated[
-        str | None,
-        typer.Option("--method", help="calldata (default) or registry", show_default=False),
-    ] = None,
-    registry: Annotated[
-        str | None,
-        typer.Option(
-            "--registry",
-            help="AnchorRegistry address (registry method) [env: PROVMINT_REGISTRY]",
-            show_default=False,
-        ),
-    ] = None,
-    confirmations: Annotated[
-        int | None,
-        typer.Option(
-            "--confirmations",
-            min=1,
-            help="Blocks to wait for (profile default, else 1)",
-            show_default=False,
-        ),
-    ] = None,
+    batch: BatchRefsOpt = None,
+    method: MethodOpt = None,
+    registry: RegistryOpt = None,
+    confirmations: ConfirmationsOpt = None,
     max_fee_gwei: MaxFeeOpt = None,
     max_spend_eth: MaxSpendOpt = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Show the transaction, its cost and its batches; send nothing."
-        ),
-    ] = False,
-    no_wait: Annotated[
-        bool,
-        typer.Option(
-            "--no-wait",
-            help="Return once the transaction is sent (resume with anchor status --wait).",
-        ),
-    ] = False,
+    dry_run: DryRunOpt = False,
+    no_wait: NoWaitOpt = False,
     chain: ChainOpt = None,
     rpc_url: RpcOpt = None,
     keystore: KeystoreOpt = None,
