@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import segno
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,3 +42,38 @@ def test_micro_and_fixed_masks_are_left_to_segno() -> None:
         fixed = segno.make("hello", mask=3, micro=False)
     assert fixed.mask == 3
     assert fixed.matrix == segno.make("hello", mask=3, micro=False).matrix
+
+
+def test_nested_and_overlapping_blocks_restore_segno() -> None:
+    """A nested block must not save qrmask's own function as segno's and leave segno
+    patched for good (micro codes then went round best_mask forever)."""
+    from segno import encoder
+
+    own = encoder.find_and_apply_best_mask
+    micro = segno.make("12345", micro=True).matrix
+    with qrmask.installed():
+        with qrmask.installed():
+            assert encoder.find_and_apply_best_mask is qrmask.best_mask
+            assert segno.make("12345", micro=True).matrix == micro
+        assert encoder.find_and_apply_best_mask is qrmask.best_mask  # the outer block's
+    assert encoder.find_and_apply_best_mask is own
+    with qrmask.installed():  # and once more, after all that
+        assert segno.make("12345", micro=True).matrix == micro
+    assert encoder.find_and_apply_best_mask is own
+    # Blocks that end in another order than they began (two threads, say).
+    first, second = qrmask.installed(), qrmask.installed()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert encoder.find_and_apply_best_mask is qrmask.best_mask
+    second.__exit__(None, None, None)
+    assert encoder.find_and_apply_best_mask is own
+
+
+def test_a_failing_block_restores_segno() -> None:
+    from segno import encoder
+
+    own = encoder.find_and_apply_best_mask
+    with pytest.raises(RuntimeError), qrmask.installed(), qrmask.installed():
+        raise RuntimeError("boom")
+    assert encoder.find_and_apply_best_mask is own

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from provmint import csvsafe
@@ -25,7 +25,12 @@ from provmint.errors import ConfigError, os_error
 from provmint.outfile import is_stdout, open_output
 from provmint.pool import start_pool
 from provmint.products import LABEL_COLUMNS, catalog_view, label_table
-from provmint.store import find_batch
+from provmint.store import BatchInfo, Store, find_batch
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pyarrow as pa
 
 __all__ = ["FORMATS", "LEVELS", "LabelSummary", "render_labels"]
 
@@ -65,10 +70,11 @@ def image_name(leaf: int, gtin14: str, serial: str, fmt: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _RenderJob:
-    """Codes for a worker to draw: (url, file name) pairs into one directory."""
+    """Codes for a worker to draw into one directory: ``urls[i]`` into file ``names[i]``."""
 
     directory: str
-    items: list[tuple[str, str]]
+    urls: list[str]
+    names: list[str]
     fmt: str
     level: str
     scale: int
@@ -82,10 +88,10 @@ def _render(job: _RenderJob) -> int:
 
     os.makedirs(job.directory, exist_ok=True)
     with installed():  # segno's mask choice, computed with numpy (identical symbols)
-        for url, name in job.items:
+        for url, name in zip(job.urls, job.names, strict=True):
             code = segno.make(url, error=job.level, micro=False, boost_error=False)
             code.save(os.path.join(job.directory, name), kind=job.fmt, scale=job.scale, border=4)
-    return len(job.items)
+    return len(job.names)
 
 
 def render_labels(
@@ -108,95 +114,149 @@ def render_labels(
     FIFO already at that path)."""
     import time
 
+    _check_options(fmt, level, scale)
+    started = time.perf_counter()
+    _refuse_stdout(out_dir)
+    with catalog_view(settings) as (store, view):
+        batch = find_batch(view.batches, ref, store.root)
+    _make_out_dir(out_dir)
+    run = _LabelRun(store, batch, out_dir, fmt, level.lower(), scale, raw, progress)
+    csv_path = out_dir / "labels.csv"
+    run.pool = _label_pool(fmt, workers or settings.workers, batch.products)
+    try:
+        run.write(csv_path)
+    except OSError as exc:  # writing a code image (the CSV's own errors are mapped already)
+        raise os_error(exc, out_dir) from exc
+    finally:
+        if run.pool is not None:
+            run.pool.shutdown(cancel_futures=True)
+    return LabelSummary(
+        batch.batch_id,
+        run.labels,
+        run.images,
+        str(csv_path),
+        str(out_dir),
+        time.perf_counter() - started,
+    )
+
+
+def _check_options(fmt: str, level: str, scale: int) -> None:
+    """Refuse a bad option before the store is opened or anything is written."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown label format {fmt!r}; use {', '.join(FORMATS)}")
     if level.lower() not in LEVELS:
         raise ConfigError(f"unknown error correction level {level!r}; use L, M, Q or H")
     if not 1 <= scale <= 100:
         raise ConfigError("scale must be between 1 and 100")
-    started = time.perf_counter()
+
+
+def _refuse_stdout(out_dir: Path) -> None:
+    """``-`` cannot take a directory of files: point at the command that writes the CSV."""
     if is_stdout(out_dir):
         raise ConfigError(
             "labels writes a directory (codes and labels.csv), not standard output",
             hint="for the label CSV on standard output use: provmint batch export ID -o -",
         )
-    with catalog_view(settings) as (store, view):
-        batch = find_batch(view.batches, ref, store.root)
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` (an OSError becomes the usual error naming the path)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise os_error(exc, out_dir, action="creating") from exc
-    csv_path = out_dir / "labels.csv"
-    count = images = 0
-    workers = workers or settings.workers
-    pool = (
-        start_pool(workers, preload=["segno"])
-        if fmt != "none" and workers > 1 and batch.products > _CHUNK
-        else None
-    )
-    try:
+
+
+def _label_pool(fmt: str, workers: int, products: int) -> ProcessPoolExecutor | None:
+    """A process pool when there are codes to draw and enough of them to pay for one
+    (up to one job's worth is drawn here: starting the workers would take longer)."""
+    if fmt != "none" and workers > 1 and products > _CHUNK:
+        return start_pool(workers, preload=["segno"])
+    return None
+
+
+@dataclass(slots=True)
+class _LabelRun:
+    """One ``render_labels`` run: what it draws and where, and how far it has got.
+
+    The counters live here because progress is reported across parts: while a part's
+    codes are drawn, the count shown is the earlier parts' labels plus this part's
+    codes drawn so far.
+    """
+
+    store: Store
+    batch: BatchInfo
+    out_dir: Path
+    fmt: str
+    level: str  # lower case, as segno takes it
+    scale: int
+    raw: bool
+    progress: Callable[[int, int], None] | None
+    pool: ProcessPoolExecutor | None = None
+    labels: int = 0
+    images: int = 0
+
+    def write(self, csv_path: Path) -> None:
+        """Write ``labels.csv`` part by part, drawing each part's codes after its rows."""
         with open_output(csv_path) as sink:
             text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
             out = csvsafe.csv_writer(text)
             out.writerow([*LABEL_COLUMNS, "qr_file"])
-            for part_index in range(batch.parts):
-                table = store.read_part(batch, part_index)
-                labels = label_table(table)
-                columns = {
-                    name: labels.column(name).to_pylist() for name in ("gtin", "serial", "url")
-                }
-                leaves = table.column("leaf_index").to_pylist()
-                directory = f"part-{part_index:05d}"
-                names = (
-                    [""] * len(leaves)
-                    if fmt == "none"
-                    else [
-                        image_name(leaf, g, s, fmt)
-                        for leaf, g, s in zip(
-                            leaves, columns["gtin"], columns["serial"], strict=True
-                        )
-                    ]
-                )
-                shown = labels if raw else csvsafe.neutralise_table(labels)
-                out.writerows(
-                    zip(
-                        *(shown.column(c).to_pylist() for c in LABEL_COLUMNS),
-                        (f"{directory}/{name}" if name else "" for name in names),
-                        strict=True,
-                    )
-                )
-                if fmt != "none":
-                    jobs = [
-                        _RenderJob(
-                            directory=str(out_dir / directory),
-                            items=list(
-                                zip(
-                                    columns["url"][i : i + _CHUNK],
-                                    names[i : i + _CHUNK],
-                                    strict=True,
-                                )
-                            ),
-                            fmt=fmt,
-                            level=level.lower(),
-                            scale=scale,
-                        )
-                        for i in range(0, len(leaves), _CHUNK)
-                    ]
-                    done_iter = pool.map(_render, jobs) if pool else map(_render, jobs)
-                    for done in done_iter:
-                        images += done
-                        if progress is not None:
-                            progress(count + min(images - count, len(leaves)), batch.products)
-                count += len(leaves)
-                if progress is not None:
-                    progress(count, batch.products)
+            for part_index in range(self.batch.parts):
+                self._write_part(part_index, out)
             text.flush()
             text.detach()  # the sink is open_output's to finish
-    except OSError as exc:  # writing a code image (the CSV's own errors are mapped already)
-        raise os_error(exc, out_dir) from exc
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    return LabelSummary(
-        batch.batch_id, count, images, str(csv_path), str(out_dir), time.perf_counter() - started
-    )
+
+    def _write_part(self, part_index: int, out: Any) -> None:
+        """One stored part: its CSV rows (each naming its code file), then its codes."""
+        table = self.store.read_part(self.batch, part_index)
+        labels = label_table(table)
+        leaves = table.column("leaf_index").to_pylist()
+        directory = f"part-{part_index:05d}"
+        names = self._image_names(leaves, labels)
+        shown = labels if self.raw else csvsafe.neutralise_table(labels)
+        out.writerows(
+            zip(
+                *(shown.column(c).to_pylist() for c in LABEL_COLUMNS),
+                (f"{directory}/{name}" if name else "" for name in names),
+                strict=True,
+            )
+        )
+        if self.fmt != "none":
+            self._draw(directory, labels.column("url").to_pylist(), names)
+        self.labels += len(leaves)
+        self._report(self.labels)
+
+    def _image_names(self, leaves: list[int], labels: pa.Table) -> list[str]:
+        """Each product's code file name (from the raw values: the file names must match
+        the codes' contents, not the spreadsheet-safe CSV), or "" with no codes drawn."""
+        if self.fmt == "none":
+            return [""] * len(leaves)
+        gtins = labels.column("gtin").to_pylist()
+        serials = labels.column("serial").to_pylist()
+        return [
+            image_name(leaf, gtin, serial, self.fmt)
+            for leaf, gtin, serial in zip(leaves, gtins, serials, strict=True)
+        ]
+
+    def _draw(self, directory: str, urls: list[str], names: list[str]) -> None:
+        """Draw one part's codes in jobs of ``_CHUNK`` (on the pool, if any), in order."""
+        jobs = [
+            _RenderJob(
+                directory=str(self.out_dir / directory),
+                urls=urls[i : i + _CHUNK],
+                names=names[i : i + _CHUNK],
+                fmt=self.fmt,
+                level=self.level,
+                scale=self.scale,
+            )
+            for i in range(0, len(names), _CHUNK)
+        ]
+        before = self.labels  # the earlier parts' labels
+        for done in self.pool.map(_render, jobs) if self.pool else map(_render, jobs):
+            self.images += done
+            self._report(before + min(self.images - before, len(names)))
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(done, self.batch.products)

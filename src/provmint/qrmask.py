@@ -13,6 +13,7 @@ masks go to segno's own code.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -126,17 +127,33 @@ def best_mask(matrix: Any, width: int, height: int, proposed_mask: int | None = 
 
 
 _ORIGINAL: Any = None
+"""segno's own ``find_and_apply_best_mask``, saved while :func:`installed` is in effect."""
+_ACTIVE = 0
+"""How many :func:`installed` blocks are running (they may nest, or overlap in threads)."""
+_INSTALL_LOCK = threading.Lock()
 
 
 @contextmanager
 def installed() -> Iterator[None]:
-    """Use :func:`best_mask` inside segno while the block runs (this process only)."""
-    global _ORIGINAL
+    """Use :func:`best_mask` inside segno while the block runs (this process only).
+
+    Blocks may nest or overlap: segno is patched when the first one starts and restored
+    when the last one ends. (Saving "whatever is there now" in each block would make a
+    nested block save :func:`best_mask` itself, leave segno patched for good, and send
+    micro codes round :func:`best_mask` forever.)
+    """
+    global _ORIGINAL, _ACTIVE
     from segno import encoder
 
-    _ORIGINAL = encoder.find_and_apply_best_mask
-    encoder.find_and_apply_best_mask = best_mask
+    with _INSTALL_LOCK:
+        if _ACTIVE == 0:
+            _ORIGINAL = encoder.find_and_apply_best_mask
+            encoder.find_and_apply_best_mask = best_mask
+        _ACTIVE += 1
     try:
         yield
     finally:
-        encoder.find_and_apply_best_mask = _ORIGINAL
+        with _INSTALL_LOCK:
+            _ACTIVE -= 1
+            if _ACTIVE == 0:
+                encoder.find_and_apply_best_mask = _ORIGINAL
