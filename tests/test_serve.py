@@ -21,7 +21,7 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -473,6 +473,7 @@ def test_methods_and_over_long_paths(example, serve_store, tmp_path: Path) -> No
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         status, body = _raw(server, example["path"], method=method)
         assert status == 405, method
+        assert _heading(body) == "error: Not allowed", method
         _clean(body, tmp_path, example["token"])
         assert _raw(server, "/healthz", method=method)[0] == 405, method
     status, body = _raw(server, example["path"], method="HEAD")
@@ -619,7 +620,8 @@ def test_clone_detection_by_location(example, serve_store, tmp_path: Path) -> No
     assert other.status_code == 200
     body = other.json()
     assert body["verdict"] == "suspect"
-    assert "Berlin" in body["reason"] and "Paris" in body["reason"]
+    # The public answer never repeats places: visitors typed them.
+    assert "Berlin" not in other.text and "Paris" not in other.text
     assert body["product"] == example["record"] and body["scans"] == 3
     page = httpx.get(base, timeout=10)
     assert page.status_code == 200 and _heading(page.text) == "suspect: Possible copy"
@@ -633,6 +635,28 @@ def test_clone_detection_by_location(example, serve_store, tmp_path: Path) -> No
         server.url + _path(example["other"]["url"]) + "&loc=Berlin", headers=JSON, timeout=10
     )
     assert r.json()["verdict"] == "pending"
+
+
+PHISHING = "FAKE - call +1-555-0100 for refund"
+
+
+def test_visitor_text_is_never_shown_to_other_visitors(
+    example, serve_store, tmp_path: Path
+) -> None:
+    """``loc`` is whatever a visitor put in the link. Once the code looks copied, later
+    visitors see that it may be a copy, never the places (or any text) earlier visitors
+    supplied: otherwise anyone could write on the brand's own page."""
+    server = serve_store()
+    base = server.url + example["path"]
+    for place in (PHISHING, PHISHING + " 2", "<b>Berlin</b>"):
+        assert httpx.get(base + "&loc=" + quote(place), timeout=10).status_code == 200
+    assert {row[2] for row in _scan_rows(tmp_path)} >= {PHISHING}  # the operator has it
+    for headers in ({}, JSON):
+        r = httpx.get(base, headers=headers, timeout=10)
+        assert r.status_code == 200
+        for fragment in ("FAKE", "555", "refund", "Berlin", "&lt;b&gt;"):
+            assert fragment not in r.text, (headers, fragment)
+    assert httpx.get(base, headers=JSON, timeout=10).json()["verdict"] == "suspect"
 
 
 def test_forged_requests_do_not_brand_the_genuine_code_a_copy(example, serve_store) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import signal
 import threading
 import time
@@ -86,18 +85,9 @@ class ProductIndex:
         self._retired: list[ProductFinder] = []
         self.reload()
 
-    def _catalog_stamp(self) -> tuple[float, int]:
-        try:
-            info = os.stat(self.store.catalog_path)
-        except FileNotFoundError:
-            return (0.0, 0)
-        wal = self.store.catalog_wal_path
-        wal_size = wal.stat().st_size if wal.exists() else 0
-        return (info.st_mtime, info.st_size + wal_size)
-
     def reload(self) -> None:
         """Load batches, anchors and the finder from the catalog (shared lock, brief)."""
-        stamp = self._catalog_stamp()
+        stamp = self.store.catalog_stamp()
         batches: list[BatchInfo] = []
         anchors: dict[int, dict[str, Any] | None] = {}
         finder = None
@@ -123,7 +113,7 @@ class ProductIndex:
         if now - self._checked < REFRESH_SECONDS:
             return
         self._checked = now
-        if self._catalog_stamp() != self._stamp:
+        if self.store.catalog_stamp() != self._stamp:
             self.reload()
 
     @property
@@ -147,10 +137,15 @@ class _Outcome:
     product: ProductRecord | None
     anchor: dict[str, Any] | None
     scans: int
-    locations: tuple[str, ...]
     logged: bool | None = None
     """Whether this scan was logged (None: not a logged request, or not recognised)."""
 
+
+PUBLIC_COPY_REASON = (
+    "this code has been checked more often, or in more places, than one label would be: "
+    "it may have been copied"
+)
+"""What the public answer says of a possible copy (the operator's tools say why)."""
 
 _TITLES = {
     "genuine": ("Genuine product", "#1b7f3b"),
@@ -261,9 +256,7 @@ class _Service:
         if product is not None and all(k.id != product.batch.key_id for k in self.keyring.keys):
             # Minted with a key this service lacks (a batch added since it started): an
             # operator problem, not a counterfeit.
-            return _Outcome(
-                "unavailable", "this code cannot be checked right now", None, None, 0, ()
-            )
+            return _Outcome("unavailable", "this code cannot be checked right now", None, None, 0)
         anchor = self.index.anchors.get(product.batch.seq) if product else None
         verdict, reason = judge(
             product.record if product else None,
@@ -273,7 +266,7 @@ class _Service:
             link.lot,
             anchor is not None,
         )
-        scans, places, logged = 0, tuple[str, ...](), None
+        scans, logged = 0, None
         if product is not None and log:
             try:
                 stats = self.log.record(
@@ -285,19 +278,17 @@ class _Service:
             else:
                 self.log_state(None)
                 logged = True
-                scans, places = stats.count, stats.locations
-                why = (
-                    suspicious(stats, self.clone_threshold)
-                    if verdict in ("genuine", "pending")
-                    else None
-                )
-                if why is not None:
-                    verdict, reason = "suspect", f"this code may have been copied: {why}"
+                scans = stats.count
+                if verdict in ("genuine", "pending") and suspicious(stats, self.clone_threshold):
+                    # Never the places themselves: they are what earlier visitors typed
+                    # into the link (``loc``), so repeating them would let anyone write
+                    # on the brand's page. They are the operator's, in the scan log.
+                    verdict, reason = "suspect", PUBLIC_COPY_REASON
         if verdict in ("forged", "unknown"):  # the same answer for both, on purpose
             return _Outcome(
-                "unknown", "this code does not match any product we made", None, None, 0, ()
+                "unknown", "this code does not match any product we made", None, None, 0
             )
-        return _Outcome(verdict, reason, product, anchor, scans, places, logged)
+        return _Outcome(verdict, reason, product, anchor, scans, logged)
 
 
 def _status(outcome: _Outcome) -> int:
@@ -339,11 +330,15 @@ def _html(page: str, status: int) -> _Response:
     return _Response(status, page.encode(), "text/html; charset=utf-8")
 
 
+_ERROR_TITLES = {404: "Not recognised", 405: "Not allowed"}
+"""The heading of an error page, by status (400 otherwise: "Bad request")."""
+
+
 def _bad(status: int, message: str, wants_json: bool, *, allow: str | None = None) -> _Response:
     if wants_json:
         answer = _json({"error": message}, status)
     else:
-        title = "Not recognised" if status == 404 else "Bad request"
+        title = _ERROR_TITLES.get(status, "Bad request")
         answer = _html(
             _PAGE.format(
                 title=title,
