@@ -366,7 +366,7 @@ def test_repair_takes_anchors_from_a_readable_catalog(
 # --------------------------------------------------------------------------- interrupted repair
 
 
-@pytest.mark.parametrize("target", ["provmint.repair._swap_catalog", "os.replace"])
+@pytest.mark.parametrize("target", ["provmint.store.rebuild.swap_catalog", "os.replace"])
 def test_repair_killed_midway_can_be_run_again(cli, keyed, tmp_path: Path, target: str) -> None:
     from helpers import KILLER
 

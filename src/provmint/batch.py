@@ -17,10 +17,10 @@ import stat
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provmint import __version__, merkle
 from provmint.canonical import (
@@ -40,14 +40,16 @@ from provmint.errors import (
 from provmint.keys import load_keyring
 from provmint.minting import in_file_duplicates, store_duplicates
 from provmint.outfile import is_stdout, open_output
-from provmint.store import BatchInfo, Store
+from provmint.store import BatchInfo, Store, batch_minted_from
 from provmint.store.files import write_atomic
 
 if TYPE_CHECKING:
     import duckdb
 
     from provmint.ingest import ProductReader
-    from provmint.minting import Problems, Runner
+    from provmint.minting import MintPass, Problems, Runner, StagedBatch
+    from provmint.store.keyindex import KeyRun, RunKind
+    from provmint.store.lookup import ProductFinder
 
 __all__ = ["MANIFEST_FORMAT", "MintSummary", "Progress", "mint_batch", "write_rejects"]
 
@@ -208,15 +210,9 @@ def mint_batch(
             size,
         )
         try:
-            with (
-                store.lock(
-                    exclusive=True,
-                    timeout=settings.lock_timeout,
-                    purpose="batch create",
-                    on_wait=on_wait,
-                ),
-                store.connect(write=True) as con,
-            ):
+            with store.writing(
+                timeout=settings.lock_timeout, purpose="batch create", on_wait=on_wait
+            ) as con:
                 store.recover(con)
                 summary = _mint(job, store, con, reader, runner)
         except BrokenProcessPool as exc:
@@ -239,80 +235,173 @@ def _mint(
     job: _Job, store: Store, con: duckdb.DuckDBPyConnection, reader: ProductReader, runner: Runner
 ) -> MintSummary:
     """Mint under the exclusive lock: the passes, the duplicates, the report, the commit."""
-    from provmint.minting import Identities, Problems, StagedBatch
-    from provmint.store.keyindex import RunKind
-    from provmint.store.lookup import ProductFinder, index_runs, update_index
-
-    now = datetime.now(UTC)
-    batch_id = _new_batch_id(now)
-    seq = store.next_seq(con)
-    problems = Problems()
-    staged = StagedBatch(store, batch_id, job.settings.url_base, runner, job.report)
-    committed = False
-    finder = ProductFinder.load(store, con)
-    keys = tokens = None
+    run = _MintRun.start(job, store, con, reader, runner)
     try:
-        first = staged.first_pass(reader, problems, job.size)
-        job.report("check", 0, 1)
-        keys = staged.merged_runs(first, RunKind.KEY)
-        identities = Identities(staged.work, first.first_records)
+        minted = run.first_pass()
+        rejects = _report(job, run.problems, reader, con)
+        if run.problems:
+            minted = run.mint_again(minted)
+        if minted.result.rows == 0:
+            raise InputError(f"{job.source}: no valid rows to mint ({run.problems.rows} rejected)")
+        info = run.commit(minted)
+    finally:
+        run.close()
+    return run.summary(minted, info, rejects)
+
+
+class _Minted(NamedTuple):
+    """A pass over the file and the batch's keys it produced (merged into one run)."""
+
+    result: MintPass
+    keys: KeyRun
+
+
+@dataclass(slots=True)
+class _MintRun:
+    """One mint under the lock: the new batch's identity, its staging and what is open.
+
+    Each step leaves what it opened here, so :meth:`close` can release it and remove the
+    staged batch whichever step fails (nothing of an uncommitted batch is left behind).
+    """
+
+    job: _Job
+    store: Store
+    con: duckdb.DuckDBPyConnection
+    reader: ProductReader
+    runner: Runner
+    now: datetime
+    batch_id: str
+    seq: int
+    problems: Problems
+    staged: StagedBatch
+    finder: ProductFinder
+    runs: list[KeyRun] = field(default_factory=list)  # merged runs, closed at the end
+    committed: bool = False
+
+    @classmethod
+    def start(
+        cls,
+        job: _Job,
+        store: Store,
+        con: duckdb.DuckDBPyConnection,
+        reader: ProductReader,
+        runner: Runner,
+    ) -> _MintRun:
+        """Name the batch, take its catalog sequence number and stage its directory."""
+        from provmint.minting import Problems, StagedBatch
+        from provmint.store.lookup import ProductFinder
+
+        now = datetime.now(UTC)
+        batch_id = _new_batch_id(now)
+        seq = store.next_seq(con)
+        problems = Problems()
+        staged = StagedBatch(store, batch_id, job.settings.url_base, runner, job.report)
+        finder = ProductFinder.load(store, con)
+        return cls(job, store, con, reader, runner, now, batch_id, seq, problems, staged, finder)
+
+    def first_pass(self) -> _Minted:
+        """Mint every row of the file, then look for duplicates: within the file and
+        against the store (both need the batch's merged keys, so they follow the pass)."""
+        from provmint.minting import Identities
+        from provmint.store.keyindex import RunKind
+
+        first = self.staged.first_pass(self.reader, self.problems, self.job.size)
+        self.job.report("check", 0, 1)
+        keys = self._merged(first, RunKind.KEY)
+        identities = Identities(self.staged.work, first.first_records)
         for found in in_file_duplicates(keys, identities):
-            problems.add(found)
-        for found in store_duplicates(keys, identities, finder):
-            problems.add(found)
-        job.report("check", 1, 1)
-        rejects = _report(job, problems, reader, con)
-        if problems:  # mint again, from the file, the rows that passed
-            keys.close()
-            staged.discard()
-            staged = StagedBatch(store, batch_id, job.settings.url_base, runner, job.report)
-            result = staged.second_pass(job.source, problems, reader.sha256, job.size)
-            keys = staged.merged_runs(result, RunKind.KEY)
-        else:
-            result = first
-        if result.rows == 0:
-            raise InputError(f"{job.source}: no valid rows to mint ({problems.rows} rejected)")
-        job.report("commit", 0, 1)
-        tokens = staged.merged_runs(result, RunKind.TOKEN)
-        root = staged.assemble_tree(result)
-        info = _batch_info(job, seq, batch_id, now, reader, result.rows, root, problems.rows)
+            self.problems.add(found)
+        for found in store_duplicates(keys, identities, self.finder):
+            self.problems.add(found)
+        self.job.report("check", 1, 1)
+        return _Minted(first, keys)
+
+    def mint_again(self, first: _Minted) -> _Minted:
+        """Mint again, from the file, only the rows that passed (``skip_invalid``): the
+        first pass's staging is discarded, as its leaves and indexes include the refused."""
+        from provmint.minting import StagedBatch
+        from provmint.store.keyindex import RunKind
+
+        first.keys.close()
+        self.staged.discard()
+        self.staged = StagedBatch(
+            self.store, self.batch_id, self.job.settings.url_base, self.runner, self.job.report
+        )
+        result = self.staged.second_pass(
+            self.job.source, self.problems, self.reader.sha256, self.job.size
+        )
+        return _Minted(result, self._merged(result, RunKind.KEY))
+
+    def commit(self, minted: _Minted) -> BatchInfo:
+        """Write the tree, the manifest and the store's new index, then commit the batch:
+        its catalog row and the new index in one transaction."""
+        from provmint.store.keyindex import RunKind
+        from provmint.store.lookup import index_runs, update_index
+
+        self.job.report("commit", 0, 1)
+        result = minted.result
+        tokens = self._merged(result, RunKind.TOKEN)
+        root = self.staged.assemble_tree(result)
+        info = _batch_info(
+            self.job,
+            self.seq,
+            self.batch_id,
+            self.now,
+            self.reader,
+            result.rows,
+            root,
+            self.problems.rows,
+        )
         write_atomic(
-            staged.path / "manifest.json",
+            self.staged.path / "manifest.json",
             (json.dumps(info.manifest, indent=2, sort_keys=True) + "\n").encode(),
         )
         index = update_index(
-            store.index_dir,
-            index_runs(con),
-            {RunKind.KEY: keys, RunKind.TOKEN: tokens},
-            finder.products,
+            self.store.index_dir,
+            index_runs(self.con),
+            {RunKind.KEY: minted.keys, RunKind.TOKEN: tokens},
+            self.finder.products,
         )
-        staged.finish_files()
-        store.commit_batch(con, staged.path, info, index)
-        committed = True
-        job.report("commit", 1, 1)
-    finally:
-        for run in (keys, tokens):
-            if run is not None:
-                run.close()
-        finder.close()
-        if not committed:
-            staged.discard()  # what this run wrote, never committed
-    return MintSummary(
-        batch_id=batch_id,
-        source=str(job.source),
-        store=str(store.root),
-        products=result.rows,
-        total_rows=reader.records,
-        rejected_rows=problems.rows,
-        rejects=tuple(rejects),
-        rejects_path=str(job.rejects_path) if rejects and job.rejects_path is not None else None,
-        root=root.hex(),
-        tree_size=result.rows,
-        commitment=info.commitment,
-        key_id=job.key_id,
-        workers=runner.workers,
-        elapsed=0.0,
-    )
+        self.staged.finish_files()
+        self.store.commit_batch(self.con, self.staged.path, info, index)
+        self.committed = True
+        self.job.report("commit", 1, 1)
+        return info
+
+    def close(self) -> None:
+        """Release the runs and the finder; remove the staged batch unless committed."""
+        for run in self.runs:
+            run.close()
+        self.finder.close()
+        if not self.committed:
+            self.staged.discard()  # what this run wrote, never committed
+
+    def summary(self, minted: _Minted, info: BatchInfo, rejects: list[Reject]) -> MintSummary:
+        """What was minted (``elapsed`` is filled in by :func:`mint_batch`)."""
+        job = self.job
+        written = job.rejects_path if rejects else None  # the file is only written with rejects
+        return MintSummary(
+            batch_id=self.batch_id,
+            source=str(job.source),
+            store=str(self.store.root),
+            products=minted.result.rows,
+            total_rows=self.reader.records,
+            rejected_rows=self.problems.rows,
+            rejects=tuple(rejects),
+            rejects_path=None if written is None else str(written),
+            root=info.root,
+            tree_size=minted.result.rows,
+            commitment=info.commitment,
+            key_id=job.key_id,
+            workers=self.runner.workers,
+            elapsed=0.0,
+        )
+
+    def _merged(self, result: MintPass, kind: RunKind) -> KeyRun:
+        """The pass's chunk runs of ``kind`` merged, kept to be closed at the end."""
+        run = self.staged.merged_runs(result, kind)
+        self.runs.append(run)
+        return run
 
 
 def _report(
@@ -342,12 +431,11 @@ def _report(
         job.rejects_path,
         problems=problems.count,
     )
-    row = con.execute(
-        "SELECT batch_id, created_at FROM batches WHERE source_sha256 = ? ORDER BY seq LIMIT 1",
-        [reader.sha256],
-    ).fetchone()
-    if row:  # the likeliest reason for duplicates
-        error.hint = f"this exact file was already minted as batch {row[0]} on {row[1]}"
+    minted = batch_minted_from(con, reader.sha256)
+    if minted is not None:  # the likeliest reason for duplicates
+        error.hint = (
+            f"this exact file was already minted as batch {minted.batch_id} on {minted.created_at}"
+        )
     raise error
 
 

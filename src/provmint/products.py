@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from provmint import gs1, merkle
 from provmint.canonical import encode_record, token_commitment
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ProductRecord",
+    "ProofExport",
     "TokenCheck",
     "anchor_section",
     "anchor_states",
@@ -93,10 +94,7 @@ class ProductRecord:
 def read_catalog(settings: Settings) -> Iterator[tuple[Store, duckdb.DuckDBPyConnection]]:
     """The store and a read-only catalog connection, under the shared store lock."""
     store = Store.open(settings.store)
-    with (
-        store.lock(exclusive=False, timeout=settings.lock_timeout, purpose="read"),
-        store.connect(write=False) as con,
-    ):
+    with store.reading(timeout=settings.lock_timeout) as con:
         yield store, con
 
 
@@ -327,6 +325,13 @@ def proof_of(store: Store, product: ProductRecord, anchor: dict[str, Any] | None
     )
 
 
+class ProofExport(NamedTuple):
+    """What :func:`export_batch_proofs` wrote: the batch, and how many proofs."""
+
+    batch: BatchInfo
+    proofs: int
+
+
 def export_batch_proofs(
     settings: Settings,
     ref: str,
@@ -334,93 +339,126 @@ def export_batch_proofs(
     *,
     fmt: str = "jsonl",
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[BatchInfo, int]:
+) -> ProofExport:
     """Write the proof of every product of a batch: JSON lines (one proof document per
     line) or Parquet (one row per product; the batch section in the file metadata), to
     ``out`` as :func:`provmint.outfile.open_output` does (``-``: standard output)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"unknown proof export format {fmt!r}; use jsonl or parquet")
     with catalog_view(settings) as (store, view):
         batch = find_batch(view.batches, ref, store.root)
     anchor = anchor_section(view.anchor_for_batch(batch.seq), batch)
-    tree = store.tree(batch)
-    levels = [tree.level(i) for i in range(tree.level_count)]
+    proofs = _BatchProofs.load(store, batch, anchor)
+    with open_output(out) as fh:
+        done = _write_proofs(store, proofs, fh, fmt, progress)
+    return ProofExport(batch, done)
 
-    def path(leaf: int) -> list[bytes]:
-        # The whole tree is in memory here: each node is a slice of its level.
+
+@dataclass(frozen=True, slots=True)
+class _BatchProofs:
+    """What every proof of one batch shares, with the batch's whole tree in memory.
+
+    A batch export needs every product's inclusion path: the tree is read once and each
+    node is then a slice of its level, instead of a file read per node.
+    """
+
+    batch: BatchInfo
+    section: dict[str, Any]
+    anchor: dict[str, Any] | None
+    levels: list[bytes]
+
+    @classmethod
+    def load(cls, store: Store, batch: BatchInfo, anchor: dict[str, Any] | None) -> _BatchProofs:
+        """Read the batch's tree, every level of it."""
+        tree = store.tree(batch)
+        levels = [tree.level(i) for i in range(tree.level_count)]
+        return cls(batch, _batch_section(batch), anchor, levels)
+
+    def path(self, leaf: int) -> list[bytes]:
+        """The inclusion path of ``leaf``."""
+        levels = self.levels
         return merkle.inclusion_path(
-            lambda level, j: levels[level][32 * j : 32 * j + 32], leaf, batch.tree_size
+            lambda level, j: levels[level][32 * j : 32 * j + 32], leaf, self.batch.tree_size
         )
 
-    section = _batch_section(batch)
+    def json_lines(self, table: pa.Table) -> bytes:
+        """A stored part's proof documents, one compact JSON line each."""
+        fields = _record_fields(table)
+        lines = []
+        for row in table.to_pylist():
+            leaf = row["leaf_index"]
+            record = {k: row[k] for k in fields}
+            commitment = token_commitment(parse_token(row["token"]))
+            proof = _proof(
+                self.batch, leaf, record, commitment, self.path(leaf), self.section, self.anchor
+            )
+            lines.append(json.dumps(proof, separators=(",", ":"), ensure_ascii=False))
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def parquet_part(self, table: pa.Table) -> pa.Table:
+        """A stored part's proofs as Parquet rows: the leaf index, the record's columns,
+        the token commitment and the path (what is shared is in the file metadata)."""
+        import pyarrow as pa
+
+        fields = _record_fields(table)
+        commitments = [token_commitment(parse_token(t)) for t in table.column("token").to_pylist()]
+        paths = [self.path(leaf) for leaf in table.column("leaf_index").to_pylist()]
+        return (
+            table.select(["leaf_index", *fields])
+            .append_column("token_commitment", pa.array(commitments, pa.binary(32)))
+            .append_column("path", pa.array(paths, pa.list_(pa.binary(32))))
+        )
+
+    def parquet_metadata(self) -> dict[bytes, bytes]:
+        """The Parquet file's ``provmint`` metadata: what every row's proof shares."""
+        shared = {
+            "format": PROOF_FORMAT,
+            "batch": self.section,
+            "anchor": self.anchor,
+            "tree": {
+                "profile": self.batch.tree_profile,
+                "size": self.batch.tree_size,
+                "root": self.batch.root,
+            },
+            "record_version": self.batch.manifest["record_version"],
+        }
+        return {b"provmint": json.dumps(shared).encode()}
+
+
+def _record_fields(table: pa.Table) -> list[str]:
+    """A stored part's record columns (the committed record), in the part's order."""
+    return [c for c in table.column_names if c not in PART_COLUMNS]
+
+
+def _write_proofs(
+    store: Store,
+    proofs: _BatchProofs,
+    fh: BinaryIO,
+    fmt: str,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Write the batch's proofs part by part to ``fh``, reporting after each part;
+    returns how many were written."""
+    import pyarrow.parquet as pq
+
     done = 0
     writer: Any = None
-    with open_output(out) as fh:
-        for index in range(batch.parts):
-            table = store.read_part(batch, index)
-            fields = [c for c in table.column_names if c not in PART_COLUMNS]
-            rows = table.to_pylist()
-            if fmt == "jsonl":
-                lines = []
-                for row in rows:
-                    leaf = row["leaf_index"]
-                    record = {k: row[k] for k in fields}
-                    commitment = token_commitment(parse_token(row["token"]))
-                    lines.append(
-                        json.dumps(
-                            _proof(
-                                batch,
-                                leaf,
-                                record,
-                                commitment,
-                                path(leaf),
-                                section,
-                                anchor,
-                            ),
-                            separators=(",", ":"),
-                            ensure_ascii=False,
-                        )
-                    )
-                fh.write(("\n".join(lines) + "\n").encode("utf-8"))
-            else:
-                commitments = [
-                    token_commitment(parse_token(t)) for t in table.column("token").to_pylist()
-                ]
-                paths = [path(leaf) for leaf in table.column("leaf_index").to_pylist()]
-                part_table = (
-                    table.select(["leaf_index", *fields])
-                    .append_column("token_commitment", pa.array(commitments, pa.binary(32)))
-                    .append_column("path", pa.array(paths, pa.list_(pa.binary(32))))
-                )
-                if writer is None:
-                    meta = {
-                        b"provmint": json.dumps(
-                            {
-                                "format": PROOF_FORMAT,
-                                "batch": section,
-                                "anchor": anchor,
-                                "tree": {
-                                    "profile": batch.tree_profile,
-                                    "size": batch.tree_size,
-                                    "root": batch.root,
-                                },
-                                "record_version": batch.manifest["record_version"],
-                            }
-                        ).encode()
-                    }
-                    writer = pq.ParquetWriter(
-                        fh, part_table.schema.with_metadata(meta), compression="zstd"
-                    )
-                writer.write_table(part_table.replace_schema_metadata(writer.schema.metadata))
-            done += table.num_rows
-            if progress is not None:
-                progress(done, batch.tree_size)
-        if writer is not None:
-            writer.close()
-    return batch, done
+    for index in range(proofs.batch.parts):
+        table = store.read_part(proofs.batch, index)
+        if fmt == "jsonl":
+            fh.write(proofs.json_lines(table))
+        else:
+            part = proofs.parquet_part(table)
+            if writer is None:  # the first part gives the schema (every part has the batch's)
+                schema = part.schema.with_metadata(proofs.parquet_metadata())
+                writer = pq.ParquetWriter(fh, schema, compression="zstd")
+            writer.write_table(part.replace_schema_metadata(writer.schema.metadata))
+        done += table.num_rows
+        if progress is not None:
+            progress(done, proofs.batch.tree_size)
+    if writer is not None:
+        writer.close()
+    return done
 
 
 def label_table(table: pa.Table) -> pa.Table:

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,12 +28,13 @@ from provmint.batch import MANIFEST_FORMAT
 from provmint.canonical import batch_commitment, manifest_digest
 from provmint.config import Settings
 from provmint.errors import ProvmintError, StoreCorruptError
-from provmint.store import BatchInfo, Store, init_catalog, insert_batch
+from provmint.store import BatchInfo, Store, rebuild
 from provmint.store import anchors as anchor_state
 from provmint.store.files import fsync_dir
 from provmint.store.keyindex import KeyRun, RunKind, SpillSorter
-from provmint.store.lock import pid_alive, store_lock
+from provmint.store.lock import store_lock
 from provmint.store.lookup import IndexUpdate, rebuild_index, stray_runs
+from provmint.store.rebuild import CatalogSummary
 from provmint.store.treefile import TreeFile
 
 if TYPE_CHECKING:
@@ -96,15 +96,6 @@ class _Restored:
     """The batch's index runs (rows = leaf indexes), in the repair's scratch directory."""
 
 
-@dataclass
-class _Previous:
-    """What the previous catalog says, when it can still be read."""
-
-    seq_of: dict[str, int] = field(default_factory=dict)
-    commitment_of: dict[str, str] = field(default_factory=dict)
-    anchors: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-
 def repair_store(
     settings: Settings,
     *,
@@ -158,7 +149,7 @@ def _finish(
     store: Store,
     restored: list[_Restored],
     bad: list[tuple[Path, str]],
-    previous: _Previous | None,
+    previous: CatalogSummary | None,
     notes: list[str],
     *,
     dry_run: bool,
@@ -178,7 +169,7 @@ def _finish(
     moved_to = None
     if not dry_run:
         new, index = _build_catalog(store, restored, anchors, notes)
-        moved_to = _swap_catalog(store, new)
+        moved_to = rebuild.swap_catalog(store, new)
         for stray in stray_runs(store.index_dir, {e.name for e in index.runs}):
             stray.unlink()  # runs of the previous catalog, derived and now unlisted
     return RepairReport(
@@ -193,25 +184,16 @@ def _finish(
     )
 
 
-def _read_previous(store: Store, notes: list[str]) -> _Previous | None:
+def _read_previous(store: Store, notes: list[str]) -> CatalogSummary | None:
     """The previous catalog's batch numbers, commitments and anchors, if it is readable."""
     if not store.catalog_path.exists():
         notes.append("there was no catalog")
         return None
-    previous = _Previous()
     try:
-        with store.connect(write=False) as con:
-            for seq, batch_id, commitment in con.execute(
-                "SELECT seq, batch_id, commitment FROM batches"
-            ).fetchall():
-                previous.seq_of[batch_id] = int(seq)
-                previous.commitment_of[batch_id] = commitment
-            for (anchor_id,) in con.execute("SELECT anchor_id FROM anchors").fetchall():
-                previous.anchors[int(anchor_id)] = anchor_state.anchor_document(con, anchor_id)
+        return rebuild.read_summary(store)
     except ProvmintError as exc:
         notes.append(f"the previous catalog could not be read ({exc}); rebuilt from files only")
         return None
-    return previous
 
 
 def _restore(directory: Path, scratch: Path, notes: list[str]) -> _Restored:
@@ -346,7 +328,7 @@ def _add_index_keys(
         )
 
 
-def _number(restored: list[_Restored], previous: _Previous | None) -> None:
+def _number(restored: list[_Restored], previous: CatalogSummary | None) -> None:
     """Give every batch its sequence number: the previous catalog's where it had one,
     then the next numbers in order of creation."""
     from dataclasses import replace
@@ -362,7 +344,7 @@ def _number(restored: list[_Restored], previous: _Previous | None) -> None:
     restored.sort(key=lambda r: r.info.seq)
 
 
-def _compare(restored: list[_Restored], previous: _Previous | None, notes: list[str]) -> None:
+def _compare(restored: list[_Restored], previous: CatalogSummary | None, notes: list[str]) -> None:
     if previous is None:
         return
     for r in restored:
@@ -376,7 +358,7 @@ def _compare(restored: list[_Restored], previous: _Previous | None, notes: list[
 
 
 def _anchor_documents(
-    store: Store, previous: _Previous | None, notes: list[str]
+    store: Store, previous: CatalogSummary | None, notes: list[str]
 ) -> list[dict[str, Any]]:
     """Every anchor: from its file in anchors/ (never behind the catalog), else from the
     previous catalog."""
@@ -404,67 +386,16 @@ def _quarantine(store: Store, directory: Path) -> Path:
     return target
 
 
-_REPAIR_NAME = re.compile(r"^catalog\.duckdb\.repair-(?P<pid>[0-9]+)(\.wal)?$")
-
-
 def _build_catalog(
     store: Store, restored: list[_Restored], anchors: list[dict[str, Any]], notes: list[str]
 ) -> tuple[Path, IndexUpdate]:
     """Write the new catalog beside the old one, and the store's index; returns the
     catalog's path and the index it lists."""
-    import duckdb
-
-    for stale in store.root.iterdir():  # what an interrupted repair wrote
-        match = _REPAIR_NAME.match(stale.name)
-        if match and not pid_alive(int(match["pid"])):
-            stale.unlink()
-    path = store.root / f"catalog.duckdb.repair-{os.getpid()}"
-    path.unlink(missing_ok=True)
-    seq_of = {r.info.batch_id: r.info.seq for r in restored}
     runs_of = {r.info.batch_id: r.runs for r in restored}
     index = rebuild_index(store, [r.info for r in restored], lambda b, _: runs_of[b.batch_id])
-    try:
-        con = duckdb.connect(str(path))
-        try:
-            init_catalog(con)
-            con.execute("BEGIN TRANSACTION")
-            for r in restored:
-                insert_batch(con, r.info)
-            index.record(con)
-            for doc in anchors:
-                missing = anchor_state.restore_anchor(con, doc, seq_of)
-                if missing:
-                    notes.append(
-                        f"anchor #{doc['anchor_id']} covers batches that are not in the "
-                        f"store: {', '.join(missing)}"
-                    )
-            con.execute("COMMIT")
-            store.refresh_view(con)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-    except duckdb.Error as exc:
-        path.unlink(missing_ok=True)
-        index.discard()
-        raise store.catalog_error(exc) from exc
-    except BaseException:
-        path.unlink(missing_ok=True)
-        index.discard()
-        raise
-    return path, index
-
-
-def _swap_catalog(store: Store, new: Path) -> str | None:
-    """Put the new catalog in place, the old one (if any) beside it under a dated name."""
-    moved = None
-    if store.catalog_path.exists():
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        old = store.catalog_path.with_name(f"{store.catalog_path.name}.before-repair-{stamp}")
-        wal = store.catalog_path.with_name(store.catalog_path.name + ".wal")
-        if wal.exists():
-            os.replace(wal, old.with_name(old.name + ".wal"))
-        os.replace(store.catalog_path, old)
-        moved = str(old.relative_to(store.root))
-    os.replace(new, store.catalog_path)
-    fsync_dir(store.root)
-    return moved
+    built = rebuild.build_catalog(store, [r.info for r in restored], index, anchors)
+    for anchor_id, missing in built.uncovered:
+        notes.append(
+            f"anchor #{anchor_id} covers batches that are not in the store: {', '.join(missing)}"
+        )
+    return built.path, index

@@ -38,7 +38,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,14 +70,17 @@ __all__ = [
     "ROW_GROUP_ROWS",
     "STORE_FORMAT",
     "BatchInfo",
+    "BatchStamp",
     "Recovery",
     "Store",
+    "batch_minted_from",
     "damaged",
     "find_batch",
     "init_catalog",
     "insert_batch",
     "load_json",
     "store_lock",
+    "transaction",
 ]
 
 STORE_FORMAT = "provmint-store/1"
@@ -254,6 +257,42 @@ def insert_batch(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> None:
     )
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One catalog transaction: committed when the block ends, rolled back when it raises
+    (the error then propagates)."""
+    import duckdb
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        # DuckDB may have ended it already (a failed COMMIT does).
+        with contextlib.suppress(duckdb.TransactionException):
+            con.execute("ROLLBACK")
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStamp:
+    """A committed batch's id and creation time: what a message naming it needs."""
+
+    batch_id: str
+    created_at: str
+
+
+def batch_minted_from(con: duckdb.DuckDBPyConnection, sha256: str) -> BatchStamp | None:
+    """The first committed batch minted from the file whose SHA-256 is ``sha256`` (hex),
+    or None. Only its id and creation time are read: this serves a message, which a
+    damaged manifest elsewhere in the row must not turn into another error."""
+    row = con.execute(
+        "SELECT batch_id, created_at FROM batches WHERE source_sha256 = ? ORDER BY seq LIMIT 1",
+        [sha256],
+    ).fetchone()
+    return BatchStamp(str(row[0]), str(row[1])) if row else None
+
+
 @dataclass(frozen=True, slots=True)
 class Recovery:
     """What :meth:`Store.recover` did: committed batches it moved out of ``staging/``
@@ -347,6 +386,54 @@ class Store:
 
             with contextlib.suppress(ProvmintError, OSError):
                 refresh_snapshot(self)
+
+    @contextmanager
+    def writing(
+        self,
+        *,
+        timeout: float,
+        purpose: str,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection to the catalog, held inside the exclusive store lock.
+
+        The lock is taken first (waiting up to ``timeout`` seconds, ``on_wait`` told once
+        who holds it; ``purpose`` is what a waiting process is told we do), the connection
+        opened inside it, and both released in reverse order, so the connection (and the
+        readers' snapshot written when it closes) never outlives the lock. An error in the
+        block propagates (DuckDB's mapped by :meth:`catalog_error`).
+        """
+        with (
+            self.lock(exclusive=True, timeout=timeout, purpose=purpose, on_wait=on_wait),
+            self.connect(write=True) as con,
+        ):
+            yield con
+
+    @contextmanager
+    def reading(
+        self, *, timeout: float, purpose: str = "read"
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the catalog, held inside the shared store lock (taken
+        first, released last, as in :meth:`writing`). Raises StoreError when the store has
+        no batch yet (nothing to read) and StoreCorruptError when its catalog is missing."""
+        with (
+            self.lock(exclusive=False, timeout=timeout, purpose=purpose),
+            self.connect(write=False) as con,
+        ):
+            yield con
+
+    def catalog_stamp(self) -> tuple[float, int]:
+        """A cheap fingerprint of the catalog's files (modification time, total size)
+        that changes with every commit, for a reader deciding whether to reload;
+        ``(0.0, 0)`` while there is no catalog."""
+        try:
+            info = os.stat(self.catalog_path)
+        except FileNotFoundError:
+            return (0.0, 0)
+        # A commit may land in the write-ahead log and leave the file itself untouched.
+        wal = self.catalog_wal_path
+        wal_size = wal.stat().st_size if wal.exists() else 0
+        return (info.st_mtime, info.st_size + wal_size)
 
     def view(self) -> CatalogView:
         """The catalog as readers see it (hold the store lock; shared is enough): from
@@ -459,16 +546,11 @@ class Store:
             lambda batch, scratch: runs_of_columns(scratch, lambda: column_blocks(self, batch)),
         )
         try:
-            con.execute("BEGIN TRANSACTION")
-            index.record(con)
-            con.execute("DROP TABLE IF EXISTS product_keys")
-            con.execute("DROP TABLE IF EXISTS product_tokens")
-            con.execute("COMMIT")
+            with transaction(con):
+                index.record(con)
+                con.execute("DROP TABLE IF EXISTS product_keys")
+                con.execute("DROP TABLE IF EXISTS product_tokens")
         except BaseException:
-            import duckdb
-
-            with contextlib.suppress(duckdb.TransactionException):
-                con.execute("ROLLBACK")
             index.discard()
             raise
 
@@ -532,16 +614,9 @@ class Store:
             if directory.exists():
                 fsync_dir(directory)
         try:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 insert_batch(con, info)
                 index.record(con)
-                con.execute("COMMIT")
-            except BaseException:
-                # DuckDB may have ended it already (a failed COMMIT does).
-                with contextlib.suppress(duckdb.TransactionException):
-                    con.execute("ROLLBACK")
-                raise
         except BaseException:
             index.discard()
             raise
