@@ -24,7 +24,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from provmint import merkle
 from provmint.errors import ProofError
@@ -135,6 +135,13 @@ def build_anchor_tree(commitments: Sequence[bytes]) -> AnchorTree:
     return AnchorTree(ordered, tuple(merkle.build_levels(leaves)))
 
 
+class OfflineCheck(NamedTuple):
+    """Whether a batch commitment leads to an anchor's root and digest, and why."""
+
+    ok: bool
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class AnchorSection:
     """A parsed ``anchor`` section of a proof (well-formed, not yet verified)."""
@@ -153,19 +160,20 @@ class AnchorSection:
     block_hash: str
     block_time: int
 
-    def check_offline(self, commitment: bytes) -> tuple[bool, str]:
+    def check_offline(self, commitment: bytes) -> OfflineCheck:
         """Does the batch commitment lead to this anchor's root and digest?"""
         try:
             root = merkle.root_from_path(
                 anchor_leaf(commitment), self.leaf_index, self.size, self.path
             )
         except merkle.InclusionProofError as exc:
-            return False, f"anchor path: {exc}"
+            return OfflineCheck(False, f"anchor path: {exc}")
         if not hmac.compare_digest(root, self.root):
-            return False, "the batch commitment does not lead to the anchor root"
+            return OfflineCheck(False, "the batch commitment does not lead to the anchor root")
         if not hmac.compare_digest(anchor_digest(self.size, self.root), self.digest):
-            return False, "the anchor digest does not bind this root and size"
-        return True, f"batch is leaf {self.leaf_index} of {self.size} in the anchor tree"
+            return OfflineCheck(False, "the anchor digest does not bind this root and size")
+        detail = f"batch is leaf {self.leaf_index} of {self.size} in the anchor tree"
+        return OfflineCheck(True, detail)
 
 
 def _field(doc: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

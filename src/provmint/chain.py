@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from provmint.config import ChainSettings, Secret
@@ -30,7 +30,10 @@ from provmint.errors import (
 
 __all__ = [
     "ChainKey",
+    "Connection",
+    "FeeMarket",
     "Node",
+    "SignedTx",
     "TxSent",
     "clean_remote_text",
     "connect",
@@ -73,6 +76,23 @@ class TxSent:
     tx_hash: str
     already_known: bool = False
     nonce_used: bool = False
+
+
+class FeeMarket(NamedTuple):
+    """The EIP-1559 fee market at the latest block, in wei."""
+
+    base: int
+    """The latest block's base fee per gas."""
+    tip: int
+    """The node's suggested priority fee per gas."""
+
+
+class SignedTx(NamedTuple):
+    """A signed transaction."""
+
+    raw: bytes
+    tx_hash: str
+    """``0x`` and 64 hex digits."""
 
 
 class Node:
@@ -145,13 +165,12 @@ class Node:
             self._call("eth_getTransactionCount", self.w3.eth.get_transaction_count, address, block)
         )
 
-    def fees(self) -> tuple[int, int]:
-        """EIP-1559 fee market now: (base fee of the latest block, suggested priority fee),
-        in wei."""
+    def fees(self) -> FeeMarket:
+        """The EIP-1559 fee market now."""
         latest = self.block("latest") or {}
         base = int(latest.get("baseFeePerGas") or 0)
         tip = int(self._call("eth_maxPriorityFeePerGas", lambda: self.w3.eth.max_priority_fee))
-        return base, tip
+        return FeeMarket(base, tip)
 
     def estimate_gas(self, tx: dict[str, Any]) -> int:
         """Gas the node estimates for ``tx`` (never hard-coded: EIP-7623 floors change it)."""
@@ -217,6 +236,13 @@ class Node:
         return bytes(self._call("eth_getCode", self.w3.eth.get_code, address))
 
 
+class Connection(NamedTuple):
+    """A node, and the chain id it serves (checked against the settings)."""
+
+    node: Node
+    chain_id: int
+
+
 class ChainKey:
     """The issuer's chain signing key (separate from the token key).
 
@@ -264,15 +290,15 @@ class ChainKey:
             raise AnchorError(f"{path}: not a valid keystore ({type(exc).__name__})") from None
         return cls(bytes(key))
 
-    def sign(self, tx: dict[str, Any]) -> tuple[bytes, str]:
-        """Sign a transaction dict: (raw bytes, 0x tx hash)."""
+    def sign(self, tx: dict[str, Any]) -> SignedTx:
+        """Sign a transaction dict."""
         from eth_account import Account
 
         try:
             signed = Account.sign_transaction(tx, self._key.reveal())
         except Exception as exc:
             raise AnchorError(f"cannot sign the transaction ({type(exc).__name__})") from None
-        return bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex()
+        return SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex())
 
 
 def registry_anchor_data(digest: bytes) -> str:
@@ -291,7 +317,7 @@ def registry_anchored_at(node: Node, registry: str, issuer: str, digest: bytes) 
     return int.from_bytes(node.call(registry, "0x" + data.hex()) or b"\0", "big")
 
 
-def connect(chain: ChainSettings) -> tuple[Node, int]:
+def connect(chain: ChainSettings) -> Connection:
     """A node for these settings, its chain id checked against the expected one."""
     if not chain.rpc_url:
         raise ConfigError(
@@ -306,7 +332,7 @@ def connect(chain: ChainSettings) -> tuple[Node, int]:
             f"but the profile expects chain {chain.chain_id}",
             hint="check --rpc-url or the chain profile's chain_id",
         )
-    return node, chain_id
+    return Connection(node, chain_id)
 
 
 def load_chain_key(chain: ChainSettings, ask_password: Callable[[], str] | None = None) -> ChainKey:

@@ -169,7 +169,7 @@ def find_product(
     token: str | None = None,
 ) -> ProductRecord:
     """Look a product up by (gtin, serial) or by its printed token."""
-    return locate_product(settings, gtin=gtin, serial=serial, token=token)[0]
+    return locate_product(settings, gtin=gtin, serial=serial, token=token).product
 
 
 def locate_product(
@@ -178,7 +178,7 @@ def locate_product(
     gtin: str | None = None,
     serial: str | None = None,
     token: str | None = None,
-) -> tuple[ProductRecord, dict[str, Any] | None]:
+) -> LocatedProduct:
     """:func:`find_product`, and the proof ``anchor`` section of its batch (None until
     the batch's anchor is in a block). One catalog read, no DuckDB when the catalog's
     snapshot is current, and the index opened for one lookup (:class:`PointIndex`)."""
@@ -193,8 +193,9 @@ def locate_product(
             found = finder.by_token(raw)
         if found is None:
             raise NotFoundError(f"no product with token {token} in store {settings.store}")
-        return product_record(found), anchor_section(
-            view.anchor_for_batch(found.batch.seq), found.batch
+        return LocatedProduct(
+            product_record(found),
+            anchor_section(view.anchor_for_batch(found.batch.seq), found.batch),
         )
     if gtin is None or serial is None:
         raise ConfigError("give --gtin and --serial, or --token")
@@ -212,8 +213,9 @@ def locate_product(
         raise NotFoundError(
             f"no product (gtin {gtin14}, serial {serial}) in store {settings.store}"
         )
-    return product_record(found), anchor_section(
-        view.anchor_for_batch(found.batch.seq), found.batch
+    return LocatedProduct(
+        product_record(found),
+        anchor_section(view.anchor_for_batch(found.batch.seq), found.batch),
     )
 
 
@@ -323,6 +325,14 @@ def proof_of(store: Store, product: ProductRecord, anchor: dict[str, Any] | None
         _batch_section(product.batch),
         anchor,
     )
+
+
+class LocatedProduct(NamedTuple):
+    """A product found in the store, with its batch's proof ``anchor`` section (None
+    until the batch's anchor is in a block)."""
+
+    product: ProductRecord
+    anchor: dict[str, Any] | None
 
 
 class ProofExport(NamedTuple):

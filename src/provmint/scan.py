@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from provmint import gs1
 from provmint.config import Settings
@@ -33,21 +34,49 @@ from provmint.errors import (
     NotFoundError,
 )
 from provmint.keys import Keyring, load_keyring
-from provmint.store.scanlog import ScanStats, open_scan_log
+from provmint.store.scanlog import GOOD_VERDICTS, ScanStats, open_scan_log
 from provmint.tokens import make_token, parse_token
 
-__all__ = ["DEFAULT_CLONE_SCANS", "ScanResult", "judge", "scan_code"]
+__all__ = ["DEFAULT_CLONE_SCANS", "Judgement", "ScanResult", "Verdict", "judge", "scan_code"]
 
 DEFAULT_CLONE_SCANS = 5
 """A genuine code scanned more often than this is flagged as a possible copy."""
 
+
+class Verdict(StrEnum):
+    """What a scanned code turned out to be (its value is what logs and JSON say)."""
+
+    GENUINE = "genuine"
+    PENDING = "pending"
+    FORGED = "forged"
+    UNKNOWN = "unknown"
+    SUSPECT = "suspect"
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code ``provmint scan`` gives for this verdict."""
+        return _EXIT[self]
+
+    @property
+    def shows_real_token(self) -> bool:
+        """Did the scan show the code's real token (so it counts towards copies)?"""
+        return self in GOOD_VERDICTS  # the scan log's definition, which its counters use
+
+
 _EXIT = {
-    "genuine": EXIT_OK,
-    "pending": EXIT_PENDING,
-    "forged": EXIT_INVALID,
-    "unknown": EXIT_NOT_FOUND,
-    "suspect": EXIT_SUSPECT,
+    Verdict.GENUINE: EXIT_OK,
+    Verdict.PENDING: EXIT_PENDING,
+    Verdict.FORGED: EXIT_INVALID,
+    Verdict.UNKNOWN: EXIT_NOT_FOUND,
+    Verdict.SUSPECT: EXIT_SUSPECT,
 }
+
+
+class Judgement(NamedTuple):
+    """The verdict on one scanned code, and why (in words for people)."""
+
+    verdict: Verdict
+    reason: str
 
 
 def judge(
@@ -57,27 +86,29 @@ def judge(
     token: str | None,
     lot: str | None,
     anchored: bool,
-) -> tuple[str, str]:
+) -> Judgement:
     """The verdict on one scanned code (before clone detection) and its reason."""
     if record is None or key_id is None:
-        return "unknown", "no product with this code was minted by this issuer"
+        return Judgement(Verdict.UNKNOWN, "no product with this code was minted by this issuer")
     if token is None:
-        return "forged", "the code carries no token"
+        return Judgement(Verdict.FORGED, "the code carries no token")
     try:
         raw = parse_token(token)
         secret = keyring.get(key_id).secret.reveal()
     except ValueError:
-        return "forged", "the token is malformed"
+        return Judgement(Verdict.FORGED, "the token is malformed")
     except KeyringError:
-        return "forged", f"the batch's key {key_id} is not in this key file"
+        return Judgement(Verdict.FORGED, f"the batch's key {key_id} is not in this key file")
     expected = make_token(secret, record["gtin"], record["serial"])
     if not hmac.compare_digest(expected, raw):
-        return "forged", "the token does not match this product (possible counterfeit)"
+        return Judgement(
+            Verdict.FORGED, "the token does not match this product (possible counterfeit)"
+        )
     if lot and lot != record.get("lot", ""):
-        return "forged", "the lot on the code differs from the minted record"
+        return Judgement(Verdict.FORGED, "the lot on the code differs from the minted record")
     if not anchored:
-        return "pending", "genuine record; its batch is not anchored on chain yet"
-    return "genuine", "genuine product"
+        return Judgement(Verdict.PENDING, "genuine record; its batch is not anchored on chain yet")
+    return Judgement(Verdict.GENUINE, "genuine product")
 
 
 def suspicious(stats: ScanStats, threshold: int) -> str | None:
@@ -96,7 +127,7 @@ def suspicious(stats: ScanStats, threshold: int) -> str | None:
 class ScanResult:
     """What a scan found."""
 
-    verdict: str
+    verdict: Verdict
     reason: str
     record: dict[str, str] | None
     batch_id: str | None
@@ -106,7 +137,7 @@ class ScanResult:
     @property
     def exit_code(self) -> int:
         """Process exit code of the verdict."""
-        return _EXIT[self.verdict]
+        return self.verdict.exit_code
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form (never the token)."""
@@ -189,9 +220,9 @@ def scan_code(
                 location=location,
                 source=source,
             )
-        why = suspicious(stats, clone_threshold) if verdict in ("genuine", "pending") else None
+        why = suspicious(stats, clone_threshold) if verdict.shows_real_token else None
         if why is not None:
-            verdict, reason = "suspect", f"possible copied label: {why}"
+            verdict, reason = Verdict.SUSPECT, f"possible copied label: {why}"
     return ScanResult(
         verdict=verdict,
         reason=reason,

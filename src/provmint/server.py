@@ -48,7 +48,7 @@ from provmint.products import (
     product_record,
     proof_of,
 )
-from provmint.scan import DEFAULT_CLONE_SCANS, judge, suspicious
+from provmint.scan import DEFAULT_CLONE_SCANS, Verdict, judge, suspicious
 from provmint.store import BatchInfo, Store
 from provmint.store.lookup import ProductFinder
 from provmint.store.scanlog import GOOD_VERDICTS, ScanLogError, clean_location, open_scan_log
@@ -279,12 +279,12 @@ class _Service:
                 self.log_state(None)
                 logged = True
                 scans = stats.count
-                if verdict in ("genuine", "pending") and suspicious(stats, self.clone_threshold):
+                if verdict.shows_real_token and suspicious(stats, self.clone_threshold):
                     # Never the places themselves: they are what earlier visitors typed
                     # into the link (``loc``), so repeating them would let anyone write
                     # on the brand's page. They are the operator's, in the scan log.
-                    verdict, reason = "suspect", PUBLIC_COPY_REASON
-        if verdict in ("forged", "unknown"):  # the same answer for both, on purpose
+                    verdict, reason = Verdict.SUSPECT, PUBLIC_COPY_REASON
+        if verdict in (Verdict.FORGED, Verdict.UNKNOWN):  # one answer for both, on purpose
             return _Outcome(
                 "unknown", "this code does not match any product we made", None, None, 0
             )
