@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "provmint.minting": EDGE,
     "provmint.pool": EDGE,
     "provmint.outfile": EDGE,
+    "provmint.pendingfile": EDGE,  # replacing a file whole: store files and outputs
     "provmint.supervisor": EDGE,
     "provmint.csvsafe": EDGE,  # Arrow compute over label and export columns
     "provmint.qrmask": EDGE,  # QR symbols through segno and numpy

@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import secrets
 import stat
 import sys
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from provmint.errors import OutputError, ProvmintError, os_error
+from provmint.pendingfile import PendingFile
 
 __all__ = [
     "STDOUT",
@@ -248,46 +248,33 @@ def _open_stream(target: OutputTarget) -> Iterator[BinaryIO]:
 @contextmanager
 def _atomic(target: OutputTarget, *, private: bool) -> Iterator[BinaryIO]:
     """Write into a temporary file beside the target, then fsync, rename and fsync the
-    directory. On any failure the temporary file is removed and the target is untouched."""
+    directory (a :class:`~provmint.pendingfile.PendingFile`). On any failure the temporary
+    file is removed and the target is untouched."""
     assert target.path is not None
     final = target.path
-    tmp = final.with_name(f".{final.name[:180]}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        keep_mode = None if private or not target.exists else stat.S_IMODE(os.stat(final).st_mode)
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if private else 0o666
-        )
+        if private:
+            pending = _pending(final, mode=0o600)
+        elif target.exists:
+            pending = _pending(final, mode=stat.S_IMODE(os.stat(final).st_mode))
+        else:
+            pending = _pending(final, mode=0o666, umask=True)  # as any new file
     except OSError as exc:
         raise os_error(_nameless(exc), final) from exc
     try:
-        with os.fdopen(fd, "wb") as fh:
-            if keep_mode is not None:
-                os.fchmod(fh.fileno(), keep_mode)
+        # closefd=False: the descriptor is the PendingFile's; the inner block flushes
+        # the buffered file before the outer one commits.
+        with pending, os.fdopen(pending.fd, "wb", closefd=False) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise os_error(_nameless(exc), final) from exc
-        raise
-    _fsync_directory(final.parent)
+    except OSError as exc:
+        raise os_error(_nameless(exc), final) from exc
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable. Some file systems cannot fsync a directory: that is not an
-    error of the output, which is already complete."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _pending(final: Path, *, mode: int, umask: bool = False) -> PendingFile:
+    """The new version of a user's output. Once renamed it is complete: a directory that
+    cannot be opened or fsynced afterwards (some file systems cannot; a directory may be
+    writable and not readable) is not an error of the output."""
+    return PendingFile(final, mode=mode, umask=umask, best_effort_dir_sync=True)
 
 
 def write_output(out: Path | str, data: bytes, *, private: bool = False) -> None:

@@ -1,25 +1,22 @@
 """Durable file writes inside the store: write a temporary file, fsync it, rename it over
-the target and fsync the directory, so a crash leaves the old file or the new one."""
+the target and fsync the directory, so a crash leaves the old file or the new one.
+
+The temporary file's life cycle is :class:`provmint.pendingfile.PendingFile`'s; this
+module is the store's policy over it: exact modes (0644 unless told), and a directory
+that cannot be fsynced is an error unless its file system cannot fsync directories at
+all (see :func:`fsync_dir`, re-exported here for the store's own renames)."""
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from provmint.pendingfile import PendingFile, fsync_dir
+
 __all__ = ["atomic_file", "fsync_dir", "write_atomic"]
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (new, renamed or removed files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -29,22 +26,13 @@ def atomic_file(path: Path, *, mode: int = 0o644, durable: bool = True) -> Itera
     the directory. ``durable=False`` skips both fsyncs, for files that a later step makes
     durable (a staged batch's parts are, before its commit). On an error the temporary
     file is removed and ``path`` is as it was."""
-    # pid and a random part: threads of one process may replace the same file together
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            yield fh
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
+    # closefd=False: the descriptor is the PendingFile's, closed by its commit or discard;
+    # the inner block closes (flushes) the buffered file before the commit.
+    with (
+        PendingFile(path, mode=mode, durable=durable) as pending,
+        os.fdopen(pending.fd, "wb", closefd=False) as fh,
+    ):
+        yield fh
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:

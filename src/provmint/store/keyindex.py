@@ -33,7 +33,6 @@ import os
 import secrets
 import struct
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provmint.errors import StoreCorruptError, os_error
-from provmint.store.files import fsync_dir
+from provmint.pendingfile import PendingFile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -655,9 +654,10 @@ def _ordered_matches(
 
 class RunWriter:
     """Write a run from blocks appended in (key, row) order; :meth:`close` makes it
-    appear atomically (temporary file in the same directory, fsync, rename, fsync of the
-    directory). With ``count`` known, entries go straight to their place; without it,
-    the rows go to a side file first. ``durable=False`` skips the fsyncs (spill files).
+    appear atomically (a :class:`~provmint.pendingfile.PendingFile`: temporary file in
+    the same directory, fsync, rename, fsync of the directory). With ``count`` known,
+    entries go straight to their place; without it, the rows go to a side file first (a
+    PendingFile too, never committed). ``durable=False`` skips the fsyncs (spill files).
     In a ``with`` block an exception discards everything written. Write failures are
     :class:`~provmint.errors.OutputError` naming the file.
     """
@@ -671,29 +671,26 @@ class RunWriter:
         self.written = 0
         self._expected = count
         self._last: tuple[int, int] | None = None
-        self._fd: int | None = None
-        self._side: int | None = None
-        self._tmp: Path | None = None
-        self._side_tmp: Path | None = None
+        self._run: PendingFile | None = None
+        self._side: PendingFile | None = None
         if count is not None and count < 0:
             raise ValueError("count must be >= 0")
         try:
-            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-            self._fd, self._tmp = fd, Path(name)
+            self._run = PendingFile(self.path, mode=0o644, durable=durable)
             if count is None:
-                side, side_name = tempfile.mkstemp(
-                    dir=self.path.parent, prefix=f".{self.path.name}.rows."
+                # Scratch, read back by close(): private, never fsynced, never committed.
+                self._side = PendingFile(
+                    self.path.with_name(f"{self.path.name}.rows"), mode=0o600, durable=False
                 )
-                self._side, self._side_tmp = side, Path(side_name)
             else:
-                os.ftruncate(fd, HEADER_SIZE + ENTRY_SIZE * count)
+                os.ftruncate(self._run.fd, HEADER_SIZE + ENTRY_SIZE * count)
         except OSError as exc:
             self.abort()
             raise os_error(exc, self.path) from exc
 
     def append(self, keys: Any, rows: Any) -> None:
         """Add entries that continue the (key, row) order (ValueError otherwise)."""
-        if self._fd is None:
+        if self._run is None:
             raise ValueError(f"run writer for {self.path} is closed")
         keys, rows = _as_keys(keys), _as_rows(rows)
         if len(keys) != len(rows):
@@ -706,14 +703,15 @@ class RunWriter:
         n = len(keys)
         if self._expected is not None and self.written + n > self._expected:
             raise ValueError(f"more than the {self._expected} entries announced")
+        fd = self._run.fd
         try:
-            _pwrite_all(self._fd, keys.astype("<u8", copy=False), HEADER_SIZE + 8 * self.written)
+            _pwrite_all(fd, keys.astype("<u8", copy=False), HEADER_SIZE + 8 * self.written)
             if self._side is not None:
-                _pwrite_all(self._side, rows.astype("<u4", copy=False), 4 * self.written)
+                _pwrite_all(self._side.fd, rows.astype("<u4", copy=False), 4 * self.written)
             else:
                 assert self._expected is not None
                 offset = HEADER_SIZE + 8 * self._expected + 4 * self.written
-                _pwrite_all(self._fd, rows.astype("<u4", copy=False), offset)
+                _pwrite_all(fd, rows.astype("<u4", copy=False), offset)
         except OSError as exc:
             self.abort()
             raise os_error(exc, self.path) from exc
@@ -722,58 +720,46 @@ class RunWriter:
 
     def close(self) -> None:
         """Finish the file and rename it into place."""
-        if self._fd is None:
+        if self._run is None:
             raise ValueError(f"run writer for {self.path} is closed")
         if self._expected is not None and self.written != self._expected:
             self.abort()
             raise ValueError(f"{self.written} entries written, {self._expected} announced")
-        fd, tmp = self._fd, self._tmp
-        assert tmp is not None
+        run = self._run
         try:
             if self._side is not None:
                 self._copy_rows()
-            _pwrite_all(fd, _header(self.written, self.kind), 0)
-            os.fchmod(fd, 0o644)
-            if self.durable:
-                os.fsync(fd)
-            os.replace(tmp, self.path)
-            self._tmp = None
-            if self.durable:
-                fsync_dir(self.path.parent)
+            _pwrite_all(run.fd, _header(self.written, self.kind), 0)
+            run.commit()
         except OSError as exc:
             raise os_error(exc, self.path) from exc
         finally:
             self.abort()
 
     def _copy_rows(self) -> None:
-        assert self._fd is not None and self._side is not None
+        assert self._run is not None and self._side is not None
         position, total = 0, 4 * self.written
         target = HEADER_SIZE + 8 * self.written
         while position < total:
-            data = os.pread(self._side, min(1 << 23, total - position), position)
+            data = os.pread(self._side.fd, min(1 << 23, total - position), position)
             if not data:
                 raise OSError(0, "side file shorter than written")
-            _pwrite_all(self._fd, data, target + position)
+            _pwrite_all(self._run.fd, data, target + position)
             position += len(data)
 
     def abort(self) -> None:
-        """Discard everything written (nothing appears at ``path``)."""
-        for fd in (self._fd, self._side):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._side = None
-        for tmp in (self._tmp, self._side_tmp):
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-        self._tmp = self._side_tmp = None
+        """Discard everything written (nothing appears at ``path``); nothing to do once
+        closed."""
+        for pending in (self._run, self._side):
+            if pending is not None:
+                pending.discard()
+        self._run = self._side = None
 
     def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        if exc is None and self._fd is not None:
+        if exc is None and self._run is not None:
             self.close()
         else:
             self.abort()
