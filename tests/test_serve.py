@@ -147,7 +147,7 @@ def test_healthz_reports_counts(example, serve_store, tmp_path: Path) -> None:
     server = serve_store()
     r = httpx.get(server.url + "/healthz", timeout=10)
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "batches": 1, "products": 9}
+    assert r.json() == {"status": "ok", "batches": 1, "products": 9, "scans_not_logged": 0}
     _clean(r.text, tmp_path)
 
 
@@ -575,6 +575,7 @@ def test_batch_minted_after_start_is_served(example, serve_store, cli, write_csv
         "status": "ok",
         "batches": 2,
         "products": 11,
+        "scans_not_logged": 0,
     }
     # The first batch is still served.
     assert httpx.get(server.url + example["path"], timeout=10).status_code == 200
@@ -592,9 +593,9 @@ def test_healthz_reflects_a_batch_minted_after_start(example, serve_store, cli, 
         ),
         timeout=6,
     )
-    assert health == {"status": "ok", "batches": 2, "products": 11}, httpx.get(
-        server.url + "/healthz", timeout=10
-    ).json()
+    assert health == {"status": "ok", "batches": 2, "products": 11, "scans_not_logged": 0}, (
+        httpx.get(server.url + "/healthz", timeout=10).json()
+    )
 
 
 def test_server_and_cli_share_the_scan_log(example, serve_store, cli, tmp_path: Path) -> None:

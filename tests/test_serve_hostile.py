@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,18 +100,22 @@ def _product(cli: Any, serial: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def minted(cli: Any, keyed: Any) -> dict[str, Any]:
-    """The example batch: its settings, a product's path and both products' tokens."""
+def minted(cli: Any, keyed: Any) -> Iterator[dict[str, Any]]:
+    """The example batch: its settings, a product's path and both products' tokens (and
+    the application a test makes, shut down afterwards as uvicorn would)."""
     assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
     one, other = _product(cli, SERIAL), _product(cli, OTHER_SERIAL)
     parts = urlsplit(one["url"])
-    return {
+    found: dict[str, Any] = {
         "settings": keyed,
         "path": parts.path,
         "query": parts.query,
         "token": one["token"],
         "other_token": other["token"],
     }
+    yield found
+    if "app" in found:
+        found["app"].service.writer.close()
 
 
 def _secrets(settings: Any) -> list[str]:

@@ -26,6 +26,7 @@ unknown one gets (nobody learns which serials exist). Only page views count as s
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import signal
@@ -51,7 +52,14 @@ from provmint.products import (
 from provmint.scan import DEFAULT_CLONE_SCANS, Verdict, judge, suspicious
 from provmint.store import BatchInfo, Store
 from provmint.store.lookup import ProductFinder
-from provmint.store.scanlog import GOOD_VERDICTS, ScanLogError, clean_location, open_scan_log
+from provmint.store.scanlog import (
+    GOOD_VERDICTS,
+    ScanLogError,
+    ScanRequest,
+    clean_location,
+    open_scan_log,
+)
+from provmint.store.scanlog.writer import ScanWriter
 
 if TYPE_CHECKING:
     import socket
@@ -61,6 +69,14 @@ __all__ = ["ProductIndex", "create_app", "serve"]
 MAX_PATH_BYTES = 512
 MAX_QUERY_BYTES = 256
 REFRESH_SECONDS = 2.0
+LOG_WAIT_SECONDS = 3.0
+"""How long an answer waits for its scan to be logged before it is given without. Above
+PostgreSQL's own bound on waiting for a connection (2 s), so that its error is the one
+reported; far below SQLite's patience with a lock another process holds (30 s)."""
+NOT_RECOGNISED_SECONDS = 0.005
+"""The least time a "not recognised" answer takes. A forged code (a real serial with a
+made-up token) costs a record read and an HMAC that an unknown serial does not: without
+a floor above both, the answer's timing would tell which serials exist."""
 NOT_LOGGED = (
     "this scan could not be recorded, so we could not check whether this label has "
     "been copied; please scan it again later"
@@ -233,6 +249,7 @@ class _Service:
                 hint="serve with the key file the batches were minted with",
             )
         self.log = open_scan_log(settings, service=True)
+        self.writer = ScanWriter(self.log, wait=LOG_WAIT_SECONDS)
         self.clone_threshold = clone_threshold
         self.notify = notify or (lambda _: None)
         self._log_failing = False
@@ -250,7 +267,7 @@ class _Service:
         held = {k.id for k in self.keyring.keys}
         return [(b.batch_id, b.key_id) for b in self.index.batches.values() if b.key_id not in held]
 
-    def check(self, link: gs1.DigitalLink, location: str | None, *, log: bool) -> _Outcome:
+    async def check(self, link: gs1.DigitalLink, location: str | None, *, log: bool) -> _Outcome:
         self.index.refresh()
         product = self.index.find(link.gtin14, link.serial)
         if product is not None and all(k.id != product.batch.key_id for k in self.keyring.keys):
@@ -267,10 +284,14 @@ class _Service:
             anchor is not None,
         )
         scans, logged = 0, None
-        if product is not None and log:
+        if product is not None and log and not verdict.shows_real_token:
+            # A forged code: logged for the operator, but its answer does not wait (that
+            # would tell it from an unknown one, which is not logged).
+            self.writer.send(ScanRequest(link.gtin14, link.serial, verdict, location, "serve"))
+        elif product is not None and log:
             try:
-                stats = self.log.record(
-                    link.gtin14, link.serial, verdict, location=location, source="serve", recent=0
+                stats = await self.writer.record(
+                    ScanRequest(link.gtin14, link.serial, verdict, location, "serve")
                 )
             except ScanLogError as exc:
                 self.log_state(exc)
@@ -402,7 +423,7 @@ class _App:
             return
         if scope["type"] != "http":
             return  # no websockets here: uvicorn closes the connection
-        answer = self.answer(_Request.of(scope))
+        answer = await self.answer(_Request.of(scope))
         await send(
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers()}
         )
@@ -418,40 +439,48 @@ class _App:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.service.log.close()
+                await asyncio.get_running_loop().run_in_executor(None, self.service.writer.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def answer(self, request: _Request) -> _Response:
+    async def answer(self, request: _Request) -> _Response:
         """The answer to one request."""
         if request.path == b"/healthz":
             if request.method not in _READ_METHODS:
                 return _bad(405, "method not allowed", True, allow="GET, HEAD")
-            return self.health()
+            return await self.health()
         if request.method not in _READ_METHODS:
             return _bad(405, "method not allowed", request.wants_json, allow="GET, HEAD")
-        return self.code(request)
+        return await self.code(request)
 
-    def health(self) -> _Response:
-        """``/healthz``: 200 with the counts while scans can be logged, 503 otherwise."""
+    async def health(self) -> _Response:
+        """``/healthz``: 200 with the counts while scans can be logged, 503 otherwise
+        (within :data:`LOG_WAIT_SECONDS`); both say how many scans went unlogged."""
         service = self.service
         service.index.refresh()
         try:
-            service.log.check()
+            await service.writer.check()
         except ScanLogError as exc:
             service.log_state(exc)
-            return _json({"status": "unavailable", "reason": "scans cannot be logged now"}, 503)
+            return _json(
+                {
+                    "status": "unavailable",
+                    "reason": "scans cannot be logged now",
+                    "scans_not_logged": service.writer.failures,
+                },
+                503,
+            )
         service.log_state(None)
         return _json(
             {
                 "status": "ok",
                 "batches": len(service.index.batches),
                 "products": service.index.products,
+                "scans_not_logged": service.writer.failures,
             },
-            cacheable=True,
         )
 
-    def code(self, request: _Request) -> _Response:
+    async def code(self, request: _Request) -> _Response:
         """A product code's page or JSON answer, or its proof (``/proof/01/...``)."""
         wants_json = request.wants_json
         if len(request.path) > MAX_PATH_BYTES or len(request.query) > MAX_QUERY_BYTES:
@@ -475,9 +504,12 @@ class _App:
         location = None
         if "loc" in text or "%" in text:
             location = dict(parse_qsl(text, keep_blank_values=True)).get("loc") or None
-        outcome = self.service.check(
+        started = time.monotonic()
+        outcome = await self.service.check(
             link, clean_location(location), log=not proof and request.method == "GET"
         )
+        if outcome.verdict == Verdict.UNKNOWN:
+            await asyncio.sleep(max(0.0, started + NOT_RECOGNISED_SECONDS - time.monotonic()))
         genuine = outcome.product is not None and outcome.verdict in GOOD_VERDICTS
         if proof:
             if outcome.product is None or not genuine:

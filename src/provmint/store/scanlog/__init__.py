@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "Scan",
     "ScanLog",
     "ScanLogError",
+    "ScanRequest",
     "ScanStats",
     "clean_location",
     "open_scan_log",
@@ -108,6 +110,19 @@ class Scan:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanRequest:
+    """One scan to log (see :meth:`ScanLog.record_many`)."""
+
+    gtin: str
+    serial: str
+    verdict: str
+    location: str | None
+    source: str
+    at: datetime | None = None
+    """When it happened (now, when None)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ScanStats:
     """How often and from where a code was scanned (this scan included).
 
@@ -159,6 +174,23 @@ class ScanLog(ABC):
     ) -> ScanStats:
         """Log a scan and return the code's history including it (the ``recent`` last
         scans; 0 skips them, as the web service does)."""
+
+    def record_many(self, scans: Sequence[ScanRequest], *, recent: int = 0) -> list[ScanStats]:
+        """Log several scans in order; each one's history including it (and the scans
+        before it). A backend may write them in one transaction, as SQLite does: then
+        all are logged, or none and this raises :class:`ScanLogError`."""
+        return [
+            self.record(
+                s.gtin,
+                s.serial,
+                s.verdict,
+                location=s.location,
+                source=s.source,
+                at=s.at,
+                recent=recent,
+            )
+            for s in scans
+        ]
 
     @abstractmethod
     def stats(self, gtin: str, serial: str, recent: int = 10) -> ScanStats:

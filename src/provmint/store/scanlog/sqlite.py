@@ -15,7 +15,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from provmint.store.scanlog import (
     Scan,
     ScanLog,
     ScanLogError,
+    ScanRequest,
     ScanStats,
     clean_location,
     stamp,
@@ -187,8 +188,13 @@ class SqliteScanLog(ScanLog):
         if not create and not self.path.exists():
             return None
         try:
+            # Each connection is used by the thread that opened it; only close() reaches
+            # across threads (a web worker's writer thread opens, the shutdown closes).
             con = sqlite3.connect(
-                self.path, timeout=0 if self.service else _OPEN_TIMEOUT, isolation_level=None
+                self.path,
+                timeout=0 if self.service else _OPEN_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
             )
         except sqlite3.Error as exc:
             raise self._fail("open", exc) from exc
@@ -304,8 +310,41 @@ class SqliteScanLog(ScanLog):
             raise self._fail("write", exc) from exc
         return self._stats(con, gtin, serial, recent, counters)
 
-    @staticmethod
+    def record_many(self, scans: Sequence[ScanRequest], *, recent: int = 0) -> list[ScanStats]:
+        """Log several scans in one transaction (one commit for all: what lets a busy
+        web worker keep up); each one's history including it."""
+        if not scans:
+            return []
+        now = datetime.now(UTC)
+        rows = [
+            (s.gtin, s.serial, s.verdict, clean_location(s.location), s.source, stamp(s.at or now))
+            for s in scans
+        ]
+        con = self._con()
+        assert con is not None
+
+        def write() -> list[tuple[int, int, str, int]]:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                counters = [self._write_rows(con, *row) for row in rows]
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return counters
+
+        try:
+            written = self._patiently(write)
+        except sqlite3.Error as exc:
+            raise self._fail("write", exc) from exc
+        return [
+            self._stats(con, s.gtin, s.serial, recent, c)
+            for s, c in zip(scans, written, strict=True)
+        ]
+
+    @classmethod
     def _write_scan(
+        cls,
         con: sqlite3.Connection,
         gtin: str,
         serial: str,
@@ -315,32 +354,47 @@ class SqliteScanLog(ScanLog):
         when: str,
     ) -> tuple[int, int, str, int]:
         """One scan's transaction: the code's counters, its place, the scan row."""
-        good = verdict in GOOD_VERDICTS
         con.execute("BEGIN IMMEDIATE")
         try:
-            counters: tuple[int, int, str, int] = con.execute(
-                _UPSERT_CODE, (gtin, serial, int(good), when)
-            ).fetchone()
-            if good and place is not None:
-                added = con.execute(
-                    "INSERT OR IGNORE INTO scan_places VALUES (?, ?, ?)",
-                    (gtin, serial, place),
-                ).rowcount
-                if added:
-                    counters = con.execute(
-                        "UPDATE scan_codes SET places = places + 1 "
-                        "WHERE gtin = ? AND serial = ? RETURNING good, total, first_at, places",
-                        (gtin, serial),
-                    ).fetchone()
-            con.execute(
-                "INSERT INTO scans (at, gtin, serial, verdict, location, source) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (when, gtin, serial, verdict, place, source),
-            )
+            counters = cls._write_rows(con, gtin, serial, verdict, place, source, when)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        return counters
+
+    @staticmethod
+    def _write_rows(
+        con: sqlite3.Connection,
+        gtin: str,
+        serial: str,
+        verdict: str,
+        place: str | None,
+        source: str,
+        when: str,
+    ) -> tuple[int, int, str, int]:
+        """One scan's rows, inside a transaction: the code's counters (returned, as they
+        are with this scan), its place, the scan row."""
+        good = verdict in GOOD_VERDICTS
+        counters: tuple[int, int, str, int] = con.execute(
+            _UPSERT_CODE, (gtin, serial, int(good), when)
+        ).fetchone()
+        if good and place is not None:
+            added = con.execute(
+                "INSERT OR IGNORE INTO scan_places VALUES (?, ?, ?)",
+                (gtin, serial, place),
+            ).rowcount
+            if added:
+                counters = con.execute(
+                    "UPDATE scan_codes SET places = places + 1 "
+                    "WHERE gtin = ? AND serial = ? RETURNING good, total, first_at, places",
+                    (gtin, serial),
+                ).fetchone()
+        con.execute(
+            "INSERT INTO scans (at, gtin, serial, verdict, location, source) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (when, gtin, serial, verdict, place, source),
+        )
         return counters
 
     def _patiently(self, work: Callable[[], _T]) -> _T:
