@@ -30,6 +30,7 @@ import asyncio
 import html
 import json
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,8 @@ __all__ = ["ProductIndex", "create_app", "serve"]
 MAX_PATH_BYTES = 512
 MAX_QUERY_BYTES = 256
 REFRESH_SECONDS = 2.0
+SWITCH_INTERVAL = 0.0002
+"""Seconds a serving process's thread keeps the GIL while another wants it."""
 LOG_WAIT_SECONDS = 3.0
 """How long an answer waits for its scan to be logged before it is given without. Above
 PostgreSQL's own bound on waiting for a connection (2 s), so that its error is the one
@@ -592,6 +595,12 @@ def _worker(
     def start(sock: socket.socket, ready: Callable[[], None]) -> None:
         import uvicorn
 
+        # The event loop shares this interpreter with the scan writer's thread. With the
+        # default 5 ms turns, a request waits whole milliseconds for the GIL while the
+        # writer runs (10M store, wrk, JSON: 1,906 requests/s, p99 50 ms); with 0.5 ms
+        # turns 2,882-2,925 requests/s, p99 43-58 ms; with 0.2 ms 2,516-2,693, p99 33-38.
+        # This process serves and nothing else.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         app = create_app(settings, clone_threshold=clone_threshold, notify=notify)
         sock.listen(2048)
         config = uvicorn.Config(

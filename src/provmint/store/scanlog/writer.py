@@ -25,7 +25,7 @@ from provmint.store.scanlog import ScanLog, ScanLogError, ScanRequest, ScanStats
 
 __all__ = ["ScanWriter"]
 
-MAX_BATCH = 256
+MAX_BATCH = 64
 """Scans written in one transaction at most."""
 
 MAX_QUEUED = 10_000
