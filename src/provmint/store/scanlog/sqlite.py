@@ -298,8 +298,17 @@ class SqliteScanLog(ScanLog):
         recent: int = 10,
     ) -> ScanStats:
         """Log a scan; return the code's history including it."""
-        scan = ScanRequest(gtin, serial, verdict, location, source, at)
-        return self.record_many([scan], recent=recent)[0]
+        when = stamp(at or datetime.now(UTC))
+        place = clean_location(location)
+        con = self._con()
+        assert con is not None
+        try:
+            counters = self._patiently(
+                lambda: self._write_scan(con, gtin, serial, verdict, place, source, when)
+            )
+        except sqlite3.Error as exc:
+            raise self._fail("write", exc) from exc
+        return self._stats(con, gtin, serial, recent, counters)
 
     def record_many(self, scans: Sequence[ScanRequest], *, recent: int = 0) -> list[ScanStats]:
         """Log several scans in one transaction (one commit for all: what lets a busy
@@ -332,6 +341,27 @@ class SqliteScanLog(ScanLog):
             self._stats(con, s.gtin, s.serial, recent, c)
             for s, c in zip(scans, written, strict=True)
         ]
+
+    @classmethod
+    def _write_scan(
+        cls,
+        con: sqlite3.Connection,
+        gtin: str,
+        serial: str,
+        verdict: str,
+        place: str | None,
+        source: str,
+        when: str,
+    ) -> tuple[int, int, str, int]:
+        """One scan's transaction: the code's counters, its place, the scan row."""
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            counters = cls._write_rows(con, gtin, serial, verdict, place, source, when)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return counters
 
     @staticmethod
     def _write_rows(
