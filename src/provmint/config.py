@@ -32,8 +32,11 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_URL_BASE",
     "PG_SCHEMES",
+    "BrandSettings",
     "ChainSettings",
+    "CopySignalSettings",
     "Secret",
+    "ServeSettings",
     "Settings",
     "check_scan_log_url",
     "default_config_file",
@@ -47,7 +50,20 @@ DEFAULT_URL_BASE = "https://id.example.com"
 DEFAULT_LOCK_TIMEOUT = 60.0
 """Seconds a command waits for another provmint process to release the store."""
 
-_KNOWN_KEYS = {"store", "key_file", "url_base", "workers", "lock_timeout", "chain", "scan_log"}
+_KNOWN_KEYS = {
+    "store",
+    "key_file",
+    "url_base",
+    "workers",
+    "lock_timeout",
+    "chain",
+    "scan_log",
+    "brand",
+    "serve",
+    "copy_signal",
+}
+_TABLES = ("brand", "serve", "copy_signal")
+"""Top-level settings that are tables (``[brand]``, ``[serve]``, ``[copy_signal]``)."""
 _CHAIN_KEYS = {
     "rpc_url",
     "chain_id",
@@ -83,6 +99,48 @@ class Secret:
         raise TypeError("secrets are not pickled")
 
 
+# -- [brand]: how the public page presents the brand ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BrandSettings:
+    """The ``[brand]`` table: how the public verification page presents the brand."""
+
+
+def _brand(table: Mapping[str, Any], where: str) -> BrandSettings:
+    """The ``[brand]`` table, checked (``where`` names it in errors)."""
+    return BrandSettings()
+
+
+# -- [serve]: the public service's edges (rate limit, proxies, limits, timeouts) -------
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """The ``[serve]`` table: limits and timeouts of the public service."""
+
+
+def _serve(table: Mapping[str, Any], where: str) -> ServeSettings:
+    """The ``[serve]`` table, checked (``where`` names it in errors)."""
+    return ServeSettings()
+
+
+# -- [copy_signal]: when a genuine code looks copied ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CopySignalSettings:
+    """The ``[copy_signal]`` table: when a genuine code is flagged as a possible copy."""
+
+
+def _copy_signal(table: Mapping[str, Any], where: str) -> CopySignalSettings:
+    """The ``[copy_signal]`` table, checked (``where`` names it in errors)."""
+    return CopySignalSettings()
+
+
+# -- Settings ---------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Resolved settings for one provmint invocation."""
@@ -96,6 +154,9 @@ class Settings:
     scan_log: str | None = field(default=None, repr=False)
     """Where scans are logged: a ``postgresql://`` URL, ``sqlite:/path``, or None for
     ``<store>/scans.sqlite``. Not in the repr: a URL may carry a password."""
+    brand: BrandSettings = field(default_factory=BrandSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    copy_signal: CopySignalSettings = field(default_factory=CopySignalSettings)
 
 
 def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
@@ -214,6 +275,9 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
             f"{path}: unknown setting {unknown[0]!r}",
             hint=f"known settings: {', '.join(sorted(_KNOWN_KEYS))}",
         )
+    for name in _TABLES:
+        if not isinstance(data.get(name, {}), dict):
+            raise ConfigError(f"{path}: {name} must be a table ([{name}])")
     return data
 
 
@@ -371,6 +435,11 @@ def resolve_settings(
         lock_timeout=timeout.checked(_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT),
         config_file=config.path if config.path.exists() else None,
         scan_log=log.checked(_scan_log, None),
+        brand=_brand(config.data.get("brand", {}), f"{config.path} [brand]"),
+        serve=_serve(config.data.get("serve", {}), f"{config.path} [serve]"),
+        copy_signal=_copy_signal(
+            config.data.get("copy_signal", {}), f"{config.path} [copy_signal]"
+        ),
     )
 
 

@@ -378,29 +378,46 @@ def _bad(status: int, message: str, wants_json: bool, *, allow: str | None = Non
     return answer if allow is None else replace(answer, allow=allow)
 
 
+MAX_HEADER_TEXT = 512
+"""Characters kept of a header the service reads (a stranger's text: bounded)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     """What the service reads of an HTTP request (ASGI scope): the raw path and query
-    bytes as sent, the method, and whether the client asked for JSON."""
+    bytes as sent, the method, whether the client asked for JSON, and (each cut to
+    :data:`MAX_HEADER_TEXT` characters) the peer's address, the user agent and the
+    accepted languages."""
 
     method: str
     path: bytes
     query: bytes
     wants_json: bool
+    peer: str = ""
+    """The connection's remote address as uvicorn gives it ("" when unknown)."""
+    user_agent: str = ""
+    accept_language: str = ""
 
     @classmethod
     def of(cls, scope: dict[str, Any]) -> _Request:
         """The request of an ASGI ``http`` scope."""
-        accept = b""
+        accept = agent = language = b""
         for name, value in scope["headers"]:
             if name == b"accept":
                 accept = value
-                break
+            elif name == b"user-agent":
+                agent = value
+            elif name == b"accept-language":
+                language = value
+        client = scope.get("client")
         return cls(
             method=scope["method"],
             path=scope.get("raw_path") or scope["path"].encode(),
             query=scope.get("query_string", b""),
             wants_json=b"application/json" in accept,
+            peer=str(client[0])[:MAX_HEADER_TEXT] if client else "",
+            user_agent=agent[:MAX_HEADER_TEXT].decode("latin-1"),
+            accept_language=language[:MAX_HEADER_TEXT].decode("latin-1"),
         )
 
 
