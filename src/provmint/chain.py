@@ -41,6 +41,7 @@ __all__ = [
     "mask_url",
     "registry_anchor_data",
     "registry_anchored_at",
+    "registry_artifact",
 ]
 
 
@@ -299,6 +300,17 @@ class ChainKey:
         except Exception as exc:
             raise AnchorError(f"cannot sign the transaction ({type(exc).__name__})") from None
         return SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex())
+
+
+def registry_artifact() -> dict[str, Any]:
+    """The compiled AnchorRegistry (ABI and bytecode) shipped with provmint."""
+    import json
+    from importlib.resources import files
+
+    data: dict[str, Any] = json.loads(
+        files("provmint").joinpath("contracts/AnchorRegistry.json").read_text()
+    )
+    return data
 
 
 def registry_anchor_data(digest: bytes) -> str:

@@ -22,10 +22,23 @@ Anchoring is split by role, so each concern has one home:
 
 from __future__ import annotations
 
-from provmint.anchor.check import ChainCheck, check_anchor_on_chain
-from provmint.anchor.registry import RegistryDeployment, deploy_registry, registry_artifact
-from provmint.anchor.run import AnchorPlan, AnchorRun, anchor_batches
-from provmint.anchor.status import StatusReport, anchor_status
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are loaded on first use: ``provmint verify --rpc-url`` needs only ``check``, not
+# the run, the registry or the store they bring along.
+_EXPORTS = {
+    "ChainCheck": "provmint.anchor.check",
+    "check_anchor_on_chain": "provmint.anchor.check",
+    "RegistryDeployment": "provmint.anchor.registry",
+    "deploy_registry": "provmint.anchor.registry",
+    "registry_artifact": "provmint.chain",
+    "AnchorPlan": "provmint.anchor.run",
+    "AnchorRun": "provmint.anchor.run",
+    "anchor_batches": "provmint.anchor.run",
+    "StatusReport": "provmint.anchor.status",
+    "anchor_status": "provmint.anchor.status",
+}
 
 __all__ = [
     "AnchorPlan",
@@ -39,3 +52,23 @@ __all__ = [
     "deploy_registry",
     "registry_artifact",
 ]
+
+if TYPE_CHECKING:
+    from provmint.anchor.check import ChainCheck, check_anchor_on_chain
+    from provmint.anchor.registry import RegistryDeployment, deploy_registry
+    from provmint.anchor.run import AnchorPlan, AnchorRun, anchor_batches
+    from provmint.anchor.status import StatusReport, anchor_status
+    from provmint.chain import registry_artifact
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'provmint.anchor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

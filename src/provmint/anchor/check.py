@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provmint import anchoring
-from provmint.anchor.registry import registry_artifact
-from provmint.chain import Node, registry_anchor_data, registry_anchored_at
+from provmint.chain import Node, registry_anchor_data, registry_anchored_at, registry_artifact
 from provmint.errors import ChainMismatchError
 
 __all__ = ["ChainCheck", "check_anchor_on_chain"]

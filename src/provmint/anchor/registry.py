@@ -9,7 +9,7 @@ from typing import Any
 
 from provmint.anchor.fees import capped_fees, check_funds
 from provmint.anchor.lifecycle import CONTRACT_GAS_MARGIN, POLL_SECONDS, Notify
-from provmint.chain import ChainKey, connect
+from provmint.chain import ChainKey, connect, registry_artifact
 from provmint.config import ChainSettings
 from provmint.errors import AnchorError
 
@@ -35,17 +35,6 @@ class RegistryDeployment:
             "gas_used": self.gas_used,
             "chain_id": self.chain_id,
         }
-
-
-def registry_artifact() -> dict[str, Any]:
-    """The compiled AnchorRegistry (ABI and bytecode) shipped with provmint."""
-    import json
-    from importlib.resources import files
-
-    data: dict[str, Any] = json.loads(
-        files("provmint").joinpath("contracts/AnchorRegistry.json").read_text()
-    )
-    return data
 
 
 def deploy_registry(
