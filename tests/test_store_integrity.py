@@ -247,6 +247,43 @@ def test_cleanup_removes_only_dead_writers_staging(cli, keyed, tmp_path: Path, w
         sleeper.wait()
 
 
+def test_cleanup_removes_only_dead_writers_temporary_files(
+    cli, keyed, tmp_path: Path, write_csv
+) -> None:
+    """A writer killed inside an atomic write leaves ``.<name>.<pid>.<hex>.tmp``: the
+    next writer removes those of dead processes, and nothing else."""
+    mint_example(cli)
+    store = tmp_path / "store"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (store / "anchors").mkdir(exist_ok=True)
+        dead_files = [
+            store / "anchors" / f".1.json.{dead_pid}.0a1b2c3d.tmp",
+            store / "index" / f".runs.{dead_pid}.deadbeef.tmp",
+            store / f".catalog.duckdb.{dead_pid}.00000000.tmp",
+        ]
+        kept = [
+            store / "anchors" / f".2.json.{sleeper.pid}.0a1b2c3d.tmp",  # still writing
+            store / "anchors" / f".3.json.{dead_pid}.0a1b2c3d.txt",  # not our shape
+            store / "anchors" / f"notes.{dead_pid}.0a1b2c3d.tmp",  # not hidden: not ours
+        ]
+        for path in dead_files + kept:
+            path.write_text("half")
+        assert cli("batch", "create", _other_csv(write_csv)).exit_code == 0
+        assert [p for p in dead_files if p.exists()] == []
+        assert all(p.read_text() == "half" for p in kept)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_committed_batch_left_in_staging_is_read_then_finished(
     cli, keyed, tmp_path: Path, write_csv
 ) -> None:

@@ -20,15 +20,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PendingFile", "fsync_dir"]
+__all__ = ["PendingFile", "fsync_dir", "stale_temporaries"]
 
 # A temporary name must fit NAME_MAX (255 bytes) with its dot, pid, random part and
 # suffix, whatever name the user gave the target.
 _NAME_KEPT = 180
+
+
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>[0-9]{1,10})\.[0-9a-f]{8}\.tmp$")
+"""The name :class:`PendingFile` gives its temporary file: ``.<name>.<pid>.<8 hex>.tmp``."""
+
+
+def stale_temporaries(directory: Path, alive: Callable[[int], bool]) -> list[Path]:
+    """The temporary files in ``directory`` (not below it) that writers no longer alive
+    left behind (killed between creating and committing them): files named as
+    :class:`PendingFile` names them whose pid ``alive`` says is gone."""
+    found = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False) and not alive(int(match["pid"])):
+            found.append(Path(entry.path))
+    return found
 
 
 def fsync_dir(path: Path, *, best_effort: bool = False) -> None:

@@ -40,7 +40,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,7 @@ from provmint.errors import (
     StoreError,
     os_error,
 )
+from provmint.pendingfile import stale_temporaries
 from provmint.store.anchors import ANCHOR_SCHEMA
 from provmint.store.files import fsync_dir, write_atomic
 from provmint.store.lock import pid_alive, store_lock
@@ -518,7 +519,18 @@ class Store:
         if recovery.finished:
             self.refresh_view(con)
         self._settle_index(con, bool(known))
-        return recovery
+        return replace(recovery, removed=recovery.removed + self._remove_stale_temporaries())
+
+    def _remove_stale_temporaries(self) -> tuple[str, ...]:
+        """Remove the temporary files of writers killed half-way through an atomic write
+        (anchor journals, index files, the catalog's neighbours); needs the exclusive
+        lock, like every writer of these directories."""
+        removed = []
+        for directory in (self.root, self.anchors_dir, self.index_dir, self.quarantine_dir):
+            for path in stale_temporaries(directory, pid_alive):
+                path.unlink(missing_ok=True)
+                removed.append(str(path.relative_to(self.root)))
+        return tuple(removed)
 
     def _settle_index(self, con: duckdb.DuckDBPyConnection, has_batches: bool) -> None:
         """Remove index files an interrupted commit or repair left; build the index of a
