@@ -719,8 +719,8 @@ def test_unknown_config_key_is_a_usage_error(
             cli(*args),
             EXIT_USAGE,
             f"{cfg}: unknown setting 'colour'",
-            "hint: known settings: chain, key_file, lock_timeout, scan_log, store, "
-            "url_base, workers",
+            "hint: known settings: brand, chain, copy_signal, key_file, lock_timeout, "
+            "scan_log, serve, store, url_base, workers",
         )
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         resolve_settings()

@@ -9,8 +9,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -49,7 +50,8 @@ ConfigOpt = Annotated[
     ),
 ]
 BatchIdArg = Annotated[
-    str, typer.Argument(metavar="ID", help="Batch id or unique prefix.", show_default=False)
+    str,
+    typer.Argument(metavar="ID", help="Batch id, unique prefix, or latest.", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 RawOpt = Annotated[
@@ -296,3 +298,71 @@ def counting_progress(console: Any, *, enabled: bool) -> Iterator[Callable[[int,
 def short(hexdigest: str, width: int = 16) -> str:
     """A hash shortened for tables (full values are in --json and the files)."""
     return hexdigest[:width] + "…" if len(hexdigest) > width else hexdigest
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column of a listing: its name, and how a terminal shows it (pipes get every
+    value whole)."""
+
+    name: str
+    right: bool = False
+    """Right-aligned (numbers)."""
+    whole: bool = False
+    """An id: never wrapped or cut, whatever the terminal's width."""
+    brief: Callable[[str], str] | None = None
+    """How a terminal shows a value (a hash shortened, say); a pipe gets it whole."""
+    piped_only: bool = False
+    """Left out on a terminal (where 80 columns must hold the rest whole)."""
+
+
+_TSV_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def print_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
+    """A listing on standard output: a table on a terminal; in a pipe or a file,
+    tab-separated lines under a header line, with no drawing, nothing cut and nothing
+    shortened (what ``cut``, ``awk`` and spreadsheets expect). Control characters in a
+    value (a file name, say) become spaces in either form."""
+    console = stdout()
+    clean = [[_TSV_UNSAFE.sub(" ", value) for value in row] for row in rows]
+    if isinstance(console, Lines):
+        lines = ["\t".join(c.name for c in columns), *("\t".join(row) for row in clean)]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+        return
+    from rich.table import Table
+
+    # No box (as gh and git list things): a table is read, not framed, and the lines it
+    # saves are what keeps ids whole on an 80-column terminal.
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    kept = [i for i, column in enumerate(columns) if not column.piped_only]
+    shown = [[_brief(columns[i], row[i]) for i in kept] for row in clean]
+    for place, i in enumerate(kept):
+        column = columns[i]
+        widest = max((len(row[place]) for row in shown), default=0)
+        table.add_column(
+            column.name,
+            justify="right" if column.right else "left",
+            no_wrap=column.whole or column.brief is not None,
+            min_width=widest if column.whole else None,
+            overflow="fold",
+        )
+    for row in shown:
+        table.add_row(*(escape(value) for value in row))
+    console.print(table)
+
+
+def _brief(column: Column, value: str) -> str:
+    return column.brief(value) if column.brief else value
+
+
+def short_hash(hexdigest: str) -> str:
+    """A hash as a listing shows it on a terminal."""
+    return short(hexdigest, 8)
+
+
+def minute(stamp: str) -> str:
+    """An ISO 8601 UTC time (``2026-12-01T09:57:35Z``) to the minute, as a listing shows
+    it on a terminal (``2026-12-01 09:57``)."""
+    return stamp[:16].replace("T", " ")

@@ -11,6 +11,7 @@ import typer
 
 from provmint.cli._common import (
     BatchIdArg,
+    Column,
     ConfigOpt,
     JsonOpt,
     KeyFileOpt,
@@ -20,9 +21,11 @@ from provmint.cli._common import (
     WorkersOpt,
     escape,
     handle_errors,
+    minute,
     print_json,
+    print_table,
     settings,
-    short,
+    short_hash,
     stderr,
     stdout,
 )
@@ -255,12 +258,10 @@ def list_(
     lock_timeout: LockTimeoutOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """List the batches in the store, oldest first.
+    """List the batches in the store, oldest first (tab-separated when piped).
 
     Example: provmint batch list --json
     """
-    from rich.table import Table
-
     from provmint.products import anchor_states, describe_anchor, list_batches
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
@@ -272,28 +273,30 @@ def list_(
     if not batches:
         stdout().print("No batches yet. Mint one with: provmint batch create FILE")
         return
-    table = Table(title="Batches", title_justify="left")
-    for column, justify in (
-        ("batch", "left"),
-        ("created", "left"),
-        ("products", "right"),
-        ("rejected", "right"),
-        ("source", "left"),
-        ("root", "left"),
-        ("anchor", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for b in batches:
-        table.add_row(
-            b.batch_id,
-            b.created_at,
-            f"{b.products:,}",
-            f"{b.rejected:,}",
-            escape(b.source_name),
-            short(b.root),
-            describe_anchor(anchors.get(b.batch_id)).split(" (tx")[0],
-        )
-    stdout().print(table)
+    print_table(
+        "Batches",
+        [
+            Column("batch", whole=True),
+            Column("created", whole=True, brief=minute),
+            Column("products", right=True, whole=True),
+            Column("rejected", right=True, piped_only=True),
+            Column("source"),
+            Column("root", brief=short_hash),
+            Column("anchor"),
+        ],
+        [
+            [
+                b.batch_id,
+                b.created_at,
+                f"{b.products:,}",
+                f"{b.rejected:,}",
+                b.source_name,
+                b.root,
+                describe_anchor(anchors.get(b.batch_id)).split(" (")[0],
+            ]
+            for b in batches
+        ],
+    )
 
 
 def _show(b: BatchInfo, anchor: str) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import typer
 
 from provmint.cli._common import (
+    Column,
     ConfigOpt,
     JsonOpt,
     KeyFileOpt,
     handle_errors,
+    minute,
     print_json,
+    print_table,
     settings,
     stdout,
 )
@@ -66,8 +69,6 @@ def list_keys(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonO
 
     Example: provmint keys list --json
     """
-    from rich.table import Table
-
     from provmint.keys import load_keyring
 
     cfg = settings(key_file=key_file, config=config)
@@ -79,9 +80,13 @@ def list_keys(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonO
     if json:
         print_json({"key_file": str(cfg.key_file), "keys": rows})
         return
-    table = Table(title=f"Issuer keys in {cfg.key_file}", title_justify="left")
-    for column in ("id", "status", "created", "retired"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(r["id"], r["status"], r["created_at"], r["retired_at"] or "")
-    stdout().print(table)
+    print_table(
+        f"Issuer keys in {cfg.key_file}",
+        [
+            Column("id", whole=True),
+            Column("status"),
+            Column("created", whole=True, brief=minute),
+            Column("retired", brief=minute),
+        ],
+        [[k.id, k.status, k.created_at, k.retired_at or ""] for k in ring.keys],
+    )

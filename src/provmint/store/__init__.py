@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from provmint.store.view import CatalogView
 
 __all__ = [
+    "LATEST",
     "PART_COLUMNS",
     "ROW_GROUP_ROWS",
     "STORE_FORMAT",
@@ -781,10 +782,21 @@ _PARQUET_TYPES = {"leaf_index": ("INT64", "None")}
 _STRING_TYPE = ("BYTE_ARRAY", "String")
 
 
+LATEST = "latest"
+"""The batch reference that means the newest batch (``provmint batch show latest``)."""
+
+
 def find_batch(batches: Sequence[BatchInfo], ref: str, root: Path) -> BatchInfo:
     """The batch of ``batches`` (a store's, oldest first) whose id is ``ref`` or, failing
     that, the only one whose id starts with ``ref`` (like a git commit); NotFoundError
-    naming the store at ``root`` otherwise."""
+    naming the store at ``root`` otherwise. :data:`LATEST` names the newest batch (no
+    batch id can be that word)."""
+    if ref == LATEST:
+        if not batches:
+            raise NotFoundError(
+                f"no batches yet in store {root}", hint="mint one with: provmint batch create FILE"
+            )
+        return batches[-1]
     exact = [b for b in batches if b.batch_id == ref]
     if exact:
         return exact[0]
