@@ -782,3 +782,36 @@ def test_tokens_starting_with_a_dash_are_arguments(cli, keyed) -> None:
     assert r.exit_code == 0, r.output
     r = cli("token", "verify", "-" + "A" * 21, "--gtin", GTIN, "--serial", serial)
     assert r.exit_code == EXIT_INVALID, r.output
+
+
+def test_init_keyring_exist_ok_returns_the_existing_key(isolated: Path) -> None:
+    path = key_file(isolated)
+    made = init_keyring(path)
+    before = path.read_bytes()
+    again = init_keyring(path, exist_ok=True)
+    assert again.id == made.id and path.read_bytes() == before
+    with pytest.raises(KeyringError, match="already exists"):
+        init_keyring(path)
+
+
+def test_readme_library_snippet_runs_twice(tmp_path: Path) -> None:
+    """The README's library example, as a user would paste it into a script, twice."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = EXAMPLE_CSV.parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The library in five lines", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    (tmp_path / "snippet.py").write_text(code.group(1), encoding="utf-8")
+    shutil.copytree(root / "examples", tmp_path / "examples")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVMINT_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")  # no config file of this machine's
+    for _ in range(2):
+        run = subprocess.run(
+            [sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, env=env
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == "pending"

@@ -178,9 +178,13 @@ def load_keyring(path: Path) -> Keyring:
     return Keyring(path=path, keys=keys)
 
 
-def init_keyring(path: Path) -> IssuerKey:
-    """Create a key file with one fresh active key. Never overwrites an existing file."""
+def init_keyring(path: Path, *, exist_ok: bool = False) -> IssuerKey:
+    """Create a key file with one fresh active key, and return that key. Never
+    overwrites an existing file: that is a KeyringError, unless ``exist_ok``, which
+    returns the existing file's active key instead (a script can run again)."""
     if path.exists():
+        if exist_ok:
+            return load_keyring(path).active
         raise KeyringError(
             f"a key file already exists at {path}",
             hint="provmint never overwrites keys; use: provmint keys rotate",
