@@ -3,14 +3,17 @@ pinned, and the README's exit codes match the code."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
 import provmint
 from provmint import errors
+from provmint.cli._common import EXAMPLE_LINE
 
 COMMANDS = [
     ["keys", "init"],
@@ -31,6 +34,8 @@ COMMANDS = [
     ["scan"],
     ["serve"],
     ["scans", "prune"],
+    ["scans", "show"],
+    ["scans", "clear"],
 ]
 
 
@@ -40,6 +45,33 @@ def test_every_command_has_help_with_an_example(cli, command: list[str]) -> None
     assert result.exit_code == 0, result.output
     assert "Example" in result.output
     assert "provmint " + " ".join(command) in result.output or command == ["verify"]
+
+
+@pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "provmint")
+def test_help_examples_are_never_wrapped(command: list[str]) -> None:
+    """At 80 columns every example in a help page is one whole line (so it copies and
+    pastes), and the prose around it still wraps within the width."""
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    out = subprocess.run(
+        [sys.executable, "-m", "provmint", *command, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    examples = [i for i, line in enumerate(lines) if EXAMPLE_LINE.match(line)]
+    assert examples, out
+    for i in examples:
+        after = lines[i + 1] if i + 1 < len(lines) else ""
+        # The next line is blank, another example, or the start of another section.
+        assert (
+            not after.strip()
+            or EXAMPLE_LINE.match(after)
+            or (len(after) - len(after.lstrip()) < len(lines[i]) - len(lines[i].lstrip()))
+        ), f"example wrapped: {lines[i]!r} / {after!r}"
+    prose = [line for i, line in enumerate(lines) if i not in examples]
+    assert max(len(line) for line in prose) <= 80
 
 
 def test_help_does_not_import_heavy_modules() -> None:
@@ -126,3 +158,40 @@ def test_python_dash_m_runs_the_cli() -> None:
         [sys.executable, "-m", "provmint", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == f"provmint {provmint.__version__}"
+
+
+def test_shell_completion_is_offered_and_completes_commands() -> None:
+    """``provmint --install-completion`` exists; the completion it installs asks
+    ``provmint`` itself, which answers with the commands that fit."""
+    installed = str(Path(sys.executable).parent / "provmint")  # the console script
+    script = subprocess.run(
+        [installed, "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "_PROVMINT_COMPLETE=complete_bash" in script
+    assert script.rstrip().endswith(" provmint")
+    help_text = subprocess.run(
+        [sys.executable, "-m", "provmint", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--install-completion" in help_text
+
+    def complete(words: str) -> list[str]:
+        env = {
+            **os.environ,
+            "_PROVMINT_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        run = subprocess.run(
+            [installed],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        return run.stdout.split()
+
+    assert "batch" in complete("provmint bat")
+    assert complete("provmint batch li") == ["list"]

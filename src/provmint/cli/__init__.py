@@ -14,14 +14,18 @@ import typer
 
 from provmint import __version__
 from provmint.cli import anchor, batch, consumer, keys, proof, scans, store, verify
-from provmint.cli._common import TokenArgCommand
+from provmint.cli._common import TokenArgCommand, keep_examples_whole
 from provmint.errors import EXIT_CODES
 
 if TYPE_CHECKING:
     from typer.core import TyperCommand
 
 
-def _new_app() -> typer.Typer:
+# Every help page of this program keeps its example command lines whole.
+keep_examples_whole()
+
+
+def _new_app(completion: bool) -> typer.Typer:
     return typer.Typer(
         rich_markup_mode=None,
         help=(
@@ -39,7 +43,7 @@ def _new_app() -> typer.Typer:
             + "".join(f"  {code:<4}{meaning}\n" for code, meaning in EXIT_CODES.items())
         ),
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=completion,
         pretty_exceptions_show_locals=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
@@ -81,8 +85,10 @@ _COMMANDS: dict[str, tuple[Callable[..., Any], type[TyperCommand] | None]] = {
 def build_app(only: str | None = None) -> typer.Typer:
     """The command line; with ``only``, holding that one top-level command or group
     (what :func:`main` runs: Typer turns every registered function into a click command
-    on each run, which the others need not pay for)."""
-    root = _new_app()
+    on each run, which the others need not pay for). Shell completion
+    (``--install-completion``) is on the whole command line only: a shell asks for
+    completions by running ``provmint`` with no arguments."""
+    root = _new_app(completion=only is None)
     root.callback()(_root)
     for name, group in _GROUPS.items():
         if only in (None, name):

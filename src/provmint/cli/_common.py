@@ -97,6 +97,36 @@ LockTimeoutOpt = Annotated[
 ]
 
 
+def keep_examples_whole() -> None:
+    """Make every help page write a paragraph of command lines (every line starting
+    with ``provmint``) as it is: an example wrapped at the terminal's width would no
+    longer copy and paste. Other paragraphs wrap as usual. (Typer carries its own copy
+    of Click: its context's formatter is the one to extend.)"""
+    context: Any = TyperCommand.context_class
+    base: Any = context.formatter_class
+
+    class ExamplesFormatter(base):  # type: ignore[misc]
+        def write_text(self, text: str) -> None:
+            paragraphs = text.split("\n\n")
+            kept = [
+                "\b\n" + p if p.strip() and _all_commands(p) and not p.startswith("\b") else p
+                for p in paragraphs
+            ]
+            super().write_text("\n\n".join(kept))
+
+    if base.__name__ != "ExamplesFormatter":
+        context.formatter_class = ExamplesFormatter
+
+
+EXAMPLE_LINE = re.compile(r"^\s*(Example: )?([A-Z_]+=\S* )*provmint ")
+"""A line of help that is a command to copy: ``provmint ...``, after ``Example:`` or
+environment variables."""
+
+
+def _all_commands(paragraph: str) -> bool:
+    return all(EXAMPLE_LINE.match(line) for line in paragraph.strip().splitlines())
+
+
 # A printed token: 22 characters of base64url, so one in 64 starts with "-".
 _DASH_TOKEN = re.compile(r"-[A-Za-z0-9_-]{21}")
 

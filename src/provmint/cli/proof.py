@@ -195,8 +195,9 @@ def verify_token(
 
     Exit codes: 0 genuine, 3 not a token of this product, 7 no key file.
 
-    Example: provmint token verify 52VqMUmlXpKNjHggOl1ALg --gtin 09520123450014
-    --serial 546CAWQDCR56
+    Example:
+
+      provmint token verify 52VqMUmlXpKNjHggOl1ALg --gtin 09520123450014 --serial 546CAWQDCR56
     """
     from provmint.errors import EXIT_INVALID
     from provmint.products import verify_token as check
