@@ -93,7 +93,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         "PROVMINT_SCAN_LOG",
     ):
         monkeypatch.delenv(name, raising=False)
-    (tmp_path / "no-config.toml").write_text("")
+    # No rate limit by default in tests: they make hundreds of requests from one address
+    # (tests/test_serve_edges.py configures and checks it).
+    (tmp_path / "no-config.toml").write_text("[serve]\nrate_limit = 0\n")
     monkeypatch.chdir(tmp_path)
     yield tmp_path
 

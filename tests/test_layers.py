@@ -44,6 +44,8 @@ LAYERS: dict[str, int] = {
     "provmint.outfile": EDGE,
     "provmint.pendingfile": EDGE,  # replacing a file whole: store files and outputs
     "provmint.supervisor": EDGE,
+    "provmint.devchain": EDGE,  # a local anvil for development (provmint devchain)
+    "provmint.edge": EDGE,  # the service's client address, rate limit, HTTP limits
     "provmint.csvsafe": EDGE,  # Arrow compute over label and export columns
     "provmint.qrmask": EDGE,  # QR symbols through segno and numpy
     # What users do.
@@ -55,6 +57,7 @@ LAYERS: dict[str, int] = {
     "provmint.scan": VERB,
     "provmint.labels": VERB,
     "provmint.server": VERB,
+    "provmint.publicpage": VERB,  # the public page the service renders (words, looks)
     "provmint.repair": VERB,
     # The faces: the command line, the package's re-exports, python -m provmint.
     "provmint.cli": FRONT,

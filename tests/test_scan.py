@@ -206,15 +206,41 @@ def test_url_with_bad_gtin_is_a_clean_usage_error(cli, minted) -> None:
 # --------------------------------------------------------------------------- clones and log
 
 
-def test_scans_from_two_places_are_suspect(cli, minted) -> None:
+def _scan_from(settings, client: str, location: str | None = None) -> None:
+    """A genuine-token scan of the minted code logged by another client (a phone on
+    the web service), straight into the store's scan log."""
+    from provmint.store.scanlog import open_scan_log
+
+    with open_scan_log(settings, pool_size=0) as log:
+        log.record(
+            GTIN,
+            SERIAL,
+            "pending",
+            location=location,
+            source="serve",
+            address="198.51.100.7",
+            user_agent=f"Mozilla/5.0 ({client})",
+        )
+
+
+def test_two_places_from_two_clients_are_suspect(cli, minted, settings) -> None:
+    """This machine is one client: its own scans from two places never flag the code;
+    another client giving another place does, and the reason names the places."""
     first = _scan(cli, minted["url"], "--location", "Warehouse A", exit_code=EXIT_PENDING)
     assert first["scans"]["locations"] == ["Warehouse A"]
     again = _scan(cli, minted["url"], "--location", "Warehouse A", exit_code=EXIT_PENDING)
     assert again["scans"]["count"] == 2
-    second = _scan(cli, minted["token"], "--location", "Shop B", exit_code=EXIT_SUSPECT)
+    moved = _scan(cli, minted["token"], "--location", "Shop B", exit_code=EXIT_PENDING)
+    assert sorted(moved["scans"]["locations"]) == ["Shop B", "Warehouse A"]
+    assert moved["scans"]["window"]["clients"] == 1
+    assert moved["scans"]["window"]["placing_clients"] == 1
+
+    _scan_from(settings, "phone", location="Market C")
+    second = _scan(cli, minted["token"], exit_code=EXIT_SUSPECT)
     assert second["verdict"] == "suspect"
-    assert sorted(second["scans"]["locations"]) == ["Shop B", "Warehouse A"]
-    assert "Shop B" in second["reason"] and "Warehouse A" in second["reason"]
+    assert second["scans"]["window"]["placing_clients"] == 2
+    assert "Market C" in second["reason"] and "Shop B" in second["reason"]
+    assert "by different clients within 7 days" in second["reason"]
     assert second["product"] == minted["record"]
     # Other products are not affected.
     other = _product(cli, OTHER_SERIAL)
@@ -224,18 +250,26 @@ def test_scans_from_two_places_are_suspect(cli, minted) -> None:
     )
 
 
-def test_scanned_more_than_the_threshold_is_suspect(cli, minted) -> None:
-    for count in (1, 2):
+def test_more_clients_than_the_threshold_is_suspect(cli, minted, settings) -> None:
+    """Scans count by client: this machine's many scans are one client, and the code is
+    flagged once more distinct clients than the threshold have seen it."""
+    for count in (1, 2, 3):
         report = _scan(cli, minted["url"], "--clone-threshold", "2", exit_code=EXIT_PENDING)
         assert report["scans"]["count"] == count
+        assert report["scans"]["window"]["clients"] == 1
+    _scan_from(settings, "phone 1")
+    assert _scan(cli, minted["url"], "--clone-threshold", "2", exit_code=EXIT_PENDING)
+    _scan_from(settings, "phone 2")
     report = _scan(cli, minted["url"], "--clone-threshold", "2", exit_code=EXIT_SUSPECT)
     assert report["verdict"] == "suspect"
-    assert report["scans"]["count"] == 3
-    assert "3 times" in report["reason"] and "more than 2" in report["reason"]
-    # The default threshold (5) still allows the 4th and 5th scans.
-    assert _scan(cli, minted["url"], exit_code=EXIT_PENDING)["scans"]["count"] == 4
-    assert _scan(cli, minted["url"], exit_code=EXIT_PENDING)["scans"]["count"] == 5
-    assert _scan(cli, minted["url"], exit_code=EXIT_SUSPECT)["scans"]["count"] == 6
+    assert report["scans"]["window"]["clients"] == 3
+    assert "seen by more than 2 different clients within 7 days" in report["reason"]
+    # The default threshold (5) still allows them; a [copy_signal] setting replaces it.
+    assert _scan(cli, minted["url"], exit_code=EXIT_PENDING)["scans"]["count"] == 8
+    config = settings.store.parent / "copy.toml"
+    config.write_text("[copy_signal]\nmax_clients = 2\n")
+    _scan(cli, minted["url"], "--config", config, exit_code=EXIT_SUSPECT)
+    _scan(cli, minted["url"], "--config", config, "--clone-threshold", "3", exit_code=EXIT_PENDING)
 
 
 def test_forged_scans_do_not_make_the_genuine_label_suspect(cli, minted) -> None:

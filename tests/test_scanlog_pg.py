@@ -134,16 +134,33 @@ def test_counts_places_and_history(log: ScanLog, backend) -> None:
 
 
 def test_many_places_are_counted_and_some_listed(log: ScanLog) -> None:
+    t0 = datetime.now(UTC) - timedelta(hours=1)
     for i in range(14):
         stats = log.record(
-            GTIN, SERIAL, "genuine", location=f"Shop {i:02d}", source="serve", recent=0
+            GTIN,
+            SERIAL,
+            "genuine",
+            location=f"Shop {i:02d}",
+            source="serve",
+            recent=0,
+            at=t0 + timedelta(minutes=i),
+            address=f"10.{i}.0.1",  # a client each
+            user_agent="phone",
         )
     assert stats.places == 14
     assert stats.locations == tuple(f"Shop {i:02d}" for i in range(10))
+    # The copy signal counts only up to one past its threshold (max_places 1)...
+    assert (stats.window_places, stats.placing_clients) == (2, 2)
+    # ...and then names the latest places, for the operator.
+    assert stats.window_locations == tuple(f"Shop {i:02d}" for i in range(13, 3, -1))
+    from provmint.config import CopySignalSettings
     from provmint.scan import suspicious
 
-    why = suspicious(stats, 100)
-    assert why == ("scanned from 14 places: " + ", ".join(stats.locations) + " and 4 more")
+    why = suspicious(stats, CopySignalSettings(max_clients=100))
+    assert why == (
+        "seen from 10+ places by different clients within 7 days: "
+        + ", ".join(stats.window_locations)
+    )
 
 
 def test_clone_query_reads_one_indexed_row(log: ScanLog, backend) -> None:
@@ -213,7 +230,7 @@ def _record_many(url: str, worker: int, n: int, barrier: Any) -> None:
         log.record(
             GTIN,
             SERIAL,
-            "genuine" if i % 5 else "forged",
+            "genuine" if i % 15 else "forged",  # at most 20 forged rows per code and day
             location=place,
             source=f"w{worker}",
             recent=0,
@@ -235,7 +252,7 @@ def test_concurrent_writers_lose_no_count(log: ScanLog, backend) -> None:
         assert p.exitcode == 0
     stats = log.stats(GTIN, SERIAL, recent=0)
     assert stats.all_scans == 240
-    assert stats.count == 4 * 48
+    assert stats.count == 4 * 56
     assert stats.places == 7
     assert _counters(log, {(GTIN, SERIAL)}) == _recount(backend)
 
@@ -483,13 +500,18 @@ def test_cli_scan_logs_to_postgresql(
     assert r.exit_code == EXIT_PENDING, r.output
     monkeypatch.setenv("PROVMINT_SCAN_LOG", pg_url)
     r = cli("scan", url, "--location", "Dock 2", "--json")
-    assert r.exit_code == EXIT_SUSPECT, r.output
+    assert r.exit_code == EXIT_PENDING, r.output  # one machine in two places: one client
     scans = json.loads(r.stdout)["scans"]
     assert (scans["count"], scans["places"], scans["locations"]) == (2, 2, ["Dock 1", "Dock 2"])
+    with open_scan_log(resolve_settings(), pool_size=0) as log:  # a phone, elsewhere
+        log.record(GTIN, SERIAL, "pending", location="Dock 3", source="serve", user_agent="p")
+    r = cli("scan", url, "--json")
+    assert r.exit_code == EXIT_SUSPECT, r.output
     assert not (tmp_path / "store" / "scans.sqlite").exists()
     token = urlsplit(url).query.removeprefix("t=")
     with psycopg.connect(pg_url) as con:
-        for table in ("scans", "scan_codes", "scan_places", "scan_log_version"):
+        tables = ("scans", "scan_codes", "scan_places", "scan_clients", "scan_log_version")
+        for table in tables:
             for row in con.execute(f"SELECT * FROM {table}"):
                 assert token not in " ".join(map(str, row)), (table, row)
 
@@ -520,23 +542,25 @@ def test_two_replicas_share_counts_and_the_clone_flag(
 ) -> None:
     """Two ``provmint serve`` processes (one with two workers) on one store and one
     database: one code scanned on both is counted once across them, and a second place
-    seen by the other replica makes it a possible copy."""
+    given by a second client on the other replica makes it a possible copy (the replicas
+    share the log's client salt, so one phone is one client on both)."""
     assert cli("batch", "create", EXAMPLE_CSV).exit_code == 0
     path = _path(_url(cli))
     a = serve_store("--scan-log", pg_url, "--workers", "2")
     b = serve_store("--scan-log", pg_url, "--workers", "1")
     assert _get(a, "/healthz").status_code == 200 and _get(b, "/healthz").status_code == 200
 
-    first = _get(a, path + "&loc=Paris", headers=JSON).json()
-    second = _get(b, path + "&loc=Paris", headers=JSON).json()
+    phone_a = {**JSON, "User-Agent": "phone A"}
+    first = _get(a, path + "&loc=Paris", headers=phone_a).json()
+    second = _get(b, path + "&loc=Paris", headers=phone_a).json()
     assert (first["scans"], first["verdict"], first["logged"]) == (1, "pending", True)
     assert (second["scans"], second["verdict"]) == (2, "pending")
-    third = _get(a, path + "&loc=Berlin", headers=JSON).json()
+    third = _get(a, path + "&loc=Berlin", headers={**JSON, "User-Agent": "phone B"}).json()
     assert third["scans"] == 3 and third["verdict"] == "suspect"
     assert "Berlin" not in third["reason"] and "Paris" not in third["reason"]  # visitors' text
     page = _get(b, path)
     assert page.status_code == 200 and 'data-verdict="suspect"' in page.text
-    assert "<th>scans of this code</th><td>4</td>" in page.text
+    assert "<th>Scans of this code</th><td>4</td>" in page.text
     # A forged request on either replica is not a scan of the label.
     forged = path.partition("?t=")[0] + "?t=" + "A" * 22
     assert _get(a, forged, headers=JSON).status_code == 404
@@ -670,7 +694,7 @@ def test_read_only_store_with_postgresql_scan_log(cli, keyed, pg_url: str, tmp_p
     out = _serve_read_only(store, _path(_url(cli)), "--scan-log", pg_url, "--workers", "2")
     assert out["health"][0] == 200, out
     assert out["json"][0] == 200 and json.loads(out["json"][1])["logged"] is True, out
-    assert out["html"][0] == 200 and "scans of this code</th><td>2</td>" in out["html"][1]
+    assert out["html"][0] == 200 and "Scans of this code</th><td>2</td>" in out["html"][1]
     assert "Traceback" not in out["stderr"] and "warning" not in out["stderr"], out["stderr"]
     assert not (store / "scans.sqlite").exists()
 

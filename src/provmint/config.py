@@ -22,6 +22,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -39,6 +40,7 @@ __all__ = [
     "ServeSettings",
     "Settings",
     "check_scan_log_url",
+    "contrast_ratio",
     "default_config_file",
     "redact",
     "resolve_chain",
@@ -102,14 +104,194 @@ class Secret:
 # -- [brand]: how the public page presents the brand ----------------------------------
 
 
+DEFAULT_BRAND_COLOUR = "#24292f"
+"""The page's accent when ``[brand] colour`` is not set (a near-black, 14.7:1 on white)."""
+MAX_LOGO_BYTES = 256 * 1024
+"""The largest logo file accepted: it is held in memory by every serving process."""
+MIN_CONTRAST = 4.5
+"""WCAG AA's least contrast ratio for normal text."""
+_BRAND_KEYS = ("name", "logo", "contact", "colour", "product_name", "explorer")
+_HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+_EMAIL = re.compile(r"[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+"""An address a mailto: link can carry as is (no characters that would need escaping)."""
+_COLUMN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_URL_UNSAFE = re.compile(r"[\s\"'<>\\^`{|}]")
+_SVG_ACTIVE = re.compile(rb"<script|<foreignobject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+
+
 @dataclass(frozen=True, slots=True)
 class BrandSettings:
-    """The ``[brand]`` table: how the public verification page presents the brand."""
+    """The ``[brand]`` table: how the public verification page presents the brand.
+
+    Every value is optional. The logo is read (and checked) when the settings are
+    resolved, so that the service serves it itself and the page loads nothing from
+    elsewhere."""
+
+    name: str | None = None
+    """The brand's name, at the top of the page (None: no name shown)."""
+    logo: Path | None = None
+    """The logo file given (PNG, SVG, JPEG or WebP, at most :data:`MAX_LOGO_BYTES`)."""
+    logo_type: str | None = None
+    """The logo's media type, from its content."""
+    logo_data: bytes = field(default=b"", repr=False)
+    """The logo's bytes."""
+    contact: str | None = None
+    """Where a consumer reports a product: ``mailto:ADDRESS`` or an https URL of a report
+    form (where ``{code}`` is replaced by the scanned code's path, percent-encoded)."""
+    colour: str = DEFAULT_BRAND_COLOUR
+    """The accent colour, ``#rrggbb`` in lower case, readable on white and under white
+    text (contrast at least :data:`MIN_CONTRAST`)."""
+    product_name: str = "product_name"
+    """The record column shown as the page's headline."""
+    explorer: str | None = None
+    """A block explorer's https transaction URL with ``{tx}`` where the hash goes."""
+
+
+def contrast_ratio(first: str, second: str) -> float:
+    """The WCAG 2 contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def _brand_text(value: Any, source: str, limit: int) -> str:
+    """A one-line text setting of at most ``limit`` characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{source} must be a non-empty string, got {value!r}")
+    text = value.strip()
+    if len(text) > limit or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise ConfigError(f"{source} must be one line of at most {limit} characters")
+    return text
+
+
+def _logo_type(data: bytes) -> str | None:
+    """The media type of a logo file, from its first bytes (None: not one we serve)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if b"<svg" in data[:4096].lower():
+        return "image/svg+xml"
+    return None
+
+
+def _brand_logo(value: Any, source: str) -> tuple[Path, str, bytes]:
+    """The logo file: its path, media type and bytes. A URL is refused: the page must
+    not load anything from another site (it would learn who scans what, and could
+    change the brand's page)."""
+    text = _brand_text(value, source, 4096)
+    if "://" in text or text.lower().startswith(("http:", "https:", "data:", "//")):
+        raise ConfigError(
+            f"{source} must be the path of an image file, not a URL: the page loads "
+            "nothing from elsewhere",
+            hint="download the logo and give its path; the service serves it itself",
+        )
+    path = Path(text).expanduser()
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_LOGO_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_LOGO_BYTES:
+        raise ConfigError(f"{source}: {path} is larger than {MAX_LOGO_BYTES // 1024} KiB")
+    media_type = _logo_type(data)
+    if media_type is None:
+        raise ConfigError(f"{source}: {path} is not a PNG, SVG, JPEG or WebP image")
+    if media_type == "image/svg+xml" and _SVG_ACTIVE.search(data):
+        raise ConfigError(f"{source}: {path} holds scripts or event handlers; use a plain SVG")
+    return path, media_type, data
+
+
+def _brand_contact(value: Any, source: str) -> str:
+    """``mailto:ADDRESS`` for an e-mail address, or the https URL of a report form."""
+    text = _brand_text(value, source, 2000)
+    address = text.removeprefix("mailto:")
+    if _EMAIL.fullmatch(address):
+        return "mailto:" + address
+    if not _https_url(text.replace("{code}", "")):
+        raise ConfigError(
+            f"{source} must be an e-mail address or an https URL of a report form, got {text!r}"
+        )
+    return text
+
+
+def _https_url(text: str) -> bool:
+    """Whether ``text`` is an https URL with a host and nothing a link would need escaped."""
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:  # a malformed [IPv6] host or port
+        return False
+    return parts.scheme == "https" and bool(host) and not _URL_UNSAFE.search(text)
+
+
+def _brand_colour(value: Any, source: str) -> str:
+    """``#rrggbb``, lower case, with at least :data:`MIN_CONTRAST` against white (the page
+    puts it behind white text and as text on white)."""
+    if not isinstance(value, str) or not _HEX_COLOUR.fullmatch(value.strip()):
+        raise ConfigError(f"{source} must be a colour written #rrggbb, got {value!r}")
+    colour = value.strip().lower()
+    ratio = contrast_ratio(colour, "#ffffff")
+    if ratio < MIN_CONTRAST:
+        raise ConfigError(
+            f"{source}: {colour} against white has a contrast ratio of {ratio:.2f}:1, below "
+            f"the {MIN_CONTRAST}:1 that text needs to be readable (WCAG AA)",
+            hint="choose a darker shade of the colour",
+        )
+    return colour
+
+
+def _brand_column(value: Any, source: str) -> str:
+    """A record column's name as provmint stores it (lower case, digits, underscores)."""
+    if not isinstance(value, str) or not _COLUMN.fullmatch(value):
+        raise ConfigError(
+            f"{source} must be a column name in lower case (like product_name), got {value!r}"
+        )
+    return value
+
+
+def _brand_explorer(value: Any, source: str) -> str:
+    """A block explorer's transaction URL: https, with ``{tx}`` once and no other braces."""
+    text = _brand_text(value, source, 2000)
+    if text.count("{tx}") != 1 or not _https_url(text.replace("{tx}", "")):
+        raise ConfigError(
+            f"{source} must be an https URL with {{tx}} where the transaction hash goes, "
+            f"got {text!r}",
+            hint="for example https://etherscan.io/tx/{tx}",
+        )
+    return text
 
 
 def _brand(table: Mapping[str, Any], where: str) -> BrandSettings:
     """The ``[brand]`` table, checked (``where`` names it in errors)."""
-    return BrandSettings()
+    unknown = sorted(set(table) - set(_BRAND_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting {unknown[0]!r}",
+            hint=f"known brand settings: {', '.join(_BRAND_KEYS)}",
+        )
+
+    def pick(key: str, check: Callable[[Any, str], _T]) -> _T | None:
+        return check(table[key], f"{where} {key}") if key in table else None
+
+    logo = pick("logo", _brand_logo)
+    return BrandSettings(
+        name=pick("name", lambda value, source: _brand_text(value, source, 80)),
+        logo=logo[0] if logo else None,
+        logo_type=logo[1] if logo else None,
+        logo_data=logo[2] if logo else b"",
+        contact=pick("contact", _brand_contact),
+        colour=pick("colour", _brand_colour) or DEFAULT_BRAND_COLOUR,
+        product_name=pick("product_name", _brand_column) or "product_name",
+        explorer=pick("explorer", _brand_explorer),
+    )
 
 
 # -- [serve]: the public service's edges (rate limit, proxies, limits, timeouts) -------
@@ -117,25 +299,197 @@ def _brand(table: Mapping[str, Any], where: str) -> BrandSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
-    """The ``[serve]`` table: limits and timeouts of the public service."""
+    """The ``[serve]`` table: limits and timeouts of the public service (each worker
+    process applies them to its own connections). docs/DEPLOY.md says how to set them
+    behind a TLS proxy."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    """Networks (CIDR) of the proxies in front of the service: only from them is
+    ``X-Forwarded-For`` believed, to find the client's address (none: every connection
+    is the client's own)."""
+    rate_limit: int = 60
+    """Requests a client may make per ``rate_window`` (0: no limit); ``/healthz`` is not
+    limited."""
+    rate_window: float = 60.0
+    """Seconds over which ``rate_limit`` requests are allowed."""
+    rate_burst: int | None = None
+    """Requests a client may make at once (None: ``rate_limit``)."""
+    max_header_bytes: int = 8192
+    """The largest size of a request's header fields, in bytes: 431 beyond."""
+    max_headers: int = 64
+    """The most header fields in a request: 431 beyond."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a whole request once it began it (or opened the
+    connection): closed beyond."""
+    keep_alive_timeout: int = 5
+    """Seconds an idle kept-alive connection stays open."""
+    limit_concurrency: int = 1000
+    """Requests in progress in one worker beyond which new ones are answered 503 at
+    once (0: no limit)."""
+
+
+_SERVE_KEYS = (
+    "trusted_proxies",
+    "rate_limit",
+    "rate_window",
+    "rate_burst",
+    "max_header_bytes",
+    "max_headers",
+    "header_timeout",
+    "keep_alive_timeout",
+    "limit_concurrency",
+)
+_SERVE_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "rate_limit": (int, 0, 1_000_000),
+    "rate_window": (float, 0.1, 86_400),
+    "rate_burst": (int, 1, 1_000_000),
+    "max_header_bytes": (int, 1024, 1_048_576),
+    "max_headers": (int, 8, 1000),
+    "header_timeout": (float, 0.5, 3600),
+    "keep_alive_timeout": (int, 1, 3600),
+    "limit_concurrency": (int, 0, 1_000_000),
+}
+"""Each numeric ``[serve]`` setting: whole number or seconds, and its bounds."""
+
+
+def _serve_number(value: Any, source: str, kind: type, low: float, high: float) -> Any:
+    """A TOML number within bounds: a whole number for ``int``, any number for ``float``
+    (never a boolean or a string)."""
+    whole = kind is int
+    allowed = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        noun = "a whole number" if whole else "a number of seconds"
+        raise ConfigError(f"{source} must be {noun}, got {value!r}")
+    if not low <= value <= high:
+        low_text, high_text = (f"{int(b)}" if b == int(b) else f"{b}" for b in (low, high))
+        raise ConfigError(f"{source} must be between {low_text} and {high_text}, got {value!r}")
+    return kind(value)
+
+
+def _trusted_proxies(value: Any, source: str) -> tuple[str, ...]:
+    """The proxies' networks, canonical (``10.0.0.0/8``; a bare address is its /32 or
+    /128). A network with host bits set is refused: it is probably a typo."""
+    import ipaddress
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(
+            f"{source} must be a list of networks, got {value!r}",
+            hint='for example trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]',
+        )
+    networks = []
+    for item in items:
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip())))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{source}: {item!r} is not a network ({exc})",
+                hint="write a network as an address and prefix length, as 10.0.0.0/8",
+            ) from None
+    return tuple(dict.fromkeys(networks))
 
 
 def _serve(table: Mapping[str, Any], where: str) -> ServeSettings:
     """The ``[serve]`` table, checked (``where`` names it in errors)."""
-    return ServeSettings()
+    unknown = sorted(set(table) - set(_SERVE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting {unknown[0]!r}",
+            hint=f"known serve settings: {', '.join(_SERVE_KEYS)}",
+        )
+    values: dict[str, Any] = {
+        key: _serve_number(table[key], f"{where} {key}", *bounds)
+        for key, bounds in _SERVE_BOUNDS.items()
+        if key in table
+    }
+    if "trusted_proxies" in table:
+        values["trusted_proxies"] = _trusted_proxies(
+            table["trusted_proxies"], f"{where} trusted_proxies"
+        )
+    return ServeSettings(**values)
 
 
 # -- [copy_signal]: when a genuine code looks copied ------------------------------------
 
 
+MAX_AGE = timedelta(days=100 * 366)
+"""The longest age a setting or option accepts (a copy-signal window, a retention)."""
+_AGE = re.compile(r"([0-9]{1,6})([hdw])")
+_AGE_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+_COPY_SIGNAL_KEYS = ("window", "max_clients", "max_places")
+
+
+def read_age(text: str) -> timedelta | None:
+    """An age written as a whole number and a unit, ``12h``, ``7d`` or ``52w`` (hours,
+    days, weeks); None when ``text`` is not one. Callers check the bounds (more than 0, at
+    most :data:`MAX_AGE`): ``[copy_signal] window`` here, ``scans prune --older-than``."""
+    found = _AGE.fullmatch(text.strip())
+    if found is None:
+        return None
+    return int(found.group(1)) * _AGE_UNITS[found.group(2)]
+
+
 @dataclass(frozen=True, slots=True)
 class CopySignalSettings:
-    """The ``[copy_signal]`` table: when a genuine code is flagged as a possible copy."""
+    """The ``[copy_signal]`` table: when a genuine code is flagged as a possible copy.
+
+    Within ``window`` (until the operator clears the code, ``provmint scans clear``), a
+    genuine code is suspect when more than ``max_clients`` distinct clients saw it, or
+    when it was seen from more than ``max_places`` distinct places given by more than
+    ``max_places`` distinct clients. A client is a salted hash of the network prefix and
+    the user agent; repeated loads by one client count once, and known link-preview bots
+    and crawlers not at all (see :mod:`provmint.store.scanlog.clients`)."""
+
+    window: timedelta = timedelta(days=7)
+    """How long a scan counts as evidence: older ones stop counting, so a flag clears
+    itself once its evidence is older than this."""
+    max_clients: int = 5
+    """More distinct clients than this within the window flag the code."""
+    max_places: int = 1
+    """More distinct places than this, given by more distinct clients than this, within
+    the window flag the code (1: two places from two clients)."""
+
+
+def _window(value: Any, source: str) -> timedelta:
+    age = read_age(value) if isinstance(value, str) else None
+    if age is None:
+        raise ConfigError(
+            f'{source} must be an age such as "7d", got {value!r}',
+            hint="write a whole number and a unit in quotes: h (hours), d (days) or w "
+            '(weeks), as in "7d", "48h" or "2w"',
+        )
+    if not timedelta(0) < age <= MAX_AGE:
+        raise ConfigError(f"{source} must be more than 0 and at most 100 years, got {value!r}")
+    return age
+
+
+def _count(value: Any, source: str) -> int:
+    """A whole number from 1 to a million (a TOML integer, not a float or a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise ConfigError(f"{source} must be a whole number from 1 to 1000000, got {value!r}")
+    return value
 
 
 def _copy_signal(table: Mapping[str, Any], where: str) -> CopySignalSettings:
     """The ``[copy_signal]`` table, checked (``where`` names it in errors)."""
-    return CopySignalSettings()
+    unknown = sorted(set(table) - set(_COPY_SIGNAL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting {unknown[0]!r}",
+            hint=f"known copy-signal settings: {', '.join(_COPY_SIGNAL_KEYS)}",
+        )
+    defaults = CopySignalSettings()
+    return CopySignalSettings(
+        window=_window(table["window"], f"{where} window")
+        if "window" in table
+        else defaults.window,
+        max_clients=_count(table["max_clients"], f"{where} max_clients")
+        if "max_clients" in table
+        else defaults.max_clients,
+        max_places=_count(table["max_places"], f"{where} max_places")
+        if "max_places" in table
+        else defaults.max_places,
+    )
 
 
 # -- Settings ---------------------------------------------------------------------------
@@ -294,7 +648,12 @@ def _check_url_base(value: Any, source: str) -> str:
 
 
 def _path(value: Any, source: str) -> Path:
-    """A path setting, ``~`` expanded (``source`` unused: any path is accepted here)."""
+    """A path setting, ``~`` expanded: a non-empty string (an option may give a Path); the
+    file could give a number or a table."""
+    if isinstance(value, Path):
+        return value.expanduser()
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(f"{source}: must be a path (a non-empty string), got {value!r}")
     return Path(value).expanduser()
 
 
@@ -314,9 +673,13 @@ class _Number(Generic[_N]):
     """When set, an out-of-range error names the unit instead of echoing the value."""
 
     def __call__(self, value: Any, source: str) -> _N:
+        # TOML's true is not 1, and 2.5 workers is not 2: neither is coerced.
+        fractional = isinstance(value, float) and self.kind is int and not value.is_integer()
         try:
+            if isinstance(value, bool) or fractional:
+                raise ValueError(value)
             number = self.kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{source}: {self.name} must be {self.noun}, got {value!r}") from None
         if not self.low <= number <= self.high:
             tail = f" {self.unit}" if self.unit else f", got {number}"
@@ -528,7 +891,7 @@ def _poa(value: Any, source: str) -> bool:
 
 def _keystore(value: Any, source: str) -> Path:
     """The encrypted keystore's path, ``~`` expanded."""
-    return Path(str(value)).expanduser()
+    return _path(value, source)
 
 
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:

@@ -9,20 +9,27 @@ genuine        0     known product, token matches, batch anchored
 pending        4     known product, token matches, batch not anchored yet
 forged         3     known product, but the token (or the lot) does not match
 unknown        7     no such product in the store
-suspect        11    a genuine code scanned too often or from several places:
-                     possibly a copied label
+suspect        11    a genuine code seen by too many clients, or from several
+                     places by several clients, lately: possibly a copied label
 =============  ====  ============================================================
+
+The copy signal (:func:`suspicious`) counts *clients* (a salted hash of the network
+prefix and the user agent; ``provmint scan`` is one client per machine) within the
+``[copy_signal]`` window, never page loads: one consumer reloading a page or scanning
+from two places never flags a code. :func:`copy_signal` shows an operator what a code's
+signal rests on, :func:`clear_copy_signal` clears it.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 from provmint import gs1
-from provmint.config import Settings
+from provmint.config import CopySignalSettings, Settings
 from provmint.errors import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
@@ -34,13 +41,33 @@ from provmint.errors import (
     NotFoundError,
 )
 from provmint.keys import Keyring, load_keyring
-from provmint.store.scanlog import GOOD_VERDICTS, ScanStats, open_scan_log
+from provmint.store.scanlog import (
+    GOOD_VERDICTS,
+    LISTED_PLACES,
+    CopyEvidence,
+    ScanStats,
+    open_scan_log,
+)
+from provmint.store.scanlog.clients import cli_client
 from provmint.tokens import make_token, parse_token
 
-__all__ = ["DEFAULT_CLONE_SCANS", "Judgement", "ScanResult", "Verdict", "judge", "scan_code"]
+__all__ = [
+    "DEFAULT_CLONE_SCANS",
+    "CopySignal",
+    "Judgement",
+    "ScanResult",
+    "Verdict",
+    "clear_copy_signal",
+    "copy_rule",
+    "copy_signal",
+    "judge",
+    "scan_code",
+    "suspicious",
+]
 
-DEFAULT_CLONE_SCANS = 5
-"""A genuine code scanned more often than this is flagged as a possible copy."""
+DEFAULT_CLONE_SCANS = CopySignalSettings().max_clients
+"""A genuine code seen by more distinct clients than this within the copy signal's
+window is flagged as a possible copy (``[copy_signal] max_clients``)."""
 
 
 class Verdict(StrEnum):
@@ -111,15 +138,50 @@ def judge(
     return Judgement(Verdict.GENUINE, "genuine product")
 
 
-def suspicious(stats: ScanStats, threshold: int) -> str | None:
-    """Why a genuine code looks copied, or None."""
-    places = max(stats.places, len(stats.locations))
-    if places > 1:
-        more = places - len(stats.locations)
-        listed = ", ".join(stats.locations) + (f" and {more} more" if more > 0 else "")
-        return f"scanned from {places} places: {listed}"
-    if stats.count > threshold:
-        return f"scanned {stats.count} times (more than {threshold})"
+def copy_rule(settings: Settings, clone_threshold: int | None = None) -> CopySignalSettings:
+    """The copy signal's rule: the settings' ``[copy_signal]``, with ``max_clients``
+    replaced by ``clone_threshold`` when one is given (``--clone-threshold``)."""
+    rule = settings.copy_signal
+    return rule if clone_threshold is None else replace(rule, max_clients=clone_threshold)
+
+
+def describe_window(window: timedelta) -> str:
+    """A window in words: ``7 days``, ``36 hours``."""
+    days, rest = divmod(window, timedelta(days=1))
+    if not rest:
+        return f"{days} day" + ("s" if days != 1 else "")
+    hours = int(window / timedelta(hours=1))
+    return f"{hours} hour" + ("s" if hours != 1 else "")
+
+
+def suspicious(evidence: ScanStats | CopyEvidence, rule: CopySignalSettings) -> str | None:
+    """Why a genuine code looks copied under ``rule``, or None. The rule, over the
+    evidence since the window's start (or the operator's last clear, if later):
+
+    - more than ``max_clients`` distinct clients saw the code (with its real token;
+      link-preview bots and crawlers do not count, and each client counts once however
+      often it loads the page); or
+    - more than ``max_places`` distinct places were given for it, by more than
+      ``max_places`` distinct clients (with the default 1: two places, from two clients).
+
+    The reason names the places: it is for the operator, never for the public page."""
+    within = f"within {describe_window(rule.window)}"
+    # A scan's counts stop one past each threshold (the operator's evidence does not).
+    capped = isinstance(evidence, ScanStats)
+    if evidence.clients > rule.max_clients:
+        many = f"more than {rule.max_clients}" if capped else str(evidence.clients)
+        return f"seen by {many} different clients {within}"
+    if evidence.window_places > rule.max_places and evidence.placing_clients > rule.max_places:
+        names = evidence.window_locations
+        if capped:
+            places = f"{len(names)}{'+' if len(names) >= LISTED_PLACES else ''} places"
+            return f"seen from {places} by different clients {within}: {', '.join(names)}"
+        more = evidence.window_places - len(names)
+        listed = ", ".join(names) + (f" and {more} more" if more > 0 else "")
+        return (
+            f"seen from {evidence.window_places} places by {evidence.placing_clients} "
+            f"different clients {within}: {listed}"
+        )
     return None
 
 
@@ -156,6 +218,12 @@ class ScanResult:
                 "locations": list(self.stats.locations),
                 "first_seen": self.stats.first_seen,
                 "recent": [s.to_json() for s in self.stats.recent],
+                "window": {
+                    "since": self.stats.since,
+                    "clients": self.stats.clients,
+                    "places": self.stats.window_places,
+                    "placing_clients": self.stats.placing_clients,
+                },
             },
         }
 
@@ -176,15 +244,17 @@ def scan_code(
     code: str,
     *,
     location: str | None = None,
-    clone_threshold: int = DEFAULT_CLONE_SCANS,
+    clone_threshold: int | None = None,
     source: str = "cli",
 ) -> ScanResult:
     """Check a scanned Digital Link URL or bare token; log the scan; return the verdict.
 
-    The scan goes to the log the settings name (:func:`open_scan_log`); when it cannot
-    be logged (a read-only store, PostgreSQL down) this raises
-    :class:`~provmint.store.scanlog.ScanLogError` rather than answer without the clone
-    check."""
+    The scan goes to the log the settings name (:func:`open_scan_log`), as this
+    machine's client (:func:`~provmint.store.scanlog.clients.cli_client`); the copy
+    signal is the settings' ``[copy_signal]`` rule (``clone_threshold`` replaces its
+    ``max_clients``). When the scan cannot be logged (a read-only store, PostgreSQL
+    down) this raises :class:`~provmint.store.scanlog.ScanLogError` rather than answer
+    without the copy check."""
     from provmint.products import ProductRecord, locate_product
 
     link, token = _parse(code)
@@ -212,15 +282,19 @@ def scan_code(
     )
     stats = None
     if product is not None:
-        with open_scan_log(settings, pool_size=0) as log:
+        rule = copy_rule(settings, clone_threshold)
+        address, agent = cli_client()
+        with open_scan_log(replace(settings, copy_signal=rule), pool_size=0) as log:
             stats = log.record(
                 product.record["gtin"],
                 product.record["serial"],
                 verdict,
                 location=location,
                 source=source,
+                address=address,
+                user_agent=agent,
             )
-        why = suspicious(stats, clone_threshold) if verdict.shows_real_token else None
+        why = suspicious(stats, rule) if verdict.shows_real_token else None
         if why is not None:
             verdict, reason = Verdict.SUSPECT, f"possible copied label: {why}"
     return ScanResult(
@@ -231,3 +305,103 @@ def scan_code(
         anchor=anchor,
         stats=stats,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CopySignal:
+    """One code's copy signal as the operator sees it (``provmint scans show`` and
+    ``clear``): the rule, the evidence it rests on, and whether it flags the code."""
+
+    gtin: str
+    serial: str
+    rule: CopySignalSettings
+    evidence: CopyEvidence | None
+    """None: the scan log has no scan of this code."""
+    reason: str | None
+    """Why the code is flagged now (None: it is not)."""
+    cleared_at: str | None = None
+    """Set by :func:`clear_copy_signal`: the time of this clear."""
+
+    @property
+    def code(self) -> str:
+        """The code as a Digital Link path, without its token."""
+        return f"01/{self.gtin}/21/{self.serial}"
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the code is flagged as a possible copy."""
+        return self.reason is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form (for the operator: it lists places)."""
+        out: dict[str, Any] = {
+            "code": self.code,
+            "gtin": self.gtin,
+            "serial": self.serial,
+            "flagged": self.flagged,
+            "reason": self.reason,
+            "rule": {
+                "window": describe_window(self.rule.window),
+                "window_seconds": int(self.rule.window.total_seconds()),
+                "max_clients": self.rule.max_clients,
+                "max_places": self.rule.max_places,
+            },
+            "evidence": None if self.evidence is None else self.evidence.to_json(),
+        }
+        if self.cleared_at is not None:
+            out["cleared"] = self.cleared_at
+        return out
+
+
+def code_identity(settings: Settings, code: str) -> tuple[str, str]:
+    """The (GTIN-14, serial) of a code as ``provmint scan`` reads it: a Digital Link URL
+    or path (nothing is looked up) or a bare token (found in the store)."""
+    from provmint.products import locate_product
+
+    link, token = _parse(code)
+    if link is not None:
+        return link.gtin14, link.serial
+    if not token:
+        raise ConfigError("give a code: a verification URL, its path, or a token")
+    product, _ = locate_product(settings, token=token)
+    return product.record["gtin"], product.record["serial"]
+
+
+def copy_signal(
+    settings: Settings,
+    code: str,
+    *,
+    clone_threshold: int | None = None,
+    at: datetime | None = None,
+) -> CopySignal:
+    """Why a code is, or is not, flagged as a possible copy at ``at`` (now)."""
+    gtin, serial = code_identity(settings, code)
+    rule = copy_rule(settings, clone_threshold)
+    with open_scan_log(replace(settings, copy_signal=rule), pool_size=0) as log:
+        evidence = log.evidence(gtin, serial, at=at)
+    reason = suspicious(evidence, rule) if evidence is not None else None
+    return CopySignal(gtin, serial, rule, evidence, reason)
+
+
+def clear_copy_signal(
+    settings: Settings,
+    code: str,
+    *,
+    clone_threshold: int | None = None,
+    at: datetime | None = None,
+) -> CopySignal:
+    """Clear a code's copy signal at ``at`` (now): the evidence before then stops
+    counting, for ``provmint serve`` and ``provmint scan`` alike. Returns the signal as
+    it was just before (what was cleared). Raises NotFoundError (exit 7) when the scan
+    log has no scan of the code."""
+    gtin, serial = code_identity(settings, code)
+    rule = copy_rule(settings, clone_threshold)
+    with open_scan_log(replace(settings, copy_signal=rule), pool_size=0) as log:
+        evidence = log.clear(gtin, serial, at=at)
+        where = log.where
+    if evidence is None:
+        raise NotFoundError(
+            f"the scan log {where} has no scans of 01/{gtin}/21/{serial}: nothing to clear"
+        )
+    reason = suspicious(evidence, rule)
+    return CopySignal(gtin, serial, rule, evidence, reason, cleared_at=evidence.at)

@@ -27,20 +27,29 @@ unknown one gets (nobody learns which serials exist). Only page views count as s
 from __future__ import annotations
 
 import asyncio
-import html
 import json
+import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from provmint import gs1
-from provmint.config import Settings
+from provmint.config import BrandSettings, ServeSettings, Settings
+from provmint.edge import (
+    NO_STORE,
+    SECURITY_HEADERS,
+    RateLimiter,
+    TrustedProxies,
+    http_protocol,
+    parse_address,
+    retry_after,
+)
 from provmint.errors import KeyringError
 from provmint.keys import Keyring, load_keyring
 from provmint.products import (
@@ -50,6 +59,7 @@ from provmint.products import (
     product_record,
     proof_of,
 )
+from provmint.publicpage import LOGO_PATH, PublicPages, VerdictView, choose_language
 from provmint.scan import DEFAULT_CLONE_SCANS, Verdict, judge, suspicious
 from provmint.store import BatchInfo, Store
 from provmint.store.lookup import ProductFinder
@@ -166,14 +176,6 @@ PUBLIC_COPY_REASON = (
 )
 """What the public answer says of a possible copy (the operator's tools say why)."""
 
-_TITLES = {
-    "genuine": ("Genuine product", "#1b7f3b"),
-    "pending": ("Genuine record, not yet anchored", "#9a6700"),
-    "suspect": ("Possible copy", "#b35900"),
-    "forged": ("Not recognised", "#b42318"),
-    "unknown": ("Not recognised", "#b42318"),
-    "unavailable": ("Cannot check now", "#57606a"),
-}
 _STATUS = {
     "genuine": 200,
     "pending": 200,
@@ -182,56 +184,29 @@ _STATUS = {
     "unknown": 404,
     "unavailable": 503,
 }
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body{{font-family:system-ui,-apple-system,sans-serif;margin:0;background:#f6f7f9;color:#1f2328}}
-main{{max-width:32rem;margin:0 auto;padding:1rem}}
-.verdict{{background:{color};color:#fff;border-radius:12px;padding:1.25rem;margin:1rem 0}}
-.verdict h1{{margin:0;font-size:1.6rem}} .verdict p{{margin:.5rem 0 0}}
-table{{width:100%;border-collapse:collapse;background:#fff;border-radius:12px}}
-th,td{{text-align:left;padding:.55rem .75rem;border-bottom:1px solid #e6e8eb;font-size:.95rem;
-word-break:break-all}} th{{color:#57606a;font-weight:500;width:40%}}
-footer{{color:#57606a;font-size:.8rem;margin:1rem 0}} a{{color:#0969da}}
-.notice{{background:#fff8c5;border:1px solid #d4a72c;border-radius:12px;padding:.75rem 1rem;
-margin:1rem 0}}
-</style></head>
-<body><main>
-<div class="verdict" id="verdict" data-verdict="{verdict}"><h1>{title}</h1><p>{reason}</p></div>
-{details}
-<footer>Checked {checked}. {proof}</footer>
-</main></body></html>
-"""
 
 
-def _details(outcome: _Outcome) -> str:
-    notice = ""
-    if outcome.logged is False:
-        text = NOT_LOGGED[0].upper() + NOT_LOGGED[1:] + "."
-        notice = f'<p class="notice" id="not-logged">{html.escape(text)}</p>'
-    rows = []
-    if outcome.product is not None and outcome.verdict in GOOD_VERDICTS:
-        for name, value in outcome.product.record.items():
-            rows.append((name.replace("_", " "), value))
-        rows.append(("batch", outcome.product.batch.batch_id))
-        if outcome.anchor:
-            when = datetime.fromtimestamp(outcome.anchor["block_time"], UTC)
-            rows.append(
-                (
-                    "anchored",
-                    f"block {outcome.anchor['block_number']} of chain "
-                    f"{outcome.anchor['chain_id']}, {when:%Y-%m-%d %H:%M} UTC",
-                )
-            )
-            rows.append(("transaction", outcome.anchor["tx_hash"]))
-        if outcome.logged is not False:
-            rows.append(("scans of this code", str(outcome.scans)))
-    if not rows:
-        return notice
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"{notice}<table>{body}</table>"
+@dataclass(frozen=True, slots=True)
+class _Look:
+    """How an HTML answer looks: the brand's pages, and the visitor's language."""
+
+    pages: PublicPages
+    language: str
+
+
+@lru_cache(maxsize=4)
+def _public_pages(brand: BrandSettings) -> PublicPages:
+    """The pages of ``brand``, built once per process (every language's fixed parts)."""
+    return PublicPages(brand)
+
+
+def _look(brand: BrandSettings, request: _Request, query: str = "") -> _Look:
+    """The look of an answer to ``request``: ``?lang=`` (read from the query only when it
+    may be there: parsing costs tens of microseconds), else ``Accept-Language``."""
+    asked = None
+    if "lang" in query:
+        asked = dict(parse_qsl(query, keep_blank_values=True)).get("lang")
+    return _Look(_public_pages(brand), choose_language(asked, request.accept_language))
 
 
 class _Service:
@@ -251,7 +226,10 @@ class _Service:
                 "its genuine labels would be rejected",
                 hint="serve with the key file the batches were minted with",
             )
-        self.log = open_scan_log(settings, service=True)
+        # The copy signal's rule: [copy_signal], --clone-threshold its max_clients. The
+        # log counts with it; the log's client salt is read once, by the writer thread.
+        self.rule = replace(settings.copy_signal, max_clients=clone_threshold)
+        self.log = open_scan_log(replace(settings, copy_signal=self.rule), service=True)
         self.writer = ScanWriter(self.log, wait=LOG_WAIT_SECONDS)
         self.clone_threshold = clone_threshold
         self.notify = notify or (lambda _: None)
@@ -270,7 +248,18 @@ class _Service:
         held = {k.id for k in self.keyring.keys}
         return [(b.batch_id, b.key_id) for b in self.index.batches.values() if b.key_id not in held]
 
-    async def check(self, link: gs1.DigitalLink, location: str | None, *, log: bool) -> _Outcome:
+    async def check(
+        self,
+        link: gs1.DigitalLink,
+        location: str | None,
+        *,
+        log: bool,
+        client: str = "",
+        user_agent: str = "",
+    ) -> _Outcome:
+        """The answer for one code. A logged scan carries its client (the peer's address
+        and user agent, hashed into a key by the writer thread, never stored) for the
+        copy signal: :func:`provmint.scan.suspicious` under :attr:`rule`."""
         self.index.refresh()
         product = self.index.find(link.gtin14, link.serial)
         if product is not None and all(k.id != product.batch.key_id for k in self.keyring.keys):
@@ -287,27 +276,35 @@ class _Service:
             anchor is not None,
         )
         scans, logged = 0, None
-        if product is not None and log and not verdict.shows_real_token:
-            # A forged code: logged for the operator, but its answer does not wait (that
-            # would tell it from an unknown one, which is not logged).
-            self.writer.send(ScanRequest(link.gtin14, link.serial, verdict, location, "serve"))
-        elif product is not None and log:
-            try:
-                stats = await self.writer.record(
-                    ScanRequest(link.gtin14, link.serial, verdict, location, "serve")
-                )
-            except ScanLogError as exc:
-                self.log_state(exc)
-                logged = False
+        if product is not None and log:
+            scan = ScanRequest(
+                link.gtin14,
+                link.serial,
+                verdict,
+                location,
+                "serve",
+                address=client,
+                user_agent=user_agent,
+            )
+            if not verdict.shows_real_token:
+                # A forged code: logged for the operator, but its answer does not wait
+                # (that would tell it from an unknown one, which is not logged).
+                self.writer.send(scan)
             else:
-                self.log_state(None)
-                logged = True
-                scans = stats.count
-                if verdict.shows_real_token and suspicious(stats, self.clone_threshold):
-                    # Never the places themselves: they are what earlier visitors typed
-                    # into the link (``loc``), so repeating them would let anyone write
-                    # on the brand's page. They are the operator's, in the scan log.
-                    verdict, reason = Verdict.SUSPECT, PUBLIC_COPY_REASON
+                try:
+                    stats = await self.writer.record(scan)
+                except ScanLogError as exc:
+                    self.log_state(exc)
+                    logged = False
+                else:
+                    self.log_state(None)
+                    logged = True
+                    scans = stats.count
+                    if suspicious(stats, self.rule):
+                        # Never the places themselves: they are what earlier visitors
+                        # typed into the link (``loc``), so repeating them would let
+                        # anyone write on the brand's page. They are the operator's.
+                        verdict, reason = Verdict.SUSPECT, PUBLIC_COPY_REASON
         if verdict in (Verdict.FORGED, Verdict.UNKNOWN):  # one answer for both, on purpose
             return _Outcome(
                 "unknown", "this code does not match any product we made", None, None, 0
@@ -320,10 +317,21 @@ def _status(outcome: _Outcome) -> int:
     return 503 if outcome.logged is False else _STATUS[outcome.verdict]
 
 
+CACHEABLE_SECONDS = 3600
+"""How long a cacheable answer (the brand's logo) may be kept."""
+_NOT_STORED = (*SECURITY_HEADERS, NO_STORE)
+_CACHEABLE = (
+    *SECURITY_HEADERS,
+    (b"cache-control", f"public, max-age={CACHEABLE_SECONDS}".encode()),
+)
+"""The headers every answer ends with (:mod:`provmint.edge`), built once: the hot path."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Response:
-    """One answer: its status, body and media type (``Cache-Control: no-store`` unless
-    ``cacheable``: a verdict holds only for the moment it was given)."""
+    """One answer: its status, body and media type, with the security headers and
+    ``Cache-Control: no-store`` unless ``cacheable`` (a verdict holds only for the moment
+    it was given; nor are errors, proofs or health kept)."""
 
     status: int
     body: bytes
@@ -331,17 +339,20 @@ class _Response:
     cacheable: bool = False
     allow: str | None = None
     """The methods allowed, for a 405."""
+    retry_after: int | None = None
+    """Seconds to wait before asking again, for a 429 or a 503 when busy."""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The HTTP headers of this answer."""
         headers = [
             (b"content-type", self.media_type.encode()),
             (b"content-length", str(len(self.body)).encode()),
+            *(_CACHEABLE if self.cacheable else _NOT_STORED),
         ]
-        if not self.cacheable:
-            headers.append((b"cache-control", b"no-store"))
         if self.allow is not None:
             headers.append((b"allow", self.allow.encode()))
+        if self.retry_after is not None:
+            headers.append((b"retry-after", str(self.retry_after).encode()))
         return headers
 
 
@@ -354,28 +365,35 @@ def _html(page: str, status: int) -> _Response:
     return _Response(status, page.encode(), "text/html; charset=utf-8")
 
 
-_ERROR_TITLES = {404: "Not recognised", 405: "Not allowed"}
-"""The heading of an error page, by status (400 otherwise: "Bad request")."""
-
-
-def _bad(status: int, message: str, wants_json: bool, *, allow: str | None = None) -> _Response:
+def _bad(
+    status: int,
+    message: str,
+    wants_json: bool,
+    *,
+    allow: str | None = None,
+    look: _Look | None = None,
+) -> _Response:
+    """An error answer: ``{"error": message}``, or the error page for ``status`` (its
+    words: :data:`provmint.publicpage.texts.ERRORS`) in ``look``, the brand's look and the
+    visitor's language; without one, the plain look in English."""
     if wants_json:
         answer = _json({"error": message}, status)
     else:
-        title = _ERROR_TITLES.get(status, "Bad request")
-        answer = _html(
-            _PAGE.format(
-                title=title,
-                color="#b42318",
-                verdict="error",
-                reason=html.escape(message),
-                details="",
-                checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                proof="",
-            ),
-            status,
-        )
+        if look is None:
+            look = _Look(_public_pages(BrandSettings()), "en")
+        answer = _html(look.pages.error(status, message, look.language), status)
     return answer if allow is None else replace(answer, allow=allow)
+
+
+def _logo(brand: BrandSettings, wants_json: bool) -> _Response:
+    """The brand's logo (``[brand] logo``, read at start): served here, so that the page
+    loads nothing from another site."""
+    if brand.logo_type is None:
+        return _bad(404, "no such page", wants_json)
+    return _Response(200, brand.logo_data, brand.logo_type, cacheable=True)
+
+
+_LOGO_PATH = LOGO_PATH.encode()
 
 
 MAX_HEADER_TEXT = 512
@@ -386,29 +404,43 @@ MAX_HEADER_TEXT = 512
 class _Request:
     """What the service reads of an HTTP request (ASGI scope): the raw path and query
     bytes as sent, the method, whether the client asked for JSON, and (each cut to
-    :data:`MAX_HEADER_TEXT` characters) the peer's address, the user agent and the
-    accepted languages."""
+    :data:`MAX_HEADER_TEXT` characters) the client's address, the user agent and the
+    accepted languages; and what the edge checks read: the ``X-Forwarded-For`` values,
+    the number of header fields and their size."""
 
     method: str
     path: bytes
     query: bytes
     wants_json: bool
     peer: str = ""
-    """The connection's remote address as uvicorn gives it ("" when unknown)."""
+    """The client's address ("" when unknown): the connection's remote address as
+    uvicorn gives it, replaced in :meth:`_App.answer` by the address the trusted proxies
+    forwarded (``[serve] trusted_proxies``) when the connection is theirs."""
     user_agent: str = ""
     accept_language: str = ""
+    forwarded_for: bytes = b""
+    """The ``X-Forwarded-For`` values, comma-joined, as sent (bounded by the head's size)."""
+    header_count: int = 0
+    header_bytes: int = 0
+    """The header fields' size as sent (each ``name: value`` and its line end)."""
 
     @classmethod
     def of(cls, scope: dict[str, Any]) -> _Request:
         """The request of an ASGI ``http`` scope."""
         accept = agent = language = b""
-        for name, value in scope["headers"]:
+        forwarded: list[bytes] = []
+        size = 0
+        headers = scope["headers"]
+        for name, value in headers:
+            size += len(name) + len(value)
             if name == b"accept":
                 accept = value
             elif name == b"user-agent":
                 agent = value
             elif name == b"accept-language":
                 language = value
+            elif name == b"x-forwarded-for":
+                forwarded.append(value)
         client = scope.get("client")
         return cls(
             method=scope["method"],
@@ -418,6 +450,9 @@ class _Request:
             peer=str(client[0])[:MAX_HEADER_TEXT] if client else "",
             user_agent=agent[:MAX_HEADER_TEXT].decode("latin-1"),
             accept_language=language[:MAX_HEADER_TEXT].decode("latin-1"),
+            forwarded_for=b",".join(forwarded),
+            header_count=len(headers),
+            header_bytes=size + 4 * len(headers),
         )
 
 
@@ -431,6 +466,34 @@ class _App:
 
     def __init__(self, service: _Service) -> None:
         self.service = service
+        edges: ServeSettings = service.settings.serve
+        self.proxies = TrustedProxies(edges.trusted_proxies)
+        self.limiter = (
+            RateLimiter(edges.rate_limit, edges.rate_window, edges.rate_burst)
+            if edges.rate_limit
+            else None
+        )
+        self.edges = edges
+        self._active = 0
+        """Requests in progress in this process (``[serve] limit_concurrency``)."""
+        self._told_untrusted = False
+
+    def _untrusted_proxy(self, peer: str) -> None:
+        """Tell the operator, once, that a local or private peer forwards requests
+        without being a trusted proxy: every client behind it is then one client (one
+        rate limit for all, one client for the copy signal). A public peer's
+        ``X-Forwarded-For`` is anyone's text, not a sign of a proxy."""
+        address = parse_address(peer)
+        if address is None or not (address.is_private or address.is_loopback):
+            return
+        if self.proxies and self.proxies.trusts(address):
+            return  # trusted, but its header held no address to believe
+        self._told_untrusted = True
+        self.service.notify(
+            f"requests from {peer} carry X-Forwarded-For, but {peer} is not in [serve] "
+            "trusted_proxies: every client behind it counts as one (one rate limit for "
+            "all, one visitor for the copy signal); see docs/DEPLOY.md"
+        )
 
     async def __call__(
         self,
@@ -443,7 +506,23 @@ class _App:
             return
         if scope["type"] != "http":
             return  # no websockets here: uvicorn closes the connection
-        answer = await self.answer(_Request.of(scope))
+        request = _Request.of(scope)
+        limit = self.edges.limit_concurrency
+        self._active += 1
+        try:
+            if limit and self._active > limit:
+                # Shed at once, cheaply, instead of queueing (a stalled scan log, a flood).
+                message = "the service is busy; try again in a moment"
+                look = _look(self.service.settings.brand, request)
+                answer = replace(_bad(503, message, request.wants_json, look=look), retry_after=1)
+            else:
+                answer = await self.answer(request)
+        except Exception:
+            # A bug: reported as uvicorn would, answered with the headers every answer has.
+            logging.getLogger("uvicorn.error").exception("error answering %s", scope["method"])
+            answer = _json({"error": "internal error"}, 500)
+        finally:
+            self._active -= 1
         await send(
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers()}
         )
@@ -465,12 +544,38 @@ class _App:
 
     async def answer(self, request: _Request) -> _Response:
         """The answer to one request."""
+        # The edges first (provmint.edge): who the client is, whether it asks too often
+        # (not /healthz: monitoring), whether its head is too large.
+        if request.forwarded_for:
+            client = self.proxies.client(request.peer, request.forwarded_for)
+            if client != request.peer:
+                request = replace(request, peer=client)
+            elif not self._told_untrusted:
+                self._untrusted_proxy(request.peer)
+        if self.limiter is not None and request.path != b"/healthz":
+            wait = self.limiter.hit(request.peer)
+            if wait:
+                seconds = retry_after(wait)
+                message = f"too many requests; try again in {seconds} s"
+                look = _look(self.service.settings.brand, request)
+                answer = _bad(429, message, request.wants_json, look=look)
+                return replace(answer, retry_after=seconds)
+        edges = self.edges
+        if (
+            request.header_count > edges.max_headers
+            or request.header_bytes > edges.max_header_bytes
+        ):
+            message = "the request's headers are too large"
+            look = _look(self.service.settings.brand, request)
+            return _bad(431, message, request.wants_json, look=look)
         if request.path == b"/healthz":
             if request.method not in _READ_METHODS:
                 return _bad(405, "method not allowed", True, allow="GET, HEAD")
             return await self.health()
         if request.method not in _READ_METHODS:
             return _bad(405, "method not allowed", request.wants_json, allow="GET, HEAD")
+        if request.path == _LOGO_PATH:
+            return _logo(self.service.settings.brand, request.wants_json)
         return await self.code(request)
 
     async def health(self) -> _Response:
@@ -503,30 +608,35 @@ class _App:
     async def code(self, request: _Request) -> _Response:
         """A product code's page or JSON answer, or its proof (``/proof/01/...``)."""
         wants_json = request.wants_json
+        brand = self.service.settings.brand
         if len(request.path) > MAX_PATH_BYTES or len(request.query) > MAX_QUERY_BYTES:
-            return _bad(
-                414 if len(request.path) > MAX_PATH_BYTES else 400, "request too long", wants_json
-            )
+            status = 414 if len(request.path) > MAX_PATH_BYTES else 400
+            return _bad(status, "request too long", wants_json, look=_look(brand, request))
         try:
             path = request.path.decode("ascii")
             text = request.query.decode("ascii")
         except UnicodeDecodeError:
-            return _bad(400, "the address is not valid", wants_json)
+            return _bad(400, "the address is not valid", wants_json, look=_look(brand, request))
         proof = path.startswith("/proof/")
         link_path = path[len("/proof") :] if proof else path
         if not link_path.startswith("/01/"):
-            return _bad(404, "no such page", wants_json)
+            return _bad(404, "no such page", wants_json, look=_look(brand, request, text))
         try:
             link = gs1.parse_digital_link(link_path + ("?" + text if text else ""))
         except gs1.DigitalLinkError as exc:
-            return _bad(400, f"not a valid product code: {exc}", wants_json)
+            message = f"not a valid product code: {exc}"
+            return _bad(400, message, wants_json, look=_look(brand, request, text))
         # Parsing the query costs tens of microseconds: only when it may hold a loc.
         location = None
         if "loc" in text or "%" in text:
             location = dict(parse_qsl(text, keep_blank_values=True)).get("loc") or None
         started = time.monotonic()
         outcome = await self.service.check(
-            link, clean_location(location), log=not proof and request.method == "GET"
+            link,
+            clean_location(location),
+            log=not proof and request.method == "GET",
+            client=request.peer,
+            user_agent=request.user_agent,
         )
         if outcome.verdict == Verdict.UNKNOWN:
             await asyncio.sleep(max(0.0, started + NOT_RECOGNISED_SECONDS - time.monotonic()))
@@ -537,7 +647,8 @@ class _App:
             return _json(proof_of(self.service.index.store, outcome.product, outcome.anchor))
         if wants_json:
             return _json(_json_answer(outcome, genuine), _status(outcome))
-        return _html(_page(outcome, link_path, link.token or ""), _status(outcome))
+        page = _page(outcome, link_path, link.token or "", _look(brand, request, text))
+        return _html(page, _status(outcome))
 
 
 def _json_answer(outcome: _Outcome, genuine: bool) -> dict[str, Any]:
@@ -557,24 +668,21 @@ def _json_answer(outcome: _Outcome, genuine: bool) -> dict[str, Any]:
     return body
 
 
-def _page(outcome: _Outcome, link_path: str, token: str) -> str:
-    """The HTML page of a code's answer."""
-    title, color = _TITLES[outcome.verdict]
-    proof_link = ""
-    if outcome.verdict in GOOD_VERDICTS:
-        proof_link = (
-            f'<a id="proof" href="/proof{html.escape(link_path)}?t='
-            f'{html.escape(token)}">Proof for independent checking</a>'
-        )
-    return _PAGE.format(
-        title=html.escape(title),
-        color=color,
+def _page(outcome: _Outcome, link_path: str, token: str, look: _Look) -> str:
+    """The HTML page of a code's answer (:mod:`provmint.publicpage`). The product, its
+    anchor and the proof link only for a code that showed its real token."""
+    product = outcome.product if outcome.verdict in GOOD_VERDICTS else None
+    view = VerdictView(
         verdict=outcome.verdict,
-        reason=html.escape(outcome.reason),
-        details=_details(outcome),
-        checked=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        proof=proof_link,
+        link_path=link_path,
+        token=token,
+        record=product.record if product is not None else None,
+        batch_id=product.batch.batch_id if product is not None else None,
+        anchor=outcome.anchor if product is not None else None,
+        scans=None if outcome.logged is False else outcome.scans,
+        logged=outcome.logged,
     )
+    return look.pages.verdict(view, look.language)
 
 
 def create_app(
@@ -620,8 +728,21 @@ def _worker(
         sys.setswitchinterval(SWITCH_INTERVAL)
         app = create_app(settings, clone_threshold=clone_threshold, notify=notify)
         sock.listen(2048)
+        edges = settings.serve
         config = uvicorn.Config(
             app,
+            # httptools, with a deadline for a request's head and a bound on its size
+            # while it arrives (provmint.edge: uvicorn has neither).
+            http=http_protocol(
+                header_timeout=edges.header_timeout, max_header_bytes=edges.max_header_bytes
+            ),
+            ws="none",
+            # X-Forwarded-For is read by the application, from [serve] trusted_proxies
+            # only (uvicorn's would believe any local peer's).
+            proxy_headers=False,
+            timeout_keep_alive=edges.keep_alive_timeout,
+            h11_max_incomplete_event_size=edges.max_header_bytes,
+            # limit_concurrency is the application's (its 503 has the security headers).
             log_level="warning",
             access_log=access_log,
             server_header=False,

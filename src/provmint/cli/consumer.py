@@ -32,11 +32,13 @@ if TYPE_CHECKING:
     from provmint.scan import ScanResult
 
 ThresholdOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--clone-threshold",
         min=1,
-        help="Flag a genuine code scanned more often than this as a possible copy.",
+        help="Flag a genuine code seen by more distinct clients than this within the copy "
+        "signal's window as a possible copy [default: [copy_signal] max_clients, 5]",
+        show_default=False,
     ),
 ]
 ServeWorkersOpt = Annotated[
@@ -126,7 +128,7 @@ def scan(
             show_default=False,
         ),
     ] = None,
-    clone_threshold: ThresholdOpt = 5,
+    clone_threshold: ThresholdOpt = None,
     scan_log: ScanLogOpt = None,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
@@ -137,11 +139,13 @@ def scan(
     """Check a scanned code: genuine, not yet anchored, forged, unknown, or possibly copied.
 
     Exit codes: 0 genuine, 4 genuine but not anchored yet, 3 forged (token or lot
-    mismatch), 7 unknown code, 11 suspect (scanned too often or from several places),
-    1 the scan could not be logged (a read-only store, the database down).
+    mismatch), 7 unknown code, 11 suspect (seen by too many clients, or from several
+    places by several clients, within the copy signal's window), 1 the scan could not
+    be logged (a read-only store, the database down).
 
-    The scan is logged where provmint serve logs them (--scan-log), so the counts and
-    places behind "suspect" include the web service's scans.
+    The scan is logged where provmint serve logs them (--scan-log), so the clients and
+    places behind "suspect" include the web service's scans; this machine counts as one
+    client. provmint scans show CODE says why a code is flagged.
 
     Examples:
 
@@ -203,7 +207,7 @@ def serve(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="Port (0 picks a free one).")
     ] = 8080,
-    clone_threshold: ThresholdOpt = 5,
+    clone_threshold: ThresholdOpt = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     workers: ServeWorkersOpt = None,
     scan_log: ScanLogOpt = None,
@@ -240,7 +244,7 @@ def serve(
         cfg,
         host=host,
         port=port,
-        clone_threshold=clone_threshold,
+        clone_threshold=cfg.copy_signal.max_clients if clone_threshold is None else clone_threshold,
         access_log=access_log,
         on_ready=_announce_ready(cfg, err),
         notify=lambda message: err.print(f"warning: {message}", markup=False),

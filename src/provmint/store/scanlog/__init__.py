@@ -11,17 +11,30 @@ Two backends behind one interface, :class:`ScanLog`, chosen by the ``scan_log`` 
   see :mod:`.postgres`.
 
 Both keep the same tables. ``scans`` holds one row per scan (time, code, verdict, place,
-source; never a token), indexed by (gtin, serial) for a code's history. ``scan_codes`` holds one
-row per code with its counters (scans that showed the right token, all scans, first scan,
-distinct places) and ``scan_places`` the distinct places of genuine-token scans: both are
-updated in the same transaction as the scan row, so the clone check reads one row and
-costs the same however long the log grows. Pruning (:meth:`ScanLog.prune`) deletes old
-scan rows and recounts the codes they touched.
+source, the client's key and whether it counts; never a token, an address or a user
+agent), indexed by (gtin, serial) for a code's history. Aggregates, updated in the same
+transaction as the scan row, make the copy signal cost the same however many scans a
+code has:
+
+- ``scan_codes``: one row per code with its counters (scans that showed the right
+  token, all scans, first scan, distinct places), when an operator last cleared its copy
+  signal, and how many forged scans it had today;
+- ``scan_places``: the distinct places of genuine-token scans, each with its count and
+  the last time a counted client gave it;
+- ``scan_clients``: one row per code and client (see :mod:`.clients`) with its first and
+  last genuine-token scan and the last one that gave a place;
+- ``scan_log_meta``: the log's random client salt.
+
+The copy signal's counts (:class:`ScanStats`) come from index range scans over the last
+two, bounded by the window and capped with ``LIMIT`` at one more than the rule's
+threshold: a code flooded with scans costs no more to check than a fresh one. Forged
+scans are counted, but at most :data:`FORGED_ROWS_PER_DAY` of them per code and day are
+kept as rows, so a forger cannot grow the log without bound. Pruning
+(:meth:`ScanLog.prune`) deletes old scan rows and recounts the codes they touched.
 """
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from provmint.config import PG_SCHEMES, redact
+from provmint.config import MAX_AGE, PG_SCHEMES, CopySignalSettings, read_age, redact
 from provmint.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
@@ -38,9 +51,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_FILE",
+    "EVIDENCE_CAP",
+    "FORGED_ROWS_PER_DAY",
     "GOOD_VERDICTS",
     "LISTED_PLACES",
     "SCHEMA_VERSION",
+    "CopyEvidence",
+    "PlaceEvidence",
     "Scan",
     "ScanLog",
     "ScanLogError",
@@ -55,8 +72,18 @@ __all__ = [
 GOOD_VERDICTS = ("genuine", "pending", "suspect")
 """Verdicts of scans that showed the code's real token."""
 
-SCHEMA_VERSION = 2
-"""Version of the scan-log tables (1: the scans table alone, SQLite only)."""
+SCHEMA_VERSION = 3
+"""Version of the scan-log tables (1: the scans table alone, SQLite only; 2: the
+per-code counters; 3: clients, places over time and clears, for the copy signal)."""
+
+FORGED_ROWS_PER_DAY = 20
+"""Forged scans of one code kept as rows per day (UTC); the rest are only counted."""
+
+EVIDENCE_CAP = 10_000
+"""Clients and places :meth:`ScanLog.evidence` counts at most (for the operator)."""
+
+LISTED_EVIDENCE = 50
+"""Places :meth:`ScanLog.evidence` lists at most (the latest)."""
 
 LISTED_PLACES = 10
 """How many of a code's places a :class:`ScanStats` lists (all are counted)."""
@@ -120,6 +147,11 @@ class ScanRequest:
     source: str
     at: datetime | None = None
     """When it happened (now, when None)."""
+    address: str | None = None
+    """The client's address as the service sees it (``cli:HOST`` for ``provmint
+    scan``); with the user agent, hashed into the client's key and never stored. None
+    with no user agent: the unknown client."""
+    user_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +170,90 @@ class ScanStats:
     recent: tuple[Scan, ...]
     all_scans: int = 0
     places: int = 0
+    clients: int = 0
+    """Distinct counted clients with a genuine-token scan since :attr:`since` (counted up
+    to the rule's ``max_clients + 1``)."""
+    window_places: int = 0
+    """Distinct places given by counted clients' genuine-token scans since
+    :attr:`since` (counted up to ``max_places + 1``)."""
+    placing_clients: int = 0
+    """Distinct counted clients that gave a place since :attr:`since` (up to
+    ``max_places + 1``)."""
+    window_locations: tuple[str, ...] = ()
+    """The places since :attr:`since`, latest first (at most :data:`LISTED_PLACES`): only
+    when they are enough to flag the code, for the operator's reason."""
+    since: str | None = None
+    """Where the copy signal's evidence starts: the window's start, or the operator's
+    last clear when later."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceEvidence:
+    """One place a code was seen from, as :meth:`ScanLog.evidence` lists it."""
+
+    location: str
+    scans: int
+    """Genuine-token scans that gave it (all of them, in the log)."""
+    last_at: str | None
+    """The latest of those from a counted client."""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"location": self.location, "scans": self.scans, "last_at": self.last_at}
+
+
+@dataclass(frozen=True, slots=True)
+class CopyEvidence:
+    """What the copy signal of one code rests on at one moment (``provmint scans show``).
+
+    Counts are exact up to :data:`EVIDENCE_CAP`."""
+
+    gtin: str
+    serial: str
+    at: str
+    """The moment the evidence was read (the window ends here)."""
+    window_start: str
+    cleared_at: str | None
+    """When an operator last cleared the code's signal (None: never)."""
+    since: str
+    """Evidence from here on counts: the later of the window's start and the clear."""
+    clients: int
+    placing_clients: int
+    window_places: int
+    places: tuple[PlaceEvidence, ...]
+    """The places since :attr:`since`, latest first (at most :data:`LISTED_EVIDENCE`)."""
+    first_seen: str | None
+    """The code's first logged scan (any verdict)."""
+    last_seen: str | None
+    """The latest genuine-token scan from a counted client."""
+    genuine_scans: int
+    """Scans that showed the code's real token (all time, bots included)."""
+    all_scans: int
+    """Every scan of the code, forged ones included."""
+
+    @property
+    def window_locations(self) -> tuple[str, ...]:
+        """The places' names, latest first."""
+        return tuple(p.location for p in self.places)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form (places are the operator's data: this is for the operator)."""
+        return {
+            "gtin": self.gtin,
+            "serial": self.serial,
+            "at": self.at,
+            "window_start": self.window_start,
+            "cleared_at": self.cleared_at,
+            "since": self.since,
+            "clients": self.clients,
+            "placing_clients": self.placing_clients,
+            "places": self.window_places,
+            "listed_places": [p.to_json() for p in self.places],
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "genuine_scans": self.genuine_scans,
+            "all_scans": self.all_scans,
+        }
 
 
 class ScanLog(ABC):
@@ -146,6 +262,9 @@ class ScanLog(ABC):
 
     kind: str
     """``sqlite`` or ``postgresql``."""
+    rule: CopySignalSettings
+    """The copy signal's window and thresholds: what :class:`ScanStats` counts, and how
+    far (one more than each threshold)."""
 
     @property
     @abstractmethod
@@ -171,9 +290,12 @@ class ScanLog(ABC):
         source: str,
         at: datetime | None = None,
         recent: int = 10,
+        address: str | None = None,
+        user_agent: str | None = None,
     ) -> ScanStats:
         """Log a scan and return the code's history including it (the ``recent`` last
-        scans; 0 skips them, as the web service does)."""
+        scans; 0 skips them, as the web service does). ``address`` and ``user_agent``
+        name the client (:class:`ScanRequest`)."""
 
     def record_many(self, scans: Sequence[ScanRequest], *, recent: int = 0) -> list[ScanStats]:
         """Log several scans in order; each one's history including it (and the scans
@@ -188,13 +310,31 @@ class ScanLog(ABC):
                 source=s.source,
                 at=s.at,
                 recent=recent,
+                address=s.address,
+                user_agent=s.user_agent,
             )
             for s in scans
         ]
 
     @abstractmethod
-    def stats(self, gtin: str, serial: str, recent: int = 10) -> ScanStats:
-        """History of one code, without logging a scan."""
+    def stats(
+        self, gtin: str, serial: str, recent: int = 10, *, at: datetime | None = None
+    ) -> ScanStats:
+        """History of one code, without logging a scan (the copy signal's window ends
+        at ``at``, now when None)."""
+
+    @abstractmethod
+    def evidence(
+        self, gtin: str, serial: str, *, at: datetime | None = None
+    ) -> CopyEvidence | None:
+        """What the copy signal of a code rests on at ``at`` (now when None); None when
+        the log has no scan of it. Reads only; creates nothing."""
+
+    @abstractmethod
+    def clear(self, gtin: str, serial: str, *, at: datetime | None = None) -> CopyEvidence | None:
+        """Record that an operator cleared the code's copy signal at ``at`` (now): the
+        evidence before it stops counting. Returns the evidence as it was just before
+        (what was cleared); None, clearing nothing, when the log has no scan of it."""
 
     @abstractmethod
     def prune(self, before: datetime, *, chunk: int = PRUNE_CHUNK) -> int:
@@ -218,7 +358,8 @@ class ScanLog(ABC):
 
 
 def open_scan_log(settings: Settings, *, pool_size: int = 2, service: bool = False) -> ScanLog:
-    """The scan log the settings name (nothing is connected or created until first use).
+    """The scan log the settings name (nothing is connected or created until first use),
+    counting for the copy signal as ``settings.copy_signal`` says.
 
     ``pool_size`` bounds the PostgreSQL connections this process keeps; ``service`` (a
     long-running web worker) keeps SQLite from sleeping on its event loop (see
@@ -227,29 +368,31 @@ def open_scan_log(settings: Settings, *, pool_size: int = 2, service: bool = Fal
     if url is not None and url.startswith(PG_SCHEMES):
         from provmint.store.scanlog.postgres import PostgresScanLog
 
-        return PostgresScanLog(url, pool_size=pool_size)
+        return PostgresScanLog(url, pool_size=pool_size, rule=settings.copy_signal)
     from provmint.store.scanlog.sqlite import SqliteScanLog
 
     path = Path(url[len("sqlite:") :]) if url is not None else settings.store / DEFAULT_FILE
-    return SqliteScanLog(path, service=service)
+    return SqliteScanLog(path, service=service, rule=settings.copy_signal)
 
 
-_AGE = re.compile(r"([0-9]{1,6})([hdw])")
-_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-_MAX_AGE = timedelta(days=100 * 366)
+def window_start(rule: CopySignalSettings, at: datetime, cleared_at: str | None) -> str:
+    """Where the copy signal's evidence starts for a scan at ``at``: the window's start,
+    or the code's last clear when that is later (both as stored text)."""
+    start = stamp(at - rule.window)
+    return max(start, cleared_at) if cleared_at else start
 
 
 def parse_age(text: str) -> timedelta:
-    """A retention age such as ``365d``, ``12h`` or ``52w`` (hours, days, weeks).
-    Raises ConfigError (exit 2) for anything else, zero, or more than 100 years."""
-    found = _AGE.fullmatch(text.strip())
-    if found is None:
+    """A retention age such as ``365d``, ``12h`` or ``52w`` (hours, days, weeks; the
+    grammar of :func:`provmint.config.read_age`). Raises ConfigError (exit 2) for
+    anything else, zero, or more than 100 years."""
+    age = read_age(text)
+    if age is None:
         raise ConfigError(
             f"--older-than {text!r} is not an age",
             hint="write a whole number and a unit: h (hours), d (days) or w (weeks), "
             "as in 365d, 12h or 52w",
         )
-    age = int(found.group(1)) * _UNITS[found.group(2)]
-    if not timedelta(0) < age <= _MAX_AGE:
+    if not timedelta(0) < age <= MAX_AGE:
         raise ConfigError(f"--older-than {text!r} must be more than 0 and at most 100 years")
     return age

@@ -2,9 +2,11 @@
 
 SQLite lets many processes on one machine take turns writing (``provmint scan``, the
 workers of ``provmint serve``), where DuckDB allows one writing process. Every write is
-one ``BEGIN IMMEDIATE`` transaction, so the counters and the scan rows never disagree.
-Nothing is created until the first scan is logged: a store that was never scanned has
-no ``scans.sqlite``, and a read-only store is read without one.
+one ``BEGIN IMMEDIATE`` transaction, so the counters, the copy signal's aggregates and
+the scan rows never disagree (and the copy signal's counts, read in the same
+transaction, include every scan logged before). Nothing is created until the first scan
+is logged: a store that was never scanned has no ``scans.sqlite``, and a read-only store
+is read without one.
 """
 
 from __future__ import annotations
@@ -12,19 +14,26 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from provmint.config import CopySignalSettings
 from provmint.store.scanlog import (
+    EVIDENCE_CAP,
+    FORGED_ROWS_PER_DAY,
     GOOD_VERDICTS,
+    LISTED_EVIDENCE,
     LISTED_PLACES,
     PRUNE_CHUNK,
     SCHEMA_VERSION,
+    CopyEvidence,
+    PlaceEvidence,
     Scan,
     ScanLog,
     ScanLogError,
@@ -32,7 +41,9 @@ from provmint.store.scanlog import (
     ScanStats,
     clean_location,
     stamp,
+    window_start,
 )
+from provmint.store.scanlog.clients import SALT_BYTES, UNKNOWN_CLIENT, ClientKeys
 
 __all__ = ["SqliteScanLog"]
 
@@ -79,34 +90,171 @@ INSERT INTO scan_codes
     FROM scans s GROUP BY gtin, serial;
 """
 
-_UPSERT_CODE = """
-INSERT INTO scan_codes (gtin, serial, good, total, first_at, places)
-VALUES (?, ?, ?, 1, ?, 0)
+_UNKNOWN = f"X'{UNKNOWN_CLIENT.hex()}'"
+
+# Version 3: the copy signal. Scans of version 2 have no client: they keep one, the
+# unknown client (all of them count as one), and the aggregates are filled from them.
+# ADD COLUMN with a constant default rewrites no row, however large the log.
+_V3 = f"""
+ALTER TABLE scans ADD COLUMN client BLOB NOT NULL DEFAULT {_UNKNOWN};
+ALTER TABLE scans ADD COLUMN counted INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE scan_codes ADD COLUMN cleared_at TEXT;
+ALTER TABLE scan_codes ADD COLUMN forged_day TEXT;
+ALTER TABLE scan_codes ADD COLUMN forged_today INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE scan_codes ADD COLUMN unlogged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE scan_places ADD COLUMN scans INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE scan_places ADD COLUMN last_at TEXT;
+CREATE TABLE scan_clients (
+    gtin TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    client BLOB NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    placed_at TEXT,
+    scans INTEGER NOT NULL,
+    PRIMARY KEY (gtin, serial, client)
+) WITHOUT ROWID;
+CREATE INDEX scan_clients_by_time ON scan_clients (gtin, serial, last_at);
+CREATE INDEX scan_clients_by_place ON scan_clients (gtin, serial, placed_at);
+CREATE INDEX scan_places_by_time ON scan_places (gtin, serial, last_at);
+CREATE TABLE scan_log_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+UPDATE scan_places SET (scans, last_at) = (
+    SELECT count(*), max(at) FROM scans s
+    WHERE s.gtin = scan_places.gtin AND s.serial = scan_places.serial
+      AND s.location = scan_places.location AND s.{_GOOD});
+INSERT INTO scan_clients
+    SELECT gtin, serial, {_UNKNOWN}, min(at), max(at),
+           max(CASE WHEN location IS NOT NULL THEN at END), count(*)
+    FROM scans WHERE {_GOOD} GROUP BY gtin, serial;
+"""
+
+# A code's counters, with this scan. A forged scan also counts towards its code's forged
+# scans of the day (the latest day seen); past FORGED_ROWS_PER_DAY it is only counted
+# (``unlogged``), not kept as a row.
+_UPSERT_CODE = f"""
+INSERT INTO scan_codes
+    (gtin, serial, good, total, first_at, places, forged_day, forged_today, unlogged)
+VALUES (:gtin, :serial, :good, 1, :at, 0, :forged_day, :forged, 0)
 ON CONFLICT (gtin, serial) DO UPDATE SET
     good = good + excluded.good,
     total = total + 1,
-    first_at = min(first_at, excluded.first_at)
-RETURNING good, total, first_at, places
+    first_at = min(first_at, excluded.first_at),
+    forged_today = CASE
+        WHEN excluded.forged_day IS NULL THEN forged_today
+        WHEN forged_day IS NULL OR excluded.forged_day > forged_day THEN 1
+        ELSE forged_today + 1 END,
+    forged_day = CASE
+        WHEN excluded.forged_day IS NULL THEN forged_day
+        WHEN forged_day IS NULL OR excluded.forged_day > forged_day THEN excluded.forged_day
+        ELSE forged_day END,
+    unlogged = unlogged + CASE
+        WHEN excluded.forged_day IS NULL THEN 0
+        WHEN forged_day IS NULL OR excluded.forged_day > forged_day THEN 0
+        WHEN forged_today + 1 > {FORGED_ROWS_PER_DAY} THEN 1
+        ELSE 0 END
+RETURNING good, total, first_at, places, cleared_at, forged_today
 """
+
+# The later of two times, either of which may be NULL.
+_LATER = (
+    "CASE WHEN {new} IS NULL THEN {old} "
+    "WHEN {old} IS NULL OR {new} > {old} THEN {new} ELSE {old} END"
+)
+
+_UPSERT_CLIENT = f"""
+INSERT INTO scan_clients (gtin, serial, client, first_at, last_at, placed_at, scans)
+VALUES (?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT (gtin, serial, client) DO UPDATE SET
+    first_at = min(first_at, excluded.first_at),
+    last_at = max(last_at, excluded.last_at),
+    placed_at = {_LATER.format(new="excluded.placed_at", old="placed_at")},
+    scans = scans + 1
+"""
+
+# RETURNING scans = 1: the place is new (its count starts at 1).
+_UPSERT_PLACE = f"""
+INSERT INTO scan_places (gtin, serial, location, scans, last_at) VALUES (?, ?, ?, 1, ?)
+ON CONFLICT (gtin, serial, location) DO UPDATE SET
+    scans = scans + 1,
+    last_at = {_LATER.format(new="excluded.last_at", old="last_at")}
+RETURNING scans
+"""
+
+# The copy signal's counts: index range scans from ``since``, each stopping after at
+# most its LIMIT rows however many the code has (INDEXED BY: never another plan).
+_WINDOW = """
+SELECT
+    (SELECT count(*) FROM (SELECT 1 FROM scan_clients INDEXED BY scan_clients_by_time
+        WHERE gtin = :gtin AND serial = :serial AND last_at >= :since LIMIT :clients)),
+    (SELECT count(*) FROM (SELECT 1 FROM scan_places INDEXED BY scan_places_by_time
+        WHERE gtin = :gtin AND serial = :serial AND last_at >= :since LIMIT :places)),
+    (SELECT count(*) FROM (SELECT 1 FROM scan_clients INDEXED BY scan_clients_by_place
+        WHERE gtin = :gtin AND serial = :serial AND placed_at >= :since LIMIT :places))
+"""
+_WINDOW_PLACES = """
+SELECT location, scans, last_at FROM scan_places INDEXED BY scan_places_by_time
+WHERE gtin = ? AND serial = ? AND last_at >= ? ORDER BY last_at DESC LIMIT ?
+"""
+
+_WHERE_TOUCHED = "(gtin, serial) IN (SELECT gtin, serial FROM temp.touched)"
 
 # Recount the codes listed in temp.touched from the scans that remain.
 _RECOUNT = f"""
 UPDATE scan_codes SET (good, total, first_at) = (
-    SELECT count(*) FILTER (WHERE {_GOOD}), count(*), coalesce(min(at), scan_codes.first_at)
+    SELECT count(*) FILTER (WHERE {_GOOD}), count(*) + scan_codes.unlogged,
+           coalesce(min(at), scan_codes.first_at)
     FROM scans s WHERE s.gtin = scan_codes.gtin AND s.serial = scan_codes.serial)
-WHERE (gtin, serial) IN (SELECT gtin, serial FROM temp.touched);
+WHERE {_WHERE_TOUCHED};
 DELETE FROM scan_places
-WHERE (gtin, serial) IN (SELECT gtin, serial FROM temp.touched)
+WHERE {_WHERE_TOUCHED}
   AND NOT EXISTS (SELECT 1 FROM scans s WHERE s.gtin = scan_places.gtin
                   AND s.serial = scan_places.serial AND s.location = scan_places.location
                   AND s.{_GOOD});
+UPDATE scan_places SET (scans, last_at) = (
+    SELECT count(*), max(at) FILTER (WHERE counted) FROM scans s
+    WHERE s.gtin = scan_places.gtin AND s.serial = scan_places.serial
+      AND s.location = scan_places.location AND s.{_GOOD})
+WHERE {_WHERE_TOUCHED};
 UPDATE scan_codes SET places = (
     SELECT count(*) FROM scan_places p
     WHERE p.gtin = scan_codes.gtin AND p.serial = scan_codes.serial)
-WHERE (gtin, serial) IN (SELECT gtin, serial FROM temp.touched);
-DELETE FROM scan_codes
-WHERE total = 0 AND (gtin, serial) IN (SELECT gtin, serial FROM temp.touched);
+WHERE {_WHERE_TOUCHED};
+DELETE FROM scan_clients WHERE {_WHERE_TOUCHED};
+INSERT INTO scan_clients
+    SELECT gtin, serial, client, min(at), max(at),
+           max(CASE WHEN location IS NOT NULL THEN at END), count(*)
+    FROM scans WHERE {_WHERE_TOUCHED} AND {_GOOD} AND counted
+    GROUP BY gtin, serial, client;
+DELETE FROM scan_codes WHERE total = 0 AND {_WHERE_TOUCHED};
 """
+
+
+class _Scan(NamedTuple):
+    """A scan as written: its place cleaned, its time stamped, its client keyed."""
+
+    gtin: str
+    serial: str
+    verdict: str
+    place: str | None
+    source: str
+    at: datetime
+    when: str
+    client: bytes
+    counted: bool
+
+
+class _Counts(NamedTuple):
+    """A code's counters and copy-signal counts (see :class:`ScanStats`)."""
+
+    good: int
+    total: int
+    first_at: str | None
+    places: int
+    clients: int = 0
+    window_places: int = 0
+    placing_clients: int = 0
+    window_locations: tuple[str, ...] = ()
+    since: str | None = None
 
 
 _OPEN_TIMEOUT = 30.0
@@ -153,9 +301,17 @@ class SqliteScanLog(ScanLog):
 
     kind = "sqlite"
 
-    def __init__(self, path: Path, *, service: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        service: bool = False,
+        rule: CopySignalSettings | None = None,
+    ) -> None:
         self.path = path
         self.service = service
+        self.rule = rule or CopySignalSettings()
+        self._keys: ClientKeys | None = None
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -200,9 +356,14 @@ class SqliteScanLog(ScanLog):
             raise self._fail("open", exc) from exc
         try:
             self._prepare(con)
+            if self._keys is None:
+                self._keys = ClientKeys(self._salt(con))
         except sqlite3.Error as exc:
             con.close()
             raise self._fail("open", exc) from exc
+        except BaseException:
+            con.close()
+            raise
         self._local.con = con
         with self._lock:
             self._all.append(con)
@@ -246,6 +407,18 @@ class SqliteScanLog(ScanLog):
 
         _while_busy(setup, lambda attempt: 0.02 + random.random() * 0.05)
 
+    def _salt(self, con: sqlite3.Connection) -> bytes:
+        """The log's client salt (made with the schema; read once per log object)."""
+        row = _while_busy(
+            lambda: con.execute(
+                "SELECT value FROM scan_log_meta WHERE name = 'client_salt'"
+            ).fetchone(),
+            lambda attempt: 0.02 + random.random() * 0.05,
+        )
+        if row is None or len(row[0]) < SALT_BYTES:
+            raise ScanLogError(f"the scan log {self.path} has no client salt", hint="restore it")
+        return bytes(row[0])
+
     @staticmethod
     def _version(con: sqlite3.Connection) -> int:
         names = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
@@ -267,9 +440,15 @@ class SqliteScanLog(ScanLog):
                     hint="upgrade provmint",
                 )
             if version < SCHEMA_VERSION:
-                for statement in _V2.split(";"):
-                    if statement.strip():
-                        con.execute(statement)
+                steps = ([_V2] if version < 2 else []) + [_V3]
+                for step in steps:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            con.execute(statement)
+                con.execute(
+                    "INSERT OR IGNORE INTO scan_log_meta VALUES ('client_salt', ?)",
+                    (secrets.token_bytes(SALT_BYTES),),
+                )
                 con.execute("CREATE TABLE IF NOT EXISTS scan_log_version (version INTEGER)")
                 con.execute("DELETE FROM scan_log_version")
                 con.execute("INSERT INTO scan_log_version VALUES (?)", (SCHEMA_VERSION,))
@@ -296,42 +475,48 @@ class SqliteScanLog(ScanLog):
         source: str,
         at: datetime | None = None,
         recent: int = 10,
+        address: str | None = None,
+        user_agent: str | None = None,
     ) -> ScanStats:
         """Log a scan; return the code's history including it."""
-        when = stamp(at or datetime.now(UTC))
-        place = clean_location(location)
-        con = self._con()
-        assert con is not None
-        try:
-            counters = self._patiently(
-                lambda: self._write_scan(con, gtin, serial, verdict, place, source, when)
-            )
-        except sqlite3.Error as exc:
-            raise self._fail("write", exc) from exc
-        return self._stats(con, gtin, serial, recent, counters)
+        scan = ScanRequest(gtin, serial, verdict, location, source, at, address, user_agent)
+        return self.record_many([scan], recent=recent)[0]
 
     def record_many(self, scans: Sequence[ScanRequest], *, recent: int = 0) -> list[ScanStats]:
         """Log several scans in one transaction (one commit for all: what lets a busy
         web worker keep up); each one's history including it."""
         if not scans:
             return []
-        now = datetime.now(UTC)
-        rows = [
-            (s.gtin, s.serial, s.verdict, clean_location(s.location), s.source, stamp(s.at or now))
-            for s in scans
-        ]
         con = self._con()
-        assert con is not None
+        assert con is not None and self._keys is not None
+        now = datetime.now(UTC)
+        rows = []
+        for s in scans:
+            client, counted = self._keys.of(s.address, s.user_agent)
+            when = s.at or now
+            rows.append(
+                _Scan(
+                    s.gtin,
+                    s.serial,
+                    s.verdict,
+                    clean_location(s.location),
+                    s.source,
+                    when,
+                    stamp(when),
+                    client,
+                    counted,
+                )
+            )
 
-        def write() -> list[tuple[int, int, str, int]]:
+        def write() -> list[_Counts]:
             con.execute("BEGIN IMMEDIATE")
             try:
-                counters = [self._write_rows(con, *row) for row in rows]
+                counts = [self._write_rows(con, row) for row in rows]
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            return counters
+            return counts
 
         try:
             written = self._patiently(write)
@@ -342,60 +527,101 @@ class SqliteScanLog(ScanLog):
             for s, c in zip(scans, written, strict=True)
         ]
 
-    @classmethod
-    def _write_scan(
-        cls,
-        con: sqlite3.Connection,
-        gtin: str,
-        serial: str,
-        verdict: str,
-        place: str | None,
-        source: str,
-        when: str,
-    ) -> tuple[int, int, str, int]:
-        """One scan's transaction: the code's counters, its place, the scan row."""
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            counters = cls._write_rows(con, gtin, serial, verdict, place, source, when)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        return counters
-
-    @staticmethod
-    def _write_rows(
-        con: sqlite3.Connection,
-        gtin: str,
-        serial: str,
-        verdict: str,
-        place: str | None,
-        source: str,
-        when: str,
-    ) -> tuple[int, int, str, int]:
-        """One scan's rows, inside a transaction: the code's counters (returned, as they
-        are with this scan), its place, the scan row."""
-        good = verdict in GOOD_VERDICTS
-        counters: tuple[int, int, str, int] = con.execute(
-            _UPSERT_CODE, (gtin, serial, int(good), when)
+    def _write_rows(self, con: sqlite3.Connection, scan: _Scan) -> _Counts:
+        """One scan's rows, inside a transaction: the code's counters, its client and
+        place, the scan row (unless a forged one past the day's rows); then the copy
+        signal's counts as they are with this scan."""
+        good = scan.verdict in GOOD_VERDICTS
+        day = None if good else scan.when[:10]
+        n_good, total, first_at, places, cleared_at, forged_today = con.execute(
+            _UPSERT_CODE,
+            {
+                "gtin": scan.gtin,
+                "serial": scan.serial,
+                "good": int(good),
+                "at": scan.when,
+                "forged_day": day,
+                "forged": 0 if good else 1,
+            },
         ).fetchone()
-        if good and place is not None:
-            added = con.execute(
-                "INSERT OR IGNORE INTO scan_places VALUES (?, ?, ?)",
-                (gtin, serial, place),
-            ).rowcount
-            if added:
-                counters = con.execute(
+        if good and scan.counted:
+            con.execute(
+                _UPSERT_CLIENT,
+                (
+                    scan.gtin,
+                    scan.serial,
+                    scan.client,
+                    scan.when,
+                    scan.when,
+                    scan.when if scan.place is not None else None,
+                ),
+            )
+        if good and scan.place is not None:
+            (seen,) = con.execute(
+                _UPSERT_PLACE,
+                (scan.gtin, scan.serial, scan.place, scan.when if scan.counted else None),
+            ).fetchone()
+            if seen == 1:
+                (places,) = con.execute(
                     "UPDATE scan_codes SET places = places + 1 "
-                    "WHERE gtin = ? AND serial = ? RETURNING good, total, first_at, places",
-                    (gtin, serial),
+                    "WHERE gtin = ? AND serial = ? RETURNING places",
+                    (scan.gtin, scan.serial),
                 ).fetchone()
-        con.execute(
-            "INSERT INTO scans (at, gtin, serial, verdict, location, source) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (when, gtin, serial, verdict, place, source),
+        if good or forged_today <= FORGED_ROWS_PER_DAY:
+            con.execute(
+                "INSERT INTO scans (at, gtin, serial, verdict, location, source, client, counted) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    scan.when,
+                    scan.gtin,
+                    scan.serial,
+                    scan.verdict,
+                    scan.place,
+                    scan.source,
+                    scan.client,
+                    int(scan.counted),
+                ),
+            )
+        counts = _Counts(n_good, total, first_at, places)
+        if not good:
+            return counts  # a forged scan: no copy signal to give
+        return self._window(con, counts, scan.gtin, scan.serial, scan.at, cleared_at)
+
+    def _window(
+        self,
+        con: sqlite3.Connection,
+        counts: _Counts,
+        gtin: str,
+        serial: str,
+        at: datetime,
+        cleared_at: str | None,
+    ) -> _Counts:
+        """``counts`` with the copy signal's, for a scan at ``at``: each capped at one
+        more than its threshold; the places named only when they would flag the code."""
+        rule = self.rule
+        since = window_start(rule, at, cleared_at)
+        clients, window_places, placing = con.execute(
+            _WINDOW,
+            {
+                "gtin": gtin,
+                "serial": serial,
+                "since": since,
+                "clients": rule.max_clients + 1,
+                "places": rule.max_places + 1,
+            },
+        ).fetchone()
+        listed: tuple[str, ...] = ()
+        if window_places > rule.max_places and placing > rule.max_places:
+            listed = tuple(
+                r[0] for r in con.execute(_WINDOW_PLACES, (gtin, serial, since, LISTED_PLACES))
+            )
+        return counts._replace(
+            clients=clients,
+            window_places=window_places,
+            placing_clients=placing,
+            window_locations=listed,
+            since=since,
         )
-        return counters
 
     def _patiently(self, work: Callable[[], _T]) -> _T:
         """``work()``, run again while another connection holds the lock it needs. Only a
@@ -405,12 +631,30 @@ class SqliteScanLog(ScanLog):
             return work()
         return _while_busy(work, lambda attempt: _BUSY_STEPS[min(attempt, len(_BUSY_STEPS) - 1)])
 
-    def stats(self, gtin: str, serial: str, recent: int = 10) -> ScanStats:
-        """History of one code."""
+    def stats(
+        self, gtin: str, serial: str, recent: int = 10, *, at: datetime | None = None
+    ) -> ScanStats:
+        """History of one code (the copy signal's window ending at ``at``, now)."""
         con = self._con(create=False)
         if con is None:
             return ScanStats(0, (), None, (), 0, 0)
-        return self._stats(con, gtin, serial, recent, None)
+        when = at or datetime.now(UTC)
+
+        def read() -> _Counts | None:
+            row = con.execute(
+                "SELECT good, total, first_at, places, cleared_at FROM scan_codes "
+                "WHERE gtin = ? AND serial = ?",
+                (gtin, serial),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._window(con, _Counts(*row[:4]), gtin, serial, when, row[4])
+
+        try:
+            counts = self._patiently(read)
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        return self._stats(con, gtin, serial, recent, counts)
 
     def _stats(
         self,
@@ -418,21 +662,14 @@ class SqliteScanLog(ScanLog):
         gtin: str,
         serial: str,
         recent: int,
-        counters: tuple[int, int, str, int] | None,
+        counts: _Counts | None,
     ) -> ScanStats:
         key = (gtin, serial)
+        found = counts if counts is not None else _Counts(0, 0, None, 0)
 
-        def read() -> tuple[tuple[int, int, str | None, int], list[str], list[Any]]:
-            found = counters
-            if found is None:
-                found = con.execute(
-                    "SELECT good, total, first_at, places FROM scan_codes "
-                    "WHERE gtin = ? AND serial = ?",
-                    key,
-                ).fetchone()
-            row = found if found is not None else (0, 0, None, 0)
+        def read() -> tuple[list[str], list[Any]]:
             listed: list[str] = []
-            if row[3]:
+            if found.places:
                 listed = [
                     r[0]
                     for r in con.execute(
@@ -450,20 +687,116 @@ class SqliteScanLog(ScanLog):
                 if recent
                 else []
             )
-            return row, listed, rows
+            return listed, rows
 
         try:
-            (good, total, first, places), listed, rows = self._patiently(read)
+            listed, rows = self._patiently(read)
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
         return ScanStats(
-            count=int(good),
+            count=int(found.good),
             locations=tuple(listed),
-            first_seen=first,
+            first_seen=found.first_at,
             recent=tuple(Scan(a, v, loc, src) for a, v, loc, src in rows),
-            all_scans=int(total),
-            places=int(places),
+            all_scans=int(found.total),
+            places=int(found.places),
+            clients=found.clients,
+            window_places=found.window_places,
+            placing_clients=found.placing_clients,
+            window_locations=found.window_locations,
+            since=found.since,
         )
+
+    def evidence(
+        self, gtin: str, serial: str, *, at: datetime | None = None
+    ) -> CopyEvidence | None:
+        """What the copy signal of one code rests on (None: never scanned)."""
+        con = self._con(create=False)
+        if con is None:
+            return None
+        when = at or datetime.now(UTC)
+        try:
+            return self._patiently(lambda: self._evidence(con, gtin, serial, when))
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+
+    def _evidence(
+        self, con: sqlite3.Connection, gtin: str, serial: str, at: datetime
+    ) -> CopyEvidence | None:
+        row = con.execute(
+            "SELECT good, total, first_at, cleared_at FROM scan_codes "
+            "WHERE gtin = ? AND serial = ?",
+            (gtin, serial),
+        ).fetchone()
+        if row is None:
+            return None
+        good, total, first_at, cleared_at = row
+        since = window_start(self.rule, at, cleared_at)
+        clients, window_places, placing = con.execute(
+            _WINDOW,
+            {
+                "gtin": gtin,
+                "serial": serial,
+                "since": since,
+                "clients": EVIDENCE_CAP,
+                "places": EVIDENCE_CAP,
+            },
+        ).fetchone()
+        places = tuple(
+            PlaceEvidence(location, int(scans), last_at)
+            for location, scans, last_at in con.execute(
+                _WINDOW_PLACES, (gtin, serial, since, LISTED_EVIDENCE)
+            )
+        )
+        last = con.execute(
+            "SELECT last_at FROM scan_clients INDEXED BY scan_clients_by_time "
+            "WHERE gtin = ? AND serial = ? ORDER BY last_at DESC LIMIT 1",
+            (gtin, serial),
+        ).fetchone()
+        return CopyEvidence(
+            gtin=gtin,
+            serial=serial,
+            at=stamp(at),
+            window_start=stamp(at - self.rule.window),
+            cleared_at=cleared_at,
+            since=since,
+            clients=clients,
+            placing_clients=placing,
+            window_places=window_places,
+            places=places,
+            first_seen=first_at,
+            last_seen=last[0] if last else None,
+            genuine_scans=int(good),
+            all_scans=int(total),
+        )
+
+    def clear(self, gtin: str, serial: str, *, at: datetime | None = None) -> CopyEvidence | None:
+        """Record a clear of the code's copy signal; the evidence it cleared."""
+        con = self._con(create=False)
+        if con is None:
+            return None
+        when = at or datetime.now(UTC)
+
+        def work() -> CopyEvidence | None:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._evidence(con, gtin, serial, when)
+                if found is not None:
+                    con.execute(
+                        "UPDATE scan_codes SET cleared_at = max(coalesce(cleared_at, ''), ?) "
+                        "WHERE gtin = ? AND serial = ?",
+                        (stamp(when), gtin, serial),
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return found
+
+        try:
+            return self._patiently(work)
+        except sqlite3.Error as exc:
+            raise self._fail("clear", exc) from exc
 
     def prune(self, before: datetime, *, chunk: int = PRUNE_CHUNK) -> int:
         """Delete scans older than ``before``, ``chunk`` rows per transaction."""
