@@ -35,8 +35,11 @@ __all__ = [
     "Node",
     "SignedTx",
     "TxSent",
+    "chain_sender",
+    "checksum_address",
     "clean_remote_text",
     "connect",
+    "keystore_address",
     "load_chain_key",
     "mask_url",
     "registry_anchor_data",
@@ -373,3 +376,89 @@ def load_chain_key(chain: ChainSettings, ask_password: Callable[[], str] | None 
         "no chain key",
         hint="set PROVMINT_CHAIN_KEY (hex) or --keystore FILE (encrypted JSON keystore)",
     )
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def checksum_address(text: str, source: str) -> str:
+    """An account address given by a person (``source`` names where: ``--from``), in its
+    EIP-55 form. ``0x`` and 40 hex digits; in mixed case the checksum must hold (a typo
+    in one digit is caught), all lower or all upper case is taken as is."""
+    if not _ADDRESS.fullmatch(text):
+        raise ConfigError(
+            f"{source} is not an account address",
+            hint="an address is 0x and 40 hex digits (20 bytes)",
+        )
+    from web3 import Web3
+
+    digits = text[2:]
+    if digits not in (digits.lower(), digits.upper()) and not Web3.is_checksum_address(text):
+        raise ConfigError(
+            f"{source} {text} fails its EIP-55 checksum (a mistyped digit?)",
+            hint="copy the address again, or write it all in lower case to skip the check",
+        )
+    return str(Web3.to_checksum_address(text))
+
+
+def keystore_address(path: Path) -> str | None:
+    """The address an encrypted keystore says it holds (its public ``address`` field,
+    read without the password), or None when it does not say."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(path, "keystore file") from None
+    except (OSError, ValueError) as exc:
+        raise AnchorError(f"{path}: not a readable keystore file") from exc
+    listed = document.get("address") if isinstance(document, dict) else None
+    if not isinstance(listed, str):
+        return None
+    listed = listed if listed.startswith("0x") else "0x" + listed
+    if not _ADDRESS.fullmatch(listed):
+        return None
+    return checksum_address(listed.lower(), f"{path}'s address")
+
+
+def chain_sender(
+    chain: ChainSettings,
+    from_address: str | None,
+    *,
+    signing: bool,
+    ask_password: Callable[[], str] | None = None,
+) -> tuple[ChainKey | None, str]:
+    """The chain key (None when none is needed) and the sender's address.
+
+    A run that signs needs the key, and ``from_address`` (``--from``), when given, must
+    be its address. A run that only estimates (``--dry-run``) needs just an address:
+    ``from_address``, or the key's. A hex key in the environment is still loaded to
+    check ``from_address`` against it; an encrypted keystore is not decrypted for that,
+    its public ``address`` field is compared instead.
+    """
+    wanted = None if from_address is None else checksum_address(from_address, "--from")
+    key: ChainKey | None = None
+    if signing or (wanted is None and chain.keystore is not None):
+        key = load_chain_key(chain, ask_password)
+    elif chain.chain_key is not None:
+        key = load_chain_key(chain)
+    elif wanted is None:
+        raise ConfigError(
+            "a dry run needs the sender's address",
+            hint="pass --from ADDRESS (no key needed), or a chain key: PROVMINT_CHAIN_KEY "
+            "or --keystore FILE",
+        )
+    elif chain.keystore is not None:
+        listed = keystore_address(chain.keystore)
+        if listed is not None and listed != wanted:
+            raise ConfigError(
+                f"--from {wanted} is not the address of the keystore {chain.keystore} ({listed})",
+                hint="drop --from, or name the keystore of that address",
+            )
+    if key is not None and wanted is not None and key.address != wanted:
+        raise ConfigError(
+            f"--from {wanted} is not the chain key's address ({key.address})",
+            hint="drop --from, or use the key of that address",
+        )
+    if key is not None:
+        return key, key.address
+    assert wanted is not None  # every branch without a key had an address
+    return None, wanted

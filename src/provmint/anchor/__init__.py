@@ -15,6 +15,8 @@ Anchoring is split by role, so each concern has one home:
     broadcast, receipt, confirmations, replacement, reorg);
   - :mod:`~provmint.anchor.run`: ``provmint anchor``: plan one anchor for the pending
     batches and drive it;
+  - :mod:`~provmint.anchor.schedule`: ``provmint anchor --every``: runs on a schedule,
+    one line each, until stopped;
   - :mod:`~provmint.anchor.status`: ``provmint anchor status``;
   - :mod:`~provmint.anchor.registry`: the AnchorRegistry contract and its deployment;
   - :mod:`~provmint.anchor.check`: a proof's anchor checked on chain (``provmint verify``).
@@ -36,6 +38,9 @@ _EXPORTS = {
     "AnchorPlan": "provmint.anchor.run",
     "AnchorRun": "provmint.anchor.run",
     "anchor_batches": "provmint.anchor.run",
+    "ScheduledRun": "provmint.anchor.schedule",
+    "anchor_every": "provmint.anchor.schedule",
+    "parse_every": "provmint.anchor.schedule",
     "StatusReport": "provmint.anchor.status",
     "anchor_status": "provmint.anchor.status",
 }
@@ -45,11 +50,14 @@ __all__ = [
     "AnchorRun",
     "ChainCheck",
     "RegistryDeployment",
+    "ScheduledRun",
     "StatusReport",
     "anchor_batches",
+    "anchor_every",
     "anchor_status",
     "check_anchor_on_chain",
     "deploy_registry",
+    "parse_every",
     "registry_artifact",
 ]
 
@@ -57,6 +65,7 @@ if TYPE_CHECKING:
     from provmint.anchor.check import ChainCheck, check_anchor_on_chain
     from provmint.anchor.registry import RegistryDeployment, deploy_registry
     from provmint.anchor.run import AnchorPlan, AnchorRun, anchor_batches
+    from provmint.anchor.schedule import ScheduledRun, anchor_every, parse_every
     from provmint.anchor.status import StatusReport, anchor_status
     from provmint.chain import registry_artifact
 

@@ -17,6 +17,7 @@ for inclusion.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,6 +100,7 @@ class AnchorDriver:
         chain_id: int,
         key: ChainKey | None,
         notify: Notify,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = Store.open(settings.store)
         self.settings = settings
@@ -107,6 +109,9 @@ class AnchorDriver:
         self.chain_id = chain_id
         self.key = key
         self.notify = notify
+        self.stop = stop
+        """Once set, :meth:`drive` waits no more: an anchor that would have to wait for
+        the chain is left in its (saved) state for the next run to finish."""
 
     # -- the catalog -----------------------------------------------------------------
 
@@ -268,8 +273,8 @@ class AnchorDriver:
     # -- the state machine -----------------------------------------------------------
 
     def drive(self, anchor_id: int, *, wait: bool) -> AnchorRecord:
-        """Move an anchor forward until it is confirmed (or, without ``wait``, until it
-        would have to wait)."""
+        """Move an anchor forward until it is confirmed (or, without ``wait`` or once
+        :attr:`stop` is set, until it would have to wait)."""
         step: dict[AnchorState, Callable[[AnchorRecord, _Watch, bool], _Next]] = {
             AnchorState.BUILT: self._sign_first,
             AnchorState.SIGNED: self._send,
@@ -285,7 +290,10 @@ class AnchorDriver:
             if after is _Next.STOP:
                 return record
             if after is _Next.SLEEP:
-                time.sleep(POLL_SECONDS)
+                if self.stop is None:
+                    time.sleep(POLL_SECONDS)
+                elif self.stop.is_set() or self.stop.wait(POLL_SECONDS):
+                    return self.reload(anchor_id)
 
     def _sign_first(self, record: AnchorRecord, watch: _Watch, wait: bool) -> _Next:
         """``built``: sign with the sender's next nonce."""
@@ -376,8 +384,14 @@ class AnchorDriver:
 
 
 def open_driver(
-    settings: Settings, chain: ChainSettings, key: ChainKey | None, notify: Notify | None
+    settings: Settings,
+    chain: ChainSettings,
+    key: ChainKey | None,
+    notify: Notify | None,
+    stop: threading.Event | None = None,
 ) -> AnchorDriver:
     """A driver connected to the node of ``chain`` (its chain id checked)."""
     node, chain_id = connect(chain)
-    return AnchorDriver(settings, chain, node, chain_id, key, notify or (lambda message: None))
+    return AnchorDriver(
+        settings, chain, node, chain_id, key, notify or (lambda message: None), stop
+    )

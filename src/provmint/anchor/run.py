@@ -3,6 +3,7 @@ the chosen ones) to the chain in one transaction."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +11,9 @@ from typing import Any
 from provmint import anchoring
 from provmint.anchor.fees import ETHER
 from provmint.anchor.lifecycle import AnchorDriver, Notify, anchoring_lock, open_driver
-from provmint.chain import ChainKey
+from provmint.chain import ChainKey, checksum_address
 from provmint.config import ChainSettings, Settings
-from provmint.errors import NotFoundError
+from provmint.errors import AnchorError, ConfigError, NotFoundError
 from provmint.store import BatchInfo
 from provmint.store.anchors import (
     OPEN_STATES,
@@ -106,31 +107,59 @@ class AnchorRun:
 def anchor_batches(
     settings: Settings,
     chain: ChainSettings,
-    key: ChainKey,
+    key: ChainKey | None,
     *,
     batch_refs: list[str] | None = None,
     dry_run: bool = False,
     wait: bool = True,
     notify: Notify | None = None,
+    sender: str | None = None,
+    stop: threading.Event | None = None,
 ) -> AnchorRun:
     """Finish unfinished anchors, then anchor every pending batch (or ``batch_refs``) in
     one transaction. Returns what was done; raises AnchorError subclasses for chain
-    problems (the store stays consistent and the next run resumes)."""
+    problems (the store stays consistent and the next run resumes).
+
+    A dry run needs no key, only the ``sender`` whose funds pay (checksummed, see
+    :func:`provmint.chain.chain_sender`); with a key, ``sender`` must be its address.
+    Once ``stop`` is set, the run waits for the chain no more and starts no new anchor:
+    what it has sent stays saved, in its state, for the next run to finish."""
     started = time.perf_counter()
-    driver = open_driver(settings, chain, key, notify)
+    payer = _sender(key, sender, dry_run)
+    driver = open_driver(settings, chain, key, notify, stop)
     with anchoring_lock(settings):
         resumed = () if dry_run else _finish_open(driver, wait=wait)
         batches, remaining = _choose_batches(driver, batch_refs)
-        if not batches:
+        if not batches or (stop is not None and stop.is_set()):
             elapsed = time.perf_counter() - started
-            return AnchorRun(driver.chain_id, None, None, resumed, 0, dry_run, elapsed)
+            left = remaining + len(batches)
+            return AnchorRun(driver.chain_id, None, None, resumed, left, dry_run, elapsed)
         tree = anchoring.build_anchor_tree([bytes.fromhex(b.commitment) for b in batches])
-        plan = _plan(driver, key, batches, tree)
+        plan = _plan(driver, payer, batches, tree)
         record = None
         if not dry_run:
             record = driver.drive(_create(driver, plan, batches, tree), wait=wait)
         elapsed = time.perf_counter() - started
         return AnchorRun(driver.chain_id, plan, record, resumed, remaining, dry_run, elapsed)
+
+
+def _sender(key: ChainKey | None, sender: str | None, dry_run: bool) -> str:
+    """Who pays: the key's address, or (a dry run without a key) ``sender``."""
+    if key is None:
+        if not dry_run:
+            raise AnchorError(
+                "a chain key is needed to sign",
+                hint="set PROVMINT_CHAIN_KEY (hex) or --keystore FILE",
+            )
+        if sender is None:
+            raise ConfigError(
+                "a dry run needs the sender's address",
+                hint="pass --from ADDRESS (no key needed), or a chain key",
+            )
+        return checksum_address(sender, "the sender")
+    if sender is not None and sender.lower() != key.address.lower():
+        raise ConfigError(f"the sender {sender} is not the chain key's address ({key.address})")
+    return key.address
 
 
 def _finish_open(driver: AnchorDriver, *, wait: bool) -> tuple[AnchorRecord, ...]:
@@ -167,12 +196,11 @@ def _choose_batches(
 
 
 def _plan(
-    driver: AnchorDriver, key: ChainKey, batches: list[BatchInfo], tree: anchoring.AnchorTree
+    driver: AnchorDriver, sender: str, batches: list[BatchInfo], tree: anchoring.AnchorTree
 ) -> AnchorPlan:
     """The transaction that commits the anchor tree over the batches, with its cost
     checked against the caps and the sender's funds."""
     chain = driver.chain
-    sender = key.address
     target = driver.target(chain.method, chain.registry, tree.digest, sender)
     gas = driver.estimate(chain.method, sender, target.to, target.data)
     fees = driver.fees()

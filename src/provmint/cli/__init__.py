@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from provmint import __version__
-from provmint.cli import anchor, batch, consumer, keys, proof, scans, store, verify
+from provmint.cli import anchor, batch, consumer, devchain, keys, proof, scans, store, verify
 from provmint.cli._common import TokenArgCommand, keep_examples_whole
 from provmint.errors import EXIT_CODES
 
@@ -79,6 +79,7 @@ _COMMANDS: dict[str, tuple[Callable[..., Any], type[TyperCommand] | None]] = {
     "scan": (consumer.scan, TokenArgCommand),
     "serve": (consumer.serve, None),
     "verify": (verify.verify, None),
+    "devchain": (devchain.devchain, None),
 }
 
 

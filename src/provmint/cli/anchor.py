@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
+import json as jsonlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -13,6 +20,7 @@ from provmint.cli._common import (
     JsonOpt,
     LockTimeoutOpt,
     StoreOpt,
+    escape,
     handle_errors,
     print_json,
     settings,
@@ -21,8 +29,9 @@ from provmint.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from provmint.anchor import AnchorRun, StatusReport
-    from provmint.config import ChainSettings
+    from provmint.anchor import AnchorRun, ScheduledRun, StatusReport
+    from provmint.chain import ChainKey
+    from provmint.config import ChainSettings, Settings
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -109,6 +118,49 @@ NoWaitOpt = Annotated[
         help="Return once the transaction is sent (resume with anchor status --wait).",
     ),
 ]
+EveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--every",
+        metavar="DURATION",
+        help="Keep running: anchor now and then every DURATION (90s, 30m, 1h, 1h30m, 1d; "
+        "2s to 7d), one line per run on stderr, until SIGTERM or Ctrl-C.",
+        show_default=False,
+    ),
+]
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        metavar="ADDRESS",
+        help="The sender's address: with --dry-run no key is needed (with a key, it must "
+        "be the key's address).",
+        show_default=False,
+        rich_help_panel="Chain",
+    ),
+]
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
+    """While inside, SIGTERM and SIGINT set ``stop`` (the names received are listed in
+    what this yields); a second one interrupts at once (exit 130). The handlers before
+    are put back on the way out."""
+    received: list[str] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    wanted = (signal.SIGTERM, signal.SIGINT)
+    previous = {signum: signal.signal(signum, handler) for signum in wanted}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def chain_settings(
@@ -143,9 +195,11 @@ def anchor(
     max_spend_eth: MaxSpendOpt = None,
     dry_run: DryRunOpt = False,
     no_wait: NoWaitOpt = False,
+    every: EveryOpt = None,
     chain: ChainOpt = None,
     rpc_url: RpcOpt = None,
     keystore: KeystoreOpt = None,
+    from_address: FromOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     lock_timeout: LockTimeoutOpt = None,
@@ -154,22 +208,39 @@ def anchor(
     """Anchor every minted, not-yet-anchored batch in one transaction.
 
     Unfinished anchors of earlier runs (killed, timed out, dropped, reorged) are finished
-    first, with the transactions they saved. Exit codes: 0 done (or nothing pending),
-    10 chain problem (node, chain id, fees, funds, key), 2 usage.
+    first, with the transactions they saved. With --every it keeps running: one run per
+    period, one line each; a run's chain error (node down, funds) is logged and the next
+    period tries again; a configuration error ends it. SIGTERM or Ctrl-C stops it (a run
+    in progress stops waiting; the next run finishes its anchor). Exit codes: 0 done (or
+    nothing pending, or stopped), 10 chain problem (node, chain id, fees, funds, key),
+    2 usage.
 
+    \b
     Examples:
-
-      provmint anchor --rpc-url http://127.0.0.1:8545 --dry-run
-
+      provmint anchor --dry-run --from 0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266
       PROVMINT_CHAIN_KEY=0x... provmint anchor --chain sepolia --confirmations 3
-
+      provmint anchor --chain sepolia --every 1h
       provmint anchor --method registry --registry 0x5FbDB2315678afecb367f032d93F642f64180aa3
     """
     if ctx.invoked_subcommand is not None:
         return
     from provmint.anchor import anchor_batches
-    from provmint.chain import load_chain_key
+    from provmint.anchor.schedule import parse_every
+    from provmint.chain import chain_sender
+    from provmint.errors import ConfigError
 
+    interval = None
+    if every is not None:
+        if dry_run:
+            raise ConfigError(
+                "--every sends transactions: it cannot be combined with --dry-run",
+                hint="check the plan first with: provmint anchor --dry-run",
+            )
+        if batch:
+            raise ConfigError(
+                "--every anchors every pending batch: it cannot be combined with --batch"
+            )
+        interval = parse_every(every)
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
     chain_cfg = chain_settings(
         chain,
@@ -182,16 +253,63 @@ def anchor(
         max_spend_eth=max_spend_eth,
         keystore=keystore,
     )
-    key = load_chain_key(chain_cfg, _password)
+    key, sender = chain_sender(chain_cfg, from_address, signing=not dry_run, ask_password=_password)
+    if interval is not None:
+        assert key is not None  # a run that signs has its key
+        _run_every(cfg, chain_cfg, key, interval, wait=not no_wait, json=json)
+        return
     err = stderr()
     notify = (lambda message: None) if json else (lambda message: err.print(message))
     run = anchor_batches(
-        cfg, chain_cfg, key, batch_refs=batch, dry_run=dry_run, wait=not no_wait, notify=notify
+        cfg,
+        chain_cfg,
+        key,
+        batch_refs=batch,
+        dry_run=dry_run,
+        wait=not no_wait,
+        notify=notify,
+        sender=sender,
     )
     if json:
         print_json(run.to_json())
     else:
         _render_run(run)
+
+
+def _run_every(
+    cfg: Settings,
+    chain_cfg: ChainSettings,
+    key: ChainKey,
+    interval: float,
+    *,
+    wait: bool,
+    json: bool,
+) -> None:
+    """``anchor --every``: the schedule, one line per run on stderr (and one JSON
+    document per line on stdout with --json), until SIGTERM or Ctrl-C."""
+    from provmint.anchor.schedule import anchor_every, format_every
+    from provmint.chain import mask_url
+
+    err = stderr()
+
+    def on_run(done: ScheduledRun) -> None:
+        err.print(escape(done.line()))
+        if json:
+            sys.stdout.write(jsonlib.dumps(done.to_json(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+    node = mask_url(chain_cfg.rpc_url) if chain_cfg.rpc_url else "no node"
+    err.print(
+        escape(
+            f"anchoring every {format_every(interval)} from {key.address} via {node}; "
+            "SIGTERM or Ctrl-C stops"
+        )
+    )
+    stop = threading.Event()
+    with stop_on_signals(stop) as received:
+        runs = anchor_every(cfg, chain_cfg, key, interval, stop=stop, on_run=on_run, wait=wait)
+    why = f" on {received[0]}" if received else ""
+    err.print(f"stopped{why} after {runs} run(s)")
 
 
 def _render_run(run: AnchorRun) -> None:
