@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import struct
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ digest); the bound keeps anchor paths short and one run's work predictable. More
 batches are anchored by the next run."""
 
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+_MAX_U63 = 2**63 - 1
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
@@ -180,8 +182,8 @@ def _field(doc: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     if key not in doc:
         raise ProofError(f"proof field anchor.{key} is missing")
     value = doc[key]
-    if kind is int and (type(value) is not int or value < 0):
-        raise ProofError(f"proof field anchor.{key} must be a whole number")
+    if kind is int and (type(value) is not int or not 0 <= value <= _MAX_U63):
+        raise ProofError(f"proof field anchor.{key} must be a whole number in [0, 2^63-1]")
     if kind is not int and not isinstance(value, kind):
         raise ProofError(f"proof field anchor.{key} has the wrong type")
     return value
@@ -217,35 +219,49 @@ def parse_anchor_section(doc: Any) -> AnchorSection:
         raise ProofError("proof field anchor must be an object or null")
     if doc.get("format") != ANCHOR_FORMAT:
         raise ProofError(f"proof field anchor.format must be {ANCHOR_FORMAT!r}")
+    missing = sorted(_SECTION_FIELDS - set(doc))
+    if missing:
+        raise ProofError(f"proof field anchor.{missing[0]} is missing")
     unknown = sorted(set(doc) - _SECTION_FIELDS)
     if unknown:
-        raise ProofError(f"proof field anchor.{unknown[0]} is not part of {ANCHOR_FORMAT}")
+        key = unknown[0]
+        plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key)
+        name = f".{key}" if plain else f"[{json.dumps(key[:40])}]"
+        raise ProofError(f"proof field anchor{name} is not part of {ANCHOR_FORMAT}")
+    # In the documented order (docs/FORMATS.md), so the first fault is the one reported.
     tree = _field(doc, "tree", dict)
-    size, index, path = _tree_shape(tree)
+    size, index, raw_path = _tree_shape(tree)
+    path = tuple(_hex32(p, f"anchor.tree.path[{i}]") for i, p in enumerate(raw_path))
+    root = _hex32(tree["root"], "anchor.tree.root")
+    digest = _hex32(_field(doc, "digest", str), "anchor.digest")
+    chain_id = doc["chain_id"]
+    if type(chain_id) is not int:
+        raise ProofError("proof field anchor.chain_id must be a whole number")
+    if not 0 < chain_id < 2**63:
+        raise ProofError("proof field anchor.chain_id is out of range")
     method, contract = _method_and_contract(doc)
     sender = _field(doc, "sender", str)
     if not _ADDRESS.fullmatch(sender):
         raise ProofError("proof field anchor.sender must be an address (0x + 40 hex)")
     tx_hash = _field(doc, "tx_hash", str)
+    if not _TX_HASH.fullmatch(tx_hash):
+        raise ProofError("proof field anchor.tx_hash must be 0x + 64 lowercase hex digits")
+    block_number = _field(doc, "block_number", int)
     block_hash = _field(doc, "block_hash", str)
-    for name, value in (("tx_hash", tx_hash), ("block_hash", block_hash)):
-        if not _TX_HASH.fullmatch(value):
-            raise ProofError(f"proof field anchor.{name} must be 0x + 64 lowercase hex digits")
-    chain_id = _field(doc, "chain_id", int)
-    if not 0 < chain_id < 2**63:
-        raise ProofError("proof field anchor.chain_id is out of range")
+    if not _TX_HASH.fullmatch(block_hash):
+        raise ProofError("proof field anchor.block_hash must be 0x + 64 lowercase hex digits")
     return AnchorSection(
         size=size,
         leaf_index=index,
-        path=tuple(_hex32(p, f"anchor.tree.path[{i}]") for i, p in enumerate(path)),
-        root=_hex32(tree["root"], "anchor.tree.root"),
-        digest=_hex32(_field(doc, "digest", str), "anchor.digest"),
+        path=path,
+        root=root,
+        digest=digest,
         chain_id=chain_id,
         method=method,
         contract=contract,
         sender=sender,
         tx_hash=tx_hash,
-        block_number=_field(doc, "block_number", int),
+        block_number=block_number,
         block_hash=block_hash,
         block_time=_field(doc, "block_time", int),
     )
@@ -254,17 +270,28 @@ def parse_anchor_section(doc: Any) -> AnchorSection:
 def _tree_shape(tree: dict[str, Any]) -> tuple[int, int, list[Any]]:
     """The anchor tree's size, leaf index and (unparsed) path, each within its limits."""
     if set(tree) != _TREE_FIELDS:
-        raise ProofError("proof field anchor.tree must have profile, size, leaf_index, path, root")
+        missing = sorted(_TREE_FIELDS - set(tree))
+        fault = f"{missing[0]} is missing" if missing else "it has other fields"
+        raise ProofError(
+            f"proof field anchor.tree must have profile, size, leaf_index, path, root; {fault}"
+        )
     if tree["profile"] != merkle.PROFILE:
-        raise ProofError("proof field anchor.tree.profile is not supported")
+        raise ProofError(f"proof field anchor.tree.profile is not supported; only {merkle.PROFILE}")
     size, index = tree["size"], tree["leaf_index"]
     if type(size) is not int or not 0 < size <= MAX_BATCHES_PER_ANCHOR:
-        raise ProofError("proof field anchor.tree.size is out of range")
+        raise ProofError(
+            "proof field anchor.tree.size is out of range; "
+            f"a whole number in [1, {MAX_BATCHES_PER_ANCHOR}]"
+        )
     if type(index) is not int or not 0 <= index < size:
-        raise ProofError("proof field anchor.tree.leaf_index is out of range")
+        raise ProofError(
+            "proof field anchor.tree.leaf_index is out of range; a whole number below the size"
+        )
     path = tree["path"]
     if not isinstance(path, list) or len(path) > merkle.MAX_PATH:
-        raise ProofError("proof field anchor.tree.path must be a short list")
+        raise ProofError(
+            f"proof field anchor.tree.path must be a short list; at most {merkle.MAX_PATH} hashes"
+        )
     return size, index, path
 
 
@@ -273,7 +300,7 @@ def _method_and_contract(doc: dict[str, Any]) -> tuple[str, str | None]:
     method = _field(doc, "method", str)
     if method not in METHODS:
         raise ProofError(f"proof field anchor.method must be one of {', '.join(METHODS)}")
-    contract = doc.get("contract")
+    contract = doc["contract"]
     if method == "registry" and not (isinstance(contract, str) and _ADDRESS.fullmatch(contract)):
         raise ProofError("proof field anchor.contract must be the registry address")
     if method == "calldata" and contract is not None:

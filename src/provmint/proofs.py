@@ -21,6 +21,15 @@ commitment binds) and, once anchored, the anchor. Example (shortened)::
 root (same tree profile) and the chain record (chain id, transaction, block). Proofs from
 strangers are untrusted input: :func:`parse_proof` bounds sizes, rejects duplicate keys,
 floats, unknown fields and non-canonical hex, and reports the exact field at fault.
+
+Every structural error names its field the same way, ``proof field <path> <why>`` (the
+path as ``tree.path[3]``, ``product.record.lot``, ``anchor.tree.root``; a key that is not
+a plain name is quoted: ``product["a b"]``), and only the first one is reported, in the
+order of docs/FORMATS.md: ``format``, then ``product``, ``tree``, ``batch`` and
+``anchor``, each field in its documented order. What concerns the document as a whole
+(its size, its UTF-8, its JSON syntax, its nesting) is ``proof <why>``. The same rules
+are written as a JSON Schema in ``provmint/schemas/proof-1.schema.json`` (for other
+implementations; the parser does not use it).
 """
 
 from __future__ import annotations
@@ -53,6 +62,26 @@ _MAX_MANIFEST_BYTES = 64 << 10
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(FIELD_NAME_PATTERN)
 _BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MAX_DIGITS = 20
+_MAX_JCS_INTEGER = 2**53
+
+
+def _child(where: str, key: str | int) -> str:
+    """The path of a member (``tree.root``) or an item (``tree.path[3]``) of ``where``,
+    as error messages spell it. A key that is not a plain name is quoted (as JSON, so it
+    stays one printable line) and cut short: hostile keys do not flood the error line."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{where}.{key}" if where else key
+    return f"{where}[{json.dumps(key[:40])}]"
+
+
+def _subject(where: str) -> str:
+    """How an error names the value at ``where``: the document itself, or a field."""
+    return f"proof field {where}" if where else "proof"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +115,7 @@ class _Doc:
         self.where = where
 
     def _name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
+        return _child(self.where, key)
 
     def keys(self, required: set[str], optional: frozenset[str] = frozenset()) -> None:
         missing = sorted(required - set(self.value))
@@ -137,35 +166,79 @@ class _Doc:
         return tuple(out)
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class _Duplicated(dict[str, Any]):
+    """A JSON object that spelled a key twice (kept so the error can name its path)."""
+
+    duplicate = ""
+
+
+class _BadNumber:
+    """A number the format does not allow, kept as its text until its path is known."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise ProofError(f"proof has a duplicate field {key!r}")
+            dup = _Duplicated(obj)
+            dup.duplicate = key
+            return dup
         obj[key] = value
     return obj
 
 
-def _no_floats(text: str) -> Any:
-    raise ProofError(f"proof contains a non-integer number {text[:40]!r}")
+def _no_floats(text: str) -> _BadNumber:
+    return _BadNumber(f"is a non-integer number {text[:40]!r}")
 
 
-def _small_int(text: str) -> int:
+def _small_int(text: str) -> int | _BadNumber:
     # Python refuses huge integers with a bare ValueError; no field needs over 20 digits.
-    if len(text.lstrip("-")) > 20:
-        raise ProofError(f"proof contains an integer of {len(text)} digits")
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_DIGITS:
+        return _BadNumber(f"is an integer of {digits} digits; at most {_MAX_DIGITS}")
     return int(text)
 
 
-def _depth(value: Any, level: int = 0) -> None:
-    if level > _MAX_DEPTH:
-        raise ProofError("proof is nested too deeply")
+def _check_values(value: Any, where: str = "", level: int = 0) -> None:
+    """The first value (in document order) that no proof may hold, named by its path:
+    a duplicate key, a float, NaN or Infinity, an integer of more than 20 digits, a
+    string or key that is not Unicode (a lone surrogate), nesting deeper than
+    :data:`_MAX_DEPTH` levels of objects and arrays (the document itself is one)."""
+    if isinstance(value, dict | list) and level >= _MAX_DEPTH:
+        raise ProofError(f"{_subject(where)} is nested too deeply; at most {_MAX_DEPTH} levels")
     if isinstance(value, dict):
-        for v in value.values():
-            _depth(v, level + 1)
+        if isinstance(value, _Duplicated):
+            raise ProofError(f"{_subject(where)} has a duplicate field {value.duplicate[:40]!r}")
+        for key, item in value.items():
+            if _SURROGATE.search(key):
+                raise ProofError(f"{_subject(where)} has a field name that is not valid Unicode")
+            _check_values(item, _child(where, key), level + 1)
     elif isinstance(value, list):
-        for v in value:
-            _depth(v, level + 1)
+        for i, item in enumerate(value):
+            _check_values(item, _child(where, i), level + 1)
+    elif isinstance(value, _BadNumber):
+        raise ProofError(f"{_subject(where)} {value.why}")
+    elif isinstance(value, float):  # a document given as a dict rather than as JSON text
+        raise ProofError(f"{_subject(where)} is a non-integer number {str(value)[:40]!r}")
+    elif isinstance(value, str) and _SURROGATE.search(value):
+        raise ProofError(f"{_subject(where)} is not valid Unicode (a lone surrogate)")
+
+
+def _jcs_integers(value: Any, where: str) -> None:
+    """The manifest is hashed as RFC 8785 JSON, which holds integers only up to 2^53."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _jcs_integers(item, _child(where, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _jcs_integers(item, _child(where, i))
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_JCS_INTEGER:
+        raise ProofError(f"proof field {where} is beyond 2^53, which canonical JSON cannot hold")
 
 
 def _nested_deeper_than(text: str, limit: int) -> bool:
@@ -209,7 +282,7 @@ def _decode(data: bytes | str) -> dict[str, Any]:
     try:
         doc = json.loads(
             text,
-            object_pairs_hook=_reject_duplicates,
+            object_pairs_hook=_pairs,
             parse_float=_no_floats,
             parse_int=_small_int,
             parse_constant=_no_floats,
@@ -220,13 +293,11 @@ def _decode(data: bytes | str) -> dict[str, Any]:
         raise ProofError(
             f"proof is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
-    _depth(doc)
+    # Duplicate keys, floats, long integers and lone surrogates (JSON escapes can spell
+    # them; no UTF-8 text contains them) are refused here, named by their path.
+    _check_values(doc)
     if not isinstance(doc, dict):
         raise ProofError("proof must be a JSON object")
-    try:  # JSON escapes can spell lone surrogates, which no UTF-8 text contains
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProofError("proof contains a string that is not valid Unicode") from None
     return doc
 
 
@@ -247,56 +318,79 @@ def _record(doc: _Doc) -> dict[str, str]:
     for required in ("gtin", "serial"):
         if required not in value:
             raise ProofError(f"proof field {where}.{required} is missing")
+    gtin = value["gtin"]
+    if len(gtin) != 14 or not gtin.isascii() or not gtin.isdigit():
+        raise ProofError(f"proof field {where}.gtin must be 14 ASCII digits")
     return dict(value)
 
 
 def parse_proof(data: bytes | str | dict[str, Any]) -> Proof:
-    """Parse and structurally check a proof document. Raises ProofError naming the field."""
+    """Parse and structurally check a proof document. Raises ProofError naming the field
+    (the first fault in the documented order: see the module's docstring)."""
     doc_value = data if isinstance(data, dict) else _decode(data)
     if isinstance(data, dict):
-        _depth(doc_value)
+        _check_values(doc_value)
     doc = _Doc(doc_value, "")
+    if "format" in doc.value:  # another format's fields are not judged by this one's rules
+        _format(doc)
     doc.keys({"format", "product", "tree", "batch", "anchor"})
-    fmt = doc.text("format")
-    if fmt != PROOF_FORMAT:
-        raise ProofError(
-            f"unsupported proof format {fmt[:40]!r}; this provmint reads {PROOF_FORMAT}"
-        )
+    _format(doc)
     product = doc.obj("product")
     product.keys({"record_version", "record", "token_commitment"})
     record_version = product.text("record_version")
     if record_version != RECORD_VERSION:
-        raise ProofError(f"unsupported record version {record_version[:40]!r}")
+        raise ProofError(
+            "proof field product.record_version names an unsupported record version "
+            f"{record_version[:40]!r}"
+        )
+    record = _record(product)
+    token_commitment = product.digest("token_commitment")
     tree = doc.obj("tree")
     tree.keys({"profile", "size", "leaf_index", "path", "root"})
     profile = tree.text("profile")
     if profile != merkle.PROFILE:
-        raise ProofError(f"unsupported tree profile {profile[:40]!r}")
+        raise ProofError(
+            f"proof field tree.profile names an unsupported tree profile {profile[:40]!r}"
+        )
     size = tree.integer("size", 1, merkle.MAX_TREE_SIZE)
+    leaf_index = tree.integer("leaf_index", 0, size - 1)
+    path = tree.hex_list("path", merkle.MAX_PATH)
+    root = tree.digest("root")
     batch = doc.obj("batch")
     batch.keys({"id", "manifest", "manifest_digest", "commitment"})
+    batch_id = batch.text("id", _BATCH_ID)
     manifest = batch.obj("manifest").value
     if len(json.dumps(manifest)) > _MAX_MANIFEST_BYTES:
         raise ProofError("proof field batch.manifest is too large")
+    _jcs_integers(manifest, "batch.manifest")
     anchor = doc.value["anchor"]
-    section = None if anchor is None else parse_anchor_section(anchor)
     return Proof(
-        record=_record(product),
+        record=record,
         record_version=record_version,
-        token_commitment=product.digest("token_commitment"),
+        token_commitment=token_commitment,
         profile=profile,
         size=size,
-        leaf_index=tree.integer("leaf_index", 0, size - 1),
-        path=tree.hex_list("path", merkle.MAX_PATH),
-        root=tree.digest("root"),
-        batch_id=batch.text("id", _BATCH_ID),
+        leaf_index=leaf_index,
+        path=path,
+        root=root,
+        batch_id=batch_id,
         manifest=dict(manifest),
         manifest_digest=batch.digest("manifest_digest"),
         commitment=batch.digest("commitment"),
         anchor=anchor,
         document=doc_value,
-        anchor_section=section,
+        anchor_section=None if anchor is None else parse_anchor_section(anchor),
     )
+
+
+def _format(doc: _Doc) -> None:
+    """The document's format must be this one."""
+    fmt = doc.text("format")
+    if fmt != PROOF_FORMAT:
+        raise ProofError(
+            f"proof field format names an unsupported proof format {fmt[:40]!r}; "
+            f"this provmint reads {PROOF_FORMAT}"
+        )
 
 
 def proof_to_json(proof: dict[str, Any], *, indent: int | None = 2) -> str:
