@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -60,11 +61,10 @@ from provmint.products import (
     proof_of,
 )
 from provmint.publicpage import LOGO_PATH, PublicPages, VerdictView, choose_language
-from provmint.scan import DEFAULT_CLONE_SCANS, Verdict, judge, suspicious
+from provmint.scan import Verdict, judge, suspicious
 from provmint.store import BatchInfo, Store
 from provmint.store.lookup import ProductFinder
 from provmint.store.scanlog import (
-    GOOD_VERDICTS,
     ScanLogError,
     ScanRequest,
     clean_location,
@@ -75,7 +75,7 @@ from provmint.store.scanlog.writer import ScanWriter
 if TYPE_CHECKING:
     import socket
 
-__all__ = ["ProductIndex", "create_app", "serve"]
+__all__ = ["Answer", "ProductIndex", "create_app", "serve"]
 
 MAX_PATH_BYTES = 512
 MAX_QUERY_BYTES = 256
@@ -159,9 +159,52 @@ class ProductIndex:
         return product_record(found) if found is not None else None
 
 
+class Answer(StrEnum):
+    """What the public service answers for a code (its value is what JSON says): a
+    scan's verdict as the public sees it, where forged and unknown are one answer on
+    purpose, or that the code cannot be checked now (an operator's problem)."""
+
+    GENUINE = "genuine"
+    PENDING = "pending"
+    SUSPECT = "suspect"
+    UNKNOWN = "unknown"
+    UNAVAILABLE = "unavailable"
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> Answer:
+        """The public answer for a scan's verdict."""
+        return _PUBLIC[verdict]
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of this answer."""
+        return _STATUS[self]
+
+    @property
+    def shows_product(self) -> bool:
+        """Does this answer show the product (the code showed its real token)?"""
+        return self in (Answer.GENUINE, Answer.PENDING, Answer.SUSPECT)
+
+
+_PUBLIC = {
+    Verdict.GENUINE: Answer.GENUINE,
+    Verdict.PENDING: Answer.PENDING,
+    Verdict.SUSPECT: Answer.SUSPECT,
+    Verdict.FORGED: Answer.UNKNOWN,
+    Verdict.UNKNOWN: Answer.UNKNOWN,
+}
+_STATUS = {
+    Answer.GENUINE: 200,
+    Answer.PENDING: 200,
+    Answer.SUSPECT: 200,
+    Answer.UNKNOWN: 404,
+    Answer.UNAVAILABLE: 503,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Outcome:
-    verdict: str
+    verdict: Answer
     reason: str
     product: ProductRecord | None
     anchor: dict[str, Any] | None
@@ -175,15 +218,6 @@ PUBLIC_COPY_REASON = (
     "it may have been copied"
 )
 """What the public answer says of a possible copy (the operator's tools say why)."""
-
-_STATUS = {
-    "genuine": 200,
-    "pending": 200,
-    "suspect": 200,
-    "forged": 404,
-    "unknown": 404,
-    "unavailable": 503,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +247,7 @@ class _Service:
     def __init__(
         self,
         settings: Settings,
-        clone_threshold: int,
+        clone_threshold: int | None,
         notify: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -226,12 +260,16 @@ class _Service:
                 "its genuine labels would be rejected",
                 hint="serve with the key file the batches were minted with",
             )
-        # The copy signal's rule: [copy_signal], --clone-threshold its max_clients. The
-        # log counts with it; the log's client salt is read once, by the writer thread.
-        self.rule = replace(settings.copy_signal, max_clients=clone_threshold)
+        # The copy signal's rule: [copy_signal], --clone-threshold (when given) its
+        # max_clients. The log counts with it; its client salt is read once, by the
+        # writer thread.
+        self.rule = (
+            settings.copy_signal
+            if clone_threshold is None
+            else replace(settings.copy_signal, max_clients=clone_threshold)
+        )
         self.log = open_scan_log(replace(settings, copy_signal=self.rule), service=True)
         self.writer = ScanWriter(self.log, wait=LOG_WAIT_SECONDS)
-        self.clone_threshold = clone_threshold
         self.notify = notify or (lambda _: None)
         self._log_failing = False
 
@@ -265,7 +303,9 @@ class _Service:
         if product is not None and all(k.id != product.batch.key_id for k in self.keyring.keys):
             # Minted with a key this service lacks (a batch added since it started): an
             # operator problem, not a counterfeit.
-            return _Outcome("unavailable", "this code cannot be checked right now", None, None, 0)
+            return _Outcome(
+                Answer.UNAVAILABLE, "this code cannot be checked right now", None, None, 0
+            )
         anchor = self.index.anchors.get(product.batch.seq) if product else None
         verdict, reason = judge(
             product.record if product else None,
@@ -286,35 +326,37 @@ class _Service:
                 address=client,
                 user_agent=user_agent,
             )
-            if not verdict.shows_real_token:
+            if verdict.shows_real_token:
+                scans, logged, copied = await self._log(scan)
+                if copied:
+                    # Never the places themselves: they are what earlier visitors typed
+                    # into the link (``loc``), so repeating them would let anyone write
+                    # on the brand's page. They are the operator's.
+                    verdict, reason = Verdict.SUSPECT, PUBLIC_COPY_REASON
+            else:
                 # A forged code: logged for the operator, but its answer does not wait
                 # (that would tell it from an unknown one, which is not logged).
                 self.writer.send(scan)
-            else:
-                try:
-                    stats = await self.writer.record(scan)
-                except ScanLogError as exc:
-                    self.log_state(exc)
-                    logged = False
-                else:
-                    self.log_state(None)
-                    logged = True
-                    scans = stats.count
-                    if suspicious(stats, self.rule):
-                        # Never the places themselves: they are what earlier visitors
-                        # typed into the link (``loc``), so repeating them would let
-                        # anyone write on the brand's page. They are the operator's.
-                        verdict, reason = Verdict.SUSPECT, PUBLIC_COPY_REASON
-        if verdict in (Verdict.FORGED, Verdict.UNKNOWN):  # one answer for both, on purpose
-            return _Outcome(
-                "unknown", "this code does not match any product we made", None, None, 0
-            )
-        return _Outcome(verdict, reason, product, anchor, scans, logged)
+        answer = Answer.of(verdict)
+        if answer is Answer.UNKNOWN:  # one answer for forged and unknown, on purpose
+            return _Outcome(answer, "this code does not match any product we made", None, None, 0)
+        return _Outcome(answer, reason, product, anchor, scans, logged)
+
+    async def _log(self, scan: ScanRequest) -> tuple[int, bool, bool]:
+        """Log a scan that showed the code's real token and wait for it (at most
+        :data:`LOG_WAIT_SECONDS`): (scans of the code, logged, looks copied)."""
+        try:
+            stats = await self.writer.record(scan)
+        except ScanLogError as exc:
+            self.log_state(exc)
+            return 0, False, False
+        self.log_state(None)
+        return stats.count, True, bool(suspicious(stats, self.rule))
 
 
 def _status(outcome: _Outcome) -> int:
     """The HTTP status of an answer: the verdict's, or 503 when the scan was not logged."""
-    return 503 if outcome.logged is False else _STATUS[outcome.verdict]
+    return 503 if outcome.logged is False else outcome.verdict.status
 
 
 CACHEABLE_SECONDS = 3600
@@ -638,9 +680,9 @@ class _App:
             client=request.peer,
             user_agent=request.user_agent,
         )
-        if outcome.verdict == Verdict.UNKNOWN:
+        if outcome.verdict is Answer.UNKNOWN:
             await asyncio.sleep(max(0.0, started + NOT_RECOGNISED_SECONDS - time.monotonic()))
-        genuine = outcome.product is not None and outcome.verdict in GOOD_VERDICTS
+        genuine = outcome.product is not None and outcome.verdict.shows_product
         if proof:
             if outcome.product is None or not genuine:
                 return _bad(404, "no proof for this code", True)
@@ -659,7 +701,7 @@ def _json_answer(outcome: _Outcome, genuine: bool) -> dict[str, Any]:
         "reason": outcome.reason,
         "product": product.record if product is not None else None,
         "batch_id": product.batch.batch_id if product is not None else None,
-        "anchor": outcome.anchor if outcome.verdict in ("genuine", "suspect") else None,
+        "anchor": outcome.anchor if outcome.verdict in (Answer.GENUINE, Answer.SUSPECT) else None,
         "scans": None if outcome.logged is False else outcome.scans,
         "logged": outcome.logged,
     }
@@ -671,7 +713,7 @@ def _json_answer(outcome: _Outcome, genuine: bool) -> dict[str, Any]:
 def _page(outcome: _Outcome, link_path: str, token: str, look: _Look) -> str:
     """The HTML page of a code's answer (:mod:`provmint.publicpage`). The product, its
     anchor and the proof link only for a code that showed its real token."""
-    product = outcome.product if outcome.verdict in GOOD_VERDICTS else None
+    product = outcome.product if outcome.verdict.shows_product else None
     view = VerdictView(
         verdict=outcome.verdict,
         link_path=link_path,
@@ -688,10 +730,11 @@ def _page(outcome: _Outcome, link_path: str, token: str, look: _Look) -> str:
 def create_app(
     settings: Settings,
     *,
-    clone_threshold: int = DEFAULT_CLONE_SCANS,
+    clone_threshold: int | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> _App:
-    """The ASGI application for a store. ``notify`` gets one-line reports for the
+    """The ASGI application for a store. ``clone_threshold``, when given, replaces the
+    ``[copy_signal]`` setting ``max_clients``; ``notify`` gets one-line reports for the
     operator (the scan log failing, and recovering)."""
     return _App(_Service(settings, clone_threshold, notify))
 
@@ -711,7 +754,7 @@ def _preflight(settings: Settings, notify: Callable[[str], None]) -> None:
 
 def _worker(
     settings: Settings,
-    clone_threshold: int,
+    clone_threshold: int | None,
     access_log: bool,
     notify: Callable[[str], None],
 ) -> Callable[[socket.socket, Callable[[], None]], None]:
@@ -760,7 +803,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    clone_threshold: int = DEFAULT_CLONE_SCANS,
+    clone_threshold: int | None = None,
     access_log: bool = False,
     workers: int | None = None,
     on_ready: Callable[[tuple[str, int]], None] | None = None,

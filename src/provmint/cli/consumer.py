@@ -244,7 +244,7 @@ def serve(
         cfg,
         host=host,
         port=port,
-        clone_threshold=cfg.copy_signal.max_clients if clone_threshold is None else clone_threshold,
+        clone_threshold=clone_threshold,  # None: [copy_signal] max_clients
         access_log=access_log,
         on_ready=_announce_ready(cfg, err),
         notify=lambda message: err.print(f"warning: {message}", markup=False),

@@ -490,6 +490,7 @@ class SqliteScanLog(ScanLog):
         con = self._con()
         assert con is not None and self._keys is not None
         now = datetime.now(UTC)
+        now_stamp = stamp(now)  # most scans of a batch are "now": stamped once
         rows = []
         for s in scans:
             client, counted = self._keys.of(s.address, s.user_agent)
@@ -502,7 +503,7 @@ class SqliteScanLog(ScanLog):
                     clean_location(s.location),
                     s.source,
                     when,
-                    stamp(when),
+                    now_stamp if when is now else stamp(when),
                     client,
                     counted,
                 )
@@ -585,6 +586,16 @@ class SqliteScanLog(ScanLog):
         counts = _Counts(n_good, total, first_at, places)
         if not good:
             return counts  # a forged scan: no copy signal to give
+        if n_good == 1:
+            # The code's first genuine scan (most codes are scanned once): the window
+            # holds this scan alone, so its counts are known without a query.
+            placed = int(scan.counted and scan.place is not None)
+            return counts._replace(
+                clients=int(scan.counted),
+                window_places=placed,
+                placing_clients=placed,
+                since=window_start(self.rule, scan.at, cleared_at),
+            )
         return self._window(con, counts, scan.gtin, scan.serial, scan.at, cleared_at)
 
     def _window(
