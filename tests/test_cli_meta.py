@@ -34,6 +34,7 @@ COMMANDS = [
     ["scan"],
     ["serve"],
     ["scans", "prune"],
+    ["config", "show"],
     ["scans", "show"],
     ["scans", "clear"],
 ]

@@ -36,12 +36,14 @@ __all__ = [
     "BrandSettings",
     "ChainSettings",
     "CopySignalSettings",
+    "Origin",
     "Secret",
     "ServeSettings",
     "Settings",
     "check_scan_log_url",
     "contrast_ratio",
     "default_config_file",
+    "explain_settings",
     "redact",
     "resolve_chain",
     "resolve_settings",
@@ -763,6 +765,17 @@ def _refuse_key_in_store(key_path: Path, store_path: Path) -> None:
         )
 
 
+_ENV = {
+    "store": "PROVMINT_STORE",
+    "key_file": "PROVMINT_KEY_FILE",
+    "url_base": "PROVMINT_URL_BASE",
+    "workers": "PROVMINT_WORKERS",
+    "lock_timeout": "PROVMINT_LOCK_TIMEOUT",
+    "scan_log": "PROVMINT_SCAN_LOG",
+}
+"""Each top-level setting's environment variable."""
+
+
 def resolve_settings(
     *,
     store: Path | str | None = None,
@@ -779,17 +792,15 @@ def resolve_settings(
     env = os.environ if env is None else env
     config = _read_config(config_file, env)
     layers = _Layers(env, config.data, lambda key: f"{config.path} ({key})")
-    store_path = layers.pick(store, "PROVMINT_STORE", "store").checked(
-        _path, _data_dir(env) / "store"
-    )
-    key_path = layers.pick(key_file, "PROVMINT_KEY_FILE", "key_file").checked(
+    store_path = layers.pick(store, _ENV["store"], "store").checked(_path, _data_dir(env) / "store")
+    key_path = layers.pick(key_file, _ENV["key_file"], "key_file").checked(
         _path, _config_dir(env) / "keys.json"
     )
     _refuse_key_in_store(key_path, store_path)
-    url = layers.pick(url_base, "PROVMINT_URL_BASE", "url_base")
-    n_workers = layers.pick(workers, "PROVMINT_WORKERS", "workers")
-    timeout = layers.pick(lock_timeout, "PROVMINT_LOCK_TIMEOUT", "lock_timeout")
-    log = layers.pick(scan_log, "PROVMINT_SCAN_LOG", "scan_log")
+    url = layers.pick(url_base, _ENV["url_base"], "url_base")
+    n_workers = layers.pick(workers, _ENV["workers"], "workers")
+    timeout = layers.pick(lock_timeout, _ENV["lock_timeout"], "lock_timeout")
+    log = layers.pick(scan_log, _ENV["scan_log"], "scan_log")
     return Settings(
         store=store_path,
         key_file=key_path,
@@ -804,6 +815,71 @@ def resolve_settings(
             config.data.get("copy_signal", {}), f"{config.path} [copy_signal]"
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """One setting as resolved: its name (``store``, ``serve.rate_limit``), its value
+    (JSON-ready; a scan log URL without its password) and where it came from:
+    ``option``, an environment variable's name, ``file``, or ``default``."""
+
+    name: str
+    value: Any
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "value": self.value, "source": self.source}
+
+
+_TABLE_KEYS = {
+    "brand": _BRAND_KEYS,
+    "serve": _SERVE_KEYS,
+    "copy_signal": _COPY_SIGNAL_KEYS,
+}
+
+
+def explain_settings(
+    *,
+    options: Mapping[str, Any] | None = None,
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Settings, list[Origin]]:
+    """The settings (as :func:`resolve_settings` resolves them from ``options``, the
+    environment, the config file and the defaults) and, for each one, its value and
+    where it came from (``provmint config show``). Raises what resolving raises."""
+    env = os.environ if env is None else env
+    options = dict(options or {})
+    settings = resolve_settings(**options, config_file=config_file, env=env)
+    data = _read_config(config_file, env).data
+    layers = _Layers(env, data, lambda key: "file")
+    origins = [
+        Origin(
+            name, _shown(getattr(settings, name)), layers.pick(options.get(name), var, name).source
+        )
+        for name, var in _ENV.items()
+    ]
+    for table, keys in _TABLE_KEYS.items():
+        given = data.get(table, {})
+        values = getattr(settings, table)
+        for key in keys:
+            source = "file" if key in given else "default"
+            origins.append(Origin(f"{table}.{key}", _shown(getattr(values, key)), source))
+    return settings, origins
+
+
+def _shown(value: Any) -> Any:
+    """A setting's value as ``config show`` prints it (never a password)."""
+    if isinstance(value, str) and value.startswith(PG_SCHEMES):
+        return redact(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, timedelta):  # as the file writes an age: "7d", "12h"
+        seconds = int(value.total_seconds())
+        return f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds // 3600}h"
+    if isinstance(value, tuple):
+        return [_shown(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,18 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from provmint import __version__
-from provmint.cli import anchor, batch, consumer, devchain, keys, proof, scans, store, verify
+from provmint.cli import (
+    anchor,
+    batch,
+    config,
+    consumer,
+    devchain,
+    keys,
+    proof,
+    scans,
+    store,
+    verify,
+)
 from provmint.cli._common import TokenArgCommand, keep_examples_whole
 from provmint.errors import EXIT_CODES
 
@@ -72,6 +83,7 @@ _GROUPS: dict[str, typer.Typer] = {
     "anchor": anchor.app,
     "store": store.app,
     "scans": scans.app,
+    "config": config.app,
 }
 _COMMANDS: dict[str, tuple[Callable[..., Any], type[TyperCommand] | None]] = {
     "labels": (consumer.labels, None),
