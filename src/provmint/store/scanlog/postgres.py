@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -484,17 +484,7 @@ class PostgresScanLog(ScanLog):
             counts: tuple[Any, ...] = row[:4]
             window: tuple[Any, ...] | None = None
             if good:
-                since, clients, places, placing = row[5:]
-                listed: tuple[str, ...] = ()
-                if places > rule.max_places and placing > rule.max_places:
-                    listed = tuple(
-                        r[0]
-                        for r in conn.execute(
-                            _WINDOW_PLACES,
-                            {"gtin": gtin, "serial": serial, "since": since, "n": LISTED_PLACES},
-                        )
-                    )
-                window = (clients, places, placing, listed, stamp(since))
+                window = self._window(conn, gtin, serial, row[5:])
             return self._stats(conn, gtin, serial, recent, counts, window)
 
         return self._run("write", work)
@@ -519,20 +509,28 @@ class PostgresScanLog(ScanLog):
             ).fetchone()
             if row is None:
                 return self._stats(conn, gtin, serial, recent, None, None)
-            since, clients, places, placing = row[5:]
-            listed: tuple[str, ...] = ()
-            if places > rule.max_places and placing > rule.max_places:
-                listed = tuple(
-                    r[0]
-                    for r in conn.execute(
-                        _WINDOW_PLACES,
-                        {"gtin": gtin, "serial": serial, "since": since, "n": LISTED_PLACES},
-                    )
-                )
-            window = (clients, places, placing, listed, stamp(since))
+            window = self._window(conn, gtin, serial, row[5:])
             return self._stats(conn, gtin, serial, recent, row[:4], window)
 
         return self._run("read", work)
+
+    def _window(
+        self, conn: psycopg.Connection[Any], gtin: str, serial: str, counts: Sequence[Any]
+    ) -> tuple[Any, ...]:
+        """The copy signal's window from a row's (since, clients, places, placing
+        clients): the counts, and the places named only when they would flag the code."""
+        since, clients, places, placing = counts
+        rule = self.rule
+        listed: tuple[str, ...] = ()
+        if places > rule.max_places and placing > rule.max_places:
+            listed = tuple(
+                r[0]
+                for r in conn.execute(
+                    _WINDOW_PLACES,
+                    {"gtin": gtin, "serial": serial, "since": since, "n": LISTED_PLACES},
+                )
+            )
+        return (clients, places, placing, listed, stamp(since))
 
     @staticmethod
     def _stats(
