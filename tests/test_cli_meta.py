@@ -35,6 +35,7 @@ COMMANDS = [
     ["serve"],
     ["scans", "prune"],
     ["config", "show"],
+    ["scans", "list"],
     ["scans", "show"],
     ["scans", "clear"],
 ]
@@ -151,7 +152,7 @@ def test_readme_lists_every_exit_code() -> None:
     codes = {getattr(errors, n) for n in dir(errors) if n.startswith("EXIT_") and n != "EXIT_CODES"}
     for code in codes:
         assert f"{code} " in readme, f"exit code {code} is not documented in the README"
-    assert codes == set(range(12)) | {errors.EXIT_INTERRUPTED}
+    assert codes == set(range(13)) | {errors.EXIT_INTERRUPTED}
 
 
 def test_python_dash_m_runs_the_cli() -> None:

@@ -45,6 +45,8 @@ from provmint.store.scanlog import (
     GOOD_VERDICTS,
     LISTED_PLACES,
     CopyEvidence,
+    LoggedScan,
+    ScanQuery,
     ScanStats,
     open_scan_log,
 )
@@ -61,6 +63,7 @@ __all__ = [
     "copy_rule",
     "copy_signal",
     "judge",
+    "list_scans",
     "scan_code",
     "suspicious",
 ]
@@ -381,6 +384,23 @@ def copy_signal(
         evidence = log.evidence(gtin, serial, at=at)
     reason = suspicious(evidence, rule) if evidence is not None else None
     return CopySignal(gtin, serial, rule, evidence, reason)
+
+
+def list_scans(
+    settings: Settings,
+    *,
+    code: str | None = None,
+    verdict: Verdict | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[LoggedScan]:
+    """The newest scans in the log (at most ``limit``, newest first): of one code (a
+    Digital Link URL or path, or a bare token looked up in the store), with one
+    verdict, since a time."""
+    gtin, serial = code_identity(settings, code) if code is not None else (None, None)
+    query = ScanQuery(gtin, serial, None if verdict is None else str(verdict), since, limit)
+    with open_scan_log(settings, pool_size=0) as log:
+        return log.list_scans(query)
 
 
 def clear_copy_signal(

@@ -3,12 +3,14 @@ code is flagged, clearing it)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from provmint.cli._common import (
+    Column,
     ConfigOpt,
     JsonOpt,
     ScanLogOpt,
@@ -16,11 +18,14 @@ from provmint.cli._common import (
     TokenArgCommand,
     escape,
     handle_errors,
+    minute,
     print_json,
+    print_table,
     settings,
     stdout,
 )
 from provmint.cli.consumer import ThresholdOpt
+from provmint.store.scanlog import MAX_LISTED_SCANS
 
 if TYPE_CHECKING:
     from provmint.config import Settings
@@ -254,3 +259,105 @@ def _render_signal(signal: CopySignal) -> None:
         f"{evidence.all_scans:,} in all"
     )
     out.print(f"  {'cleared':<14} {evidence.cleared_at or 'never'}")
+
+
+class _Verdict(StrEnum):
+    """A verdict to list (what the scan log records)."""
+
+    genuine = "genuine"
+    pending = "pending"
+    suspect = "suspect"
+    forged = "forged"
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    code: Annotated[
+        str | None,
+        typer.Option(
+            "--code",
+            help="Only this code: its URL or path as printed (01/GTIN/21/SERIAL...), or "
+            "its bare token.",
+            show_default=False,
+        ),
+    ] = None,
+    verdict: Annotated[
+        _Verdict | None,
+        typer.Option("--verdict", help="Only scans with this verdict.", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="AGE",
+            help="Only scans of the last AGE: a whole number of h, d or w (12h, 7d, 4w).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", min=1, max=MAX_LISTED_SCANS, help="The most scans to list."),
+    ] = 50,
+    scan_log: ScanLogOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List the newest scans in the log, newest first: when, which code, the verdict,
+    the place given (the operator's data: what visitors sent as ?loc=), where from
+    (serve or scan), and whether it counted (link-preview bots do not). Tab-separated
+    when piped.
+
+    Examples:
+
+      provmint scans list --since 24h
+
+      provmint scans list --verdict forged --limit 200 --json
+
+      provmint scans list --code 01/09520123450014/21/546CAWQDCR56
+    """
+    from datetime import UTC, datetime
+
+    from provmint.scan import Verdict, list_scans
+    from provmint.store import Store
+    from provmint.store.scanlog import parse_age
+
+    cfg = settings(store, None, config, scan_log=scan_log)
+    if cfg.scan_log is None:
+        Store.open(cfg.store)  # the default log lives in the store: it must be one
+    start = None if since is None else datetime.now(UTC) - parse_age(since, option="--since")
+    scans = list_scans(
+        cfg,
+        code=code,
+        verdict=None if verdict is None else Verdict(verdict.value),
+        since=start,
+        limit=limit,
+    )
+    if json:
+        print_json({"scans": [s.to_json() for s in scans]})
+        return
+    print_table(
+        "Scans, newest first",
+        [
+            Column("at", whole=True, brief=minute),
+            Column("gtin", whole=True),
+            Column("serial", whole=True),
+            Column("verdict"),
+            Column("place"),
+            Column("source"),
+            Column("counted"),
+        ],
+        [
+            [
+                s.at,
+                s.gtin,
+                s.serial,
+                s.verdict,
+                s.location or "",
+                s.source,
+                "yes" if s.counted else "no (bot)",
+            ]
+            for s in scans
+        ],
+    )

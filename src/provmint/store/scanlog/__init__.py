@@ -36,7 +36,7 @@ kept as rows, so a forger cannot grow the log without bound. Pruning
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,12 +55,15 @@ __all__ = [
     "FORGED_ROWS_PER_DAY",
     "GOOD_VERDICTS",
     "LISTED_PLACES",
+    "MAX_LISTED_SCANS",
     "SCHEMA_VERSION",
     "CopyEvidence",
+    "LoggedScan",
     "PlaceEvidence",
     "Scan",
     "ScanLog",
     "ScanLogError",
+    "ScanQuery",
     "ScanRequest",
     "ScanStats",
     "clean_location",
@@ -134,6 +137,66 @@ class Scan:
             "location": self.location,
             "source": self.source,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedScan:
+    """One row of the scan log, as ``provmint scans list`` shows it (the client's key
+    is never shown: it identifies nobody by itself, and tells one visitor from another)."""
+
+    at: str
+    gtin: str
+    serial: str
+    verdict: str
+    location: str | None
+    source: str
+    counted: bool
+    """False for a link-preview bot or crawler (never counted by the copy signal)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "at": self.at,
+            "gtin": self.gtin,
+            "serial": self.serial,
+            "verdict": self.verdict,
+            "location": self.location,
+            "source": self.source,
+            "counted": self.counted,
+        }
+
+
+MAX_LISTED_SCANS = 100_000
+"""The most scans one listing returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanQuery:
+    """Which scans to list: of one code (gtin and serial), with one verdict, since a
+    time; the newest ``limit`` of them."""
+
+    gtin: str | None = None
+    serial: str | None = None
+    verdict: str | None = None
+    since: datetime | None = None
+    limit: int = 50
+
+    def where(self, mark: str, time: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
+        """The SQL condition (``mark``: the driver's placeholder) and its arguments;
+        ``time`` turns ``since`` into what the log stores (text in SQLite, a timestamp
+        in PostgreSQL)."""
+        terms: list[str] = []
+        args: list[Any] = []
+        if self.gtin is not None and self.serial is not None:
+            terms.append(f"gtin = {mark} AND serial = {mark}")
+            args += [self.gtin, self.serial]
+        if self.verdict is not None:
+            terms.append(f"verdict = {mark}")
+            args.append(self.verdict)
+        if self.since is not None:
+            terms.append(f"at >= {mark}")
+            args.append(time(self.since))
+        return (" WHERE " + " AND ".join(terms) if terms else ""), args
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +387,12 @@ class ScanLog(ABC):
         at ``at``, now when None)."""
 
     @abstractmethod
+    def list_scans(self, query: ScanQuery) -> list[LoggedScan]:
+        """The scans ``query`` selects, newest first (at most its ``limit``). A listing
+        reads the log from its newest scan back and stops at ``limit`` matches (of one
+        code, through the code's index)."""
+
+    @abstractmethod
     def evidence(
         self, gtin: str, serial: str, *, at: datetime | None = None
     ) -> CopyEvidence | None:
@@ -382,17 +451,17 @@ def window_start(rule: CopySignalSettings, at: datetime, cleared_at: str | None)
     return max(start, cleared_at) if cleared_at else start
 
 
-def parse_age(text: str) -> timedelta:
+def parse_age(text: str, *, option: str = "--older-than") -> timedelta:
     """A retention age such as ``365d``, ``12h`` or ``52w`` (hours, days, weeks; the
     grammar of :func:`provmint.config.read_age`). Raises ConfigError (exit 2) for
-    anything else, zero, or more than 100 years."""
+    anything else, zero, or more than 100 years, naming ``option``."""
     age = read_age(text)
     if age is None:
         raise ConfigError(
-            f"--older-than {text!r} is not an age",
+            f"{option} {text!r} is not an age",
             hint="write a whole number and a unit: h (hours), d (days) or w (weeks), "
             "as in 365d, 12h or 52w",
         )
     if not timedelta(0) < age <= MAX_AGE:
-        raise ConfigError(f"--older-than {text!r} must be more than 0 and at most 100 years")
+        raise ConfigError(f"{option} {text!r} must be more than 0 and at most 100 years")
     return age

@@ -40,10 +40,12 @@ from provmint.store.scanlog import (
     PRUNE_CHUNK,
     SCHEMA_VERSION,
     CopyEvidence,
+    LoggedScan,
     PlaceEvidence,
     Scan,
     ScanLog,
     ScanLogError,
+    ScanQuery,
     ScanStats,
     clean_location,
     redact,
@@ -574,6 +576,22 @@ class PostgresScanLog(ScanLog):
             window_locations=window_listed,
             since=since,
         )
+
+    def list_scans(self, query: ScanQuery) -> list[LoggedScan]:
+        """The scans ``query`` selects, newest first."""
+        where, args = query.where("%s", lambda when: when)
+        sql = (
+            "SELECT at, gtin, serial, verdict, location, source, counted FROM scans"
+            f"{where} ORDER BY id DESC LIMIT %s"
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> list[LoggedScan]:
+            rows = conn.execute(sql, (*args, query.limit)).fetchall()
+            return [
+                LoggedScan(stamp(a), g, s, v, loc, src, bool(c)) for a, g, s, v, loc, src, c in rows
+            ]
+
+        return self._run("read", work)
 
     def evidence(
         self, gtin: str, serial: str, *, at: datetime | None = None

@@ -33,10 +33,12 @@ from provmint.store.scanlog import (
     PRUNE_CHUNK,
     SCHEMA_VERSION,
     CopyEvidence,
+    LoggedScan,
     PlaceEvidence,
     Scan,
     ScanLog,
     ScanLogError,
+    ScanQuery,
     ScanRequest,
     ScanStats,
     clean_location,
@@ -717,6 +719,22 @@ class SqliteScanLog(ScanLog):
             window_locations=found.window_locations,
             since=found.since,
         )
+
+    def list_scans(self, query: ScanQuery) -> list[LoggedScan]:
+        """The scans ``query`` selects, newest first."""
+        con = self._con(create=False)
+        if con is None:
+            return []
+        where, args = query.where("?", stamp)
+        sql = (
+            "SELECT at, gtin, serial, verdict, location, source, counted FROM scans"
+            f"{where} ORDER BY id DESC LIMIT ?"
+        )
+        try:
+            rows = self._patiently(lambda: con.execute(sql, (*args, query.limit)).fetchall())
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        return [LoggedScan(a, g, s, v, loc, src, bool(c)) for a, g, s, v, loc, src, c in rows]
 
     def evidence(
         self, gtin: str, serial: str, *, at: datetime | None = None
