@@ -21,7 +21,8 @@ the command-line layer turns into the process status, in one place::
     │   └── ProofUnreadableError      5  the proof file cannot be read: nothing was checked
     └── AnchorError (chain.py)       10  node, chain id, fees, funds, chain key, transaction
 
-Verification outcomes (valid, invalid, pending, could-not-check) and scan verdicts
+Verification outcomes (valid, invalid, pending, could-not-check, checked offline: exit 12)
+and scan verdicts
 (genuine, forged, unknown, suspect: exit 11) are *results*, not exceptions: see
 :class:`provmint.verify.Verdict` and :mod:`provmint.scan`. Their exit codes live here too so that
 every number the CLI can return is listed in one table.
@@ -48,6 +49,7 @@ __all__ = [
     "EXIT_INVALID",
     "EXIT_KEY",
     "EXIT_NOT_FOUND",
+    "EXIT_OFFLINE",
     "EXIT_OK",
     "EXIT_PENDING",
     "EXIT_REJECTED",
@@ -85,6 +87,7 @@ EXIT_BUSY = 8
 EXIT_KEY = 9
 EXIT_CHAIN = 10
 EXIT_SUSPECT = 11
+EXIT_OFFLINE = 12  # verify --offline: every check up to the anchor digest passed
 EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
 
 EXIT_CODES = {
@@ -100,6 +103,7 @@ EXIT_CODES = {
     EXIT_KEY: "issuer key unreadable or not private",
     EXIT_CHAIN: "chain problem",
     EXIT_SUSPECT: "suspect (possible copy)",
+    EXIT_OFFLINE: "checked offline (verify --offline: anchor not checked on chain)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 """Every exit status the CLI can return and what it means (the help's table)."""

@@ -1,5 +1,5 @@
 """Read-side verbs over a store: list and show batches, find a product, export label files
-and proofs, check a token.
+and proofs, upgrade a pending proof (:func:`upgrade_proof_file`), check a token.
 
 Readers hold the store lock (shared) only while they read the catalog; committed batch
 files never change, so Parquet and tree reads need no lock.
@@ -17,10 +17,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 from provmint import gs1, merkle
 from provmint.canonical import encode_record, token_commitment
 from provmint.config import Settings
-from provmint.errors import ConfigError, NotFoundError, StoreCorruptError
+from provmint.errors import (
+    ConfigError,
+    NotFoundError,
+    ProofError,
+    ProvmintError,
+    StoreCorruptError,
+)
 from provmint.keys import load_keyring
 from provmint.outfile import STDOUT, open_output
-from provmint.proofs import PROOF_FORMAT
+from provmint.proofs import MAX_PROOF_BYTES, PROOF_FORMAT, Proof, parse_proof, proof_to_json
 from provmint.store import PART_COLUMNS, BatchInfo, Store, find_batch
 from provmint.store.lookup import ProductFinder, StoredProduct
 from provmint.tokens import format_token, make_token, parse_token, tokens_equal
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ProductRecord",
     "ProofExport",
+    "ProofUpgrade",
     "TokenCheck",
     "anchor_section",
     "anchor_states",
@@ -52,6 +59,9 @@ __all__ = [
     "read_catalog",
     "read_view",
     "show_batch",
+    "upgrade_available",
+    "upgrade_proof",
+    "upgrade_proof_file",
     "verify_token",
 ]
 
@@ -578,3 +588,218 @@ def verify_token(settings: Settings, token: str, gtin: str, serial: str) -> Toke
         if tokens_equal(make_token(key.secret.reveal(), gtin14, serial), raw) and matched is None:
             matched = key.id
     return TokenCheck(matched is not None, gtin14, serial, matched)
+
+
+# --------------------------------------------------------------------------- proof upgrade
+
+UPGRADED = "upgraded"
+ALREADY_ANCHORED = "already anchored"
+STILL_PENDING = "pending"
+FETCH_SECONDS = 10.0
+"""``proof upgrade --from``: the whole answer must arrive within this many seconds."""
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True, slots=True)
+class ProofUpgrade:
+    """What :func:`upgrade_proof` found: ``state`` is ``"upgraded"`` (``document`` is the
+    proof with its anchor section filled in), ``"already anchored"`` or ``"pending"``
+    (the batch is not anchored yet; ``document`` is the proof as it was)."""
+
+    state: str
+    batch_id: str
+    source: str
+    document: dict[str, Any]
+    written: str | None = None
+    backup: str | None = None
+
+    @property
+    def anchor(self) -> dict[str, Any] | None:
+        """The proof's anchor section (None while pending)."""
+        anchor: dict[str, Any] | None = self.document.get("anchor")
+        return anchor
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "state": self.state,
+            "batch_id": self.batch_id,
+            "source": self.source,
+            "anchor": self.anchor,
+            "written": self.written,
+            "backup": self.backup,
+        }
+
+
+def upgrade_proof(
+    settings: Settings,
+    proof: bytes | str | dict[str, Any],
+    *,
+    source: str | None = None,
+    token: str | None = None,
+) -> ProofUpgrade:
+    """Fill in the anchor section of a pending proof, from the store of ``settings`` or
+    from a running ``provmint serve`` at ``source`` (which needs the printed ``token``:
+    the proof holds only its commitment). Nothing else of the proof changes.
+
+    The proof must verify offline first; the source's proof of the same product must
+    then have exactly the same ``format``, ``product``, ``tree`` and ``batch`` sections
+    (otherwise ProofError, exit 3: the source's batch is another), and its anchor
+    section must lead from this batch commitment to the anchor root and digest. Nothing
+    is written here (see :func:`upgrade_proof_file`).
+    """
+    from provmint.verify import Verdict, verify_proof
+
+    p = parse_proof(proof)
+    if p.anchor is not None:
+        return ProofUpgrade(ALREADY_ANCHORED, p.batch_id, "the proof", p.document)
+    report = verify_proof(p)
+    if report.verdict is Verdict.INVALID:
+        raise ProofError(f"the proof does not verify ({report.reason}); not upgraded")
+    if source is None:
+        where = f"store {settings.store}"
+        product, anchor = locate_product(settings, gtin=p.record["gtin"], serial=p.record["serial"])
+        fresh = parse_proof(proof_of(Store.open(settings.store), product, anchor))
+    else:
+        where = source.rstrip("/")
+        fresh = _served_proof(where, p, token)
+    _same_batch(p, fresh, where)
+    if fresh.anchor is None or fresh.anchor_section is None:
+        return ProofUpgrade(STILL_PENDING, p.batch_id, where, p.document)
+    ok, detail = fresh.anchor_section.check_offline(p.commitment)
+    if not ok:
+        raise ProofError(f"the anchor section from {where} does not check: {detail}")
+    document = {**p.document, "anchor": fresh.anchor}
+    checked = verify_proof(document)
+    if checked.verdict is not Verdict.UNCHECKED:  # every offline check, the anchor's too
+        raise ProofError(f"the upgraded proof does not verify ({checked.reason}); not upgraded")
+    return ProofUpgrade(UPGRADED, p.batch_id, where, document)
+
+
+def upgrade_proof_file(
+    settings: Settings,
+    path: Path,
+    *,
+    source: str | None = None,
+    token: str | None = None,
+    backup: bool = True,
+) -> ProofUpgrade:
+    """:func:`upgrade_proof` on a proof file, written back in place (atomically, as
+    :mod:`provmint.outfile` writes) when upgraded; the original is first kept as
+    ``<path>.bak`` unless ``backup`` is false. Nothing is written otherwise."""
+    from dataclasses import replace
+
+    from provmint.outfile import is_stdout, write_output
+    from provmint.verify import load_proof_file
+
+    if is_stdout(path):
+        raise ConfigError("proof upgrade rewrites a proof file: give its path, not -")
+    original = load_proof_file(path)
+    result = upgrade_proof(settings, original, source=source, token=token)
+    if result.state != UPGRADED:
+        return result
+    kept = None
+    if backup:
+        kept = f"{path}.bak"
+        write_output(kept, original)
+    write_output(path, (proof_to_json(result.document) + "\n").encode("utf-8"))
+    return replace(result, written=str(path), backup=kept)
+
+
+def upgrade_available(settings: Settings, batch_id: str, commitment: str) -> bool:
+    """Whether the store holds this batch (same id and commitment) anchored in a block:
+    a pending proof of it can then be upgraded. False when there is no store to ask."""
+    try:
+        view = read_view(settings)
+    except ProvmintError:
+        return False
+    for batch in view.batches:
+        if batch.batch_id == batch_id and batch.commitment == commitment:
+            return anchor_section(view.anchor_for_batch(batch.seq), batch) is not None
+    return False
+
+
+def _same_batch(proof: Proof, fresh: Proof, where: str) -> None:
+    """Refuse a source whose proof of this product is not this very proof (another
+    batch, another commitment, another leaf...): the anchor would not be this one's."""
+    if fresh.batch_id != proof.batch_id or fresh.commitment != proof.commitment:
+        raise ProofError(
+            f"{where} holds this product in batch {fresh.batch_id} (commitment "
+            f"{fresh.commitment.hex()[:16]}…), the proof says batch {proof.batch_id} "
+            f"(commitment {proof.commitment.hex()[:16]}…); not upgraded"
+        )
+    for key in ("format", "product", "tree", "batch"):
+        if json.dumps(proof.document[key], sort_keys=True) != json.dumps(
+            fresh.document[key], sort_keys=True
+        ):
+            raise ProofError(f"{where} holds a different {key} section for this product")
+
+
+def _served_proof(base: str, proof: Proof, token: str | None) -> Proof:
+    """The proof a running ``provmint serve`` at ``base`` gives for this product
+    (``GET {base}/proof/01/{gtin}/21/{serial}?t={token}``): https only (plain http to
+    the loopback for tests and tunnels), no redirects followed, at most 1 MiB read
+    within :data:`FETCH_SECONDS`."""
+    import time
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from provmint import __version__
+
+    if token is None:
+        raise ConfigError(
+            "--from needs the printed token (--token): the proof holds only its commitment"
+        )
+    try:
+        raw = parse_token(token)
+    except ValueError as exc:
+        raise ConfigError(f"token {token[:40]!r}: {exc}") from exc
+    if not tokens_equal(token_commitment(raw), proof.token_commitment):
+        raise ConfigError("--token is not this product's token (the proof commits to another)")
+    parts = urlsplit(base)
+    if parts.query or parts.fragment or parts.username or parts.password or not parts.hostname:
+        raise ConfigError(f"--from {base[:80]!r}: give the service's address, https://host")
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        raise ConfigError(
+            f"--from {base[:80]!r}: use https (plain http only to 127.0.0.1 or localhost)"
+        )
+    url = (
+        f"{base}/proof/01/{proof.record['gtin']}/21/"
+        f"{gs1.percent_encode(proof.record['serial'])}?t={format_token(raw)}"
+    )
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # a redirect is answered as the error it then is
+
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/json", "User-Agent": f"provmint/{__version__}"}
+    )
+    deadline = time.monotonic() + FETCH_SECONDS
+    try:
+        with opener.open(request, timeout=FETCH_SECONDS) as response:
+            body = b""
+            while len(body) <= MAX_PROOF_BYTES:
+                if time.monotonic() > deadline:
+                    raise ProvmintError(
+                        f"{base}: the proof did not arrive within {FETCH_SECONDS:g} s"
+                    )
+                chunk = response.read(min(65536, MAX_PROOF_BYTES + 1 - len(body)))
+                if not chunk:
+                    break
+                body += chunk
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise NotFoundError(f"{base} has no proof for this product (HTTP 404)") from None
+        raise ProvmintError(f"{base}: HTTP {exc.code} for the proof") from None
+    except (urllib.error.URLError, OSError) as exc:
+        why = getattr(exc, "reason", None) or exc
+        raise ProvmintError(f"{base}: cannot fetch the proof: {why}") from None
+    if len(body) > MAX_PROOF_BYTES:
+        raise ProofError(f"{base}: the served proof is larger than {MAX_PROOF_BYTES} bytes")
+    try:
+        return parse_proof(body)
+    except ProofError as exc:
+        raise ProofError(f"{base}: the served proof is malformed: {exc}") from None

@@ -7,6 +7,8 @@ valid      0     every check passed, including the anchor
 invalid    3     a check failed: the proof does not prove what it claims
 pending    4     the offline checks passed; the batch is not anchored yet
 unchecked  5     the offline checks passed but the anchor could not be checked
+offline    12    ``offline=True``: every check up to the anchor digest passed; the
+                 anchor was not looked for on chain (by request)
 =========  ====  ==============================================================
 
 A malformed proof raises :class:`~provmint.errors.ProofError` (exit 3) from parsing.
@@ -32,6 +34,7 @@ from provmint.canonical import (
 )
 from provmint.errors import (
     EXIT_INVALID,
+    EXIT_OFFLINE,
     EXIT_OK,
     EXIT_PENDING,
     EXIT_UNCHECKED,
@@ -62,6 +65,7 @@ class Verdict(StrEnum):
     INVALID = "invalid"
     PENDING = "pending"
     UNCHECKED = "unchecked"
+    OFFLINE = "offline"
 
     @property
     def exit_code(self) -> int:
@@ -71,6 +75,7 @@ class Verdict(StrEnum):
             Verdict.INVALID: EXIT_INVALID,
             Verdict.PENDING: EXIT_PENDING,
             Verdict.UNCHECKED: EXIT_UNCHECKED,
+            Verdict.OFFLINE: EXIT_OFFLINE,
         }[self]
 
 
@@ -183,13 +188,16 @@ def verify_proof(
     *,
     token: str | None = None,
     anchor_checker: AnchorChecker | None = None,
+    offline: bool = False,
 ) -> VerificationReport:
     """Verify a proof: leaf -> root, root and size -> manifest -> commitment, commitment
     -> anchor root and digest; then, with ``anchor_checker``, the anchor on chain.
 
     ``token`` (the printed token from the label) is checked against the proof's token
-    commitment when given. Raises ProofError if the document is malformed; every other
-    outcome is a report.
+    commitment when given. With ``offline`` the anchor is not looked for on chain (any
+    checker is ignored): a proof whose checks all pass up to the anchor digest is
+    :attr:`Verdict.OFFLINE`; a pending one stays pending. Raises ProofError if the
+    document is malformed; every other outcome is a report.
     """
     p = proof if isinstance(proof, Proof) else parse_proof(proof)
     log = _CheckLog()
@@ -203,7 +211,7 @@ def verify_proof(
     if section is not None:
         ok, detail = section.check_offline(p.commitment)
         log("anchor tree", ok, detail)
-    outcome = _verdict(section, anchor_checker, log)
+    outcome = _verdict(section, None if offline else anchor_checker, log, offline=offline)
     return VerificationReport(
         verdict=outcome.verdict,
         reason=outcome.reason,
@@ -319,7 +327,11 @@ def _check_token(p: Proof, token: str, log: _CheckLog) -> None:
 
 
 def _verdict(
-    section: AnchorSection | None, anchor_checker: AnchorChecker | None, log: _CheckLog
+    section: AnchorSection | None,
+    anchor_checker: AnchorChecker | None,
+    log: _CheckLog,
+    *,
+    offline: bool = False,
 ) -> Outcome:
     """The verdict once the offline checks are done: invalid at the first failure, else
     as far as the anchor could be followed (none yet, not checked, or on chain)."""
@@ -327,6 +339,11 @@ def _verdict(
         return Outcome(Verdict.INVALID, log.failure)
     if section is None:
         return Outcome(Verdict.PENDING, "valid, but the batch is not anchored yet")
+    if offline:
+        return Outcome(
+            Verdict.OFFLINE,
+            "offline checks passed up to the anchor digest; anchor not checked on chain",
+        )
     if anchor_checker is None:
         return Outcome(Verdict.UNCHECKED, "offline checks passed, anchor not checked")
     return on_chain_verdict(section, anchor_checker, log)

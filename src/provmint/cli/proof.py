@@ -1,4 +1,5 @@
-"""``provmint proof export``, ``provmint product show`` and ``provmint token verify``."""
+"""``provmint proof export``/``upgrade``, ``provmint product show`` and
+``provmint token verify``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from provmint.cli._common import (
 if TYPE_CHECKING:
     from provmint.config import Settings
 
-app = typer.Typer(rich_markup_mode=None, help="Export inclusion proofs.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Export and upgrade inclusion proofs.", no_args_is_help=True
+)
 product_app = typer.Typer(rich_markup_mode=None, help="Look products up.", no_args_is_help=True)
 token_app = typer.Typer(
     rich_markup_mode=None, help="Check printed tokens against the issuer key.", no_args_is_help=True
@@ -141,6 +144,87 @@ def _export_all(cfg: Settings, batch: str, out: Path, fmt: str) -> None:
         info, count = export_batch_proofs(cfg, batch, out, fmt=fmt, progress=update)
     if not is_stdout(out):
         err.print(f"Wrote {count:,} proofs of batch {info.batch_id} to {out}")
+
+
+UpgradeProofArg = Annotated[
+    Path, typer.Argument(help="The proof file to upgrade in place.", show_default=False)
+]
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Ask a running provmint serve (https://id.brand.com) instead of the local store; "
+        "needs --token",
+        show_default=False,
+    ),
+]
+UpgradeTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="With --from: the token printed on the label.", show_default=False
+    ),
+]
+NoBackupOpt = Annotated[
+    bool, typer.Option("--no-backup", help="Do not keep the original as PROOF.bak.")
+]
+
+
+@app.command("upgrade")
+@handle_errors
+def upgrade(
+    proof: UpgradeProofArg,
+    source: FromOpt = None,
+    token: UpgradeTokenOpt = None,
+    no_backup: NoBackupOpt = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Fill in the anchor section of a proof exported before its batch was anchored.
+
+    The anchor comes from the local store, or from the brand's verification service
+    (--from, https; the printed --token is needed since the proof holds only its
+    commitment). The source must hold this very batch (same id, commitment, record and
+    path) and its anchor section is checked offline before anything is written; nothing
+    else in the proof changes. The file is replaced atomically, the original kept as
+    PROOF.bak unless --no-backup.
+
+    Exit codes: 0 upgraded or already anchored, 3 invalid proof or another batch at the
+    source, 4 the batch is still not anchored, 7 no such file or product.
+
+    Examples:
+
+      provmint proof upgrade proof.json
+
+      provmint proof upgrade proof.json --from https://id.brand.com --token 52VqMUmlXpKNjHggOl1ALg
+    """
+    from provmint.errors import EXIT_PENDING
+    from provmint.products import ALREADY_ANCHORED, STILL_PENDING, upgrade_proof_file
+
+    cfg = settings(store, None, config, lock_timeout=lock_timeout)
+    result = upgrade_proof_file(cfg, proof, source=source, token=token, backup=not no_backup)
+    code = EXIT_PENDING if result.state == STILL_PENDING else 0
+    if json:
+        print_json(result.to_json())
+        raise typer.Exit(code)
+    out = stdout()
+    if result.state == ALREADY_ANCHORED:
+        out.print(f"{escape(str(proof))} is already anchored; nothing written")
+    elif result.state == STILL_PENDING:
+        out.print(
+            f"[bold yellow]PENDING[/]: batch {escape(result.batch_id)} is not anchored yet "
+            f"({escape(result.source)}); {escape(str(proof))} left as it was"
+        )
+    else:
+        a = result.anchor or {}
+        kept = f"; original kept as {result.backup}" if result.backup else ""
+        out.print(
+            f"[bold green]UPGRADED[/]: {escape(str(proof))}: batch {escape(result.batch_id)} "
+            f"anchored in block {a.get('block_number')} of chain {a.get('chain_id')} "
+            f"(tx {a.get('tx_hash')}){escape(kept)}"
+        )
+    raise typer.Exit(code)
 
 
 @product_app.command("show")

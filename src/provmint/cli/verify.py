@@ -75,6 +75,15 @@ ConfirmationsOpt = Annotated[
         rich_help_panel="Chain",
     ),
 ]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Check everything up to the anchor digest, without any node (exit 12 when "
+        "all of that holds; the anchor is not checked on chain)",
+        rich_help_panel="Chain",
+    ),
+]
 IssuerOpt = Annotated[
     str | None,
     typer.Option(
@@ -95,6 +104,7 @@ def verify(
     chain: ChainOpt = None,
     confirmations: ConfirmationsOpt = None,
     issuer: IssuerOpt = None,
+    offline: OfflineOpt = False,
     store: StoreOpt = None,
     key_file: KeyFileOpt = None,
     config: ConfigOpt = None,
@@ -106,7 +116,11 @@ def verify(
     on chain: chain id, success, payload, canonical block, confirmations, sender.
     Exit codes: 0 valid, 3 invalid, 4 pending (not yet anchored, or too few
     confirmations), 5 could not check (no node, node unreachable, unreadable file),
-    7 no such proof file.
+    7 no such proof file, 12 checked offline (--offline: everything up to the anchor
+    digest holds; the anchor is not checked on chain).
+
+    A pending proof whose batch the store (if any) now holds anchored gets a hint to run
+    provmint proof upgrade.
 
     Examples:
 
@@ -114,20 +128,27 @@ def verify(
 
       provmint verify proof.json --rpc-url http://127.0.0.1:8545 --issuer 0xf39F...2266
 
+      provmint verify --offline proof.json
+
       provmint verify --batch 20261128-4884 --rpc-url http://127.0.0.1:8545
     """
     from provmint.errors import ConfigError
 
     # The chain options are checked first: a bad --issuer is a usage error whatever
     # is to be verified.
-    checker = _checker(chain, rpc_url, config, confirmations, issuer)
+    if offline and (rpc_url is not None or chain is not None):
+        raise ConfigError("--offline checks without a node: leave out --rpc-url and --chain")
+    if offline and batch is not None:
+        raise ConfigError("--offline is for a proof file, not --batch")
+    checker = None if offline else _checker(chain, rpc_url, config, confirmations, issuer)
     if batch is not None:
         if proof is not None:
             raise ConfigError("give a proof file or --batch ID, not both")
         raise typer.Exit(_audit(settings(store, key_file, config), batch, checker, json=json))
     if proof is None:
         raise ConfigError("give a proof file (or - for standard input), or --batch ID")
-    raise typer.Exit(_verify_file(proof, token, checker, json=json))
+    cfg = settings(store, key_file, config)
+    raise typer.Exit(_verify_file(proof, token, checker, json=json, offline=offline, cfg=cfg))
 
 
 def _audit(cfg: Settings, batch: str, checker: AnchorChecker | None, *, json: bool) -> int:
@@ -144,17 +165,43 @@ def _audit(cfg: Settings, batch: str, checker: AnchorChecker | None, *, json: bo
 
 
 def _verify_file(
-    proof: Path, token: str | None, checker: AnchorChecker | None, *, json: bool
+    proof: Path,
+    token: str | None,
+    checker: AnchorChecker | None,
+    *,
+    json: bool,
+    offline: bool = False,
+    cfg: Settings | None = None,
 ) -> int:
     """Verify one proof file (or standard input), print the result; its exit code."""
     from provmint.verify import verify_proof
 
-    report = verify_proof(_read_proof(proof), token=token, anchor_checker=checker)
+    report = verify_proof(_read_proof(proof), token=token, anchor_checker=checker, offline=offline)
+    hint = _upgrade_hint(proof, report, cfg)
     if json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), **({"hint": hint} if hint else {})})
     else:
         _receipt(report)
+        if hint:
+            stdout().print(f"hint: {escape(hint)}")
     return report.verdict.exit_code
+
+
+def _upgrade_hint(proof: Path, report: VerificationReport, cfg: Settings | None) -> str | None:
+    """For a pending proof (no anchor section) whose batch the configured store holds
+    anchored now: the command that upgrades it. None otherwise, and when there is no
+    store (or it is busy: verification does not wait for it)."""
+    import shlex
+
+    from provmint.products import upgrade_available
+    from provmint.verify import Verdict
+
+    if cfg is None or report.verdict is not Verdict.PENDING or report.anchor is not None:
+        return None
+    if not upgrade_available(replace(cfg, lock_timeout=1.0), report.batch_id, report.commitment):
+        return None
+    name = "proof.json" if str(proof) == "-" else shlex.quote(str(proof))
+    return f"this batch is anchored now: provmint proof upgrade {name}"
 
 
 def _read_proof(proof: Path) -> bytes:
@@ -255,5 +302,6 @@ def _print_outcome(out: Any, checks: Iterable[Check], verdict: Verdict, reason: 
         Verdict.INVALID: "bold red",
         Verdict.PENDING: "bold yellow",
         Verdict.UNCHECKED: "bold yellow",
+        Verdict.OFFLINE: "bold yellow",
     }[verdict]
     out.print(f"[{style}]{verdict.value.upper()}[/]: {escape(reason)}")
