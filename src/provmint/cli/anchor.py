@@ -149,10 +149,14 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
     received: list[str] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
+        if received:
             raise KeyboardInterrupt
         received.append(signal.Signals(signum).name)
-        stop.set()
+        # Not stop.set() here: the handler runs in the main thread between two bytecodes,
+        # maybe inside stop.wait() while it holds the event's (non-reentrant) lock, and
+        # set() takes that lock: the process would hang. A thread sets it instead, as
+        # soon as the main thread lets go of the lock.
+        threading.Thread(target=stop.set, daemon=True).start()
 
     wanted = (signal.SIGTERM, signal.SIGINT)
     previous = {signum: signal.signal(signum, handler) for signum in wanted}
