@@ -515,6 +515,13 @@ def test_a_version_2_log_is_upgraded_keeping_its_scans(backend: str) -> None:
         assert (stats.count, stats.clients, stats.placing_clients) == (3, 2, 2)
         assert suspicious(stats, RULE) is not None
         assert log.stats(GTIN, OTHER_SERIAL, at=at).clients == 1
+        # The days of the old scans were counted by the upgrade (the new scan is today's).
+        old_days = [(c.day.isoformat(), c.verdict, c.scans) for c in log.daily()][:3]
+        assert old_days == [
+            ("2026-02-27", "forged", 1),
+            ("2026-02-27", "pending", 1),
+            ("2026-02-28", "genuine", 2),
+        ]
     assert _rows(backend, "SELECT version FROM scan_log_version") == [(SCHEMA_VERSION,)]
     assert len(_rows(backend, "SELECT value FROM scan_log_meta")[0][0]) == 32
     clients = _rows(backend, "SELECT serial, client, scans FROM scan_clients ORDER BY 1, 3")

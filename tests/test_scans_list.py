@@ -4,6 +4,7 @@ scan-log backends; ``ScanLog.list_scans`` underneath."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,24 +15,28 @@ from helpers import one_error
 
 from provmint.config import resolve_settings
 from provmint.errors import EXIT_PENDING
-from provmint.store.scanlog import ScanQuery, open_scan_log
+from provmint.store.scanlog import ScanLog, ScanQuery, open_scan_log
 
 GTIN = "09520123450014"
 SERIAL = "546CAWQDCR56"
 NOW = datetime.now(UTC)
 
 
+_FILL = [
+    (50, SERIAL, "pending", "phone-a"),
+    (30, "OTHER1", "forged", "phone-b"),
+    (5, SERIAL, "pending", "facebookexternalhit/1.1"),
+    (2, SERIAL, "forged", "phone-c"),
+    (1, "OTHER1", "pending", "phone-d"),
+]
+_FILLED = [(hours, verdict) for hours, _, verdict, _ in _FILL]
+
+
 def _fill(settings: Any) -> None:
     """Scans of two codes over three days, one from a link-preview bot."""
     with open_scan_log(settings, pool_size=0) as log:
         log.migrate()
-        for hours, serial, verdict, agent in [
-            (50, SERIAL, "pending", "phone-a"),
-            (30, "OTHER1", "forged", "phone-b"),
-            (5, SERIAL, "pending", "facebookexternalhit/1.1"),
-            (2, SERIAL, "forged", "phone-c"),
-            (1, "OTHER1", "pending", "phone-d"),
-        ]:
+        for hours, serial, verdict, agent in _FILL:
             log.record(
                 GTIN,
                 serial,
@@ -68,6 +73,27 @@ def _check_queries(settings: Any) -> None:
             ScanQuery(gtin=GTIN, serial=SERIAL, verdict="pending", since=NOW - timedelta(hours=10))
         )
         assert len(both) == 1 and not both[0].counted
+        _check_days(log)
+
+
+def _check_days(log: ScanLog) -> None:
+    """Scans per day and verdict: every scan counted once on its UTC day (the bot's
+    too), whatever the backend; ``since`` drops the days before it."""
+    expected = Counter(((NOW - timedelta(hours=h)).date(), v) for h, v in _FILLED)
+    days = log.daily()
+    assert {(d.day, d.verdict): d.scans for d in days} == expected
+    assert [(d.day, d.verdict) for d in days] == sorted(expected)
+    today = NOW.date()
+    assert {(d.day, d.verdict) for d in log.daily(today)} == {k for k in expected if k[0] >= today}
+    assert log.daily(today + timedelta(days=1)) == []
+    assert days[0].to_json() == {
+        "day": days[0].day.isoformat(),
+        "verdict": days[0].verdict,
+        "scans": days[0].scans,
+    }
+    assert log.prune(NOW + timedelta(seconds=1)) == len(_FILL)  # every row is gone...
+    assert log.list_scans(ScanQuery()) == []
+    assert log.daily() == days  # ...and the days keep their counts
 
 
 def test_list_scans_on_sqlite(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ code has:
   the last time a counted client gave it;
 - ``scan_clients``: one row per code and client (see :mod:`.clients`) with its first and
   last genuine-token scan and the last one that gave a place;
+- ``scan_days``: how many scans each day (UTC) had, by verdict (:meth:`ScanLog.daily`),
+  kept when old scans are pruned;
 - ``scan_log_meta``: the log's random client salt.
 
 The copy signal's counts (:class:`ScanStats`) come from index range scans over the last
@@ -38,7 +40,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -58,6 +60,7 @@ __all__ = [
     "MAX_LISTED_SCANS",
     "SCHEMA_VERSION",
     "CopyEvidence",
+    "DayCount",
     "LoggedScan",
     "PlaceEvidence",
     "Scan",
@@ -75,9 +78,10 @@ __all__ = [
 GOOD_VERDICTS = ("genuine", "pending", "suspect")
 """Verdicts of scans that showed the code's real token."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the scan-log tables (1: the scans table alone, SQLite only; 2: the
-per-code counters; 3: clients, places over time and clears, for the copy signal)."""
+per-code counters; 3: clients, places over time and clears, for the copy signal; 4: scans
+per day and verdict)."""
 
 FORGED_ROWS_PER_DAY = 20
 """Forged scans of one code kept as rows per day (UTC); the rest are only counted."""
@@ -197,6 +201,21 @@ class ScanQuery:
             terms.append(f"at >= {mark}")
             args.append(time(self.since))
         return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """How many scans with one verdict a day (UTC) had, as :meth:`ScanLog.daily` counts
+    them: every scan logged, also the forged ones kept only as a count, and also those
+    pruned since."""
+
+    day: date
+    verdict: str
+    scans: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"day": self.day.isoformat(), "verdict": self.verdict, "scans": self.scans}
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +404,12 @@ class ScanLog(ABC):
     ) -> ScanStats:
         """History of one code, without logging a scan (the copy signal's window ends
         at ``at``, now when None)."""
+
+    @abstractmethod
+    def daily(self, since: date | None = None) -> list[DayCount]:
+        """Scans per day (UTC) and verdict, from ``since`` (every day when None), by day
+        then verdict. Read from a counter the log keeps per day and verdict, so the cost
+        depends on the days asked for, not on how many scans they had. Reads only."""
 
     @abstractmethod
     def list_scans(self, query: ScanQuery) -> list[LoggedScan]:

@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from provmint.config import CopySignalSettings
@@ -40,6 +40,7 @@ from provmint.store.scanlog import (
     PRUNE_CHUNK,
     SCHEMA_VERSION,
     CopyEvidence,
+    DayCount,
     LoggedScan,
     PlaceEvidence,
     Scan,
@@ -144,6 +145,27 @@ _V3 = [
         FROM scans WHERE {_GOOD_SQL} GROUP BY gtin, serial
     ON CONFLICT DO NOTHING""",
 ]
+
+# Version 4: scans per day and verdict. Each row is one of _DAY_SHARDS counters of its
+# day and verdict (a process adds to the one its pid picks): a single row per day would
+# make every scan of every replica wait for the last one's commit.
+_DAY_SHARDS = 16
+_V4 = [
+    """CREATE TABLE IF NOT EXISTS scan_days (
+        day date NOT NULL,
+        verdict text NOT NULL,
+        shard smallint NOT NULL,
+        scans bigint NOT NULL,
+        PRIMARY KEY (day, verdict, shard))""",
+    """INSERT INTO scan_days
+        SELECT (at AT TIME ZONE 'UTC')::date, verdict, 0, count(*) FROM scans GROUP BY 1, 2
+    ON CONFLICT DO NOTHING""",
+]
+_COUNT_DAY = """
+INSERT INTO scan_days AS d (day, verdict, shard, scans)
+VALUES (%(day)s, %(verdict)s, %(shard)s, 1)
+ON CONFLICT (day, verdict, shard) DO UPDATE SET scans = d.scans + 1
+"""
 
 # A scan's transaction (see the module's docstring). First the code's counters: a
 # forged scan also counts towards its code's forged scans of the day (the latest day
@@ -400,7 +422,7 @@ class PostgresScanLog(ScanLog):
                     hint="upgrade provmint on every replica",
                 )
             if version < SCHEMA_VERSION:
-                for statement in [*_SCHEMA, *_V3]:
+                for statement in [*_SCHEMA, *_V3, *_V4]:
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO scan_log_meta VALUES ('client_salt', %s) ON CONFLICT DO NOTHING",
@@ -465,6 +487,8 @@ class PostgresScanLog(ScanLog):
                 "good": int(good),
                 "is_good": good,
                 "forged_day": None if good else when.astimezone(UTC).date(),
+                "day": when.astimezone(UTC).date(),
+                "shard": os.getpid() % _DAY_SHARDS,
                 "forged": 0 if good else 1,
                 "client": client,
                 "counted": counted,
@@ -481,6 +505,7 @@ class PostgresScanLog(ScanLog):
                 if good and place is not None:
                     conn.execute(_UPSERT_PLACE, params)
                 conn.execute(_INSERT_SCAN, params)
+                conn.execute(_COUNT_DAY, params)
                 row = conn.execute(_READ if good else _COUNTERS, params).fetchone()
             assert row is not None
             counts: tuple[Any, ...] = row[:4]
@@ -576,6 +601,19 @@ class PostgresScanLog(ScanLog):
             window_locations=window_listed,
             since=since,
         )
+
+    def daily(self, since: date | None = None) -> list[DayCount]:
+        """Scans per day and verdict, from ``since`` (see :meth:`ScanLog.daily`)."""
+
+        def work(conn: psycopg.Connection[Any]) -> list[DayCount]:
+            rows = conn.execute(
+                "SELECT day, verdict, sum(scans) FROM scan_days WHERE day >= %s "
+                "GROUP BY day, verdict ORDER BY day, verdict",
+                (since or date.min,),
+            ).fetchall()
+            return [DayCount(d, v, int(n)) for d, v, n in rows]
+
+        return self._run("read", work)
 
     def list_scans(self, query: ScanQuery) -> list[LoggedScan]:
         """The scans ``query`` selects, newest first."""

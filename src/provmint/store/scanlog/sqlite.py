@@ -18,8 +18,9 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -33,6 +34,7 @@ from provmint.store.scanlog import (
     PRUNE_CHUNK,
     SCHEMA_VERSION,
     CopyEvidence,
+    DayCount,
     LoggedScan,
     PlaceEvidence,
     Scan,
@@ -128,6 +130,24 @@ INSERT INTO scan_clients
     SELECT gtin, serial, {_UNKNOWN}, min(at), max(at),
            max(CASE WHEN location IS NOT NULL THEN at END), count(*)
     FROM scans WHERE {_GOOD} GROUP BY gtin, serial;
+"""
+
+# Version 4: scans per day and verdict (what ``provmint stats`` charts). Pruning keeps
+# them; the forged scans kept only as a count before version 4 have no day to add to.
+_V4 = """
+CREATE TABLE scan_days (
+    day TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    scans INTEGER NOT NULL,
+    PRIMARY KEY (day, verdict)
+) WITHOUT ROWID;
+INSERT INTO scan_days SELECT substr(at, 1, 10), verdict, count(*) FROM scans GROUP BY 1, 2;
+"""
+
+# One transaction's scans, added to their days' counts (one row per day and verdict).
+_COUNT_DAYS = """
+INSERT INTO scan_days (day, verdict, scans) VALUES (?, ?, ?)
+ON CONFLICT (day, verdict) DO UPDATE SET scans = scans + excluded.scans
 """
 
 # A code's counters, with this scan. A forged scan also counts towards its code's forged
@@ -442,7 +462,11 @@ class SqliteScanLog(ScanLog):
                     hint="upgrade provmint",
                 )
             if version < SCHEMA_VERSION:
-                steps = ([_V2] if version < 2 else []) + [_V3]
+                steps = [
+                    step
+                    for first, step in ((2, _V2), (3, _V3), (4, _V4))
+                    if version < first
+                ]
                 for step in steps:
                     for statement in step.split(";"):
                         if statement.strip():
@@ -515,6 +539,8 @@ class SqliteScanLog(ScanLog):
             con.execute("BEGIN IMMEDIATE")
             try:
                 counts = [self._write_rows(con, row) for row in rows]
+                days = Counter((row.when[:10], row.verdict) for row in rows)
+                con.executemany(_COUNT_DAYS, [(*key, n) for key, n in days.items()])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -719,6 +745,24 @@ class SqliteScanLog(ScanLog):
             window_locations=found.window_locations,
             since=found.since,
         )
+
+    def daily(self, since: date | None = None) -> list[DayCount]:
+        """Scans per day and verdict, from ``since`` (see :meth:`ScanLog.daily`)."""
+        con = self._con(create=False)
+        if con is None:
+            return []
+        start = since.isoformat() if since is not None else ""
+        try:
+            rows = self._patiently(
+                lambda: con.execute(
+                    "SELECT day, verdict, scans FROM scan_days WHERE day >= ? "
+                    "ORDER BY day, verdict",
+                    (start,),
+                ).fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        return [DayCount(date.fromisoformat(d), v, int(n)) for d, v, n in rows]
 
     def list_scans(self, query: ScanQuery) -> list[LoggedScan]:
         """The scans ``query`` selects, newest first."""
