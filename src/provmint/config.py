@@ -465,10 +465,18 @@ def _window(value: Any, source: str) -> timedelta:
     return age
 
 
+MAX_THRESHOLD = 10_000
+"""The highest copy-signal threshold: the scan log keeps a code's latest ``threshold + 1``
+clients in the code's row, rewritten with each of its scans."""
+
+
 def _count(value: Any, source: str) -> int:
-    """A whole number from 1 to a million (a TOML integer, not a float or a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
-        raise ConfigError(f"{source} must be a whole number from 1 to 1000000, got {value!r}")
+    """A whole number from 1 to :data:`MAX_THRESHOLD` (a TOML integer, not a float or a
+    boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THRESHOLD:
+        raise ConfigError(
+            f"{source} must be a whole number from 1 to {MAX_THRESHOLD}, got {value!r}"
+        )
     return value
 
 

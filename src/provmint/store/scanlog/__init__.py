@@ -10,7 +10,7 @@ Two backends behind one interface, :class:`ScanLog`, chosen by the ``scan_log`` 
   service behind a load balancer, so clone detection counts scans across all of them;
   see :mod:`.postgres`.
 
-Both keep the same tables. ``scans`` holds one row per scan (time, code, verdict, place,
+Both keep these tables. ``scans`` holds one row per scan (time, code, verdict, place,
 source, the client's key and whether it counts; never a token, an address or a user
 agent), indexed by (gtin, serial) for a code's history. Aggregates, updated in the same
 transaction as the scan row, make the copy signal cost the same however many scans a
@@ -21,15 +21,19 @@ code has:
   signal, and how many forged scans it had today;
 - ``scan_places``: the distinct places of genuine-token scans, each with its count and
   the last time a counted client gave it;
-- ``scan_clients``: one row per code and client (see :mod:`.clients`) with its first and
-  last genuine-token scan and the last one that gave a place;
+- the code's clients (see :mod:`.clients`): in SQLite, each code's latest few clients
+  kept in its ``scan_codes`` row (see :mod:`.latest`: one write per scan, where a row
+  per code and client with two indexes took three); in PostgreSQL, ``scan_clients``,
+  one row per code and client with its first and last genuine-token scan and the last
+  one that gave a place;
 - ``scan_days``: how many scans each day (UTC) had, by verdict (:meth:`ScanLog.daily`),
   kept when old scans are pruned;
 - ``scan_log_meta``: the log's random client salt.
 
-The copy signal's counts (:class:`ScanStats`) come from index range scans over the last
-two, bounded by the window and capped with ``LIMIT`` at one more than the rule's
-threshold: a code flooded with scans costs no more to check than a fresh one. Forged
+The copy signal's counts (:class:`ScanStats`) come from the code's latest clients and
+from index range scans over its places (and, in PostgreSQL, its clients), bounded by
+the window and capped with ``LIMIT`` at one more than the rule's threshold: a code
+flooded with scans costs no more to check than a fresh one. Forged
 scans are counted, but at most :data:`FORGED_ROWS_PER_DAY` of them per code and day are
 kept as rows, so a forger cannot grow the log without bound. Pruning
 (:meth:`ScanLog.prune`) deletes old scan rows and recounts the codes they touched.
