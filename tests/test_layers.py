@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "provmint.store": EDGE,
     "provmint.keys": EDGE,
     "provmint.chain": EDGE,
+    "provmint.chainread": EDGE,  # the stdlib JSON-RPC reader verification uses
     "provmint.engine": EDGE,
     "provmint.minting": EDGE,
     "provmint.pool": EDGE,

@@ -428,20 +428,29 @@ def test_profile_expecting_another_chain_id(cli, world, tmp_path: Path, monkeypa
 
 class _PoaProxy:
     """A tiny JSON-RPC proxy in front of anvil whose blocks carry a 97-byte extraData,
-    as proof-of-authority chains' blocks do (anvil cannot produce one)."""
+    as proof-of-authority chains' blocks do (anvil cannot produce one); it counts the
+    methods asked (``poa=False``: a plain counting proxy)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, poa: bool = True) -> None:
         import http.server
         import threading
         import urllib.request
+        from collections import Counter
+
+        self.methods: Counter[str] = Counter()
+        """How often each JSON-RPC method was asked."""
+        methods = self.methods
 
         def patch(value: Any) -> None:
-            if isinstance(value, dict) and "extraData" in value and "miner" in value:
+            if poa and isinstance(value, dict) and "extraData" in value and "miner" in value:
                 value["extraData"] = "0x" + "ab" * 97
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                asked = json.loads(body)
+                for call in asked if isinstance(asked, list) else [asked]:
+                    methods[call["method"]] += 1
                 request = urllib.request.Request(
                     upstream, body, {"Content-Type": "application/json"}
                 )
@@ -469,16 +478,15 @@ class _PoaProxy:
         self.server.server_close()
 
 
-def test_proof_of_authority_node_needs_the_poa_profile(cli, world, tmp_path: Path) -> None:
+def test_proof_of_authority_node_verifies_without_a_profile(cli, world, tmp_path: Path) -> None:
+    """Verification reads blocks over plain JSON-RPC, so a proof-of-authority chain's
+    long extraData needs no ``poa`` profile (web3, which anchoring uses, would refuse
+    it); the profile still works."""
     proxy = _PoaProxy(world.url)
     try:
         proof = write_doc(tmp_path, world.docs["calldata"])
         r, report = verify_report(cli, proof, "--rpc-url", proxy.url)
-        assert r.exit_code == EXIT_UNCHECKED
-        assert report["reason"] == (
-            "offline checks passed, anchor not checked: the node at "
-            f"{proxy.url} serves a proof-of-authority chain"
-        )
+        assert r.exit_code == EXIT_OK, report["reason"]
         config = tmp_path / "poa.toml"
         config.write_text(f'[chains.poa]\nrpc_url = "{proxy.url}"\npoa = true\n')
         r, report = verify_report(cli, proof, "--config", config, "--chain", "poa")
@@ -1256,7 +1264,7 @@ def _importtime(*args: object) -> tuple[int, set[str], str]:
     return proc.returncode, _imported_modules(proc.stderr), proc.stdout
 
 
-def test_offline_verify_imports_no_web3(world, tmp_path: Path) -> None:
+def test_verify_imports_no_web3(world, tmp_path: Path) -> None:
     assert "PROVMINT_RPC_URL" not in os.environ
     path = write_doc(tmp_path, world.docs["calldata"])
     code, modules, out = _importtime("verify", path)
@@ -1264,7 +1272,51 @@ def test_offline_verify_imports_no_web3(world, tmp_path: Path) -> None:
     assert "provmint.verify" in modules  # the measurement works
     heavy = {m for m in modules if m.split(".")[0] in ("web3", "eth_account")}
     assert heavy == set()
-    # the same command with a node does load web3 (the check above can see it)
+    # nor with a node: the anchor is read over plain JSON-RPC
     code, modules, out = _importtime("verify", path, "--rpc-url", world.url)
     assert code == EXIT_OK, out
-    assert "web3" in modules and any(m.startswith("eth_account") for m in modules)
+    assert "provmint.chainread" in modules
+    assert {m for m in modules if m.split(".")[0] in ("web3", "eth_account", "requests")} == set()
+
+
+def test_many_proofs_look_each_anchor_up_once(cli, world, tmp_path: Path) -> None:
+    """Every proof of the world's batches, as JSON lines and as a file: the anchored
+    ones valid, the rest pending (the run's exit), and each anchor's transaction asked
+    for once, however many proofs name it."""
+    from provmint.products import export_batch_proofs, list_batches
+
+    lines = tmp_path / "all.jsonl"
+    with lines.open("wb") as out:
+        for batch in _batches(world):
+            part = tmp_path / f"{batch}.jsonl"
+            export_batch_proofs(world.settings, batch, part)
+            out.write(part.read_bytes())
+    count = len(lines.read_bytes().splitlines())
+    assert count == sum(b.products for b in list_batches(world.settings)) > 17
+    single = write_doc(tmp_path, world.docs["registry"], "registry.json")
+    proxy = _PoaProxy(world.url, poa=False)
+    try:
+        r = cli("verify", lines, single, "--rpc-url", proxy.url, "--json")
+    finally:
+        proxy.stop()
+    report = json.loads(r.stdout)
+    anchored = sum(p["anchor"] is not None for p in report["proofs"])
+    assert 17 < anchored < count + 1  # the world also holds a batch minted since
+    assert report["summary"] == {
+        "proofs": count + 1,
+        "valid": anchored,
+        "pending": count + 1 - anchored,
+    }
+    assert r.exit_code == EXIT_PENDING == report["exit"]  # the worst of the proofs'
+    assert all((p["verdict"] == "valid") == (p["anchor"] is not None) for p in report["proofs"])
+    assert [p["source"] for p in report["proofs"]][:2] == [f"{lines}:1", f"{lines}:2"]
+    assert report["proofs"][-1]["source"] == str(single)
+    anchors = {p["anchor"]["tx_hash"] for p in report["proofs"] if p["anchor"]}
+    assert proxy.methods["eth_getTransactionByHash"] == len(anchors)
+    assert proxy.methods["eth_chainId"] == 1
+
+
+def _batches(world: World) -> list[str]:
+    from provmint.products import list_batches
+
+    return [b.batch_id for b in list_batches(world.settings)]

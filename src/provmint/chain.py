@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from provmint.config import ChainSettings, Secret
@@ -232,12 +232,25 @@ class Node:
         return dict(tx) if tx is not None else None
 
     def call(self, to: str, data: str) -> bytes:
-        """eth_call at the latest block."""
-        return bytes(self._call("eth_call", self.w3.eth.call, {"to": to, "data": data}))
+        """eth_call at the latest block (``to`` in any case)."""
+        target = self._checksummed(to)
+        return bytes(self._call("eth_call", self.w3.eth.call, {"to": target, "data": data}))
 
     def code(self, address: str) -> bytes:
-        """Deployed code at ``address`` (empty if none)."""
-        return bytes(self._call("eth_getCode", self.w3.eth.get_code, address))
+        """Deployed code at ``address`` (any case; empty if none)."""
+        target = self._checksummed(address)
+        return bytes(self._call("eth_getCode", self.w3.eth.get_code, target))
+
+    @staticmethod
+    def _checksummed(address: str) -> Any:
+        """web3 takes only checksummed addresses, and a proof may write one in either
+        case (docs/FORMATS.md)."""
+        from web3 import Web3
+
+        try:
+            return Web3.to_checksum_address(address)
+        except ValueError:
+            raise AnchorError(f"{clean_remote_text(address, 60)} is not an address") from None
 
 
 class Connection(NamedTuple):
@@ -316,19 +329,31 @@ def registry_artifact() -> dict[str, Any]:
     return data
 
 
+# The registry's function selectors (the first 4 bytes of the Keccak-256 of each
+# signature; the standard library has no Keccak, and tests check them against web3).
+ANCHOR_SELECTOR = bytes.fromhex("eecdf927")
+"""``anchor(bytes32)``."""
+ANCHORED_AT_SELECTOR = bytes.fromhex("f8c2919d")
+"""``anchoredAt(address,bytes32)``."""
+
+
+class ContractReader(Protocol):
+    """A node that can run a read-only call (:class:`Node`, or the stdlib
+    :class:`provmint.chainread.RpcReader`)."""
+
+    def call(self, to: str, data: str) -> bytes:
+        """``eth_call`` at the latest block."""
+        ...
+
+
 def registry_anchor_data(digest: bytes) -> str:
     """Call data of ``AnchorRegistry.anchor(digest)``."""
-    from web3 import Web3
-
-    return "0x" + (bytes(Web3.keccak(text="anchor(bytes32)"))[:4] + digest).hex()
+    return "0x" + (ANCHOR_SELECTOR + digest).hex()
 
 
-def registry_anchored_at(node: Node, registry: str, issuer: str, digest: bytes) -> int:
+def registry_anchored_at(node: ContractReader, registry: str, issuer: str, digest: bytes) -> int:
     """``AnchorRegistry.anchoredAt(issuer, digest)``: block time of the anchor, 0 if none."""
-    from web3 import Web3
-
-    selector = bytes(Web3.keccak(text="anchoredAt(address,bytes32)"))[:4]
-    data = selector + bytes(12) + bytes.fromhex(issuer[2:]) + digest
+    data = ANCHORED_AT_SELECTOR + bytes(12) + bytes.fromhex(issuer[2:]) + digest
     return int.from_bytes(node.call(registry, "0x" + data.hex()) or b"\0", "big")
 
 

@@ -17,7 +17,8 @@ A malformed proof raises :class:`~provmint.errors.ProofError` (exit 3) from pars
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,6 +35,7 @@ from provmint.canonical import (
 )
 from provmint.errors import (
     EXIT_INVALID,
+    EXIT_NOT_FOUND,
     EXIT_OFFLINE,
     EXIT_OK,
     EXIT_PENDING,
@@ -47,13 +49,18 @@ from provmint.proofs import MAX_PROOF_BYTES, Proof, parse_proof
 from provmint.tokens import parse_token
 
 __all__ = [
+    "JSONL_SUFFIXES",
     "AnchorChecker",
     "Check",
+    "ManyReport",
     "Outcome",
+    "ProofOutcome",
     "Verdict",
     "VerificationReport",
     "load_proof_file",
     "on_chain_verdict",
+    "proof_documents",
+    "verify_many",
     "verify_proof",
 ]
 
@@ -386,3 +393,188 @@ def _attestation(result: Any) -> str:
         plural = "s" if result.confirmations != 1 else ""
         depth = f", {result.confirmations} confirmation{plural}"
     return f"{result.detail}{when}{depth}"
+
+
+# ----------------------------------------------------------------- many proofs
+
+_SEVERITY = (EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNCHECKED, EXIT_PENDING, EXIT_OFFLINE, EXIT_OK)
+"""Exit codes from the worst to the best: what several proofs exit with is the worst of
+theirs (one invalid proof makes the run invalid; one not checked makes it unchecked)."""
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+"""File names read as one proof per line (what ``proof export --all`` writes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProofOutcome:
+    """One proof of several: where it came from (a file, or a file and line), and its
+    report, or the error that kept it from being checked (malformed, missing)."""
+
+    source: str
+    report: VerificationReport | None = None
+    error: ProvmintError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """This proof's exit code, as ``provmint verify`` of it alone would give."""
+        if self.report is not None:
+            return self.report.verdict.exit_code
+        assert self.error is not None
+        return self.error.exit_code
+
+    @property
+    def verdict(self) -> str:
+        """The verdict's name; ``invalid`` for a malformed proof, ``error`` for one that
+        could not be read."""
+        if self.report is not None:
+            return self.report.verdict.value
+        return Verdict.INVALID.value if self.exit_code == EXIT_INVALID else "error"
+
+    @property
+    def reason(self) -> str:
+        """Why, in one line."""
+        if self.report is not None:
+            return self.report.reason
+        return str(self.error)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form: the report's fields, or an ``error``."""
+        head = {"source": self.source, "verdict": self.verdict, "exit": self.exit_code}
+        if self.report is not None:
+            return {**head, **self.report.to_json()}
+        assert self.error is not None
+        error = {"message": self.error.message, "hint": self.error.hint}
+        return {**head, "reason": self.reason, "error": error}
+
+
+@dataclass(frozen=True, slots=True)
+class ManyReport:
+    """The verification of several proofs."""
+
+    outcomes: tuple[ProofOutcome, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """The worst of the proofs' exit codes (0 when there are none)."""
+        codes = {o.exit_code for o in self.outcomes}
+        return min(codes, key=_rank, default=EXIT_OK)
+
+    def counts(self) -> dict[str, int]:
+        """How many proofs got each verdict."""
+        found: dict[str, int] = {}
+        for o in self.outcomes:
+            found[o.verdict] = found.get(o.verdict, 0) + 1
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form: every proof, and the summary."""
+        return {
+            "proofs": [o.to_json() for o in self.outcomes],
+            "summary": {"proofs": len(self.outcomes), **self.counts()},
+            "exit": self.exit_code,
+        }
+
+
+def _rank(code: int) -> int:
+    return _SEVERITY.index(code) if code in _SEVERITY else 0
+
+
+def proof_documents(path: Path) -> Iterator[tuple[str, bytes | ProvmintError]]:
+    """The proofs in a file, each with where it is: the file itself, or, for a
+    JSON-lines file (a ``.jsonl`` name, or a first line that is a whole JSON object),
+    ``FILE:LINE`` for each line that is not blank. A line longer than a proof can be,
+    or a file that cannot be read, gives its error in place of the proof's bytes."""
+    import json
+
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed below, read line by line)
+    except OSError:
+        try:
+            yield str(path), load_proof_file(path)  # the one place that words the error
+        except ProvmintError as exc:
+            yield str(path), exc
+        return
+    with fh:
+        first = fh.readline(MAX_PROOF_BYTES + 1)
+        rest = fh.read(MAX_PROOF_BYTES + 1 - len(first))
+        lines = path.suffix.lower() in JSONL_SUFFIXES
+        if not lines and rest.strip() and first.lstrip().startswith(b"{"):
+            # A whole object on the first line, and more after it: one proof per line.
+            try:
+                lines = isinstance(json.loads(first), dict)
+            except ValueError:
+                lines = False
+        if lines:
+            yield from _lines(path, io.BufferedReader(_Joined(first + rest, fh)))
+            return
+        data = first + rest
+        if len(data) > MAX_PROOF_BYTES:
+            yield (
+                str(path),
+                ProofError(f"{path}: larger than {MAX_PROOF_BYTES} bytes; not a provmint proof"),
+            )
+        else:
+            yield str(path), data
+
+
+class _Joined(io.RawIOBase):
+    """Bytes already read, then the rest of the file."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _lines(path: Path, fh: Any) -> Iterator[tuple[str, bytes | ProvmintError]]:
+    """The non-blank lines of a JSON-lines file, each bounded."""
+    number, line = 1, fh.readline(MAX_PROOF_BYTES + 1)
+    while line:
+        where = f"{path}:{number}"
+        if len(line) > MAX_PROOF_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # skip the rest of the long line
+                line = fh.readline(1 << 20)
+            yield where, ProofError(f"{where}: longer than {MAX_PROOF_BYTES} bytes")
+        elif line.strip():
+            yield where, line
+        number += 1
+        line = fh.readline(MAX_PROOF_BYTES + 1)
+
+
+def verify_many(
+    documents: Iterable[tuple[str, bytes | ProvmintError]],
+    *,
+    anchor_checker: AnchorChecker | None = None,
+    offline: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ManyReport:
+    """Verify each proof (see :func:`verify_proof`); a malformed one is an outcome with
+    its error, not a stop. Give a checker that remembers the anchors it looked up
+    (:func:`provmint.anchor.check.node_checker`) and the proofs of one anchor cost one
+    lookup."""
+    outcomes = []
+    for source, data in documents:
+        if isinstance(data, ProvmintError):
+            outcomes.append(ProofOutcome(source, error=data))
+        else:
+            try:
+                report = verify_proof(data, anchor_checker=anchor_checker, offline=offline)
+            except ProofError as exc:
+                outcomes.append(ProofOutcome(source, error=ProofError(f"{source}: {exc}")))
+            else:
+                outcomes.append(ProofOutcome(source, report=report))
+        if progress is not None:
+            progress(len(outcomes))
+    return ManyReport(tuple(outcomes))

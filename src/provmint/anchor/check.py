@@ -3,14 +3,49 @@ verifier chose; the chain facts in the proof are only claims to compare against.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from provmint import anchoring
-from provmint.chain import Node, registry_anchor_data, registry_anchored_at, registry_artifact
-from provmint.errors import ChainMismatchError
+from provmint.chain import registry_anchor_data, registry_anchored_at, registry_artifact
+from provmint.errors import ChainMismatchError, ProvmintError
 
-__all__ = ["ChainCheck", "check_anchor_on_chain"]
+__all__ = ["ChainCheck", "ChainReader", "check_anchor_on_chain", "node_checker"]
+
+
+class ChainReader(Protocol):
+    """The reads an anchor check makes: :class:`provmint.chain.Node` (web3), or the
+    lighter :class:`provmint.chainread.RpcReader` that ``provmint verify`` uses."""
+
+    def chain_id(self) -> int:
+        """The node's chain id."""
+        ...
+
+    def block_number(self) -> int:
+        """Number of the latest block."""
+        ...
+
+    def block(self, number: int) -> dict[str, Any] | None:
+        """A block with its ``hash`` (bytes) and ``timestamp``; None if unknown."""
+        ...
+
+    def receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """A mined transaction's ``status``, ``blockNumber`` and ``blockHash``."""
+        ...
+
+    def transaction(self, tx_hash: str) -> dict[str, Any] | None:
+        """A transaction's ``from``, ``to``, ``input`` and ``blockNumber``."""
+        ...
+
+    def call(self, to: str, data: str) -> bytes:
+        """``eth_call`` at the latest block."""
+        ...
+
+    def code(self, address: str) -> bytes:
+        """Deployed code at ``address``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +63,7 @@ class ChainCheck:
 
 def check_anchor_on_chain(
     section: anchoring.AnchorSection,
-    node: Node,
+    node: ChainReader,
     *,
     required_confirmations: int = 1,
     issuer: str | None = None,
@@ -66,7 +101,9 @@ def check_anchor_on_chain(
     )
 
 
-def _transaction_problem(section: anchoring.AnchorSection, node: Node, chain_id: int) -> str | None:
+def _transaction_problem(
+    section: anchoring.AnchorSection, node: ChainReader, chain_id: int
+) -> str | None:
     """Why the proof's transaction is not this anchor (None when it is): it must be on
     chain, sent by the proof's sender, and carry the digest (calldata) or the registry
     call (only to provmint's own registry code)."""
@@ -95,7 +132,7 @@ def _transaction_problem(section: anchoring.AnchorSection, node: Node, chain_id:
 
 def _block_problem(
     section: anchoring.AnchorSection,
-    node: Node,
+    node: ChainReader,
     receipt: dict[str, Any],
     block: dict[str, Any] | None,
 ) -> str | None:
@@ -123,13 +160,73 @@ def _block_problem(
     return None
 
 
-def _is_registry(node: Node, address: str) -> bool:
+def _is_registry(node: ChainReader, address: str) -> bool:
     """Does ``address`` run the AnchorRegistry code shipped with provmint?"""
-    from web3 import Web3
-
-    expected = bytes.fromhex(registry_artifact()["deployedBytecode"][2:])
-    try:
-        checksummed = Web3.to_checksum_address(address)
-    except ValueError:
+    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", address):
         return False
-    return node.code(checksummed) == expected
+    expected = bytes.fromhex(registry_artifact()["deployedBytecode"][2:])
+    return node.code(address) == expected
+
+
+def node_checker(
+    rpc_url: str,
+    *,
+    expected_chain_id: int | None = None,
+    required_confirmations: int = 1,
+    issuer: str | None = None,
+) -> Callable[[anchoring.AnchorSection], ChainCheck]:
+    """An anchor checker for ``verify``: reads through the stdlib
+    :class:`~provmint.chainread.RpcReader` (opened at the first anchor asked about), and
+    looks each anchor up once however many proofs share it (the proofs of one batch, or
+    of every batch of one anchor, name the same transaction and digest). Raises
+    ChainMismatchError when the node serves another chain than ``expected_chain_id``."""
+    from provmint.chainread import RpcReader
+
+    reader: RpcReader | None = None
+    refused: ProvmintError | None = None
+    seen: dict[tuple[Any, ...], ChainCheck | ProvmintError] = {}
+
+    def check(section: anchoring.AnchorSection) -> ChainCheck:
+        nonlocal reader, refused
+        if reader is None and refused is None:
+            reader = RpcReader(rpc_url)
+            try:
+                served = reader.chain_id()
+                if expected_chain_id is not None and served != expected_chain_id:
+                    raise ChainMismatchError(
+                        f"the node at {reader.url} serves chain {served}, "
+                        f"but the profile expects chain {expected_chain_id}",
+                        hint="check --rpc-url or the chain profile's chain_id",
+                    )
+            except ProvmintError as exc:
+                refused = exc
+        if refused is not None:
+            raise refused  # a node that is down, or on another chain, is asked once
+        assert reader is not None
+        # Everything the on-chain check reads from the section (the anchor path is
+        # checked offline, per proof).
+        key = (
+            section.chain_id,
+            section.method,
+            section.contract,
+            section.sender,
+            section.tx_hash,
+            section.digest,
+            section.block_number,
+            section.block_hash,
+            section.block_time,
+        )
+        found = seen.get(key)
+        if found is None:
+            try:
+                found = check_anchor_on_chain(
+                    section, reader, required_confirmations=required_confirmations, issuer=issuer
+                )
+            except ProvmintError as exc:
+                found = exc
+            seen[key] = found
+        if isinstance(found, ProvmintError):
+            raise found
+        return found
+
+    return check

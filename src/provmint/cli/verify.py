@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -10,30 +11,44 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from provmint.cli._common import (
+    Column,
     ConfigOpt,
     JsonOpt,
     KeyFileOpt,
+    Lines,
     StoreOpt,
+    counting_progress,
     escape,
     handle_errors,
     print_json,
+    print_table,
     settings,
+    stderr,
     stdout,
 )
+from provmint.errors import ProvmintError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
-    from provmint.anchor.check import ChainCheck
-    from provmint.anchoring import AnchorSection
     from provmint.audit import AuditReport
     from provmint.config import Settings
-    from provmint.verify import AnchorChecker, Check, Verdict, VerificationReport
+    from provmint.verify import (
+        AnchorChecker,
+        Check,
+        ProofOutcome,
+        Verdict,
+        VerificationReport,
+    )
 
 
 ProofArg = Annotated[
-    Path | None,
-    typer.Argument(help="Proof file (provmint-proof/1 JSON); - for stdin.", show_default=False),
+    list[Path] | None,
+    typer.Argument(
+        help="Proof files (provmint-proof/1 JSON), or JSON-lines files of proofs "
+        "(proof export --all); - for stdin.",
+        show_default=False,
+    ),
 ]
 TokenOpt = Annotated[
     str | None, typer.Option("--token", help="Also check the token printed on the label.")
@@ -97,7 +112,7 @@ IssuerOpt = Annotated[
 
 @handle_errors
 def verify(
-    proof: ProofArg = None,
+    proofs: ProofArg = None,
     token: TokenOpt = None,
     batch: AuditBatchOpt = None,
     rpc_url: RpcUrlOpt = None,
@@ -114,6 +129,11 @@ def verify(
 
     Offline first; with --rpc-url (or a chain profile) the anchor transaction is checked
     on chain: chain id, success, payload, canonical block, confirmations, sender.
+
+    Several proofs (files, or JSON lines from proof export --all) are checked one by
+    one, each anchor looked up once; the output lists the proofs that are not valid
+    (every proof when piped or with --json) and counts them, and the exit code is the
+    worst of theirs (invalid, then not found, unchecked, pending, offline, valid).
     Exit codes: 0 valid, 3 invalid, 4 pending (not yet anchored, or too few
     confirmations), 5 could not check (no node, node unreachable, unreadable file),
     7 no such proof file, 12 checked offline (--offline: everything up to the anchor
@@ -130,6 +150,8 @@ def verify(
 
       provmint verify --offline proof.json
 
+      provmint verify proofs.jsonl --rpc-url http://127.0.0.1:8545
+
       provmint verify --batch 20261128-4884 --rpc-url http://127.0.0.1:8545
     """
     from provmint.errors import ConfigError
@@ -142,13 +164,24 @@ def verify(
         raise ConfigError("--offline is for a proof file, not --batch")
     checker = None if offline else _checker(chain, rpc_url, config, confirmations, issuer)
     if batch is not None:
-        if proof is not None:
+        if proofs:
             raise ConfigError("give a proof file or --batch ID, not both")
         raise typer.Exit(_audit(settings(store, key_file, config), batch, checker, json=json))
-    if proof is None:
+    if not proofs:
         raise ConfigError("give a proof file (or - for standard input), or --batch ID")
     cfg = settings(store, key_file, config)
-    raise typer.Exit(_verify_file(proof, token, checker, json=json, offline=offline, cfg=cfg))
+    documents = _documents(proofs)
+    first = next(documents)
+    second = next(documents, None)
+    if second is None and first[0] == str(proofs[0]):
+        raise typer.Exit(
+            _verify_one(proofs[0], first[1], token, checker, json=json, offline=offline, cfg=cfg)
+        )
+    if token is not None:
+        raise ConfigError("--token checks one proof: give one proof file")
+    head = [first] if second is None else [first, second]
+    rest = itertools.chain(head, documents)
+    raise typer.Exit(_verify_many(rest, checker, json=json, offline=offline))
 
 
 def _audit(cfg: Settings, batch: str, checker: AnchorChecker | None, *, json: bool) -> int:
@@ -164,8 +197,20 @@ def _audit(cfg: Settings, batch: str, checker: AnchorChecker | None, *, json: bo
     return audit.verdict.exit_code
 
 
-def _verify_file(
+def _documents(proofs: list[Path]) -> Iterator[tuple[str, bytes | ProvmintError]]:
+    """Every proof the arguments hold (``-``: standard input, one proof), in order."""
+    from provmint.verify import proof_documents
+
+    for path in proofs:
+        if str(path) == "-":
+            yield "-", _read_stdin()
+        else:
+            yield from proof_documents(path)
+
+
+def _verify_one(
     proof: Path,
+    data: bytes | ProvmintError,
     token: str | None,
     checker: AnchorChecker | None,
     *,
@@ -176,7 +221,9 @@ def _verify_file(
     """Verify one proof file (or standard input), print the result; its exit code."""
     from provmint.verify import verify_proof
 
-    report = verify_proof(_read_proof(proof), token=token, anchor_checker=checker, offline=offline)
+    if isinstance(data, ProvmintError):
+        raise data
+    report = verify_proof(data, token=token, anchor_checker=checker, offline=offline)
     hint = _upgrade_hint(proof, report, cfg)
     if json:
         print_json({**report.to_json(), **({"hint": hint} if hint else {})})
@@ -204,17 +251,55 @@ def _upgrade_hint(proof: Path, report: VerificationReport, cfg: Settings | None)
     return f"this batch is anchored now: provmint proof upgrade {name}"
 
 
-def _read_proof(proof: Path) -> bytes:
-    """The proof's bytes: ``-`` is standard input. One byte more than a proof may have
-    is read, so that an oversized document is refused by parsing, not cut short."""
+def _read_stdin() -> bytes:
+    """A proof on standard input. One byte more than a proof may have is read, so that
+    an oversized document is refused by parsing, not cut short."""
     import sys
 
     from provmint.proofs import MAX_PROOF_BYTES
-    from provmint.verify import load_proof_file
 
-    if str(proof) == "-":
-        return sys.stdin.buffer.read(MAX_PROOF_BYTES + 1)
-    return load_proof_file(proof)
+    return sys.stdin.buffer.read(MAX_PROOF_BYTES + 1)
+
+
+def _verify_many(
+    documents: Iterable[tuple[str, bytes | ProvmintError]],
+    checker: AnchorChecker | None,
+    *,
+    json: bool,
+    offline: bool,
+) -> int:
+    """Verify several proofs; print the ones that are not valid (all of them when piped
+    or with --json) and a count of each verdict; the worst exit code."""
+    from provmint.verify import verify_many
+
+    with counting_progress(stderr(), enabled=not json) as update:
+        report = verify_many(
+            documents,
+            anchor_checker=checker,
+            offline=offline,
+            progress=lambda done: update(done, 0) if done % 256 == 0 else None,
+        )
+    if json:
+        print_json(report.to_json())
+        return report.exit_code
+    piped = isinstance(stdout(), Lines)
+    shown = [o for o in report.outcomes if piped or o.verdict != "valid"]
+    if shown:
+        print_table(
+            "Proofs",
+            [Column("proof", whole=True), Column("product"), Column("verdict"), Column("reason")],
+            [[o.source, _product(o), o.verdict, o.reason] for o in shown],
+        )
+    counts = ", ".join(f"{n:,} {verdict}" for verdict, n in sorted(report.counts().items()))
+    stderr().print(f"{len(report.outcomes):,} proofs: {counts}")
+    return report.exit_code
+
+
+def _product(outcome: ProofOutcome) -> str:
+    """A proof's product (GTIN and serial), or "-" when it could not be read."""
+    if outcome.report is None:
+        return "-"
+    return f"{outcome.report.record['gtin']} {outcome.report.record['serial']}"
 
 
 def _checker(
@@ -236,17 +321,14 @@ def _checker(
     )
     if not chain_cfg.rpc_url:
         return None
-    url, poa, expected = chain_cfg.rpc_url, chain_cfg.poa, chain_cfg.chain_id
-    required = chain_cfg.confirmations
+    from provmint.anchor.check import node_checker
 
-    def check(section: AnchorSection) -> ChainCheck:
-        from provmint.anchor.check import check_anchor_on_chain
-        from provmint.chain import connect
-
-        node, _ = connect(replace(chain_cfg, rpc_url=url, poa=poa, chain_id=expected))
-        return check_anchor_on_chain(section, node, required_confirmations=required, issuer=issuer)
-
-    return check
+    return node_checker(
+        chain_cfg.rpc_url,
+        expected_chain_id=chain_cfg.chain_id,
+        required_confirmations=chain_cfg.confirmations,
+        issuer=issuer,
+    )
 
 
 def _audit_receipt(audit: AuditReport) -> None:
