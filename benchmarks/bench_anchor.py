@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark anchoring on a local chain (anvil from ``npm ci``).
 
-Mints N small batches, then times one ``provmint anchor`` of all of them end to end
-(a whole process: start-up, node round trips, signing, receipt) and reports its gas; then
-times ``provmint verify`` of an anchored proof as a whole process, offline and on chain.
+Mints N small batches and one of ``--proofs`` products, then times one ``provmint
+anchor`` of all of them end to end (a whole process: start-up, node round trips,
+signing, receipt) and reports its gas; then times ``provmint verify`` as a whole
+process: one anchored proof, offline and on chain (target 0.5 s), and every proof of
+the large batch on chain from ``proof export --all`` (target: 10,000 in 10 s).
 
-    python benchmarks/bench_anchor.py            # 100 batches, both methods
-    python benchmarks/bench_anchor.py --batches 50 --json
+    python benchmarks/bench_anchor.py            # 100 batches, both methods, 10,000 proofs
+    python benchmarks/bench_anchor.py --batches 50 --proofs 1000 --json
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def provmint(*args: str, env: dict[str, str]) -> tuple[float, subprocess.Complet
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--proofs", type=int, default=10_000, help="products of the big batch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="provmint-anchor-bench-"))
@@ -93,6 +96,9 @@ def main() -> int:
                 csv = work / f"b{i}.csv"
                 write_csv(csv, 5, seed=1000 * (method == "registry") + i + 1)
                 mint_batch(csv, settings=cfg)
+            if method == "calldata":
+                write_csv(work / "big.csv", args.proofs, seed=99)
+                big = mint_batch(work / "big.csv", settings=cfg).batch_id
             extra = []
             if method == "registry":
                 _, out = provmint("anchor", "deploy-registry", "--rpc-url", url, "--json", env=menv)
@@ -130,6 +136,13 @@ def main() -> int:
                     raise SystemExit(f"unexpected verify exit codes {codes}")
                 figures["verify_offline_s"] = round(statistics.median(w for w, _ in offline), 3)
                 figures["verify_on_chain_s"] = round(statistics.median(w for w, _ in online), 3)
+                many = work / "all.jsonl"
+                provmint("proof", "export", "--batch", big, "--all", "-o", str(many), env=menv)
+                wall, out = provmint("verify", str(many), "--rpc-url", url, "--json", env=menv)
+                summary = json.loads(out.stdout)["summary"]
+                if out.returncode != 0 or summary != {"proofs": args.proofs, "valid": args.proofs}:
+                    raise SystemExit(f"verify of {many} gave {out.returncode}: {summary}")
+                figures["verify_many_s"] = round(wall, 3)
     finally:
         node.terminate()
         node.wait(10)
@@ -146,6 +159,12 @@ def main() -> int:
             )
         print(f"provmint verify (offline, whole process): {figures['verify_offline_s']:.3f} s")
         print(f"provmint verify (on chain, whole process): {figures['verify_on_chain_s']:.3f} s")
+        wall = figures["verify_many_s"]
+        assert isinstance(wall, float)
+        print(
+            f"provmint verify of {args.proofs:,} proofs (on chain, whole process): "
+            f"{wall:.2f} s, {args.proofs / wall:,.0f} proofs/s"
+        )
     return 0
 
 

@@ -162,3 +162,54 @@ def _same_as_alone(piece: bytes, outcome: ProofOutcome) -> None:
         assert outcome.report is None and outcome.verdict == "invalid"
         return
     assert outcome.report == alone
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+_FIELDS = ("hash", "timestamp", "status", "blockNumber", "blockHash", "from", "to", "input")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answer=st.one_of(
+        _JSON,
+        st.fixed_dictionaries(
+            {}, optional={f: _JSON | st.text(alphabet="0x123abcdef") for f in _FIELDS}
+        ),
+    ),
+    raw=st.one_of(st.none(), st.binary(max_size=100)),
+    error=st.one_of(st.none(), _JSON),
+)
+def test_a_hostile_node_is_an_error_never_a_crash(answer: Any, raw: Any, error: Any) -> None:
+    """Whatever a node answers (any JSON, any bytes, any error object), a read gives its
+    typed result or a provmint error, never another exception."""
+    from provmint.chainread import RpcReader
+    from provmint.errors import AnchorError
+
+    body = (
+        raw
+        if raw is not None
+        else json.dumps(
+            {"jsonrpc": "2.0", "id": 1, **({"error": error} if error else {"result": answer})}
+        ).encode()
+    )
+    reader = RpcReader("http://127.0.0.1:9/secret/path")
+    reader._request = lambda method, *params: reader._result(method, body)  # type: ignore[method-assign]
+    reads = [
+        reader.chain_id,
+        reader.block_number,
+        lambda: reader.block(1),
+        lambda: reader.receipt("0x" + "11" * 32),
+        lambda: reader.transaction("0x" + "11" * 32),
+        lambda: reader.call("0x" + "22" * 20, "0x"),
+        lambda: reader.code("0x" + "22" * 20),
+    ]
+    for read in reads:
+        reader._chain_id = None
+        try:
+            read()
+        except AnchorError as exc:
+            assert "secret" not in str(exc)

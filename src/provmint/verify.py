@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -263,14 +264,40 @@ def _check_inclusion(p: Proof, leaf: bytes, log: _CheckLog) -> bytes:
     return computed
 
 
+_DIGESTS: dict[str, bytes] = {}
+"""Manifest digests by the manifest's JSON text: the proofs of one batch share their
+manifest, whose canonical form is the costliest part of checking one (many-proof runs
+check thousands)."""
+_DIGESTS_KEPT = 64
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> bytes:
+    """The manifest's digest (RFC 8785), remembered for the next proof of its batch. The
+    key is Python's JSON of the parsed value: equal texts are equal values, and equal
+    values have one canonical form, so a remembered digest is always the right one."""
+    try:
+        key = json.dumps(manifest)
+    except (TypeError, ValueError):
+        key = None  # a document given as a dict may hold anything: no shortcut
+    found = _DIGESTS.get(key) if key is not None else None
+    if found is not None:
+        return found
+    try:
+        digest = manifest_digest(manifest)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ProofError(f"proof field batch.manifest cannot be hashed: {exc}") from None
+    if key is not None:
+        if len(_DIGESTS) >= _DIGESTS_KEPT:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest
+    return digest
+
+
 def _check_manifest(p: Proof, log: _CheckLog) -> None:
     """The manifest must hash to the committed digest and name this tree, this batch,
     the record's columns and its version: otherwise a valid path could be paired with
     another batch's description."""
-    try:
-        digest = manifest_digest(p.manifest)
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise ProofError(f"proof field batch.manifest cannot be hashed: {exc}") from None
+    digest = _manifest_digest(p.manifest)
     log(
         "manifest",
         _eq(digest, p.manifest_digest),
