@@ -380,8 +380,9 @@ class ScanLog(ABC):
         user_agent: str | None = None,
     ) -> ScanStats:
         """Log a scan and return the code's history including it (the ``recent`` last
-        scans; 0 skips them, as the web service does). ``address`` and ``user_agent``
-        name the client (:class:`ScanRequest`)."""
+        scans, and its places by name; 0 skips both, as the web service does, which
+        needs the counts alone). ``address`` and ``user_agent`` name the client
+        (:class:`ScanRequest`)."""
 
     def record_many(self, scans: Sequence[ScanRequest], *, recent: int = 0) -> list[ScanStats]:
         """Log several scans in order; each one's history including it (and the scans

@@ -571,7 +571,7 @@ class PostgresScanLog(ScanLog):
         key = {"gtin": gtin, "serial": serial}
         good, total, first, places = counters or (0, 0, None, 0)
         listed: list[str] = []
-        if places:
+        if places and recent:  # the service asks for counts alone
             listed = [
                 r[0]
                 for r in conn.execute(

@@ -759,7 +759,7 @@ class SqliteScanLog(ScanLog):
 
         def read() -> tuple[list[str], list[Any]]:
             listed: list[str] = []
-            if found.places:
+            if found.places and recent:  # the service asks for counts alone
                 listed = [
                     r[0]
                     for r in con.execute(
