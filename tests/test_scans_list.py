@@ -145,3 +145,25 @@ def test_scans_list_through_the_cli(cli, keyed, tmp_path: Path) -> None:
     assert [row[3] for row in rows] == ["forged"] and rows[0][5] == "cli"
     one_error(cli("scans", "list", "--since", "yesterday"), 2, "--since 'yesterday' is not an age")
     assert cli("scans", "list", "--verdict", "maybe").exit_code == 2
+
+
+def test_suspect_scans_are_listed_through_their_own_index(tmp_path: Path) -> None:
+    """Operators list suspect scans (``provmint stats``, the dashboard) over logs of
+    hundreds of millions of scans: that listing reads an index of suspect scans alone
+    (a partial one, which costs the other scans nothing), never the whole log."""
+    from provmint.store.scanlog import stamp
+    from provmint.store.scanlog.sqlite import SqliteScanLog
+
+    log = SqliteScanLog(tmp_path / "scans.sqlite")
+    for verdict in ("genuine", "suspect", "forged", "suspect"):
+        log.record(GTIN, SERIAL, verdict, location=None, source="serve")
+    query = ScanQuery(verdict="suspect", since=NOW - timedelta(days=30))
+    assert [s.verdict for s in log.list_scans(query)] == ["suspect", "suspect"]
+    where, args = query.where("?", stamp)
+    con = log._con()
+    assert con is not None
+    plan = con.execute(
+        f"EXPLAIN QUERY PLAN SELECT * FROM scans{where} ORDER BY id DESC LIMIT ?", (*args, 5)
+    ).fetchall()
+    assert "USING INDEX scans_suspect" in plan[0][3], plan
+    log.close()

@@ -63,6 +63,7 @@ __all__ = [
     "LISTED_PLACES",
     "MAX_LISTED_SCANS",
     "SCHEMA_VERSION",
+    "SUSPECT",
     "CopyEvidence",
     "DayCount",
     "LoggedScan",
@@ -81,6 +82,10 @@ __all__ = [
 
 GOOD_VERDICTS = ("genuine", "pending", "suspect")
 """Verdicts of scans that showed the code's real token."""
+
+SUSPECT = "suspect"
+"""The verdict of a genuine code flagged as possibly copied: rare, and what operators
+list (``provmint stats``, the dashboard), so the log indexes these scans alone."""
 
 SCHEMA_VERSION = 4
 """Version of the scan-log tables (1: the scans table alone, SQLite only; 2: the
@@ -198,7 +203,11 @@ class ScanQuery:
         if self.gtin is not None and self.serial is not None:
             terms.append(f"gtin = {mark} AND serial = {mark}")
             args += [self.gtin, self.serial]
-        if self.verdict is not None:
+        if self.verdict == SUSPECT:
+            # Written out, so that the planner can use the index of suspect scans alone
+            # (a partial index: a bound value would not match its condition).
+            terms.append(f"verdict = '{SUSPECT}'")
+        elif self.verdict is not None:
             terms.append(f"verdict = {mark}")
             args.append(self.verdict)
         if self.since is not None:

@@ -39,6 +39,7 @@ from provmint.store.scanlog import (
     LISTED_PLACES,
     PRUNE_CHUNK,
     SCHEMA_VERSION,
+    SUSPECT,
     CopyEvidence,
     DayCount,
     LoggedScan,
@@ -151,6 +152,8 @@ _V3 = [
 # make every scan of every replica wait for the last one's commit.
 _DAY_SHARDS = 16
 _V4 = [
+    # Suspect scans (rare) get an index of their own: what operators list, newest first.
+    f"CREATE INDEX IF NOT EXISTS scans_suspect ON scans (id) WHERE verdict = '{SUSPECT}'",
     """CREATE TABLE IF NOT EXISTS scan_days (
         day date NOT NULL,
         verdict text NOT NULL,

@@ -33,6 +33,7 @@ from provmint.store.scanlog import (
     LISTED_PLACES,
     PRUNE_CHUNK,
     SCHEMA_VERSION,
+    SUSPECT,
     CopyEvidence,
     DayCount,
     LoggedScan,
@@ -138,8 +139,10 @@ INSERT INTO scan_clients
 # and each code's latest clients in its own row (see :mod:`.latest`) instead of a row
 # per code and client with two indexes: three fewer B-tree writes per scan. The lists
 # are filled from scan_clients (:meth:`SqliteScanLog._fill_latest`), which then goes.
-_V4 = """
+# Suspect scans (rare) get an index of their own: what operators list, newest first.
+_V4 = f"""
 ALTER TABLE scan_codes ADD COLUMN latest BLOB;
+CREATE INDEX scans_suspect ON scans (id) WHERE verdict = '{SUSPECT}';
 CREATE TABLE scan_days (
     day TEXT NOT NULL,
     verdict TEXT NOT NULL,
