@@ -30,7 +30,8 @@ HEADER = "gtin,serial,lot,expiry,product_name\n"
 # Markers for the tests that need a real outside part, so that a contributor without one
 # can leave them out: pytest -m "not chain", -m "not postgres", -m "not browser".
 NEEDS: dict[str, set[str]] = {
-    "chain": {"anvil", "chain_env", "chain_node", "quiet_node", "world"},  # an anvil node
+    # an anvil node
+    "chain": {"anvil", "chain_env", "chain_node", "quiet_node", "world", "verifier_world"},
     "postgres": {"postgres", "pg_url", "own_postgres"},  # a PostgreSQL server
 }
 BROWSER_MODULES = {"test_browser.py"}  # headless Chromium through Node

@@ -18,7 +18,8 @@ Anchoring is split by role, so each concern has one home:
   - :mod:`~provmint.anchor.schedule`: ``provmint anchor --every``: runs on a schedule,
     one line each, until stopped;
   - :mod:`~provmint.anchor.status`: ``provmint anchor status``;
-  - :mod:`~provmint.anchor.registry`: the AnchorRegistry contract and its deployment;
+  - :mod:`~provmint.anchor.registry`: the AnchorRegistry and ProvmintVerifier contracts
+    and their deployment;
   - :mod:`~provmint.anchor.check`: a proof's anchor checked on chain (``provmint verify``).
 """
 
@@ -34,6 +35,8 @@ _EXPORTS = {
     "check_anchor_on_chain": "provmint.anchor.check",
     "RegistryDeployment": "provmint.anchor.registry",
     "deploy_registry": "provmint.anchor.registry",
+    "deploy_verifier": "provmint.anchor.registry",
+    "verifier_artifact": "provmint.anchor.registry",
     "registry_artifact": "provmint.chain",
     "AnchorPlan": "provmint.anchor.run",
     "AnchorRun": "provmint.anchor.run",
@@ -57,13 +60,20 @@ __all__ = [
     "anchor_status",
     "check_anchor_on_chain",
     "deploy_registry",
+    "deploy_verifier",
     "parse_every",
     "registry_artifact",
+    "verifier_artifact",
 ]
 
 if TYPE_CHECKING:
     from provmint.anchor.check import ChainCheck, check_anchor_on_chain
-    from provmint.anchor.registry import RegistryDeployment, deploy_registry
+    from provmint.anchor.registry import (
+        RegistryDeployment,
+        deploy_registry,
+        deploy_verifier,
+        verifier_artifact,
+    )
     from provmint.anchor.run import AnchorPlan, AnchorRun, anchor_batches
     from provmint.anchor.schedule import ScheduledRun, anchor_every, parse_every
     from provmint.anchor.status import StatusReport, anchor_status

@@ -464,3 +464,56 @@ def deploy(
     stdout().print(
         f"Use it with: provmint anchor --method registry --registry {deployment.address}"
     )
+
+
+@app.command("deploy-verifier")
+@handle_errors
+def deploy_verifier(
+    registry: RegistryOpt = None,
+    chain: ChainOpt = None,
+    rpc_url: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    max_fee_gwei: MaxFeeOpt = None,
+    max_spend_eth: MaxSpendOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Deploy a ProvmintVerifier, which checks proofs on chain against one AnchorRegistry.
+
+    The registry must run provmint's AnchorRegistry code; the verifier reads it for
+    good. Encode a proof's call with provmint proof calldata.
+
+    Example: provmint anchor deploy-verifier --registry 0x5FbDB2315678afecb367f032d93F642f64180aa3
+    """
+    from provmint.anchor import deploy_verifier as deploy
+    from provmint.chain import load_chain_key
+    from provmint.errors import ConfigError
+
+    chain_cfg = chain_settings(
+        chain,
+        rpc_url,
+        config,
+        registry=registry,
+        keystore=keystore,
+        max_fee_gwei=max_fee_gwei,
+        max_spend_eth=max_spend_eth,
+    )
+    if chain_cfg.registry is None:
+        raise ConfigError(
+            "the verifier needs a registry to read",
+            hint="pass --registry ADDRESS (provmint anchor deploy-registry makes one)",
+        )
+    key = load_chain_key(chain_cfg, _password)
+    deployment = deploy(chain_cfg, key, chain_cfg.registry)
+    if json:
+        print_json({**deployment.to_json(), "registry": chain_cfg.registry})
+        return
+    stdout().print(
+        f"ProvmintVerifier deployed at [bold]{deployment.address}[/] on chain "
+        f"{deployment.chain_id} (block {deployment.block_number}, "
+        f"{deployment.gas_used:,} gas), reading the registry {chain_cfg.registry}"
+    )
+    stdout().print(
+        "Check a proof with: cast call "
+        f'{deployment.address} "$(provmint proof calldata proof.json)"'
+    )

@@ -1,4 +1,4 @@
-"""``provmint proof export``/``upgrade``, ``provmint product show`` and
+"""``provmint proof export``/``upgrade``/``calldata``, ``provmint product show`` and
 ``provmint token verify``."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from provmint.config import Settings
 
 app = typer.Typer(
-    rich_markup_mode=None, help="Export and upgrade inclusion proofs.", no_args_is_help=True
+    rich_markup_mode=None, help="Export, upgrade and encode inclusion proofs.", no_args_is_help=True
 )
 product_app = typer.Typer(rich_markup_mode=None, help="Look products up.", no_args_is_help=True)
 token_app = typer.Typer(
@@ -225,6 +225,65 @@ def upgrade(
             f"(tx {a.get('tx_hash')}){escape(kept)}"
         )
     raise typer.Exit(code)
+
+
+CalldataProofArg = Annotated[
+    Path, typer.Argument(help="The proof file (provmint-proof/1).", show_default=False)
+]
+IssuerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--issuer",
+        help="The issuer you trust, 0x address [default: the proof's anchor sender, which "
+        "you must then check is the brand's]",
+        show_default=False,
+    ),
+]
+VerifierOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--verifier", help="The ProvmintVerifier's address, for --json's to.", show_default=False
+    ),
+]
+
+
+@app.command("calldata")
+@handle_errors
+def calldata(
+    proof: CalldataProofArg,
+    issuer: IssuerOpt = None,
+    verifier: VerifierOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Print the call that checks a proof on chain: ProvmintVerifier.verify, ABI-encoded.
+
+    The contract (deployed with provmint anchor deploy-verifier) recomputes the leaf,
+    roots, batch commitment and anchor digest, and asks its AnchorRegistry whether the
+    issuer anchored that digest: the call returns true or false. Only proofs anchored
+    through a registry can be checked on chain; the proof is not judged here. A
+    contract passes the issuer it trusts, never the one a proof names: anyone can
+    anchor digests of their own.
+
+    Exit codes: 0 printed, 3 malformed proof, 5 pending or anchored by calldata (nothing
+    a contract can read), 7 no such file.
+
+    Examples:
+
+      provmint proof calldata proof.json
+
+      cast call 0xVERIFIER "$(provmint proof calldata proof.json)"
+
+      provmint proof calldata proof.json --verifier 0xVERIFIER --json
+    """
+    from provmint.proofs import parse_proof
+    from provmint.verifiercall import verifier_call
+    from provmint.verify import load_proof_file
+
+    call = verifier_call(parse_proof(load_proof_file(proof)), issuer=issuer, to=verifier)
+    if json:
+        print_json(call.to_json())
+    else:
+        typer.echo(call.data_hex)
 
 
 @product_app.command("show")
