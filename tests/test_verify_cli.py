@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_provmint
+from conftest import EXAMPLE_CSV, run_provmint
 from helpers import example_store
 
 from provmint.errors import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_PENDING, EXIT_UNCHECKED
@@ -56,7 +56,7 @@ def write(tmp_path: Path, content: str | bytes, name: str = "hostile.json") -> P
 
 def assert_clean_error(r: Any, exit_code: int, *needles: str) -> str:
     """Exit code as documented, one ``error:`` line on stderr naming the problem, nothing
-    on stdout, and no traceback anywhere."""
+    on stdout but the same error as JSON (with --json), and no traceback anywhere."""
     assert "Traceback" not in r.stdout + r.stderr
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert r.exit_code == exit_code, (r.exit_code, r.stdout, r.stderr, r.exception)
@@ -65,7 +65,9 @@ def assert_clean_error(r: Any, exit_code: int, *needles: str) -> str:
     assert lines[0].startswith("error: "), r.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-    assert r.stdout == ""
+    if r.stdout:  # with --json: the same error as JSON, and nothing else
+        error = json.loads(r.stdout)["error"]
+        assert lines[0] == f"error: {error['message']}" and error["exit"] == exit_code
     return lines[0]
 
 
@@ -710,3 +712,40 @@ def test_lone_surrogate_in_manifest_is_a_clean_error(cli, tmp_path: Path, doc) -
     assert "\\ud800" in text
     r = cli("verify", write(tmp_path, text))
     assert_clean_error(r, EXIT_INVALID)
+
+
+def test_a_manifest_must_name_its_tree_with_the_right_types(cli, keyed, tmp_path: Path) -> None:
+    """A tree of one product: a manifest saying ``"size": true`` (equal to 1 in Python)
+    with its digest and commitment recomputed does not bind the tree (FORMATS: types
+    must match), and neither do columns named by something other than strings."""
+    from provmint.canonical import batch_commitment, manifest_digest
+
+    lines = EXAMPLE_CSV.read_text().splitlines()
+    one = tmp_path / "one.csv"
+    one.write_text("\n".join(lines[:2]) + "\n")
+    assert cli("batch", "create", one).exit_code == 0
+    gtin, serial = lines[1].split(",")[:2]
+    good = json.loads(cli("proof", "export", "--gtin", gtin, "--serial", serial).stdout)
+    assert good["tree"]["size"] == 1
+
+    def forged(member: str, value: Any) -> dict[str, Any]:
+        doc = copy.deepcopy(good)
+        batch = doc["batch"]
+        batch["manifest"]["tree" if member == "size" else member] = value
+        digest = manifest_digest(batch["manifest"])
+        batch["manifest_digest"] = digest.hex()
+        batch["commitment"] = batch_commitment(
+            batch["id"], 1, bytes.fromhex(doc["tree"]["root"]), digest
+        ).hex()
+        return doc
+
+    tree = {**good["batch"]["manifest"]["tree"], "size": True}
+    report = json.loads(
+        cli("verify", write(tmp_path, json.dumps(forged("size", tree))), "--json").stdout
+    )
+    assert report["verdict"] == "invalid"
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == ["manifest binds tree"]
+    assert (
+        json.loads(cli("verify", write(tmp_path, json.dumps(good)), "--json").stdout)["verdict"]
+        == "pending"
+    )

@@ -293,6 +293,15 @@ def _manifest_digest(manifest: dict[str, Any]) -> bytes:
     return digest
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values, types included: Python's ``True == 1`` must not let a
+    manifest say ``"size": true`` for a tree of one (docs/FORMATS.md)."""
+    try:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    except (TypeError, ValueError):  # a document given as a dict may hold anything
+        return False
+
+
 def _check_manifest(p: Proof, log: _CheckLog) -> None:
     """The manifest must hash to the committed digest and name this tree, this batch,
     the record's columns and its version: otherwise a valid path could be paired with
@@ -308,7 +317,7 @@ def _check_manifest(p: Proof, log: _CheckLog) -> None:
     expected_tree = {"profile": p.profile, "size": p.size, "root": p.root.hex()}
     log(
         "manifest binds tree",
-        tree == expected_tree,
+        _same_json(tree, expected_tree),
         "manifest names this tree (profile, size, root)",
         f"manifest tree {tree!r} differs from the proof's tree",
     )
@@ -320,7 +329,7 @@ def _check_manifest(p: Proof, log: _CheckLog) -> None:
     )
     log(
         "record fields",
-        p.manifest.get("columns") == sorted(p.record),
+        _same_json(p.manifest.get("columns"), sorted(p.record)),
         "record has exactly the batch's columns",
         "record fields differ from the batch's committed columns",
     )
@@ -470,8 +479,7 @@ class ProofOutcome:
         if self.report is not None:
             return {**head, **self.report.to_json()}
         assert self.error is not None
-        error = {"message": self.error.message, "hint": self.error.hint}
-        return {**head, "reason": self.reason, "error": error}
+        return {**head, "reason": self.reason, "error": self.error.to_json()}
 
 
 @dataclass(frozen=True, slots=True)
