@@ -26,6 +26,7 @@ JSON line from ``done()``.
     python benchmarks/bench_serve.py --products 1000000
     python benchmarks/bench_serve.py --products 1000000 10000000 --keep /var/tmp/serve-stores
     python benchmarks/bench_serve.py --products 100000 --duration 5 --json
+    python benchmarks/bench_serve.py --products 1000000 --keep /var/tmp/serve-stores --metrics-ab 5
 
 Targets (issue 8, 2-core machine, at 10M products): startup <= 2 s; JSON >= 2,000
 requests/s with p99 <= 50 ms; serve process tree <= 1 GB RSS; each command <= 0.35 s.
@@ -256,9 +257,11 @@ def sample_products(store: Path, count: int, seed: int) -> list[Sample]:
 class Server:
     """A ``provmint serve --port 0`` process tree; its stderr is drained by a thread."""
 
-    def __init__(self, env: dict[str, str], workers: int | None) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int | None, extra: tuple[str, ...] = ()
+    ) -> None:
         """Launch the server; ``started`` is the launch instant (``time.perf_counter``)."""
-        argv = [*PROVMINT, "serve", "--port", "0"]
+        argv = [*PROVMINT, "serve", "--port", "0", *extra]
         if workers is not None:
             argv += ["--workers", str(workers)]
         self.started = time.perf_counter()
@@ -388,6 +391,56 @@ def measure_serve(
         server.stop()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metrics_cost(sized: SizedStore, paths_file: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """JSON requests/s with ``--metrics-port`` off and on: ``args.metrics_ab`` pairs of
+    runs, alternating which goes first (the machine's noise drifts), a fresh service per
+    run, one scrape per on-run (the counts must match wrk's)."""
+    rps: dict[str, list[int]] = {"off": [], "on": []}
+    p99: dict[str, list[float]] = {"off": [], "on": []}
+    for i in range(args.metrics_ab):
+        for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            port = free_port()
+            extra = ("--metrics-port", str(port)) if mode == "on" else ()
+            server = Server(sized.env, args.workers, extra)
+            try:
+                server.wait_healthy()
+                if args.warmup > 0:
+                    run_wrk(server.url, paths_file, ACCEPTS["json"], args, args.warmup)
+                load = run_wrk(server.url, paths_file, ACCEPTS["json"], args, args.duration)
+                if mode == "on":
+                    with DIRECT.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                        text = r.read().decode()
+                    counted = sum(
+                        float(line.rsplit(" ", 1)[1])
+                        for line in text.splitlines()
+                        if line.startswith("provmint_http_requests_total{")
+                        and 'route="/01/' in line
+                    )
+                    note(f"  scrape counted {counted:,.0f} code requests ({len(text):,} bytes)")
+            finally:
+                server.stop()
+            rps[mode].append(load.rps)
+            p99[mode].append(load.p99_ms)
+            note(f"metrics {mode}, run {i + 1}: {load.rps:,} requests/s, p99 {load.p99_ms} ms")
+    off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
+    return {
+        "requests_per_s": rps,
+        "p99_ms": p99,
+        "median_off": off,
+        "median_on": on,
+        "cost_percent": round(100 * (off - on) / off, 1),
+    }
+
+
 def time_commands(sized: SizedStore, samples: list[Sample], runs: int) -> dict[str, list[float]]:
     """Whole-process wall seconds of product show, scan and proof export, one random
     product per run."""
@@ -428,6 +481,10 @@ def measure_size(sized: SizedStore, work: Path, args: argparse.Namespace) -> Fig
     paths_file = work / "paths.txt"
     paths_file.write_text("".join(s.path + "\n" for s in samples))
     note(f"{sized.products:,} products: {len(samples):,} random paths from the whole store")
+    if args.metrics_ab:
+        cost = metrics_cost(sized, paths_file, args)
+        print(json.dumps(cost, indent=2))
+        raise SystemExit(0)
     startup, workers, loads, rss = measure_serve(sized, paths_file, args)
     runs = time_commands(sized, samples, args.runs)
     figures = Figures(
@@ -564,6 +621,14 @@ def parse_args() -> argparse.Namespace:
         help="keep each store in KEEP/products-N and reuse it on later runs",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--metrics-ab",
+        type=int,
+        default=0,
+        metavar="PAIRS",
+        help="only measure JSON requests/s with serve --metrics-port off vs on, PAIRS "
+        "alternating pairs of runs (of the first --products size)",
+    )
     return parser.parse_args()
 
 
