@@ -512,8 +512,23 @@ def _null_value(part: Path) -> str:
 
 
 READ_PATHS: dict[str, Callable[[Path, str], list[object]]] = {
-    "batch export": lambda out, b: ["batch", "export", b, "-o", out / "labels.csv"],
-    "labels": lambda out, b: ["labels", b, "--out", out / "labels", "--format", "none"],
+    "batch export": lambda out, b: [
+        "batch",
+        "export",
+        b,
+        "--allow-placeholder",
+        "-o",
+        out / "labels.csv",
+    ],
+    "labels": lambda out, b: [
+        "labels",
+        b,
+        "--out",
+        out / "labels",
+        "--format",
+        "none",
+        "--allow-placeholder",
+    ],
     "proof export --all": lambda out, b: [
         "proof",
         "export",

@@ -1,9 +1,10 @@
 """``provmint labels``: the label-printer CSV and one QR code per product.
 
 Every image written is read back with a real QR decoder (zxing-cpp): PNG files through a
-small PNG reader (no Pillow here), SVG files by drawing segno's module path onto a
-bitmap. The decoded text must be the CSV's URL exactly, percent-encoding included, and
-the 4-module quiet zone must be there.
+small PNG reader, SVG files by drawing the module path onto a bitmap (``--no-text``
+here, so each image is the symbol alone; tests/test_label_formats.py covers the text,
+the other symbols and formats). The decoded text must be the CSV's URL exactly,
+percent-encoding included, and the 4-module quiet zone must be there.
 """
 
 from __future__ import annotations
@@ -27,7 +28,17 @@ from conftest import EXAMPLE_CSV, ROOT
 from provmint import gs1
 from provmint.errors import EXIT_NOT_FOUND, EXIT_USAGE
 
-HEADER = ["gtin", "serial", "lot", "expiry", "token", "url", "qr_file"]
+HEADER = [
+    "gtin",
+    "serial",
+    "lot",
+    "expiry",
+    "token",
+    "url",
+    "element_string",
+    "human_readable",
+    "code_file",
+]
 GTIN = "09520123450014"
 QUIET = 4
 
@@ -101,7 +112,7 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def svg_modules(path: Path) -> tuple[np.ndarray, int]:
-    """The module grid (True = dark) drawn by a segno SVG, and its scale."""
+    """The module grid (True = dark) drawn by a label SVG without text, and its scale."""
     root = ET.parse(path).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     width, height = int(root.get("width", "0")), int(root.get("height", "0"))
@@ -114,16 +125,11 @@ def svg_modules(path: Path) -> tuple[np.ndarray, int]:
     assert width % scale == 0
     size = width // scale
     grid = np.zeros((size, size), dtype=bool)
-    x = y = 0.0
-    for op, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", paths[0].get("d", "")):
-        if op == "M":
-            x, y = float(a), float(b)
-        elif op == "m":
-            x, y = x + float(a), y + float(b)
-        else:
-            run = int(float(a))
-            grid[int(y), int(x) : int(x) + run] = True
-            x += run
+    data = paths[0].get("d", "")
+    runs = re.findall(r"M *(\d+) +(\d+)\.5h *(\d+) ", data)
+    assert "".join(f"M{x:>3} {y:>3}.5h {n:>3} " for x, y, n in runs) == data  # nothing else
+    for x, y, n in runs:
+        grid[int(y), int(x) : int(x) + int(n)] = True
     return grid, scale
 
 
@@ -183,6 +189,18 @@ SPECIAL = [("A/B%C", "L&1"), ('Q,"1', "L/2"), ("P+1", ""), ("a?b=c", "L;4"), ("x
 
 
 @pytest.fixture
+def cli(cli: Any) -> Any:
+    """The CLI, with ``labels`` printing the placeholder base: these tests check the
+    URLs drawn against the ones minted (the refusal is tested in test_url_base.py)."""
+
+    def invoke(*args: object, **kwargs: Any) -> Any:
+        extra = ("--allow-placeholder",) if args and args[0] == "labels" else ()
+        return cli(*args, *extra, **kwargs)
+
+    return invoke
+
+
+@pytest.fixture
 def batch(cli, keyed, tmp_path: Path) -> str:
     """The example plus serials and lots that need percent-encoding, in one batch."""
     source = tmp_path / "labels-in.csv"
@@ -211,11 +229,11 @@ def _check_rows(cli, rows: list[dict[str, str]], batch_id: str, fmt: str) -> Non
             "https://id.example.com", row["gtin"], row["serial"], row["lot"], row["token"]
         )
         if fmt == "none":
-            assert row["qr_file"] == ""
+            assert row["code_file"] == ""
         else:
             assert re.fullmatch(
-                rf"part-00000/{leaf:07d}-{row['gtin']}-[^/]+\.{fmt}", row["qr_file"]
-            ), row["qr_file"]
+                rf"part-00000/{leaf:07d}-{row['gtin']}-[^/]+\.{fmt}", row["code_file"]
+            ), row["code_file"]
 
 
 # --------------------------------------------------------------------------- tests
@@ -223,7 +241,7 @@ def _check_rows(cli, rows: list[dict[str, str]], batch_id: str, fmt: str) -> Non
 
 def test_svg_labels_decode_to_the_csv_urls(cli, batch, tmp_path: Path) -> None:
     out = tmp_path / "labels"
-    r = cli("labels", batch[:12], "--out", out, "--json", "--raw")
+    r = cli("labels", batch[:12], "--out", out, "--json", "--raw", "--no-text")
     summary = _ok(r)
     assert summary["batch_id"] == batch
     assert summary["labels"] == summary["images"] == 9 + len(SPECIAL)
@@ -235,9 +253,9 @@ def test_svg_labels_decode_to_the_csv_urls(cli, batch, tmp_path: Path) -> None:
     assert "/21/Q%2C%221?t=" in by_serial['Q,"1']["url"]
     assert "/21/x%3Cy%3E?t=" in by_serial["x<y>"]["url"]
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.svg"))
-    assert files == sorted(row["qr_file"] for row in rows)
+    assert files == sorted(row["code_file"] for row in rows)
     for row in rows:
-        grid, scale = svg_modules(out / row["qr_file"])
+        grid, scale = svg_modules(out / row["code_file"])
         assert scale == 4  # the default
         modules = assert_quiet_zone(grid)
         assert grid.shape[0] * scale == (modules + 2 * QUIET) * 4
@@ -263,6 +281,7 @@ def test_png_labels_with_error_level_and_scale(cli, batch, tmp_path: Path) -> No
             "6",
             "--json",
             "--raw",
+            "--no-text",
         )
     )
     rows = _rows(out)
@@ -270,7 +289,7 @@ def test_png_labels_with_error_level_and_scale(cli, batch, tmp_path: Path) -> No
     assert not list(out.rglob("*.svg"))
     assert len(list(out.rglob("*.png"))) == len(rows)
     for row in rows:
-        image = read_png(out / row["qr_file"])
+        image = read_png(out / row["code_file"])
         assert decode(image) == row["url"], row["serial"]
         grid = png_modules(image, 6)
         modules = assert_quiet_zone(grid)
@@ -295,16 +314,17 @@ def test_error_level_changes_the_symbol_not_the_text(cli, batch, tmp_path: Path)
                 "--scale",
                 "3",
                 "--json",
+                "--no-text",
             )
         )
         rows = _rows(out)
         row = next(r for r in rows if r["serial"] == "A/B%C")
-        image = read_png(out / row["qr_file"])
+        image = read_png(out / row["code_file"])
         assert decode(image) == row["url"]
         sizes[level.upper()] = (
             assert_quiet_zone(png_modules(image, 3)),
             row["url"],
-            (out / row["qr_file"]).read_bytes(),
+            (out / row["code_file"]).read_bytes(),
         )
     assert sizes["L"][1] == sizes["H"][1]
     assert sizes["L"][2] != sizes["H"][2]
@@ -340,7 +360,7 @@ def test_large_batch_csv_only_is_fast(cli, keyed, tmp_path: Path) -> None:
     assert elapsed < 20, elapsed
     assert sorted(p.name for p in out.iterdir()) == ["labels.csv"]
     with open(out / "labels.csv", newline="", encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+        lines = fh.read().rstrip("\n").split("\n")  # U+001D (in element_string) is no line end
     assert len(lines) == 70_001 and lines[0] == ",".join(f'"{name}"' for name in HEADER)
     rows = _rows(out)
     with open(source, newline="", encoding="utf-8") as fh:
@@ -349,7 +369,7 @@ def test_large_batch_csv_only_is_fast(cli, keyed, tmp_path: Path) -> None:
     assert [(r["gtin"], r["serial"], r["lot"], r["expiry"]) for r in rows] == [
         (r["gtin"], r["serial"], r["lot"], r["expiry"]) for r in source_rows
     ]
-    assert all(r["qr_file"] == "" for r in rows)
+    assert all(r["code_file"] == "" for r in rows)
     for r in rows[::997] + rows[65_535:65_538] + rows[-1:]:
         assert r["url"] == gs1.digital_link(
             "https://id.example.com", r["gtin"], r["serial"], r["lot"], r["token"]
@@ -364,9 +384,9 @@ def test_large_batch_csv_only_is_fast(cli, keyed, tmp_path: Path) -> None:
 def test_worker_pool_path_renders_every_file(
     cli, keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pool is used above one chunk of rows (4096). segno takes ~20 ms a code here,
-    so a 5,000-row batch would take minutes: the chunk is made small instead, which
-    sends the same code path (several jobs over a 2-process pool) 300 rows."""
+    """The pool is used above one chunk of rows (4096). Minting 5,000 rows to get there
+    would cost this test seconds: the chunk is made small instead, which sends the same
+    code path (several jobs over a 2-process pool) 300 rows."""
     import provmint.labels
 
     monkeypatch.setattr(provmint.labels, "_CHUNK", 64)
@@ -387,16 +407,18 @@ def test_worker_pool_path_renders_every_file(
     make_products(source, 300, seed=9)
     batch_id = _ok(cli("batch", "create", source, "--json"))["batch_id"]
     out = tmp_path / "pool-labels"
-    report = _ok(cli("labels", batch_id, "--out", out, "--workers", "2", "--json", "--raw"))
+    report = _ok(
+        cli("labels", batch_id, "--out", out, "--workers", "2", "--json", "--raw", "--no-text")
+    )
     assert report["labels"] == report["images"] == 300
     assert pools == [2]
     rows = _rows(out)
     assert len(rows) == 300
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.svg"))
-    assert files == sorted(r["qr_file"] for r in rows)
-    assert all(r["qr_file"].startswith("part-00000/") for r in rows)
+    assert files == sorted(r["code_file"] for r in rows)
+    assert all(r["code_file"].startswith("part-00000/") for r in rows)
     for r in rows[::37] + rows[-1:]:
-        grid, _ = svg_modules(out / r["qr_file"])
+        grid, _ = svg_modules(out / r["code_file"])
         assert_quiet_zone(grid)
         assert decode_grid(grid) == r["url"]
 

@@ -40,6 +40,7 @@ from provmint.batch import REJECTS_HEADER, write_rejects
 from provmint.errors import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, OutputError, Reject
 from provmint.keys import init_keyring, load_keyring, rotate_key
 from provmint.outfile import TargetKind, open_output, resolve_output, write_output
+from provmint.products import LABEL_CSV_COLUMNS
 
 GTIN = "09520123450014"
 SERIAL = "546CAWQDCR56"
@@ -306,11 +307,25 @@ class Command:
 
 
 COMMANDS = [
-    Command("batch export", lambda m, p: ["batch", "export", m["batch"], "-o", p]),
-    Command("batch export --raw", lambda m, p: ["batch", "export", m["batch"], "--raw", "-o", p]),
+    Command(
+        "batch export", lambda m, p: ["batch", "export", m["batch"], "--allow-placeholder", "-o", p]
+    ),
+    Command(
+        "batch export --raw",
+        lambda m, p: ["batch", "export", m["batch"], "--raw", "--allow-placeholder", "-o", p],
+    ),
     Command(
         "batch export parquet",
-        lambda m, p: ["batch", "export", m["batch"], "--format", "parquet", "-o", p],
+        lambda m, p: [
+            "batch",
+            "export",
+            m["batch"],
+            "--format",
+            "parquet",
+            "--allow-placeholder",
+            "-o",
+            p,
+        ],
     ),
     Command(
         "proof export",
@@ -341,7 +356,7 @@ COMMANDS = [
     ),
     Command(
         "labels.csv",
-        lambda m, p: ["labels", m["batch"], "--out", p, "--format", "none"],
+        lambda m, p: ["labels", m["batch"], "--out", p, "--format", "none", "--allow-placeholder"],
         filename="labels.csv",
         in_directory=True,
     ),
@@ -387,7 +402,11 @@ def test_every_command_writes_every_kind_of_output(
 
 
 def test_labels_refuses_standard_output(cli, minted) -> None:
-    one_error(cli("labels", minted["batch"], "--out", "-"), EXIT_USAGE, "standard output")
+    one_error(
+        cli("labels", minted["batch"], "--out", "-", "--allow-placeholder"),
+        EXIT_USAGE,
+        "standard output",
+    )
 
 
 def test_rejects_on_standard_output_are_not_mixed_with_json(cli, minted) -> None:
@@ -421,7 +440,17 @@ def test_a_stale_rejects_report_is_removed_but_never_a_special_file(
 def test_standard_output_by_name_in_a_real_process(cli, minted, tmp_path: Path, name: str) -> None:
     """Redirected to a file (``>`` then ``>>``) and to a pipe; /dev/stdout stays a link."""
     expected = _run(cli, COMMANDS[0], minted, prepare("new", tmp_path / "ref", "out"))
-    args = [sys.executable, "-m", "provmint", "batch", "export", minted["batch"], "-o", name]
+    args = [
+        sys.executable,
+        "-m",
+        "provmint",
+        "batch",
+        "export",
+        minted["batch"],
+        "--allow-placeholder",
+        "-o",
+        name,
+    ]
     out = tmp_path / "redirected.csv"
     for mode, start in (("wb", b""), ("ab", b"kept\n")):
         out.write_bytes(start)
@@ -497,9 +526,10 @@ def test_label_csvs_neutralise_by_default_and_round_trip_raw(cli, keyed, tmp_pat
     r = cli("batch", "create", source, "--json")
     assert r.exit_code == 0, (seed, r.output)
     batch = json.loads(r.stdout)["batch_id"]
-    r = cli("batch", "export", batch, "--format", "parquet", "-o", tmp_path / "t.pq")
+    base = ["--url-base", "https://id.brand.test"]
+    r = cli("batch", "export", batch, *base, "--format", "parquet", "-o", tmp_path / "t.pq")
     assert r.exit_code == 0, r.output
-    stored = [list(row.values()) for row in pq.read_table(tmp_path / "t.pq").to_pylist()]
+    stored = [[*row.values(), ""] for row in pq.read_table(tmp_path / "t.pq").to_pylist()]
 
     def read(path: Path) -> tuple[str, list[list[str]]]:
         text = path.read_text(encoding="utf-8")
@@ -507,19 +537,18 @@ def test_label_csvs_neutralise_by_default_and_round_trip_raw(cli, keyed, tmp_pat
 
     for raw in (False, True):
         flag = ["--raw"] if raw else []
-        assert cli("batch", "export", batch, "-o", tmp_path / "e.csv", *flag).exit_code == 0
+        r = cli("batch", "export", batch, *base, "-o", tmp_path / "e.csv", *flag)
+        assert r.exit_code == 0, r.output
         labels = tmp_path / f"labels-{raw}"
-        assert cli("labels", batch, "--out", labels, "--format", "none", *flag).exit_code == 0
+        r = cli("labels", batch, *base, "--out", labels, "--format", "none", *flag)
+        assert r.exit_code == 0, r.output
         export_text, export_rows = read(tmp_path / "e.csv")
-        labels_text, labels_rows = read(labels / "labels.csv")
-        assert [row[:-1] for row in labels_rows] == export_rows  # the same values
-        lines_a, lines_b = export_text.splitlines(), labels_text.splitlines()
-        assert lines_b[0] == lines_a[0] + ',"qr_file"'
-        for line_a, line_b in zip(lines_a[1:], lines_b[1:], strict=True):
-            assert line_b == line_a + ',""'  # the same quoting, byte for byte
+        labels_text = (labels / "labels.csv").read_text(encoding="utf-8")
+        assert labels_text == export_text  # one CSV: the same header, values and quoting
+        assert export_rows[0] == list(LABEL_CSV_COLUMNS)
         expected = stored if raw else [[csvsafe.neutralise(v) for v in row] for row in stored]
         assert export_rows[1:] == expected, seed
-        for line in export_text.splitlines():
+        for line in export_text.rstrip("\n").split("\n"):  # U+001D is no line end here
             assert line.startswith('"') and line.endswith('"')  # every field quoted
         if not raw:
             assert not any(cell.startswith(DANGEROUS) for row in export_rows for cell in row)
@@ -569,7 +598,9 @@ def test_a_file_size_limit_on_batch_export_and_the_rejects_file(
 ) -> None:
     out = tmp_path / "labels.csv"
     out.write_bytes(b"old\n")
-    p = _provmint("batch", "export", minted["batch"], "-o", out, preexec=_limited(1000))
+    p = _provmint(
+        "batch", "export", minted["batch"], "--allow-placeholder", "-o", out, preexec=_limited(1000)
+    )
     _one_line(p, f"file too large writing {out} (")
     assert out.read_bytes() == b"old\n" and leftovers(tmp_path) == []
 
@@ -650,10 +681,18 @@ def test_a_full_disk_names_the_file_and_the_free_space(
     disk = tmp_path / "disk"
     out = disk / "out.csv"
     args: list[object] = {
-        "batch export": ["batch", "export", minted["batch"], "-o", out],
+        "batch export": ["batch", "export", minted["batch"], "--allow-placeholder", "-o", out],
         "proof export --all": ["proof", "export", "--batch", minted["batch"], "--all", "-o", out],
         "rejects": ["batch", "create", minted["bad"], "--rejects", out],
-        "labels": ["labels", minted["batch"], "--out", disk / "labels", "--format", "none"],
+        "labels": [
+            "labels",
+            minted["batch"],
+            "--out",
+            disk / "labels",
+            "--format",
+            "none",
+            "--allow-placeholder",
+        ],
     }[what]
     p, listing = _on_full_tmpfs(disk, *args)
     written = disk / "labels" if what == "labels" else out

@@ -19,7 +19,7 @@ from helpers import one_error
 from provmint import gs1
 from provmint.batch import mint_batch
 from provmint.errors import EXIT_NOT_FOUND, EXIT_OK, EXIT_PENDING, EXIT_USAGE
-from provmint.products import LABEL_COLUMNS, export_proof
+from provmint.products import LABEL_COLUMNS, LABEL_CSV_COLUMNS, export_proof
 from provmint.proofs import PROOF_FORMAT
 from provmint.tokens import format_token, parse_token
 from provmint.verify import Verdict, verify_proof
@@ -346,11 +346,11 @@ def _labels(text: str) -> tuple[list[str], list[dict[str, str]]]:
 
 def test_batch_export_labels_csv(cli, keyed, minted, tmp_path: Path) -> None:
     out = tmp_path / "labels.csv"
-    r = cli("batch", "export", minted.batch_id, "-o", out, "--raw")
+    r = cli("batch", "export", minted.batch_id, "-o", out, "--raw", "--allow-placeholder")
     assert r.exit_code == 0, r.output
     assert "Wrote 9 labels" in r.stderr
     header, rows = _labels(out.read_text(encoding="utf-8"))
-    assert header == ["gtin", "serial", "lot", "expiry", "token", "url"] == list(LABEL_COLUMNS)
+    assert header == [*LABEL_COLUMNS, "code_file"] == list(LABEL_CSV_COLUMNS)
     assert len(rows) == 9
     for label, source in zip(rows, example_rows(), strict=True):
         for key in ("gtin", "serial", "lot", "expiry"):
@@ -359,29 +359,43 @@ def test_batch_export_labels_csv(cli, keyed, minted, tmp_path: Path) -> None:
         assert label["url"] == gs1.digital_link(
             keyed.url_base, label["gtin"], label["serial"], label["lot"], label["token"]
         )
+        fields = (label["gtin"], label["serial"], label["lot"], label["expiry"])
+        assert label["element_string"] == gs1.element_string(*fields)
+        assert label["human_readable"] == gs1.human_readable(*fields)
+        assert label["code_file"] == ""
         product = show(cli, "--gtin", label["gtin"], "--serial", label["serial"])
         assert (product["token"], product["url"]) == (label["token"], label["url"])
     assert len({r["token"] for r in rows}) == 9
 
 
 def test_batch_export_labels_to_stdout(cli, minted, tmp_path: Path) -> None:
-    r = cli("batch", "export", minted.batch_id)
+    r = cli("batch", "export", minted.batch_id, "--allow-placeholder")
     assert r.exit_code == 0, r.output
-    cli("batch", "export", minted.batch_id, "-o", tmp_path / "labels.csv")
+    cli("batch", "export", minted.batch_id, "-o", tmp_path / "labels.csv", "--allow-placeholder")
     assert _labels(r.stdout) == _labels((tmp_path / "labels.csv").read_text())
     assert len(_labels(r.stdout)[1]) == 9
 
 
 def test_batch_export_labels_parquet(cli, minted, tmp_path: Path) -> None:
     out = tmp_path / "labels.parquet"
-    r = cli("batch", "export", minted.batch_id, "--format", "parquet", "-o", out)
+    r = cli(
+        "batch", "export", minted.batch_id, "--format", "parquet", "-o", out, "--allow-placeholder"
+    )
     assert r.exit_code == 0, r.output
     table = pq.read_table(out)
     assert table.column_names == list(LABEL_COLUMNS)
     assert table.num_rows == 9
-    cli("batch", "export", minted.batch_id, "-o", tmp_path / "labels.csv", "--raw")
+    cli(
+        "batch",
+        "export",
+        minted.batch_id,
+        "-o",
+        tmp_path / "labels.csv",
+        "--raw",
+        "--allow-placeholder",
+    )
     _, rows = _labels((tmp_path / "labels.csv").read_text())
-    assert table.to_pylist() == rows
+    assert [{**row, "code_file": ""} for row in table.to_pylist()] == rows
 
 
 def test_labels_of_a_batch_without_lot_or_expiry(cli, keyed, write_csv, tmp_path: Path) -> None:
@@ -392,9 +406,14 @@ def test_labels_of_a_batch_without_lot_or_expiry(cli, keyed, write_csv, tmp_path
     )
     summary = mint_batch(source, settings=keyed)
     out = tmp_path / "labels.csv"
-    assert cli("batch", "export", summary.batch_id, "-o", out, "--raw").exit_code == 0
+    assert (
+        cli(
+            "batch", "export", summary.batch_id, "-o", out, "--raw", "--allow-placeholder"
+        ).exit_code
+        == 0
+    )
     header, rows = _labels(out.read_text())
-    assert header == list(LABEL_COLUMNS)
+    assert header == list(LABEL_CSV_COLUMNS)
     assert [r["serial"] for r in rows] == ["AB/CD%1", "A+B?C"]
     for row in rows:
         assert row["gtin"] == GTIN
@@ -406,7 +425,7 @@ def test_labels_of_a_batch_without_lot_or_expiry(cli, keyed, write_csv, tmp_path
 
 def test_batch_export_parquet_needs_out(cli, minted) -> None:
     one_error(
-        cli("batch", "export", minted.batch_id, "--format", "parquet"),
+        cli("batch", "export", minted.batch_id, "--format", "parquet", "--allow-placeholder"),
         EXIT_USAGE,
         "Parquet labels need an output: pass -o FILE (or -o - for standard output)",
     )
@@ -414,7 +433,16 @@ def test_batch_export_parquet_needs_out(cli, minted) -> None:
 
 def test_batch_export_unknown_format(cli, minted, tmp_path: Path) -> None:
     one_error(
-        cli("batch", "export", minted.batch_id, "--format", "xlsx", "-o", tmp_path / "l.xlsx"),
+        cli(
+            "batch",
+            "export",
+            minted.batch_id,
+            "--format",
+            "xlsx",
+            "-o",
+            tmp_path / "l.xlsx",
+            "--allow-placeholder",
+        ),
         EXIT_USAGE,
         "unknown label format 'xlsx'",
     )
@@ -423,7 +451,7 @@ def test_batch_export_unknown_format(cli, minted, tmp_path: Path) -> None:
 
 def test_batch_export_unknown_batch(cli, minted, tmp_path: Path) -> None:
     one_error(
-        cli("batch", "export", "nosuch", "-o", tmp_path / "l.csv"),
+        cli("batch", "export", "nosuch", "-o", tmp_path / "l.csv", "--allow-placeholder"),
         EXIT_NOT_FOUND,
         "no batch 'nosuch'",
     )
@@ -436,6 +464,7 @@ def test_batch_export_unknown_batch(cli, minted, tmp_path: Path) -> None:
 
 BATCH_FIELDS = {
     "anchor",
+    "printed",
     "batch_id",
     "created_at",
     "label",

@@ -29,7 +29,7 @@ from provmint.canonical import (
     batch_commitment,
     manifest_digest,
 )
-from provmint.config import Settings
+from provmint.config import Settings, is_placeholder
 from provmint.errors import (
     InputError,
     ProvmintError,
@@ -80,6 +80,14 @@ class MintSummary:
     key_id: str
     workers: int
     elapsed: float
+    url_base: str = ""
+    """The URL base the batch was minted with (its manifest's ``url_base``)."""
+
+    @property
+    def placeholder_base(self) -> bool:
+        """Whether no URL base was configured (the placeholder was minted with): labels
+        and exports will ask for one (:func:`provmint.config.output_url_base`)."""
+        return is_placeholder(self.url_base)
 
     @property
     def rate(self) -> float:
@@ -101,6 +109,7 @@ class MintSummary:
             "commitment": self.commitment,
             "key_id": self.key_id,
             "workers": self.workers,
+            "url_base": self.url_base,
             "elapsed_s": round(self.elapsed, 3),
             "products_per_s": round(self.rate, 1),
         }
@@ -395,6 +404,7 @@ class _MintRun:
             key_id=job.key_id,
             workers=self.runner.workers,
             elapsed=0.0,
+            url_base=job.settings.url_base,
         )
 
     def _merged(self, result: MintPass, kind: RunKind) -> KeyRun:

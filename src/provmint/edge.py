@@ -4,6 +4,8 @@ how much it may send before it has asked anything.
 - :class:`TrustedProxies`: the client's address. Behind a TLS proxy every connection
   comes from the proxy; the proxy says whom it serves in ``X-Forwarded-For``, which is
   believed only from the configured proxies, and only as far as they wrote it.
+- :class:`HostCheck`: whether a request was made for the service's own host (the url
+  base's), from ``Host``, or ``X-Forwarded-Host`` when a trusted proxy wrote it.
 - :class:`RateLimiter`: a per-client rate limit (GCRA, the token bucket as one number per
   client), bounded in memory, for one process.
 - :func:`http_protocol`: uvicorn's httptools protocol with the limits uvicorn does not
@@ -33,6 +35,7 @@ __all__ = [
     "MAX_CLIENTS",
     "MAX_FORWARDED_HOPS",
     "SECURITY_HEADERS",
+    "HostCheck",
     "RateLimiter",
     "TrustedProxies",
     "http_protocol",
@@ -187,6 +190,57 @@ class TrustedProxies:
             if not self._trusts(*found):
                 break
         return client
+
+    def trusts_peer(self, peer: str) -> bool:
+        """Whether the connection's address ``peer`` is one of the trusted proxies."""
+        return bool(self._ranges) and self._trusts_peer(peer)
+
+
+# --------------------------------------------------------------------------- host
+
+
+_MAX_HOST_TEXT = 255
+"""Longer than any host name (253 characters) with a port."""
+
+
+class HostCheck:
+    """Whether a request was made for the service's own host: the host of its url base,
+    compared with the request's ``Host`` (or, from a trusted proxy, the right-most
+    ``X-Forwarded-Host`` element: the one the proxy wrote) without its port, in any
+    letter case, a trailing dot ignored. The port is not compared: a proxy in front
+    listens on its own. The check never raises; anything unreadable is another host."""
+
+    def __init__(self, url_base: str) -> None:
+        from urllib.parse import urlsplit
+
+        self.host = _host_name(urlsplit(url_base).netloc.rpartition("@")[2].encode("latin-1"))
+
+    def allows(self, host: bytes) -> bool:
+        """Whether ``host`` (a ``Host`` value as sent) names the service's own host."""
+        return bool(host) and _host_name(host) == self.host
+
+    @staticmethod
+    def forwarded(values: bytes) -> bytes:
+        """The host a trusted proxy forwarded: the right-most element of the
+        ``X-Forwarded-Host`` values (comma-joined)."""
+        return values.rpartition(b",")[2].strip(b" \t")
+
+
+def _host_name(host: bytes) -> str:
+    """The host of a ``Host`` value, lower case, without port, brackets or trailing dot
+    ("" for anything that is not a host)."""
+    if len(host) > _MAX_HOST_TEXT or not host.isascii():
+        return ""
+    text = host.decode("ascii").strip(" \t").lower()
+    if text.startswith("["):  # an IPv6 literal, with or without a port
+        name, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not (port[0] == ":" and _is_port(port[1:]))):
+            return ""
+        return name if ":" in name else ""  # a name in brackets is no host
+    name, colon, port = text.partition(":")
+    if colon and not _is_port(port):
+        return ""
+    return name.rstrip(".")
 
 
 # --------------------------------------------------------------------------- rate limit

@@ -56,6 +56,7 @@ __all__ = [
     "KeyRows",
     "chunk_files",
     "concat_parts",
+    "digital_links",
     "hash_rows",
     "hash_table",
     "init_worker",
@@ -273,6 +274,17 @@ def _urls(table: pa.Table, tokens: pa.Array, url_base: str) -> pa.Array:
         parts.append(("opt", _percent_encoded(_column(table, "lot")), b"/10/"))
     parts += [b"/21/", ("col", _percent_encoded(_column(table, "serial"))), b"?t=", ("col", tokens)]
     return concat_parts(table.num_rows, parts, text=True)
+
+
+def digital_links(table: pa.Table, url_base: str) -> pa.Array:
+    """The verification URL of every stored product of ``table`` (columns gtin, serial,
+    token and, when the batch has lots, lot) on ``url_base``: the bytes minting wrote for
+    the same base, built the same way (labels and exports print on the base chosen
+    then, see :func:`provmint.config.output_url_base`)."""
+    columns = {name: _column(table, name) for name in ("gtin", "serial", "token")}
+    if "lot" in table.column_names:  # a lot is stored as "" when absent; null, if ever, too
+        columns["lot"] = pc.fill_null(_column(table, "lot"), "")
+    return _urls(pa.table(columns), columns["token"], url_base)
 
 
 def _buffers(arr: pa.Array) -> tuple[np.ndarray, Any]:

@@ -23,11 +23,17 @@ __all__ = [
     "check_lot",
     "check_serial",
     "digital_link",
+    "element_string",
+    "expiry_yymmdd",
     "gtin_check_digit",
+    "human_readable",
     "normalize_gtin",
     "parse_digital_link",
     "percent_encode",
 ]
+
+GS = "\x1d"
+"""ASCII group separator: ends a variable-length element string that is not the last."""
 
 GTIN_LENGTHS = (8, 12, 13, 14)
 """GTIN-8, GTIN-12 (UPC-A), GTIN-13 (EAN-13) and GTIN-14; all are carried as 14 digits."""
@@ -180,6 +186,73 @@ def digital_link(base: str, gtin14: str, serial: str, lot: str, token: str) -> s
         f"{base.rstrip('/')}/01/{gtin14}{lot_part}/21/{percent_encode(serial)}"
         f"?t={percent_encode(token)}"
     )
+
+
+def expiry_yymmdd(expiry: str) -> str:
+    """The AI (17) form ``YYMMDD`` of an expiry as the store holds it.
+
+    The store keeps the value as it was given (ISO ``YYYY-MM-DD`` or GS1 ``YYMMDD``, see
+    :func:`check_expiry`); an ISO date loses its century, which AI (17) does not carry.
+
+    >>> expiry_yymmdd("2026-12-31"), expiry_yymmdd("261200")
+    ('261231', '261200')
+    """
+    m = _ISO_DATE.match(expiry)
+    if m:
+        return f"{m.group(1)[2:]}{m.group(2)}{m.group(3)}"
+    if _GS1_DATE.match(expiry):
+        return expiry
+    raise ValueError(f"expiry {expiry!r} is neither YYYY-MM-DD nor YYMMDD")
+
+
+def _elements(
+    gtin14: str, serial: str, lot: str | None, expiry: str | None
+) -> list[tuple[str, str]]:
+    """(AI, value) pairs in GS1's recommended order: the fixed-length AIs (01) and (17)
+    first, then the variable-length (10) and (21); empty lot or expiry left out."""
+    pairs = [("01", gtin14)]
+    if expiry:
+        pairs.append(("17", expiry_yymmdd(expiry)))
+    if lot:
+        pairs.append(("10", lot))
+    pairs.append(("21", serial))
+    return pairs
+
+
+_FIXED_LENGTH = frozenset({"01", "17"})
+
+
+def element_string(gtin14: str, serial: str, lot: str | None, expiry: str | None) -> str:
+    r"""The GS1 element string of a product, as it is encoded in a GS1 DataMatrix or GS1 QR.
+
+    AIs are written without parentheses; the fixed-length AIs (01) and (17) come first
+    and need no separator; a variable-length AI (10, 21) that is not last is ended by the
+    group separator :data:`GS` (``\x1d``). The leading FNC1 that marks the symbol as GS1
+    is not part of the string: each symbology writes it its own way (see
+    :mod:`provmint.labels`).
+
+    >>> element_string("09520123450014", "SER1", "LOT1", "2026-12-31")
+    '01095201234500141726123110LOT1\x1d21SER1'
+    >>> element_string("09520123450014", "SER1", "", None)
+    '010952012345001421SER1'
+    """
+    pairs = _elements(gtin14, serial, lot, expiry)
+    return "".join(
+        ai + value + (GS if ai not in _FIXED_LENGTH and i < len(pairs) - 1 else "")
+        for i, (ai, value) in enumerate(pairs)
+    )
+
+
+def human_readable(gtin14: str, serial: str, lot: str | None, expiry: str | None) -> str:
+    """The human-readable interpretation (HRI) printed next to a GS1 symbol.
+
+    Each AI in parentheses followed by its value, in the order the symbol carries them
+    (GS1 General Specifications 4.15); no separators, which are not shown.
+
+    >>> human_readable("09520123450014", "SER1", "LOT1", "261231")
+    '(01) 09520123450014 (17) 261231 (10) LOT1 (21) SER1'
+    """
+    return " ".join(f"({ai}) {value}" for ai, value in _elements(gtin14, serial, lot, expiry))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,13 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from provmint.store.anchors import AnchorRecord
+    from provmint.store.prints import PrintRecord
     from provmint.store.view import CatalogView
 
 __all__ = [
+    "LABEL_COLUMNS",
+    "LABEL_CSV_COLUMNS",
+    "LabelCsv",
     "ProductRecord",
     "ProofExport",
     "ProofUpgrade",
@@ -46,6 +50,7 @@ __all__ = [
     "anchor_section",
     "anchor_states",
     "batch_anchor_section",
+    "batch_prints",
     "catalog_view",
     "describe_anchor",
     "export_batch_proofs",
@@ -65,7 +70,25 @@ __all__ = [
     "verify_token",
 ]
 
-LABEL_COLUMNS = ("gtin", "serial", "lot", "expiry", "token", "url")
+LABEL_COLUMNS = (
+    "gtin",
+    "serial",
+    "lot",
+    "expiry",
+    "token",
+    "url",
+    "element_string",
+    "human_readable",
+)
+"""A label file's columns (``batch export``, CSV and Parquet; ``labels.csv``): the
+product's identity, its token, its verification URL on the base chosen for printing, the
+GS1 element string (``gs1.element_string``: what a GS1 DataMatrix carries, variable-length
+fields ended by the group separator U+001D) and the human-readable text printed beside
+the symbol (``gs1.human_readable``)."""
+LABEL_CSV_COLUMNS = (*LABEL_COLUMNS, "code_file")
+"""The label CSV's columns, the same in ``labels.csv`` and ``batch export``: the label
+columns and the file ``labels`` drew the product's code into (relative to the CSV;
+empty in ``batch export`` and when ``labels`` draws no files)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +187,14 @@ def list_batches(settings: Settings) -> list[BatchInfo]:
 def show_batch(settings: Settings, ref: str) -> BatchInfo:
     """One batch by id or unique id prefix."""
     return find_batch(read_view(settings).batches, ref, settings.store)
+
+
+def batch_prints(settings: Settings, batch: BatchInfo) -> list[PrintRecord]:
+    """The URL bases ``batch``'s labels and label exports were produced with, oldest
+    first (:mod:`provmint.store.prints`)."""
+    from provmint.store.prints import read_prints
+
+    return read_prints(Store.open(settings.store), batch.batch_id)
 
 
 def product_record(stored: StoredProduct) -> ProductRecord:
@@ -481,20 +512,107 @@ def _write_proofs(
     return done
 
 
-def label_table(table: pa.Table) -> pa.Table:
-    """The label columns of a stored part, a missing or null value as an empty string
-    (so both label CSVs write it the same way: ``""``)."""
+def label_table(table: pa.Table, url_base: str) -> pa.Table:
+    """The :data:`LABEL_COLUMNS` of a stored part, for labels printed on ``url_base``:
+    each URL rebuilt on it (:func:`provmint.engine.digital_links`: for the base the batch
+    was minted with, the URL stored), the element string and human-readable text of
+    :mod:`provmint.gs1` (:func:`_gs1_texts`); a missing or null value as an empty string
+    (so every label file writes it the same way)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from provmint.engine import digital_links
+
+    def text(name: str) -> Any:
+        if name in table.column_names:
+            column = pc.fill_null(table.column(name), "")
+            return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        return pa.array([""] * table.num_rows, pa.string())
+
+    gtin, serial, lot, expiry = (text(n) for n in ("gtin", "serial", "lot", "expiry"))
+    element, human = _gs1_texts(gtin, serial, lot, expiry)
     return pa.table(
         {
-            name: pc.fill_null(table.column(name), "")
-            if name in table.column_names
-            else pa.array([""] * table.num_rows, pa.string())
-            for name in LABEL_COLUMNS
+            "gtin": gtin,
+            "serial": serial,
+            "lot": lot,
+            "expiry": expiry,
+            "token": text("token"),
+            "url": digital_links(table, url_base),
+            "element_string": element,
+            "human_readable": human,
         }
     )
+
+
+_LAST = "\x00"
+"""A stand-in serial: what :func:`_gs1_texts` finds at the end of gs1's strings."""
+
+
+def _gs1_texts(gtin: pa.Array, serial: pa.Array, lot: pa.Array, expiry: pa.Array) -> Any:
+    """``gs1.element_string`` and ``gs1.human_readable`` of every row, as two arrays.
+
+    Both put the serial last, and a part holds few distinct (gtin, lot, expiry): gs1's
+    functions are called once per distinct one, with a stand-in serial, and the serials
+    appended over whole columns. Should gs1 ever not end with the serial, every row is
+    built by gs1 itself."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = pc.binary_join_element_wise(gtin, lot, expiry, "\x00")  # no field holds NUL
+    groups = pc.dictionary_encode(keys)
+    elements, humans = [], []
+    for key in groups.dictionary.to_pylist():
+        g, lt, e = key.split("\x00")
+        elements.append(gs1.element_string(g, _LAST, lt, e))
+        humans.append(gs1.human_readable(g, _LAST, lt, e))
+    if not all(x.endswith("21" + _LAST) for x in elements) or not all(
+        x.endswith("(21) " + _LAST) for x in humans
+    ):
+        fields = list(zip(*(c.to_pylist() for c in (gtin, serial, lot, expiry)), strict=True))
+        return (
+            pa.array([gs1.element_string(*f) for f in fields], pa.string()),
+            pa.array([gs1.human_readable(*f) for f in fields], pa.string()),
+        )
+    texts = []
+    for prefixes in (elements, humans):
+        head = pa.array([x[: -len(_LAST)] for x in prefixes], pa.string()).take(groups.indices)
+        texts.append(pc.binary_join_element_wise(head, serial, ""))
+    return texts[0], texts[1]
+
+
+class LabelCsv:
+    """The one label CSV, written by ``labels`` (``labels.csv``) and ``batch export``
+    onto a text stream: the header :data:`LABEL_CSV_COLUMNS`, then a row per label, in
+    the dialect of :mod:`provmint.csvsafe` (every field quoted, ``"`` doubled, LF line
+    ends; Arrow's writer, whole parts at a time); values a spreadsheet would run as
+    formulas are neutralised unless ``raw``."""
+
+    def __init__(self, text: Any, *, raw: bool) -> None:
+        from provmint import csvsafe
+
+        self._text = text
+        self._raw = raw
+        self._options = csvsafe.arrow_write_options()
+        self._options.include_header = False
+        csvsafe.csv_writer(text).writerow(LABEL_CSV_COLUMNS)
+
+    def write(self, labels: pa.Table, files: list[str] | None = None) -> None:
+        """One row per row of ``labels`` (a :func:`label_table`), each with its code
+        file from ``files`` (none: empty)."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        from provmint import csvsafe
+
+        shown = labels.select(list(LABEL_COLUMNS))
+        if not self._raw:
+            shown = csvsafe.neutralise_table(shown)
+        names = files if files is not None else [""] * labels.num_rows
+        shown = shown.append_column("code_file", pa.array(names, pa.string()))
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(shown, sink, write_options=self._options)
+        self._text.write(sink.getvalue().to_pybytes().decode("utf-8"))
 
 
 def export_labels(
@@ -502,20 +620,26 @@ def export_labels(
     ref: str,
     out: Path | str | None,
     *,
+    url_base: str,
     fmt: str = "csv",
     raw: bool = False,
 ) -> int:
-    """Write the label-printer file of a batch (gtin, serial, lot, expiry, token, url).
+    """Write the label file of a batch (:data:`LABEL_COLUMNS`) with its URLs on
+    ``url_base`` (see :func:`provmint.config.output_url_base`), and record that base
+    (:mod:`provmint.store.prints`).
 
-    CSV or Parquet to ``out`` (a file, written atomically; a device or FIFO, written
-    through; ``-`` or None: standard output, where Parquet must be asked for with ``-``).
-    CSV values that a spreadsheet would run as formulas are neutralised unless ``raw``
-    (see :mod:`provmint.csvsafe`); Parquet is always raw. Returns the row count.
+    CSV (:class:`LabelCsv`, the ``labels.csv`` format) or Parquet to ``out`` (a file,
+    written atomically; a device or FIFO, written through; ``-`` or None: standard
+    output, where Parquet must be asked for with ``-``). CSV values that a spreadsheet
+    would run as formulas are neutralised unless ``raw`` (see :mod:`provmint.csvsafe`);
+    Parquet is always raw. Returns the row count.
     """
-    import pyarrow.csv as pacsv
+    import io
+
     import pyarrow.parquet as pq
 
-    from provmint import csvsafe
+    from provmint.config import is_placeholder
+    from provmint.store.prints import PrintRecord, record_print
 
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"unknown label format {fmt!r}; use csv or parquet")
@@ -526,25 +650,26 @@ def export_labels(
     with catalog_view(settings) as (store, view):
         batch = find_batch(view.batches, ref, store.root)
     written = 0
-    writer: Any = None
     with open_output(STDOUT if out is None else out) as sink:
+        text = io.TextIOWrapper(sink, encoding="utf-8", newline="") if fmt == "csv" else None
+        rows = LabelCsv(text, raw=raw) if text is not None else None
+        parquet: Any = None
         for index in range(batch.parts):
-            table = store.read_part(batch, index)
-            labels = label_table(table)
-            if fmt == "csv" and not raw:
-                labels = csvsafe.neutralise_table(labels)
-            if writer is None:
-                writer = (
-                    pacsv.CSVWriter(
-                        sink, labels.schema, write_options=csvsafe.arrow_write_options()
-                    )
-                    if fmt == "csv"
-                    else pq.ParquetWriter(sink, labels.schema, compression="zstd")
-                )
-            writer.write_table(labels)
+            labels = label_table(store.read_part(batch, index), url_base)
+            if rows is not None:
+                rows.write(labels)
+            else:
+                if parquet is None:  # the first part gives the schema (all parts share it)
+                    parquet = pq.ParquetWriter(sink, labels.schema, compression="zstd")
+                parquet.write_table(labels)
             written += labels.num_rows
-        if writer is not None:
-            writer.close()
+        if text is not None:
+            text.flush()
+            text.detach()  # the sink is open_output's to finish
+        if parquet is not None:
+            parquet.close()
+    record = PrintRecord.now(url_base, "export", fmt, written, placeholder=is_placeholder(url_base))
+    record_print(store, batch.batch_id, record)
     return written
 
 

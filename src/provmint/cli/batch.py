@@ -10,15 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from provmint.cli._common import (
+    AllowPlaceholderOpt,
     BatchIdArg,
     Column,
     ConfigOpt,
     JsonOpt,
     KeyFileOpt,
     LockTimeoutOpt,
+    PrintBaseOpt,
     RawOpt,
     StoreOpt,
     WorkersOpt,
+    command_line,
     escape,
     handle_errors,
     minute,
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from provmint.config import Settings
     from provmint.errors import RowsRejectedError
     from provmint.store import BatchInfo
+    from provmint.store.prints import PrintRecord
 
 app = typer.Typer(
     rich_markup_mode=None, help="Mint, list, show and export batches.", no_args_is_help=True
@@ -176,6 +180,14 @@ def create(
         label=label,
         json=json,
     )
+    if summary.placeholder_base:
+        stderr().print(
+            f"warning: no verification URL base is set ({summary.url_base} is a placeholder); "
+            "labels and exports will need yours: export "
+            "PROVMINT_URL_BASE=https://id.your-brand.com",
+            markup=False,
+            soft_wrap=True,
+        )
     if json:
         print_json(summary.to_json())
     else:
@@ -262,13 +274,22 @@ def list_(
 
     Example: provmint batch list --json
     """
-    from provmint.products import anchor_states, describe_anchor, list_batches
+    from provmint.products import anchor_states, batch_prints, describe_anchor, list_batches
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
     batches = list_batches(cfg)
     anchors = anchor_states(cfg) if batches else {}
     if json:
-        print_json([{**b.to_json(), "anchor": anchors.get(b.batch_id)} for b in batches])
+        print_json(
+            [
+                {
+                    **b.to_json(),
+                    "anchor": anchors.get(b.batch_id),
+                    "printed": [p.to_json() for p in batch_prints(cfg, b)],
+                }
+                for b in batches
+            ]
+        )
         return
     if not batches:
         stdout().print("No batches yet. Mint one with: provmint batch create FILE")
@@ -299,7 +320,7 @@ def list_(
     )
 
 
-def _show(b: BatchInfo, anchor: str) -> None:
+def _show(b: BatchInfo, anchor: str, prints: list[PrintRecord]) -> None:
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
@@ -325,13 +346,33 @@ def _show(b: BatchInfo, anchor: str) -> None:
         ("key", b.key_id),
         ("record format", m["record_version"]),
         ("token format", m["token_version"]),
-        ("url base", m["url_base"]),
+        ("minted url base", m["url_base"]),
         ("provmint", m["provmint_version"]),
         ("anchor", anchor),
+        *(("printed with", line) for line in _printed(prints)),
     ]
     for name, value in rows:
         grid.add_row(name, escape(value))
     stdout().print(grid)
+
+
+def _printed(prints: list[PrintRecord]) -> list[str]:
+    """One line per URL base the batch's labels were produced with, oldest first."""
+    if not prints:
+        return ["nothing yet (labels and batch export choose the URL base)"]
+    by_base: dict[str, list[PrintRecord]] = {}
+    for record in prints:
+        by_base.setdefault(record.url_base, []).append(record)
+    lines = []
+    for base, records in by_base.items():
+        last = records[-1]
+        times = "once" if len(records) == 1 else f"{len(records)} times"
+        note = ", the placeholder" if last.placeholder else ""
+        lines.append(
+            f"{base}  ({times}{note}; last {last.at}: {last.output} {last.format}, "
+            f"{last.labels:,} labels)"
+        )
+    return lines
 
 
 @app.command("show")
@@ -343,19 +384,21 @@ def show(
     lock_timeout: LockTimeoutOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Show one batch: manifest, root, commitment, anchor state.
+    """Show one batch: manifest, root, commitment, anchor state, and the URL bases its
+    labels and exports were printed with.
 
     Example: provmint batch show 20261128-4884
     """
-    from provmint.products import anchor_states, describe_anchor, show_batch
+    from provmint.products import anchor_states, batch_prints, describe_anchor, show_batch
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
     info = show_batch(cfg, batch)
     anchor = anchor_states(cfg).get(info.batch_id)
+    prints = batch_prints(cfg, info)
     if json:
-        print_json({**info.to_json(), "anchor": anchor})
+        print_json({**info.to_json(), "anchor": anchor, "printed": [p.to_json() for p in prints]})
     else:
-        _show(info, describe_anchor(anchor))
+        _show(info, describe_anchor(anchor), prints)
 
 
 @app.command("export")
@@ -373,16 +416,22 @@ def export(
         ),
     ] = None,
     raw: RawOpt = False,
+    url_base: PrintBaseOpt = None,
+    allow_placeholder: AllowPlaceholderOpt = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     lock_timeout: LockTimeoutOpt = None,
 ) -> None:
-    """Export the label-printer file: gtin, serial, lot, expiry, token, url.
+    """Export the label-printer file: gtin, serial, lot, expiry, token, url,
+    element_string, human_readable, code_file (the columns of labels.csv).
 
-    The CSV is safe to open in a spreadsheet: a value starting with = + - @ tab or CR
-    (serials such as -1+2, and one token in 64) gets a leading ' . Label printers and
-    scripts need the values as stored: pass --raw (Parquet is always raw). A regular
-    file is replaced atomically; devices, FIFOs and /dev/stdout are written in place.
+    Each url is built on the URL base given here (--url-base, else PROVMINT_URL_BASE or
+    url_base in the config file); without one, the export is refused (exit 2) unless
+    --allow-placeholder. The base is recorded with the batch (batch show). The CSV is
+    safe to open in a spreadsheet: a value starting with = + - @ tab or CR (serials
+    such as -1+2, and one token in 64) gets a leading ' . Label printers and scripts
+    need the values as stored: pass --raw (Parquet is always raw). A regular file is
+    replaced atomically; devices, FIFOs and /dev/stdout are written in place.
 
     Examples:
 
@@ -390,13 +439,20 @@ def export(
 
       provmint batch export 20261128-4884 --raw -o printer.csv
 
+      provmint batch export 20261128-4884 --url-base https://id.your-brand.com
+
       provmint batch export 20261128-4884 --format parquet -o labels.parquet
     """
+    from provmint.config import output_url_base
     from provmint.outfile import is_stdout
     from provmint.products import export_labels
 
-    count = export_labels(
-        settings(store, None, config, lock_timeout=lock_timeout), batch, out, fmt=fmt, raw=raw
+    cfg = settings(store, None, config, url_base=url_base, lock_timeout=lock_timeout)
+    given = [batch, *(["--format", fmt] if fmt != "csv" else []), *(["--raw"] if raw else [])]
+    given += ["-o", str(out)] if out is not None else []
+    base = output_url_base(
+        cfg, allow_placeholder=allow_placeholder, command=command_line("batch export", given)
     )
+    count = export_labels(cfg, batch, out, url_base=base, fmt=fmt, raw=raw)
     if out is not None and not is_stdout(out):
         stderr().print(f"Wrote {count:,} labels to {out}")

@@ -12,6 +12,7 @@ Layout (``provmint-store/1``)::
     <store>/index/{key,token}-<hex>.run                the store's index (sorted runs)
     <store>/staging/<id>.<pid>/        batches being written (never visible to readers)
     <store>/anchors/<n>.json           a copy of each anchor record (for store repair)
+    <store>/prints/<id>.jsonl          the URL bases a batch's labels were printed with
     <store>/quarantine/                batch directories store repair could not restore
 
 The catalog says which batches exist: a batch exists once its catalog row is committed.
