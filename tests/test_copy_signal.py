@@ -237,8 +237,8 @@ def test_copy_signal_settings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('window = "7x"', "window must be an age"),
-        ("window = 7", "window must be an age"),
+        ('window = "7x"', "window '7x' is not an age"),
+        ("window = 7", "window 7 is not an age"),
         ('window = "0d"', "more than 0"),
         ('window = "36600w"', "at most 100 years"),
         ("max_clients = 0", "max_clients must be a whole number"),

@@ -40,6 +40,7 @@ PINNED = {
     "provmint.errors.ProvmintError": 1,
     "provmint.errors.OutputError": 1,
     "provmint.errors.ConfigError": 2,
+    "provmint.errors.PlaceholderBaseError": 2,
     "provmint.errors.InputError": 6,
     "provmint.errors.InputFileError": 6,
     "provmint.errors.MissingColumnError": 6,
@@ -53,6 +54,7 @@ PINNED = {
     "provmint.errors.MissingFileError": 7,
     "provmint.errors.ProofError": 3,
     "provmint.errors.ProofUnreadableError": 5,
+    "provmint.errors.NotOnChainError": 5,
     "provmint.errors.AnchorError": 10,
     "provmint.errors.NodeUnreachableError": 10,
     "provmint.errors.ChainMismatchError": 10,
@@ -63,6 +65,9 @@ REJECT = Reject(row=2, line=3, column="serial", value="B A D", code="cset82", re
 # Classes whose constructor is not (message, *, hint): how to make one.
 FACTORIES: dict[type[ProvmintError], Callable[[], ProvmintError]] = {
     OutputError: lambda: OutputError("/x/out.csv", "disk full writing /x/out.csv", hint="h"),
+    errors.PlaceholderBaseError: lambda: errors.PlaceholderBaseError(
+        "https://id.example.com", "provmint labels B --out l/ --url-base https://id.b.com"
+    ),
     errors.InputFileError: lambda: errors.InputFileError("in.csv", "file is empty", hint="h"),
     MissingColumnError: lambda: MissingColumnError("in.csv", "serial", ["gtin"], ["sn"]),
     RowsRejectedError: lambda: RowsRejectedError("in.csv", [REJECT], 1, 2, None),
@@ -291,7 +296,9 @@ def test_output_failures_are_not_input_rejected(cli, keyed, tmp_path: Path, writ
     r = cli("batch", "create", EXAMPLE_CSV, "--json")
     assert r.exit_code == 0, r.output
     batch_id: Any = json.loads(r.stdout)["batch_id"]
-    r = cli("labels", batch_id, "--out", blocker / "labels", "--format", "none")
+    r = cli(
+        "labels", batch_id, "--out", blocker / "labels", "--format", "none", "--allow-placeholder"
+    )
     one_error(r, EXIT_ERROR, f"creating {blocker / 'labels'}")
 
 

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "provmint.anchoring": CORE,
     "provmint.proofs": CORE,
     "provmint.gs1": CORE,
+    "provmint.verifiercall": CORE,  # the ABI-encoded call of the Solidity verifier
     "provmint._native": CORE,
     # Files, processes, the node, the store.
     "provmint.ingest": EDGE,
@@ -47,8 +48,10 @@ LAYERS: dict[str, int] = {
     "provmint.supervisor": EDGE,
     "provmint.devchain": EDGE,  # a local anvil for development (provmint devchain)
     "provmint.edge": EDGE,  # the service's client address, rate limit, HTTP limits
+    "provmint.metrics": EDGE,  # Prometheus metrics of a service's processes
     "provmint.csvsafe": EDGE,  # Arrow compute over label and export columns
     "provmint.qrmask": EDGE,  # QR symbols through segno and numpy
+    "provmint.labelformats": EDGE,  # label symbols and files: zxing-cpp, numpy, fpdf2
     # What users do.
     "provmint.batch": VERB,
     "provmint.anchor": VERB,
@@ -60,6 +63,9 @@ LAYERS: dict[str, int] = {
     "provmint.server": VERB,
     "provmint.publicpage": VERB,  # the public page the service renders (words, looks)
     "provmint.repair": VERB,
+    "provmint.verifier": VERB,  # the browser verifier page (provmint verifier-page, /verify)
+    "provmint.stats": VERB,  # provmint stats: the store and its scans at a glance
+    "provmint.dashboard": VERB,  # the operator's read-only web pages
     # The faces: the command line, the package's re-exports, python -m provmint.
     "provmint.cli": FRONT,
     "provmint": FRONT,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from provmint.errors import ConfigError, MissingFileError
+from provmint.errors import ConfigError, MissingFileError, PlaceholderBaseError
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -41,9 +41,12 @@ __all__ = [
     "ServeSettings",
     "Settings",
     "check_scan_log_url",
+    "checked_age",
     "contrast_ratio",
     "default_config_file",
     "explain_settings",
+    "is_placeholder",
+    "output_url_base",
     "redact",
     "resolve_chain",
     "resolve_settings",
@@ -51,6 +54,8 @@ __all__ = [
 
 DEFAULT_URL_BASE = "https://id.example.com"
 """Placeholder verification domain (RFC 2606 reserves example.com); set your own."""
+EXAMPLE_BASE = "https://id.your-brand.com"
+"""The base shown in messages that say how to set one."""
 DEFAULT_LOCK_TIMEOUT = 60.0
 """Seconds a command waits for another provmint process to release the store."""
 
@@ -66,8 +71,6 @@ _KNOWN_KEYS = {
     "serve",
     "copy_signal",
 }
-_TABLES = ("brand", "serve", "copy_signal")
-"""Top-level settings that are tables (``[brand]``, ``[serve]``, ``[copy_signal]``)."""
 _CHAIN_KEYS = {
     "rpc_url",
     "chain_id",
@@ -273,12 +276,6 @@ def _brand_explorer(value: Any, source: str) -> str:
 
 def _brand(table: Mapping[str, Any], where: str) -> BrandSettings:
     """The ``[brand]`` table, checked (``where`` names it in errors)."""
-    unknown = sorted(set(table) - set(_BRAND_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting {unknown[0]!r}",
-            hint=f"known brand settings: {', '.join(_BRAND_KEYS)}",
-        )
 
     def pick(key: str, check: Callable[[Any, str], _T]) -> _T | None:
         return check(table[key], f"{where} {key}") if key in table else None
@@ -328,6 +325,10 @@ class ServeSettings:
     limit_concurrency: int = 1000
     """Requests in progress in one worker beyond which new ones are answered 503 at
     once (0: no limit)."""
+    check_host: bool = True
+    """Answer a code asked for on another host than the url base's as an unknown code
+    (``Host``, or ``X-Forwarded-Host`` from a trusted proxy); never with the placeholder
+    base, and never for ``/healthz``."""
 
 
 _SERVE_KEYS = (
@@ -340,6 +341,7 @@ _SERVE_KEYS = (
     "header_timeout",
     "keep_alive_timeout",
     "limit_concurrency",
+    "check_host",
 )
 _SERVE_BOUNDS: dict[str, tuple[type, float, float]] = {
     "rate_limit": (int, 0, 1_000_000),
@@ -393,12 +395,6 @@ def _trusted_proxies(value: Any, source: str) -> tuple[str, ...]:
 
 def _serve(table: Mapping[str, Any], where: str) -> ServeSettings:
     """The ``[serve]`` table, checked (``where`` names it in errors)."""
-    unknown = sorted(set(table) - set(_SERVE_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting {unknown[0]!r}",
-            hint=f"known serve settings: {', '.join(_SERVE_KEYS)}",
-        )
     values: dict[str, Any] = {
         key: _serve_number(table[key], f"{where} {key}", *bounds)
         for key, bounds in _SERVE_BOUNDS.items()
@@ -408,6 +404,10 @@ def _serve(table: Mapping[str, Any], where: str) -> ServeSettings:
         values["trusted_proxies"] = _trusted_proxies(
             table["trusted_proxies"], f"{where} trusted_proxies"
         )
+    if "check_host" in table:
+        if not isinstance(table["check_host"], bool):
+            raise ConfigError(f"{where} check_host must be true or false")
+        values["check_host"] = table["check_host"]
     return ServeSettings(**values)
 
 
@@ -452,16 +452,20 @@ class CopySignalSettings:
     the window flag the code (1: two places from two clients)."""
 
 
-def _window(value: Any, source: str) -> timedelta:
+def checked_age(value: Any, source: str) -> timedelta:
+    """An age such as ``365d``, ``12h`` or ``52w`` (hours, days, weeks: the grammar of
+    :func:`read_age`), more than 0 and at most 100 years. Raises ConfigError (exit 2)
+    naming ``source``: an option (``--older-than``) or a file's setting (``PATH
+    [copy_signal] window``), where the age is a quoted string."""
     age = read_age(value) if isinstance(value, str) else None
     if age is None:
         raise ConfigError(
-            f'{source} must be an age such as "7d", got {value!r}',
-            hint="write a whole number and a unit in quotes: h (hours), d (days) or w "
-            '(weeks), as in "7d", "48h" or "2w"',
+            f"{source} {value!r} is not an age",
+            hint="write a whole number and a unit: h (hours), d (days) or w (weeks), as in "
+            '365d, 12h or 52w (in a config file, in quotes: window = "7d")',
         )
     if not timedelta(0) < age <= MAX_AGE:
-        raise ConfigError(f"{source} must be more than 0 and at most 100 years, got {value!r}")
+        raise ConfigError(f"{source} {value!r} must be more than 0 and at most 100 years")
     return age
 
 
@@ -482,15 +486,9 @@ def _count(value: Any, source: str) -> int:
 
 def _copy_signal(table: Mapping[str, Any], where: str) -> CopySignalSettings:
     """The ``[copy_signal]`` table, checked (``where`` names it in errors)."""
-    unknown = sorted(set(table) - set(_COPY_SIGNAL_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting {unknown[0]!r}",
-            hint=f"known copy-signal settings: {', '.join(_COPY_SIGNAL_KEYS)}",
-        )
     defaults = CopySignalSettings()
     return CopySignalSettings(
-        window=_window(table["window"], f"{where} window")
+        window=checked_age(table["window"], f"{where} window")
         if "window" in table
         else defaults.window,
         max_clients=_count(table["max_clients"], f"{where} max_clients")
@@ -639,9 +637,15 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
             f"{path}: unknown setting {unknown[0]!r}",
             hint=f"known settings: {', '.join(sorted(_KNOWN_KEYS))}",
         )
-    for name in _TABLES:
+    for name, keys in _TABLE_KEYS.items():  # the settings that are tables
         if not isinstance(data.get(name, {}), dict):
             raise ConfigError(f"{path}: {name} must be a table ([{name}])")
+        bad = sorted(set(data.get(name, {})) - set(keys))
+        if bad:
+            raise ConfigError(
+                f"{path} [{name}]: unknown setting {bad[0]!r}",
+                hint=f"known {name.replace('_', '-')} settings: {', '.join(keys)}",
+            )
     return data
 
 
@@ -655,6 +659,25 @@ def _check_url_base(value: Any, source: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"{source}: url base {text!r} must not have a query or fragment")
     return text.rstrip("/")
+
+
+def is_placeholder(url_base: str) -> bool:
+    """Whether ``url_base`` is the placeholder domain (no base was configured)."""
+    return url_base.rstrip("/") == DEFAULT_URL_BASE
+
+
+def output_url_base(settings: Settings, *, allow_placeholder: bool, command: str) -> str:
+    """The verification URL base labels and label exports are produced with: the
+    ``--url-base`` option, else ``PROVMINT_URL_BASE`` or the config file's ``url_base``
+    (all resolved into ``settings``), else the placeholder, which is refused unless
+    ``allow_placeholder``: codes printed with it would point nowhere. ``command`` is the
+    command the refusal tells the user to run, with ``--url-base`` (for example
+    ``provmint labels 20261128-4884 --out labels/``).
+
+    Raises PlaceholderBaseError (exit 2)."""
+    if is_placeholder(settings.url_base) and not allow_placeholder:
+        raise PlaceholderBaseError(DEFAULT_URL_BASE, f"{command} --url-base {EXAMPLE_BASE}")
+    return settings.url_base
 
 
 def _path(value: Any, source: str) -> Path:
@@ -845,6 +868,8 @@ _TABLE_KEYS = {
     "serve": _SERVE_KEYS,
     "copy_signal": _COPY_SIGNAL_KEYS,
 }
+"""The settings each table of the config file may hold (checked once, when the file is
+read; listed by ``config show``)."""
 
 
 def explain_settings(

@@ -7,6 +7,7 @@ the command-line layer turns into the process status, in one place::
     ProvmintError                     1  operational failure (I/O, internal)
     ├── OutputError                   1  an output file or directory cannot be written
     ├── ConfigError                   2  bad configuration or option value
+    │   └── PlaceholderBaseError         labels or an export asked of the placeholder domain
     ├── InputError                    6  the CSV cannot be minted
     │   ├── InputFileError               unreadable, empty, no data rows, bad encoding
     │   ├── MissingColumnError           a required column is absent
@@ -18,7 +19,8 @@ the command-line layer turns into the process status, in one place::
     ├── NotFoundError                 7  no such batch or product
     │   └── MissingFileError             no such file (CSV, proof, key file, config...)
     ├── ProofError                    3  a proof file is malformed or hostile
-    │   └── ProofUnreadableError      5  the proof file cannot be read: nothing was checked
+    │   ├── ProofUnreadableError      5  the proof file cannot be read: nothing was checked
+    │   └── NotOnChainError           5  the verifier contract cannot check this proof
     └── AnchorError (chain.py)       10  node, chain id, fees, funds, chain key, transaction
 
 Verification outcomes (valid, invalid, pending, could-not-check, checked offline: exit 12)
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +66,9 @@ __all__ = [
     "MissingColumnError",
     "MissingFileError",
     "NotFoundError",
+    "NotOnChainError",
     "OutputError",
+    "PlaceholderBaseError",
     "ProofError",
     "ProofUnreadableError",
     "ProvmintError",
@@ -122,6 +127,22 @@ class ProvmintError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def code(self) -> str:
+        """The error's kind as a stable name for programs: its class, in snake case
+        without ``Error`` (``MissingFileError``: ``missing_file``)."""
+        name = type(self).__name__.removesuffix("Error") or "provmint"
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``--json`` prints for this error, under ``error``."""
+        return {
+            "code": self.code,
+            "exit": self.exit_code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross process boundaries (a worker's error reaches the parent pickled).
         # The default rebuilds by calling ``cls(*args)``, which fails for subclasses whose
@@ -161,6 +182,22 @@ class ConfigError(ProvmintError):
     """A setting (flag, environment variable or config file entry) is unusable."""
 
     exit_code = EXIT_USAGE
+
+
+class PlaceholderBaseError(ConfigError):
+    """Labels or a label export were asked for with the placeholder verification domain
+    (``https://id.example.com``) and without ``--allow-placeholder``: every code printed
+    with it would point nowhere. ``command`` is the command that sets a base, to copy."""
+
+    def __init__(self, placeholder: str, command: str) -> None:
+        super().__init__(
+            f"no verification URL base is set: labels would point to the placeholder {placeholder}",
+            hint=f"give yours: {command} (or export PROVMINT_URL_BASE=https://id.your-brand.com,"
+            " or url_base in the config file); --allow-placeholder prints the placeholder"
+            " anyway, for trials",
+        )
+        self.placeholder = placeholder
+        self.command = command
 
 
 class InputError(ProvmintError):
@@ -295,6 +332,13 @@ class ProofError(ProvmintError):
 class ProofUnreadableError(ProofError):
     """The proof file could not be read at all (a directory, no permission, an I/O
     error): nothing was checked, so the exit code is "could not check", not "invalid"."""
+
+    exit_code = EXIT_UNCHECKED
+
+
+class NotOnChainError(ProofError):
+    """A well-formed proof that the verifier contract cannot check: its batch is not
+    anchored yet, or it was anchored by plain calldata, which no contract can read."""
 
     exit_code = EXIT_UNCHECKED
 

@@ -3,7 +3,8 @@
 ``GET /01/{gtin}[/10/{lot}]/21/{serial}?t={token}`` answers with a small mobile page
 ("Genuine product", "Not recognised", "Possible copy") or JSON (``Accept:
 application/json``); ``GET /proof/01/...?t={token}`` returns the product's proof for
-independent checking with ``provmint verify``; ``GET /healthz`` says the service is up.
+independent checking with ``provmint verify``, or in the browser at ``GET /verify``
+(:mod:`provmint.verifier`); ``GET /healthz`` says the service is up.
 Every code lookup is logged like ``provmint scan`` does, in the same scan log (SQLite in
 the store, or PostgreSQL shared by replicas). A scan that cannot be logged (the store is
 read-only, PostgreSQL is down) is never dropped silently: the answer keeps its verdict,
@@ -41,10 +42,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from provmint import gs1
-from provmint.config import BrandSettings, ServeSettings, Settings
+from provmint.config import BrandSettings, ServeSettings, Settings, is_placeholder
 from provmint.edge import (
     NO_STORE,
     SECURITY_HEADERS,
+    HostCheck,
     RateLimiter,
     TrustedProxies,
     http_protocol,
@@ -74,6 +76,14 @@ from provmint.store.scanlog.writer import ScanWriter
 
 if TYPE_CHECKING:
     import socket
+
+    from provmint.metrics import (
+        MetricsApp,
+        MetricsEndpoint,
+        RequestMetrics,
+        ServiceExporter,
+        StoreFigures,
+    )
 
 __all__ = ["Answer", "ProductIndex", "create_app", "serve"]
 
@@ -213,6 +223,12 @@ class _Outcome:
     """Whether this scan was logged (None: not a logged request, or not recognised)."""
 
 
+_NOT_RECOGNISED = _Outcome(
+    Answer.UNKNOWN, "this code does not match any product we made", None, None, 0
+)
+"""The one answer for a forged code, an unknown one, and a code asked on another host."""
+
+
 PUBLIC_COPY_REASON = (
     "this code has been checked more often, or in more places, than one label would be: "
     "it may have been copied"
@@ -339,7 +355,7 @@ class _Service:
                 self.writer.send(scan)
         answer = Answer.of(verdict)
         if answer is Answer.UNKNOWN:  # one answer for forged and unknown, on purpose
-            return _Outcome(answer, "this code does not match any product we made", None, None, 0)
+            return _NOT_RECOGNISED
         return _Outcome(answer, reason, product, anchor, scans, logged)
 
     async def _log(self, scan: ScanRequest) -> tuple[int, bool, bool]:
@@ -383,6 +399,10 @@ class _Response:
     """The methods allowed, for a 405."""
     retry_after: int | None = None
     """Seconds to wait before asking again, for a 429 or a 503 when busy."""
+    verdict: str = ""
+    """The public verdict this answer gives ("" for none): a metrics label."""
+    policy: bytes | None = None
+    """A Content-Security-Policy in place of the service's (the verifier page's)."""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The HTTP headers of this answer."""
@@ -391,6 +411,11 @@ class _Response:
             (b"content-length", str(len(self.body)).encode()),
             *(_CACHEABLE if self.cacheable else _NOT_STORED),
         ]
+        if self.policy is not None:
+            headers = [
+                (name, self.policy if name == b"content-security-policy" else value)
+                for name, value in headers
+            ]
         if self.allow is not None:
             headers.append((b"allow", self.allow.encode()))
         if self.retry_after is not None:
@@ -398,13 +423,15 @@ class _Response:
         return headers
 
 
-def _json(value: Any, status: int = 200, *, cacheable: bool = False) -> _Response:
+def _json(
+    value: Any, status: int = 200, *, cacheable: bool = False, verdict: str = ""
+) -> _Response:
     body = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return _Response(status, body.encode(), "application/json", cacheable)
+    return _Response(status, body.encode(), "application/json", cacheable, verdict=verdict)
 
 
-def _html(page: str, status: int) -> _Response:
-    return _Response(status, page.encode(), "text/html; charset=utf-8")
+def _html(page: str, status: int, verdict: str = "") -> _Response:
+    return _Response(status, page.encode(), "text/html; charset=utf-8", verdict=verdict)
 
 
 def _bad(
@@ -436,6 +463,19 @@ def _logo(brand: BrandSettings, wants_json: bool) -> _Response:
 
 
 _LOGO_PATH = LOGO_PATH.encode()
+_CODE_ROUTE = "/01/{gtin}[/10/{lot}]/21/{serial}"
+"""The code pages' route template (a metrics label)."""
+
+
+@lru_cache(maxsize=1)
+def _verifier() -> _Response:
+    """``/verify``: the browser verifier (:mod:`provmint.verifier`), with its own policy
+    (its inline script and style by hash, requests to the node the user chooses). No
+    default node: the service's own may carry a key in its URL; the user picks one."""
+    from provmint.verifier import verifier_page
+
+    page = verifier_page()
+    return replace(_html(page.html, 200), policy=page.policy.encode())
 
 
 MAX_HEADER_TEXT = 512
@@ -465,12 +505,19 @@ class _Request:
     header_count: int = 0
     header_bytes: int = 0
     """The header fields' size as sent (each ``name: value`` and its line end)."""
+    host: bytes = b""
+    """The ``Host`` asked for, as sent; in :meth:`_App.answer`, the ``X-Forwarded-Host``
+    a trusted proxy wrote, when there is one."""
+    forwarded_host: bytes = b""
+    """The ``X-Forwarded-Host`` values, comma-joined, as sent."""
 
     @classmethod
     def of(cls, scope: dict[str, Any]) -> _Request:
         """The request of an ASGI ``http`` scope."""
         accept = agent = language = b""
         forwarded: list[bytes] = []
+        host = b""
+        forwarded_hosts: list[bytes] = []
         size = 0
         headers = scope["headers"]
         for name, value in headers:
@@ -483,6 +530,10 @@ class _Request:
                 language = value
             elif name == b"x-forwarded-for":
                 forwarded.append(value)
+            elif name == b"host":
+                host = value
+            elif name == b"x-forwarded-host":
+                forwarded_hosts.append(value)
         client = scope.get("client")
         return cls(
             method=scope["method"],
@@ -495,6 +546,8 @@ class _Request:
             forwarded_for=b",".join(forwarded),
             header_count=len(headers),
             header_bytes=size + 4 * len(headers),
+            host=host,
+            forwarded_host=b",".join(forwarded_hosts),
         )
 
 
@@ -516,9 +569,41 @@ class _App:
             else None
         )
         self.edges = edges
+        base = service.settings.url_base
+        self.hosts = HostCheck(base) if edges.check_host and not is_placeholder(base) else None
+        """The url base's host, which codes must be asked on (None: any host)."""
         self._active = 0
         """Requests in progress in this process (``[serve] limit_concurrency``)."""
         self._told_untrusted = False
+        self.metrics: RequestMetrics | None = None
+        """This process's request counters, once :meth:`export` turned metrics on."""
+        self._scrapes: MetricsApp | None = None
+        self._metrics_port = -1
+
+    def export(self, exporter: ServiceExporter) -> None:
+        """Count requests, and answer scrapes that come to the metrics port (its socket
+        is served alongside the public one; only this port answers ``/metrics``)."""
+        from provmint.metrics import RequestMetrics, Routes
+
+        exporter.start_worker()
+        self.metrics = RequestMetrics(
+            Routes(
+                {b"/healthz": "/healthz", _LOGO_PATH: LOGO_PATH, b"/verify": "/verify"},
+                ((b"/01/", _CODE_ROUTE), (b"/proof/01/", "/proof" + _CODE_ROUTE)),
+            )
+        )
+        self._scrapes = exporter.app(self._figures)
+        self._metrics_port = exporter.endpoint.port
+
+    def _figures(self) -> StoreFigures:
+        """What a scrape reads of this process: the index, and its unlogged scans."""
+        from provmint.metrics import StoreFigures
+
+        service = self.service
+        service.index.refresh()
+        if self.metrics is not None:
+            self.metrics.scans_not_logged(service.writer.failures)
+        return StoreFigures(service.index.products, len(service.index.batches))
 
     def _untrusted_proxy(self, peer: str) -> None:
         """Tell the operator, once, that a local or private peer forwards requests
@@ -548,6 +633,10 @@ class _App:
             return
         if scope["type"] != "http":
             return  # no websockets here: uvicorn closes the connection
+        if self._scrapes is not None and (scope.get("server") or ("", 0))[1] == self._metrics_port:
+            await self._scrapes(scope, receive, send)
+            return
+        started = time.perf_counter()
         request = _Request.of(scope)
         limit = self.edges.limit_concurrency
         self._active += 1
@@ -565,6 +654,11 @@ class _App:
             answer = _json({"error": "internal error"}, 500)
         finally:
             self._active -= 1
+        metrics = self.metrics
+        if metrics is not None:  # before the answer leaves: a scrape after it counts it
+            elapsed = time.perf_counter() - started
+            metrics.count(request.path, answer.status, answer.verdict, elapsed)
+            metrics.scans_not_logged(self.service.writer.failures)
         await send(
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers()}
         )
@@ -588,6 +682,8 @@ class _App:
         """The answer to one request."""
         # The edges first (provmint.edge): who the client is, whether it asks too often
         # (not /healthz: monitoring), whether its head is too large.
+        if request.forwarded_host and self.proxies.trusts_peer(request.peer):
+            request = replace(request, host=HostCheck.forwarded(request.forwarded_host))
         if request.forwarded_for:
             client = self.proxies.client(request.peer, request.forwarded_for)
             if client != request.peer:
@@ -618,6 +714,8 @@ class _App:
             return _bad(405, "method not allowed", request.wants_json, allow="GET, HEAD")
         if request.path == _LOGO_PATH:
             return _logo(self.service.settings.brand, request.wants_json)
+        if request.path == b"/verify":
+            return _verifier()
         return await self.code(request)
 
     async def health(self) -> _Response:
@@ -673,13 +771,18 @@ class _App:
         if "loc" in text or "%" in text:
             location = dict(parse_qsl(text, keep_blank_values=True)).get("loc") or None
         started = time.monotonic()
-        outcome = await self.service.check(
-            link,
-            clean_location(location),
-            log=not proof and request.method == "GET",
-            client=request.peer,
-            user_agent=request.user_agent,
-        )
+        if self.hosts is not None and not self.hosts.allows(request.host):
+            # A link on another domain is not one we printed, whatever its code: it gets
+            # an unknown code's answer (its time too), unlogged and without a lookup.
+            outcome = _NOT_RECOGNISED
+        else:
+            outcome = await self.service.check(
+                link,
+                clean_location(location),
+                log=not proof and request.method == "GET",
+                client=request.peer,
+                user_agent=request.user_agent,
+            )
         if outcome.verdict is Answer.UNKNOWN:
             await asyncio.sleep(max(0.0, started + NOT_RECOGNISED_SECONDS - time.monotonic()))
         genuine = outcome.product is not None and outcome.verdict.shows_product
@@ -688,9 +791,9 @@ class _App:
                 return _bad(404, "no proof for this code", True)
             return _json(proof_of(self.service.index.store, outcome.product, outcome.anchor))
         if wants_json:
-            return _json(_json_answer(outcome, genuine), _status(outcome))
+            return _json(_json_answer(outcome, genuine), _status(outcome), verdict=outcome.verdict)
         page = _page(outcome, link_path, link.token or "", _look(brand, request, text))
-        return _html(page, _status(outcome))
+        return _html(page, _status(outcome), outcome.verdict)
 
 
 def _json_answer(outcome: _Outcome, genuine: bool) -> dict[str, Any]:
@@ -757,8 +860,10 @@ def _worker(
     clone_threshold: int | None,
     access_log: bool,
     notify: Callable[[str], None],
+    exporter: ServiceExporter | None = None,
 ) -> Callable[[socket.socket, Callable[[], None]], None]:
-    """What one serving process runs: build the app, listen, say ready, serve."""
+    """What one serving process runs: build the app, listen, say ready, serve (and, with
+    an ``exporter``, count and answer scrapes on its socket too)."""
 
     def start(sock: socket.socket, ready: Callable[[], None]) -> None:
         import uvicorn
@@ -770,6 +875,11 @@ def _worker(
         # This process serves and nothing else.
         sys.setswitchinterval(SWITCH_INTERVAL)
         app = create_app(settings, clone_threshold=clone_threshold, notify=notify)
+        sockets = [sock]
+        if exporter is not None:
+            exporter.check_public(sock)
+            app.export(exporter)
+            sockets.append(exporter.sock)
         sock.listen(2048)
         edges = settings.serve
         config = uvicorn.Config(
@@ -793,7 +903,7 @@ def _worker(
             timeout_graceful_shutdown=10,
         )
         ready()
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=sockets)
 
     return start
 
@@ -808,18 +918,38 @@ def serve(
     workers: int | None = None,
     on_ready: Callable[[tuple[str, int]], None] | None = None,
     notify: Callable[[str], None] | None = None,
+    metrics: MetricsEndpoint | None = None,
 ) -> None:
     """Run the service until interrupted, in ``workers`` processes (default: the
     settings' ``workers``, the CPU count) sharing the port; 1 serves in this process.
     ``port`` 0 picks a free port; ``on_ready`` gets the bound ``(host, port)`` once every
     worker listens; ``notify`` gets one-line operator reports (scan log down or back, a
-    worker restarted)."""
-    from provmint.supervisor import bind, supervise
-
+    worker restarted). ``metrics``: answer ``/metrics`` there, for the whole service
+    (:mod:`provmint.metrics`); nowhere by default."""
     count = workers or settings.workers
     say = notify or (lambda _: None)
     _preflight(settings, say)
-    start = _worker(settings, clone_threshold, access_log, say)
+    if metrics is None:
+        _run(count, host, port, _worker(settings, clone_threshold, access_log, say), on_ready, say)
+        return
+    from provmint.metrics import exporter
+
+    with exporter(metrics) as exported:
+        start = _worker(settings, clone_threshold, access_log, say, exported)
+        _run(count, host, port, start, on_ready, say)
+
+
+def _run(
+    count: int,
+    host: str,
+    port: int,
+    start: Callable[[socket.socket, Callable[[], None]], None],
+    on_ready: Callable[[tuple[str, int]], None] | None,
+    say: Callable[[str], None],
+) -> None:
+    """Serve with ``start`` in ``count`` forked workers, or in this process for 1."""
+    from provmint.supervisor import bind, supervise
+
     if count > 1:
         supervise(count, host, port, start, on_ready=on_ready, notify=say)
         return

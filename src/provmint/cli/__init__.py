@@ -6,25 +6,13 @@ inside commands so that ``provmint --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from provmint import __version__
-from provmint.cli import (
-    anchor,
-    batch,
-    config,
-    consumer,
-    devchain,
-    keys,
-    proof,
-    scans,
-    store,
-    verify,
-)
 from provmint.cli._common import TokenArgCommand, keep_examples_whole
 from provmint.errors import EXIT_CODES
 
@@ -74,25 +62,34 @@ def _root(
     """provmint: offline batch minting of product-authenticity records."""
 
 
-_GROUPS: dict[str, typer.Typer] = {
-    "keys": keys.app,
-    "batch": batch.app,
-    "proof": proof.app,
-    "product": proof.product_app,
-    "token": proof.token_app,
-    "anchor": anchor.app,
-    "store": store.app,
-    "scans": scans.app,
-    "config": config.app,
+# Where each group and command is defined (module of provmint.cli, attribute): a run
+# imports the module of its own command only, not every command's options and imports.
+_GROUPS: dict[str, tuple[str, str]] = {
+    "keys": ("keys", "app"),
+    "batch": ("batch", "app"),
+    "proof": ("proof", "app"),
+    "product": ("proof", "product_app"),
+    "token": ("proof", "token_app"),
+    "anchor": ("anchor", "app"),
+    "store": ("store", "app"),
+    "scans": ("scans", "app"),
+    "config": ("config", "app"),
 }
-_COMMANDS: dict[str, tuple[Callable[..., Any], type[TyperCommand] | None]] = {
-    "labels": (consumer.labels, None),
+_COMMANDS: dict[str, tuple[str, str, type[TyperCommand] | None]] = {
+    "labels": ("consumer", "labels", None),
     # A bare token may start with "-" (base64url): it is read as the code, never as options.
-    "scan": (consumer.scan, TokenArgCommand),
-    "serve": (consumer.serve, None),
-    "verify": (verify.verify, None),
-    "devchain": (devchain.devchain, None),
+    "scan": ("consumer", "scan", TokenArgCommand),
+    "serve": ("consumer", "serve", None),
+    "verify": ("verify", "verify", None),
+    "verifier-page": ("verifier", "verifier_page", None),
+    "devchain": ("devchain", "devchain", None),
+    "stats": ("stats", "stats", None),
+    "dashboard": ("dashboard", "dashboard", None),
 }
+
+
+def _defined(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(f"provmint.cli.{module}"), name)
 
 
 def build_app(only: str | None = None) -> typer.Typer:
@@ -103,11 +100,12 @@ def build_app(only: str | None = None) -> typer.Typer:
     completions by running ``provmint`` with no arguments."""
     root = _new_app(completion=only is None)
     root.callback()(_root)
-    for name, group in _GROUPS.items():
+    for name, (module, attr) in _GROUPS.items():
         if only in (None, name):
-            root.add_typer(group, name=name)
-    for name, (function, cls) in _COMMANDS.items():
+            root.add_typer(_defined(module, attr), name=name)
+    for name, (module, attr, cls) in _COMMANDS.items():
         if only in (None, name):
+            function = _defined(module, attr)
             if cls is None:
                 root.command(name)(function)
             else:
@@ -115,13 +113,17 @@ def build_app(only: str | None = None) -> typer.Typer:
     return root
 
 
-app = build_app()
+def __getattr__(name: str) -> Any:
+    """``app``: the whole command line, built on first use (``from provmint.cli import
+    app``); a run of one command builds only its own (:func:`main`)."""
+    if name == "app":
+        built = build_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Console-script entry point."""
     name = sys.argv[1] if len(sys.argv) > 1 else None
-    if name in _GROUPS or name in _COMMANDS:
-        build_app(name)()
-    else:
-        app()
+    build_app(name if name in _GROUPS or name in _COMMANDS else None)()

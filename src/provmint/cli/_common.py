@@ -63,6 +63,24 @@ RawOpt = Annotated[
         "a spreadsheet shows it instead of running it.",
     ),
 ]
+PrintBaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url-base",
+        help="The verification URL base printed on the labels, e.g. https://id.your-brand.com "
+        "[env: PROVMINT_URL_BASE; default: url_base in the config file]",
+        show_default=False,
+    ),
+]
+"""``--url-base`` of the commands that produce labels (``labels``, ``batch export``)."""
+AllowPlaceholderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-placeholder",
+        help="Print the placeholder https://id.example.com when no URL base is set "
+        "(for trials: such codes point nowhere).",
+    ),
+]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
@@ -183,6 +201,13 @@ def settings(
     return resolve_settings(store=store, key_file=key_file, config_file=config, **overrides)
 
 
+def command_line(command: str, args: list[str]) -> str:
+    """``provmint COMMAND ARGS...`` as one shell-quoted line a user can copy."""
+    import shlex
+
+    return shlex.join(["provmint", *command.split(), *args])
+
+
 _TAG = re.compile(r"(\\*)\[([a-z#/@][^\[]*?)]")
 """A console-markup tag and the backslashes before it (rich.markup's syntax)."""
 
@@ -286,7 +311,9 @@ def reader_gone() -> NoReturn:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn library errors into an error line and their exit code (the only place)."""
+    """Turn library errors into an error line and their exit code (the only place);
+    with ``--json``, the error also goes to standard output as ``{"error": {"code",
+    "exit", "message", "hint"}}``, so a program reading the output always gets JSON."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -294,6 +321,8 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ProvmintError as exc:
             report_error(exc)
+            if kwargs.get("json") is True:
+                print_json({"error": exc.to_json()})
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             stderr().print("[bold red]interrupted[/]")
@@ -303,20 +332,32 @@ def handle_errors(fn: F) -> F:
         except OSError as exc:  # disk full, permission denied outside the library's reach
             error = os_error(exc)
             report_error(error)
+            if kwargs.get("json") is True:
+                print_json({"error": error.to_json()})
             raise typer.Exit(error.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 @contextmanager
-def counting_progress(console: Any, *, enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A bar with done/total and elapsed time on ``console``; yields ``update(done, total)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+def counting_progress(
+    console: Any, *, enabled: bool, eta: bool = False
+) -> Iterator[Callable[[int, int], None]]:
+    """A bar with done/total and elapsed time on ``console`` (and, with ``eta``, the
+    time left at the recent rate); yields ``update(done, total)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        *([TimeRemainingColumn()] if eta else []),
         console=console.rich if isinstance(console, Lines) else console,
         transient=True,
         disable=not enabled or not console.is_terminal,

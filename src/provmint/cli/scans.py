@@ -73,10 +73,11 @@ def prune(
     """
     from datetime import UTC, datetime
 
+    from provmint.config import checked_age
     from provmint.store import Store
-    from provmint.store.scanlog import open_scan_log, parse_age, stamp
+    from provmint.store.scanlog import open_scan_log, stamp
 
-    age = parse_age(older_than)
+    age = checked_age(older_than, "--older-than")
     cfg = settings(store, None, config, scan_log=scan_log)
     if cfg.scan_log is None:
         Store.open(cfg.store)  # the default log lives in the store: it must be one
@@ -319,14 +320,14 @@ def list_(
     """
     from datetime import UTC, datetime
 
+    from provmint.config import checked_age
     from provmint.scan import Verdict, list_scans
     from provmint.store import Store
-    from provmint.store.scanlog import parse_age
 
     cfg = settings(store, None, config, scan_log=scan_log)
     if cfg.scan_log is None:
         Store.open(cfg.store)  # the default log lives in the store: it must be one
-    start = None if since is None else datetime.now(UTC) - parse_age(since, option="--since")
+    start = None if since is None else datetime.now(UTC) - checked_age(since, "--since")
     scans = list_scans(
         cfg,
         code=code,

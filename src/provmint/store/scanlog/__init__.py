@@ -44,13 +44,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from provmint.config import MAX_AGE, PG_SCHEMES, CopySignalSettings, read_age, redact
-from provmint.errors import ConfigError, StoreError
+from provmint.config import PG_SCHEMES, CopySignalSettings, redact
+from provmint.errors import StoreError
 
 if TYPE_CHECKING:
     from provmint.config import Settings
@@ -76,7 +76,6 @@ __all__ = [
     "ScanStats",
     "clean_location",
     "open_scan_log",
-    "parse_age",
     "redact",
 ]
 
@@ -488,19 +487,3 @@ def window_start(rule: CopySignalSettings, at: datetime, cleared_at: str | None)
     or the code's last clear when that is later (both as stored text)."""
     start = stamp(at - rule.window)
     return max(start, cleared_at) if cleared_at else start
-
-
-def parse_age(text: str, *, option: str = "--older-than") -> timedelta:
-    """A retention age such as ``365d``, ``12h`` or ``52w`` (hours, days, weeks; the
-    grammar of :func:`provmint.config.read_age`). Raises ConfigError (exit 2) for
-    anything else, zero, or more than 100 years, naming ``option``."""
-    age = read_age(text)
-    if age is None:
-        raise ConfigError(
-            f"{option} {text!r} is not an age",
-            hint="write a whole number and a unit: h (hours), d (days) or w (weeks), "
-            "as in 365d, 12h or 52w",
-        )
-    if not timedelta(0) < age <= MAX_AGE:
-        raise ConfigError(f"{option} {text!r} must be more than 0 and at most 100 years")
-    return age
