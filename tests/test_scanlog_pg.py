@@ -142,7 +142,7 @@ def test_many_places_are_counted_and_some_listed(log: ScanLog) -> None:
             "genuine",
             location=f"Shop {i:02d}",
             source="serve",
-            recent=0,
+            recent=1,  # 0 (the service's) asks for the counts alone: no places by name
             at=t0 + timedelta(minutes=i),
             address=f"10.{i}.0.1",  # a client each
             user_agent="phone",

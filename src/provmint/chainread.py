@@ -59,6 +59,12 @@ class RpcReader:
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 raw = response.read(MAX_ANSWER_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the answer's connection open until closed
+            raise NodeUnreachableError(
+                f"cannot reach the node at {self.url} ({method}): HTTP {exc.code}",
+                hint="check --rpc-url / PROVMINT_RPC_URL and that the node is running",
+            ) from None
         except (OSError, ValueError, urllib.error.URLError) as exc:
             # Only the exception's kind: its text may repeat the URL's path (API keys).
             raise NodeUnreachableError(
