@@ -4,13 +4,8 @@
 from __future__ import annotations
 
 import json as jsonlib
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -141,32 +136,6 @@ FromOpt = Annotated[
 ]
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
-    """While inside, SIGTERM and SIGINT set ``stop`` (the names received are listed in
-    what this yields); a second one interrupts at once (exit 130). The handlers before
-    are put back on the way out."""
-    received: list[str] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if received:
-            raise KeyboardInterrupt
-        received.append(signal.Signals(signum).name)
-        # Not stop.set() here: the handler runs in the main thread between two bytecodes,
-        # maybe inside stop.wait() while it holds the event's (non-reentrant) lock, and
-        # set() takes that lock: the process would hang. A thread sets it instead, as
-        # soon as the main thread lets go of the lock.
-        threading.Thread(target=stop.set, daemon=True).start()
-
-    wanted = (signal.SIGTERM, signal.SIGINT)
-    previous = {signum: signal.signal(signum, handler) for signum in wanted}
-    try:
-        yield received
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def chain_settings(
     chain: str | None, rpc_url: str | None, config: Path | None, **overrides: Any
 ) -> ChainSettings:
@@ -291,8 +260,11 @@ def _run_every(
 ) -> None:
     """``anchor --every``: the schedule, one line per run on stderr (and one JSON
     document per line on stdout with --json), until SIGTERM or Ctrl-C."""
+    import threading
+
     from provmint.anchor.schedule import anchor_every, format_every
     from provmint.chain import mask_url
+    from provmint.cli._signals import stop_on_signals
 
     err = stderr()
 

@@ -60,7 +60,7 @@ def devchain(
       # in another shell, paste the two export lines, then:
       provmint anchor
     """
-    from provmint.cli.anchor import stop_on_signals
+    from provmint.cli._signals import stop_on_signals
     from provmint.devchain import start_devchain
 
     err = stderr()
