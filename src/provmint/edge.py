@@ -12,6 +12,8 @@ how much it may send before it has asked anything.
   enforce: a deadline for a request's head (slow clients that open a connection and
   trickle a header now and then are closed), and a bound on the head's size while it
   is still arriving (httptools itself buffers any amount).
+- :func:`uvicorn_config` and :func:`sigterm_returns`: how every provmint service runs
+  uvicorn (these limits, no proxy headers, no server header) and stops on SIGTERM.
 - :data:`SECURITY_HEADERS`: the headers every answer carries.
 
 Nothing here knows about products or pages: :mod:`provmint.server` applies these.
@@ -22,14 +24,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
+import signal
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import uvicorn
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from provmint.config import ServeSettings
 
 __all__ = [
     "MAX_CLIENTS",
@@ -42,6 +49,8 @@ __all__ = [
     "parse_address",
     "raw_response",
     "retry_after",
+    "sigterm_returns",
+    "uvicorn_config",
 ]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -421,3 +430,60 @@ def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[HttpT
             self.transport.close()
 
     return EdgeProtocol
+
+
+def uvicorn_config(
+    app: Any,
+    edges: ServeSettings,
+    *,
+    access_log: bool,
+    graceful_seconds: int,
+) -> uvicorn.Config:
+    """uvicorn's configuration for a provmint service (the public page and the
+    dashboard alike), with the limits of ``[serve]``: every service gets the same edges."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        # httptools, with a deadline for a request's head and a bound on its size while
+        # it arrives (see http_protocol: uvicorn has neither).
+        http=http_protocol(
+            header_timeout=edges.header_timeout, max_header_bytes=edges.max_header_bytes
+        ),
+        ws="none",
+        # X-Forwarded-For is read by the application, from [serve] trusted_proxies only
+        # (uvicorn's would believe any local peer's).
+        proxy_headers=False,
+        timeout_keep_alive=edges.keep_alive_timeout,
+        h11_max_incomplete_event_size=edges.max_header_bytes,
+        # limit_concurrency is the application's (its 503 has the security headers).
+        log_level="warning",
+        access_log=access_log,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=graceful_seconds,
+    )
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: the service stopped as asked."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+@contextmanager
+def sigterm_returns() -> Iterator[None]:
+    """Inside, a SIGTERM that stops uvicorn ends the block normally.
+
+    uvicorn shuts down on SIGTERM, then raises it again for the handler it found: this
+    one ends the call as a stop that was asked for (as the supervisor does for several
+    workers). The handler before is put back on the way out."""
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

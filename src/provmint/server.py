@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -49,9 +48,10 @@ from provmint.edge import (
     HostCheck,
     RateLimiter,
     TrustedProxies,
-    http_protocol,
     parse_address,
     retry_after,
+    sigterm_returns,
+    uvicorn_config,
 )
 from provmint.errors import KeyringError
 from provmint.keys import Keyring, load_keyring
@@ -881,27 +881,7 @@ def _worker(
             app.export(exporter)
             sockets.append(exporter.sock)
         sock.listen(2048)
-        edges = settings.serve
-        config = uvicorn.Config(
-            app,
-            # httptools, with a deadline for a request's head and a bound on its size
-            # while it arrives (provmint.edge: uvicorn has neither).
-            http=http_protocol(
-                header_timeout=edges.header_timeout, max_header_bytes=edges.max_header_bytes
-            ),
-            ws="none",
-            # X-Forwarded-For is read by the application, from [serve] trusted_proxies
-            # only (uvicorn's would believe any local peer's).
-            proxy_headers=False,
-            timeout_keep_alive=edges.keep_alive_timeout,
-            h11_max_incomplete_event_size=edges.max_header_bytes,
-            # limit_concurrency is the application's (its 503 has the security headers).
-            log_level="warning",
-            access_log=access_log,
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=10,
-        )
+        config = uvicorn_config(app, settings.serve, access_log=access_log, graceful_seconds=10)
         ready()
         uvicorn.Server(config).run(sockets=sockets)
 
@@ -956,20 +936,8 @@ def _run(
     sock = bind(host, port)
     bound = sock.getsockname()[:2]
 
-    def stopped(signum: int, frame: object) -> None:
-        raise _Stopped
-
-    # uvicorn shuts down on SIGTERM, then raises it again for the handler it found:
-    # this one ends the call normally, as the supervisor does for several workers.
-    previous = signal.signal(signal.SIGTERM, stopped)
     try:
-        start(sock, lambda: on_ready(bound) if on_ready is not None else None)
-    except _Stopped:
-        pass
+        with sigterm_returns():
+            start(sock, lambda: on_ready(bound) if on_ready is not None else None)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         sock.close()
-
-
-class _Stopped(Exception):
-    """SIGTERM arrived: the service stopped as asked."""

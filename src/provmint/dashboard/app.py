@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,14 @@ from provmint.config import Settings, checked_age
 from provmint.dashboard.auth import COOKIE, DashboardToken
 from provmint.dashboard.render import PAGES, View, render, render_error, render_login
 from provmint.dashboard.scrape import DashboardMetrics
-from provmint.edge import NO_STORE, SECURITY_HEADERS, RateLimiter, http_protocol, retry_after
+from provmint.edge import (
+    NO_STORE,
+    SECURITY_HEADERS,
+    RateLimiter,
+    retry_after,
+    sigterm_returns,
+    uvicorn_config,
+)
 from provmint.errors import ConfigError, ProvmintError, StoreBusyError
 from provmint.stats import StoreStats, store_stats
 from provmint.store import Store
@@ -385,40 +391,12 @@ def serve(
     app = create_app(settings, token, since=since)
     sock = bind(host, port)
     bound = sock.getsockname()[:2]
-    edges = settings.serve
-    config = uvicorn.Config(
-        app,
-        http=http_protocol(
-            header_timeout=edges.header_timeout, max_header_bytes=edges.max_header_bytes
-        ),
-        ws="none",
-        proxy_headers=False,
-        timeout_keep_alive=edges.keep_alive_timeout,
-        h11_max_incomplete_event_size=edges.max_header_bytes,
-        log_level="warning",
-        access_log=access_log,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=5,
-    )
-
-    def stopped(signum: int, frame: object) -> None:
-        raise _Stopped
-
-    # uvicorn stops on SIGTERM, then raises it again for the handler it found: this one
-    # ends the call normally (as provmint serve does).
-    previous = signal.signal(signal.SIGTERM, stopped)
+    config = uvicorn_config(app, settings.serve, access_log=access_log, graceful_seconds=5)
     try:
         sock.listen(128)
         if on_ready is not None:
             on_ready(bound)
-        uvicorn.Server(config).run(sockets=[sock])
-    except _Stopped:
-        pass
+        with sigterm_returns():
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
-        signal.signal(signal.SIGTERM, previous)
         sock.close()
-
-
-class _Stopped(Exception):
-    """SIGTERM arrived: the dashboard stopped as asked."""
