@@ -9,9 +9,8 @@
 //       where scripts counts <script> elements, handlers elements with an on* attribute,
 //       pwned whether any script ran (window.__pwned), and requests every URL asked for.
 //       A full-page screenshot of each goes to SHOT_DIR/<name>.png.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./common.mjs";
 
-const executablePath = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const [base, token, shots, ...paths] = process.argv.slice(2);
 
 function inspect() {
@@ -31,12 +30,7 @@ function inspect() {
   };
 }
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();

@@ -10,53 +10,11 @@
 // screenshot}) and prints {ui: {verdict, title, receipt, policy, documentWidth,
 // viewport, overflowing, texts, requests, console, ...}}.
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium, measure } from "./common.mjs";
 
-const executablePath = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const spec = JSON.parse(readFileSync(process.argv[2], "utf8"));
 
-function measure() {
-  // Runs in the page: what overflows a phone's width, and each text's colours.
-  const viewport = document.documentElement.clientWidth;
-  const rgba = (value) => {
-    const found = value.match(/rgba?\(([^)]+)\)/);
-    if (!found) return null;
-    const parts = found[1].split(/[\s,/]+/).filter(Boolean).map(Number);
-    return parts.length === 4 ? parts : [...parts.slice(0, 3), 1];
-  };
-  const behind = (el) => {
-    for (let node = el; node; node = node.parentElement) {
-      const colour = rgba(getComputedStyle(node).backgroundColor);
-      if (colour && colour[3] > 0) return colour;
-    }
-    return [255, 255, 255, 1];
-  };
-  const overflowing = [];
-  const texts = [];
-  for (const el of document.querySelectorAll("body *")) {
-    const style = getComputedStyle(el);
-    if (style.display === "none" || style.visibility === "hidden" || el.closest("[hidden]")) continue;
-    const box = el.getBoundingClientRect();
-    if (box.width > 0 && (box.right > viewport + 0.5 || box.left < -0.5)) {
-      overflowing.push({ element: el.tagName + (el.id ? `#${el.id}` : ""), right: box.right });
-    }
-    const own = [...el.childNodes]
-      .filter((node) => node.nodeType === Node.TEXT_NODE && node.textContent.trim())
-      .map((node) => node.textContent.trim())
-      .join(" ");
-    if (own && box.width > 0) {
-      texts.push({ element: el.tagName, text: own.slice(0, 60), color: rgba(style.color), background: behind(el) });
-    }
-  }
-  return { viewport, documentWidth: document.documentElement.scrollWidth, overflowing, texts };
-}
-
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
   const page = await context.newPage();
