@@ -21,7 +21,9 @@ import hashlib
 import json
 import random
 import re
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,7 +36,7 @@ from conftest import ROOT, Anvil, Server, free_port, require_marker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_browser import _browser_ready
-from test_verify_chain import DEV1, GTIN, _build_world
+from test_verify_chain import DEV0, DEV1, GTIN, _build_world
 
 from provmint.canonical import batch_commitment, manifest_digest
 from provmint.config import contrast_ratio
@@ -544,6 +546,72 @@ def test_page_agrees_with_provmint_verify_on_every_case(world, cli, tmp_path: Pa
     assert link_page["policy"] is not None and "script-src 'sha256-" in link_page["policy"]
     assert "unsafe-inline" not in link_page["policy"]
     _check_served_page(world.server.url)
+
+
+@pytest.mark.browser
+@pytest.mark.chain
+def test_product_page_links_to_the_verifier_with_the_brands_defaults(
+    world, monkeypatch, tmp_path: Path
+) -> None:
+    """``[brand] verifier_rpc`` and ``issuer`` are the served verifier's defaults; the
+    product page links to it with its own proof; a person following the link in a
+    browser gets the proof checked on that node against that issuer, with nothing typed."""
+    from provmint.products import find_product
+    from provmint.verifier import verifier_page
+
+    config = tmp_path / "brand.toml"
+    config.write_text(f'[brand]\nverifier_rpc = "{world.url}"\nissuer = "{DEV0}"\n')
+    monkeypatch.setenv("PROVMINT_STORE", str(world.base / "store"))
+    monkeypatch.setenv("PROVMINT_KEY_FILE", str(world.base / "keys" / "keys.json"))
+    server = Server("--config", str(config))
+    try:
+        page = verifier_page(rpc_url=world.url, issuer=DEV0)
+        served = httpx.get(server.url + "/verify", timeout=15)
+        assert served.status_code == 200 and served.text == page.html
+        assert f'"rpc_url": "{world.url}"' in served.text and DEV0 in served.text
+
+        product = find_product(
+            world.settings, gtin=GTIN, serial=world.docs["calldata"]["product"]["record"]["serial"]
+        )
+        parts = urlsplit(product.url)
+        html = httpx.get(f"{server.url}{parts.path}?{parts.query}", timeout=15).text
+        proof = f"/proof{parts.path}?t={quote(product.token, safe='')}"
+        found = re.search(r'<a id="verify" href="([^"]+)"', html)
+        assert found, html
+        href = found.group(1).replace("&amp;", "&")
+        assert href == f"/verify?proof={quote(proof, safe='/')}"
+
+        spec = {
+            "url": "about:blank",
+            "cases": [],
+            "ui": [
+                {
+                    "name": "from the product page",
+                    "url": server.url + href,
+                    "waitFirst": True,
+                    "click": True,
+                    "expect": "valid",
+                },
+            ],
+        }
+        _, (shown,) = run_page(spec, tmp_path)
+        assert shown["rpc"] == world.url and shown["token"] == product.token
+        assert "not by the expected issuer" not in shown["receipt"]
+        assert shown["receipt"].splitlines()[-1].startswith("VALID: ")
+    finally:
+        server.stop()
+
+    # A node URL the public page cannot carry is refused where the file is read.
+    config.write_text('[brand]\nverifier_rpc = "https://user:secret@node.example"\n')
+    bad = subprocess.run(
+        [sys.executable, "-m", "provmint", "serve", "--port", "0", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2, bad.stderr
+    assert "[brand] verifier_rpc must not hold a user name or password" in bad.stderr
+    assert "secret" not in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _check_served_page(url: str) -> None:

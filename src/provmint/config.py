@@ -115,7 +115,16 @@ MAX_LOGO_BYTES = 256 * 1024
 """The largest logo file accepted: it is held in memory by every serving process."""
 MIN_CONTRAST = 4.5
 """WCAG AA's least contrast ratio for normal text."""
-_BRAND_KEYS = ("name", "logo", "contact", "colour", "product_name", "explorer")
+_BRAND_KEYS = (
+    "name",
+    "logo",
+    "contact",
+    "colour",
+    "product_name",
+    "explorer",
+    "verifier_rpc",
+    "issuer",
+)
 _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 _EMAIL = re.compile(r"[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
 """An address a mailto: link can carry as is (no characters that would need escaping)."""
@@ -150,6 +159,12 @@ class BrandSettings:
     """The record column shown as the page's headline."""
     explorer: str | None = None
     """A block explorer's https transaction URL with ``{tx}`` where the hash goes."""
+    verifier_rpc: str | None = None
+    """The node the browser verifier (``/verify``) offers by default: a public JSON-RPC
+    URL that anyone may read (never the service's own, which may hold a key)."""
+    issuer: str | None = None
+    """The brand's issuer address (its chain key's), which ``/verify`` expects by
+    default of an anchor."""
 
 
 def contrast_ratio(first: str, second: str) -> float:
@@ -274,6 +289,49 @@ def _brand_explorer(value: Any, source: str) -> str:
     return text
 
 
+MAX_PUBLIC_NODE_URL = 2048
+"""The longest node URL a public page holds."""
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def check_public_node_url(url: str, source: str = "--rpc") -> str:
+    """A node URL fit to be a public page's default, as given; ConfigError otherwise:
+    https (or http to this computer), a host, no user or password (the page is public:
+    whatever the URL holds, everyone reads), no quotes, spaces or control characters.
+    ``source`` names the setting in errors."""
+    if (
+        not isinstance(url, str)
+        or len(url) > MAX_PUBLIC_NODE_URL
+        or re.search(r"[\s\"'<>\\`\x00-\x1f\x7f]", url)
+    ):
+        raise ConfigError(f"{source} {str(url)[:60]!r} is not a URL a page can hold")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ConfigError(f"{source} {url[:60]!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"{source} {url[:60]!r} must be an https:// URL of a node")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{source} must not hold a user name or password: the page is public",
+            hint="give the page a node URL anyone may read",
+        )
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1"):
+        raise ConfigError(
+            f"{source} {url[:60]!r} is plain http to another computer",
+            hint="use https (browsers block plain http from an https page)",
+        )
+    return url
+
+
+def check_issuer_address(issuer: str, source: str = "--issuer") -> str:
+    """An issuer address (``0x`` and 40 hex digits), as given; ConfigError otherwise."""
+    if not isinstance(issuer, str) or not _ADDRESS.fullmatch(issuer):
+        raise ConfigError(f"{source} {str(issuer)[:50]!r} is not an address (0x + 40 hex digits)")
+    return issuer
+
+
 def _brand(table: Mapping[str, Any], where: str) -> BrandSettings:
     """The ``[brand]`` table, checked (``where`` names it in errors)."""
 
@@ -290,6 +348,8 @@ def _brand(table: Mapping[str, Any], where: str) -> BrandSettings:
         colour=pick("colour", _brand_colour) or DEFAULT_BRAND_COLOUR,
         product_name=pick("product_name", _brand_column) or "product_name",
         explorer=pick("explorer", _brand_explorer),
+        verifier_rpc=pick("verifier_rpc", check_public_node_url),
+        issuer=pick("issuer", check_issuer_address),
     )
 
 

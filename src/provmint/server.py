@@ -467,14 +467,15 @@ _CODE_ROUTE = "/01/{gtin}[/10/{lot}]/21/{serial}"
 """The code pages' route template (a metrics label)."""
 
 
-@lru_cache(maxsize=1)
-def _verifier() -> _Response:
+@lru_cache(maxsize=4)
+def _verifier(rpc_url: str | None, issuer: str | None) -> _Response:
     """``/verify``: the browser verifier (:mod:`provmint.verifier`), with its own policy
-    (its inline script and style by hash, requests to the node the user chooses). No
-    default node: the service's own may carry a key in its URL; the user picks one."""
+    (its inline script and style by hash, requests to the node the user chooses). Its
+    defaults are ``[brand] verifier_rpc`` and ``issuer``, never the service's own node,
+    whose URL may carry a key."""
     from provmint.verifier import verifier_page
 
-    page = verifier_page()
+    page = verifier_page(rpc_url=rpc_url, issuer=issuer)
     return replace(_html(page.html, 200), policy=page.policy.encode())
 
 
@@ -715,7 +716,8 @@ class _App:
         if request.path == _LOGO_PATH:
             return _logo(self.service.settings.brand, request.wants_json)
         if request.path == b"/verify":
-            return _verifier()
+            brand = self.service.settings.brand
+            return _verifier(brand.verifier_rpc, brand.issuer)
         return await self.code(request)
 
     async def health(self) -> _Response:

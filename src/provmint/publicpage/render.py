@@ -259,7 +259,12 @@ class PublicPages:
         proof = ""
         if record is not None:
             href = f"/proof{view.link_path}?t={quote(view.token, safe='')}"
-            proof = f' <a id="proof" href="{_e(href)}">{parts.html["proof"]}</a>'
+            # The service's browser verifier, given this proof's address (its own site).
+            check = f"/verify?proof={quote(href, safe='/')}"
+            proof = (
+                f' <a id="proof" href="{_e(href)}">{parts.html["proof"]}</a>'
+                f' · <a id="verify" href="{_e(check)}">{parts.html["verify"]}</a>'
+            )
         out.append(_footer(parts, proof))
         return "".join(out)
 

@@ -131,6 +131,7 @@ class Page:
     )
     checked: str = N_("Checked {time}.")
     proof: str = N_("Proof for independent checking")
+    verify: str = N_("Check the proof in your browser")
     detail: str = N_("Details: {detail}")
     logo: str = N_("Logo")
     ledger_entry: str = N_("block {block} of chain {chain}")

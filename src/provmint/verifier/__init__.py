@@ -20,8 +20,8 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
-from urllib.parse import urlsplit
 
+from provmint.config import MAX_PUBLIC_NODE_URL, check_issuer_address, check_public_node_url
 from provmint.errors import ConfigError
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
     "verifier_page",
 ]
 
-MAX_RPC_URL = 2048
+MAX_RPC_URL = MAX_PUBLIC_NODE_URL
 """The longest node URL a page accepts as its default."""
 
 _LOCAL_NODES = "http://localhost:* http://127.0.0.1:*"
@@ -43,7 +43,6 @@ _SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 _STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 _META = re.compile(r'(<meta http-equiv="Content-Security-Policy" content=")[^"]*(">)')
 _CONFIG = re.compile(r'(<script type="application/json" id="provmint-config">)[^<]*(</script>)')
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,36 +70,13 @@ def _digest(pattern: re.Pattern[str], text: str) -> str:
 
 
 def check_rpc_url(url: str) -> str:
-    """A node URL fit to be a page's default, as given. Raises ConfigError otherwise:
-    https (or http to this computer), a host, no user or password (the page is public:
-    whatever the URL holds, everyone reads), no quotes, spaces or control characters."""
-    if len(url) > MAX_RPC_URL or re.search(r"[\s\"'<>\\`\x00-\x1f\x7f]", url):
-        raise ConfigError(f"--rpc {url[:60]!r} is not a URL a page can hold")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError as exc:
-        raise ConfigError(f"--rpc {url[:60]!r} is not a URL: {exc}") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"--rpc {url[:60]!r} must be an https:// URL of a node")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(
-            "--rpc must not hold a user name or password: the page is public",
-            hint="give the page a node URL anyone may read",
-        )
-    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1"):
-        raise ConfigError(
-            f"--rpc {url[:60]!r} is plain http to another computer",
-            hint="use https (browsers block plain http from an https page)",
-        )
-    return url
+    """A node URL fit to be a page's default, as given (:func:`check_public_node_url`)."""
+    return check_public_node_url(url, "--rpc")
 
 
 def check_issuer(issuer: str) -> str:
     """An issuer address (``0x`` and 40 hex digits), as given; ConfigError otherwise."""
-    if not _ADDRESS.fullmatch(issuer):
-        raise ConfigError(f"--issuer {issuer[:50]!r} is not an address (0x + 40 hex digits)")
-    return issuer
+    return check_issuer_address(issuer, "--issuer")
 
 
 @functools.cache
