@@ -21,7 +21,6 @@ import hashlib
 import json
 import random
 import re
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
