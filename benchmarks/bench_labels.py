@@ -9,13 +9,22 @@ workers. PDF sheets are timed on a smaller batch (``--pdf``): office printing is
 million-label job. Creating files is part of the figure: run it on the file system the
 labels will go to (``--dir``).
 
-    python benchmarks/bench_labels.py                # 100,000 products
-    python benchmarks/bench_labels.py --products 1000000 --dir /srv/scratch --json
+CPU is the process tree's CPU time per label (user and system, as last sampled): on a
+machine shared with other work it says more than labels/s, which depends on the cores
+the run got. Memory is the resident set of the whole process tree (the command, its pool workers and
+the forkserver), sampled every 50 ms; besides the peak, the peak of each quarter of the
+run is shown, so a job whose memory grows with the labels drawn shows it (flat: the last
+quarter's peak is about the first's, and the peak does not grow from 100k to 1M).
+
+    python benchmarks/bench_labels.py                # 100,000 products, every case
+    python benchmarks/bench_labels.py --count 1000000 --cases svg-qr,zpl-qr --dir /var/tmp
+    python benchmarks/bench_labels.py --store S --key-file K --batch ID --cases zpl-qr
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -24,21 +33,33 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_products import write_csv  # noqa: E402
 
 BASE = "https://id.brand.test"
-CASES = [
-    ("svg", "qr", "url"),
-    ("png", "qr", "url"),
-    ("zpl", "qr", "url"),
-    ("svg", "datamatrix", "element-string"),
-    ("png", "datamatrix", "element-string"),
-    ("zpl", "datamatrix", "element-string"),
-    ("none", "qr", "url"),
-]
+CASES = {
+    "svg-qr": ("svg", "qr", "url"),
+    "png-qr": ("png", "qr", "url"),
+    "zpl-qr": ("zpl", "qr", "url"),
+    "svg-dm": ("svg", "datamatrix", "element-string"),
+    "png-dm": ("png", "datamatrix", "element-string"),
+    "zpl-dm": ("zpl", "datamatrix", "element-string"),
+    "zpl-qrgs1": ("zpl", "qr", "element-string"),
+    "none": ("none", "qr", "url"),
+}
+"""Cases on the main batch: QR with the URL, GS1 DataMatrix (and GS1 QR in ZPL)."""
+PDF_CASES = {
+    "pdf-qr": ("pdf", "qr", "url"),
+    "pdf-dm": ("pdf", "datamatrix", "element-string"),
+}
+"""Cases on the small batch (``--pdf`` products)."""
+_DEFAULT = [name for name in CASES if name != "zpl-qrgs1"]
 
 
 def provmint(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -56,31 +77,58 @@ def mint(work: Path, products: int, env: dict[str, str]) -> str:
     return str(json.loads(done.stdout)["batch_id"])
 
 
-def _peak_rss(command: list[str], env: dict[str, str]) -> tuple[int, str, str, int]:
-    """Run ``command``; its exit code, output, and the peak of the resident memory of
-    it and its workers together (sampled every 50 ms, so a peak may be missed)."""
+def _tree_sample(root: psutil.Process, cpu: dict[int, float]) -> int | None:
+    """Resident memory of ``root`` and all its descendants (a process that ends while
+    being read counts nothing; None once ``root`` itself is gone); each one's CPU time
+    so far goes into ``cpu`` by pid."""
+    import psutil
+
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for process in tree:
+        with contextlib.suppress(psutil.Error), process.oneshot():
+            total += process.memory_info().rss
+            times = process.cpu_times()
+            cpu[process.pid] = times.user + times.system
+    return total
+
+
+def _run_sampled(command: list[str], env: dict[str, str]) -> tuple[int, str, str, list[int], float]:
+    """Run ``command``; its exit code, output, the resident memory of it and its workers
+    together, sampled every 50 ms (so a short peak may be missed), and the CPU seconds
+    they used (as last sampled: a little is missed at the end of each process)."""
     import psutil
 
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     watched = psutil.Process(proc.pid)
-    peak = 0
+    samples: list[int] = []
+    cpu: dict[int, float] = {}
     while proc.poll() is None:
-        try:
-            tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
+        rss = _tree_sample(watched, cpu)
+        if rss:
+            samples.append(rss)
         time.sleep(0.05)
     out, err = proc.communicate()
-    return proc.returncode, out, err, peak
+    return proc.returncode, out, err, samples, sum(cpu.values())
+
+
+def _quarter_peaks(samples: list[int]) -> list[int]:
+    """The peak of each quarter of the samples (in MB): flat memory has four alike."""
+    if len(samples) < 4:
+        return [round(max(samples, default=0) / 2**20)] * 4
+    size = len(samples) / 4
+    return [round(max(samples[int(i * size) : int((i + 1) * size)]) / 2**20) for i in range(4)]
 
 
 def run_case(batch: str, out: Path, case: tuple[str, str, str], env: dict[str, str]) -> dict:
     fmt, symbol, content = case
     started = time.perf_counter()
-    code, stdout, stderr, peak = _peak_rss(
+    code, stdout, stderr, samples, cpu = _run_sampled(
         [sys.executable, "-m", "provmint", "labels", batch, "-o", str(out), "-f", fmt,
          "--symbol", symbol, "--content", content, "--url-base", BASE, "--json"],
         env,
@@ -90,6 +138,7 @@ def run_case(batch: str, out: Path, case: tuple[str, str, str], env: dict[str, s
         raise SystemExit(stderr)
     summary = json.loads(stdout)
     shutil.rmtree(out)
+    peak = max(samples, default=0)
     return {
         "format": fmt,
         "symbol": symbol,
@@ -98,36 +147,73 @@ def run_case(batch: str, out: Path, case: tuple[str, str, str], env: dict[str, s
         "elapsed_s": summary["elapsed_s"],
         "wall_s": round(wall, 2),
         "labels_per_s": summary["labels_per_s"],
+        "cpu_us_per_label": round(cpu / max(summary["labels"], 1) * 1e6),
         "peak_rss_mb": round(peak / 2**20),
+        "quarter_peaks_mb": _quarter_peaks(samples),
     }
+
+
+def _cases(text: str | None) -> list[str]:
+    names = _DEFAULT + list(PDF_CASES) if text is None else text.split(",")
+    unknown = [name for name in names if name not in CASES and name not in PDF_CASES]
+    if unknown:
+        known = ", ".join([*CASES, *PDF_CASES])
+        raise SystemExit(f"unknown case(s) {', '.join(unknown)}; use {known}")
+    return names
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", type=int, default=100_000)
-    parser.add_argument("--pdf", type=int, default=5_000, help="products for the PDF case")
+    parser.add_argument(
+        "--count",
+        "--products",
+        dest="count",
+        type=int,
+        default=100_000,
+        help="products to mint and label in each case (default 100,000)",
+    )
+    parser.add_argument("--pdf", type=int, default=5_000, help="products for the PDF cases")
+    parser.add_argument(
+        "--cases", default=None, help=f"comma-separated, of {', '.join([*CASES, *PDF_CASES])}"
+    )
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to work (default: the temp directory)"
     )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="label --batch of this store instead of minting (PDF cases mint theirs into it)",
+    )
+    parser.add_argument("--key-file", type=Path, default=None, help="the --store's key file")
+    parser.add_argument("--batch", default=None, help="the batch of --store to label")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    cases = _cases(args.cases)
+    if (args.store is None) != (args.batch is None) or (args.store and not args.key_file):
+        parser.error("--store, --key-file and --batch go together")
     work = Path(tempfile.mkdtemp(prefix="provmint-labels-bench-", dir=args.dir))
     env = {
         **os.environ,
-        "PROVMINT_STORE": str(work / "store"),
-        "PROVMINT_KEY_FILE": str(work / "keys.json"),
+        "PROVMINT_STORE": str(args.store or work / "store"),
+        "PROVMINT_KEY_FILE": str(args.key_file or work / "keys.json"),
         "PROVMINT_CONFIG": str(work / "none.toml"),
     }
     (work / "none.toml").write_text("")
+    results = []
     try:
-        keys = provmint("keys", "init", env=env)
-        if keys.returncode:
-            raise SystemExit(keys.stderr)
-        batch = mint(work, args.products, env)
-        results = [run_case(batch, work / "out", case, env) for case in CASES]
-        small = mint(work, args.pdf, env)
-        for symbol, content in (("qr", "url"), ("datamatrix", "element-string")):
-            results.append(run_case(small, work / "out", ("pdf", symbol, content), env))
+        if args.store is None:
+            keys = provmint("keys", "init", env=env)
+            if keys.returncode:
+                raise SystemExit(keys.stderr)
+        main_cases = [CASES[name] for name in cases if name in CASES]
+        if main_cases:
+            batch = args.batch or mint(work, args.count, env)
+            results += [run_case(batch, work / "out", case, env) for case in main_cases]
+        pdf_cases = [PDF_CASES[name] for name in cases if name in PDF_CASES]
+        if pdf_cases:
+            small = mint(work, args.pdf, env)
+            results += [run_case(small, work / "out", case, env) for case in pdf_cases]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -135,12 +221,13 @@ def main() -> int:
         return 0
     print(f"provmint labels, {os.cpu_count()} CPUs")
     print(f"{'format':<6} {'symbol':<10} {'content':<14} {'labels':>9} {'s':>7} "
-          f"{'labels/s':>9} {'peak MB':>8}")  # fmt: skip
+          f"{'labels/s':>9} {'CPU us':>7} {'peak MB':>8}  peak MB by quarter")  # fmt: skip
     for r in results:
         print(
             f"{r['format']:<6} {r['symbol']:<10} {r['content']:<14} {r['labels']:>9,} "
             f"{r['elapsed_s']:>7.2f} {r['labels_per_s'] or 0:>9,.0f} "
-            f"{r['peak_rss_mb']:>8}"
+            f"{r['cpu_us_per_label']:>7} {r['peak_rss_mb']:>8}  "
+            + " ".join(map(str, r["quarter_peaks_mb"]))
         )
     return 0
 

@@ -3,9 +3,10 @@
 A real decoder (zxing-cpp) reads PNG files directly, SVG files once their path is drawn
 onto a bitmap, and PDF sheets once ``pdftoppm`` (poppler) has rendered them. ZPL is read
 as a printer would: the ``^FD`` payloads are taken out of each format, ``^FH`` hex
-escapes and the DataMatrix escapes (``_1`` FNC1, ``__``) undone, and the symbol commands'
-parameters checked. GS1 symbols must read back as GS1 (``]d2``, ``]Q3``) with the element
-string, group separators included.
+escapes and the DataMatrix escapes (``_1`` FNC1, ``__``) undone, the symbol commands'
+parameters checked, and the symbol the printer is asked for (GS1 when the data starts
+``>8`` in ``^BQ`` or ``_1`` in ``^BX``) drawn by zint and read back. GS1 symbols must
+read back as GS1 (``]d2``, ``]Q3``) with the element string, group separators included.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PIL import Image
 
 from provmint import gs1
 from provmint.errors import EXIT_USAGE
+from provmint.labelformats.symbols import zint_gs1
 
 BASE = "https://id.brand.test"
 GTIN = "09520123450014"
@@ -203,9 +205,24 @@ def _unescape_datamatrix(data: str) -> tuple[bool, str]:
     return fnc1_first, text
 
 
-@pytest.mark.parametrize(
-    ("symbol", "content"), [("qr", "url"), ("datamatrix", "url"), ("datamatrix", "element-string")]
-)
+def _printer_symbol(command: str, data: str) -> np.ndarray:
+    """The symbol a printer draws from a ^BQ or ^BX field (already unescaped), drawn
+    here by zint: ``>8`` first in ^BQ data, or ``_1`` first in ^BX data, makes it GS1."""
+    if "^BQ" in command:
+        level, rest = data[0], data[3:]  # "{level}A," then the data
+        fmt, options = zxingcpp.BarcodeFormat.QRCode, {"ec_level": level}
+        gs1_mode, text = rest.startswith(">8"), rest.removeprefix(">8")
+    else:
+        fmt, options = zxingcpp.BarcodeFormat.DataMatrix, {"force_square": True}
+        gs1_mode, text = _unescape_datamatrix(data)
+    if gs1_mode:
+        barcode = zxingcpp.create_barcode(zint_gs1(text), fmt, gs1=True, **options)
+    else:
+        barcode = zxingcpp.create_barcode(text, fmt, **options)
+    return np.asarray(barcode.to_image(scale=4))
+
+
+@pytest.mark.parametrize(("symbol", "content"), SYMBOL_CONTENT)
 def test_zpl_payloads_are_the_content(
     cli, batch, tmp_path: Path, symbol: str, content: str
 ) -> None:
@@ -223,11 +240,13 @@ def test_zpl_payloads_are_the_content(
         expected = _content(row, content)
         if symbol == "qr":
             assert command.endswith("^BQN,2,6")
-            assert data == "MA," + expected  # level M, automatic mode
+            fnc1 = ">8" if content == "element-string" else ""  # GS1: FNC1 first
+            assert data == "MA," + fnc1 + expected  # level M, automatic input
         else:
             assert command.endswith("^BXN,6,200,,,,_")
             fnc1, sent = _unescape_datamatrix(data)
             assert fnc1 == (content == "element-string") and sent == expected
+        _read_one(_printer_symbol(command, data), symbol, content, expected)
         hri = row["human_readable"].split(" ")
         assert [line for _, line in text] == [
             " ".join(hri[i : i + 2]) for i in range(0, len(hri), 2)
@@ -238,7 +257,6 @@ def test_zpl_payloads_are_the_content(
 
 def test_zpl_refuses_what_printers_cannot_draw(cli, batch, tmp_path: Path) -> None:
     for args, needle in (
-        (("--content", "element-string"), "gs1 qr"),
         (("--scale", "11"), "at most 10"),
         (("--size", "10x10", "--scale", "10"), "does not fit"),
     ):

@@ -1,6 +1,7 @@
 """The label formats' parts, without a store: the option parsers (generated hostile
 input), QR re-masking against zint itself, the mask penalty against a plain reading of
-the standard, and the ZPL escapes."""
+the standard, the ZPL escapes, and the images and PDF paths built for many labels at
+once against one label at a time."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from hypothesis import strategies as st
 from provmint import gs1
 from provmint.errors import EXIT_NOT_FOUND, EXIT_USAGE, ConfigError
 from provmint.labelformats import qrmasks
+from provmint.labelformats.images import ImageStyle, png_bytes, png_images
 from provmint.labelformats.layout import Grid, LabelSize, parse_grid, parse_size
 from provmint.labelformats.options import LabelOptions
+from provmint.labelformats.pdf import run_ops
 from provmint.labelformats.symbols import (
     Content,
     Symbol,
@@ -229,3 +232,40 @@ def test_hostile_label_options_exit_2_before_writing(
     assert r.exit_code in (EXIT_USAGE, EXIT_NOT_FOUND), (r.exit_code, r.stderr)
     assert r.stderr.startswith(("error: ", "Usage: ")), r.stderr
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- many at once
+
+
+def _mixed_labels(count: int) -> tuple[list[np.ndarray], list[str]]:
+    """Symbols of several sizes and texts of several widths, interleaved."""
+    rng = random.Random(9)
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZab/%&()"
+    payloads, hris = [], []
+    for _ in range(count):
+        serial = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 21)))
+        lot = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 9))) or None
+        payloads.append(gs1.element_string("09520123450014", serial, lot, "2028-01-31"))
+        hris.append(gs1.human_readable("09520123450014", serial, lot, "2028-01-31"))
+    spec = SymbolSpec(Symbol.DATAMATRIX, Content.ELEMENT_STRING)
+    return modules(spec, payloads), hris
+
+
+@pytest.mark.parametrize(("scale", "text"), [(4, True), (1, True), (3, False)])
+def test_png_images_are_each_labels_png(scale: int, text: bool) -> None:
+    matrices, hris = _mixed_labels(300)
+    assert len({m.shape for m in matrices}) > 1
+    style = ImageStyle(scale, text)
+    together = png_images(matrices, 1, style, hris)
+    assert together == [png_bytes(m, 1, style, hri) for m, hri in zip(matrices, hris, strict=True)]
+
+
+def test_pdf_run_operators_redraw_the_symbol() -> None:
+    matrices, _ = _mixed_labels(60)
+    for matrix, ops in zip(matrices, run_ops(matrices), strict=True):
+        drawn = np.zeros_like(matrix)
+        for line in ops.decode().splitlines():
+            col, row, length, height, op = line.split()
+            assert (height, op) == ("1", "re")
+            drawn[int(row), int(col) : int(col) + int(length)] = True
+        assert (drawn == matrix).all()

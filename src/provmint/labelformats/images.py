@@ -5,6 +5,11 @@ Both are written here rather than by an imaging library: an SVG is one ``<path>`
 horizontal runs (stroked one unit high, as segno draws them) and ``<text>`` lines; a PNG
 is 1 bit per pixel, text drawn with Pillow's built-in 6x11 bitmap font scaled by whole
 pixels, so every edge stays sharp for a scanner and a thermal head.
+
+Both are built for many labels at once (a few hundred of one size): per label, numpy's
+cost per call would be more than the work. A PNG's pixels are made, packed to bits and
+given their filter bytes for the whole group; per label there remain its text lines
+(cached, scaled, by line) and the zlib stream.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from xml.sax.saxutils import escape
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ImageStyle", "png_bytes", "svg_bytes", "svg_paths", "text_lines"]
+__all__ = ["ImageStyle", "png_bytes", "png_images", "svg_bytes", "svg_paths", "text_lines"]
 
 _GLYPH_W, _GLYPH_H = 6, 11  # Pillow's built-in bitmap font
 _LINE_GAP = 1
@@ -152,60 +157,85 @@ def _font() -> object:
 
 
 @lru_cache(maxsize=4096)
-def _line_mask(line: str) -> np.ndarray:
-    """A text line in the bitmap font, True where ink is."""
+def _line_ink(line: str, factor: int) -> np.ndarray:
+    """A text line in the bitmap font, scaled by ``factor``: True where ink is. Cached:
+    most lines (the GTIN, the expiry, often the lot) repeat from label to label."""
     import numpy as np
+    from PIL import Image
 
-    mask = _font().getmask(line)  # type: ignore[attr-defined]
-    width, height = mask.size
-    ink: np.ndarray = np.asarray(mask, dtype=np.uint8).reshape(height, width) > 0
+    # getmask gives Pillow's core image; wrapped as an Image, numpy reads it in one go
+    # (read as a sequence, pixel by pixel, it was most of a PNG label's time).
+    mask = Image.Image()._new(_font().getmask(line))  # type: ignore[attr-defined]
+    ink: np.ndarray = np.asarray(mask) > 0
+    if factor > 1:
+        ink = ink.repeat(factor, axis=0).repeat(factor, axis=1)
     return ink
 
 
-def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
-    import numpy as np
-
-    if factor == 1:
-        return image
-    big: np.ndarray = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
-    return big
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IMAGES_TOGETHER = 256
+"""PNG labels of one frame whose pixels are made in one go (~12 MB of pixels for a GS1
+DataMatrix with its text at scale 4)."""
 
 
 def png_bytes(matrix: np.ndarray, quiet: int, style: ImageStyle, hri: str) -> bytes:
     """A 1-bit greyscale PNG of the symbol and, if asked, its text."""
+    (png,) = png_images([matrix], quiet, style, [hri])
+    return png
+
+
+def png_images(
+    matrices: list[np.ndarray], quiet: int, style: ImageStyle, hris: list[str]
+) -> list[bytes]:
+    """Each label's 1-bit greyscale PNG: its symbol (``matrices``: True is dark) and, if
+    asked, its text (``hris``), made for all the labels of a frame at once."""
+    out: list[bytes] = [b""] * len(matrices)
+    lines = [text_lines(hri) if style.text else [] for hri in hris]
+    by_frame: dict[_Frame, list[int]] = {}
+    for i, matrix in enumerate(matrices):
+        by_frame.setdefault(_frame(matrix.shape, quiet, style, lines[i]), []).append(i)
+    for frame, places in by_frame.items():
+        for start in range(0, len(places), _IMAGES_TOGETHER):
+            group = places[start : start + _IMAGES_TOGETHER]
+            rows = _png_rows(
+                frame, quiet, style, [matrices[i] for i in group], [lines[i] for i in group]
+            )
+            header = _chunk(
+                b"IHDR", struct.pack(">IIBBBBB", frame.width, frame.height, 1, 0, 0, 0, 0)
+            )
+            for i, raw in zip(group, rows, strict=True):
+                out[i] = (
+                    _PNG_SIGNATURE
+                    + header
+                    + _chunk(b"IDAT", zlib.compress(raw, 1))
+                    + _chunk(b"IEND", b"")
+                )
+    return out
+
+
+def _png_rows(
+    frame: _Frame, quiet: int, style: ImageStyle, matrices: list[np.ndarray], lines: list[list[str]]
+) -> np.ndarray:
+    """The PNG scanlines of labels of one frame (filter byte 0, then 1 bit a pixel, 1 is
+    white, as greyscale has it), one label a row of the result."""
     import numpy as np
 
-    lines = text_lines(hri) if style.text else []
-    frame = _frame(matrix.shape, quiet, style, lines)
-    dark = np.zeros((frame.height, frame.width), dtype=bool)
-    top, left = quiet * style.scale, frame.symbol_x + quiet * style.scale
-    symbol = _upscale(matrix, style.scale)
-    dark[top : top + symbol.shape[0], left : left + symbol.shape[1]] = symbol
-    g = style.glyph
-    for i, line in enumerate(lines):
-        ink = _upscale(_line_mask(line), g)
-        y = frame.text_top + i * frame.line_height
-        x = (frame.width - ink.shape[1]) // 2
-        dark[y : y + ink.shape[0], x : x + ink.shape[1]] |= ink
-    return _png(dark)
+    scale = style.scale
+    dark = np.zeros((len(matrices), frame.height, frame.width), dtype=bool)
+    symbols = np.stack(matrices).repeat(scale, axis=1).repeat(scale, axis=2)
+    top, left = quiet * scale, frame.symbol_x + quiet * scale
+    dark[:, top : top + symbols.shape[1], left : left + symbols.shape[2]] = symbols
+    for label, label_lines in zip(dark, lines, strict=True):
+        for i, line in enumerate(label_lines):  # under the symbol, each in its own band
+            ink = _line_ink(line, style.glyph)
+            y = frame.text_top + i * frame.line_height
+            x = (frame.width - ink.shape[1]) // 2
+            label[y : y + ink.shape[0], x : x + ink.shape[1]] = ink
+    packed = np.packbits(~dark, axis=2)
+    raw = np.zeros((len(matrices), frame.height, packed.shape[2] + 1), dtype=np.uint8)
+    raw[:, :, 1:] = packed
+    return raw.reshape(len(matrices), -1)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png(dark: np.ndarray) -> bytes:
-    """PNG (greyscale, 1 bit, filter 0 on every row) of a dark/light bitmap."""
-    import numpy as np
-
-    height, width = dark.shape
-    packed = np.packbits(~dark, axis=1)  # 1 is white in a greyscale PNG
-    raw = np.zeros((height, packed.shape[1] + 1), dtype=np.uint8)
-    raw[:, 1:] = packed
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 1))
-        + _chunk(b"IEND", b"")
-    )

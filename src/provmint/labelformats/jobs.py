@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from provmint.labelformats.images import (
     ImageStyle,
-    png_bytes,
+    png_images,
     svg_bytes,
     svg_paths,
     text_lines,
@@ -116,7 +116,7 @@ def _write(path: str, data: bytes) -> None:
 
 
 _PATHS_TOGETHER = 512
-"""SVG symbols whose paths are built in one go."""
+"""Symbols whose SVG paths or PNG images are built in one go."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +134,11 @@ class ImageJob:
         quiet = QUIET[self.spec.symbol]
         matrices = modules(self.spec, self.payloads)
         if self.png:
-            for path, matrix, hri in zip(self.paths, matrices, self.hris, strict=True):
-                _write(path, png_bytes(matrix, quiet, self.style, hri))
+            for i in range(0, len(matrices), _PATHS_TOGETHER):
+                some = slice(i, i + _PATHS_TOGETHER)
+                pngs = png_images(matrices[some], quiet, self.style, self.hris[some])
+                for path, png in zip(self.paths[some], pngs, strict=True):
+                    _write(path, png)
         else:
             step = _PATHS_TOGETHER  # bounds the run arrays' memory (~20 MB a step)
             runs = [

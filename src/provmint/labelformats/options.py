@@ -68,11 +68,6 @@ class LabelOptions:
         if dpi not in DPIS:
             raise ConfigError(f"dpi must be one of {', '.join(map(str, DPIS))}")
         page = _choice(str(given.get("page", "a4")).lower(), tuple(PAGES), "page")
-        if fmt == "zpl" and symbol == "qr" and content == "element-string":
-            raise ConfigError(
-                "ZPL printers cannot be relied on to draw a GS1 QR code (FNC1 in first position)",
-                hint="use --symbol datamatrix for the element string on ZPL labels",
-            )
         if fmt == "zpl" and symbol == "qr" and scale > _MAX_QR_MAGNIFICATION:
             raise ConfigError(f"a ZPL QR code's module is at most {_MAX_QR_MAGNIFICATION} dots")
         return cls(

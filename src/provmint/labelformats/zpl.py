@@ -8,8 +8,14 @@ written as hex escapes (``\\5E``, ``\\7E``, ``\\5C``) and cannot end the field o
 a command.
 
 - QR: ``^BQN,2,{module dots}`` with field data ``{level}A,{data}`` (error correction
-  level, automatic mode). ZPL offers no reliable way to put FNC1 in first position in a
-  QR code (it depends on the firmware), so GS1 QR is not offered here: use DataMatrix.
+  level, automatic input: the printer chooses the encoding modes).
+- GS1 QR: the same, with the data starting ``>8``, which sets the FNC1-in-first-position
+  mode indicator (symbology identifier ``]Q3``); Zebra printers do this since Link-OS 6.6
+  (older firmware prints ``>8`` as data: a plain QR code a GS1 scanner refuses). ``>8``
+  does not make a separator inside the data, so each group separator is sent as the GS
+  byte itself (``\\1D`` under ``^FH``): in a GS1 QR code the GS byte in byte mode *is*
+  the FNC1 separator (ISO/IEC 18004, 7.4.8.1), and it is not an alphanumeric character,
+  so the printer can only encode it in byte mode.
 - DataMatrix: ``^BXN,{module dots},200,,,,_`` (ECC 200, escape character ``_`` set
   explicitly, as firmware defaults differ). GS1 data starts with ``_1`` (FNC1 in first
   position) and each group separator is written ``_1`` too; a literal ``_`` is ``__``
@@ -28,6 +34,8 @@ __all__ = ["ZplLayout", "hex_escape", "label_zpl"]
 
 _HEX = str.maketrans({"^": "\\5E", "~": "\\7E", "\\": "\\5C"})
 _MAX_QR_MAGNIFICATION = 10  # ^BQ's limit
+_QR_FNC1_FIRST = ">8"  # at the start of ^BQ data: GS1 QR (FNC1 in first position)
+_HEX_GS = "\\1D"  # the group separator byte, hex-escaped under ^FH\\
 
 
 def hex_escape(text: str) -> str:
@@ -46,11 +54,6 @@ class ZplLayout:
 
     def check(self, spec: SymbolSpec, modules: int) -> None:
         """Refuse what the printer cannot draw or the label cannot hold (ValueError)."""
-        if spec.symbol is Symbol.QR and spec.gs1:
-            raise ValueError(
-                "ZPL printers cannot be relied on to draw a GS1 QR code (FNC1 in first "
-                "position); use --symbol datamatrix for the element string"
-            )
         if spec.symbol is Symbol.QR and self.module > _MAX_QR_MAGNIFICATION:
             raise ValueError(f"a ZPL QR code's module is at most {_MAX_QR_MAGNIFICATION} dots")
         width, height = self.size.dots(self.dpi)
@@ -65,7 +68,10 @@ class ZplLayout:
 
 def _symbol_field(spec: SymbolSpec, payload: str, module: int) -> str:
     if spec.symbol is Symbol.QR:
-        return f"^BQN,2,{module}^FH\\^FD{spec.level.upper()}A,{hex_escape(payload)}^FS"
+        data = hex_escape(payload)
+        if spec.gs1:
+            data = _QR_FNC1_FIRST + data.replace(GS, _HEX_GS)
+        return f"^BQN,2,{module}^FH\\^FD{spec.level.upper()}A,{data}^FS"
     data = payload.replace("_", "__")
     if spec.gs1:
         data = "_1" + data.replace(GS, "_1")
