@@ -386,9 +386,13 @@ class ServeSettings:
     """Requests in progress in one worker beyond which new ones are answered 503 at
     once (0: no limit)."""
     check_host: bool = True
-    """Answer a code asked for on another host than the url base's as an unknown code
+    """Answer a code asked for on another host than the service's as an unknown code
     (``Host``, or ``X-Forwarded-Host`` from a trusted proxy); never with the placeholder
-    base, and never for ``/healthz``."""
+    base, and never for ``/healthz``. The service's hosts are the url base's, those of
+    every url base a batch was minted or its labels printed with, and ``hosts``."""
+    hosts: tuple[str, ...] = ()
+    """More host names codes may be asked on (lower case), such as a domain whose labels
+    were printed elsewhere."""
 
 
 _SERVE_KEYS = (
@@ -402,6 +406,7 @@ _SERVE_KEYS = (
     "keep_alive_timeout",
     "limit_concurrency",
     "check_host",
+    "hosts",
 )
 _SERVE_BOUNDS: dict[str, tuple[type, float, float]] = {
     "rate_limit": (int, 0, 1_000_000),
@@ -428,6 +433,37 @@ def _serve_number(value: Any, source: str, kind: type, low: float, high: float) 
         low_text, high_text = (f"{int(b)}" if b == int(b) else f"{b}" for b in (low, high))
         raise ConfigError(f"{source} must be between {low_text} and {high_text}, got {value!r}")
     return kind(value)
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+"""A DNS name in lower case: dot-separated labels of letters, digits and inner hyphens."""
+
+
+def _host_names(value: Any, source: str) -> tuple[str, ...]:
+    """Host names (a DNS name or an IP address, no scheme, port or path), lower case."""
+    import ipaddress
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(
+            f"{source} must be a list of host names, got {value!r}",
+            hint='for example hosts = ["id.brand.com", "verify.brand.com"]',
+        )
+    names = []
+    for item in items:
+        name = item.strip().lower().rstrip(".")
+        try:
+            name = str(ipaddress.ip_address(name))
+        except ValueError:
+            if not _HOST_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"{source}: {item[:80]!r} is not a host name",
+                    hint="a name only, without https://, port or path: id.brand.com",
+                ) from None
+        names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def _trusted_proxies(value: Any, source: str) -> tuple[str, ...]:
@@ -468,6 +504,8 @@ def _serve(table: Mapping[str, Any], where: str) -> ServeSettings:
         if not isinstance(table["check_host"], bool):
             raise ConfigError(f"{where} check_host must be true or false")
         values["check_host"] = table["check_host"]
+    if "hosts" in table:
+        values["hosts"] = _host_names(table["hosts"], f"{where} hosts")
     return ServeSettings(**values)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "HostCheck",
     "RateLimiter",
     "TrustedProxies",
+    "base_host",
     "http_protocol",
     "parse_address",
     "raw_response",
@@ -213,26 +214,42 @@ _MAX_HOST_TEXT = 255
 
 
 class HostCheck:
-    """Whether a request was made for the service's own host: the host of its url base,
-    compared with the request's ``Host`` (or, from a trusted proxy, the right-most
-    ``X-Forwarded-Host`` element: the one the proxy wrote) without its port, in any
-    letter case, a trailing dot ignored. The port is not compared: a proxy in front
-    listens on its own. The check never raises; anything unreadable is another host."""
+    """Whether a request was made for one of the service's own hosts: the host of its url
+    base and of ``also`` (url bases or host names), compared with the request's ``Host``
+    (or, from a trusted proxy, the right-most ``X-Forwarded-Host`` element: the one the
+    proxy wrote) without its port, in any letter case, a trailing dot ignored. The port
+    is not compared: a proxy in front listens on its own. The check never raises;
+    anything unreadable is another host."""
 
-    def __init__(self, url_base: str) -> None:
-        from urllib.parse import urlsplit
+    def __init__(self, url_base: str, *, also: Iterable[str] = ()) -> None:
+        self.host = base_host(url_base)
+        self.hosts = frozenset(h for h in (self.host, *map(base_host, also)) if h)
 
-        self.host = _host_name(urlsplit(url_base).netloc.rpartition("@")[2].encode("latin-1"))
-
-    def allows(self, host: bytes) -> bool:
-        """Whether ``host`` (a ``Host`` value as sent) names the service's own host."""
-        return bool(host) and _host_name(host) == self.host
+    def allows(self, host: bytes, known: frozenset[str] = frozenset()) -> bool:
+        """Whether ``host`` (a ``Host`` value as sent) names one of the service's hosts,
+        or one of ``known`` (host names as :func:`base_host` gives them)."""
+        if not host:
+            return False
+        name = _host_name(host)
+        return bool(name) and (name in self.hosts or name in known)
 
     @staticmethod
     def forwarded(values: bytes) -> bytes:
         """The host a trusted proxy forwarded: the right-most element of the
         ``X-Forwarded-Host`` values (comma-joined)."""
         return values.rpartition(b",")[2].strip(b" \t")
+
+
+def base_host(base: str) -> str:
+    """The host name of a url base (``https://id.brand.com/x``) or of a host name, as
+    :class:`HostCheck` compares them ("" for neither)."""
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(base).netloc if "://" in base else base
+    try:
+        return _host_name(netloc.rpartition("@")[2].encode("latin-1"))
+    except UnicodeEncodeError:
+        return ""
 
 
 def _host_name(host: bytes) -> str:

@@ -48,6 +48,7 @@ from provmint.edge import (
     HostCheck,
     RateLimiter,
     TrustedProxies,
+    base_host,
     parse_address,
     retry_after,
     sigterm_returns,
@@ -66,6 +67,7 @@ from provmint.publicpage import LOGO_PATH, PublicPages, VerdictView, choose_lang
 from provmint.scan import Verdict, judge, suspicious
 from provmint.store import BatchInfo, Store
 from provmint.store.lookup import ProductFinder
+from provmint.store.prints import printed_url_bases
 from provmint.store.scanlog import (
     ScanLogError,
     ScanRequest,
@@ -122,6 +124,9 @@ class ProductIndex:
         self.anchors: dict[int, dict[str, Any] | None] = {}
         self.finder: ProductFinder | None = None
         self._retired: list[ProductFinder] = []
+        self.hosts: frozenset[str] = frozenset()
+        """The hosts of the url bases the batches were minted and printed with."""
+        self._hosts_read = 0.0
         self.reload()
 
     def reload(self) -> None:
@@ -145,6 +150,22 @@ class ProductIndex:
             self.anchors = anchors
             self.finder = finder
             self._stamp = stamp
+        self.read_hosts()
+
+    def read_hosts(self) -> bool:
+        """Read the hosts of the batches' url bases again, from their manifests and print
+        records (labels are printed without a change to the catalog): at most every
+        :data:`REFRESH_SECONDS`. Whether it read them."""
+        now = time.monotonic()
+        if self._hosts_read and now - self._hosts_read < REFRESH_SECONDS:
+            return False
+        self._hosts_read = now
+        bases = {str(b.manifest["url_base"]) for b in list(self.batches.values())}
+        bases.update(printed_url_bases(self.store))
+        self.hosts = frozenset(
+            host for base in bases if not is_placeholder(base) and (host := base_host(base))
+        )
+        return True
 
     def refresh(self) -> None:
         """Reload if the catalog changed (checked at most every REFRESH_SECONDS)."""
@@ -571,8 +592,13 @@ class _App:
         )
         self.edges = edges
         base = service.settings.url_base
-        self.hosts = HostCheck(base) if edges.check_host and not is_placeholder(base) else None
-        """The url base's host, which codes must be asked on (None: any host)."""
+        self.hosts = (
+            HostCheck(base, also=edges.hosts)
+            if edges.check_host and not is_placeholder(base)
+            else None
+        )
+        """The url base's host and ``[serve] hosts``, which codes must be asked on (or
+        a host of the batches' url bases: :meth:`_own_host`). None: any host."""
         self._active = 0
         """Requests in progress in this process (``[serve] limit_concurrency``)."""
         self._told_untrusted = False
@@ -580,6 +606,15 @@ class _App:
         """This process's request counters, once :meth:`export` turned metrics on."""
         self._scrapes: MetricsApp | None = None
         self._metrics_port = -1
+
+    def _own_host(self, check: HostCheck, host: bytes) -> bool:
+        """Whether codes may be asked on ``host``: the service's own, or one a batch was
+        minted or printed with (a print since the last look is found by looking again,
+        at most every :data:`REFRESH_SECONDS`)."""
+        index = self.service.index
+        if check.allows(host, index.hosts):
+            return True
+        return index.read_hosts() and check.allows(host, index.hosts)
 
     def export(self, exporter: ServiceExporter) -> None:
         """Count requests, and answer scrapes that come to the metrics port (its socket
@@ -773,7 +808,7 @@ class _App:
         if "loc" in text or "%" in text:
             location = dict(parse_qsl(text, keep_blank_values=True)).get("loc") or None
         started = time.monotonic()
-        if self.hosts is not None and not self.hosts.allows(request.host):
+        if self.hosts is not None and not self._own_host(self.hosts, request.host):
             # A link on another domain is not one we printed, whatever its code: it gets
             # an unknown code's answer (its time too), unlogged and without a lookup.
             outcome = _NOT_RECOGNISED

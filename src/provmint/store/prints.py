@@ -32,7 +32,14 @@ from provmint.store.files import fsync_dir
 if TYPE_CHECKING:
     from provmint.store import Store
 
-__all__ = ["PRINTS_DIR", "PrintRecord", "prints_path", "read_prints", "record_print"]
+__all__ = [
+    "PRINTS_DIR",
+    "PrintRecord",
+    "printed_url_bases",
+    "prints_path",
+    "read_prints",
+    "record_print",
+]
 
 PRINTS_DIR = "prints"
 _MAX_LINE = 4096
@@ -119,6 +126,25 @@ def read_prints(store: Store, batch_id: str) -> list[PrintRecord]:
     except OSError as exc:
         raise os_error(exc, path, action="reading") from exc
     return [record for line in data.split(b"\n") if (record := _parse(line)) is not None]
+
+
+def printed_url_bases(store: Store) -> set[str]:
+    """Every url base any batch's labels or exports were produced with. Files that cannot
+    be read are passed over: this serves a running service, which must go on."""
+    bases: set[str] = set()
+    try:
+        entries = list(os.scandir(store.root / PRINTS_DIR))
+    except OSError:
+        return bases
+    for entry in entries:
+        if not entry.name.endswith(".jsonl"):
+            continue
+        try:
+            data = Path(entry.path).read_bytes()
+        except OSError:
+            continue
+        bases.update(r.url_base for line in data.split(b"\n") if (r := _parse(line)) is not None)
+    return bases
 
 
 def _parse(line: bytes) -> PrintRecord | None:
