@@ -41,7 +41,7 @@ from provmint.outfile import is_stdout, open_output
 from provmint.pool import start_pool
 from provmint.products import LabelCsv, catalog_view, label_table
 from provmint.store import BatchInfo, Store, find_batch
-from provmint.store.prints import PrintRecord, record_print
+from provmint.store.prints import PrintRecord, print_log
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -136,22 +136,27 @@ def render_labels(
     _refuse_stdout(out_dir)
     with catalog_view(settings) as (store, view):
         batch = find_batch(view.batches, ref, store.root)
-    _make_out_dir(out_dir)
-    run = _LabelRun(store, batch, out_dir, url_base, options, raw, progress)
-    run.manifest = _start_manifest(out_dir, batch, url_base, options, resume)
-    csv_path = out_dir / "labels.csv"
-    run.pool = _label_pool(options.fmt, workers or settings.workers, batch.products)
-    try:
-        run.write(csv_path)
-    except OSError as exc:  # writing a label file (the CSV's own errors are mapped already)
-        raise os_error(exc, out_dir) from exc
-    finally:
-        if run.pool is not None:
-            run.pool.shutdown(cancel_futures=True)
-    printed = PrintRecord.now(
-        url_base, "labels", options.fmt.value, run.labels, placeholder=is_placeholder(url_base)
-    )
-    record_print(store, batch.batch_id, printed)
+    # The print record is opened first: a store it cannot be written in refuses the run
+    # before a label is drawn.
+    with print_log(store, batch.batch_id) as log:
+        _make_out_dir(out_dir)
+        run = _LabelRun(store, batch, out_dir, url_base, options, raw, progress)
+        run.manifest = _start_manifest(out_dir, batch, url_base, options, resume)
+        csv_path = out_dir / "labels.csv"
+        run.pool = _label_pool(options.fmt, workers or settings.workers, batch.products)
+        try:
+            run.write(csv_path)
+        except OSError as exc:  # writing a label file (the CSV's own errors are mapped already)
+            raise os_error(exc, out_dir) from exc
+        finally:
+            if run.pool is not None:
+                run.pool.shutdown(cancel_futures=True)
+        fmt_name = options.fmt.value
+        log.append(
+            PrintRecord.now(
+                url_base, "labels", fmt_name, run.labels, placeholder=is_placeholder(url_base)
+            )
+        )
     return LabelSummary(
         batch.batch_id,
         run.labels,

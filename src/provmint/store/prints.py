@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRINTS_DIR",
+    "PrintLog",
     "PrintRecord",
+    "print_log",
     "printed_url_bases",
     "prints_path",
     "read_prints",
@@ -83,30 +87,55 @@ def prints_path(store: Store, batch_id: str) -> Path:
     return store.root / PRINTS_DIR / f"{batch_id}.jsonl"
 
 
-def record_print(store: Store, batch_id: str, record: PrintRecord) -> None:
-    """Append ``record`` to the batch's file, durably. Raises OutputError (the usual
-    words for an OSError, naming the file) when it cannot be written."""
+@contextmanager
+def print_log(store: Store, batch_id: str) -> Iterator[PrintLog]:
+    """The batch's record file, opened for appending before the output is made, so that a
+    store where it cannot be written (read-only, full, not ours) refuses the command
+    before anything is written, rather than after the labels are out with their URL base
+    unrecorded. Raises OutputError (the usual words for an OSError, naming the file)."""
     path = prints_path(store, batch_id)
-    line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
     try:
         created = not path.parent.is_dir()
         path.parent.mkdir(mode=0o755, exist_ok=True)
         if created:
             fsync_dir(store.root)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            if _ends_mid_line(fd):  # a record cut short by a crash: start a line of our own
-                line = "\n" + line
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         if created:
             fsync_dir(path.parent)
     except OSError as exc:
-        raise os_error(
-            exc, path, note="the labels were written; their URL base is not recorded"
-        ) from exc
+        raise os_error(exc, path, note="nothing was written") from exc
+    try:
+        yield PrintLog(fd, path)
+    finally:
+        os.close(fd)
+
+
+class PrintLog:
+    """One batch's record file, open for appending (see :func:`print_log`)."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self.path = path
+
+    def append(self, record: PrintRecord) -> None:
+        """Append ``record``, durably (one ``write`` of one line, then fsync)."""
+        line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            if _ends_mid_line(self._fd):  # a record cut short by a crash: a line of our own
+                line = "\n" + line
+            os.write(self._fd, line.encode("utf-8"))
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise os_error(
+                exc, self.path, note="the labels were written; their URL base is not recorded"
+            ) from exc
+
+
+def record_print(store: Store, batch_id: str, record: PrintRecord) -> None:
+    """Append ``record`` to the batch's file, durably. Raises OutputError (the usual
+    words for an OSError, naming the file) when it cannot be written."""
+    with print_log(store, batch_id) as log:
+        log.append(record)
 
 
 def _ends_mid_line(fd: int) -> bool:
