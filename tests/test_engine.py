@@ -474,3 +474,16 @@ def test_hash_table_equals_hashing_the_record_column(mode: str, table: pa.Table)
     ids = [(r["gtin"] + r["serial"]).encode() for r in table.to_pylist()]
     records = [canonical.encode_record(r) for r in table.to_pylist()]
     assert (tokens, leaves) == engine._hash_rows_py(ids, records, SECRET)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 5), max_size=300),
+    first=st.integers(0, 2**31),
+)
+def test_run_order_is_the_key_row_order(keys: list[int], first: int) -> None:
+    """A chunk run's order (rows ascending, keys with or without repeats) is lexsort's."""
+    key_array = np.array(keys, dtype=np.uint64)
+    rows = np.arange(first, first + len(keys), dtype=np.int64)
+    order = engine._run_order(key_array, rows)
+    assert order.tolist() == np.lexsort((rows, key_array)).tolist()

@@ -286,11 +286,25 @@ def test_hash_products_any_key_and_tags(
          data.draw(st.lists(st.binary(max_size=100), min_size=rows, max_size=rows)))
         for _ in range(data.draw(st.integers(0, 4)))
     ]  # fmt: skip
-    got = native.hash_products(
+    args = (
         secret, ttag, ctag, header, *arrow_column(gtins), *arrow_column(serials),
         [(prefix, *arrow_column(values)) for prefix, values in fields],
     )  # fmt: skip
+    got = native.hash_products(*args)
     assert got == ref_products(secret, ttag, ctag, header, gtins, serials, fields)
+    # With payloads: each row's u32be len(record) || record || token besides.
+    toks, leaves, offsets, payloads = native.hash_products(*args, True)
+    assert (toks, leaves) == got
+    records = [
+        header + b"".join(p + len(v[i]).to_bytes(4, "big") + v[i] for p, v in fields)
+        for i in range(rows)
+    ]
+    want = [
+        len(r).to_bytes(4, "big") + r + toks[16 * i : 16 * i + 16] for i, r in enumerate(records)
+    ]
+    row_offsets = np.frombuffer(offsets, dtype=np.int64)
+    assert row_offsets.tolist() == np.cumsum([0, *map(len, want)]).tolist()
+    assert payloads == b"".join(want)
 
 
 @KNOWN

@@ -276,6 +276,25 @@ def test_round_trip(rows: list[tuple[bytes, bytes]], data: st.DataObject) -> Non
                     part.get_many([0, bad] if rows else [bad])
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(ROW, max_size=200))
+def test_payload_writer_writes_the_same_file(rows: list[tuple[bytes, bytes]]) -> None:
+    """write_payloads (the rows laid out by the minting kernel) makes the file
+    write_records makes from the same records and tokens."""
+    payloads = [len(r).to_bytes(4, "big") + r + t for r, t in rows]
+    offsets = np.cumsum([0, *map(len, payloads)], dtype=np.int64)
+    with scratch() as d:
+        records.write_payloads(d / "p.rec", offsets.tobytes(), b"".join(payloads))
+        assert (d / "p.rec").read_bytes() == spec_part(rows)
+
+
+def test_payload_writer_refuses_offsets_that_do_not_fit(workdir: Path) -> None:
+    for offsets in ([1, 5], [0, 3], [0, 5, 4, 5], []):
+        with pytest.raises(ValueError, match="row offsets"):
+            records.write_payloads(workdir / "x.rec", np.array(offsets, np.int64), b"abcde")
+    assert not (workdir / "x.rec").exists()
+
+
 def test_writer_accepts_any_arrow_layout(workdir: Path) -> None:
     rows = [(spec_record({"gtin": GTIN, "serial": str(i)}), token(i)) for i in range(300)]
     values = [r for r, _ in rows]

@@ -1,6 +1,10 @@
 /*
- * provmint._native: the minting hot loops in C over Arrow buffers, with OpenSSL's SHA-256
- * (EVP API).
+ * provmint._native: the minting hot loops in C over Arrow buffers, with OpenSSL's SHA-256.
+ *
+ * The loops hash with OpenSSL's low-level SHA256_Init/Update/Final (deprecated in OpenSSL 3,
+ * still built, the same SHA-NI/AVX block functions): a SHA256_CTX is a plain struct, so an HMAC
+ * state is copied by assignment, where each EVP init or copy allocates, frees and wipes a
+ * context (measured: about half of the kernel's time went there).
  *
  * Optional: provmint.engine, provmint.ingest and provmint.merkle fall back to the
  * pure-Python loops (same results, pinned by tests) when this module is not built. It
@@ -8,11 +12,14 @@
  * call, five calls per row) and releases the GIL while hashing.
  *
  *   hash_products(secret, token_tag, commit_tag, record_header, gtin_offsets, gtin_data,
- *                 serial_offsets, serial_data, fields) -> (tokens: bytes, leaves: bytes):
+ *                 serial_offsets, serial_data, fields[, payloads])
+ *       -> (tokens: bytes, leaves: bytes):
  *       token  = HMAC-SHA256(secret, token_tag || gtin14 || serial)[:16]
  *       leaf   = SHA-256(0x00 || record || SHA-256(commit_tag || token))
  *       record = record_header || for each (prefix, offsets, data) in fields:
  *                prefix || u32be len(value) || value
+ *       with payloads true, also (offsets: bytes (n + 1 int64), data: bytes) of every row's
+ *       u32be len(record) || record || token: a record part's rows (provmint-records/1)
  *   key_hashes(gtin_offsets, gtin_data, serial_offsets, serial_data) -> bytes (u64 LE each)
  *   reduce_level(level) -> bytes   pairs hashed as SHA-256(0x01 || l || r), odd node promoted
  *   concat(n, parts) -> (offsets: bytes (int32), data: bytes)
@@ -30,10 +37,11 @@
  * Lengths, row counts and constants are read once, with the GIL held.
  */
 #define PY_SSIZE_T_CLEAN
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_*: see the top of the file */
 #include <Python.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -43,12 +51,9 @@
 #define GTIN_BYTES 14
 #define SERIAL_MAX 20
 
-/* SHA-256, fetched once at import; an EVP_MD is immutable and shared by every thread. */
-static EVP_MD *sha256;
-
 static const unsigned char empty[1];
 
-/* Raise for a failed EVP call (in OpenSSL 3.0 every init and copy allocates). */
+/* Raise for a failed SHA-256 call. */
 static void
 set_openssl_error(void)
 {
@@ -58,6 +63,15 @@ set_openssl_error(void)
         ERR_error_string_n(code, msg, sizeof msg);
     ERR_clear_error();
     PyErr_Format(PyExc_RuntimeError, "OpenSSL SHA-256 failed: %s", msg);
+}
+
+/* SHA-256 of one message. Not OpenSSL's one-shot SHA256(), which in OpenSSL 3 goes
+ * through EVP and fetches the digest on every call. */
+static inline int
+sha256_of(const void *data, size_t len, unsigned char *out)
+{
+    SHA256_CTX c;
+    return SHA256_Init(&c) && SHA256_Update(&c, data, len) && SHA256_Final(out, &c);
 }
 
 static inline void
@@ -223,17 +237,11 @@ reduce_level(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*", &level))
         return NULL;
     PyObject *out = NULL;
-    EVP_MD_CTX *c = NULL;
     if (level.len % HASH != 0) {
         PyErr_SetString(PyExc_ValueError, "a level is a run of 32-byte hashes");
         goto done;
     }
     Py_ssize_t count = level.len / HASH, pairs = count / 2;
-    c = EVP_MD_CTX_new();
-    if (!c) {
-        set_openssl_error();
-        goto done;
-    }
     out = PyBytes_FromStringAndSize(NULL, (pairs + count % 2) * HASH);
     if (!out)
         goto done;
@@ -245,8 +253,7 @@ reduce_level(PyObject *self, PyObject *args)
     node[0] = 0x01;
     for (Py_ssize_t i = 0; ok && i < pairs; i++) {
         memcpy(node + 1, src + 2 * i * HASH, 2 * HASH); /* one update instead of two */
-        ok = EVP_DigestInit_ex2(c, sha256, NULL) && EVP_DigestUpdate(c, node, sizeof node)
-             && EVP_DigestFinal_ex(c, dst + i * HASH, NULL);
+        ok = sha256_of(node, sizeof node, dst + i * HASH);
     }
     if (ok && count % 2)
         memcpy(dst + pairs * HASH, src + (count - 1) * HASH, HASH);
@@ -256,7 +263,6 @@ reduce_level(PyObject *self, PyObject *args)
         Py_CLEAR(out);
     }
 done:
-    EVP_MD_CTX_free(c);
     PyBuffer_Release(&level);
     return out;
 }
@@ -454,20 +460,16 @@ done:
  * (RFC 2104; a key longer than the block is hashed first), then per product a copy of
  * each padded state. */
 typedef struct {
-    EVP_MD_CTX *inner, *outer, *work; /* inner has also absorbed the token tag */
-    unsigned char *commit_in;         /* commit tag || token */
+    SHA256_CTX inner, outer;  /* inner has also absorbed the token tag */
+    unsigned char *commit_in; /* commit tag || token */
     size_t ctag_len;
 } minter_t;
 
 static void
 minter_close(minter_t *m)
 {
-    /* Freeing a context wipes its state (the provider's freectx cleanses it). */
-    EVP_MD_CTX_free(m->inner);
-    EVP_MD_CTX_free(m->outer);
-    EVP_MD_CTX_free(m->work);
     PyMem_Free(m->commit_in);
-    memset(m, 0, sizeof *m);
+    OPENSSL_cleanse(m, sizeof *m); /* the keyed states */
 }
 
 static int
@@ -479,7 +481,7 @@ minter_open(minter_t *m, const Py_buffer *secret, const Py_buffer *ttag, const P
     memset(m, 0, sizeof *m);
     int ok = 1;
     if (key_len > BLOCK) {
-        ok = EVP_Digest(key, key_len, hashed, NULL, sha256, NULL);
+        ok = sha256_of(key, key_len, hashed);
         key = hashed;
         key_len = HASH;
     }
@@ -489,14 +491,9 @@ minter_open(minter_t *m, const Py_buffer *secret, const Py_buffer *ttag, const P
         ipad[i] ^= key[i];
         opad[i] ^= key[i];
     }
-    m->inner = EVP_MD_CTX_new();
-    m->outer = EVP_MD_CTX_new();
-    m->work = EVP_MD_CTX_new();
-    ok = ok && m->inner && m->outer && m->work && EVP_DigestInit_ex2(m->inner, sha256, NULL)
-         && EVP_DigestUpdate(m->inner, ipad, BLOCK)
-         && EVP_DigestUpdate(m->inner, ttag->buf, (size_t)ttag->len)
-         && EVP_DigestInit_ex2(m->outer, sha256, NULL)
-         && EVP_DigestUpdate(m->outer, opad, BLOCK);
+    ok = ok && SHA256_Init(&m->inner) && SHA256_Update(&m->inner, ipad, BLOCK)
+         && SHA256_Update(&m->inner, ttag->buf, (size_t)ttag->len) && SHA256_Init(&m->outer)
+         && SHA256_Update(&m->outer, opad, BLOCK);
     OPENSSL_cleanse(hashed, sizeof hashed);
     OPENSSL_cleanse(ipad, sizeof ipad);
     OPENSSL_cleanse(opad, sizeof opad);
@@ -518,23 +515,21 @@ minter_open(minter_t *m, const Py_buffer *secret, const Py_buffer *ttag, const P
 
 /* Token and commitment of one product: ``c`` = HMAC inner state + token tag + identity. */
 static inline int
-minter_token(minter_t *m, const column_t *gtin, const column_t *serial, Py_ssize_t row,
-             unsigned char *token, unsigned char *commit)
+minter_token(minter_t *m, SHA256_CTX *c, const column_t *gtin, const column_t *serial,
+             Py_ssize_t row, unsigned char *token, unsigned char *commit)
 {
     unsigned char digest[HASH];
-    EVP_MD_CTX *c = m->work;
-    int ok = EVP_MD_CTX_copy_ex(c, m->inner)
-             && EVP_DigestUpdate(c, value_at(gtin, row), value_len(gtin, row))
-             && EVP_DigestUpdate(c, value_at(serial, row), value_len(serial, row))
-             && EVP_DigestFinal_ex(c, digest, NULL) && EVP_MD_CTX_copy_ex(c, m->outer)
-             && EVP_DigestUpdate(c, digest, HASH) && EVP_DigestFinal_ex(c, digest, NULL);
+    *c = m->inner;
+    int ok = SHA256_Update(c, value_at(gtin, row), value_len(gtin, row))
+             && SHA256_Update(c, value_at(serial, row), value_len(serial, row))
+             && SHA256_Final(digest, c);
+    *c = m->outer;
+    ok = ok && SHA256_Update(c, digest, HASH) && SHA256_Final(digest, c);
     if (!ok)
         return 0;
     memcpy(token, digest, TOKEN_BYTES);
     memcpy(m->commit_in + m->ctag_len, digest, TOKEN_BYTES);
-    return EVP_DigestInit_ex2(c, sha256, NULL)
-           && EVP_DigestUpdate(c, m->commit_in, m->ctag_len + TOKEN_BYTES)
-           && EVP_DigestFinal_ex(c, commit, NULL);
+    return sha256_of(m->commit_in, m->ctag_len + TOKEN_BYTES, commit);
 }
 
 typedef struct {
@@ -590,9 +585,10 @@ fail:
 /* The longest ``0x00 || header || record || commitment`` of any row, or -1 (and an
  * exception) when it does not fit in memory. */
 static Py_ssize_t
-longest_leaf_input(Py_ssize_t header_len, const field_t *fields, Py_ssize_t nf, Py_ssize_t n)
+longest_leaf_input(Py_ssize_t header_len, const field_t *fields, Py_ssize_t nf, Py_ssize_t n,
+                   uint64_t *all_values)
 {
-    uint64_t fixed = 1 + (uint64_t)header_len + HASH, longest = 0;
+    uint64_t fixed = 1 + (uint64_t)header_len + HASH, longest = 0, total = 0;
     for (Py_ssize_t f = 0; f < nf; f++)
         fixed += (uint64_t)fields[f].prefix.len + 4;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -601,11 +597,13 @@ longest_leaf_input(Py_ssize_t header_len, const field_t *fields, Py_ssize_t nf, 
             values += value_len(&fields[f].col, i);
         if (values > longest)
             longest = values;
+        total += values;
     }
     if (fixed + longest > (uint64_t)PY_SSIZE_T_MAX / 2) {
         PyErr_SetString(PyExc_OverflowError, "records too long");
         return -1;
     }
+    *all_values = total;
     return (Py_ssize_t)(fixed + longest);
 }
 
@@ -613,8 +611,8 @@ longest_leaf_input(Py_ssize_t header_len, const field_t *fields, Py_ssize_t nf, 
  * (which already starts with 0x00 || header) and hashed in one update: each EVP update
  * costs more than copying its bytes. */
 static inline int
-leaf_hash(EVP_MD_CTX *c, unsigned char *buf, size_t start_len, const field_t *fields,
-          Py_ssize_t nf, Py_ssize_t row, const unsigned char *commit, unsigned char *leaf)
+leaf_hash(unsigned char *buf, size_t start_len, const field_t *fields, Py_ssize_t nf,
+          Py_ssize_t row, const unsigned char *commit, unsigned char *leaf, size_t *record_len)
 {
     unsigned char *dst = buf + start_len;
     for (Py_ssize_t f = 0; f < nf; f++) {
@@ -625,10 +623,10 @@ leaf_hash(EVP_MD_CTX *c, unsigned char *buf, size_t start_len, const field_t *fi
         copy_bytes(dst + 4, value_at(&fields[f].col, row), len);
         dst += 4 + len;
     }
+    *record_len = (size_t)(dst - buf) - 1; /* the record follows the 0x00 */
     memcpy(dst, commit, HASH);
     dst += HASH;
-    return EVP_DigestInit_ex2(c, sha256, NULL) && EVP_DigestUpdate(c, buf, (size_t)(dst - buf))
-           && EVP_DigestFinal_ex(c, leaf, NULL);
+    return sha256_of(buf, (size_t)(dst - buf), leaf);
 }
 
 static PyObject *
@@ -636,10 +634,12 @@ hash_products(PyObject *self, PyObject *args)
 {
     Py_buffer secret, ttag, ctag, header;
     PyObject *goff, *gdata, *soff, *sdata, *fields_obj;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*OOOOO", &secret, &ttag, &ctag, &header, &goff, &gdata,
-                          &soff, &sdata, &fields_obj))
+    int want_payloads = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*OOOOO|p", &secret, &ttag, &ctag, &header, &goff, &gdata,
+                          &soff, &sdata, &fields_obj, &want_payloads))
         return NULL;
     PyObject *result = NULL, *tokens = NULL, *leaves = NULL, *items = NULL;
+    PyObject *pay_offsets = NULL, *pay_data = NULL;
     field_t *fields = NULL;
     column_t gtin = {0}, serial = {0};
     copies_t copies = {0};
@@ -660,9 +660,32 @@ hash_products(PyObject *self, PyObject *args)
     fields = fields_open(items, gtin.n, &copies);
     if (!fields)
         goto done;
-    Py_ssize_t longest = longest_leaf_input(header.len, fields, nf, gtin.n);
+    uint64_t all_values = 0;
+    Py_ssize_t longest = longest_leaf_input(header.len, fields, nf, gtin.n, &all_values);
     if (longest < 0)
         goto done;
+    unsigned char *pay = NULL;
+    int64_t *pay_off = NULL;
+    if (want_payloads) {
+        /* Each row: u32be length, the record (its header, its fields' prefixes and length
+         * words, its values) and the token. */
+        uint64_t row_fixed = 4 + (uint64_t)header.len + TOKEN_BYTES;
+        for (Py_ssize_t f = 0; f < nf; f++)
+            row_fixed += (uint64_t)fields[f].prefix.len + 4;
+        uint64_t total = all_values + row_fixed * (uint64_t)gtin.n;
+        if (total > (uint64_t)PY_SSIZE_T_MAX / 2
+            || (uint64_t)gtin.n > (uint64_t)PY_SSIZE_T_MAX / 16) {
+            PyErr_SetString(PyExc_OverflowError, "records too long");
+            goto done;
+        }
+        pay_offsets = PyBytes_FromStringAndSize(NULL, (gtin.n + 1) * 8);
+        pay_data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+        if (!pay_offsets || !pay_data)
+            goto done;
+        pay_off = (int64_t *)PyBytes_AS_STRING(pay_offsets);
+        pay = (unsigned char *)PyBytes_AS_STRING(pay_data);
+        pay_off[0] = 0;
+    }
     leaf_in = PyMem_Malloc((size_t)longest);
     if (!leaf_in) {
         PyErr_NoMemory();
@@ -681,21 +704,35 @@ hash_products(PyObject *self, PyObject *args)
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS
     unsigned char commit[HASH];
+    SHA256_CTX work;
+    size_t record_len = 0;
     for (Py_ssize_t i = 0; ok && i < n; i++) {
-        ok = minter_token(&m, &gtin, &serial, i, tok + i * TOKEN_BYTES, commit)
-             && leaf_hash(m.work, leaf_in, header_end, fields, nf, i, commit, lf + i * HASH);
+        ok = minter_token(&m, &work, &gtin, &serial, i, tok + i * TOKEN_BYTES, commit)
+             && leaf_hash(leaf_in, header_end, fields, nf, i, commit, lf + i * HASH,
+                          &record_len);
+        if (pay) { /* the sizes summed above, from the same private offsets */
+            unsigned char *row = pay + pay_off[i];
+            put_u32be(row, (uint32_t)record_len);
+            memcpy(row + 4, leaf_in + 1, record_len);
+            memcpy(row + 4 + record_len, tok + i * TOKEN_BYTES, TOKEN_BYTES);
+            pay_off[i + 1] = pay_off[i] + 4 + (int64_t)record_len + TOKEN_BYTES;
+        }
     }
+    OPENSSL_cleanse(&work, sizeof work);
     Py_END_ALLOW_THREADS
     if (!ok) {
         set_openssl_error();
         goto done;
     }
-    result = PyTuple_Pack(2, tokens, leaves);
+    result = want_payloads ? PyTuple_Pack(4, tokens, leaves, pay_offsets, pay_data)
+                           : PyTuple_Pack(2, tokens, leaves);
 done:
     minter_close(&m);
     PyMem_Free(leaf_in);
     Py_XDECREF(tokens);
     Py_XDECREF(leaves);
+    Py_XDECREF(pay_offsets);
+    Py_XDECREF(pay_data);
     if (fields) {
         fields_close(fields, nf);
         PyMem_Free(fields);
@@ -801,13 +838,12 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (!sha256) {
-        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-        if (!sha256) {
-            ERR_clear_error();
-            PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256 (default provider)");
-            return NULL;
-        }
+    /* Sets up OpenSSL's CPU capability flags, which pick the SHA-NI/AVX block functions
+     * (the EVP API would do it when first used; SHA256_* alone never does). */
+    if (!OPENSSL_init_crypto(0, NULL)) {
+        ERR_clear_error();
+        PyErr_SetString(PyExc_ImportError, "OpenSSL's libcrypto cannot be initialised");
+        return NULL;
     }
     return PyModule_Create(&module);
 }

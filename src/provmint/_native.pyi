@@ -16,7 +16,8 @@ def hash_products(
     serial_offsets: Buffer,
     serial_data: Buffer,
     fields: Sequence[tuple[bytes, Buffer, Buffer]],
-) -> tuple[bytes, bytes]: ...
+    payloads: bool = False,
+) -> tuple[bytes, ...]: ...
 def key_hashes(
     gtin_offsets: Buffer, gtin_data: Buffer, serial_offsets: Buffer, serial_data: Buffer
 ) -> bytes: ...

@@ -20,11 +20,19 @@ number of workers and any block size.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +158,7 @@ class Runner:
         """Run every task; ``on_done`` sees each outcome as it completes."""
         from provmint import engine
 
+        tasks = self._read_ahead(tasks)
         pool = self._ready()
         if pool is None:
             for task in tasks:
@@ -166,6 +175,19 @@ class Runner:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 on_done(future.result())
+
+    def _read_ahead(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkTask]:
+        """While the workers still start, make the first tasks (read the file's first
+        chunks): as many as will be in flight, so the workers find them ready."""
+        starting = self._starting
+        if starting is None or not starting.is_alive():
+            return tasks
+        early: list[ChunkTask] = []
+        for task in tasks:
+            early.append(task)
+            if len(early) >= 2 * self.workers or not starting.is_alive():
+                break
+        return itertools.chain(early, tasks)
 
     def close(self) -> None:
         """Stop the workers (also when minting failed half-way)."""
@@ -218,6 +240,9 @@ class StagedBatch:
         self.work.mkdir()
         self.spill = TreeSpill(self.work / "levels", CHUNK_ROWS.bit_length() - 1)
         self.spill.create()
+        self._tail: Future[tuple[bytes, KeyRun]] | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._syncs: list[Future[None]] = []
 
     def task(self, chunk: RawChunk, start: int | None, key_rows: KeyRows) -> ChunkTask:
         """The worker's task for one chunk."""
@@ -239,6 +264,27 @@ class StagedBatch:
             level_paths=self.spill.paths,
             url_base=self.url_base,
         )
+
+    def sync_later(self, index: int) -> None:
+        """fsync chunk ``index``'s part files in a thread of this process (the workers
+        leave them to it and go on): an fsync blocks, mostly waiting for the disk, and
+        two workers waiting for theirs in turn left a core idle each time."""
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="provmint-sync")
+        part = f"part-{index:05d}"
+        paths = (self.path / "products" / f"{part}.parquet", self.path / "records" / f"{part}.rec")
+        self._syncs.append(self._syncer.submit(_fsync_files, paths))
+
+    def synced(self) -> None:
+        """Wait until every part file handed to :meth:`sync_later` is on disk (the first
+        failure, such as a full disk, is raised)."""
+        syncs, self._syncs = self._syncs, []
+        try:
+            for sync in syncs:
+                sync.result()
+        finally:
+            for sync in syncs:
+                sync.cancel()
 
     def first_pass(self, reader: ProductReader, problems: Problems, size: int) -> MintPass:
         """Validate every chunk and mint them while no row has been refused."""
@@ -269,6 +315,7 @@ class StagedBatch:
                     result.minted = False
                 else:
                     result.roots[outcome.index] = outcome.root
+                    self.sync_later(outcome.index)
 
         self.runner.run(tasks(), done)
         result.minted = result.minted and not problems
@@ -294,8 +341,9 @@ class StagedBatch:
                     f"internal error: chunk {outcome.index} changed between two readings"
                 )
             result.roots[outcome.index] = outcome.root
+            self.sync_later(outcome.index)
 
-        with open_products(source, chunk_rows=CHUNK_ROWS) as reader:
+        with open_products(source, chunk_rows=CHUNK_ROWS, parse_threads=False) as reader:
             self.runner.run(tasks(reader), done)
             if reader.sha256 != sha256:
                 raise InputFileError(
@@ -335,13 +383,58 @@ class StagedBatch:
         """Write tree.bin from the spilled levels; returns the root."""
         return self.spill.assemble(self.path / "tree.bin", result.rows, result.root_bytes)
 
+    def start_tail(self, result: MintPass) -> None:
+        """Start, in a thread, what the commit of a minted pass needs besides the duplicate
+        check: tree.bin (mostly its fsync) and the merged token runs. They overlap with
+        the check (the kernel's copy and fsync, and numpy, let go of the GIL); if the
+        batch is refused, :meth:`discard` waits for them and throws them away."""
+        from provmint.store.keyindex import RunKind
+
+        def tail() -> tuple[bytes, KeyRun]:
+            return self.assemble_tree(result), self.merged_runs(result, RunKind.TOKEN)
+
+        starter = ThreadPoolExecutor(1, thread_name_prefix="provmint-tail")
+        self._tail = starter.submit(tail)
+        starter.shutdown(wait=False)
+
+    def tail(self, result: MintPass) -> tuple[bytes, KeyRun]:
+        """The tree's root and the merged token runs: from :meth:`start_tail` when it
+        was started, else made now."""
+        from provmint.store.keyindex import RunKind
+
+        self.synced()
+        if self._tail is not None:
+            found, self._tail = self._tail, None
+            return found.result()
+        return self.assemble_tree(result), self.merged_runs(result, RunKind.TOKEN)
+
     def finish_files(self) -> None:
         """Remove the working files (what stays is what the batch consists of)."""
+        self.synced()
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
         shutil.rmtree(self.work)
 
     def discard(self) -> None:
         """Remove everything this run wrote (the batch was not committed)."""
+        if self._tail is not None:  # wait for the threads before their files go
+            found, self._tail = self._tail, None
+            with contextlib.suppress(Exception):
+                found.result()[1].close()
+        with contextlib.suppress(Exception):
+            self.synced()
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _fsync_files(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _realigned(reader: ProductReader, problems: Problems) -> Iterator[RawChunk]:
