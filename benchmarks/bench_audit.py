@@ -116,6 +116,8 @@ def newest_batch(store: Path, env: dict[str, str]) -> str:
         capture_output=True,
     )
     batches = json.loads(proc.stdout)
+    if isinstance(batches, dict):  # {"batches": [...]}; a bare list before
+        batches = batches["batches"]
     if not batches:
         raise SystemExit(f"no batch in {store}")
     return str(max(batches, key=lambda b: str(b.get("created_at", "")))["batch_id"])

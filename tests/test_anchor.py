@@ -509,7 +509,7 @@ def test_status_and_read_commands_after_anchoring(
 
     r = cli("batch", "list", "--json")
     assert r.exit_code == 0, r.output
-    assert [b["batch_id"] for b in json.loads(r.stdout)] == [first, second]
+    assert [b["batch_id"] for b in json.loads(r.stdout)["batches"]] == [first, second]
     r = cli("batch", "show", first, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["batch_id"] == first

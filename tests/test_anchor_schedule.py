@@ -271,7 +271,7 @@ def test_errors_are_a_runs_outcome_and_the_loop_goes_on() -> None:
     assert summaries[4] == "nothing pending"
     first = done[0].to_json()
     assert first["error"] == {
-        "code": "NodeUnreachableError",
+        "code": "node_unreachable",
         "exit": 10,
         "message": "cannot reach the node at http://127.0.0.1:1 (eth_chainId)",
         "hint": None,

@@ -44,7 +44,8 @@ def test_piped_listing_is_tab_separated_and_whole(cli, keyed, tmp_path: Path) ->
     rows = [line.split("\t") for line in lines[1:]]
     assert [row[0] for row in rows] == [first, second]
     assert all(len(row) == 7 for row in rows)
-    listed = {b["batch_id"]: b for b in json.loads(cli("batch", "list", "--json").stdout)}
+    batches = json.loads(cli("batch", "list", "--json").stdout)["batches"]
+    listed = {b["batch_id"]: b for b in batches}
     for row in rows:
         assert row[5] == listed[row[0]]["tree"]["root"]  # the whole hash, not shortened
         assert row[1] == listed[row[0]]["created_at"]

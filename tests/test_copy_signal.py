@@ -791,7 +791,7 @@ def test_the_service_counts_clients_not_page_loads(
     for i in range(2, 6):
         assert load(base, f"phone {i}")["verdict"] == "pending"
     flagged = load(base, "phone 6")
-    assert flagged["verdict"] == "suspect" and flagged["scans"] == 25
+    assert flagged["verdict"] == "suspect" and flagged["scans"] == {"count": 25}
     assert "client" not in flagged["reason"] and "Paris" not in json.dumps(flagged)
     assert load(base, "phone 1")["verdict"] == "suspect"  # flagged for everyone now
 

@@ -29,7 +29,8 @@ def _batches() -> list[dict[str, object]]:
     """The listed batches, without what printing them adds (each check exports them)."""
     result = run_provmint("batch", "list", "--json")
     assert result.returncode == 0, result.stderr
-    return [{k: v for k, v in b.items() if k != "printed"} for b in json.loads(result.stdout)]
+    batches = json.loads(result.stdout)["batches"]
+    return [{k: v for k, v in b.items() if k != "printed"} for b in batches]
 
 
 def _assert_consistent(

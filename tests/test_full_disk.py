@@ -38,7 +38,7 @@ def free():
 
 def listing(store):
     r = provmint(store, "batch", "list", "--json")
-    return json.loads(r.stdout) if r.returncode == 0 else r.stderr
+    return json.loads(r.stdout)["batches"] if r.returncode == 0 else r.stderr
 
 # How much a mint of `csv` takes, measured in a throwaway store on the same disk.
 probe = os.path.join(fs, "probe")

@@ -515,5 +515,5 @@ def test_a_batch_minted_in_tiny_blocks_is_the_same_batch(
         assert r.exit_code == EXIT_OK, r.output
         summary = json.loads(r.stdout)
         assert summary["products"] == 300
-        roots.add(summary["root"])
+        roots.add(summary["tree"]["root"])
     assert len(roots) == 1

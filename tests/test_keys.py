@@ -107,9 +107,11 @@ def test_keys_init_json(cli, isolated: Path) -> None:
     r = cli("keys", "init", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert set(out) == {"key_file", "key_id", "created_at"}
+    assert set(out) == {"key_file", "key"}
+    assert set(out["key"]) == {"id", "status", "created_at", "retired_at"}
     assert out["key_file"] == str(key_file(isolated))
-    assert out["key_id"] == load_keyring(key_file(isolated)).active.id
+    assert out["key"]["id"] == load_keyring(key_file(isolated)).active.id
+    assert out["key"]["status"] == "active" and out["key"]["retired_at"] is None
     assert_no_secret(r.stdout, secrets_in(key_file(isolated)))
 
 
@@ -167,7 +169,21 @@ def test_rotate_keeps_old_keys_and_never_shows_secrets(cli, isolated: Path) -> N
     assert rotated.exit_code == 0, rotated.output
     out = json.loads(rotated.stdout)
     ring = load_keyring(key_file(isolated))
-    assert out == {"key_file": str(key_file(isolated)), "active": ring.active.id, "retired": old_id}
+    assert out == {
+        "key_file": str(key_file(isolated)),
+        "active": {
+            "id": ring.active.id,
+            "status": "active",
+            "created_at": ring.active.created_at,
+            "retired_at": None,
+        },
+        "retired": {
+            "id": old_id,
+            "status": "retired",
+            "created_at": ring.keys[0].created_at,
+            "retired_at": ring.keys[0].retired_at,
+        },
+    }
     assert ring.active.id != old_id
     assert [(k.id, k.status) for k in ring.keys] == [
         (old_id, "retired"),
@@ -414,7 +430,8 @@ def test_token_verify_valid(cli, keyed) -> None:
     r = cli("token", "verify", token, "--gtin", GTIN[1:], "--serial", SERIAL, "--json")
     assert r.exit_code == EXIT_OK
     assert json.loads(r.stdout) == {
-        "valid": True,
+        "verdict": "valid",
+        "reason": f"a token of this product under issuer key {summary.key_id}",
         "gtin": GTIN,
         "serial": SERIAL,
         "key_id": summary.key_id,
@@ -424,7 +441,7 @@ def test_token_verify_valid(cli, keyed) -> None:
 def test_tokens_are_the_documented_hmac(cli, keyed) -> None:
     mint_batch(EXAMPLE_CSV, settings=keyed)
     secret = secrets_in(keyed.key_file)[0]
-    batch = json.loads(cli("batch", "list", "--json").stdout)[0]["batch_id"]
+    batch = json.loads(cli("batch", "list", "--json").stdout)["batches"][0]["batch_id"]
     r = cli("batch", "export", batch, "--allow-placeholder")
     lines = r.stdout.strip().split("\n")[1:]  # not splitlines: U+001D is in a field
     assert len(lines) == 9
@@ -453,14 +470,20 @@ def test_token_verify_wrong_product_is_invalid(cli, keyed, gtin: str, serial: st
     assert "under any issuer key" in r.stdout
     r = cli("token", "verify", token, "--gtin", gtin, "--serial", serial, "--json")
     assert r.exit_code == EXIT_INVALID
-    assert json.loads(r.stdout) == {"valid": False, "gtin": gtin, "serial": serial, "key_id": None}
+    assert json.loads(r.stdout) == {
+        "verdict": "invalid",
+        "reason": "not a token of this product under any issuer key",
+        "gtin": gtin,
+        "serial": serial,
+        "key_id": None,
+    }
 
 
 @pytest.mark.parametrize("bad", ["abc", "A" * 23, "A" * 21 + "*", "", "A" * 21 + "B"])
 def test_token_verify_malformed_token_is_invalid(cli, keyed, bad: str) -> None:
     r = cli("token", "verify", "--gtin", GTIN, "--serial", SERIAL, "--json", "--", bad)
     assert r.exit_code == EXIT_INVALID, r.output
-    assert json.loads(r.stdout)["valid"] is False
+    assert json.loads(r.stdout)["verdict"] == "invalid"
 
 
 def test_token_verify_bad_gtin_is_a_usage_error(cli, keyed) -> None:
@@ -485,7 +508,7 @@ def test_old_tokens_verify_after_rotation(cli, keyed) -> None:
     r = cli("keys", "rotate", "--json")
     assert r.exit_code == 0
     rotated = json.loads(r.stdout)
-    assert rotated["retired"] == first.key_id != rotated["active"]
+    assert rotated["retired"]["id"] == first.key_id != rotated["active"]["id"]
 
     r = cli("token", "verify", old_token, "--gtin", GTIN, "--serial", SERIAL, "--json")
     assert r.exit_code == EXIT_OK, r.output
@@ -496,16 +519,16 @@ def test_old_tokens_verify_after_rotation(cli, keyed) -> None:
     created = cli("batch", "create", source, "--json")
     assert created.exit_code == 0, created.output
     second = json.loads(created.stdout)
-    assert second["key_id"] == rotated["active"]
+    assert second["key_id"] == rotated["active"]["id"]
     shown = json.loads(cli("batch", "show", second["batch_id"], "--json").stdout)
-    assert shown["key_id"] == rotated["active"]
+    assert shown["key_id"] == rotated["active"]["id"]
     old_shown = json.loads(cli("batch", "show", first.batch_id, "--json").stdout)
     assert old_shown["key_id"] == first.key_id
 
     new_token = _token(cli, GTIN, "NEWKEY1")
     r = cli("token", "verify", new_token, "--gtin", GTIN, "--serial", "NEWKEY1", "--json")
     assert r.exit_code == EXIT_OK
-    assert json.loads(r.stdout)["key_id"] == rotated["active"]
+    assert json.loads(r.stdout)["key_id"] == rotated["active"]["id"]
     # the old product's token is not the token the new key would mint
     new_secret = load_keyring(keyed.key_file).active.secret.reveal()
     assert make_token(new_secret, GTIN, SERIAL) != parse_token(old_token)
@@ -617,7 +640,8 @@ def test_cli_store_precedence(cli, keyed, isolated: Path, monkeypatch: pytest.Mo
     cfg.write_text("")
     assert created_in() == str(isolated / "xdg-data" / "provmint" / "store")
     # readers follow the same rules
-    listed = json.loads(cli("batch", "list", "--json", "--store", isolated / "flag-store").stdout)
+    flag_store = isolated / "flag-store"
+    listed = json.loads(cli("batch", "list", "--json", "--store", flag_store).stdout)["batches"]
     assert len(listed) == 1
 
 

@@ -700,7 +700,7 @@ def test_a_full_disk_names_the_file_and_the_free_space(
     assert str(written) in line and line.endswith(" B free)"), line
     # The old file is intact and nothing half-written is left on the disk.
     assert listing == ("fill labels out.csv old" if what == "labels" else "fill out.csv old")
-    batches = json.loads(cli("batch", "list", "--json").stdout)
+    batches = json.loads(cli("batch", "list", "--json").stdout)["batches"]
     assert len(batches) == 1  # the refused batch was not minted
 
 

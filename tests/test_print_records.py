@@ -36,6 +36,16 @@ def test_labels_refuse_before_drawing(cli, blocked: str, tmp_path: Path, fmt: st
     assert not out.exists()
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_exports_refuse_before_writing(cli, blocked: str, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"labels.{fmt}"
+    r = cli("batch", "export", blocked, "-f", fmt, "-o", out, "--url-base", BRAND)
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    assert f"prints/{blocked}.jsonl" in r.stderr and "nothing was written" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("labels*"))
+
+
 def test_the_log_is_opened_first_and_appended_last(keyed, tmp_path: Path) -> None:
     batch_id = mint_batch(EXAMPLE_CSV, settings=keyed).batch_id
     store = Store.open(keyed.store)

@@ -560,11 +560,11 @@ def test_ambiguous_and_unknown_prefixes_are_not_found(cli, keyed, minted, write_
 
 
 def test_batch_list_json(cli, keyed, minted, write_csv) -> None:
-    assert ok_json(cli("batch", "list", "--json")) == [
-        ok_json(cli("batch", "show", minted.batch_id, "--json"))
-    ]
+    assert ok_json(cli("batch", "list", "--json")) == {
+        "batches": [ok_json(cli("batch", "show", minted.batch_id, "--json"))]
+    }
     second = _second_batch(keyed, write_csv)
-    listed = ok_json(cli("batch", "list", "--json"))
+    listed = ok_json(cli("batch", "list", "--json"))["batches"]
     assert [b["batch_id"] for b in listed] == [minted.batch_id, second.batch_id]
     for b in listed:
         assert set(b) == BATCH_FIELDS

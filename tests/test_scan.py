@@ -81,7 +81,7 @@ def test_url_and_bare_token_are_pending_before_anchoring(cli, minted) -> None:
     by_url = _scan(cli, url, exit_code=EXIT_PENDING)
     assert by_url["verdict"] == "pending"
     assert "not anchored" in by_url["reason"]
-    assert by_url["product"] == minted["record"]
+    assert by_url["record"] == minted["record"]
     assert by_url["batch_id"] == minted["batch_id"]
     assert by_url["anchor"] is None
     assert by_url["scans"]["count"] == 1
@@ -90,15 +90,15 @@ def test_url_and_bare_token_are_pending_before_anchoring(cli, minted) -> None:
 
     by_token = _scan(cli, f"  {token}\n", exit_code=EXIT_PENDING)
     assert by_token["verdict"] == "pending"
-    assert by_token["product"] == minted["record"]
+    assert by_token["record"] == minted["record"]
     assert by_token["scans"]["count"] == 2  # same code, same log
 
     # The same code under another resolver host and path prefix, and with a GTIN-13.
     path = urlsplit(url)
     other = f"https://scan.example.org/x/y{path.path}?{path.query}"
-    assert _scan(cli, other, exit_code=EXIT_PENDING)["product"]["serial"] == SERIAL
+    assert _scan(cli, other, exit_code=EXIT_PENDING)["record"]["serial"] == SERIAL
     gtin13 = url.replace(f"/01/{GTIN}/", f"/01/{GTIN[1:]}/")
-    assert _scan(cli, gtin13, exit_code=EXIT_PENDING)["product"]["gtin"] == GTIN
+    assert _scan(cli, gtin13, exit_code=EXIT_PENDING)["record"]["gtin"] == GTIN
 
     text = cli("scan", url)
     assert text.exit_code == EXIT_PENDING
@@ -164,7 +164,7 @@ def test_malformed_bare_token_is_an_unknown_code(cli, minted) -> None:
     for bad in ("hello", "abc def", minted["token"][:-3]):
         report = _scan(cli, bad, exit_code=EXIT_NOT_FOUND)
         assert report["verdict"] == "unknown"
-        assert report["product"] is None and report["scans"] is None
+        assert report["record"] is None and report["scans"] is None
 
 
 def test_lot_on_the_code_that_differs_from_the_record_is_forged(cli, minted) -> None:
@@ -182,7 +182,7 @@ def test_unknown_serial_and_unknown_bare_token(cli, minted) -> None:
     unknown = minted["url"].replace(f"/21/{SERIAL}", "/21/NOSUCHSERIAL1")
     report = _scan(cli, unknown, exit_code=EXIT_NOT_FOUND)
     assert report["verdict"] == "unknown"
-    assert report["product"] is None and report["batch_id"] is None
+    assert report["record"] is None and report["batch_id"] is None
     assert report["scans"] is None
     report = _scan(cli, _forged_token(minted["token"]), exit_code=EXIT_NOT_FOUND)
     assert report["verdict"] == "unknown"
@@ -241,7 +241,7 @@ def test_two_places_from_two_clients_are_suspect(cli, minted, settings) -> None:
     assert second["scans"]["window"]["placing_clients"] == 2
     assert "Market C" in second["reason"] and "Shop B" in second["reason"]
     assert "by different clients within 7 days" in second["reason"]
-    assert second["product"] == minted["record"]
+    assert second["record"] == minted["record"]
     # Other products are not affected.
     other = _product(cli, OTHER_SERIAL)
     assert (
@@ -348,7 +348,7 @@ def test_key_file_without_the_batch_key(cli, minted, tmp_path: Path) -> None:
     assert f"issuer key file not found: {key_file}" in line
 
     new = _json(cli("keys", "init", "--json"), 0)
-    assert new["key_id"] != key_id
+    assert new["key"]["id"] != key_id
     report = _scan(cli, minted["url"], exit_code=EXIT_INVALID)
     assert report["verdict"] == "forged"
     assert key_id in report["reason"] and "not in this key file" in report["reason"]

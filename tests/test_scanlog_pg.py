@@ -553,10 +553,10 @@ def test_two_replicas_share_counts_and_the_clone_flag(
     phone_a = {**JSON, "User-Agent": "phone A"}
     first = _get(a, path + "&loc=Paris", headers=phone_a).json()
     second = _get(b, path + "&loc=Paris", headers=phone_a).json()
-    assert (first["scans"], first["verdict"], first["logged"]) == (1, "pending", True)
-    assert (second["scans"], second["verdict"]) == (2, "pending")
+    assert (first["scans"], first["verdict"], first["logged"]) == ({"count": 1}, "pending", True)
+    assert (second["scans"], second["verdict"]) == ({"count": 2}, "pending")
     third = _get(a, path + "&loc=Berlin", headers={**JSON, "User-Agent": "phone B"}).json()
-    assert third["scans"] == 3 and third["verdict"] == "suspect"
+    assert third["scans"] == {"count": 3} and third["verdict"] == "suspect"
     assert "Berlin" not in third["reason"] and "Paris" not in third["reason"]  # visitors' text
     page = _get(b, path)
     assert page.status_code == 200 and 'data-verdict="suspect"' in page.text
@@ -624,7 +624,7 @@ def test_postgresql_outage_answers_503_and_service_resumes(
         timeout=30,
     )
     assert resumed, "the service did not log scans again after PostgreSQL came back"
-    assert resumed.json()["logged"] is True and resumed.json()["scans"] == 2
+    assert resumed.json()["logged"] is True and resumed.json()["scans"] == {"count": 2}
     assert _poll(lambda: _get(server, "/healthz").status_code == 200, timeout=15)
     # Each worker reports for itself, on its next scan: give both workers scans (a new
     # connection each, spread by SO_REUSEPORT) so the one that warned can say it recovered.

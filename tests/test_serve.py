@@ -178,10 +178,10 @@ def test_valid_code_page_and_json_before_anchoring(example, serve_store, tmp_pat
     assert body == {
         "verdict": "pending",
         "reason": "genuine record; its batch is not anchored on chain yet",
-        "product": record,
+        "record": record,
         "batch_id": example["batch_id"],
         "anchor": None,
-        "scans": 2,
+        "scans": {"count": 2},
         "logged": True,
     }
     _clean(r.text, tmp_path, token)
@@ -223,7 +223,7 @@ def test_forged_and_unknown_codes_are_not_recognised(example, serve_store, tmp_p
         assert r.status_code == 404
         body = r.json()
         assert body["verdict"] == verdict
-        assert body["product"] is None and body["batch_id"] is None and body["anchor"] is None
+        assert body["record"] is None and body["batch_id"] is None and body["anchor"] is None
         _clean(r.text, tmp_path, example["token"], example["other"]["token"])
     bodies = {httpx.get(server.url + path, headers=JSON, timeout=10).text for path, _ in cases}
     assert len(bodies) == 1  # byte for byte the same answer for every one of them
@@ -241,7 +241,7 @@ def test_lot_is_optional_and_gtin13_is_normalized(example, serve_store) -> None:
         assert r.status_code == 200, path
         body = r.json()
         assert body["verdict"] == "pending", path
-        assert body["product"]["gtin"] == GTIN and body["product"]["lot"] == LOT
+        assert body["record"]["gtin"] == GTIN and body["record"]["lot"] == LOT
     page = httpx.get(server.url + f"/01/{GTIN13}/21/{SERIAL}?t={token}", timeout=10)
     assert page.status_code == 200 and f"<td>{GTIN}</td>" in page.text
     # The proof link points at the code as requested (no lot), and it works.
@@ -288,8 +288,8 @@ def test_percent_encoded_serial_and_lot_resolve(special, serve_store, tmp_path: 
         assert r.status_code == 200, serial
         body = r.json()
         assert body["verdict"] == "pending"
-        assert (body["product"]["serial"], body["product"]["lot"]) == (serial, lot)
-        assert body["product"]["product_name"] == name
+        assert (body["record"]["serial"], body["record"]["lot"]) == (serial, lot)
+        assert body["record"]["product_name"] == name
         proof = httpx.get(server.url + "/proof" + _path(product["url"]), timeout=10)
         assert proof.status_code == 200
         assert proof.json()["product"]["record"]["serial"] == serial
@@ -297,7 +297,7 @@ def test_percent_encoded_serial_and_lot_resolve(special, serve_store, tmp_path: 
     r = httpx.get(
         server.url + f"/01/{GTIN}/21/P+1?t={special['P+1']['token']}", headers=JSON, timeout=10
     )
-    assert r.status_code == 200 and r.json()["product"]["serial"] == "P+1"
+    assert r.status_code == 200 and r.json()["record"]["serial"] == "P+1"
     # The page escapes what it shows.
     page = httpx.get(server.url + _path(a["url"]), timeout=10)
     assert page.status_code == 200
@@ -389,7 +389,14 @@ def test_proof_endpoint_needs_the_token_and_verifies(
     ):
         r = httpx.get(server.url + "/proof" + bad, timeout=10)
         assert r.status_code == 404, bad
-        assert r.json() == {"error": "no proof for this code"}
+        assert r.json() == {
+            "error": {
+                "code": "not_found",
+                "status": 404,
+                "message": "no proof for this code",
+                "hint": None,
+            }
+        }
     status, body = _raw(server, f"/proof/01/{GTIN}/21/A/B?t={token}")
     assert status == 400
     status, body = _raw(server, "/proof/etc/passwd")
@@ -462,7 +469,7 @@ def test_non_gs1_paths_are_404_and_leak_nothing(example, serve_store, tmp_path: 
         assert "root:" not in body and "DUCK" not in body
         _clean(body, tmp_path, example["token"])
         status, body = _raw(server, path, headers=JSON)
-        assert status == 404 and json.loads(body) == {"error": "no such page"}
+        assert status == 404 and json.loads(body)["error"]["message"] == "no such page"
 
 
 def test_methods_and_over_long_paths(example, serve_store, tmp_path: Path) -> None:
@@ -573,7 +580,7 @@ def test_batch_minted_after_start_is_served(example, serve_store, cli, write_csv
     assert r, "the server did not pick up the new batch"
     body = r.json()
     assert body["verdict"] == "pending" and body["batch_id"] == summary["batch_id"]
-    assert body["product"]["product_name"] == "Late Lotion"
+    assert body["record"]["product_name"] == "Late Lotion"
     assert httpx.get(server.url + "/healthz", timeout=10).json() == {
         "status": "ok",
         "batches": 2,
@@ -604,12 +611,12 @@ def test_healthz_reflects_a_batch_minted_after_start(example, serve_store, cli, 
 def test_server_and_cli_share_the_scan_log(example, serve_store, cli, tmp_path: Path) -> None:
     server = serve_store()
     url = server.url + example["path"]
-    assert httpx.get(url, headers=JSON, timeout=10).json()["scans"] == 1
+    assert httpx.get(url, headers=JSON, timeout=10).json()["scans"] == {"count": 1}
     assert httpx.get(url, timeout=10).status_code == 200
     r = cli("scan", example["url"], "--json")
     assert r.exit_code == EXIT_PENDING
     assert json.loads(r.stdout)["scans"]["count"] == 3
-    assert httpx.get(url, headers=JSON, timeout=10).json()["scans"] == 4
+    assert httpx.get(url, headers=JSON, timeout=10).json()["scans"] == {"count": 4}
     assert [row[3] for row in _scan_rows(tmp_path)] == ["serve", "serve", "cli", "serve"]
 
 
@@ -628,7 +635,7 @@ def test_clone_detection_by_location(example, serve_store, tmp_path: Path) -> No
     assert body["verdict"] == "suspect"
     # The public answer never repeats places: visitors typed them.
     assert "Berlin" not in other.text and "Paris" not in other.text
-    assert body["product"] == example["record"] and body["scans"] == 3
+    assert body["record"] == example["record"] and body["scans"] == {"count": 3}
     page = httpx.get(base, timeout=10)
     assert page.status_code == 200 and _heading(page.text) == "suspect: Possible copy"
     assert 'id="proof"' in page.text
@@ -662,7 +669,7 @@ def test_visitor_text_is_never_shown_to_other_visitors(
     for headers in ({}, JSON):
         r = httpx.get(base, headers=headers, timeout=10)
         assert r.status_code == 200
-        for fragment in ("FAKE", "555", "refund", "Berlin", "&lt;b&gt;"):
+        for fragment in ("FAKE", "555-0100", "refund", "Berlin", "&lt;b&gt;"):
             assert fragment not in r.text, (headers, fragment)
     assert httpx.get(base, headers=JSON, timeout=10).json()["verdict"] == "suspect"
 

@@ -30,4 +30,4 @@ def test_readme_flow(cli, isolated: Path) -> None:
     assert result.exit_code == 4, result.output  # valid, not anchored yet
     report = json.loads(result.stdout)
     assert report["verdict"] == "pending"
-    assert report["computed_root"] == summary["root"]
+    assert report["computed_root"] == summary["tree"]["root"]

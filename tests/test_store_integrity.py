@@ -42,7 +42,7 @@ def _other_csv(write_csv: Any, name: str = "other.csv", serial: str = "ZZ1") -> 
 def _batches(cli: Any) -> list[dict[str, Any]]:
     r = cli("batch", "list", "--json")
     assert r.exit_code == 0, r.output
-    result: list[dict[str, Any]] = json.loads(r.stdout)
+    result: list[dict[str, Any]] = json.loads(r.stdout)["batches"]
     return result
 
 
@@ -352,7 +352,7 @@ def test_read_only_store_can_be_read(cli, keyed, tmp_path: Path, write_csv) -> N
     for r in reads:
         assert r.returncode in (0, 4), (r.args, r.stderr)
         assert "Traceback" not in r.stderr
-    assert json.loads(reads[0].stdout)[0]["batch_id"] == first
+    assert json.loads(reads[0].stdout)["batches"][0]["batch_id"] == first
     for r in (create, repair):
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert "read-only" in r.stderr, r.stderr

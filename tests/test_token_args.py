@@ -132,7 +132,7 @@ def test_token_verify_reads_every_prefix(genuine_env: dict[str, tuple[str, str]]
             args = args[1:] + args[:1]
         r = runner.invoke(COMMAND, ["token", "verify", *args])
         assert r.exit_code == EXIT_OK, (prefix, token, r.output)
-        assert json.loads(r.stdout)["valid"] is True, (prefix, r.output)
+        assert json.loads(r.stdout)["verdict"] == "valid", (prefix, r.output)
 
 
 def test_scan_reads_every_prefix_click_could_misread(
@@ -147,7 +147,7 @@ def test_scan_reads_every_prefix_click_could_misread(
         r = runner.invoke(COMMAND, ["scan", token, "--json"])
         assert r.exit_code == EXIT_PENDING, (prefix, token, r.output)
         report = json.loads(r.stdout)
-        assert report["verdict"] == "pending" and report["product"]["serial"] == serial
+        assert report["verdict"] == "pending" and report["record"]["serial"] == serial
 
 
 def test_a_real_process_reads_a_dash_h_token(

@@ -95,21 +95,18 @@ class MintSummary:
         return self.products / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready summary (rejects are counted here, listed in the rejects file)."""
+        """What the run did, JSON-ready: the fields ``batch create --json`` adds to the
+        batch object (``docs/schemas/commands/batch-create.schema.json``; the batch's
+        own facts, its root, commitment and source among them, are the batch object's).
+        Rejects are counted here, listed in the rejects file."""
         return {
             "batch_id": self.batch_id,
-            "source": self.source,
-            "store": self.store,
             "products": self.products,
             "rows": self.total_rows,
             "rejected": self.rejected_rows,
             "rejects_file": self.rejects_path,
-            "root": self.root,
-            "tree_size": self.tree_size,
-            "commitment": self.commitment,
-            "key_id": self.key_id,
+            "store": self.store,
             "workers": self.workers,
-            "url_base": self.url_base,
             "elapsed_s": round(self.elapsed, 3),
             "products_per_s": round(self.rate, 1),
         }
@@ -203,7 +200,8 @@ def mint_batch(
     source = Path(source)
     key = load_keyring(settings.key_file).active
     # The file and its header are checked before the store is touched.
-    with open_products(source, chunk_rows=engine.CHUNK_ROWS) as reader:
+    # Parsed in this thread alone: the workers keep the cores busy.
+    with open_products(source, chunk_rows=engine.CHUNK_ROWS, parse_threads=False) as reader:
         size = _size(source)
         store = Store.open(settings.store, create=True)
         use_pool = settings.workers > 1 and size >= POOL_MIN_BYTES
@@ -315,6 +313,8 @@ class _MintRun:
         from provmint.store.keyindex import RunKind
 
         first = self.staged.first_pass(self.reader, self.problems, self.job.size)
+        if first.minted and first.rows:
+            self.staged.start_tail(first)  # beside the duplicate check
         self.job.report("check", 0, 1)
         keys = self._merged(first, RunKind.KEY)
         identities = Identities(self.staged.work, first.first_records)
@@ -349,8 +349,8 @@ class _MintRun:
 
         self.job.report("commit", 0, 1)
         result = minted.result
-        tokens = self._merged(result, RunKind.TOKEN)
-        root = self.staged.assemble_tree(result)
+        root, tokens = self.staged.tail(result)
+        self.runs.append(tokens)
         info = _batch_info(
             self.job,
             self.seq,

@@ -62,6 +62,16 @@ class IssuerKey:
         """Whether new tokens are minted with this key."""
         return self.status == "active"
 
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON shape of a key (``docs/schemas/key.schema.json``): never the
+        secret."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "retired_at": self.retired_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Keyring:

@@ -50,6 +50,7 @@ __all__ = [
     "anchor_section",
     "anchor_states",
     "batch_anchor_section",
+    "batch_json",
     "batch_prints",
     "catalog_view",
     "describe_anchor",
@@ -149,19 +150,13 @@ def read_view(settings: Settings) -> CatalogView:
 
 
 def anchor_states(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Batch id -> a summary of the live anchor covering it (state, chain, tx, block)."""
+    """Batch id -> the live anchor covering it, in the one JSON shape of an anchor
+    (:meth:`provmint.store.anchors.AnchorRecord.to_json`, as ``anchor status`` gives it,
+    less the transactions sent: the catalog view does not hold them)."""
     view = read_view(settings)
     out: dict[str, dict[str, Any]] = {}
     for record in view.anchors:
-        summary = {
-            "anchor_id": record.anchor_id,
-            "state": record.state,
-            "chain_id": record.chain_id,
-            "method": record.method,
-            "tx_hash": record.tx_hash,
-            "block_number": record.block_number,
-            "block_time": record.block_time,
-        }
+        summary = record.to_json(attempts=False)
         for seq, _, _ in record.batches:
             out[view.batch_by_seq(seq).batch_id] = summary
     return out
@@ -187,6 +182,16 @@ def list_batches(settings: Settings) -> list[BatchInfo]:
 def show_batch(settings: Settings, ref: str) -> BatchInfo:
     """One batch by id or unique id prefix."""
     return find_batch(read_view(settings).batches, ref, settings.store)
+
+
+def batch_json(
+    batch: BatchInfo, anchor: dict[str, Any] | None, prints: list[PrintRecord]
+) -> dict[str, Any]:
+    """The one JSON shape of a batch (``docs/schemas/batch.schema.json``), the same in
+    ``batch create``, ``batch list`` and ``batch show``: the catalog's facts, the live
+    anchor covering it (:func:`anchor_states`; None while pending) and every production
+    of its labels (:func:`batch_prints`)."""
+    return {**batch.to_json(), "anchor": anchor, "printed": [p.to_json() for p in prints]}
 
 
 def batch_prints(settings: Settings, batch: BatchInfo) -> list[PrintRecord]:
@@ -634,12 +639,8 @@ def export_labels(
     would run as formulas are neutralised unless ``raw`` (see :mod:`provmint.csvsafe`);
     Parquet is always raw. Returns the row count.
     """
-    import io
-
-    import pyarrow.parquet as pq
-
     from provmint.config import is_placeholder
-    from provmint.store.prints import PrintRecord, record_print
+    from provmint.store.prints import PrintRecord, print_log
 
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"unknown label format {fmt!r}; use csv or parquet")
@@ -649,27 +650,43 @@ def export_labels(
         )
     with catalog_view(settings) as (store, view):
         batch = find_batch(view.batches, ref, store.root)
+    # The print record is opened first: a store it cannot be written in refuses the
+    # export before anything is written.
+    with print_log(store, batch.batch_id) as log:
+        with open_output(STDOUT if out is None else out) as sink:
+            written = _write_labels(sink, store, batch, url_base, fmt, raw)
+        placeholder = is_placeholder(url_base)
+        log.append(PrintRecord.now(url_base, "export", fmt, written, placeholder=placeholder))
+    return written
+
+
+def _write_labels(
+    sink: BinaryIO, store: Store, batch: BatchInfo, url_base: str, fmt: str, raw: bool
+) -> int:
+    """Write the batch's label rows to ``sink`` as CSV or Parquet, part by part; the rows
+    written."""
+    import io
+
+    import pyarrow.parquet as pq
+
     written = 0
-    with open_output(STDOUT if out is None else out) as sink:
-        text = io.TextIOWrapper(sink, encoding="utf-8", newline="") if fmt == "csv" else None
-        rows = LabelCsv(text, raw=raw) if text is not None else None
-        parquet: Any = None
-        for index in range(batch.parts):
-            labels = label_table(store.read_part(batch, index), url_base)
-            if rows is not None:
-                rows.write(labels)
-            else:
-                if parquet is None:  # the first part gives the schema (all parts share it)
-                    parquet = pq.ParquetWriter(sink, labels.schema, compression="zstd")
-                parquet.write_table(labels)
-            written += labels.num_rows
-        if text is not None:
-            text.flush()
-            text.detach()  # the sink is open_output's to finish
-        if parquet is not None:
-            parquet.close()
-    record = PrintRecord.now(url_base, "export", fmt, written, placeholder=is_placeholder(url_base))
-    record_print(store, batch.batch_id, record)
+    text = io.TextIOWrapper(sink, encoding="utf-8", newline="") if fmt == "csv" else None
+    rows = LabelCsv(text, raw=raw) if text is not None else None
+    parquet: Any = None
+    for index in range(batch.parts):
+        labels = label_table(store.read_part(batch, index), url_base)
+        if rows is not None:
+            rows.write(labels)
+        else:
+            if parquet is None:  # the first part gives the schema (all parts share it)
+                parquet = pq.ParquetWriter(sink, labels.schema, compression="zstd")
+            parquet.write_table(labels)
+        written += labels.num_rows
+    if text is not None:
+        text.flush()
+        text.detach()  # the sink is open_output's to finish
+    if parquet is not None:
+        parquet.close()
     return written
 
 
@@ -682,10 +699,19 @@ class TokenCheck:
     serial: str
     key_id: str | None
 
+    @property
+    def reason(self) -> str:
+        """Why, in one line."""
+        if self.valid:
+            return f"a token of this product under issuer key {self.key_id}"
+        return "not a token of this product under any issuer key"
+
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form: a verdict (``valid`` or ``invalid``) and its reason, as every
+        check reports it."""
         return {
-            "valid": self.valid,
+            "verdict": "valid" if self.valid else "invalid",
+            "reason": self.reason,
             "gtin": self.gtin,
             "serial": self.serial,
             "key_id": self.key_id,

@@ -205,11 +205,13 @@ class ScanResult:
         return self.verdict.exit_code
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready form (never the token)."""
+        """JSON-ready form (never the token): the verdict object of
+        ``docs/schemas/verdict.schema.json``, as ``provmint serve`` answers it too, with
+        the operator's detail in ``scans`` (the service gives only its ``count``)."""
         return {
             "verdict": self.verdict,
             "reason": self.reason,
-            "product": self.record,
+            "record": self.record,
             "batch_id": self.batch_id,
             "anchor": self.anchor,
             "scans": None

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -87,7 +88,7 @@ if TYPE_CHECKING:
         StoreFigures,
     )
 
-__all__ = ["Answer", "ProductIndex", "create_app", "serve"]
+__all__ = ["Answer", "ProductIndex", "create_app", "http_error", "serve"]
 
 MAX_PATH_BYTES = 512
 MAX_QUERY_BYTES = 256
@@ -455,6 +456,14 @@ def _html(page: str, status: int, verdict: str = "") -> _Response:
     return _Response(status, page.encode(), "text/html; charset=utf-8", verdict=verdict)
 
 
+def http_error(status: int, message: str) -> dict[str, Any]:
+    """The body of a JSON error answer: the error object every ``--json`` command prints
+    on failure (``docs/schemas/error.schema.json``), with the HTTP ``status`` in place of
+    an exit code; ``code`` is the status's name (``not_found``, ``too_many_requests``)."""
+    code = HTTPStatus(status).phrase.lower().replace("-", " ").replace(" ", "_")
+    return {"error": {"code": code, "status": status, "message": message, "hint": None}}
+
+
 def _bad(
     status: int,
     message: str,
@@ -463,11 +472,11 @@ def _bad(
     allow: str | None = None,
     look: _Look | None = None,
 ) -> _Response:
-    """An error answer: ``{"error": message}``, or the error page for ``status`` (its
+    """An error answer: :func:`http_error`, or the error page for ``status`` (its
     words: :data:`provmint.publicpage.texts.ERRORS`) in ``look``, the brand's look and the
     visitor's language; without one, the plain look in English."""
     if wants_json:
-        answer = _json({"error": message}, status)
+        answer = _json(http_error(status, message), status)
     else:
         if look is None:
             look = _Look(_public_pages(BrandSettings()), "en")
@@ -687,7 +696,7 @@ class _App:
         except Exception:
             # A bug: reported as uvicorn would, answered with the headers every answer has.
             logging.getLogger("uvicorn.error").exception("error answering %s", scope["method"])
-            answer = _json({"error": "internal error"}, 500)
+            answer = _json(http_error(500, "internal error"), 500)
         finally:
             self._active -= 1
         metrics = self.metrics
@@ -834,15 +843,18 @@ class _App:
 
 
 def _json_answer(outcome: _Outcome, genuine: bool) -> dict[str, Any]:
-    """The JSON form of a code's answer."""
+    """The JSON form of a code's answer: the verdict object of ``provmint scan --json``
+    (``docs/schemas/verdict.schema.json``), whose ``scans`` holds only the count here
+    (the rest is the operator's)."""
     product = outcome.product if genuine else None
+    scans = None if outcome.logged is False or product is None else {"count": outcome.scans}
     body: dict[str, Any] = {
         "verdict": outcome.verdict,
         "reason": outcome.reason,
-        "product": product.record if product is not None else None,
+        "record": product.record if product is not None else None,
         "batch_id": product.batch.batch_id if product is not None else None,
         "anchor": outcome.anchor if outcome.verdict in (Answer.GENUINE, Answer.SUSPECT) else None,
-        "scans": None if outcome.logged is False else outcome.scans,
+        "scans": scans,
         "logged": outcome.logged,
     }
     if outcome.logged is False:

@@ -153,14 +153,8 @@ class ScheduledRun:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form (one line per run with ``--json``)."""
-        error = None
-        if self.error is not None:
-            error = {
-                "code": type(self.error).__name__,
-                "exit": self.error.exit_code,
-                "message": str(self.error),
-                "hint": self.error.hint,
-            }
+        # The one error shape, as a failing command prints it with --json.
+        error = None if self.error is None else self.error.to_json()
         return {
             "run": self.number,
             "started": self.started.astimezone(UTC).isoformat().replace("+00:00", "Z"),

@@ -189,9 +189,18 @@ def create(
             soft_wrap=True,
         )
     if json:
-        print_json(summary.to_json())
+        print_json(_created_json(summary, cfg))
     else:
         _summary(summary)
+
+
+def _created_json(summary: MintSummary, cfg: Settings) -> dict[str, Any]:
+    """``batch create --json``: the batch as ``batch show`` gives it (read back from the
+    catalog: one shape of a batch everywhere), and what this run did beside it."""
+    from provmint.products import batch_json, show_batch
+
+    # A new batch has no anchor and no labels yet.
+    return {**batch_json(show_batch(cfg, summary.batch_id), None, []), **summary.to_json()}
 
 
 def _refuse_two_on_stdout(json: bool, rejects: Path | None) -> None:
@@ -274,21 +283,24 @@ def list_(
 
     Example: provmint batch list --json
     """
-    from provmint.products import anchor_states, batch_prints, describe_anchor, list_batches
+    from provmint.products import (
+        anchor_states,
+        batch_json,
+        batch_prints,
+        describe_anchor,
+        list_batches,
+    )
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
     batches = list_batches(cfg)
     anchors = anchor_states(cfg) if batches else {}
     if json:
         print_json(
-            [
-                {
-                    **b.to_json(),
-                    "anchor": anchors.get(b.batch_id),
-                    "printed": [p.to_json() for p in batch_prints(cfg, b)],
-                }
-                for b in batches
-            ]
+            {
+                "batches": [
+                    batch_json(b, anchors.get(b.batch_id), batch_prints(cfg, b)) for b in batches
+                ]
+            }
         )
         return
     if not batches:
@@ -389,14 +401,20 @@ def show(
 
     Example: provmint batch show 20261128-4884
     """
-    from provmint.products import anchor_states, batch_prints, describe_anchor, show_batch
+    from provmint.products import (
+        anchor_states,
+        batch_json,
+        batch_prints,
+        describe_anchor,
+        show_batch,
+    )
 
     cfg = settings(store, None, config, lock_timeout=lock_timeout)
     info = show_batch(cfg, batch)
     anchor = anchor_states(cfg).get(info.batch_id)
     prints = batch_prints(cfg, info)
     if json:
-        print_json({**info.to_json(), "anchor": anchor, "printed": [p.to_json() for p in prints]})
+        print_json(batch_json(info, anchor, prints))
     else:
         _show(info, describe_anchor(anchor), prints)
 

@@ -39,7 +39,7 @@ def init(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonOpt = 
     cfg = settings(key_file=key_file, config=config)
     key = init_keyring(cfg.key_file)
     if json:
-        print_json({"key_file": str(cfg.key_file), "key_id": key.id, "created_at": key.created_at})
+        print_json({"key_file": str(cfg.key_file), "key": key.to_json()})
         return
     stdout().print(f"Created issuer key [bold]{key.id}[/] in {cfg.key_file} (mode 0600).")
     stdout().print("Back this file up: printed tokens can only be checked with it.")
@@ -57,7 +57,9 @@ def rotate(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonOpt 
     cfg = settings(key_file=key_file, config=config)
     new, old = rotate_key(cfg.key_file)
     if json:
-        print_json({"key_file": str(cfg.key_file), "active": new.id, "retired": old.id})
+        print_json(
+            {"key_file": str(cfg.key_file), "active": new.to_json(), "retired": old.to_json()}
+        )
         return
     stdout().print(f"New active key [bold]{new.id}[/]; {old.id} retired (still verifies).")
 
@@ -73,12 +75,8 @@ def list_keys(key_file: KeyFileOpt = None, config: ConfigOpt = None, json: JsonO
 
     cfg = settings(key_file=key_file, config=config)
     ring = load_keyring(cfg.key_file)
-    rows = [
-        {"id": k.id, "status": k.status, "created_at": k.created_at, "retired_at": k.retired_at}
-        for k in ring.keys
-    ]
     if json:
-        print_json({"key_file": str(cfg.key_file), "keys": rows})
+        print_json({"key_file": str(cfg.key_file), "keys": [k.to_json() for k in ring.keys]})
         return
     print_table(
         f"Issuer keys in {cfg.key_file}",

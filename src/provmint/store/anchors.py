@@ -182,9 +182,12 @@ class AnchorRecord:
     batches: tuple[tuple[int, int, str], ...] = ()
     attempts: tuple[Attempt, ...] = field(default=())
 
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready form (no raw transactions)."""
-        return {
+    def to_json(self, *, attempts: bool = True) -> dict[str, Any]:
+        """JSON-ready form (no raw transactions): the one shape of an anchor
+        (``docs/schemas/anchor.schema.json``). ``attempts`` (the hashes of the
+        transactions sent) only when the record was read with them: the catalog view
+        that batch and product listings read leaves them out."""
+        out = {
             "anchor_id": self.anchor_id,
             "state": self.state,
             "chain_id": self.chain_id,
@@ -206,6 +209,9 @@ class AnchorRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if not attempts:
+            del out["attempts"]
+        return out
 
 
 def _load(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> list[AnchorRecord]:
