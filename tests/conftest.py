@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -263,39 +264,87 @@ def chain_env(anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> Anvil:
 
 
 class Server:
-    """A real ``provmint serve`` process on 127.0.0.1 and a free port. One worker process
-    unless ``--workers`` is given (tests/test_serve_workers.py covers several)."""
+    """A real ``provmint serve --port 0 ARGS`` process on 127.0.0.1, started and read up
+    to its ready lines (the public URL; with ``metrics``, the metrics URL too); the rest
+    of its standard error is read as it comes (:attr:`lines`). One worker process unless
+    ``--workers`` is given or ``one_worker`` is false (tests/test_serve_workers.py covers
+    several). Unless ``must_start``, a service that ends before it is ready is no error
+    (a test of why it ended reads :attr:`lines`)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        one_worker: bool = True,
+        metrics: bool = False,
+        must_start: bool = True,
+    ) -> None:
         import re
+        import threading
 
-        if "--workers" not in args and "-j" not in args:
+        if one_worker and "--workers" not in args and "-j" not in args:
             args = (*args, "--workers", "1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=dict(os.environ),
+            env={**os.environ, "COLUMNS": "1000", **(env or {})},
         )
         assert self.proc.stderr is not None
+        self.lines: list[str] = []
+        self.url = self.metrics_url = ""
         for line in self.proc.stderr:
-            found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-            if found:
+            self.lines.append(line)
+            if found := re.search(r"on (http://127\.0\.0\.1:\d+)", line):
                 self.url = found.group(1)
+            elif line.startswith("Metrics at "):
+                self.metrics_url = line.split()[2]
+            if self.url and (self.metrics_url or not metrics):
                 break
-        else:
-            raise RuntimeError(f"provmint serve did not start: {self.proc.stderr.read()}")
+        if not self.url and must_start:
+            self.proc.wait(30)
+            self.proc.stderr.close()
+            raise RuntimeError(f"provmint serve did not start: {''.join(self.lines)}")
+        self._ready = len(self.lines)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        """What the service wrote to standard error so far."""
+        return "".join(self.lines)
+
+    def workers(self) -> list[Any]:
+        """The worker processes (children of the serve process, as psutil sees them)."""
+        import psutil
+
+        return list(psutil.Process(self.proc.pid).children())
+
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the process to end; its exit status."""
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        if self.proc.stderr is not None and not self._reader.is_alive():
+            self.proc.stderr.close()
+        return code
 
     def stop(self) -> str:
-        """Stop the server; return what it wrote to stderr afterwards."""
-        self.proc.terminate()
+        """Stop the service (SIGTERM, then SIGKILL after 30 s); what it wrote to standard
+        error after its ready lines."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=10)
+            self.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
+            self.wait(10)
+        return "".join(self.lines[self._ready :])
 
 
 @pytest.fixture
@@ -310,8 +359,7 @@ def serve_store() -> Iterator[Callable[..., Server]]:
 
     yield start
     for server in started:
-        if server.proc.poll() is None:
-            server.stop()
+        server.stop()  # also closes the pipe of one that ended already
 
 
 # --------------------------------------------------------------------------- PostgreSQL

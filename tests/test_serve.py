@@ -167,9 +167,12 @@ def test_valid_code_page_and_json_before_anchoring(example, serve_store, tmp_pat
     for value in (GTIN, SERIAL, LOT, "2027-06-30", "2024-06-12", example["batch_id"]):
         assert f"<td>{value}</td>" in page.text, value
     assert "<th>Scans of this code</th><td>1</td>" in page.text
-    # The token is in the page once: in the link to this code's proof (which needs it).
-    assert page.text.count(token) == 1
-    assert f'<a id="proof" href="/proof/01/{GTIN}/10/{LOT}/21/{SERIAL}?t={token}">' in page.text
+    # The token is in the page twice: in the link to this code's proof (which needs it),
+    # and in the link to the browser verifier, which fetches that proof.
+    assert page.text.count(token) == 2
+    proof = f"/proof/01/{GTIN}/10/{LOT}/21/{SERIAL}?t={token}"
+    assert f'<a id="proof" href="{proof}">' in page.text
+    assert f'<a id="verify" href="/verify?proof={quote(proof, safe="/")}">' in page.text
     _clean(page.text.replace(token, ""), tmp_path)
 
     r = httpx.get(server.url + example["path"], headers=JSON, timeout=10)

@@ -16,10 +16,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 import pytest
-from conftest import EXAMPLE_CSV, free_port, run_provmint
+from conftest import EXAMPLE_CSV, Server, free_port, run_provmint
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge
@@ -49,48 +46,12 @@ JSON = {"Accept": "application/json"}
 CODE_ROUTE = "/01/{gtin}[/10/{lot}]/21/{serial}"
 
 
-class Service:
-    """``provmint serve --port 0 ARGS`` as a real process; stderr read up to the ready
-    lines (the public URL, then the metrics URL when on)."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None, metrics: bool) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "COLUMNS": "1000", **(env or {})},
-        )
-        assert self.proc.stderr is not None
-        self.url = self.metrics_url = ""
-        seen = []
-        for line in self.proc.stderr:
-            seen.append(line)
-            if line.startswith("Serving "):
-                self.url = line.split(" on ", 1)[1].split()[0]
-            elif line.startswith("Metrics at "):
-                self.metrics_url = line.split()[2]
-            if self.url and (self.metrics_url or not metrics):
-                break
-        assert self.url, "".join(seen)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
-
-
 @pytest.fixture
 def launch() -> Any:
-    started: list[Service] = []
+    started: list[Server] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, metrics: bool = True) -> Service:
-        service = Service(*args, env=env, metrics=metrics)
+    def start(*args: str, env: dict[str, str] | None = None, metrics: bool = True) -> Server:
+        service = Server(*args, env=env, one_worker=False, metrics=metrics)
         started.append(service)
         return service
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 import pytest
-from conftest import EXAMPLE_CSV
+from conftest import EXAMPLE_CSV, Server
 
 from provmint.keys import init_keyring
 
@@ -39,67 +38,13 @@ SERIAL = "546CAWQDCR56"
 JSON = {"Accept": "application/json"}
 
 
-class Serve:
-    """``provmint serve --port 0 ARGS`` as a real process (no default --workers added)."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "provmint", "serve", "--port", "0", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        assert self.proc.stderr is not None
-        self.lines: list[str] = []
-        self.url = ""
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-            if found:
-                self.url = found.group(1)
-                break
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        """What the service wrote to standard error so far."""
-        return "".join(self.lines)
-
-    def workers(self) -> list[psutil.Process]:
-        """The worker processes (children of the serve process)."""
-        return psutil.Process(self.proc.pid).children()
-
-    def wait(self, timeout: float = 30) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        if self.proc.stderr is not None and not self._reader.is_alive():
-            self.proc.stderr.close()
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.wait(10)
-
-
 @pytest.fixture
 def launch() -> Any:
     """Start services with ``launch(*args)``; all are stopped after the test."""
-    started: list[Serve] = []
+    started: list[Server] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Serve:
-        server = Serve(*args, env=env)
+    def start(*args: str, env: dict[str, str] | None = None) -> Server:
+        server = Server(*args, env=env, one_worker=False, must_start=False)
         started.append(server)
         return server
 
