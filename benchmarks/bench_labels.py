@@ -7,7 +7,11 @@ workers, and reports the labels/s the command measured (reading the store, drawi
 writing every file and labels.csv, syncing) and the peak memory of the process and its
 workers. PDF sheets are timed on a smaller batch (``--pdf``): office printing is not a
 million-label job. Creating files is part of the figure: run it on the file system the
-labels will go to (``--dir``).
+labels will go to (``--dir``). Each case's labels are kept until the end, in their own
+directory: on ext4, creating a file just after many were deleted costs about 15 times the
+CPU (new inodes skip those deleted in the last 30 s, or 5 minutes while their table is
+unwritten), which made each case pay for the one before. For the same reason, leave 5
+minutes after deleting many files (an earlier run's labels, say) before a run.
 
 CPU is the process tree's CPU time per label (user and system, as last sampled): on a
 machine shared with other work it says more than labels/s, which depends on the cores
@@ -137,7 +141,6 @@ def run_case(batch: str, out: Path, case: tuple[str, str, str], env: dict[str, s
     if code:
         raise SystemExit(stderr)
     summary = json.loads(stdout)
-    shutil.rmtree(out)
     peak = max(samples, default=0)
     return {
         "format": fmt,
@@ -209,11 +212,16 @@ def main() -> int:
         main_cases = [CASES[name] for name in cases if name in CASES]
         if main_cases:
             batch = args.batch or mint(work, args.count, env)
-            results += [run_case(batch, work / "out", case, env) for case in main_cases]
+            results += [
+                run_case(batch, work / f"out-{i}", case, env) for i, case in enumerate(main_cases)
+            ]
         pdf_cases = [PDF_CASES[name] for name in cases if name in PDF_CASES]
         if pdf_cases:
             small = mint(work, args.pdf, env)
-            results += [run_case(small, work / "out", case, env) for case in pdf_cases]
+            results += [
+                run_case(small, work / f"out-pdf-{i}", case, env)
+                for i, case in enumerate(pdf_cases)
+            ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

@@ -441,16 +441,24 @@ _HOST_NAME = re.compile(
 """A DNS name in lower case: dot-separated labels of letters, digits and inner hyphens."""
 
 
+def _string_list(value: Any, source: str, what: str, example: str) -> list[str]:
+    """A setting that is one string or a list of strings, as a list (``what`` names the
+    items in the error, ``example`` is its hint)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(
+            f"{source} must be a list of {what}, got {value!r}", hint=f"for example {example}"
+        )
+    return items
+
+
 def _host_names(value: Any, source: str) -> tuple[str, ...]:
     """Host names (a DNS name or an IP address, no scheme, port or path), lower case."""
     import ipaddress
 
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise ConfigError(
-            f"{source} must be a list of host names, got {value!r}",
-            hint='for example hosts = ["id.brand.com", "verify.brand.com"]',
-        )
+    items = _string_list(
+        value, source, "host names", 'hosts = ["id.brand.com", "verify.brand.com"]'
+    )
     names = []
     for item in items:
         name = item.strip().lower().rstrip(".")
@@ -471,12 +479,9 @@ def _trusted_proxies(value: Any, source: str) -> tuple[str, ...]:
     /128). A network with host bits set is refused: it is probably a typo."""
     import ipaddress
 
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise ConfigError(
-            f"{source} must be a list of networks, got {value!r}",
-            hint='for example trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]',
-        )
+    items = _string_list(
+        value, source, "networks", 'trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]'
+    )
     networks = []
     for item in items:
         try:

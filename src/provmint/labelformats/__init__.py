@@ -2,6 +2,8 @@
 
 - :mod:`~provmint.labelformats.symbols`: QR and DataMatrix module matrices (zxing-cpp's
   writer, zint inside), plain or GS1 (FNC1 in first position);
+- :mod:`~provmint.labelformats.runs`: the runs of dark modules that SVG paths and PDF
+  sheets draw a symbol with;
 - :mod:`~provmint.labelformats.layout`: label sizes, printer resolutions and sheet grids,
   and the parsers of the options that give them;
 - :mod:`~provmint.labelformats.images`: SVG and PNG files, with the human-readable text;

@@ -90,32 +90,20 @@ def _numerals() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def svg_paths(matrices: list[np.ndarray], quiet: int) -> list[bytes]:
     """The SVG path data of each symbol's dark runs, ``Mxxx yyy.5h nnn `` per run (16
-    bytes), built from tables for all symbols of a size at once: per symbol, even
-    numpy's per-call cost would be more than encoding it."""
+    bytes), built from tables for all symbols of a shape at once."""
     import numpy as np
 
+    from provmint.labelformats.runs import dark_runs
+
     out: list[bytes] = [b""] * len(matrices)
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, matrix in enumerate(matrices):
-        by_shape.setdefault(matrix.shape, []).append(i)
     at_x, at_y, across = _numerals()
-    for (rows, cols), places in by_shape.items():
-        padded = np.zeros((len(places), rows, cols + 2), dtype=np.int8)
-        padded[:, :, 1:-1] = np.stack([matrices[i] for i in places])
-        edges = np.diff(padded.ravel())  # runs never cross rows: each row ends light
-        starts = np.flatnonzero(edges == 1)
-        lengths = np.flatnonzero(edges == -1) - starts
-        symbol, cell = np.divmod(starts, rows * (cols + 2))
-        row, col = np.divmod(cell, cols + 2)
-        cells = np.empty((len(starts), 4), dtype=np.uint32)
-        cells[:, 0] = at_x.take(col + quiet)
-        cells[:, 1] = at_y.take(row + quiet)
+    for runs in dark_runs(matrices):
+        cells = np.empty((len(runs.length), 4), dtype=np.uint32)
+        cells[:, 0] = at_x.take(runs.col + quiet)
+        cells[:, 1] = at_y.take(runs.row + quiet)
         cells[:, 2] = np.frombuffer(b".5h ", dtype=np.uint32)[0]  # native, as the tables
-        cells[:, 3] = across.take(lengths)
-        data = cells.tobytes()
-        ends = np.cumsum(np.bincount(symbol, minlength=len(places))) * 16
-        for place, begin, end in zip(places, [0, *ends[:-1].tolist()], ends.tolist(), strict=True):
-            out[place] = data[begin:end]
+        cells[:, 3] = across.take(runs.length)
+        runs.split(cells.tobytes(), 16, out)
     return out
 
 

@@ -7,8 +7,8 @@ A symbol is written as raw content-stream operators: a transform to module units
 (``cm``: origin at the symbol's top left corner, y downwards), then ``col row length 1
 re`` per run and one ``f``. Drawing each run with ``FPDF.rect`` cost several
 microseconds a rectangle (a few hundred per QR code), most of a sheet's time; the
-operators are built for all symbols of a file at once from tables of numbers, as the
-SVG paths are (:func:`provmint.labelformats.images.svg_paths`).
+operators are built for all symbols of a file at once from tables of numbers, from
+the runs the SVG paths are drawn with (:mod:`provmint.labelformats.runs`).
 """
 
 from __future__ import annotations
@@ -75,31 +75,20 @@ modules, right-aligned with spaces, which PDF allows between tokens)."""
 def run_ops(matrices: list[np.ndarray]) -> list[bytes]:
     """Each symbol's dark runs as PDF path operators in module units, ``ccc rrr nnn 1
     re`` (a line a run: column, row, length, height), built for all symbols of a shape
-    at once (per symbol, numpy's per-call cost would be more than the work)."""
+    at once."""
     import numpy as np
 
+    from provmint.labelformats.runs import dark_runs
+
     out: list[bytes] = [b""] * len(matrices)
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, matrix in enumerate(matrices):
-        by_shape.setdefault(matrix.shape, []).append(i)
     numbers = _numbers()
-    for (rows, cols), places in by_shape.items():
-        padded = np.zeros((len(places), rows, cols + 2), dtype=np.int8)
-        padded[:, :, 1:-1] = np.stack([matrices[i] for i in places])
-        edges = np.diff(padded.ravel())  # runs never cross rows: each row ends light
-        starts = np.flatnonzero(edges == 1)
-        lengths = np.flatnonzero(edges == -1) - starts
-        symbol, cell = np.divmod(starts, rows * (cols + 2))
-        row, col = np.divmod(cell, cols + 2)
-        ops = np.empty((len(starts), _RUN), dtype=np.uint8)
-        ops[:, 0:4] = numbers[col]
-        ops[:, 4:8] = numbers[row]
-        ops[:, 8:12] = numbers[lengths]
+    for runs in dark_runs(matrices):
+        ops = np.empty((len(runs.length), _RUN), dtype=np.uint8)
+        ops[:, 0:4] = numbers[runs.col]
+        ops[:, 4:8] = numbers[runs.row]
+        ops[:, 8:12] = numbers[runs.length]
         ops[:, 12:] = np.frombuffer(b"1 re\n", dtype=np.uint8)
-        data = ops.tobytes()
-        ends = np.cumsum(np.bincount(symbol, minlength=len(places))) * _RUN
-        for place, begin, end in zip(places, [0, *ends[:-1].tolist()], ends.tolist(), strict=True):
-            out[place] = data[begin:end]
+        runs.split(ops.tobytes(), _RUN, out)
     return out
 
 
