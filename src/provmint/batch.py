@@ -192,42 +192,49 @@ def mint_batch(
     already minted, unless ``skip_invalid``. All rejects go to ``rejects_path`` when given.
     Raises KeyringError without an issuer key, StoreBusyError if the store stays locked.
     """
-    from provmint import engine
-    from provmint.ingest import open_products
     from provmint.minting import Runner
 
     started = time.perf_counter()
     source = Path(source)
     key = load_keyring(settings.key_file).active
-    # The file and its header are checked before the store is touched.
-    # Parsed in this thread alone: the workers keep the cores busy.
-    with open_products(source, chunk_rows=engine.CHUNK_ROWS, parse_threads=False) as reader:
-        size = _size(source)
-        store = Store.open(settings.store, create=True)
-        use_pool = settings.workers > 1 and size >= POOL_MIN_BYTES
-        runner = Runner(settings.workers, key.secret.reveal(), use_pool)
-        job = _Job(
-            source,
-            settings,
-            key.id,
-            skip_invalid,
-            rejects_path,
-            label,
-            progress or (lambda phase, done, total: None),
-            size,
-        )
-        try:
-            with store.writing(
-                timeout=settings.lock_timeout, purpose="batch create", on_wait=on_wait
-            ) as con:
-                store.recover(con)
-                summary = _mint(job, store, con, reader, runner)
-        except BrokenProcessPool as exc:
-            raise ProvmintError("minting failed: a worker process died (out of memory?)") from exc
-        except OSError as exc:  # from this process, pyarrow or a worker: often without a name
-            raise os_error(exc, settings.store, note="nothing was minted") from exc
-        finally:
-            runner.close()
+    size = _size(source)
+    # The pool starts first: its fork server imports the engine in its own process
+    # while this one does (serial, the two imports took about 0.4 s of a 1M mint).
+    runner = Runner(
+        settings.workers, key.secret.reveal(), settings.workers > 1 and size >= POOL_MIN_BYTES
+    )
+    try:
+        from provmint import engine
+        from provmint.ingest import open_products
+
+        # The file and its header are checked before the store is touched.
+        # Parsed in this thread alone: the workers keep the cores busy.
+        with open_products(source, chunk_rows=engine.CHUNK_ROWS, parse_threads=False) as reader:
+            store = Store.open(settings.store, create=True)
+            job = _Job(
+                source,
+                settings,
+                key.id,
+                skip_invalid,
+                rejects_path,
+                label,
+                progress or (lambda phase, done, total: None),
+                size,
+            )
+            try:
+                with store.writing(
+                    timeout=settings.lock_timeout, purpose="batch create", on_wait=on_wait
+                ) as con:
+                    store.recover(con)
+                    summary = _mint(job, store, con, reader, runner)
+            except BrokenProcessPool as exc:
+                raise ProvmintError(
+                    "minting failed: a worker process died (out of memory?)"
+                ) from exc
+            except OSError as exc:  # from this process, pyarrow or a worker: often unnamed
+                raise os_error(exc, settings.store, note="nothing was minted") from exc
+    finally:
+        runner.close()
     return replace(summary, elapsed=time.perf_counter() - started)
 
 

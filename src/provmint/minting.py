@@ -115,6 +115,15 @@ class Problems:
 # -- running chunks ----------------------------------------------------------------------
 
 
+def _init_worker(secret: bytes, parent_pid: int) -> None:
+    """Pool initializer: :func:`provmint.engine.init_worker`, named here so that starting
+    the pool does not import the engine into the minting process (the fork server
+    imports it, in parallel with the minting process's own import)."""
+    from provmint import engine
+
+    engine.init_worker(secret, parent_pid)
+
+
 class Runner:
     """Runs chunk tasks in a process pool, or in this process for small files, with a
     bounded number in flight. The pool starts in a background thread (the fork server
@@ -131,14 +140,13 @@ class Runner:
             self._starting.start()
 
     def _start(self) -> None:
-        from provmint import engine
         from provmint.pool import start_pool
 
         try:
             self.pool = start_pool(
                 self.workers,
-                preload=["provmint.engine", "pyarrow.parquet"],
-                initializer=engine.init_worker,
+                preload=["provmint.engine", "provmint.minting", "pyarrow.parquet"],
+                initializer=_init_worker,
                 initargs=(self.secret, os.getpid()),
             )
         except BaseException as exc:  # reported when the pool is first needed
