@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -124,6 +124,35 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: runs one command, then exits at once (:func:`_exit`)."""
     name = sys.argv[1] if len(sys.argv) > 1 else None
-    build_app(name if name in _GROUPS or name in _COMMANDS else None)()
+    try:
+        build_app(name if name in _GROUPS or name in _COMMANDS else None)()
+    except SystemExit as done:  # how click ends every run, with its exit code
+        if done.code is None or isinstance(done.code, int):
+            _exit(done.code or 0)
+        raise
+
+
+def _exit(code: int) -> NoReturn:
+    """End the process as the interpreter would, less the tear-down of its modules: with
+    numpy, pyarrow and DuckDB loaded that took 0.13-0.2 s after every command, longer
+    than some commands' work. What an exit owes is still done: other threads are
+    joined, atexit handlers run (multiprocessing's, logging's, temporary directories'),
+    the standard streams are flushed. Everything the commands write is closed (and
+    synced where it must be) before they return, and nothing relies on objects being
+    collected at exit."""
+    import atexit
+    import os
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone, or a stream already closed
+            code = code or 120  # the interpreter's own status when it cannot flush
+    os._exit(code)
