@@ -80,16 +80,17 @@ def test_help_examples_are_never_wrapped(command: list[str]) -> None:
 
 def test_help_does_not_import_heavy_modules() -> None:
     """``provmint --help`` must stay fast: no pyarrow, duckdb, numpy or web3 at start-up."""
+    # Read at exit: a finished command ends the process itself (cli._exit runs the
+    # exit handlers, then os._exit), so nothing after run_module would run.
     code = (
-        "import sys, runpy\n"
-        "sys.argv = ['provmint', '--help']\n"
-        "try:\n"
-        "    runpy.run_module('provmint', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = [m for m in ('pyarrow', 'duckdb', 'numpy', 'web3', 'pydantic')"
+        "import atexit, sys, runpy\n"
+        "def heavy():\n"
+        "    found = [m for m in ('pyarrow', 'duckdb', 'numpy', 'web3', 'pydantic')"
         " if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
+        "    print('HEAVY', found, flush=True)\n"
+        "atexit.register(heavy)\n"
+        "sys.argv = ['provmint', '--help']\n"
+        "runpy.run_module('provmint', run_name='__main__')\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
