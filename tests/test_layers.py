@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "provmint.engine": EDGE,
     "provmint.minting": EDGE,
     "provmint.pool": EDGE,
+    "provmint._forkserver": EDGE,
     "provmint.outfile": EDGE,
     "provmint.pendingfile": EDGE,  # replacing a file whole: store files and outputs
     "provmint.supervisor": EDGE,

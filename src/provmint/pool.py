@@ -33,7 +33,8 @@ def start_pool(
 ) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, all started before this returns."""
     context = get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
+    # provmint._forkserver first: the fork server ends without tearing its modules down.
+    context.set_forkserver_preload(["provmint._forkserver", *preload])
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs
     )
