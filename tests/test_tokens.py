@@ -40,6 +40,19 @@ SECRETS = st.one_of(st.binary(min_size=32, max_size=64), st.binary(min_size=65, 
 # --------------------------------------------------------------------------- tokens
 
 
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.binary(max_size=100))
+def test_short_sha256_is_sha256_whole_and_copied(first: bytes, more: bytes) -> None:
+    # The short-message constructor may be CPython's own SHA-256: the same digests,
+    # for one block or many, and from a copied state as from a fresh one.
+    assert tokens.short_sha256(first).digest() == hashlib.sha256(first).digest()
+    state = tokens.short_sha256(first)
+    copied = state.copy()
+    copied.update(more)
+    assert copied.digest() == hashlib.sha256(first + more).digest()
+    assert state.digest() == hashlib.sha256(first).digest()  # the copy left it alone
+
+
 def test_constants() -> None:
     assert (tokens.TOKEN_BYTES, tokens.TOKEN_CHARS, tokens.MIN_SECRET_BYTES) == (16, 22, 32)
 
