@@ -35,7 +35,7 @@ from concurrent.futures import (
 )
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provmint.errors import InputFileError, ProvmintError
 from provmint.ingest import RowProblem
@@ -210,6 +210,13 @@ class Runner:
 # -- one pass over the file --------------------------------------------------------------
 
 
+class _Tail(NamedTuple):
+    """The commit's work started when a pass ends (:meth:`StagedBatch.start_tail`)."""
+
+    tree: Future[bytes]  # tree.bin written and synced; its root
+    tokens: Future[KeyRun]  # the chunks' token runs merged
+
+
 @dataclass
 class MintPass:
     """What a pass over the file gave: chunk roots (in chunk order), rows minted, and
@@ -248,7 +255,7 @@ class StagedBatch:
         self.work.mkdir()
         self.spill = TreeSpill(self.work / "levels", CHUNK_ROWS.bit_length() - 1)
         self.spill.create()
-        self._tail: Future[tuple[bytes, KeyRun]] | None = None
+        self._tail: _Tail | None = None
         self._syncer: ThreadPoolExecutor | None = None
         self._syncs: list[Future[None]] = []
 
@@ -392,17 +399,18 @@ class StagedBatch:
         return self.spill.assemble(self.path / "tree.bin", result.rows, result.root_bytes)
 
     def start_tail(self, result: MintPass) -> None:
-        """Start, in a thread, what the commit of a minted pass needs besides the duplicate
-        check: tree.bin (mostly its fsync) and the merged token runs. They overlap with
-        the check (the kernel's copy and fsync, and numpy, let go of the GIL); if the
-        batch is refused, :meth:`discard` waits for them and throws them away."""
+        """Start, in two threads, what the commit of a minted pass needs besides the
+        duplicate check: tree.bin (mostly its fsync) and the merged token runs. They
+        overlap with the check and with each other (the kernel's copy and fsync, and
+        numpy, let go of the GIL); if the batch is refused, :meth:`discard` waits for
+        them and throws them away."""
         from provmint.store.keyindex import RunKind
 
-        def tail() -> tuple[bytes, KeyRun]:
-            return self.assemble_tree(result), self.merged_runs(result, RunKind.TOKEN)
-
-        starter = ThreadPoolExecutor(1, thread_name_prefix="provmint-tail")
-        self._tail = starter.submit(tail)
+        starter = ThreadPoolExecutor(2, thread_name_prefix="provmint-tail")
+        self._tail = _Tail(
+            starter.submit(self.assemble_tree, result),
+            starter.submit(self.merged_runs, result, RunKind.TOKEN),
+        )
         starter.shutdown(wait=False)
 
     def tail(self, result: MintPass) -> tuple[bytes, KeyRun]:
@@ -413,7 +421,7 @@ class StagedBatch:
         self.synced()
         if self._tail is not None:
             found, self._tail = self._tail, None
-            return found.result()
+            return found.tree.result(), found.tokens.result()
         return self.assemble_tree(result), self.merged_runs(result, RunKind.TOKEN)
 
     def finish_files(self) -> None:
@@ -428,7 +436,9 @@ class StagedBatch:
         if self._tail is not None:  # wait for the threads before their files go
             found, self._tail = self._tail, None
             with contextlib.suppress(Exception):
-                found.result()[1].close()
+                found.tree.result()
+            with contextlib.suppress(Exception):
+                found.tokens.result().close()
         with contextlib.suppress(Exception):
             self.synced()
         if self._syncer is not None:
