@@ -279,6 +279,48 @@ def test_merge_runs_equals_sorted_concatenation(
             run.close()
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    parts=st.lists(ENTRIES, min_size=1, max_size=12),
+    offsets=st.lists(st.integers(0, 1000), min_size=12, max_size=12),
+    memory=st.integers(1, 20),
+    fan_in=st.integers(2, 4),
+)
+def test_merging_in_levels_equals_sorted_concatenation(
+    parts: list[list[tuple[int, int]]], offsets: list[int], memory: int, fan_in: int
+) -> None:
+    # More runs than fan_in: merged through levels of scratch runs, which are removed.
+    parts = [[(k, min(r, U32 - 1000)) for k, r in part] for part in parts]
+    offsets = offsets[: len(parts)]
+    with scratch() as d:
+        runs = [write_run(d / f"in{i}.run", part) for i, part in enumerate(parts)]
+        with merge_runs(
+            runs, d / "out.run", row_offsets=offsets, memory_rows=memory, fan_in=fan_in
+        ) as merged:
+            expected = sorted(
+                (k, r + o) for part, o in zip(parts, offsets, strict=True) for k, r in part
+            )
+            assert contents(merged) == expected
+            merged.check()
+        for run in runs:
+            run.close()
+        assert sorted(p.name for p in d.iterdir()) == sorted(
+            ["out.run", *(f"in{i}.run" for i in range(len(parts)))]
+        )
+
+
+def test_a_merge_in_levels_that_fails_leaves_no_scratch(workdir: Path) -> None:
+    runs = [write_run(workdir / f"in{i}.run", [(i, U32 - 1)]) for i in range(5)]
+    offsets = [0, 0, 0, 0, 2]  # the last run's row passes 2^32 - 1: found in a later group
+    with pytest.raises(ValueError, match="2\\^32"):
+        merge_runs(runs, workdir / "m.run", row_offsets=offsets, fan_in=2)
+    for run in runs:
+        run.close()
+    assert sorted(p.name for p in workdir.iterdir()) == [f"in{i}.run" for i in range(5)]
+    with pytest.raises(ValueError, match="two runs"):
+        merge_runs(runs, workdir / "m.run", fan_in=1)
+
+
 @settings(max_examples=120, deadline=None)
 @given(entries=ENTRIES, block=BLOCK)
 def test_equal_keys_equals_counting(entries: list[tuple[int, int]], block: int) -> None:
