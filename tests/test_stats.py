@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +78,22 @@ def _json(r: Any) -> Any:
     return json.loads(r.stdout)
 
 
-def _check_report(report: dict[str, Any], fill: Fill, since: str) -> None:
-    """What stats says of the example batch (9 products, pending) and the filled log."""
+def _report_day(report: dict[str, Any]) -> date:
+    """The UTC day the report was made: its window ends there (the suite may have
+    started the day before)."""
+    return date.fromisoformat(report["at"][:10])
+
+
+def _check_report(report: dict[str, Any], fill: Fill, days_back: int) -> None:
+    """What stats says of the example batch (9 products, pending) and the filled log,
+    over a window of ``days_back`` whole UTC days before the report's day."""
+    today = _report_day(report)
+    since = (today - timedelta(days=days_back)).isoformat()
     assert report["batches"] == {"total": 1, "anchored": 0, "anchoring": 0, "pending": 1}
     assert report["products"] == {"total": 9, "anchored": 0, "anchoring": 0, "pending": 9}
     assert report["anchors"]["total"] == 0 and report["anchors"]["fee_wei"] == "0"
     days = report["scans"]["days"]
-    assert days[0]["day"] == since and days[-1]["day"] == NOW.date().isoformat()
+    assert days[0]["day"] == since and days[-1]["day"] == today.isoformat()
     seen = Counter({(d["day"], v): n for d in days for v, n in d["verdicts"].items() if n})
     expected = Counter({k: n for k, n in fill.counts.items() if k[0] >= since})
     assert seen == expected
@@ -107,18 +116,18 @@ def test_stats_through_the_cli_and_the_library(cli, keyed: Settings, tmp_path: P
 
     fill = fill_log(keyed)
     report = _json(cli("stats", "--json"))
-    _check_report(report, fill, (NOW - timedelta(days=30)).date().isoformat())
+    _check_report(report, fill, 30)
     # The reason is the copy signal's, as provmint scans show gives it.
     shown = cli("scans", "show", f"01/{GTIN}/21/{COPIED}", "--json")
     assert report["suspect_codes"]["codes"][0]["reason"] == json.loads(shown.stdout)["reason"]
 
     # --since counts whole UTC days: two days back leaves the scan of three days ago out.
     recent = _json(cli("stats", "--since", "2d", "--json"))
-    _check_report(recent, fill, (NOW - timedelta(days=2)).date().isoformat())
+    _check_report(recent, fill, 2)
     assert recent["scans"]["total"] == report["scans"]["total"] - 1
 
     # The library gives the same document.
-    library = store_stats(keyed, since=(NOW - timedelta(days=30)).date()).to_json()
+    library = store_stats(keyed, since=_report_day(report) - timedelta(days=30)).to_json()
     assert {k: v for k, v in library.items() if k != "at"} == {
         k: v for k, v in report.items() if k != "at"
     }
@@ -197,7 +206,7 @@ def test_stats_on_postgresql(cli, keyed: Settings, pg_url: str) -> None:
     cfg = resolve_settings(scan_log=pg_url)
     fill = fill_log(cfg)
     report = _json(cli("stats", "--scan-log", pg_url, "--json"))
-    _check_report(report, fill, (NOW - timedelta(days=30)).date().isoformat())
+    _check_report(report, fill, 30)
     assert report["disk"]["scan_log"] is None  # the database server's
     assert "@127.0.0.1" in report["scan_log"]
     assert not (keyed.store / "scans.sqlite").exists()
