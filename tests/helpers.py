@@ -122,3 +122,36 @@ def verify_report(cli: Any, *args: object) -> tuple[Any, dict[str, Any]]:
 def failed_checks(report: dict[str, Any]) -> list[str]:
     """Names of the checks of a verify report that did not pass."""
     return [c["name"] for c in report["checks"] if not c["ok"]]
+
+
+def as_part_layout_v1(part: Path) -> None:
+    """Rewrite a product part as provmint wrote parts before ``provmint-store/2``
+    (:attr:`provmint.store.PartLayout.V1`): the same columns and writer settings, plus a
+    ``url`` column after ``token`` (each URL made by the pure core's
+    :func:`provmint.gs1.digital_link`), and no layout metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from provmint import gs1
+    from provmint.engine import _write_part
+
+    url_base = json.loads((part.parent.parent / "manifest.json").read_text())["url_base"]
+    table = pq.read_table(part).replace_schema_metadata(None)
+    urls = [
+        gs1.digital_link(url_base, r["gtin"], r["serial"], r.get("lot") or "", r["token"])
+        for r in table.select(
+            [c for c in ("gtin", "serial", "lot", "token") if c in table.column_names]
+        ).to_pylist()
+    ]
+    _write_part(table.append_column("url", pa.array(urls, pa.string())), part)
+
+
+def as_store_format_v1(store: Path) -> None:
+    """Turn a store into one written before ``provmint-store/2``: every part of every
+    batch in :attr:`~provmint.store.PartLayout.V1`, and the ``provmint-store/1`` marker."""
+    for batch_dir in sorted((store / "batches").iterdir()):
+        for part in sorted((batch_dir / "products").glob("part-*.parquet")):
+            as_part_layout_v1(part)
+    marker = store / "STORE"
+    doc = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**doc, "format": "provmint-store/1"}) + "\n")

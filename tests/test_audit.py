@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLE_CSV, Anvil, dev_key
-from helpers import failed_checks, no_crash, verify_report
+from helpers import as_part_layout_v1, failed_checks, no_crash, verify_report
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,8 +175,8 @@ def test_batch_id_prefix_and_unknown_batch(cli, minted) -> None:
 
 
 def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
-    """A rewritten lot changes the record (so its leaf) and the url built from it; the
-    stored tree is still the committed one, so the product itself is named."""
+    """A rewritten lot changes the record (so its leaf); the stored tree is still the
+    committed one, so the product itself is named."""
     rewrite_column(anchored.part, "lot", 0, "L9999Z")
     r, report = audit(cli, anchored.batch_id, "--rpc-url", anchored.url)
     assert r.exit_code == EXIT_INVALID
@@ -184,7 +184,7 @@ def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
         f"damaged: record or token of product 0 differs from its committed leaf, {anchored.part}"
     )
     assert report["reason"] == damage
-    assert failed_checks(report) == ["root", "urls", "records"]
+    assert failed_checks(report) == ["root", "records"]
     assert check(report, "tree file")["ok"]
     assert "on chain" not in [c["name"] for c in report["checks"]]  # stopped before the chain
     assert report["chain"] is None
@@ -195,15 +195,12 @@ def test_tampered_parquet_lot_is_invalid(cli, anchored) -> None:
 
 
 def test_tampered_parquet_without_anchor_is_invalid(cli, minted) -> None:
-    """A swapped serial breaks the leaf, the url, the record part's copy, the key index
-    entry and the token."""
+    """A swapped serial breaks the leaf, the record part's copy, the key index entry and
+    the token (and, in a part that stores URLs, the URL)."""
     rewrite_column(minted.part, "serial", 4, "SWAPPEDSERIAL")
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
-    assert failed_checks(report) == ["root", "urls", "records", "indexes", "tokens"]
-    assert check(report, "urls")["detail"] == (
-        f"damaged: url of product 4 differs from its recomputed value, {minted.part}"
-    )
+    assert failed_checks(report) == ["root", "records", "indexes", "tokens"]
     assert check(report, "records")["detail"] == (
         f"damaged: the record of product 4 differs, {minted.record_part}"
     )
@@ -257,7 +254,7 @@ def test_tampered_token_is_reported_by_the_tokens_check(cli, minted) -> None:
         "ok": False,
         "detail": "1 tokens do not match the issuer key",
     }
-    assert failed_checks(report) == ["root", "urls", "records", "indexes", "tokens"]
+    assert failed_checks(report) == ["root", "records", "indexes", "tokens"]
     assert report["reason"] == (
         f"damaged: record or token of product 2 differs from its committed leaf, {minted.part}"
     )
@@ -271,7 +268,7 @@ def test_token_check_needs_the_key_file(cli, minted, keyed) -> None:
     r, report = audit(cli, minted.batch_id)
     assert r.exit_code == EXIT_INVALID
     assert "tokens" not in [c["name"] for c in report["checks"]]
-    assert failed_checks(report) == ["root", "urls", "records", "indexes"]
+    assert failed_checks(report) == ["root", "records", "indexes"]
 
 
 def test_malformed_token_in_parquet_is_invalid_not_a_crash(cli, minted) -> None:
@@ -300,11 +297,30 @@ def test_tampered_anchor_record_in_the_catalog_is_invalid(cli, anchored, tmp_pat
     assert report["reason"] == "on chain: the proof's block time differs from the chain"
 
 
-def test_flipped_url_is_damage_named_by_product_and_part(cli, minted) -> None:
-    """The url column is recomputed from the url base, gtin, lot, serial and token: a
-    flipped bit there (a label that ``scan`` would judge forged) is damage."""
+def test_urls_are_rebuilt_not_stored(cli, minted) -> None:
+    """Parts minted now store no URL; the audit says so rather than claiming a check."""
     import pyarrow.parquet as pq
 
+    assert "url" not in pq.read_table(minted.part).column_names
+    r, report = audit(cli, minted.batch_id)
+    assert r.exit_code == EXIT_PENDING, report["reason"]
+    assert check(report, "urls") == {
+        "name": "urls",
+        "ok": True,
+        "detail": "no url is stored: every reader rebuilds them",
+    }
+
+
+def test_flipped_url_is_damage_named_by_product_and_part(cli, minted) -> None:
+    """In a part written before parts stopped storing URLs, the url column is recomputed
+    from the url base, gtin, lot, serial and token: a flipped bit there (a label that
+    ``scan`` would judge forged) is damage."""
+    import pyarrow.parquet as pq
+
+    as_part_layout_v1(minted.part)
+    r, report = audit(cli, minted.batch_id)
+    assert r.exit_code == EXIT_PENDING, report["reason"]
+    assert check(report, "urls")["detail"] == "every url matches its recomputed value"
     url = pq.read_table(minted.part).column("url")[3].as_py()
     damaged_url = url[:-1] + chr(ord(url[-1]) ^ 1)
     rewrite_column(minted.part, "url", 3, damaged_url)
@@ -815,8 +831,9 @@ def test_a_batch_of_many_parts_is_audited_in_workers_and_damage_located(four_par
     tree = four_parts.dir / "tree.bin"
     original = {p: p.read_bytes() for p in (last, tree)}
     offsets = tree_offsets(200_001)
-    url = pq.read_table(last).column("url")[7].as_py()
     try:
+        as_part_layout_v1(last)  # a part from before store format 2
+        url = pq.read_table(last).column("url")[7].as_py()
         rewrite_column(last, "url", 7, url.replace("/01/", "/01/0", 1))
         flip_byte(tree, offsets[17] + 5)  # level 17: above the parts' subtrees
         report = audit_batch(cfg, batch_id, workers=2)
@@ -879,7 +896,7 @@ def test_workers_and_one_process_report_the_same(four_parts) -> None:
         rewrite_column(part, "token", 9, flipped)
         one, pooled = reports()
         assert one == pooled
-        assert failed_checks(one) == ["root", "urls", "records", "indexes", "tokens"]
+        assert failed_checks(one) == ["root", "records", "indexes", "tokens"]
         assert one["reason"] == (
             f"damaged: record or token of product {3 * 65536 + 9} differs from its committed "
             f"leaf, {part}"

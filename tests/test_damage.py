@@ -486,7 +486,7 @@ def _leaf_order(part: Path) -> str:
 def _missing_column(part: Path) -> str:
     import pyarrow.parquet as pq
 
-    write_part(part, pq.read_table(part).drop_columns(["url"]))
+    write_part(part, pq.read_table(part).drop_columns(["expiry"]))
     return "columns ["
 
 
@@ -606,12 +606,7 @@ def test_read_part_reads_an_intact_part_and_selects_columns(store_copy) -> None:
     with read_catalog(cfg) as (_, con):
         batch = store.batch(con, minted.batch_id)
     full = store.read_part(batch, 0)
-    assert full.num_rows == 9 and set(full.column_names) == {
-        "leaf_index",
-        "token",
-        "url",
-        *batch.columns,
-    }
+    assert full.num_rows == 9 and set(full.column_names) == {"leaf_index", "token", *batch.columns}
     assert store.read_part(batch, 0, ["gtin", "serial"]).column_names == ["gtin", "serial"]
     with pytest.raises(StoreCorruptError) as caught:
         part = store.part_files(batch)[0]

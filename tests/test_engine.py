@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provmint import canonical, engine, gs1, merkle, tokens
-from provmint.store import treefile
+from provmint.store import PartLayout, treefile
 from provmint.store.keyindex import KeyRun
 from provmint.store.records import RecordPart
 
@@ -371,7 +371,6 @@ def _chunk_task(
         part_path=str(tmp_path / "part-00000.parquet"),
         records_path=str(tmp_path / "part-00000.rec"),
         level_paths=spill.paths,
-        url_base="https://id.example.com",
         secret=secret,
     )
 
@@ -405,14 +404,13 @@ def test_run_chunk_end_to_end(tmp_path: Path, mode: str, n: int) -> None:
     for i in range(n):
         assert merkle.verify_inclusion(leaves[i], i, n, tf.inclusion_path(i), tf.root)
 
-    part = pq.read_table(task.part_path).to_pylist()
+    stored = pq.read_table(task.part_path)
+    assert stored.schema.metadata == PartLayout.V2.metadata
+    part = stored.to_pylist()
     assert [p["leaf_index"] for p in part] == list(range(n))
     for p, r, t in zip(part, rows, toks, strict=True):
         assert tokens.parse_token(p["token"]) == t
-        assert p["url"] == gs1.digital_link(
-            "https://id.example.com", r["gtin"], r["serial"], r["lot"], tokens.format_token(t)
-        )
-        assert {k: p[k] for k in r} == r
+        assert p == {"leaf_index": p["leaf_index"], **r, "token": tokens.format_token(t)}
     with RecordPart.open(task.records_path) as stored:
         assert [
             (canonical.decode_record(rec), tok) for rec, tok in stored.get_many(range(n))

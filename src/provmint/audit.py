@@ -9,7 +9,8 @@ C kernels, so that a fault in the engine shows up here instead of being repeated
   and ``manifest.json``) against the committed digest;
 * every Parquet part, every column: readable with the batch's schema
   (:meth:`provmint.store.Store.read_part`), each record and token recomputed into its
-  leaf, each ``url`` rebuilt from the url base, gtin, lot, serial and token;
+  leaf, each stored ``url`` (parts of :attr:`~provmint.store.PartLayout.V1`; later
+  parts store none) rebuilt from the url base, gtin, lot, serial and token;
 * every node of the tree file, and the recomputed root against the committed one;
 * the record parts the lookups read (``records/``): every row's record and token equal to
   the ones recomputed from its Parquet row;
@@ -563,6 +564,7 @@ class _PartResult:
     first_difference: tuple[int, int] | None = None
     tree_damage: tuple[int, int] | None = None
     url_mismatch: int | None = None
+    urls_stored: bool = False
     record_damage: str | None = None
     bad_tokens: int = 0
     keys: bytes = b""
@@ -689,13 +691,23 @@ class _Workers:
                 self._starting.result().shutdown(cancel_futures=True)
 
 
+def _url_mismatch(table: pa.Table, batch: BatchInfo) -> int | None:
+    """The first row of a part of :attr:`~provmint.store.PartLayout.V1` whose stored URL
+    is not the one its row and the manifest's base make (later layouts store none)."""
+    import pyarrow.compute as pc
+
+    gtin, serial, token = (table.column(c) for c in ("gtin", "serial", "token"))
+    lot = table.column("lot") if "lot" in table.column_names else None
+    urls = digital_links(batch.manifest["url_base"], gtin, serial, lot, token)
+    return _first_false(pc.equal(table.column("url"), urls))
+
+
 def _audit_part(job: _PartJob) -> _PartResult:
     """Audit one part: read it (every column checked by ``read_part``), recompute its
-    leaves, subtree and urls, compare the subtree with the tree file, and compute its
-    index values (with the job's secret, also count the tokens the issuer key does not
-    make)."""
+    leaves, subtree and (in a part that stores them) URLs, compare the subtree with the
+    tree file, and compute its index values (with the job's secret, also count the
+    tokens the issuer key does not make)."""
     import numpy as np
-    import pyarrow.compute as pc
 
     store, batch = Store(Path(job.store_root)), job.batch
     start = job.index * batch.part_rows
@@ -717,9 +729,7 @@ def _audit_part(job: _PartJob) -> _PartResult:
         if difference is not None:  # find what differs: the records, or the tree file
             leaf = _first_node_difference(levels[0], stored[0])
             broken = _subtree_damage(stored, start)
-    lot = table.column("lot") if "lot" in table.column_names else None
-    urls = digital_links(batch.manifest["url_base"], gtin, serial, lot, token)
-    url_row = _first_false(pc.equal(table.column("url"), urls))
+    url_row = _url_mismatch(table, batch) if "url" in table.column_names else None
     bad = 0
     if job.secret is not None:
         expected = _expected_tokens(job.secret, gtin, serial)
@@ -732,6 +742,7 @@ def _audit_part(job: _PartJob) -> _PartResult:
         first_difference=difference,
         tree_damage=broken,
         url_mismatch=None if url_row is None else start + url_row,
+        urls_stored="url" in table.column_names,
         record_damage=(
             _record_part_damage(store, batch, job, records, tokens) if job.records else None
         ),
@@ -790,6 +801,8 @@ def _part_checks(store: Store, batch: BatchInfo, parts: list[_PartResult]) -> li
 
 def _url_check(store: Store, batch: BatchInfo, parts: list[_PartResult]) -> Check:
     wrong = next((p for p in parts if p.url_mismatch is not None), None)
+    if wrong is None and not any(p.urls_stored for p in parts):
+        return Check("urls", True, "no url is stored: every reader rebuilds them")
     if wrong is None:
         return Check("urls", True, "every url matches its recomputed value")
     what = f"url of product {wrong.url_mismatch} differs from its recomputed value"

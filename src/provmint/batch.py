@@ -309,7 +309,7 @@ class _MintRun:
         batch_id = _new_batch_id(now)
         seq = store.next_seq(con)
         problems = Problems()
-        staged = StagedBatch(store, batch_id, job.settings.url_base, runner, job.report)
+        staged = StagedBatch(store, batch_id, runner, job.report)
         finder = ProductFinder.load(store, con)
         return cls(job, store, con, reader, runner, now, batch_id, seq, problems, staged, finder)
 
@@ -340,9 +340,7 @@ class _MintRun:
 
         first.keys.close()
         self.staged.discard()
-        self.staged = StagedBatch(
-            self.store, self.batch_id, self.job.settings.url_base, self.runner, self.job.report
-        )
+        self.staged = StagedBatch(self.store, self.batch_id, self.runner, self.job.report)
         result = self.staged.second_pass(
             self.job.source, self.problems, self.reader.sha256, self.job.size
         )

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from provmint import gs1, ingest, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
 from provmint.ingest import CheckedChunk, RawChunk, RowProblem, check_chunk
-from provmint.store import ROW_GROUP_ROWS
+from provmint.store import PART_LAYOUT, ROW_GROUP_ROWS
 from provmint.store.keyindex import RunKind, RunWriter
 from provmint.store.records import write_payloads, write_records
 from provmint.store.treefile import TreeSpill
@@ -73,7 +73,7 @@ NATIVE = _native is not None
 """Whether the C hashing loops are available (otherwise the same work runs in Python)."""
 
 _SECRET: bytes | None = None
-_UNIQUE_COLUMNS = ("leaf_index", "serial", "token", "url")
+_UNIQUE_COLUMNS = ("leaf_index", "serial", "token")
 _UNRESERVED = r"^[A-Za-z0-9._~-]*$"
 
 
@@ -128,7 +128,6 @@ class ChunkTask:
     part_path: str
     records_path: str
     level_paths: tuple[str, ...]
-    url_base: str
     secret: bytes | None = None
 
 
@@ -436,8 +435,8 @@ def _mint(task: ChunkTask, checked: CheckedChunk, secret: bytes, files: ChunkFil
     for name in table.column_names:
         columns[name] = _column(table, name)
     columns["token"] = token_text
-    columns["url"] = _urls(table, token_text, task.url_base)
-    _write_part(pa.table(columns), Path(task.part_path))
+    # No URL column: every reader rebuilds the URL from the row (see PartLayout.V2).
+    _write_part(pa.table(columns, metadata=PART_LAYOUT.metadata), Path(task.part_path))
     # Not fsynced here: the minting process syncs every part in a thread of its own while
     # the workers go on (see provmint.minting.StagedBatch), before the batch commits.
     if payloads is not None:
@@ -466,7 +465,7 @@ def _write_part(table: pa.Table, path: Path) -> None:
             compression_level={c: 1 for c in table.column_names if c != "token"},
             row_group_size=ROW_GROUP_ROWS,
             use_dictionary=[c for c in table.column_names if c not in _UNIQUE_COLUMNS],
-            # Random tokens do not compress; URLs do (shared prefix).
+            # Random tokens do not compress.
             compression={c: "none" if c == "token" else "zstd" for c in table.column_names},
             write_statistics=["leaf_index"],
         )

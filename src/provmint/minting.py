@@ -238,15 +238,12 @@ class StagedBatch:
     """A batch being written under ``staging/``: its directory, its working directory
     (chunk runs, identities, tree levels: removed before the commit) and its passes."""
 
-    def __init__(
-        self, store: Store, batch_id: str, url_base: str, runner: Runner, progress: Progress
-    ) -> None:
+    def __init__(self, store: Store, batch_id: str, runner: Runner, progress: Progress) -> None:
         from provmint.engine import CHUNK_ROWS
         from provmint.store.treefile import TreeSpill
 
         self.store = store
         self.batch_id = batch_id
-        self.url_base = url_base
         self.runner = runner
         self.progress = progress
         self.path = store.staging_path(batch_id)
@@ -277,7 +274,6 @@ class StagedBatch:
             part_path=str(self.path / "products" / f"{part}.parquet"),
             records_path=str(self.path / "records" / f"{part}.rec"),
             level_paths=self.spill.paths,
-            url_base=self.url_base,
         )
 
     def sync_later(self, index: int) -> None:

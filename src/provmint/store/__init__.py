@@ -1,6 +1,6 @@
 """The product store: per-batch Parquet parts and tree files, plus a DuckDB catalog.
 
-Layout (``provmint-store/1``)::
+Layout (``provmint-store/2``; a ``/1`` store is read as it is, see :data:`STORE_FORMAT`)::
 
     <store>/STORE                      marker: format and creation time
     <store>/catalog.duckdb             batches, lookup indexes, the ``products`` view
@@ -8,6 +8,7 @@ Layout (``provmint-store/1``)::
     <store>/batches/<id>/manifest.json the batch manifest (its digest is committed)
     <store>/batches/<id>/tree.bin      the whole Merkle tree (:mod:`provmint.store.treefile`)
     <store>/batches/<id>/products/part-NNNNN.parquet   2^16 products per part, zstd
+                                       (:class:`PartLayout`: no url column since /2)
     <store>/batches/<id>/records/part-NNNNN.rec        the same rows for point lookups
     <store>/index/{key,token}-<hex>.run                the store's index (sorted runs)
     <store>/staging/<id>.<pid>/        batches being written (never visible to readers)
@@ -43,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +72,14 @@ if TYPE_CHECKING:
 __all__ = [
     "LATEST",
     "PART_COLUMNS",
+    "PART_FORMAT_KEY",
+    "PART_LAYOUT",
+    "READABLE_STORE_FORMATS",
     "ROW_GROUP_ROWS",
     "STORE_FORMAT",
     "BatchInfo",
     "BatchStamp",
+    "PartLayout",
     "Recovery",
     "Store",
     "batch_minted_from",
@@ -82,17 +88,53 @@ __all__ = [
     "init_catalog",
     "insert_batch",
     "load_json",
+    "products_select",
     "store_lock",
     "transaction",
 ]
 
-STORE_FORMAT = "provmint-store/1"
+STORE_FORMAT = "provmint-store/2"
+"""The store format this version writes (the ``STORE`` marker): ``/2`` may hold parts of
+:attr:`PartLayout.V2`, which versions before it cannot read."""
+READABLE_STORE_FORMATS = ("provmint-store/1", STORE_FORMAT)
+"""Store formats this version opens; a ``/1`` store becomes ``/2`` before its first batch
+of :attr:`PartLayout.V2` commits (:meth:`Store.upgrade_format`)."""
 ROW_GROUP_ROWS = 1 << 14
-PART_COLUMNS = ("leaf_index", "token", "url")
-"""The columns a batch's product part holds beside the record's own fields (so no input
-column may take these names)."""
 """Rows per Parquet row group of a batch's product parts (the last group of a part may
 be shorter): the minting engine writes them so, the part checks expect them so."""
+PART_COLUMNS = ("leaf_index", "token", "url")
+"""The names provmint keeps for the columns a product part holds (or held) beside the
+record's own fields, so no input column may take them."""
+PART_FORMAT_KEY = "provmint.part"
+"""The Parquet key-value metadata naming a part's layout (absent in :attr:`PartLayout.V1`)."""
+
+
+class PartLayout(StrEnum):
+    """The layouts of a batch's product part files.
+
+    Both hold ``leaf_index``, the record's fields (sorted) and ``token``, zstd-compressed
+    in :data:`ROW_GROUP_ROWS`-row groups. ``V1`` (written before ``provmint-store/2``)
+    adds a ``url`` column and no metadata. ``V2`` drops ``url``, which every reader
+    rebuilds from the row and the manifest's ``url_base`` (:func:`provmint.engine.
+    digital_links`): it cost a third of the minting workers' Parquet time and half of a
+    part's bytes. A ``V2`` part names its layout in the :data:`PART_FORMAT_KEY` metadata."""
+
+    V1 = "provmint-part/1"
+    V2 = "provmint-part/2"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns a part of this layout holds beside the record's fields."""
+        return PART_COLUMNS if self is PartLayout.V1 else ("leaf_index", "token")
+
+    @property
+    def metadata(self) -> dict[bytes, bytes] | None:
+        """The part's Arrow schema metadata (None: none at all)."""
+        return None if self is PartLayout.V1 else {PART_FORMAT_KEY.encode(): self.value.encode()}
+
+
+PART_LAYOUT = PartLayout.V2
+"""The layout this version writes."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -345,7 +387,7 @@ class Store:
                 doc = json.loads(marker.read_text())
             except (OSError, ValueError) as exc:
                 raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
-            if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+            if not isinstance(doc, dict) or doc.get("format") not in READABLE_STORE_FORMATS:
                 raise StoreError(f"{root}: unsupported store format {doc.get('format')!r}")
         return cls(root)
 
@@ -602,6 +644,23 @@ class Store:
         (path / "products").mkdir(parents=True)
         return path
 
+    def upgrade_format(self) -> None:
+        """Mark a ``provmint-store/1`` store ``provmint-store/2`` (hold the lock exclusively),
+        so that no version before it reads the parts of :attr:`PartLayout.V2` the next
+        commit brings: it refuses the store's format instead of calling them damaged.
+        Nothing else changes; the marker keeps its creation time."""
+        marker = self.root / "STORE"
+        try:
+            doc = json.loads(marker.read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
+        if isinstance(doc, dict) and doc.get("format") != STORE_FORMAT:
+            doc["format"] = STORE_FORMAT
+            try:
+                write_atomic(marker, (json.dumps(doc) + "\n").encode())
+            except OSError as exc:
+                raise os_error(exc, marker) from exc
+
     def publish(self, staging: Path, batch_id: str) -> None:
         """Move a committed batch's files from ``staging`` into ``batches/``."""
         os.replace(staging, self.batches_dir / batch_id)
@@ -627,6 +686,7 @@ class Store:
         for directory in (staging / "products", staging / "records", staging):
             if directory.exists():
                 fsync_dir(directory)
+        self.upgrade_format()
         try:
             with transaction(con):
                 insert_batch(con, info)
@@ -642,22 +702,22 @@ class Store:
 
     def refresh_view(self, con: duckdb.DuckDBPyConnection) -> None:
         """(Re)create the ``products`` view over every committed part file (a convenience
-        for people querying the catalog with DuckDB; provmint itself never reads it)."""
-        rows = con.execute("SELECT batch_id, parts FROM batches ORDER BY seq").fetchall()
-        files = [
-            str((self.batches_dir / bid / "products" / f"part-{i:05d}.parquet").resolve())
-            for bid, parts in rows
-            for i in range(parts)
-            if (self.batches_dir / bid).is_dir()
-        ]
-        if not files:
+        for people querying the catalog with DuckDB; provmint itself never reads it).
+
+        Its ``url`` column is rebuilt from each row as the readers rebuild it (parts of
+        :attr:`PartLayout.V2` store none; an older part's stored one is the same), so
+        every batch's rows have one."""
+        by_base: dict[str, tuple[list[str], set[bool]]] = {}
+        for batch in self.batches(con):
+            if (self.batches_dir / batch.batch_id).is_dir():
+                files, lots = by_base.setdefault(batch.manifest["url_base"], ([], set()))
+                files += [str(p.resolve()) for p in self.part_files(batch)]
+                lots.add("lot" in batch.columns)
+        if not by_base:
             con.execute("DROP VIEW IF EXISTS products")
             return
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(
-            "CREATE OR REPLACE VIEW products AS SELECT * FROM "
-            f"read_parquet([{listing}], union_by_name = true, filename = true)"
-        )
+        selects = [products_select(b, f, lots=any(lots)) for b, (f, lots) in by_base.items()]
+        con.execute("CREATE OR REPLACE VIEW products AS " + " UNION ALL BY NAME ".join(selects))
         con.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", [str(self.root.resolve())])
 
     def next_seq(self, con: duckdb.DuckDBPyConnection) -> int:
@@ -787,6 +847,30 @@ LATEST = "latest"
 """The batch reference that means the newest batch (``provmint batch show latest``)."""
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def products_select(base: str, files: list[str], *, lots: bool) -> str:
+    """The ``products`` view's rows of the part ``files`` of batches minted on URL
+    ``base`` (``lots``: some hold a lot column): every stored column but a stored
+    ``url``, then the URL :func:`provmint.gs1.digital_link` makes, then the file name.
+    DuckDB's ``url_encode`` percent-encodes as :func:`provmint.gs1.percent_encode` does
+    (every UTF-8 byte but RFC 3986's unreserved characters; tested)."""
+    listing = ", ".join(_sql_text(f) for f in files)
+    lot = ""
+    if lots:
+        lot = "CASE WHEN coalesce(lot, '') = '' THEN '' ELSE '/10/' || url_encode(lot) END || "
+    url = (
+        f"{_sql_text(base.rstrip('/') + '/01/')} || gtin || {lot}'/21/' || url_encode(serial)"
+        " || '?t=' || token"
+    )
+    return (
+        f"SELECT COLUMNS(lambda c: c NOT IN ('url', 'filename')), {url} AS url, filename "
+        f"FROM read_parquet([{listing}], union_by_name = true, filename = true)"
+    )
+
+
 def find_batch(batches: Sequence[BatchInfo], ref: str, root: Path) -> BatchInfo:
     """The batch of ``batches`` (a store's, oldest first) whose id is ``ref`` or, failing
     that, the only one whose id starts with ``ref`` (like a git commit); NotFoundError
@@ -871,8 +955,9 @@ def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
     """The part's file metadata: the batch's columns with their types, ``rows`` rows in
     as many row groups as provmint writes (the groups are checked once read)."""
 
-    expected = {*PART_COLUMNS, *batch.columns}
     schema = file.schema_arrow
+    layout = _layout_of(file, path)
+    expected = {*layout.columns, *batch.columns}
     names = list(schema.names)
     if len(set(names)) != len(names) or set(names) != expected:
         raise _corrupt(f"columns {sorted(names)} are not the batch's {sorted(expected)}", path)
@@ -887,13 +972,23 @@ def _check_layout(file: Any, batch: BatchInfo, path: Path, rows: int) -> None:
             raise _corrupt(f"column {name!r} has the wrong name or type", path)
         if not arrow.nullable or arrow.metadata:
             raise _corrupt(f"column {name!r} has a schema provmint does not write", path)
-    if schema.metadata:
-        raise _corrupt("the schema carries metadata provmint does not write", path)
     meta = file.metadata
     if meta.num_rows != rows:
         raise _corrupt(f"holds {meta.num_rows} products where the batch has {rows}", path)
     if meta.num_row_groups != -(-rows // ROW_GROUP_ROWS):
         raise _corrupt(f"{meta.num_row_groups} row groups cannot be provmint's", path)
+
+
+def _layout_of(file: Any, path: Path) -> PartLayout:
+    """The layout a part names, in its Arrow schema's metadata and the same in the
+    Parquet footer's key-value metadata (nothing in either: :attr:`PartLayout.V1`)."""
+    footer = dict(file.metadata.metadata or {})
+    footer.pop(b"ARROW:schema", None)  # the Arrow schema itself, read as schema_arrow
+    arrow = file.schema_arrow.metadata or {}
+    for layout in PartLayout:
+        if arrow == footer == (layout.metadata or {}):
+            return layout
+    raise _corrupt("the schema carries metadata provmint does not write", path)
 
 
 def _first_false(mask: Any) -> int | None:

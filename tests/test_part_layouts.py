@@ -1,0 +1,195 @@
+"""Product part layouts: parts minted now store no URL (``provmint-part/2``), parts from
+before (``provmint-part/1``, in ``provmint-store/1`` stores) are read as they were.
+
+A store of format 1 is made here by rewriting a freshly minted store's parts exactly as
+the earlier writer wrote them (:func:`helpers.as_store_format_v1`): the same columns and
+settings plus ``url``, no layout metadata.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import EXAMPLE_CSV
+from helpers import as_store_format_v1, no_crash, verify_report
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from provmint import gs1
+from provmint.errors import EXIT_ERROR, EXIT_OK, EXIT_PENDING, StoreCorruptError
+from provmint.store import PART_FORMAT_KEY, PartLayout, Store, products_select
+
+BASE = "https://id.brand.example/p"
+
+
+def _mint(cli: Any, source: Path) -> str:
+    r = cli("batch", "create", source, "--url-base", BASE, "--json")
+    assert r.exit_code == EXIT_OK, r.output
+    return str(json.loads(r.stdout)["batch_id"])
+
+
+def _layout(part: Path) -> PartLayout:
+    metadata = pq.read_schema(part).metadata
+    if metadata is None:
+        return PartLayout.V1
+    return PartLayout(metadata[PART_FORMAT_KEY.encode()].decode())
+
+
+def _expected_urls(part: Path) -> list[str]:
+    return [
+        gs1.digital_link(BASE, r["gtin"], r["serial"], r.get("lot") or "", r["token"])
+        for r in pq.read_table(part).to_pylist()
+    ]
+
+
+def _view_urls(store: Path, batch_id: str) -> list[str]:
+    con = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT url FROM products WHERE filename LIKE ? ORDER BY leaf_index",
+            [f"%/{batch_id}/products/%"],
+        ).fetchall()
+    finally:
+        con.close()
+    return [url for (url,) in rows]
+
+
+def _export_urls(cli: Any, batch_id: str) -> list[str]:
+    r = cli("batch", "export", batch_id, "--raw", "--url-base", BASE, "-o", "-")
+    assert r.exit_code == EXIT_OK, r.output
+    return [row["url"] for row in csv.DictReader(io.StringIO(r.stdout))]
+
+
+def test_parts_minted_now_store_no_url(cli, keyed, tmp_path: Path) -> None:
+    batch_id = _mint(cli, EXAMPLE_CSV)
+    store = tmp_path / "store"
+    part = store / "batches" / batch_id / "products" / "part-00000.parquet"
+    assert _layout(part) is PartLayout.V2
+    assert "url" not in pq.read_schema(part).names
+    assert json.loads((store / "STORE").read_text())["format"] == "provmint-store/2"
+    urls = _expected_urls(part)
+    assert _view_urls(store, batch_id) == urls  # the products view rebuilds them
+    assert _export_urls(cli, batch_id) == urls
+
+
+def test_a_store_from_before_format_2_is_read_and_upgraded_by_the_next_mint(
+    cli, keyed, tmp_path: Path, write_csv: Any
+) -> None:
+    """Every reader reads a format 1 store's URL-holding parts; the audit checks their
+    URLs; the next mint marks the store format 2 and leaves the old batch's bytes as
+    they were; the products view gives every batch's rows a URL."""
+    first = _mint(cli, EXAMPLE_CSV)
+    store = tmp_path / "store"
+    as_store_format_v1(store)
+    old_part = store / "batches" / first / "products" / "part-00000.parquet"
+    assert _layout(old_part) is PartLayout.V1
+    old_bytes = old_part.read_bytes()
+    stored = pq.read_table(old_part).column("url").to_pylist()
+    assert stored == _expected_urls(old_part)
+
+    assert _export_urls(cli, first) == stored
+    shown = cli("product", "show", "--gtin", "09520123450014", "--serial", "546CAWQDCR56")
+    assert shown.exit_code == EXIT_OK and "546CAWQDCR56" in shown.stdout, shown.output
+    proof = tmp_path / "p.json"
+    exported = cli(
+        "proof", "export", "--gtin", "09520123450014", "--serial", "546CAWQDCR56", "-o", proof
+    )
+    assert exported.exit_code == EXIT_OK, exported.output
+    r, report = verify_report(cli, proof)
+    assert r.exit_code == EXIT_PENDING, report
+    r, report = verify_report(cli, "--batch", first)
+    assert r.exit_code == EXIT_PENDING, report["reason"]
+    urls = next(c for c in report["checks"] if c["name"] == "urls")
+    assert urls["detail"] == "every url matches its recomputed value"
+
+    lines = EXAMPLE_CSV.read_text().splitlines()
+    other = [
+        f"{gtin},{serial}Z,{rest}" for gtin, serial, rest in (r.split(",", 2) for r in lines[1:])
+    ]
+    second = _mint(cli, write_csv("second.csv", "\n".join([lines[0], *other]) + "\n"))
+    assert json.loads((store / "STORE").read_text())["format"] == "provmint-store/2"
+    new_part = store / "batches" / second / "products" / "part-00000.parquet"
+    assert _layout(new_part) is PartLayout.V2
+    assert old_part.read_bytes() == old_bytes
+    for batch_id, part in ((first, old_part), (second, new_part)):
+        assert _view_urls(store, batch_id) == _expected_urls(part)
+        r, report = verify_report(cli, "--batch", batch_id)
+        assert r.exit_code == EXIT_PENDING, report["reason"]
+
+
+def test_a_store_of_a_later_format_is_refused(cli, keyed, tmp_path: Path) -> None:
+    batch_id = _mint(cli, EXAMPLE_CSV)
+    marker = tmp_path / "store" / "STORE"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "format": "provmint-store/3"}))
+    r = cli("batch", "show", batch_id)
+    no_crash(r)
+    assert r.exit_code == EXIT_ERROR
+    assert "unsupported store format 'provmint-store/3'" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {PART_FORMAT_KEY: "provmint-part/3"},  # a layout this version does not know
+        {PART_FORMAT_KEY: "provmint-part/1"},  # V1 is never marked
+        {PART_FORMAT_KEY: "provmint-part/2", "other": "x"},
+        None,  # unmarked, so V1, but without its url column
+    ],
+)
+def test_a_part_naming_another_layout_is_damage(
+    cli, keyed, tmp_path: Path, metadata: dict[str, str] | None
+) -> None:
+    batch_id = _mint(cli, EXAMPLE_CSV)
+    store = Store.open(tmp_path / "store")
+    part = tmp_path / "store" / "batches" / batch_id / "products" / "part-00000.parquet"
+    from provmint.engine import _write_part
+
+    _write_part(pq.read_table(part).replace_schema_metadata(metadata), part)
+    with store.reading(timeout=5) as con:
+        batch = store.batch(con, batch_id)
+    with pytest.raises(StoreCorruptError) as caught:
+        store.read_part(batch, 0)
+    assert caught.value.message.startswith("damaged: ")
+    assert caught.value.message.endswith(f", {part}")
+    _, report = verify_report(cli, "--batch", batch_id)
+    assert report["verdict"] == "invalid" and report["reason"] == caught.value.message
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(_TEXT, st.one_of(st.just(""), _TEXT)), min_size=1, max_size=8),
+    base=st.sampled_from(["https://id.example.com", "https://b.example/x/", "http://h:8/a'b"]),
+)
+def test_the_view_builds_the_urls_of_gs1_digital_link(
+    tmp_path: Path, rows: list[tuple[str, str]], base: str
+) -> None:
+    """Any serial and lot (every Unicode character, not only GS1's): the products view's
+    URL is gs1.digital_link's, so DuckDB's url_encode is gs1.percent_encode."""
+    path = tmp_path / "part.parquet"
+    table = pa.table(
+        {
+            "gtin": ["09520123450014"] * len(rows),
+            "serial": [serial for serial, _ in rows],
+            "lot": [lot for _, lot in rows],
+            "token": ["1lqEPkuRXPesuZNTDCWY_Q"] * len(rows),
+        }
+    )
+    pq.write_table(table, path)
+    got = duckdb.sql(products_select(base, [str(path)], lots=True)).fetchall()
+    assert [row[4] for row in got] == [
+        gs1.digital_link(base, "09520123450014", serial, lot, "1lqEPkuRXPesuZNTDCWY_Q")
+        for serial, lot in rows
+    ]
