@@ -79,6 +79,26 @@ def test_a_pipe_gets_plain_lines_and_tables_still_render(monkeypatch: pytest.Mon
     assert reference.getvalue().splitlines()[0] == lines[0]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MARKUPISH.filter(lambda t: "\n" not in t), min_size=1, max_size=3))
+def test_text_printed_without_markup_is_richs_and_needs_no_rich(texts: list[str]) -> None:
+    """``print(text, markup=False, soft_wrap=True)`` (warnings naming paths and URLs)
+    writes the text as rich would, without making a rich console."""
+    buffer = io.StringIO()
+    lines = Lines(stderr=False)
+    original, sys.stdout = sys.stdout, buffer
+    try:
+        lines.print(*texts, markup=False, soft_wrap=True)
+    finally:
+        sys.stdout = original
+    assert lines._rich is None
+    reference = io.StringIO()
+    Console(file=reference, highlight=False, soft_wrap=True, width=200).print(
+        *texts, markup=False, soft_wrap=True
+    )
+    assert buffer.getvalue() == reference.getvalue()
+
+
 @pytest.mark.parametrize("json_out", [False, True])
 def test_a_reader_that_stops_early_gets_no_error(cli, keyed, json_out: bool) -> None:
     """``provmint ... | head -c 1``: the reader closes the pipe at once; provmint stops

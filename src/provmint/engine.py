@@ -1,5 +1,5 @@
 """The minting hot path: one aligned chunk of raw CSV rows -> validated rows, tokens,
-leaves, subtree levels, URLs, a Parquet part, a record part and the chunk's index runs.
+leaves, subtree levels, a Parquet part, a record part and the chunk's index runs.
 
 A chunk holds ``2^k`` rows starting at a multiple of ``2^k`` (the last chunk may be
 shorter), so its subtree is a node of the batch's RFC 9162 tree and chunks are reduced
@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+# pyarrow.compute is imported where it is used: the minting process never needs it (a
+# sixth of a second of its start), and the workers have it from the fork server's preload.
 from provmint import gs1, ingest, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
 from provmint.ingest import CheckedChunk, RawChunk, RowProblem, check_chunk
@@ -182,6 +183,8 @@ Part = bytes | tuple[str, pa.Array] | tuple[str, pa.Array, bytes]
 
 def concat_parts(n: int, parts: list[Part], *, text: bool = False) -> pa.Array:
     """Concatenate ``parts`` row by row into one binary (or string) array of ``n`` rows."""
+    import pyarrow.compute as pc
+
     if _native is not None:
         native: list[Any] = []
         for part in parts:
@@ -244,6 +247,8 @@ def record_bytes_column(table: pa.Table) -> pa.Array:
 
 
 def _percent_encoded(values: pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
     if pc.all(pc.ascii_is_alnum(values)).as_py():  # the usual case, and cheaper than a regex
         return values
     needs = pc.invert(pc.match_substring_regex(values, pattern=_UNRESERVED))
@@ -280,6 +285,8 @@ def digital_links(table: pa.Table, url_base: str) -> pa.Array:
     token and, when the batch has lots, lot) on ``url_base``: the bytes minting wrote for
     the same base, built the same way (labels and exports print on the base chosen
     then, see :func:`provmint.config.output_url_base`)."""
+    import pyarrow.compute as pc
+
     columns = {name: _column(table, name) for name in ("gtin", "serial", "token")}
     if "lot" in table.column_names:  # a lot is stored as "" when absent; null, if ever, too
         columns["lot"] = pc.fill_null(_column(table, "lot"), "")

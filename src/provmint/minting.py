@@ -124,6 +124,11 @@ def _init_worker(secret: bytes, parent_pid: int) -> None:
     engine.init_worker(secret, parent_pid)
 
 
+_WORKER_MODULES = ["provmint.engine", "provmint.minting", "pyarrow.parquet", "pyarrow.compute"]
+"""Imported once by the fork server, not by each worker on its first chunk (the minting
+process itself never imports pyarrow.compute or pyarrow.parquet)."""
+
+
 class Runner:
     """Runs chunk tasks in a process pool, or in this process for small files, with a
     bounded number in flight. The pool starts in a background thread (the fork server
@@ -145,7 +150,7 @@ class Runner:
         try:
             self.pool = start_pool(
                 self.workers,
-                preload=["provmint.engine", "provmint.minting", "pyarrow.parquet"],
+                preload=_WORKER_MODULES,
                 initializer=_init_worker,
                 initargs=(self.secret, os.getpid()),
             )

@@ -237,6 +237,10 @@ def plain(markup: str) -> str:
     return "".join(pieces)
 
 
+_PLAIN_OPTIONS = {"markup", "soft_wrap"}
+"""The options of ``Console.print`` that :class:`Lines` honours without rich."""
+
+
 class Lines:
     """The console of a pipe or a file: markup is written as plain lines without
     importing rich (a fifth of a short command's time); anything else, such as a table,
@@ -258,13 +262,16 @@ class Lines:
         return self._rich
 
     def print(self, *objects: Any, **options: Any) -> None:
-        """Print like rich's ``Console.print``: markup strings as plain text."""
-        if options or not all(isinstance(o, str) for o in objects):
+        """Print like rich's ``Console.print``: markup strings as plain text (with
+        ``markup=False``, as they are; lines are never wrapped, so ``soft_wrap`` changes
+        nothing)."""
+        if set(options) - _PLAIN_OPTIONS or not all(isinstance(o, str) for o in objects):
             self.rich.print(*objects, **options)
             return
+        text = plain if options.get("markup", True) else str
         stream = sys.stderr if self.stderr else sys.stdout
         # Written at once, as rich does: a closed pipe is found here, not at exit.
-        stream.write(" ".join(plain(o) for o in objects) + "\n")
+        stream.write(" ".join(text(o) for o in objects) + "\n")
         stream.flush()
 
 
