@@ -16,7 +16,6 @@ import secrets
 import stat
 import time
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,16 +37,13 @@ from provmint.errors import (
     os_error,
 )
 from provmint.keys import load_keyring
-from provmint.minting import in_file_duplicates, store_duplicates
-from provmint.outfile import is_stdout, open_output
-from provmint.store import BatchInfo, Store, batch_minted_from
-from provmint.store.files import write_atomic
 
 if TYPE_CHECKING:
     import duckdb
 
     from provmint.ingest import ProductReader
     from provmint.minting import MintPass, Problems, Runner, StagedBatch
+    from provmint.store import BatchInfo, Store
     from provmint.store.keyindex import KeyRun, RunKind
     from provmint.store.lookup import ProductFinder
 
@@ -124,6 +120,8 @@ def write_rejects(
     from provmint import csvsafe
 
     cell = (lambda value: value) if raw else csvsafe.neutralise
+    from provmint.outfile import open_output
+
     with open_output(path) as sink:
         text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
         out = csvsafe.csv_writer(text)
@@ -148,6 +146,8 @@ def _remove_stale_rejects(path: Path | str) -> None:
     old report never looks current. Only a regular file (not a link, device or FIFO,
     which are never opened here) with provmint's own header is removed."""
     try:
+        from provmint.outfile import is_stdout
+
         if is_stdout(path) or not stat.S_ISREG(os.lstat(path).st_mode):
             return
         with open(path, encoding="utf-8") as fh:
@@ -199,13 +199,18 @@ def mint_batch(
     key = load_keyring(settings.key_file).active
     size = _size(source)
     # The pool starts first: its fork server imports the engine in its own process
-    # while this one does (serial, the two imports took about 0.4 s of a 1M mint).
+    # while this one does (serial, the two imports took about 0.4 s of a 1M mint). So
+    # this module imports no more than it needs to get here (the store, the ingest and
+    # the minting code come after).
     runner = Runner(
         settings.workers, key.secret.reveal(), settings.workers > 1 and size >= POOL_MIN_BYTES
     )
     try:
+        from concurrent.futures.process import BrokenProcessPool
+
         from provmint import engine
         from provmint.ingest import open_products
+        from provmint.store import Store
 
         # The file and its header are checked before the store is touched.
         # Parsed in this thread alone: the workers keep the cores busy.
@@ -325,6 +330,8 @@ class _MintRun:
         self.job.report("check", 0, 1)
         keys = self._merged(first, RunKind.KEY)
         identities = Identities(self.staged.work, first.first_records)
+        from provmint.minting import in_file_duplicates, store_duplicates
+
         for found in in_file_duplicates(keys, identities):
             self.problems.add(found)
         for found in store_duplicates(keys, identities, self.finder):
@@ -366,6 +373,8 @@ class _MintRun:
             root,
             self.problems.rows,
         )
+        from provmint.store.files import write_atomic
+
         write_atomic(
             self.staged.path / "manifest.json",
             (json.dumps(info.manifest, indent=2, sort_keys=True) + "\n").encode(),
@@ -446,6 +455,8 @@ def _report(
         job.rejects_path,
         problems=problems.count,
     )
+    from provmint.store import batch_minted_from
+
     minted = batch_minted_from(con, reader.sha256)
     if minted is not None:  # the likeliest reason for duplicates
         error.hint = (
@@ -465,6 +476,7 @@ def _batch_info(
     rejected_rows: int,
 ) -> BatchInfo:
     from provmint.engine import CHUNK_ROWS
+    from provmint.store import BatchInfo
 
     parts = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
     created = now.strftime("%Y-%m-%dT%H:%M:%SZ")

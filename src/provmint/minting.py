@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provmint.errors import InputFileError, ProvmintError
-from provmint.ingest import RowProblem
 
 if TYPE_CHECKING:
     import numpy as np
 
     from provmint.engine import ChunkOutcome, ChunkTask, KeyRows
-    from provmint.ingest import ProductReader, RawChunk
+    from provmint.ingest import ProductReader, RawChunk, RowProblem
     from provmint.store import Store
     from provmint.store.keyindex import KeyRun
     from provmint.store.lookup import ProductFinder
@@ -542,6 +541,7 @@ def in_file_duplicates(keys: KeyRun, identities: Identities) -> Iterator[list[Ro
     record indexes)."""
     import numpy as np
 
+    from provmint.ingest import RowProblem
     from provmint.store.keyindex import equal_keys
 
     for block in equal_keys(keys):
@@ -581,6 +581,7 @@ def store_duplicates(
     stored values part by part."""
     import numpy as np
 
+    from provmint.ingest import RowProblem
     from provmint.store.keyindex import KeyIndex, RunKind, common_keys
 
     index = finder.runs[RunKind.KEY]
