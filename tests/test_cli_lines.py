@@ -83,7 +83,8 @@ def test_a_pipe_gets_plain_lines_and_tables_still_render(monkeypatch: pytest.Mon
 @given(st.lists(MARKUPISH.filter(lambda t: "\n" not in t), min_size=1, max_size=3))
 def test_text_printed_without_markup_is_richs_and_needs_no_rich(texts: list[str]) -> None:
     """``print(text, markup=False, soft_wrap=True)`` (warnings naming paths and URLs)
-    writes the text as rich would, without making a rich console."""
+    writes the text as provmint's rich console would, without making one; neither turns
+    an emoji code such as ``:a:`` into a picture."""
     buffer = io.StringIO()
     lines = Lines(stderr=False)
     original, sys.stdout = sys.stdout, buffer
@@ -93,9 +94,11 @@ def test_text_printed_without_markup_is_richs_and_needs_no_rich(texts: list[str]
         sys.stdout = original
     assert lines._rich is None
     reference = io.StringIO()
-    Console(file=reference, highlight=False, soft_wrap=True, width=200).print(
-        *texts, markup=False, soft_wrap=True
-    )
+    sys.stdout = reference
+    try:  # the rich console Lines would have made (a terminal's, but for its width)
+        Lines(stderr=False).rich.print(*texts, markup=False, soft_wrap=True)
+    finally:
+        sys.stdout = original
     assert buffer.getvalue() == reference.getvalue()
 
 

@@ -118,10 +118,9 @@ def write_rejects(
     import io
 
     from provmint import csvsafe
-
-    cell = (lambda value: value) if raw else csvsafe.neutralise
     from provmint.outfile import open_output
 
+    cell = (lambda value: value) if raw else csvsafe.neutralise
     with open_output(path) as sink:
         text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
         out = csvsafe.csv_writer(text)
@@ -145,9 +144,9 @@ def _remove_stale_rejects(path: Path | str) -> None:
     """A clean run removes a rejects report an earlier run left at the same path, so an
     old report never looks current. Only a regular file (not a link, device or FIFO,
     which are never opened here) with provmint's own header is removed."""
-    try:
-        from provmint.outfile import is_stdout
+    from provmint.outfile import is_stdout
 
+    try:
         if is_stdout(path) or not stat.S_ISREG(os.lstat(path).st_mode):
             return
         with open(path, encoding="utf-8") as fh:
@@ -321,7 +320,7 @@ class _MintRun:
     def first_pass(self) -> _Minted:
         """Mint every row of the file, then look for duplicates: within the file and
         against the store (both need the batch's merged keys, so they follow the pass)."""
-        from provmint.minting import Identities
+        from provmint.minting import Identities, in_file_duplicates, store_duplicates
         from provmint.store.keyindex import RunKind
 
         first = self.staged.first_pass(self.reader, self.problems, self.job.size)
@@ -330,8 +329,6 @@ class _MintRun:
         self.job.report("check", 0, 1)
         keys = self._merged(first, RunKind.KEY)
         identities = Identities(self.staged.work, first.first_records)
-        from provmint.minting import in_file_duplicates, store_duplicates
-
         for found in in_file_duplicates(keys, identities):
             self.problems.add(found)
         for found in store_duplicates(keys, identities, self.finder):
@@ -356,6 +353,7 @@ class _MintRun:
     def commit(self, minted: _Minted) -> BatchInfo:
         """Write the tree, the manifest and the store's new index, then commit the batch:
         its catalog row and the new index in one transaction."""
+        from provmint.store.files import write_atomic
         from provmint.store.keyindex import RunKind
         from provmint.store.lookup import index_runs, update_index
 
@@ -373,8 +371,6 @@ class _MintRun:
             root,
             self.problems.rows,
         )
-        from provmint.store.files import write_atomic
-
         write_atomic(
             self.staged.path / "manifest.json",
             (json.dumps(info.manifest, indent=2, sort_keys=True) + "\n").encode(),
@@ -434,6 +430,7 @@ def _report(
     """Write the rejects file (or remove a stale one) and refuse the batch when rows were
     refused and not ``skip_invalid``. Returns the rejects (those kept for the report)."""
     from provmint.ingest import record_lines
+    from provmint.store import batch_minted_from
 
     if not problems:
         if job.rejects_path is not None:
@@ -455,8 +452,6 @@ def _report(
         job.rejects_path,
         problems=problems.count,
     )
-    from provmint.store import batch_minted_from
-
     minted = batch_minted_from(con, reader.sha256)
     if minted is not None:  # the likeliest reason for duplicates
         error.hint = (

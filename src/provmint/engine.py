@@ -28,11 +28,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+# pyarrow.compute is imported where it is used: the minting process never needs it (a
+# sixth of a second of its start); the workers have it from the fork server's preload.
 import numpy as np
 import pyarrow as pa
 
-# pyarrow.compute is imported where it is used: the minting process never needs it (a
-# sixth of a second of its start), and the workers have it from the fork server's preload.
 from provmint import gs1, ingest, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
 from provmint.ingest import CheckedChunk, RawChunk, RowProblem, check_chunk

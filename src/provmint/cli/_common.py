@@ -258,7 +258,9 @@ class Lines:
         if self._rich is None:
             from rich.console import Console
 
-            self._rich = Console(stderr=self.stderr, highlight=False, soft_wrap=True, width=200)
+            self._rich = Console(
+                stderr=self.stderr, highlight=False, soft_wrap=True, width=200, emoji=False
+            )
         return self._rich
 
     def print(self, *objects: Any, **options: Any) -> None:
@@ -281,7 +283,9 @@ def _console(stderr: bool) -> Any:
         return Lines(stderr)
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # No emoji codes: ":a:" in a path, a serial or a URL is printed as it is (as plain()
+    # does), not as a picture.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 def stdout() -> Any:
