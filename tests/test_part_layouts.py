@@ -125,14 +125,25 @@ def test_a_store_from_before_format_2_is_read_and_upgraded_by_the_next_mint(
         assert r.exit_code == EXIT_PENDING, report["reason"]
 
 
-def test_a_store_of_a_later_format_is_refused(cli, keyed, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"format": "provmint-store/3"}', "unsupported store format 'provmint-store/3'"),
+        ("[]", "unreadable store marker"),
+        ('"provmint-store/2"', "unreadable store marker"),
+        ("{", "unreadable store marker"),
+    ],
+)
+def test_a_store_of_a_later_format_or_a_broken_marker_is_refused(
+    cli, keyed, tmp_path: Path, text: str, message: str
+) -> None:
     batch_id = _mint(cli, EXAMPLE_CSV)
-    marker = tmp_path / "store" / "STORE"
-    marker.write_text(json.dumps({**json.loads(marker.read_text()), "format": "provmint-store/3"}))
+    (tmp_path / "store" / "STORE").write_text(text)
     r = cli("batch", "show", batch_id)
     no_crash(r)
     assert r.exit_code == EXIT_ERROR
-    assert "unsupported store format 'provmint-store/3'" in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and message in lines[0], r.stderr
 
 
 @pytest.mark.parametrize(

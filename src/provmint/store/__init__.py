@@ -383,12 +383,9 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create a store at {root}: {exc.strerror}") from exc
         else:
-            try:
-                doc = json.loads(marker.read_text())
-            except (OSError, ValueError) as exc:
-                raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
-            if not isinstance(doc, dict) or doc.get("format") not in READABLE_STORE_FORMATS:
-                raise StoreError(f"{root}: unsupported store format {doc.get('format')!r}")
+            found = _read_marker(marker).get("format")
+            if found not in READABLE_STORE_FORMATS:
+                raise StoreError(f"{root}: unsupported store format {found!r}")
         return cls(root)
 
     def lock(self, *, exclusive: bool, timeout: float, purpose: str, on_wait: Any = None) -> Any:
@@ -650,11 +647,8 @@ class Store:
         commit brings: it refuses the store's format instead of calling them damaged.
         Nothing else changes; the marker keeps its creation time."""
         marker = self.root / "STORE"
-        try:
-            doc = json.loads(marker.read_text())
-        except (OSError, ValueError) as exc:
-            raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
-        if isinstance(doc, dict) and doc.get("format") != STORE_FORMAT:
+        doc = _read_marker(marker)
+        if doc.get("format") != STORE_FORMAT:
             doc["format"] = STORE_FORMAT
             try:
                 write_atomic(marker, (json.dumps(doc) + "\n").encode())
@@ -845,6 +839,18 @@ _STRING_TYPE = ("BYTE_ARRAY", "String")
 
 LATEST = "latest"
 """The batch reference that means the newest batch (``provmint batch show latest``)."""
+
+
+def _read_marker(marker: Path) -> dict[str, Any]:
+    """The store marker's JSON object (StoreCorruptError when it is unreadable or not an
+    object)."""
+    try:
+        doc = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
+    if not isinstance(doc, dict):
+        raise StoreCorruptError(f"{marker}: unreadable store marker")
+    return doc
 
 
 def _sql_text(value: str) -> str:
