@@ -264,13 +264,13 @@ class StagedBatch:
         """The worker's task for one chunk."""
         import numpy as np
 
-        from provmint.engine import ChunkTask, table_to_ipc
+        from provmint.engine import ChunkTask, chunk_files, write_rows
 
         part = f"part-{chunk.index:05d}"
+        write_rows(chunk_files(self.work, chunk.index).rows, chunk.table)
         return ChunkTask(
             index=chunk.index,
             names=chunk.names,
-            rows_ipc=table_to_ipc(chunk.table),
             records=np.ascontiguousarray(chunk.records, dtype=np.int64).tobytes(),
             start=start,
             key_rows=key_rows,
