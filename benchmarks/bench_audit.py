@@ -162,8 +162,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="provmint-bench-audit-"))
     store = args.store or work / "store"
     keys = args.key_file or (store.parent if args.store else work) / f"{store.name}.keys.json"
-    env = {
-        **os.environ,
+    env = {  # bytecode cached, as installed by pip
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "PROVMINT_STORE": str(store),
         "PROVMINT_KEY_FILE": str(keys),
         "PROVMINT_CONFIG": str(work / "none.toml"),
