@@ -357,7 +357,9 @@ def _chunk_task(
     secret: bytes | None = SECRET,
     first_record: int = 1,
 ) -> engine.ChunkTask:
-    spill = treefile.TreeSpill(tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1)
+    spill = treefile.TreeSpill(
+        tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1, tmp_path / "tree.bin"
+    )
     spill.create()
     records = np.arange(first_record, first_record + table.num_rows, dtype=np.int64)
     engine.write_rows(engine.chunk_files(tmp_path, 0).rows, table)
@@ -398,8 +400,10 @@ def test_run_chunk_end_to_end(tmp_path: Path, mode: str, n: int) -> None:
     ]
     assert result.rows == n and result.problems == ()
     assert result.root == merkle.mth(leaves)
-    spill = treefile.TreeSpill(tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1)
-    assert spill.assemble(tmp_path / "tree.bin", n, result.root) == result.root
+    spill = treefile.TreeSpill(
+        tmp_path / "levels", engine.CHUNK_ROWS.bit_length() - 1, tmp_path / "tree.bin"
+    )
+    assert spill.assemble(n, result.root) == result.root
     tf = treefile.TreeFile(tmp_path / "tree.bin")
     for i in range(n):
         assert merkle.verify_inclusion(leaves[i], i, n, tf.inclusion_path(i), tf.root)

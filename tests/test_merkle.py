@@ -399,7 +399,7 @@ def _write_chunked(path: Path, leaves: list[bytes], chunk_level: int, order: lis
     """Mirror minting with a small chunk size: chunks' levels spilled in any order, then
     the tree file assembled from them and the chunk roots."""
     n = len(leaves)
-    spill = treefile.TreeSpill(path.parent / "levels", chunk_level)
+    spill = treefile.TreeSpill(path.parent / "levels", chunk_level, path)
     spill.create()
     chunk = 1 << chunk_level
     starts = list(range(0, n, chunk))
@@ -408,7 +408,7 @@ def _write_chunked(path: Path, leaves: list[bytes], chunk_level: int, order: lis
         levels = merkle.build_levels(b"".join(leaves[start : start + chunk]))
         treefile.TreeSpill.write_chunk(spill.paths, start, levels)  # again: idempotent
         roots[start] = levels[-1]
-    return spill.assemble(path, n, b"".join(roots[s] for s in starts))
+    return spill.assemble(n, b"".join(roots[s] for s in starts))
 
 
 def _check_tree_file(path: Path, leaves: list[bytes], levels: list[bytes]) -> None:
@@ -460,9 +460,39 @@ def test_tree_file_written_in_chunks(
     _check_tree_file(path, leaves, levels)
 
 
+@FAST
+@given(
+    first=st.integers(1, 300),
+    fewer=st.integers(0, 299),
+    chunk_level=st.integers(0, 4),
+)
+def test_tree_file_of_a_second_pass_holds_only_its_leaves(
+    tmp_path_factory: pytest.TempPathFactory, first: int, fewer: int, chunk_level: int
+) -> None:
+    """A mint whose first pass wrote ``first`` leaves and whose second pass (rows
+    refused) writes fewer, other ones into the same spill: the tree file is exactly the
+    second pass's tree, nothing of the first left in it."""
+    n = max(1, first - fewer)
+    path = tmp_path_factory.mktemp("tree") / "tree.bin"
+    spill = treefile.TreeSpill(path.parent / "levels", chunk_level, path)
+    spill.create()
+    chunk = 1 << chunk_level
+    for label, count in ((b"first", first), (b"second", n)):
+        leaves, _ = tree(count, label)
+        roots = []
+        for start in range(0, count, chunk):
+            levels = merkle.build_levels(b"".join(leaves[start : start + chunk]))
+            treefile.TreeSpill.write_chunk(spill.paths, start, levels)
+            roots.append(levels[-1])
+    leaves, levels = tree(n, b"second")
+    assert spill.assemble(n, b"".join(roots)) == levels[-1]
+    assert path.stat().st_size == 64 + 32 * sum(merkle.level_sizes(n))
+    _check_tree_file(path, leaves, levels)
+
+
 def test_tree_spill_refuses_missing_chunks(tmp_path: Path) -> None:
     leaves, _ = tree(10, b"m")
-    spill = treefile.TreeSpill(tmp_path / "levels", 2)
+    spill = treefile.TreeSpill(tmp_path / "levels", 2, tmp_path / "tree.bin")
     spill.create()
     roots = []
     for start in (0, 4):  # the chunk at 8 never arrives
@@ -470,7 +500,7 @@ def test_tree_spill_refuses_missing_chunks(tmp_path: Path) -> None:
         treefile.TreeSpill.write_chunk(spill.paths, start, chunk_levels)
         roots.append(chunk_levels[-1])
     with pytest.raises(StoreCorruptError, match="missing"):
-        spill.assemble(tmp_path / "tree.bin", 10, b"".join(roots) + bytes(32))
+        spill.assemble(10, b"".join(roots) + bytes(32))
 
 
 def test_level_offsets() -> None:

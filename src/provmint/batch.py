@@ -359,29 +359,34 @@ class _MintRun:
 
         self.job.report("commit", 0, 1)
         result = minted.result
-        root, tokens = self.staged.tail(result)
+        tokens = self.staged.merged_tokens(result)
         self.runs.append(tokens)
-        info = _batch_info(
-            self.job,
-            self.seq,
-            self.batch_id,
-            self.now,
-            self.reader,
-            result.rows,
-            root,
-            self.problems.rows,
-        )
-        write_atomic(
-            self.staged.path / "manifest.json",
-            (json.dumps(info.manifest, indent=2, sort_keys=True) + "\n").encode(),
-        )
-        index = update_index(
+        index = update_index(  # while the tree file is completed and synced
             self.store.index_dir,
             index_runs(self.con),
             {RunKind.KEY: minted.keys, RunKind.TOKEN: tokens},
             self.finder.products,
         )
-        self.staged.finish_files()
+        try:  # (commit_batch discards the index's new runs itself if it fails)
+            root = self.staged.tree_root(result)
+            info = _batch_info(
+                self.job,
+                self.seq,
+                self.batch_id,
+                self.now,
+                self.reader,
+                result.rows,
+                root,
+                self.problems.rows,
+            )
+            write_atomic(
+                self.staged.path / "manifest.json",
+                (json.dumps(info.manifest, indent=2, sort_keys=True) + "\n").encode(),
+            )
+            self.staged.finish_files()
+        except BaseException:
+            index.discard()
+            raise
         self.store.commit_batch(self.con, self.staged.path, info, index)
         self.committed = True
         self.job.report("commit", 1, 1)

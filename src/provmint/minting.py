@@ -254,7 +254,9 @@ class StagedBatch:
         (self.path / "records").mkdir()
         self.work = self.path / "work"
         self.work.mkdir()
-        self.spill = TreeSpill(self.work / "levels", CHUNK_ROWS.bit_length() - 1)
+        self.spill = TreeSpill(
+            self.work / "levels", CHUNK_ROWS.bit_length() - 1, self.path / "tree.bin"
+        )
         self.spill.create()
         self._tail: _Tail | None = None
         self._syncer: ThreadPoolExecutor | None = None
@@ -288,6 +290,8 @@ class StagedBatch:
             self._syncer = ThreadPoolExecutor(1, thread_name_prefix="provmint-sync")
         part = f"part-{index:05d}"
         paths = (self.path / "products" / f"{part}.parquet", self.path / "records" / f"{part}.rec")
+        # tree.bin too: the leaves written so far, so that little is left for the tail.
+        paths += (self.spill.tree,)
         self._syncs.append(self._syncer.submit(_fsync_files, paths))
 
     def synced(self) -> None:
@@ -396,7 +400,7 @@ class StagedBatch:
 
     def assemble_tree(self, result: MintPass) -> bytes:
         """Write tree.bin from the spilled levels; returns the root."""
-        return self.spill.assemble(self.path / "tree.bin", result.rows, result.root_bytes)
+        return self.spill.assemble(result.rows, result.root_bytes)
 
     def start_tail(self, result: MintPass) -> None:
         """Start, in two threads, what the commit of a minted pass needs besides the
@@ -413,16 +417,24 @@ class StagedBatch:
         )
         starter.shutdown(wait=False)
 
-    def tail(self, result: MintPass) -> tuple[bytes, KeyRun]:
-        """The tree's root and the merged token runs: from :meth:`start_tail` when it
-        was started, else made now."""
+    def merged_tokens(self, result: MintPass) -> KeyRun:
+        """The merged token runs: from :meth:`start_tail` when it was started, else made
+        now. Waits for no part file nor the tree: the index update may go on meanwhile."""
         from provmint.store.keyindex import RunKind
 
+        if self._tail is not None:
+            return self._tail.tokens.result()
+        return self.merged_runs(result, RunKind.TOKEN)
+
+    def tree_root(self, result: MintPass) -> bytes:
+        """The tree's root, tree.bin and every part file on disk: from :meth:`start_tail`
+        when it was started, else made now."""
         self.synced()
         if self._tail is not None:
             found, self._tail = self._tail, None
-            return found.tree.result(), found.tokens.result()
-        return self.assemble_tree(result), self.merged_runs(result, RunKind.TOKEN)
+            found.tokens.result()
+            return found.tree.result()
+        return self.assemble_tree(result)
 
     def finish_files(self) -> None:
         """Remove the working files (what stays is what the batch consists of)."""

@@ -9,10 +9,12 @@ Node ``j`` of level ``L`` sits at ``64 + 32 * (sum of the sizes of levels below 
 so an inclusion proof is ``log2(n)`` reads of 32 bytes.
 
 A batch is minted in aligned chunks of ``2^k`` leaves before its size is known (the CSV is
-read as a stream), so the file cannot be laid out up front: workers write their chunk's
-levels ``0..k`` into one spill file per level (:class:`TreeSpill`; node ``j`` of a level at
-``32 * j`` whatever the size), and :meth:`TreeSpill.assemble` then writes the tree file
-from them and the levels above ``k`` (built from the chunk roots). Chunks are ``2^k``
+read as a stream), so the file cannot be laid out up front. Only the leaves' place does
+not depend on the size: workers write their chunk's leaves straight into the tree file,
+after the header, and its levels ``1..k`` into one spill file per level
+(:class:`TreeSpill`; node ``j`` of a level at ``32 * j`` whatever the size).
+:meth:`TreeSpill.assemble` then writes the header, and appends those levels and the
+levels above ``k`` (built from the chunk roots). Chunks are ``2^k``
 aligned, so each level of the tree is the concatenation of the chunks' own levels (a short
 last chunk's root is promoted unchanged above its own height, as RFC 9162 does).
 """
@@ -105,16 +107,20 @@ class TreeFile:
 
 
 class TreeSpill:
-    """Levels ``0..chunk_level`` of a tree minted in chunks of ``2^chunk_level`` leaves, one
-    file per level in ``directory``, until the size is known (see the module docstring)."""
+    """Levels ``0..chunk_level`` of a tree minted in chunks of ``2^chunk_level`` leaves,
+    until the size is known (see the module docstring): the leaves in the tree file
+    ``tree`` itself, at their final place, and each level above in a file of its own in
+    ``directory``. ``paths`` (level 0 first) is what a worker needs to write its chunk."""
 
-    def __init__(self, directory: Path, chunk_level: int) -> None:
+    def __init__(self, directory: Path, chunk_level: int, tree: Path) -> None:
         self.directory = directory
         self.chunk_level = chunk_level
-        self.paths = tuple(str(directory / f"level-{i:02d}.bin") for i in range(chunk_level + 1))
+        self.tree = tree
+        levels = [str(directory / f"level-{i:02d}.bin") for i in range(1, chunk_level + 1)]
+        self.paths = (str(tree), *levels)
 
     def create(self) -> None:
-        """Make the (empty) level files."""
+        """Make the (empty) tree file and level files."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in self.paths:
             Path(path).touch()
@@ -131,26 +137,37 @@ class TreeSpill:
             # one call per level and chunk: most of a mint's fsyncs.
             fd = os.open(path, os.O_WRONLY)
             try:
-                os.pwrite(fd, node, merkle.HASH_SIZE * (start >> level))
+                os.pwrite(fd, node, _spill_offset(level) + merkle.HASH_SIZE * (start >> level))
             finally:
                 os.close(fd)
 
-    def assemble(self, path: Path, size: int, chunk_roots: bytes) -> bytes:
-        """Write the tree file of ``size`` leaves to ``path`` from the spilled levels and the
-        chunks' roots (in order); returns the root."""
+    def assemble(self, size: int, chunk_roots: bytes) -> bytes:
+        """Complete the tree file of ``size`` leaves: its header, then the spilled levels
+        and those above them from the chunks' roots (in order); returns the root."""
         sizes = merkle.level_sizes(size)
         upper = merkle.build_levels(chunk_roots)[1:] if len(sizes) > len(self.paths) else []
         # Unbuffered: the kernel copies below advance the same file offset as the writes.
-        with open(path, "wb", buffering=0) as out:
+        with open(self.tree, "r+b", buffering=0) as out:
+            leaves_end = HEADER_SIZE + sizes[0] * merkle.HASH_SIZE
+            if os.fstat(out.fileno()).st_size < leaves_end:
+                raise StoreCorruptError(f"{self.tree}: a chunk's leaves are missing")
             out.write(_header(size))
-            for level, count in enumerate(sizes):
+            out.seek(leaves_end)
+            for level, count in enumerate(sizes[1:], start=1):
                 want = count * merkle.HASH_SIZE
                 if level < len(self.paths):
                     _copy(Path(self.paths[level]), out.fileno(), want)
                 else:
                     out.write(upper[level - len(self.paths)])
+            # A second pass (after refused rows) leaves fewer leaves than the first wrote.
+            out.truncate()
             os.fsync(out.fileno())
-        return TreeFile(path).root
+        return TreeFile(self.tree).root
+
+
+def _spill_offset(level: int) -> int:
+    """Where node 0 of ``level`` is written: after the tree file's header for the leaves."""
+    return HEADER_SIZE if level == 0 else 0
 
 
 def _copy(source: Path, target_fd: int, count: int) -> None:
