@@ -289,9 +289,12 @@ class StagedBatch:
         if self._syncer is None:
             self._syncer = ThreadPoolExecutor(1, thread_name_prefix="provmint-sync")
         part = f"part-{index:05d}"
-        paths = (self.path / "products" / f"{part}.parquet", self.path / "records" / f"{part}.rec")
         # tree.bin too: the leaves written so far, so that little is left for the tail.
-        paths += (self.spill.tree,)
+        paths = (
+            self.path / "products" / f"{part}.parquet",
+            self.path / "records" / f"{part}.rec",
+            self.spill.tree,
+        )
         self._syncs.append(self._syncer.submit(_fsync_files, paths))
 
     def synced(self) -> None:
