@@ -409,10 +409,16 @@ class Store:
             con = duckdb.connect(str(self.catalog_path), read_only=not write)
         except duckdb.Error as exc:
             raise self.catalog_error(exc) from exc
+        view: CatalogView | None = None
         try:
             if write:
                 init_catalog(con)
             yield con
+            if write:  # what the readers' snapshot will hold (read before the close)
+                from provmint.store.view import read_catalog_view
+
+                with contextlib.suppress(ProvmintError, duckdb.Error):
+                    view = read_catalog_view(self, con)
         except duckdb.Error as exc:
             raise self.catalog_error(exc) from exc
         finally:
@@ -427,7 +433,7 @@ class Store:
             from provmint.store.view import refresh_snapshot
 
             with contextlib.suppress(ProvmintError, OSError):
-                refresh_snapshot(self)
+                refresh_snapshot(self, view)
 
     @contextmanager
     def writing(

@@ -169,15 +169,18 @@ def load_snapshot(store: Store) -> CatalogView | None:
         return None  # damaged: read the catalog instead
 
 
-def refresh_snapshot(store: Store) -> CatalogView:
-    """Read the view from the catalog and rewrite the snapshot (hold the store lock;
-    shared is enough). The snapshot is written only when the catalog file had the same
-    digest before and after the read, and not at all where the store cannot be written."""
+def refresh_snapshot(store: Store, view: CatalogView | None = None) -> CatalogView:
+    """Rewrite the snapshot with ``view``, or else with the view read from the catalog
+    now (hold the store lock; shared is enough to read, and ``view`` is the one a writer
+    read just before it closed its connection, under the exclusive lock). The snapshot is
+    written only when the catalog file had the same digest before and after the read,
+    and not at all where the store cannot be written."""
     from provmint.store.files import write_atomic
 
     before = catalog_digest(store)
-    with store.connect(write=False) as con:
-        view = read_catalog_view(store, con)
+    if view is None:
+        with store.connect(write=False) as con:
+            view = read_catalog_view(store, con)
     if before is not None and catalog_digest(store) == before:
         body = json.dumps(view.to_json(), separators=(",", ":")).encode()
         header = {
