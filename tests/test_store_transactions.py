@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from provmint.errors import ProvmintError, StoreBusyError, StoreError
-from provmint.store import Store, transaction
+from provmint.store import Store, transaction, view
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "provmint"
 
@@ -242,15 +242,24 @@ def test_lock_first_connection_inside(
             yield con
         events.append("closed")
 
+    refresh = view.refresh_snapshot
+
+    def spy_refresh(store: Store, read: Any = None) -> Any:
+        events.append("snapshot" if read is not None else "snapshot read anew")
+        return refresh(store, read)
+
     monkeypatch.setattr(Store, "lock", spy_lock)
     monkeypatch.setattr(Store, "connect", spy_connect)
+    monkeypatch.setattr(view, "refresh_snapshot", spy_refresh)
     opened = store.writing(timeout=0, purpose="test") if write else store.reading(timeout=0)
     with opened:
         events.append("work")
-    # A write connection, once closed, reads the catalog again for the readers'
-    # snapshot: that too is inside the lock.
-    snapshot = ["open", "closed"] if write else []
+    # A write connection, once closed, leaves the readers' snapshot of the view it read
+    # before closing (no second connection): that too is inside the lock.
+    snapshot = ["snapshot"] if write else []
     assert events == ["lock", "open", "work", *snapshot, "closed", "unlock"]
+    if write:
+        assert view.load_snapshot(store) is not None
 
 
 def test_reading_an_empty_store_names_the_way_out(tmp_path: Path) -> None:

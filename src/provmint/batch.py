@@ -366,6 +366,7 @@ class _MintRun:
             index_runs(self.con),
             {RunKind.KEY: minted.keys, RunKind.TOKEN: tokens},
             self.finder.products,
+            run_all=self.runner.call_all,
         )
         try:  # (commit_batch discards the index's new runs itself if it fails)
             root = self.staged.tree_root(result)

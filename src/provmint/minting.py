@@ -35,7 +35,7 @@ from concurrent.futures import (
 )
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from provmint.errors import InputFileError, ProvmintError
 
@@ -54,6 +54,7 @@ MAX_KEPT_PROBLEMS = 1_000_000
 """Problems kept in full for the report (every refused record is still known, as a bit)."""
 
 Progress = Callable[[str, int, int], None]
+_T = TypeVar("_T")
 
 
 # -- problems --------------------------------------------------------------------------
@@ -165,6 +166,22 @@ class Runner:
                     self._error
                 )
         return self.pool
+
+    def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in a worker process, or in this process without a pool."""
+        pool = self._ready()
+        return fn(*args) if pool is None else pool.submit(fn, *args).result()
+
+    def call_all(self, fn: Callable[[Any], _T], items: list[Any]) -> list[_T]:
+        """``fn(item)`` for every item, side by side in the worker processes (one after
+        the other in this process without a pool). All have ended when it returns or
+        raises (the first failure), so that none still writes a file meanwhile."""
+        pool = self._ready()
+        if pool is None:
+            return [fn(item) for item in items]
+        futures = [pool.submit(fn, item) for item in items]
+        wait(futures)
+        return [future.result() for future in futures]
 
     def run(self, tasks: Iterator[ChunkTask], on_done: Callable[[ChunkOutcome], None]) -> None:
         """Run every task; ``on_done`` sees each outcome as it completes."""
@@ -378,28 +395,14 @@ class StagedBatch:
     # -- after a pass
 
     def merged_runs(self, result: MintPass, kind: Any) -> KeyRun:
-        """Every chunk's run of ``kind`` merged into one (the chunk runs are removed)."""
-        from provmint.engine import chunk_files
-        from provmint.store.keyindex import KeyRun, RunKind, RunWriter, merge_runs
+        """Every chunk's run of ``kind`` merged into one (the chunk runs are removed): in
+        a worker process, idle once the pass is done (the two kinds' merges, started
+        from two threads of this one, then run side by side without sharing its GIL)."""
+        from provmint.store.keyindex import KeyRun
 
-        paths = [
-            getattr(chunk_files(self.work, i), "keys" if kind is RunKind.KEY else "tokens")
-            for i in range(result.chunks)
-        ]
-        paths = [p for p in paths if p.exists()]
-        target = self.work / f"{kind.name.lower()}.run"
-        if not paths:
-            with RunWriter(target, kind, count=0, durable=False):
-                pass
-            return KeyRun.open(target)
-        runs = [KeyRun.open(p, kind=kind) for p in paths]
-        try:
-            merged = merge_runs(runs, target, durable=False)
-        finally:
-            for run in runs:
-                run.close()
-                run.path.unlink()
-        return merged
+        return KeyRun.open(
+            Path(self.runner.call(merge_chunk_runs, str(self.work), result.chunks, kind))
+        )
 
     def assemble_tree(self, result: MintPass) -> bytes:
         """Write tree.bin from the spilled levels; returns the root."""
@@ -459,6 +462,32 @@ class StagedBatch:
         if self._syncer is not None:
             self._syncer.shutdown(wait=True)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def merge_chunk_runs(work: str, chunks: int, kind: Any) -> str:
+    """Merge the runs of ``kind`` that chunks ``0..chunks - 1`` left in ``work`` into one
+    run file there, remove them, and return its path (run in a worker process)."""
+    from provmint.engine import chunk_files
+    from provmint.store.keyindex import KeyRun, RunKind, RunWriter, merge_runs
+
+    paths = [
+        getattr(chunk_files(work, i), "keys" if kind is RunKind.KEY else "tokens")
+        for i in range(chunks)
+    ]
+    paths = [p for p in paths if p.exists()]
+    target = Path(work) / f"{kind.name.lower()}.run"
+    if not paths:
+        with RunWriter(target, kind, count=0, durable=False):
+            pass
+        return str(target)
+    runs = [KeyRun.open(p, kind=kind) for p in paths]
+    try:
+        merge_runs(runs, target, durable=False).close()
+    finally:
+        for run in runs:
+            run.close()
+            run.path.unlink()
+    return str(target)
 
 
 def _fsync_files(paths: tuple[Path, ...]) -> None:

@@ -50,12 +50,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INDEX_SCHEMA",
+    "IndexMerge",
     "IndexUpdate",
     "ProductFinder",
     "RunEntry",
     "StoredProduct",
     "batch_entries",
     "index_runs",
+    "merge_index_run",
     "token_prefix",
     "update_index",
 ]
@@ -363,42 +365,79 @@ def update_index(
     current: dict[RunKind, list[RunEntry]],
     batch_runs: dict[RunKind, KeyRun],
     base: int,
+    *,
+    run_all: Callable[[Callable[[IndexMerge], str], list[IndexMerge]], list[str]] | None = None,
 ) -> IndexUpdate:
     """Fold a new batch's runs (rows = its leaf indexes) into the store's index, whose
     live runs are ``current``; the batch's rows start at global row ``base``. Trailing
     runs are merged with the new one as :func:`plan_merge` says, so the number of runs
-    stays logarithmic in the store's size."""
+    stays logarithmic in the store's size. ``run_all(merge_index_run, merges)`` does the
+    merges (one a kind, independent: a minting run gives them to its worker processes,
+    side by side); by default, here, one after the other."""
     update = IndexUpdate(runs=[])
     directory.mkdir(exist_ok=True)
+    merges: list[IndexMerge] = []
+    for kind in RunKind:
+        entries = current[kind]
+        new = batch_runs[kind]
+        if base + new.count > MAX_ROWS:
+            raise StoreError(
+                f"a store holds at most {MAX_ROWS:,} products; this batch would make "
+                f"{base + new.count:,}"
+            )
+        absorbed = plan_merge([e.entries for e in entries], new.count)
+        kept, merged = entries[: len(entries) - absorbed], entries[len(entries) - absorbed :]
+        path = new_run_path(directory, kind)
+        update.added.append(path)
+        merges.append(
+            IndexMerge(
+                kind, tuple(str(directory / e.name) for e in merged), str(new.path), base, str(path)
+            )
+        )
+        update.runs += [
+            *kept,
+            RunEntry(kind, path.name, sum(e.entries for e in merged) + new.count),
+        ]
+        update.superseded += [directory / e.name for e in merged]
     try:
-        for kind in RunKind:
-            entries = current[kind]
-            new = batch_runs[kind]
-            if base + new.count > MAX_ROWS:
-                raise StoreError(
-                    f"a store holds at most {MAX_ROWS:,} products; this batch would make "
-                    f"{base + new.count:,}"
-                )
-            absorbed = plan_merge([e.entries for e in entries], new.count)
-            kept, merged = entries[: len(entries) - absorbed], entries[len(entries) - absorbed :]
-            inputs = [KeyRun.open(directory / e.name, kind=kind) for e in merged]
-            try:
-                path = new_run_path(directory, kind)
-                update.added.append(path)
-                run = merge_runs([*inputs, new], path, row_offsets=[0] * len(inputs) + [base])
-                run.close()
-            finally:
-                for run_in in inputs:
-                    run_in.close()
-            update.runs += [
-                *kept,
-                RunEntry(kind, path.name, sum(e.entries for e in merged) + new.count),
-            ]
-            update.superseded += [directory / e.name for e in merged]
+        if run_all is None:
+            for merge in merges:
+                merge_index_run(merge)
+        else:
+            run_all(merge_index_run, merges)
     except BaseException:
         update.discard()
         raise
     return update
+
+
+@dataclass(frozen=True, slots=True)
+class IndexMerge:
+    """One kind's step of :func:`update_index`: the store's runs it absorbs, the batch's
+    run (its rows offset by ``base``), and the new run file (all paths, to be sent to
+    another process)."""
+
+    kind: RunKind
+    absorbed: tuple[str, ...]
+    batch_run: str
+    base: int
+    target: str
+
+
+def merge_index_run(merge: IndexMerge) -> str:
+    """Write ``merge.target`` (durably): the absorbed runs and the batch's run merged."""
+    inputs = [KeyRun.open(Path(p), kind=merge.kind) for p in merge.absorbed]
+    try:
+        new = KeyRun.open(Path(merge.batch_run), kind=merge.kind)
+        try:
+            offsets = [0] * len(inputs) + [merge.base]
+            merge_runs([*inputs, new], merge.target, row_offsets=offsets).close()
+        finally:
+            new.close()
+    finally:
+        for run in inputs:
+            run.close()
+    return merge.target
 
 
 def stray_runs(directory: Path, listed: set[str]) -> Iterator[Path]:
