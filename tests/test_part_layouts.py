@@ -146,6 +146,61 @@ def test_a_store_of_a_later_format_or_a_broken_marker_is_refused(
     assert lines[0].startswith("error: ") and message in lines[0], r.stderr
 
 
+def _markers() -> st.SearchStrategy[bytes]:
+    """Store markers of every shape: arbitrary bytes, arbitrary JSON, JSON objects with a
+    ``format`` of any value, deep nesting, and long files."""
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=12,
+    )
+    formats = st.sampled_from(["provmint-store/1", "provmint-store/2", "provmint-store/9"])
+    objects = st.fixed_dictionaries({"format": formats | json_values}, optional={"x": json_values})
+    return st.one_of(
+        st.binary(max_size=200),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        objects.map(lambda v: json.dumps(v).encode()),
+        st.integers(1, 300_000).map(lambda n: b"[" * n + b"]" * (n % 3)),
+        st.integers(1, 300_000).map(
+            lambda n: b'{"format": "provmint-store/2", "p": "' + b"x" * n + b'"}'
+        ),
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(marker=_markers())
+def test_any_store_marker_is_read_or_refused_in_one_line(
+    cli, keyed, tmp_path: Path, marker: bytes
+) -> None:
+    """Whatever the STORE file holds, a command either reads the store (a marker of a
+    readable format) or refuses it in one line with exit 1: never a traceback. (A marker
+    of 200,000 nested brackets crashed every command with a RecursionError.)"""
+    store = tmp_path / "store"
+    if not store.exists():
+        _mint(cli, EXAMPLE_CSV)
+    (store / "STORE").write_bytes(marker)
+    r = cli("batch", "list", "--json")
+    no_crash(r)
+    try:
+        doc = json.loads(marker)
+    except (ValueError, RecursionError):  # (the deep ones: not readable markers either)
+        doc = None
+    readable = (
+        len(marker) <= 1 << 16
+        and isinstance(doc, dict)
+        and doc.get("format") in ("provmint-store/1", "provmint-store/2")
+    )
+    if readable:
+        assert r.exit_code == EXIT_OK, r.stderr
+    else:
+        assert r.exit_code == EXIT_ERROR
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+        assert "store marker" in lines[0] or "unsupported store format" in lines[0]
+
+
 @pytest.mark.parametrize(
     "metadata",
     [

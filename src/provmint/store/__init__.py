@@ -847,11 +847,20 @@ LATEST = "latest"
 """The batch reference that means the newest batch (``provmint batch show latest``)."""
 
 
+_MARKER_MAX_BYTES = 1 << 16
+"""A marker is one short JSON object; a longer file is not one provmint wrote."""
+
+
 def _read_marker(marker: Path) -> dict[str, Any]:
-    """The store marker's JSON object (StoreCorruptError when it is unreadable or not an
+    """The store marker's JSON object (StoreCorruptError when it is unreadable, longer
+    than :data:`_MARKER_MAX_BYTES`, nested deeper than an object needs, or not an
     object)."""
     try:
-        doc = json.loads(marker.read_text())
+        with open(marker, "rb") as fh:
+            data = fh.read(_MARKER_MAX_BYTES + 1)
+        if len(data) > _MARKER_MAX_BYTES:
+            raise ValueError("too long")
+        doc = load_json(data, max_depth=4)
     except (OSError, ValueError) as exc:
         raise StoreCorruptError(f"{marker}: unreadable store marker") from exc
     if not isinstance(doc, dict):
