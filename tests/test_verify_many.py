@@ -102,6 +102,10 @@ _LINE = st.one_of(
     st.binary(max_size=200),
     st.text(max_size=200).map(lambda t: t.replace("\n", " ")),
     st.just("long"),
+    # An object's start, then brackets nested shallow or far too deep, closed or not.
+    st.tuples(st.integers(1, 100_000), st.booleans()).map(
+        lambda d: b'{"a": ' + b"[" * d[0] + (b"]" * d[0] + b"}" if d[1] else b"")
+    ),
 )
 
 
@@ -146,10 +150,20 @@ def test_hostile_jsonl_never_crashes(exported, tmp_path_factory, lines, jsonl_na
 
 
 def _is_object(piece: bytes) -> bool:
+    """One JSON object, nested at most 16 deep (a proof's limit)."""
     try:
-        return isinstance(json.loads(piece), dict)
-    except ValueError:
+        doc = json.loads(piece)
+    except (ValueError, RecursionError):
         return False
+    return isinstance(doc, dict) and _depth(doc) <= 16
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 def _same_as_alone(piece: bytes, outcome: ProofOutcome) -> None:

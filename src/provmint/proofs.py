@@ -49,6 +49,7 @@ __all__ = [
     "MAX_PROOF_BYTES",
     "PROOF_FORMAT",
     "Proof",
+    "is_json_object",
     "parse_proof",
     "proof_to_json",
 ]
@@ -256,6 +257,19 @@ def _jcs_integers(value: Any, where: str) -> None:
             _jcs_integers(item, _child(where, i))
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_JCS_INTEGER:
         raise ProofError(f"proof field {where} is beyond 2^53, which canonical JSON cannot hold")
+
+
+def is_json_object(data: bytes) -> bool:
+    """Whether ``data`` is one JSON object nested no deeper than a proof may be; never
+    raises (how a proof file's first line is told from the start of one whole proof: it
+    is a stranger's input, and deep brackets make the C parser raise RecursionError)."""
+    try:
+        text = data.decode("utf-8")
+        if _nested_deeper_than(text, _MAX_DEPTH):
+            return False
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _nested_deeper_than(text: str, limit: int) -> bool:

@@ -46,7 +46,7 @@ from provmint.errors import (
     ProofUnreadableError,
     ProvmintError,
 )
-from provmint.proofs import MAX_PROOF_BYTES, Proof, parse_proof
+from provmint.proofs import MAX_PROOF_BYTES, Proof, is_json_object, parse_proof
 from provmint.tokens import parse_token
 
 __all__ = [
@@ -519,7 +519,6 @@ def proof_documents(path: Path) -> Iterator[tuple[str, bytes | ProvmintError]]:
     JSON-lines file (a ``.jsonl`` name, or a first line that is a whole JSON object),
     ``FILE:LINE`` for each line that is not blank. A line longer than a proof can be,
     or a file that cannot be read, gives its error in place of the proof's bytes."""
-    import json
 
     try:
         fh = open(path, "rb")  # noqa: SIM115 (closed below, read line by line)
@@ -535,10 +534,7 @@ def proof_documents(path: Path) -> Iterator[tuple[str, bytes | ProvmintError]]:
         lines = path.suffix.lower() in JSONL_SUFFIXES
         if not lines and rest.strip() and first.lstrip().startswith(b"{"):
             # A whole object on the first line, and more after it: one proof per line.
-            try:
-                lines = isinstance(json.loads(first), dict)
-            except ValueError:
-                lines = False
+            lines = is_json_object(first)
         if lines:
             yield from _lines(path, io.BufferedReader(_Joined(first + rest, fh)))
             return
