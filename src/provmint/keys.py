@@ -31,6 +31,7 @@ from typing import Any
 from provmint.config import Secret
 from provmint.errors import KeyringError, MissingFileError, os_error
 from provmint.outfile import write_output
+from provmint.store.files import load_json
 from provmint.tokens import MIN_SECRET_BYTES
 
 __all__ = ["KEYRING_FORMAT", "IssuerKey", "Keyring", "init_keyring", "load_keyring", "rotate_key"]
@@ -174,7 +175,7 @@ def load_keyring(path: Path) -> Keyring:
             hint=f"run: chmod 600 {path}",
         )
     try:
-        doc = json.loads(path.read_bytes())
+        doc = load_json(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise KeyringError(f"{path}: not a readable provmint key file") from exc
     if not isinstance(doc, dict) or doc.get("format") != KEYRING_FORMAT:

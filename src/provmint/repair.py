@@ -15,7 +15,6 @@ again and nothing is thrown away.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from provmint.config import Settings
 from provmint.errors import ProvmintError, StoreCorruptError
 from provmint.store import BatchInfo, Store, rebuild
 from provmint.store import anchors as anchor_state
-from provmint.store.files import fsync_dir
+from provmint.store.files import fsync_dir, load_json
 from provmint.store.keyindex import KeyRun, RunKind, SpillSorter
 from provmint.store.lock import store_lock
 from provmint.store.lookup import IndexUpdate, rebuild_index, stray_runs
@@ -242,7 +241,7 @@ def _restore(directory: Path, scratch: Path, notes: list[str]) -> _Restored:
 def _manifest(directory: Path) -> dict[str, Any]:
     path = directory / "manifest.json"
     try:
-        doc = json.loads(path.read_bytes())
+        doc = load_json(path.read_bytes())
     except FileNotFoundError:
         raise _Unrestorable("no manifest.json") from None
     except (OSError, ValueError) as exc:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provmint.store.files import load_json
+
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
@@ -113,13 +115,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[int, int]]:
         raise ManifestMismatch(f"{path} is not a labels manifest (too large)")
     lines = path.read_bytes().split(b"\n")
     try:
-        header = json.loads(lines[0])
+        header = load_json(lines[0])
     except ValueError:
         raise ManifestMismatch(f"{path} is not a labels manifest") from None
     done: dict[int, int] = {}
     for line in lines[1:]:
         try:
-            entry = json.loads(line)
+            entry = load_json(line)
             part, labels = entry["part"], entry["labels"]
         except (ValueError, KeyError, TypeError):
             continue  # a torn last line, or an empty one

@@ -58,7 +58,7 @@ from provmint.errors import (
 )
 from provmint.pendingfile import stale_temporaries
 from provmint.store.anchors import ANCHOR_SCHEMA
-from provmint.store.files import fsync_dir, write_atomic
+from provmint.store.files import fsync_dir, load_json, write_atomic
 from provmint.store.lock import pid_alive, store_lock
 from provmint.store.treefile import TreeFile
 
@@ -216,27 +216,6 @@ _BATCH_COLUMNS = (
 
 
 _MANIFEST_KEYS = ("source", "tree", "columns", "record_version", "token_version", "url_base")
-
-
-def load_json(text: str | bytes, *, max_depth: int = 16, **options: Any) -> Any:
-    """``json.loads`` for stored JSON that may be damaged: nesting deeper than
-    ``max_depth`` is a ValueError (the C decoder would otherwise exhaust the C stack
-    under a raised recursion limit)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    depth = 0
-    for token in _JSON_TOKENS.finditer(text):
-        if token.group() in "[{":
-            depth += 1
-            if depth > max_depth:
-                raise ValueError(f"nested deeper than {max_depth} levels")
-        elif token.group() in "]}":
-            depth -= 1
-    return json.loads(text, **options)
-
-
-_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
-"""Strings (skipped whole, so brackets inside them do not count) and brackets."""
 
 
 def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provmint.errors import StoreCorruptError, StoreError
-from provmint.store.files import write_atomic
+from provmint.store.files import load_json, write_atomic
 
 if TYPE_CHECKING:
     import duckdb
@@ -511,7 +511,7 @@ def read_anchor_file(path: Path) -> dict[str, Any]:
     """A ``provmint-anchor-record/1`` document from a file; StoreCorruptError when it is
     not one."""
     try:
-        doc = json.loads(path.read_bytes())
+        doc = load_json(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise StoreCorruptError(f"{path}: unreadable anchor record: {exc}") from exc
     fields = {*_RECORD_FIELDS, "format", "batches", "attempts"}

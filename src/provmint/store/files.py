@@ -8,11 +8,13 @@ all (see :func:`fsync_dir`, re-exported here for the store's own renames)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from provmint.pendingfile import PendingFile, fsync_dir
 
@@ -39,3 +41,24 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
     """Replace ``path`` with ``data`` atomically (and durably: see :func:`atomic_file`)."""
     with atomic_file(path, mode=mode, durable=durable) as fh:
         fh.write(data)
+
+
+def load_json(text: str | bytes, *, max_depth: int = 16, **options: Any) -> Any:
+    """``json.loads`` for stored JSON that may be damaged: nesting deeper than
+    ``max_depth`` is a ValueError (the C decoder would otherwise exhaust the C stack
+    under a raised recursion limit)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    depth = 0
+    for token in _JSON_TOKENS.finditer(text):
+        if token.group() in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+        elif token.group() in "]}":
+            depth -= 1
+    return json.loads(text, **options)
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+"""Strings (skipped whole, so brackets inside them do not count) and brackets."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provmint.errors import StoreBusyError, StoreError
+from provmint.store.files import load_json
 
 __all__ = ["pid_alive", "store_lock"]
 
@@ -32,7 +33,7 @@ _POLL = 0.05
 
 def _holder(path: Path) -> str:
     try:
-        info = json.loads(path.read_text() or "{}")
+        info = load_json(path.read_text() or "{}")
     except (OSError, ValueError):
         return "another provmint process"
     if not isinstance(info, dict) or "pid" not in info:

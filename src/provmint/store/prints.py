@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provmint.errors import os_error
-from provmint.store.files import fsync_dir
+from provmint.store.files import fsync_dir, load_json
 
 if TYPE_CHECKING:
     from provmint.store import Store
@@ -181,7 +181,7 @@ def _parse(line: bytes) -> PrintRecord | None:
     if not line.strip() or len(line) > _MAX_LINE:
         return None
     try:
-        doc = json.loads(line)
+        doc = load_json(line)
         record = PrintRecord(
             at=doc["at"],
             url_base=doc["url_base"],
