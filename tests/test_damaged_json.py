@@ -14,7 +14,8 @@ from helpers import one_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provmint.errors import EXIT_KEY, StoreCorruptError
+from provmint.chain import keystore_address
+from provmint.errors import EXIT_KEY, AnchorError, StoreCorruptError
 from provmint.labelformats import manifest as labels_manifest
 from provmint.store import anchors, lock, prints
 from provmint.store.files import load_json
@@ -59,6 +60,11 @@ READERS: list[tuple[str, Callable[[Path], object], Callable[[object], bool]]] = 
         "anchor record",
         anchors.read_anchor_file,
         lambda exc: isinstance(exc, StoreCorruptError) and "anchor record" in str(exc),
+    ),
+    (
+        "chain keystore",
+        keystore_address,
+        lambda exc: isinstance(exc, AnchorError) and "not a readable keystore" in str(exc),
     ),
     ("lock note", lock._holder, lambda result: result == "another provmint process"),
     (

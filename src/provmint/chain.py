@@ -27,6 +27,7 @@ from provmint.errors import (
     MissingFileError,
     NodeUnreachableError,
 )
+from provmint.store.files import load_json
 
 __all__ = [
     "ChainKey",
@@ -294,7 +295,7 @@ class ChainKey:
         from eth_account import Account
 
         try:
-            document = json.loads(path.read_text())
+            document = load_json(path.read_text())
         except FileNotFoundError:
             raise MissingFileError(path, "keystore file") from None
         except (OSError, ValueError) as exc:
@@ -320,7 +321,6 @@ class ChainKey:
 
 def registry_artifact() -> dict[str, Any]:
     """The compiled AnchorRegistry (ABI and bytecode) shipped with provmint."""
-    import json
     from importlib.resources import files
 
     data: dict[str, Any] = json.loads(
@@ -430,7 +430,7 @@ def keystore_address(path: Path) -> str | None:
     """The address an encrypted keystore says it holds (its public ``address`` field,
     read without the password), or None when it does not say."""
     try:
-        document = json.loads(path.read_text())
+        document = load_json(path.read_text())
     except FileNotFoundError:
         raise MissingFileError(path, "keystore file") from None
     except (OSError, ValueError) as exc:
