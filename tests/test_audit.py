@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -851,9 +852,38 @@ def test_a_batch_of_many_parts_is_audited_in_workers_and_damage_located(four_par
         assert report.reason == (
             f"damaged: leaf {2 * 65536 + 5} differs from its recomputed value, {tree}"
         )
+        # Damage late in a part (in its second half) is found and named too.
+        tree.write_bytes(original[tree])
+        flip_byte(tree, offsets[0] + 32 * (65536 + 40_000))
+        report = audit_batch(cfg, batch_id, workers=2)
+        assert report.reason == (
+            f"damaged: leaf {65536 + 40_000} differs from its recomputed value, {tree}"
+        )
     finally:
         for path, data in original.items():
             path.write_bytes(data)
+
+
+def test_damage_in_the_second_half_of_a_record_part_is_named(four_parts) -> None:
+    """A damaged block late in a record part (in its second half) is found, and named
+    with its part's file."""
+    from provmint.audit import audit_batch
+    from provmint.store.records import RecordPart
+
+    records = four_parts.dir / "records" / "part-00001.rec"
+    original = records.read_bytes()
+    with RecordPart.open(records) as part:
+        block_start = int(part._offsets[625])  # rows 40,000-40,063 of the part
+    try:
+        flip_byte(records, block_start + 40)
+        report = audit_batch(four_parts.cfg, four_parts.batch_id, workers=2)
+        assert failed_checks(report.to_json()) == ["records"]
+        detail = {c.name: c.detail for c in report.checks}["records"]
+        assert detail.startswith("damaged: ") and detail.endswith(str(records)), detail
+        named = [int(n) for n in re.findall(r"(?:product|block) (\d+)", detail)]
+        assert named and (named[0] == 625 or 65536 + 40_000 <= named[0] < 65536 + 40_064)
+    finally:
+        records.write_bytes(original)
 
 
 def forkserver_children() -> list[Any]:
