@@ -262,6 +262,20 @@ def test_lock_first_connection_inside(
         assert view.load_snapshot(store) is not None
 
 
+def test_a_transaction_left_open_never_reaches_the_readers_snapshot(store: Store) -> None:
+    """A writer's block that returns with a transaction still open (closing the
+    connection rolls it back): the readers' snapshot holds what the catalog holds, not
+    the uncommitted change."""
+    with store.writing(timeout=0, purpose="test") as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT INTO index_runs VALUES (1, 0, 'key-00000000000000aa.run', 5)")
+        assert any(view.read_catalog_view(store, con).runs.values())  # seen uncommitted
+    snapshot = view.load_snapshot(store)
+    with store.reading(timeout=0) as con:
+        assert snapshot == view.read_catalog_view(store, con)
+    assert snapshot is not None and not any(snapshot.runs.values())
+
+
 def test_reading_an_empty_store_names_the_way_out(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "new", create=True)
     with (

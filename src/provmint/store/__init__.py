@@ -394,10 +394,7 @@ class Store:
                 init_catalog(con)
             yield con
             if write:  # what the readers' snapshot will hold (read before the close)
-                from provmint.store.view import read_catalog_view
-
-                with contextlib.suppress(ProvmintError, duckdb.Error):
-                    view = read_catalog_view(self, con)
+                view = self._committed_view(con)
         except duckdb.Error as exc:
             raise self.catalog_error(exc) from exc
         finally:
@@ -413,6 +410,26 @@ class Store:
 
             with contextlib.suppress(ProvmintError, OSError):
                 refresh_snapshot(self, view)
+
+    def _committed_view(self, con: duckdb.DuckDBPyConnection) -> CatalogView | None:
+        """The readers' view of what the writer's connection has committed, read in a
+        transaction of its own; None when the read fails or a transaction is still open
+        on the connection (its changes are not committed: closing rolls them back)."""
+        import duckdb
+
+        from provmint.store.view import read_catalog_view
+
+        try:
+            con.execute("BEGIN TRANSACTION")  # refused inside an open transaction
+        except duckdb.Error:
+            return None
+        try:
+            return read_catalog_view(self, con)
+        except (ProvmintError, duckdb.Error):
+            return None
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
 
     @contextmanager
     def writing(
