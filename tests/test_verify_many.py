@@ -159,11 +159,15 @@ def _is_object(piece: bytes) -> bool:
 
 
 def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max(map(_depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(_depth, value), default=0)
-    return 0
+    """How deep containers nest in a decoded value (iteratively: json.loads accepts
+    nesting deeper than a recursive walk here could follow)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            stack += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 def _same_as_alone(piece: bytes, outcome: ProofOutcome) -> None:
