@@ -19,6 +19,7 @@ failure (CI sets it).
 from __future__ import annotations
 
 import array
+import base64
 import hashlib
 import hmac
 import itertools
@@ -348,6 +349,18 @@ def test_reduce_level_hostile(level: bytes, kind: str) -> None:
     raw = c_bytes(arg)
     expected = ref_reduce(raw) if raw is not None and len(raw) % 32 == 0 else None
     outcome(lambda: native.reduce_level(arg), expected)
+
+
+@HOSTILE
+@given(raw=st.binary(max_size=100), kind=st.sampled_from(BUFFER_KINDS))
+def test_token_text_hostile(raw: bytes, kind: str) -> None:
+    arg = as_buffer(raw, kind)
+    seen = c_bytes(arg)
+    expected = None
+    if seen is not None and len(seen) % 16 == 0:
+        tokens = [seen[i : i + 16] for i in range(0, len(seen), 16)]
+        expected = b"".join(base64.urlsafe_b64encode(t).rstrip(b"=") for t in tokens)
+    outcome(lambda: native.token_text(arg), expected)
 
 
 GTIN_VALUES = st.one_of(GTINS, st.text(st.sampled_from("0123456789"), max_size=16)).map(str.encode)

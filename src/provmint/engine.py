@@ -37,7 +37,7 @@ from provmint import gs1, ingest, merkle
 from provmint.canonical import COMMIT_TAG, RECORD_MAGIC, TOKEN_TAG
 from provmint.ingest import CheckedChunk, RawChunk, RowProblem, check_chunk
 from provmint.store import PART_LAYOUT, ROW_GROUP_ROWS
-from provmint.store.keyindex import RunKind, RunWriter
+from provmint.store.keyindex import RunKind, RunWriter, sort_entries
 from provmint.store.records import write_payloads, write_records
 from provmint.store.treefile import TreeSpill
 from provmint.tokens import MIN_SECRET_BYTES, TOKEN_BYTES, TOKEN_CHARS, hmac_states
@@ -274,10 +274,13 @@ def _percent_encoded(values: pa.Array) -> pa.Array:
 
 def _token_strings(tokens: bytes, n: int) -> pa.Array:
     """Unpadded base64url of every 16-byte token at once (18 bytes -> 24 chars, first 22)."""
-    raw = np.zeros((n, 18), dtype=np.uint8)
-    raw[:, :TOKEN_BYTES] = np.frombuffer(tokens, dtype=np.uint8).reshape(n, TOKEN_BYTES)
-    text = np.frombuffer(base64.urlsafe_b64encode(raw.tobytes()), dtype=np.uint8).reshape(n, 24)
-    data = np.ascontiguousarray(text[:, :TOKEN_CHARS]).tobytes()
+    if _native is not None:
+        data = _native.token_text(tokens)
+    else:
+        raw = np.zeros((n, 18), dtype=np.uint8)
+        raw[:, :TOKEN_BYTES] = np.frombuffer(tokens, dtype=np.uint8).reshape(n, TOKEN_BYTES)
+        text = np.frombuffer(base64.urlsafe_b64encode(raw.tobytes()), dtype=np.uint8)
+        data = np.ascontiguousarray(text.reshape(n, 24)[:, :TOKEN_CHARS]).tobytes()
     offsets = np.arange(0, (n + 1) * TOKEN_CHARS, TOKEN_CHARS, dtype=np.int32).tobytes()
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
@@ -385,20 +388,9 @@ def _hash_rows_py(ids: list[bytes], records: list[bytes], secret: bytes) -> tupl
 
 
 def _write_run(path: Path, kind: RunKind, keys: np.ndarray, rows: np.ndarray) -> None:
-    order = _run_order(keys, rows)
+    keys, rows = sort_entries(keys, rows)
     with RunWriter(path, kind, count=len(keys), durable=False) as writer:
-        writer.append(keys[order], rows[order])
-
-
-def _run_order(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The (key, row) order of a chunk's entries. ``rows`` ascend, so the order is the
-    keys' alone but for equal keys (rare: 64-bit hashes): a quicksort of the keys, with
-    the full two-key sort only when two are equal (several times cheaper than lexsort)."""
-    order = np.argsort(keys)
-    ordered = keys[order]
-    if len(order) > 1 and (ordered[1:] == ordered[:-1]).any():
-        return np.lexsort((rows, keys))
-    return order
+        writer.append(keys, rows)
 
 
 def _write_identities(path: Path, checked: CheckedChunk) -> None:

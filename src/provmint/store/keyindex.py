@@ -68,6 +68,7 @@ __all__ = [
     "equal_keys",
     "merge_runs",
     "plan_merge",
+    "sort_entries",
 ]
 
 KEYRUN_VERSION = "provmint-keyrun/1"
@@ -209,10 +210,10 @@ def _out_of_order(
     return int(bad[0]) + 1 if bad.size else None
 
 
-def _sort_pairs(
-    keys: NDArray[np.uint64], rows: NDArray[np.uint32]
-) -> tuple[NDArray[np.uint64], NDArray[np.uint32]]:
-    """Entries sorted by (key, row), fast.
+def sort_entries(
+    keys: NDArray[np.uint64], rows: NDArray[Any]
+) -> tuple[NDArray[np.uint64], NDArray[Any]]:
+    """Entries sorted by (key, row), fast (copies; ``rows`` of any integer type).
 
     ``np.argsort`` of uint64 is about 8x slower than ``np.sort`` (which is vectorised), so
     the permutation is sorted as one uint64 per entry: the key's high bits with the low
@@ -292,11 +293,11 @@ def _merge_blocks(pieces: list[KeyBlock]) -> KeyBlock:
         small = (
             KeyBlock(rest_keys, rest_rows)
             if len(rest) == 1
-            else KeyBlock(*_sort_pairs(rest_keys, rest_rows))
+            else KeyBlock(*sort_entries(rest_keys, rest_rows))
         )
         return _insert_sorted(big, small)
     return KeyBlock(
-        *_sort_pairs(np.concatenate([big.keys, rest_keys]), np.concatenate([big.rows, rest_rows]))
+        *sort_entries(np.concatenate([big.keys, rest_keys]), np.concatenate([big.rows, rest_rows]))
     )
 
 
@@ -506,7 +507,7 @@ class KeyRun:
         found_rows: list[NDArray[np.uint32]] = []
         for start in range(0, len(probes), max(1, chunk_rows)):
             chunk = probes[start : start + chunk_rows]
-            sorted_probes, where = _sort_pairs(chunk, np.arange(len(chunk), dtype=np.uint32))
+            sorted_probes, where = sort_entries(chunk, np.arange(len(chunk), dtype=np.uint32))
             matched, rows = self._match_sorted(sorted_probes)
             if matched.size:
                 found_positions.append(where[matched].astype(np.int64) + start)
@@ -833,7 +834,7 @@ class SpillSorter:
 
         if self._keys is None or self._rows is None:
             return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32)
-        return _sort_pairs(self._keys[: self._fill], self._rows[: self._fill])
+        return sort_entries(self._keys[: self._fill], self._rows[: self._fill])
 
     def _spill(self) -> None:
         keys, rows = self._sorted_buffer()
