@@ -478,4 +478,7 @@ def _write_part(table: pa.Table, path: Path) -> None:
             # Random tokens do not compress.
             compression={c: "none" if c == "token" else "zstd" for c in table.column_names},
             write_statistics=["leaf_index"],
+            # Consecutive integers: delta-packed, they take a few bits a page (compressing
+            # them as plain int64s took about 5 ms of a part's 30).
+            column_encoding={"leaf_index": "DELTA_BINARY_PACKED"},
         )
