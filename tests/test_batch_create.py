@@ -718,6 +718,88 @@ def test_process_pool_gives_same_root(keyed, write_csv, tmp_path: Path, monkeypa
     assert not any((tmp_path / "b" / "staging").iterdir())
 
 
+def _batch_files(store: Path) -> dict[str, bytes]:
+    """Every file of a store's one batch but its manifest (which names the batch)."""
+    (batch,) = (store / "batches").iterdir()
+    return {
+        str(p.relative_to(batch)): p.read_bytes()
+        for p in sorted(batch.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_forked_and_fork_server_workers_write_the_same_batch(
+    keyed, write_csv, tmp_path: Path, monkeypatch, other_thread: bool
+) -> None:
+    """The workers fork from the minting process when it runs one thread, and from a fork
+    server when it runs more: either way the batch's files are those one process writes."""
+    import threading
+
+    import provmint.pool
+
+    if not other_thread and threading.active_count() != 1:
+        pytest.skip("this test process runs other threads")
+    path = write_csv("k.csv", thousand_rows())
+    monkeypatch.setattr(provmint.engine, "CHUNK_ROWS", 128)
+    alone = mint_batch(path, settings=resolve_settings(store=tmp_path / "a", workers=1))
+    monkeypatch.setattr(provmint.batch, "POOL_MIN_BYTES", 0)
+    started: list[str] = []
+    for name in ("fork_pool", "start_pool"):
+        real = getattr(provmint.pool, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            started.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(provmint.pool, name, spy)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    if other_thread:
+        thread.start()
+    try:
+        pooled = mint_batch(path, settings=resolve_settings(store=tmp_path / "b", workers=2))
+    finally:
+        stop.set()
+        if other_thread:
+            thread.join()
+    assert started == ["start_pool" if other_thread else "fork_pool"]
+    assert pooled.workers == 2 and pooled.root == alone.root
+    assert _batch_files(tmp_path / "b") == _batch_files(tmp_path / "a")
+
+
+@pytest.mark.parametrize(
+    ("workers", "rows", "opened_after"), [(2, 1000, 4), (2, 300, 3), (1, 1000, 0)]
+)
+def test_the_catalog_opens_once_the_workers_have_their_chunks(
+    keyed, write_csv, tmp_path: Path, monkeypatch, workers: int, rows: int, opened_after: int
+) -> None:
+    """A pooled mint opens the catalog (DuckDB, the store's recovery) once the workers have
+    as many chunks as they can take, two each, and not before: it needs none of it until
+    the pass is over. With fewer chunks, once all are out; in one process, first."""
+    header_and_rows = thousand_rows().splitlines(keepends=True)[: rows + 1]
+    path = write_csv("k.csv", "".join(header_and_rows))
+    monkeypatch.setattr(provmint.engine, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(provmint.batch, "POOL_MIN_BYTES", 0)
+    made: list[int] = []
+    opened: list[int] = []
+    write_rows, open_catalog = provmint.engine.write_rows, provmint.batch._Catalog.open
+
+    def spy_rows(path: Path, table: object) -> None:
+        made.append(1)
+        write_rows(path, table)
+
+    def spy_open(store: object, connection: object) -> object:
+        opened.append(len(made))
+        return open_catalog(store, connection)
+
+    monkeypatch.setattr(provmint.engine, "write_rows", spy_rows)
+    monkeypatch.setattr(provmint.batch._Catalog, "open", spy_open)
+    done = mint_batch(path, settings=resolve_settings(store=tmp_path / "s", workers=workers))
+    assert done.products == rows
+    assert opened == [opened_after]
+
+
 def test_root_independent_of_chunking(cli, keyed, write_csv, tmp_path: Path, monkeypatch) -> None:
     # Several chunks (including a short last one) in the pool and in-process must give the
     # same RFC 9162 root as a single chunk.

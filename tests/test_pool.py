@@ -89,3 +89,59 @@ def test_elsewhere_the_module_does_nothing(imported_by: str) -> None:
     assert in_server == "False"
     if imported_by == "run":
         assert handlers == "0"
+
+
+FORKED = """
+import os, sys, threading
+
+import provmint.pool
+from provmint.pool import fork_pool
+
+INITIALISED = []
+
+
+def initialise(note):
+    INITIALISED.append(note)
+
+
+def probe(_):
+    modules = ("colorsys" in sys.modules, "provmint.pool" in sys.modules)
+    return (os.getppid(), *modules, tuple(INITIALISED))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "thread":
+        stop = threading.Event()
+        threading.Thread(target=stop.wait).start()
+        try:
+            fork_pool(1)
+        except RuntimeError as exc:
+            print("refused:", exc)
+        stop.set()
+    else:
+        assert "colorsys" not in sys.modules
+        pool = fork_pool(2, preload=["colorsys"], initializer=initialise, initargs=("ready",))
+        seen = set(pool.map(probe, range(8)))
+        pool.shutdown()
+        print(seen == {(os.getpid(), True, True, ("ready",))}, "colorsys" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("case", ["alone", "thread"])
+def test_fork_pool(tmp_path: Path, case: str) -> None:
+    """Forked workers are this process's children with its modules, import ``preload``
+    (this process does not) and run the initializer; with another thread running, no
+    fork: a thread's locks would stay held in the children."""
+    script = tmp_path / "forked.py"
+    script.write_text(textwrap.dedent(FORKED))
+    env = {"PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run(
+        [sys.executable, str(script), case], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    expected = (
+        "True False\n"
+        if case == "alone"
+        else "refused: a pool is forked only from a process running one thread\n"
+    )
+    assert done.stdout == expected

@@ -219,12 +219,10 @@ def test_an_error_inside_propagates_and_releases_everything(store: Store, write:
         con.execute("SELECT 1")
 
 
-@pytest.mark.parametrize("write", [True, False])
-def test_lock_first_connection_inside(
-    store: Store, write: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The lock is taken before the connection opens and released after it closes (the
-    snapshot a write leaves for readers is written under the lock too)."""
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the store's lock, its catalog connections and the readers' snapshot do, in
+    order: lock, open, closed, unlock, and the snapshot written."""
     events: list[str] = []
     lock, connect = Store.lock, Store.connect
 
@@ -251,6 +249,13 @@ def test_lock_first_connection_inside(
     monkeypatch.setattr(Store, "lock", spy_lock)
     monkeypatch.setattr(Store, "connect", spy_connect)
     monkeypatch.setattr(view, "refresh_snapshot", spy_refresh)
+    return events
+
+
+@pytest.mark.parametrize("write", [True, False])
+def test_lock_first_connection_inside(store: Store, write: bool, events: list[str]) -> None:
+    """The lock is taken before the connection opens and released after it closes (the
+    snapshot a write leaves for readers is written under the lock too)."""
     opened = store.writing(timeout=0, purpose="test") if write else store.reading(timeout=0)
     with opened:
         events.append("work")
@@ -260,6 +265,32 @@ def test_lock_first_connection_inside(
     assert events == ["lock", "open", "work", *snapshot, "closed", "unlock"]
     if write:
         assert view.load_snapshot(store) is not None
+
+
+def test_writing_later_connects_inside_the_lock_when_first_asked(
+    store: Store, events: list[str]
+) -> None:
+    """A writer that opens the catalog later holds the lock from the start, connects once
+    when first asked, and closes before the lock is released, as :meth:`writing` does."""
+    with store.writing_later(timeout=0, purpose="test") as connection:
+        events.append("work")
+        assert not _lock_is_free(store, exclusive=False)
+        con = connection()
+        assert connection() is con
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('probe', 'later')")
+        events.append("more work")
+    assert events == ["lock", "work", "open", "more work", "snapshot", "closed", "unlock"]
+    with store.reading(timeout=0) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() == ("later",)
+
+
+def test_writing_later_never_asked_never_connects(store: Store, events: list[str]) -> None:
+    with store.writing_later(timeout=0, purpose="t"):
+        events.append("work")
+    assert events == ["lock", "work", "unlock"]
+    with pytest.raises(RuntimeError, match="boom"), store.writing_later(timeout=0, purpose="t"):
+        raise RuntimeError("boom")
+    assert _lock_is_free(store, exclusive=True)
 
 
 def test_a_transaction_left_open_never_reaches_the_readers_snapshot(store: Store) -> None:

@@ -226,11 +226,10 @@ def mint_batch(
                 size,
             )
             try:
-                with store.writing(
+                with store.writing_later(
                     timeout=settings.lock_timeout, purpose="batch create", on_wait=on_wait
-                ) as con:
-                    store.recover(con)
-                    summary = _mint(job, store, con, reader, runner)
+                ) as connection:
+                    summary = _mint(job, store, connection, reader, runner)
             except BrokenProcessPool as exc:
                 raise ProvmintError(
                     "minting failed: a worker process died (out of memory?)"
@@ -250,13 +249,17 @@ def _size(path: Path) -> int:
 
 
 def _mint(
-    job: _Job, store: Store, con: duckdb.DuckDBPyConnection, reader: ProductReader, runner: Runner
+    job: _Job,
+    store: Store,
+    connection: Callable[[], duckdb.DuckDBPyConnection],
+    reader: ProductReader,
+    runner: Runner,
 ) -> MintSummary:
     """Mint under the exclusive lock: the passes, the duplicates, the report, the commit."""
-    run = _MintRun.start(job, store, con, reader, runner)
+    run = _MintRun.start(job, store, connection, reader, runner)
     try:
         minted = run.first_pass()
-        rejects = _report(job, run.problems, reader, con)
+        rejects = _report(job, run.problems, reader, run.catalog().con)
         if run.problems:
             minted = run.mint_again(minted)
         if minted.result.rows == 0:
@@ -274,6 +277,25 @@ class _Minted(NamedTuple):
     keys: KeyRun
 
 
+@dataclass(frozen=True, slots=True)
+class _Catalog:
+    """The catalog as a mint uses it: the write connection (the store recovered first),
+    the new batch's sequence number and the finder of the store's products."""
+
+    con: duckdb.DuckDBPyConnection
+    seq: int
+    finder: ProductFinder
+
+    @classmethod
+    def open(cls, store: Store, connection: Callable[[], duckdb.DuckDBPyConnection]) -> _Catalog:
+        """Connect, finish or clean up what interrupted writers left, and load."""
+        from provmint.store.lookup import ProductFinder
+
+        con = connection()
+        store.recover(con)
+        return cls(con, store.next_seq(con), ProductFinder.load(store, con))
+
+
 @dataclass(slots=True)
 class _MintRun:
     """One mint under the lock: the new batch's identity, its staging and what is open.
@@ -284,15 +306,14 @@ class _MintRun:
 
     job: _Job
     store: Store
-    con: duckdb.DuckDBPyConnection
+    connection: Callable[[], duckdb.DuckDBPyConnection]
     reader: ProductReader
     runner: Runner
     now: datetime
     batch_id: str
-    seq: int
     problems: Problems
     staged: StagedBatch
-    finder: ProductFinder
+    opened: _Catalog | None = None
     runs: list[KeyRun] = field(default_factory=list)  # merged runs, closed at the end
     committed: bool = False
 
@@ -301,21 +322,26 @@ class _MintRun:
         cls,
         job: _Job,
         store: Store,
-        con: duckdb.DuckDBPyConnection,
+        connection: Callable[[], duckdb.DuckDBPyConnection],
         reader: ProductReader,
         runner: Runner,
     ) -> _MintRun:
-        """Name the batch, take its catalog sequence number and stage its directory."""
+        """Name the batch and stage its directory (the catalog is opened later)."""
         from provmint.minting import Problems, StagedBatch
-        from provmint.store.lookup import ProductFinder
 
         now = datetime.now(UTC)
         batch_id = _new_batch_id(now)
-        seq = store.next_seq(con)
-        problems = Problems()
         staged = StagedBatch(store, batch_id, runner, job.report)
-        finder = ProductFinder.load(store, con)
-        return cls(job, store, con, reader, runner, now, batch_id, seq, problems, staged, finder)
+        return cls(job, store, connection, reader, runner, now, batch_id, Problems(), staged)
+
+    def catalog(self) -> _Catalog:
+        """The catalog, opened on first use. The first pass opens it once the workers
+        have their first chunks, so that loading DuckDB and recovering the store (0.15-0.25
+        s) do not hold them up: the pass writes only this run's staging directory, which
+        no recovery touches, and nothing before the duplicate check reads the catalog."""
+        if self.opened is None:
+            self.opened = _Catalog.open(self.store, self.connection)
+        return self.opened
 
     def first_pass(self) -> _Minted:
         """Mint every row of the file, then look for duplicates: within the file and
@@ -323,7 +349,9 @@ class _MintRun:
         from provmint.minting import Identities, in_file_duplicates, store_duplicates
         from provmint.store.keyindex import RunKind
 
-        first = self.staged.first_pass(self.reader, self.problems, self.job.size)
+        first = self.staged.first_pass(
+            self.reader, self.problems, self.job.size, meanwhile=self.catalog
+        )
         if first.minted and first.rows:
             self.staged.start_tail(first)  # beside the duplicate check
         self.job.report("check", 0, 1)
@@ -331,7 +359,7 @@ class _MintRun:
         identities = Identities(self.staged.work, first.first_records)
         for found in in_file_duplicates(keys, identities):
             self.problems.add(found)
-        for found in store_duplicates(keys, identities, self.finder):
+        for found in store_duplicates(keys, identities, self.catalog().finder):
             self.problems.add(found)
         self.job.report("check", 1, 1)
         return _Minted(first, keys)
@@ -358,21 +386,22 @@ class _MintRun:
         from provmint.store.lookup import index_runs, update_index
 
         self.job.report("commit", 0, 1)
+        catalog = self.catalog()
         result = minted.result
         tokens = self.staged.merged_tokens(result)
         self.runs.append(tokens)
         index = update_index(  # while the tree file is completed and synced
             self.store.index_dir,
-            index_runs(self.con),
+            index_runs(catalog.con),
             {RunKind.KEY: minted.keys, RunKind.TOKEN: tokens},
-            self.finder.products,
+            catalog.finder.products,
             run_all=self.runner.call_all,
         )
         try:  # (commit_batch discards the index's new runs itself if it fails)
             root = self.staged.tree_root(result)
             info = _batch_info(
                 self.job,
-                self.seq,
+                catalog.seq,
                 self.batch_id,
                 self.now,
                 self.reader,
@@ -388,7 +417,7 @@ class _MintRun:
         except BaseException:
             index.discard()
             raise
-        self.store.commit_batch(self.con, self.staged.path, info, index)
+        self.store.commit_batch(catalog.con, self.staged.path, info, index)
         self.committed = True
         self.job.report("commit", 1, 1)
         return info
@@ -397,7 +426,8 @@ class _MintRun:
         """Release the runs and the finder; remove the staged batch unless committed."""
         for run in self.runs:
             run.close()
-        self.finder.close()
+        if self.opened is not None:
+            self.opened.finder.close()
         if not self.committed:
             self.staged.discard()  # what this run wrote, never committed
 

@@ -117,22 +117,26 @@ class Problems:
 
 def _init_worker(secret: bytes, parent_pid: int) -> None:
     """Pool initializer: :func:`provmint.engine.init_worker`, named here so that starting
-    the pool does not import the engine into the minting process (the fork server
-    imports it, in parallel with the minting process's own import)."""
+    a fork server's pool does not import the engine into the minting process (the fork
+    server imports it, in parallel with the minting process's own import)."""
     from provmint import engine
 
     engine.init_worker(secret, parent_pid)
 
 
 _WORKER_MODULES = ["provmint.engine", "provmint.minting", "pyarrow.parquet", "pyarrow.compute"]
-"""Imported once by the fork server, not by each worker on its first chunk (the minting
-process itself never imports pyarrow.compute or pyarrow.parquet)."""
+"""Imported once by the fork server, or by each forked worker as it starts, not on its
+first chunk (the minting process itself never imports pyarrow.compute or pyarrow.parquet)."""
 
 
 class Runner:
     """Runs chunk tasks in a process pool, or in this process for small files, with a
-    bounded number in flight. The pool starts in a background thread (the fork server
-    imports the engine once, workers fork from it) while this process opens the file."""
+    bounded number in flight.
+
+    The workers fork from this process when it runs no other thread (the command line
+    does not), at once and with the engine it has imported. Otherwise they fork from a
+    fork server, which is started in a background thread and imports the engine while
+    this process opens the file."""
 
     def __init__(self, workers: int, secret: bytes, use_pool: bool) -> None:
         self.secret = secret
@@ -140,9 +144,25 @@ class Runner:
         self.pool: ProcessPoolExecutor | None = None
         self._starting: threading.Thread | None = None
         self._error: BaseException | None = None
-        if use_pool:
+        if use_pool and threading.active_count() == 1:
+            self._fork()
+        elif use_pool:
             self._starting = threading.Thread(target=self._start, daemon=True)
             self._starting.start()
+
+    def _fork(self) -> None:
+        from provmint import engine  # noqa: F401  (imported before the fork: the workers have it)
+        from provmint.pool import fork_pool
+
+        try:
+            self.pool = fork_pool(
+                self.workers,
+                preload=_WORKER_MODULES,
+                initializer=_init_worker,
+                initargs=(self.secret, os.getpid()),
+            )
+        except (OSError, RuntimeError) as exc:
+            raise ProvmintError(f"cannot start worker processes: {exc}") from exc
 
     def _start(self) -> None:
         from provmint.pool import start_pool
@@ -183,23 +203,36 @@ class Runner:
         wait(futures)
         return [future.result() for future in futures]
 
-    def run(self, tasks: Iterator[ChunkTask], on_done: Callable[[ChunkOutcome], None]) -> None:
-        """Run every task; ``on_done`` sees each outcome as it completes."""
+    def run(
+        self,
+        tasks: Iterator[ChunkTask],
+        on_done: Callable[[ChunkOutcome], None],
+        meanwhile: Callable[[], object] = lambda: None,
+    ) -> None:
+        """Run every task; ``on_done`` sees each outcome as it completes. ``meanwhile`` is
+        called once, in this thread, as soon as the workers have all the tasks they can
+        take (before waiting for any): work of this process's own that the first chunks
+        need not wait for."""
         from provmint import engine
 
         tasks = self._read_ahead(tasks)
         pool = self._ready()
         if pool is None:
+            meanwhile()
             for task in tasks:
                 on_done(engine.run_chunk(replace(task, secret=self.secret)))
             return
         pending: set[Future[ChunkOutcome]] = set()
         for task in tasks:
             pending.add(pool.submit(engine.run_chunk, task))
+            if len(pending) >= 2 * self.workers:
+                meanwhile()
+                meanwhile = _nothing
             while len(pending) >= 2 * self.workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     on_done(future.result())
+        meanwhile()
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -226,6 +259,10 @@ class Runner:
             return
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _nothing() -> None:
+    pass
 
 
 # -- one pass over the file --------------------------------------------------------------
@@ -325,8 +362,15 @@ class StagedBatch:
             for sync in syncs:
                 sync.cancel()
 
-    def first_pass(self, reader: ProductReader, problems: Problems, size: int) -> MintPass:
-        """Validate every chunk and mint them while no row has been refused."""
+    def first_pass(
+        self,
+        reader: ProductReader,
+        problems: Problems,
+        size: int,
+        meanwhile: Callable[[], object] = lambda: None,
+    ) -> MintPass:
+        """Validate every chunk and mint them while no row has been refused (``meanwhile``:
+        see :meth:`Runner.run`)."""
         from provmint.engine import CHUNK_ROWS, KeyRows
 
         result = MintPass()
@@ -356,7 +400,7 @@ class StagedBatch:
                     result.roots[outcome.index] = outcome.root
                     self.sync_later(outcome.index)
 
-        self.runner.run(tasks(), done)
+        self.runner.run(tasks(), done, meanwhile)
         result.minted = result.minted and not problems
         return result
 

@@ -447,11 +447,34 @@ class Store:
         readers' snapshot written when it closes) never outlives the lock. An error in the
         block propagates (DuckDB's mapped by :meth:`catalog_error`).
         """
+        with self.writing_later(timeout=timeout, purpose=purpose, on_wait=on_wait) as connection:
+            yield connection()
+
+    @contextmanager
+    def writing_later(
+        self,
+        *,
+        timeout: float,
+        purpose: str,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[Callable[[], duckdb.DuckDBPyConnection]]:
+        """:meth:`writing`, with the connection opened when the function this yields is
+        first called (it returns the same connection every time): a writer can start on
+        work that needs only the lock (a mint's first chunks) while DuckDB loads. The
+        connection, if opened, is closed before the lock is released, as in :meth:`writing`.
+        """
         with (
             self.lock(exclusive=True, timeout=timeout, purpose=purpose, on_wait=on_wait),
-            self.connect(write=True) as con,
+            contextlib.ExitStack() as opened,
         ):
-            yield con
+            connections: list[duckdb.DuckDBPyConnection] = []
+
+            def connection() -> duckdb.DuckDBPyConnection:
+                if not connections:
+                    connections.append(opened.enter_context(self.connect(write=True)))
+                return connections[0]
+
+            yield connection
 
     @contextmanager
     def reading(
