@@ -80,7 +80,9 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> Run:
                     cpu[p.pid] = max(cpu.get(p.pid, 0.0), times.user + times.system)
                     total += p.memory_info().rss
             peak = max(peak, total)
-        time.sleep(0.02)
+        # The clock stops when the process ends, not at the next sample.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.02)
     out, err = proc.communicate()
     wall = time.perf_counter() - started
     try:

@@ -57,7 +57,10 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str
             peak = max(peak, total)
         except psutil.Error:
             pass
-        time.sleep(0.05)
+        # Sampled every 50 ms, but the clock stops when the process ends, not at the
+        # next sample (a sleep added 25 ms to every run on average).
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.05)
     out, err = proc.communicate()
     wall = time.perf_counter() - started
     if proc.returncode != 0:
