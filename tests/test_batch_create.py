@@ -995,3 +995,28 @@ def test_streaming_gives_the_same_batch_for_any_chunk_size(
     assert chunked.root == whole.root
     assert _stored_rows(base / "chunked") == _stored_rows(base / "whole")
     assert _stored_records(base / "chunked") == _stored_records(base / "whole")
+
+
+def test_the_progress_display_starts_its_thread_on_its_first_update() -> None:
+    """On a terminal the mint's display redraws from a thread of its own, which must not
+    run before the first update: the minting process forks its workers only while it
+    runs one thread (the first update comes after they have started)."""
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from provmint.cli.batch import _mint_progress
+
+    screen = io.StringIO()
+    before = threading.active_count()
+    started_with = set(threading.enumerate())
+    with _mint_progress(Console(file=screen, force_terminal=True), enabled=True) as update:
+        assert update is not None
+        assert threading.active_count() == before
+        update("mint", 1, 4)
+        assert threading.active_count() == before + 1
+        (redraws,) = set(threading.enumerate()) - started_with
+    redraws.join(timeout=10)  # told to stop as the display ends
+    assert threading.active_count() == before
+    assert "minting" in screen.getvalue()

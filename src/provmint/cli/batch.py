@@ -109,12 +109,20 @@ def _mint_progress(console: Any, *, enabled: bool) -> Iterator[Progress | None]:
     tasks: dict[str, Any] = {}
 
     def update(phase: str, done: int, total: int) -> None:
+        # The display starts (and with it the thread that redraws it) on the first update,
+        # not before: the minting process forks its workers only while it runs one thread
+        # (provmint.minting.Runner), and the first update comes once they have started.
+        if not tasks:
+            progress.start()
         if phase not in tasks:
             tasks[phase] = progress.add_task(labels.get(phase, phase), total=total)
         progress.update(tasks[phase], completed=done, total=total)
 
-    with progress:
+    try:
         yield update
+    finally:
+        if tasks:
+            progress.stop()
 
 
 def _show_rejects(error: RowsRejectedError) -> None:
