@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from provmint.engine import ChunkOutcome, ChunkTask, KeyRows
     from provmint.ingest import ProductReader, RawChunk, RowProblem
     from provmint.store import Store
-    from provmint.store.keyindex import KeyRun
+    from provmint.store.keyindex import KeyRun, RunKind
     from provmint.store.lookup import ProductFinder
 
 __all__ = ["MAX_KEPT_PROBLEMS", "MintPass", "Problems", "Runner", "StagedBatch"]
@@ -438,7 +438,7 @@ class StagedBatch:
 
     # -- after a pass
 
-    def merged_runs(self, result: MintPass, kind: Any) -> KeyRun:
+    def merged_runs(self, result: MintPass, kind: RunKind) -> KeyRun:
         """Every chunk's run of ``kind`` merged into one (the chunk runs are removed): in
         a worker process, idle once the pass is done (the two kinds' merges, started
         from two threads of this one, then run side by side without sharing its GIL)."""
@@ -508,7 +508,7 @@ class StagedBatch:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def merge_chunk_runs(work: str, chunks: int, kind: Any) -> str:
+def merge_chunk_runs(work: str, chunks: int, kind: RunKind) -> str:
     """Merge the runs of ``kind`` that chunks ``0..chunks - 1`` left in ``work`` into one
     run file there, remove them, and return its path (run in a worker process)."""
     from provmint.engine import chunk_files

@@ -66,6 +66,7 @@ def fork_pool(
     ``initializer(*initargs)``. Raises RuntimeError when another thread is running.
     """
     import threading
+    import warnings
 
     if threading.active_count() != 1:
         raise RuntimeError("a pool is forked only from a process running one thread")
@@ -75,10 +76,17 @@ def fork_pool(
         initializer=_forked,
         initargs=(tuple(preload), initializer, initargs),
     )
-    # With fork, the first submit starts every worker, here in this thread (before the
-    # executor starts its own); warming each up makes it import and initialise now.
-    for _ in range(workers):
-        pool.submit(warm_up)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns of every thread the OS counts. Beside this one, those are
+        # the native pools of the libraries imported (jemalloc's, OpenBLAS's), which keep
+        # their own state safe across a fork; no Python thread runs (checked above).
+        warnings.filterwarnings(
+            "ignore", r".*multi-threaded, use of fork\(\)", category=DeprecationWarning
+        )
+        # With fork, the first submit starts every worker, here in this thread (before
+        # the executor starts its own); warming each up makes it import and initialise.
+        for _ in range(workers):
+            pool.submit(warm_up)
     return pool
 
 
