@@ -1020,3 +1020,51 @@ def test_the_progress_display_starts_its_thread_on_its_first_update() -> None:
     redraws.join(timeout=10)  # told to stop as the display ends
     assert threading.active_count() == before
     assert "minting" in screen.getvalue()
+
+
+@pytest.mark.parametrize("other_thread", [False, True])
+@pytest.mark.parametrize(
+    "fault", [OSError(11, "Resource temporarily unavailable"), KeyboardInterrupt()]
+)
+def test_workers_that_cannot_start(
+    keyed, write_csv, tmp_path: Path, monkeypatch, other_thread: bool, fault: BaseException
+) -> None:
+    """A pool that cannot start (fork refused: a fault the machine gives only under a
+    process limit root ignores) refuses the mint in one line and leaves nothing; an
+    interrupt while it starts stays an interrupt (exit 130 at the command line)."""
+    import threading
+
+    import provmint.pool
+    from provmint.errors import ProvmintError
+
+    if not other_thread and threading.active_count() != 1:
+        pytest.skip("this test process runs other threads")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(provmint.pool, "fork_pool", refuse)
+    monkeypatch.setattr(provmint.pool, "start_pool", refuse)
+    monkeypatch.setattr(provmint.batch, "POOL_MIN_BYTES", 0)
+    path = write_csv("k.csv", thousand_rows())
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    if other_thread:
+        thread.start()
+    try:
+        expected = ProvmintError if isinstance(fault, OSError) else KeyboardInterrupt
+        with pytest.raises(expected) as raised:
+            mint_batch(path, settings=resolve_settings(store=tmp_path / "s", workers=2))
+    finally:
+        stop.set()
+        if other_thread:
+            thread.join()
+    if isinstance(fault, OSError):
+        assert str(raised.value) == (
+            "cannot start worker processes: [Errno 11] Resource temporarily unavailable"
+        )
+        assert raised.value.exit_code == 1
+    staging = tmp_path / "s" / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
+    batches = tmp_path / "s" / "batches"
+    assert not batches.exists() or not any(batches.iterdir())

@@ -145,30 +145,19 @@ class Runner:
         self._starting: threading.Thread | None = None
         self._error: BaseException | None = None
         if use_pool and threading.active_count() == 1:
-            self._fork()
+            from provmint import engine  # noqa: F401  (imported before the fork: the workers have it)
+            from provmint.pool import fork_pool
+
+            self._start(fork_pool)
         elif use_pool:
-            self._starting = threading.Thread(target=self._start, daemon=True)
+            from provmint.pool import start_pool
+
+            self._starting = threading.Thread(target=self._start, args=(start_pool,), daemon=True)
             self._starting.start()
 
-    def _fork(self) -> None:
-        from provmint import engine  # noqa: F401  (imported before the fork: the workers have it)
-        from provmint.pool import fork_pool
-
+    def _start(self, start: Callable[..., ProcessPoolExecutor]) -> None:
         try:
-            self.pool = fork_pool(
-                self.workers,
-                preload=_WORKER_MODULES,
-                initializer=_init_worker,
-                initargs=(self.secret, os.getpid()),
-            )
-        except (OSError, RuntimeError) as exc:
-            raise ProvmintError(f"cannot start worker processes: {exc}") from exc
-
-    def _start(self) -> None:
-        from provmint.pool import start_pool
-
-        try:
-            self.pool = start_pool(
+            self.pool = start(
                 self.workers,
                 preload=_WORKER_MODULES,
                 initializer=_init_worker,
@@ -181,10 +170,10 @@ class Runner:
         if self._starting is not None:
             self._starting.join()
             self._starting = None
-            if self._error is not None:
-                raise ProvmintError(f"cannot start worker processes: {self._error}") from (
-                    self._error
-                )
+        if self._error is not None:
+            if not isinstance(self._error, Exception):  # an interrupt stays one
+                raise self._error
+            raise ProvmintError(f"cannot start worker processes: {self._error}") from self._error
         return self.pool
 
     def call(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -252,13 +241,12 @@ class Runner:
         return itertools.chain(early, tasks)
 
     def close(self) -> None:
-        """Stop the workers (also when minting failed half-way)."""
-        try:
-            pool = self._ready()
-        except ProvmintError:
-            return
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers (also when minting failed half-way, or they never started)."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _nothing() -> None:
