@@ -1068,3 +1068,55 @@ def test_workers_that_cannot_start(
     assert not staging.exists() or not any(staging.iterdir())
     batches = tmp_path / "s" / "batches"
     assert not batches.exists() or not any(batches.iterdir())
+
+
+def test_a_failure_during_the_pass_waits_for_the_running_chunks(
+    keyed, write_csv, tmp_path: Path, monkeypatch
+) -> None:
+    """When the mint fails while workers still run chunks (here the catalog, opened once
+    they have their first ones, is damaged), every chunk has ended before the error
+    leaves mint_batch: the staging directory is removed after them, and nothing is
+    left behind."""
+    import threading
+    import time
+
+    import provmint.minting
+    from provmint.errors import StoreCorruptError
+
+    if threading.active_count() != 1:
+        pytest.skip("the workers must fork from this process (they inherit the slow chunks)")
+    ended = tmp_path / "ended.log"
+    real = provmint.engine.run_chunk
+
+    def slow_chunk(task):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        try:
+            return real(task)
+        finally:
+            with open(ended, "a") as log:
+                log.write(f"{time.monotonic()}\n")
+
+    slow_chunk.__module__, slow_chunk.__qualname__ = "provmint.engine", "run_chunk"
+    monkeypatch.setattr(provmint.engine, "run_chunk", slow_chunk)
+    monkeypatch.setattr(provmint.engine, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(provmint.batch, "POOL_MIN_BYTES", 0)
+
+    def damaged(store: object, connection: object) -> object:
+        raise StoreCorruptError("the catalog is damaged")
+
+    monkeypatch.setattr(provmint.batch._Catalog, "open", damaged)
+    discarded: list[float] = []
+    discard = provmint.minting.StagedBatch.discard
+
+    def spy_discard(self: object) -> None:
+        discarded.append(time.monotonic())
+        discard(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(provmint.minting.StagedBatch, "discard", spy_discard)
+    path = write_csv("k.csv", thousand_rows())
+    with pytest.raises(StoreCorruptError, match="damaged"):
+        mint_batch(path, settings=resolve_settings(store=tmp_path / "s", workers=2))
+    ends = [float(line) for line in ended.read_text().split()]
+    assert ends and discarded and max(ends) <= min(discarded)
+    staging = tmp_path / "s" / "staging"
+    assert not staging.exists() or not any(staging.iterdir())

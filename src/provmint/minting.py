@@ -212,20 +212,28 @@ class Runner:
                 on_done(engine.run_chunk(replace(task, secret=self.secret)))
             return
         pending: set[Future[ChunkOutcome]] = set()
-        for task in tasks:
-            pending.add(pool.submit(engine.run_chunk, task))
-            if len(pending) >= 2 * self.workers:
-                meanwhile()
-                meanwhile = _nothing
-            while len(pending) >= 2 * self.workers:
+        try:
+            for task in tasks:
+                pending.add(pool.submit(engine.run_chunk, task))
+                if len(pending) >= 2 * self.workers:
+                    meanwhile()
+                    meanwhile = _nothing
+                while len(pending) >= 2 * self.workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        on_done(future.result())
+            meanwhile()
+            while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     on_done(future.result())
-        meanwhile()
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                on_done(future.result())
+        except BaseException:
+            # No chunk is left running when this raises: the caller removes the staging
+            # directory next, and a worker still writing into it could leave files behind.
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            raise
 
     def _read_ahead(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkTask]:
         """While the workers still start, make the first tasks (read the file's first
