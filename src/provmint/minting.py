@@ -129,12 +129,16 @@ _WORKER_MODULES = ["provmint.engine", "provmint.minting", "pyarrow.parquet", "py
 first chunk (the minting process itself never imports pyarrow.compute or pyarrow.parquet)."""
 
 
+def _nothing() -> None:
+    """The default ``meanwhile`` of :meth:`Runner.run`: no work of this process's own."""
+
+
 class Runner:
     """Runs chunk tasks in a process pool, or in this process for small files, with a
     bounded number in flight.
 
-    The workers fork from this process when it runs no other thread (the command line
-    does not), at once and with the engine it has imported. Otherwise they fork from a
+    The workers fork from this process when it runs no other thread (as on the command
+    line), at once and with the engine it has imported. Otherwise they fork from a
     fork server, which is started in a background thread and imports the engine while
     this process opens the file."""
 
@@ -196,7 +200,7 @@ class Runner:
         self,
         tasks: Iterator[ChunkTask],
         on_done: Callable[[ChunkOutcome], None],
-        meanwhile: Callable[[], object] = lambda: None,
+        meanwhile: Callable[[], object] = _nothing,
     ) -> None:
         """Run every task; ``on_done`` sees each outcome as it completes. ``meanwhile`` is
         called once, in this thread, as soon as the workers have all the tasks they can
@@ -255,10 +259,6 @@ class Runner:
             self._starting = None
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _nothing() -> None:
-    pass
 
 
 # -- one pass over the file --------------------------------------------------------------
@@ -363,7 +363,7 @@ class StagedBatch:
         reader: ProductReader,
         problems: Problems,
         size: int,
-        meanwhile: Callable[[], object] = lambda: None,
+        meanwhile: Callable[[], object] = _nothing,
     ) -> MintPass:
         """Validate every chunk and mint them while no row has been refused (``meanwhile``:
         see :meth:`Runner.run`)."""
