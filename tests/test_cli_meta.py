@@ -129,29 +129,6 @@ def test_the_minting_process_leaves_compute_parquet_and_rich_to_others(
     assert "LOADED [] csv" in done.stdout, done.stdout  # it did read the CSV with pyarrow
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("3", "3")])
-def test_commands_keep_numpys_blas_to_one_thread_unless_told(
-    given: str | None, expected: str
-) -> None:
-    """numpy's OpenBLAS spins a thread per core after its import (a sixth of a 1M mint's
-    CPU on 2 cores): every command runs with OPENBLAS_NUM_THREADS=1, set before numpy is
-    imported, unless the user set it."""
-    code = (
-        "import atexit, os, sys, runpy\n"
-        "atexit.register(lambda: print('BLAS', os.environ.get('OPENBLAS_NUM_THREADS'),"
-        " flush=True))\n"
-        "sys.argv = ['provmint', 'config', 'show', '--json']\n"
-        "runpy.run_module('provmint', run_name='__main__')\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    if given is not None:
-        env["OPENBLAS_NUM_THREADS"] = given
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    ).stdout
-    assert f"BLAS {expected}" in out, out
-
-
 def test_import_provmint_is_light() -> None:
     code = (
         "import sys, provmint; provmint.__version__; "

@@ -125,7 +125,9 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     """Console-script entry point: runs one command, then exits at once (:func:`_exit`)."""
-    _one_blas_thread()
+    from provmint.cli._tuning import one_blas_thread
+
+    one_blas_thread()
     name = sys.argv[1] if len(sys.argv) > 1 else None
     try:
         build_app(name if name in _GROUPS or name in _COMMANDS else None)()
@@ -133,19 +135,6 @@ def main() -> None:
         if done.code is None or isinstance(done.code, int):
             _exit(done.code or 0)
         raise
-
-
-def _one_blas_thread() -> None:
-    """Keep numpy's OpenBLAS to the calling thread unless the user chose otherwise.
-
-    provmint does no linear algebra, but OpenBLAS starts a thread per core when numpy is
-    imported, and those threads spin for a while before they sleep: on 2 cores that took
-    about 0.1 s of CPU at every import, and 0.3 s of a 1M mint's 2.4 (alternated runs).
-    Set before numpy is first imported (by the commands, never by ``--help``); the worker
-    processes inherit it."""
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _exit(code: int) -> NoReturn:

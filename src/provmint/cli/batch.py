@@ -233,6 +233,9 @@ def _mint(
     """Mint ``csv_file`` with a progress display on a terminal (never with --json, whose
     reader wants the JSON only). A refused batch lists its first problems on standard
     error, after the display is gone, and the error goes on to ``handle_errors``."""
+    from provmint.cli._tuning import for_batch_work
+
+    for_batch_work()
     from provmint.batch import mint_batch
     from provmint.errors import RowsRejectedError
 
