@@ -36,10 +36,11 @@ def for_batch_work() -> None:
 
     Each chunk allocates and frees arrays of a few MB. numpy asks for huge pages for
     them (zeroing 2 MB at a time) and glibc returns freed memory to the system at once,
-    so every chunk faulted fresh zeroed pages in again: a fifth of a mint's system time.
-    With huge pages left to the kernel and freed memory kept (up to 256 MB a process, a
-    chunk's working set is reused), a 1M mint took about 5% less wall time. Call before
-    numpy is imported and before the worker processes are forked (they inherit both)."""
+    so every chunk faulted fresh zeroed pages in again. With huge pages left to the
+    kernel and freed memory kept (up to 256 MB a process: a chunk's working set is
+    reused), a 1M mint took 0.35 s of system time instead of 0.60, and 1.19 s wall
+    instead of 1.32; peak memory grew by about 40 MB. Call before numpy is imported and
+    before the worker processes are forked (they inherit both)."""
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     if not sys.platform.startswith("linux") or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return
