@@ -517,3 +517,28 @@ def test_a_batch_minted_in_tiny_blocks_is_the_same_batch(
         assert summary["products"] == 300
         roots.add(summary["tree"]["root"])
     assert len(roots) == 1
+
+
+_SERIALISH = st.text(
+    alphabet=st.sampled_from("aZ09 !-é\x00" + "abcXYZ789"), min_size=0, max_size=23
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_SERIALISH, min_size=1, max_size=30),
+    st.integers(min_value=0, max_value=3),
+    st.booleans(),
+)
+def test_the_serial_fast_check_answers_true_only_for_short_alnum_values(
+    values: list[str], skip: int, with_null: bool
+) -> None:
+    """The buffer-wide serial check (``ingest._all_short_alnum``) says True exactly when
+    every value is 1-20 ASCII letters or digits, on sliced arrays too; anything else
+    (and any null) goes to the full CSET 82 check value by value."""
+    from provmint.ingest import _all_short_alnum
+
+    whole = [*values[:1] * skip, *values, *([None] if with_null else [])]
+    array = pa.array(whole, type=pa.string()).slice(skip)
+    expected = not with_null and all(re.fullmatch(r"[0-9A-Za-z]{1,20}", v) for v in values)
+    assert _all_short_alnum(array, 20) is expected

@@ -1597,11 +1597,10 @@ def _validate(names: list[str], cols: list[Any], valid: Any, out: _Found) -> tup
         identity[idx] = False
 
     serial = by_name["serial"]
-    lengths = pc.utf8_length(serial)
-    ok = pc.and_(pc.ascii_is_alnum(serial), pc.less_equal(lengths, gs1.SERIAL_MAX))
-    if not pc.all(ok).as_py():  # punctuation, spaces or bad lengths: the full CSET 82 check
-        ok = pc.match_substring_regex(serial, pattern=gs1.CSET82_PATTERN)
-    bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+    bad = np.zeros(0, dtype=np.int64)
+    if not _all_short_alnum(serial, gs1.SERIAL_MAX):  # punctuation, spaces or bad lengths
+        ok = pc.match_substring_regex(serial, pattern=gs1.CSET82_PATTERN)  # full CSET 82
+        bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
     for i, v in zip(bad.tolist(), pc.take(serial, pa.array(bad)).to_pylist(), strict=True):
         p = gs1.check_serial(v)
         if p is not None:  # pragma: no branch - the regex and the checker agree
@@ -1615,6 +1614,32 @@ def _validate(names: list[str], cols: list[Any], valid: Any, out: _Found) -> tup
         if column in by_name:
             valid = _unique_check(by_name[column], gs1.check_expiry, column, valid, out)
     return gtin14, valid, identity
+
+
+_ALNUM_BYTES = bytes(int(chr(b).isascii() and chr(b).isalnum()) for b in range(256))
+"""1 for the bytes of ASCII letters and digits, 0 for every other byte."""
+
+
+def _all_short_alnum(values: Any, longest: int) -> bool:
+    """Whether every value of the string array is 1 to ``longest`` ASCII letters and
+    digits: the usual serials, checked over the array's buffers at once (Arrow's
+    per-value predicates took a third of a chunk's validation). False sends the caller
+    to the value-by-value check, so it need only be exact when it answers True."""
+    import numpy as np
+    import pyarrow as pa
+
+    if values.type != pa.string() or values.null_count or len(values) == 0:
+        return False
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(
+        offsets_buffer, dtype=np.int32, count=len(values) + 1, offset=4 * values.offset
+    )
+    lengths = np.diff(offsets)
+    if lengths.min() < 1 or lengths.max() > longest:
+        return False
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    table = np.frombuffer(_ALNUM_BYTES, dtype=np.uint8)
+    return bool(table[data].all())
 
 
 def _in_file_duplicates(keys: np.ndarray, ident: Any) -> list[tuple[int, int]]:
