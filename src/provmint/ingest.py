@@ -1476,8 +1476,11 @@ def check_chunk(chunk: RawChunk) -> CheckedChunk:
     gtin14, valid, identity = _validate(names, cols, valid, found)
     serial = cols[names.index("serial")]
     idx = np.flatnonzero(identity)
-    at = pa.array(idx)
-    key_gtin, key_serial = pc.take(gtin14, at), pc.take(serial, at)
+    if idx.size == len(identity):  # the usual chunk: every row has its identity
+        key_gtin, key_serial = gtin14, serial
+    else:
+        at = pa.array(idx)
+        key_gtin, key_serial = pc.take(gtin14, at), pc.take(serial, at)
     identities = pa.table(
         {
             "record": pa.array(chunk.records[idx], type=pa.int64()),
