@@ -98,10 +98,21 @@ def test_batch_work_reuses_freed_memory(tuned: bool, tmp_path: Path) -> None:
     assert (faults < pages // 16) if tuned else (faults > pages // 2), faults
 
 
-def test_a_users_malloc_settings_are_kept() -> None:
-    """With the user's own MALLOC_TRIM_THRESHOLD_ glibc keeps what the user chose."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize(
+    "users",
+    [
+        {"MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
+        {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
+        {"GLIBC_TUNABLES": f"glibc.malloc.mmap_threshold={1 << 20}"},
+    ],
+)
+def test_a_users_malloc_settings_are_kept(users: dict[str, str]) -> None:
+    """With either of the user's own glibc thresholds (variable or tunable), glibc keeps
+    what the user chose: here, 16 MB blocks mapped and unmapped each time."""
     code = _FAULTS.format(tune="from provmint.cli._tuning import for_batch_work; for_batch_work()")
-    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env = {**base, **users}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )

@@ -42,7 +42,7 @@ def for_batch_work() -> None:
     instead of 1.32; peak memory grew by about 40 MB. Call before numpy is imported and
     before the worker processes are forked (they inherit both)."""
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-    if not sys.platform.startswith("linux") or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    if not sys.platform.startswith("linux") or _user_tuned_malloc():
         return
     import ctypes
 
@@ -52,3 +52,13 @@ def for_batch_work() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED)
     except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to tune
         return
+
+
+def _user_tuned_malloc() -> bool:
+    """Whether the user set either threshold for glibc, by its variable or a tunable
+    (mallopt would override it)."""
+    return (
+        "MALLOC_TRIM_THRESHOLD_" in os.environ
+        or "MALLOC_MMAP_THRESHOLD_" in os.environ
+        or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+    )
