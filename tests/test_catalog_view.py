@@ -212,3 +212,52 @@ def test_point_index_finds_what_the_key_index_finds(
             expected = fenced.find(key).tolist()
             assert sorted(point.candidates(key)) == expected
             assert sorted(fenced.candidates(key)) == expected
+
+
+def test_a_streamed_finder_reads_only_fences_and_finds_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finder a mint opens (``streamed``) reads each run's header and one key per
+    fence, not the index's keys (its cost at open does not grow with the store), and it
+    finds every product as the lookup finder does; the mint's catalog opens that one."""
+    from provmint.batch import _Catalog
+    from provmint.store import keyindex
+    from provmint.store.keyindex import SCAN_FENCE_STRIDE
+    from provmint.store.lookup import ProductFinder
+
+    with example_store(tmp_path) as (cfg, _):
+        _second_batch(cfg, tmp_path)
+        store = Store.open(cfg.store)
+        read: dict[str, int] = {}
+        original = keyindex._pread_exact
+
+        def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
+            read[path.name] = read.get(path.name, 0) + size
+            return original(fd, size, offset, path)
+
+        monkeypatch.setattr(keyindex, "_pread_exact", counting)
+        with store.connect(write=False) as con:
+            runs = [p for p in store.index_dir.iterdir() if p.suffix == ".run"]
+            assert len(runs) >= 2
+            with ProductFinder.load(store, con, streamed=True) as streamed:
+                assert sorted(read) == sorted(p.name for p in runs)
+                assert set(read.values()) == {keyindex.HEADER_SIZE + 8}  # one fence a run
+                read.clear()
+                with ProductFinder.load(store, con) as default:
+                    assert sum(read.values()) > keyindex.HEADER_SIZE * len(runs) + 8 * 18
+                    assert streamed.products == default.products == 18
+                    for batch in streamed.batches:
+                        table = store.read_part(batch, 0, ["gtin", "serial"])
+                        gtins = table.column("gtin").to_pylist()
+                        serials = table.column("serial").to_pylist()
+                        for gtin, serial in zip(gtins, serials, strict=True):
+                            found = streamed.by_key(gtin, serial)
+                            assert found is not None and found == default.by_key(gtin, serial)
+                            assert streamed.by_token(found.token) == default.by_token(found.token)
+        with store.writing_later(timeout=5, purpose="test") as connection:
+            catalog = _Catalog.open(store, connection)
+            try:
+                for index in catalog.finder.runs.values():
+                    assert {run.fence_stride for run in index.runs} == {SCAN_FENCE_STRIDE}
+            finally:
+                catalog.finder.close()

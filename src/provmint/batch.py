@@ -293,7 +293,8 @@ class _Catalog:
 
         con = connection()
         store.recover(con)
-        return cls(con, store.next_seq(con), ProductFinder.load(store, con))
+        # Streamed: the duplicate check merge-joins the store's runs and looks no key up.
+        return cls(con, store.next_seq(con), ProductFinder.load(store, con, streamed=True))
 
 
 @dataclass(slots=True)

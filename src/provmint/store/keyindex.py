@@ -55,6 +55,7 @@ __all__ = [
     "MAGIC",
     "MERGE_FACTOR",
     "MERGE_ROWS",
+    "SCAN_FENCE_STRIDE",
     "SORT_ROWS",
     "KeyBlock",
     "KeyIndex",
@@ -97,6 +98,14 @@ their number: a 30M-product mint's 458 chunk runs took 180 s in one merge. In le
 32 they take 6 s (16: 7.6 s; 64: 6.7 s). A store's index holds few runs."""
 _FENCE_READ_ENTRIES = 1 << 20
 """Keys read at a time while collecting the fences (8 MiB)."""
+SCAN_FENCE_STRIDE = BLOCK_ROWS
+"""The fence stride for runs that are streamed, not looked up in (a mint's duplicate check
+against the store): one fence a streaming block, so a merge-join can still skip whole
+blocks, and opening reads one key per fence instead of every page of the keys."""
+_SPARSE_FENCE_STRIDE = 4096
+"""From this stride on, each fence key is read on its own (one ``pread`` of 8 bytes):
+its keys are then 32 KiB apart, and reading every page between them would read the
+whole key section for one key in eight pages or fewer."""
 MERGE_FACTOR = 2.0
 """:func:`plan_merge` absorbs the previous run while it is at most this many times the tail."""
 
@@ -387,12 +396,18 @@ class KeyRun:
     def _read_fences(self) -> NDArray[np.uint64]:
         """Every ``fence_stride``-th key, read with ``pread`` in 8 MiB steps: through the
         map it would fault in (and count in this process's RSS) a page per fence, which
-        is every page of the keys at a stride of 512."""
+        is every page of the keys at a stride of 512. At a sparse stride each fence is
+        read on its own, so opening costs ``count / stride`` small reads, not the keys."""
         import numpy as np
 
         assert self._fd is not None
         stride = self.fence_stride
         fences = np.empty(-(-self.count // stride), dtype=np.uint64)
+        if stride >= _SPARSE_FENCE_STRIDE:
+            for i in range(len(fences)):
+                key = _pread_exact(self._fd, 8, HEADER_SIZE + 8 * stride * i, self.path)
+                fences[i] = int.from_bytes(key, "little")
+            return fences
         step = stride * max(1, _FENCE_READ_ENTRIES // stride)
         for start in range(0, self.count, step):
             n = min(step, self.count - start)

@@ -33,6 +33,8 @@ from provmint.canonical import decode_record
 from provmint.errors import StoreCorruptError, StoreError
 from provmint.store import PART_COLUMNS
 from provmint.store.keyindex import (
+    FENCE_STRIDE,
+    SCAN_FENCE_STRIDE,
     KeyBlock,
     KeyIndex,
     KeyRun,
@@ -145,15 +147,25 @@ class ProductFinder:
         self._parts_lock = threading.Lock()
 
     @classmethod
-    def load(cls, store: Store, con: duckdb.DuckDBPyConnection) -> ProductFinder:
-        """The finder over the committed batches and live runs (hold the store lock)."""
-        return cls._open(store, store.batches(con), index_runs(con), point=False)
+    def load(
+        cls, store: Store, con: duckdb.DuckDBPyConnection, *, streamed: bool = False
+    ) -> ProductFinder:
+        """The finder over the committed batches and live runs (hold the store lock).
+
+        ``streamed``: for a caller that streams the runs (merge-joins) and locates rows
+        rather than looking keys up, as a mint's duplicate check does. The runs then keep
+        one fence a streaming block (:data:`~provmint.store.keyindex.SCAN_FENCE_STRIDE`),
+        each read on its own: opening makes one small read per 262,144 products, where
+        the lookup fences read every key of the index (16 GB at a billion products).
+        Lookups through such a finder are right but search 262,144 keys each."""
+        stride = SCAN_FENCE_STRIDE if streamed else FENCE_STRIDE
+        return cls._open(store, store.batches(con), index_runs(con), point=False, stride=stride)
 
     @classmethod
     def open(cls, store: Store, view: CatalogView, *, point: bool = False) -> ProductFinder:
         """The finder over a view of the catalog. ``point``: for a process that looks up
         a few products (:class:`PointIndex`: nothing read up front, no numpy)."""
-        return cls._open(store, view.batches, view.runs, point=point)
+        return cls._open(store, view.batches, view.runs, point=point, stride=FENCE_STRIDE)
 
     @classmethod
     def _open(
@@ -163,6 +175,7 @@ class ProductFinder:
         listed: Mapping[RunKind, Sequence[RunEntry]],
         *,
         point: bool,
+        stride: int,
     ) -> ProductFinder:
         if batches and not listed[RunKind.KEY]:
             raise StoreCorruptError(
@@ -174,7 +187,9 @@ class ProductFinder:
             for kind, entries in listed.items():
                 paths = [store.index_dir / e.name for e in entries]
                 runs[kind] = (
-                    PointIndex.open(paths, kind=kind) if point else KeyIndex.open(paths, kind=kind)
+                    PointIndex.open(paths, kind=kind)
+                    if point
+                    else KeyIndex.open(paths, kind=kind, fence_stride=stride)
                 )
             expected = sum(b.products for b in batches)
             for kind, index in runs.items():
