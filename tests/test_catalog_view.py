@@ -261,3 +261,94 @@ def test_a_streamed_finder_reads_only_fences_and_finds_the_same(
                     assert {run.fence_stride for run in index.runs} == {SCAN_FENCE_STRIDE}
             finally:
                 catalog.finder.close()
+
+
+def _small_batch(cfg: Settings, tmp_path: Path, rows: int) -> None:
+    """A second batch of the example's first ``rows`` products under other serials: small
+    enough that the index keeps the first batch's runs beside its own."""
+    text = EXAMPLE_CSV.read_text().splitlines()
+    lines = [text[0]]
+    for line in text[1 : 1 + rows]:
+        gtin, serial, rest = line.split(",", 2)
+        lines.append(f"{gtin},{serial}S,{rest}")
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join(lines) + "\n")
+    mint_batch(small, settings=cfg)
+
+
+def _all_found(store: Store, finder: Any, batches: Any) -> bool:
+    for batch in batches:
+        table = store.read_part(batch, 0, ["gtin", "serial"])
+        gtins, serials = table.column("gtin").to_pylist(), table.column("serial").to_pylist()
+        for gtin, serial in zip(gtins, serials, strict=True):
+            found = finder.by_key(gtin, serial)
+            if found is None or finder.by_token(found.token) != found:
+                return False
+    return True
+
+
+def test_a_reload_takes_over_the_open_runs_and_reads_only_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's reload (``reuse``): the runs both views list are the same open runs,
+    only the new runs are read, the replaced finder still answers until closed and then
+    closes only what it kept; a reload with nothing new reads nothing."""
+    from provmint.store import keyindex
+    from provmint.store.lookup import ProductFinder
+
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        first_view = _catalog_view(cfg)
+        first = ProductFinder.open(store, first_view)
+        _small_batch(cfg, tmp_path, 4)
+        view = _catalog_view(cfg)
+        read: list[str] = []
+        original = keyindex._pread_exact
+
+        def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
+            read.append(path.name)
+            return original(fd, size, offset, path)
+
+        monkeypatch.setattr(keyindex, "_pread_exact", counting)
+        second = ProductFinder.open(store, view, reuse=first)
+        old_names = {e.name for runs in first_view.runs.values() for e in runs}
+        new_names = {e.name for runs in view.runs.values() for e in runs}
+        assert old_names & new_names and new_names - old_names  # kept runs, and new ones
+        assert set(read) == new_names - old_names
+        for kind, index in second.runs.items():
+            before = {str(r.path): r for r in first.runs[kind].runs}
+            for run in index.runs:
+                if run.path.name in old_names:
+                    assert run is before[str(run.path)]
+        assert _all_found(store, first, first_view.batches)  # the replaced one answers
+        first.close()
+        assert _all_found(store, second, view.batches)  # its shared runs stay open
+        read.clear()
+        third = ProductFinder.open(store, view, reuse=second)  # an anchor: no new run
+        assert read == []
+        second.close()
+        assert _all_found(store, third, view.batches)
+        runs = [run for index in third.runs.values() for run in index.runs]
+        third.close()
+        assert all(run.closed for run in runs)
+
+
+def test_a_failed_reload_leaves_the_finder_it_replaces_whole(tmp_path: Path) -> None:
+    from provmint.errors import StoreCorruptError
+    from provmint.store.lookup import ProductFinder
+
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        first_view = _catalog_view(cfg)
+        first = ProductFinder.open(store, first_view)
+        _small_batch(cfg, tmp_path, 4)
+        view = _catalog_view(cfg)
+        old_names = {e.name for runs in first_view.runs.values() for e in runs}
+        new = sorted(e.name for runs in view.runs.values() for e in runs if e.name not in old_names)
+        (store.index_dir / new[-1]).unlink()  # a new run lost: the reload fails
+        with pytest.raises(StoreCorruptError):
+            ProductFinder.open(store, view, reuse=first)
+        assert _all_found(store, first, first_view.batches)
+        runs = [run for index in first.runs.values() for run in index.runs]
+        first.close()
+        assert all(run.closed for run in runs)

@@ -119,6 +119,7 @@ class ProductIndex:
         self.settings = settings
         self.store = Store.open(settings.store)
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()  # one reload at a time (each takes over runs)
         self._stamp: tuple[float, int] | None = None
         self._checked = 0.0
         self.batches: dict[int, BatchInfo] = {}
@@ -131,14 +132,22 @@ class ProductIndex:
         self.reload()
 
     def reload(self) -> None:
-        """Load batches, anchors and the finder from the catalog (shared lock, brief)."""
+        """Load batches, anchors and the finder from the catalog (shared lock, brief).
+
+        The new finder takes over the runs the current one has open (runs never change),
+        so a reload after a commit reads only the fences of the runs it wrote, and one
+        after an anchor none: its cost follows what changed, not the store's size."""
+        with self._reloading:
+            self._reload()
+
+    def _reload(self) -> None:
         stamp = self.store.catalog_stamp()
         batches: list[BatchInfo] = []
         anchors: dict[int, dict[str, Any] | None] = {}
         finder = None
         if stamp != (0.0, 0):
             with catalog_view(self.settings) as (store, view):
-                finder = ProductFinder.open(store, view)
+                finder = ProductFinder.open(store, view, reuse=self.finder)
             batches = list(view.batches)
             anchors = {b.seq: anchor_section(view.anchor_for_batch(b.seq), b) for b in batches}
         with self._lock:

@@ -622,6 +622,11 @@ class KeyRun:
 
     # -- lifetime
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has released the file."""
+        return self._fd is None
+
     def _check_open(self) -> None:
         if self._fd is None:
             raise ValueError(f"index run {self.path} is closed")
@@ -1230,6 +1235,7 @@ class KeyIndex:
         if len(kinds) > 1:
             raise ValueError("an index holds runs of one kind")
         self.kind: RunKind | None = kinds.pop() if kinds else None
+        self._owned = {id(run) for run in self.runs}  # the runs close() closes
 
     @classmethod
     def open(
@@ -1238,17 +1244,48 @@ class KeyIndex:
         *,
         kind: RunKind | None = None,
         fence_stride: int = FENCE_STRIDE,
+        reuse: KeyIndex | None = None,
     ) -> KeyIndex:
-        """Open every run (StoreCorruptError for a damaged one; nothing stays open)."""
+        """Open every run (StoreCorruptError for a damaged one; nothing stays open).
+
+        ``reuse``: an index over an earlier list of the same store's runs. A run both
+        list is shared with it, open, rather than opened again (a run never changes once
+        written, and its name is never used again), so only the new runs' fences are
+        read. ``reuse`` keeps owning the shared runs until :meth:`take_over`."""
+        lent = reuse.owned() if reuse is not None else []
+        held = {
+            str(run.path): run
+            for run in lent
+            if run.fence_stride == fence_stride and kind in (None, run.kind) and not run.closed
+        }
         runs: list[KeyRun] = []
+        opened: list[KeyRun] = []
         try:
             for path in paths:
-                runs.append(KeyRun.open(path, kind=kind, fence_stride=fence_stride))
-            return cls(runs)
+                run = held.get(str(path))
+                if run is None:
+                    run = KeyRun.open(path, kind=kind, fence_stride=fence_stride)
+                    opened.append(run)
+                runs.append(run)
+            index = cls(runs)
         except BaseException:
-            for run in runs:
+            for run in opened:
                 run.close()
             raise
+        index._owned = {id(run) for run in opened}
+        return index
+
+    def owned(self) -> list[KeyRun]:
+        """The runs this index closes when closed."""
+        return [run for run in self.runs if id(run) in self._owned]
+
+    def take_over(self, earlier: KeyIndex) -> None:
+        """Own the runs shared with ``earlier`` (this index was opened with ``reuse=
+        earlier``): this index closes them from now on, and ``earlier``, which still
+        answers as before (a lookup may be running on it), closes only the rest."""
+        shared = {id(run) for run in self.runs} & earlier._owned
+        earlier._owned -= shared
+        self._owned |= shared
 
     @property
     def count(self) -> int:
@@ -1292,8 +1329,9 @@ class KeyIndex:
         return _ordered_matches(positions, rows)
 
     def close(self) -> None:
-        """Close every run."""
-        for run in self.runs:
+        """Close every run this index owns (not those shared and not taken over yet, nor
+        those a newer index took over)."""
+        for run in self.owned():
             run.close()
 
     def __enter__(self) -> KeyIndex:
