@@ -545,12 +545,16 @@ def test_store_duplicate_lines_with_blank_lines_and_ragged_rows(
     assert product(cli, GTIN14, "N3")["record"]["product_name"] == "two\nlines"
 
 
-def test_store_duplicates_of_a_large_batch(cli, keyed, write_csv, tmp_path: Path) -> None:
-    # More than 64 hits in one stored batch takes the whole-batch comparison path.
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_store_duplicates_of_a_large_batch(
+    cli, keyed, write_csv, tmp_path: Path, workers: int
+) -> None:
+    # More than 64 hits in one stored batch takes the whole-batch comparison path. With
+    # more workers, the join against the store's index runs in as many threads.
     serials = [f"L{i:04d}" for i in range(150)]
     first = create_ok(cli, write_csv("big.csv", products_csv(serials)))
     text = products_csv([*serials[::-1], "NEW1"])
-    r = create(cli, write_csv("big2.csv", text), "--skip-invalid", "--json")
+    r = create(cli, write_csv("big2.csv", text), "--skip-invalid", "--json", "--workers", workers)
     assert r.exit_code == EXIT_OK, r.output
     s = json.loads(r.stdout)
     assert (s["products"], s["rejected"]) == (1, 150)

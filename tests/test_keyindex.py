@@ -42,6 +42,7 @@ from provmint.store.keyindex import (
     RunWriter,
     SpillSorter,
     common_keys,
+    common_keys_split,
     equal_keys,
     merge_runs,
     plan_merge,
@@ -289,6 +290,79 @@ def test_common_keys_same_at_any_fence_stride(
                 assert joined(stride) == dense
             finally:
                 keyindex._SPARSE_FENCE_STRIDE = original
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    stores=st.lists(ENTRIES, min_size=1, max_size=3),
+    probes=ENTRIES,
+    cuts=st.lists(KEYS, max_size=4),
+    block=st.integers(1, 5),
+    stride=st.integers(1, 4),
+)
+def test_common_keys_split_by_key_range_equals_whole(
+    stores: list[list[tuple[int, int]]],
+    probes: list[tuple[int, int]],
+    cuts: list[int],
+    block: int,
+    stride: int,
+) -> None:
+    """Joining key ranges that cover the key space, one after the other, finds exactly
+    what one whole join finds (in the same order): the store's duplicate check may split
+    it among processes."""
+    with scratch() as d:
+        for i, store in enumerate(stores):
+            write_run(d / f"s{i}.run", store).close()
+        with write_run(d / "p.run", probes) as probe:
+            others = [KeyRun.open(d / f"s{i}.run", fence_stride=stride) for i in range(len(stores))]
+            try:
+
+                def flat(matches: Iterator[Any]) -> list[tuple[int, ...]]:
+                    return [
+                        (int(k), int(r), int(o), int(orow))
+                        for m in matches
+                        for k, r, o, orow in zip(m.keys, m.rows, m.other, m.other_rows, strict=True)
+                    ]
+
+                whole = flat(common_keys(probe, others, block_rows=block))
+                bounds = [0, *sorted(set(cuts)), None]
+                split = []
+                for low, high in itertools.pairwise(bounds):
+                    if high is not None and high <= low:
+                        continue
+                    found = flat(common_keys(probe, others, block_rows=block, low=low, high=high))
+                    assert all(low <= k and (high is None or k < high) for k, *_ in found)
+                    split += found
+                assert split == whole
+                for parts in (1, 2, 3, 5):
+                    threaded = common_keys_split(probe, others, parts=parts, block_rows=block)
+                    assert flat(threaded) == whole
+            finally:
+                for other in others:
+                    other.close()
+
+
+def test_common_keys_split_stops_its_threads_and_passes_their_errors_on(workdir: Path) -> None:
+    """A reader that stops early stops the threads (each is held a few blocks ahead); a
+    run that fails to read in a thread raises in the reader."""
+    import threading
+
+    entries = [(k, k) for k in range(0, 40_000, 2)]
+    probe = write_run(workdir / "p.run", entries)
+    store = write_run(workdir / "s.run", entries)
+    before = threading.active_count()
+    matches = common_keys_split(probe, [store], parts=3, block_rows=100, ahead=1)
+    assert len(next(matches)) >= 100
+    assert threading.active_count() == before + 3
+    matches.close()
+    assert threading.active_count() == before
+    with open(workdir / "s.run", "r+b") as fh:  # cut short after it was opened
+        fh.truncate(keyindex.HEADER_SIZE + 4 * len(entries))
+    with pytest.raises(StoreCorruptError, match="shorter"):
+        list(common_keys_split(probe, [store], parts=3, block_rows=100))
+    assert threading.active_count() == before
+    probe.close()
+    store.close()
 
 
 @settings(max_examples=100, deadline=None)

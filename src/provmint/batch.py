@@ -360,7 +360,9 @@ class _MintRun:
         identities = Identities(self.staged.work, first.first_records)
         for found in in_file_duplicates(keys, identities):
             self.problems.add(found)
-        for found in store_duplicates(keys, identities, self.catalog().finder):
+        # The workers are idle by now: the join takes as many threads as they were.
+        threads = self.job.settings.workers
+        for found in store_duplicates(keys, identities, self.catalog().finder, threads=threads):
             self.problems.add(found)
         self.job.report("check", 1, 1)
         return _Minted(first, keys)

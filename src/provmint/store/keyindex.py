@@ -66,6 +66,7 @@ __all__ = [
     "RunWriter",
     "SpillSorter",
     "common_keys",
+    "common_keys_split",
     "equal_keys",
     "merge_runs",
     "plan_merge",
@@ -1136,11 +1137,19 @@ def equal_keys(run: KeyRun, *, block_rows: int = BLOCK_ROWS) -> Iterator[KeyBloc
 
 
 def common_keys(
-    run: KeyRun, others: Sequence[KeyRun], *, block_rows: int = BLOCK_ROWS
+    run: KeyRun,
+    others: Sequence[KeyRun],
+    *,
+    block_rows: int = BLOCK_ROWS,
+    low: int = 0,
+    high: int | None = None,
 ) -> Iterator[KeyMatches]:
     """Keys of ``run`` present in any of ``others`` (store duplicate candidates), with
     the rows on both sides: a streaming merge-join, in blocks of about ``block_rows``
     matches, in (key, row) order (each block sorted by key, row, other, other row).
+
+    Only keys from ``low`` up to ``high`` (excluded; None: to the end) are joined, so
+    that the key space can be split among processes.
 
     Memory stays a few blocks per input, plus the largest group of one key in ``others``
     (store runs hold unique products: only a hash collision makes such a group). The
@@ -1150,6 +1159,7 @@ def common_keys(
     import numpy as np
 
     probe = _Cursor(run, block_rows)
+    probe.drop_below(low)
     cursors = [_Cursor(other, block_rows) for other in others]
     out: list[KeyMatches] = []
     held = 0
@@ -1158,7 +1168,11 @@ def common_keys(
             if not probe.more:
                 break
             probe.fill()
+            probe.drop_below(low)
+            continue
         first = int(probe.keys[0])
+        if high is not None and first >= high:
+            break
         for cursor in cursors:
             cursor.drop_below(first)
             if not len(cursor) and cursor.more:
@@ -1169,6 +1183,8 @@ def common_keys(
         # Probe keys below every pending input's last buffered key see all their matches.
         bound = min(int(c.keys[-1]) for c in pending) if pending else None
         cut = len(probe) if bound is None else int(probe.keys.searchsorted(np.uint64(bound)))
+        if high is not None:  # (at least one key: the first is below high)
+            cut = min(cut, int(probe.keys.searchsorted(np.uint64(high))))
         if cut == 0:  # the next probe key is the last buffered key of some input
             for cursor in pending:
                 if int(cursor.keys[-1]) <= first:
@@ -1183,6 +1199,68 @@ def common_keys(
                 out, held = [], 0
     if out:
         yield _concat_matches(out)
+
+
+def common_keys_split(
+    run: KeyRun,
+    others: Sequence[KeyRun],
+    *,
+    parts: int,
+    block_rows: int = BLOCK_ROWS,
+    ahead: int = 4,
+) -> Iterator[KeyMatches]:
+    """:func:`common_keys`, the key space cut into ``parts`` ranges of as many keys of
+    ``run`` each, joined side by side in threads (``pread`` and numpy's searches release
+    the GIL), yielded range after range: the same matches in the same order as one
+    whole join. A range's thread stops ``ahead`` blocks ahead of the reader, so memory
+    stays bounded when the matches are many (a file minted again)."""
+    import queue
+    import threading
+
+    cuts = sorted({int(run.read(run.count * i // parts, run.count * i // parts + 1).keys[0])
+                   for i in range(1, parts)} if run.count else set())  # fmt: skip
+    ranges = list(zip([0, *cuts], [*cuts, None], strict=True))
+    if len(ranges) == 1:
+        yield from common_keys(run, others, block_rows=block_rows)
+        return
+    stop = threading.Event()
+    queues: list[queue.Queue[KeyMatches | BaseException | None]] = [
+        queue.Queue(maxsize=ahead) for _ in ranges
+    ]
+
+    def join(low: int, high: int | None, out: queue.Queue[Any]) -> None:
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    out.put(item, timeout=0.1)
+                    return True
+            return False
+
+        try:
+            for block in common_keys(run, others, block_rows=block_rows, low=low, high=high):
+                if not put(block):
+                    return
+        except BaseException as exc:  # raised in the reader's thread
+            put(exc)
+            return
+        put(None)
+
+    threads = [
+        threading.Thread(target=join, args=(low, high, out), daemon=True)
+        for (low, high), out in zip(ranges, queues, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for out in queues:
+            while (item := out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def _join(segment: KeyBlock, cursors: list[_Cursor]) -> KeyMatches | None:
