@@ -259,3 +259,44 @@ def test_the_view_builds_the_urls_of_gs1_digital_link(
         gs1.digital_link(base, "09520123450014", serial, lot, "1lqEPkuRXPesuZNTDCWY_Q")
         for serial, lot in rows
     ]
+
+
+def test_the_view_reads_batches_of_other_columns_and_url_bases(
+    cli, keyed, tmp_path: Path, write_csv: Any
+) -> None:
+    """The view reads each set of batches with one URL base and one set of columns in
+    one go (binding on its first file alone): batches with other columns (no lot) and
+    another URL base, minted in between, each give all their rows, their own columns
+    and their own URLs."""
+    other_base = "https://other.example/q"
+    plain = write_csv("plain.csv", "gtin,serial\n09520123450014,P1\n09520123450014,P2\n")
+    ids = [
+        _mint(cli, EXAMPLE_CSV),
+        _mint(cli, plain),
+    ]
+    r = cli("batch", "create", write_csv("b3.csv", "gtin,serial\n09520123450014,Q1\n"),
+            "--url-base", other_base, "--json")  # fmt: skip
+    assert r.exit_code == EXIT_OK, r.output
+    ids.append(json.loads(r.stdout)["batch_id"])
+    lines = EXAMPLE_CSV.read_text().splitlines()
+    again = [f"{g},{s}Z,{rest}" for g, s, rest in (x.split(",", 2) for x in lines[1:])]
+    ids.append(_mint(cli, write_csv("again.csv", "\n".join([lines[0], *again]) + "\n")))
+    store = tmp_path / "store"
+    for batch_id, base in zip(ids, [BASE, BASE, other_base, BASE], strict=True):
+        part = store / "batches" / batch_id / "products" / "part-00000.parquet"
+        table = pq.read_table(part)
+        expected = [
+            gs1.digital_link(base, r["gtin"], r["serial"], r.get("lot") or "", r["token"])
+            for r in table.to_pylist()
+        ]
+        assert _view_urls(store, batch_id) == expected
+    con = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    try:
+        lots = con.execute(
+            "SELECT count(*), count(lot) FROM products WHERE filename LIKE ?", [f"%/{ids[1]}/%"]
+        ).fetchone()
+        total = con.execute("SELECT count(*) FROM products").fetchone()
+    finally:
+        con.close()
+    assert lots == (2, 0)  # no lot column in that batch: null in the view
+    assert total == (9 + 2 + 1 + 9,)
