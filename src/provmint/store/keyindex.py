@@ -551,22 +551,34 @@ class KeyRun:
 
     # -- streaming
 
-    def read(self, start: int, stop: int) -> KeyBlock:
-        """Entries ``start:stop`` read with ``pread`` (not through the map)."""
+    def read_keys(self, start: int, stop: int) -> NDArray[np.uint64]:
+        """Keys ``start:stop`` read with ``pread`` (not through the map)."""
         import numpy as np
 
         self._check_open()
         start, stop = max(0, start), min(stop, self.count)
         if stop <= start:
-            return KeyBlock(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32))
+            return np.zeros(0, dtype=np.uint64)
         assert self._fd is not None
-        n = stop - start
-        keys = _pread_exact(self._fd, 8 * n, HEADER_SIZE + 8 * start, self.path)
-        rows = _pread_exact(self._fd, 4 * n, HEADER_SIZE + 8 * self.count + 4 * start, self.path)
-        return KeyBlock(
-            np.frombuffer(keys, dtype="<u8").astype(np.uint64, copy=False),
-            np.frombuffer(rows, dtype="<u4").astype(np.uint32, copy=False),
-        )
+        keys = _pread_exact(self._fd, 8 * (stop - start), HEADER_SIZE + 8 * start, self.path)
+        return np.frombuffer(keys, dtype="<u8").astype(np.uint64, copy=False)
+
+    def read_rows(self, start: int, stop: int) -> NDArray[np.uint32]:
+        """Rows ``start:stop`` read with ``pread`` (not through the map)."""
+        import numpy as np
+
+        self._check_open()
+        start, stop = max(0, start), min(stop, self.count)
+        if stop <= start:
+            return np.zeros(0, dtype=np.uint32)
+        assert self._fd is not None
+        offset = HEADER_SIZE + 8 * self.count + 4 * start
+        rows = _pread_exact(self._fd, 4 * (stop - start), offset, self.path)
+        return np.frombuffer(rows, dtype="<u4").astype(np.uint32, copy=False)
+
+    def read(self, start: int, stop: int) -> KeyBlock:
+        """Entries ``start:stop`` read with ``pread`` (not through the map)."""
+        return KeyBlock(self.read_keys(start, stop), self.read_rows(start, stop))
 
     def blocks(self, block_rows: int = BLOCK_ROWS) -> Iterator[KeyBlock]:
         """The entries in order, ``block_rows`` at a time (the last block may be shorter;
@@ -916,14 +928,21 @@ class SpillSorter:
 
 class _Cursor:
     """A run read front to back in blocks: the buffered, not yet consumed entries are
-    ``keys``/``rows``; ``position`` is the next entry to read from the file."""
+    ``keys``/``rows``; ``position`` is the next entry to read from the file.
 
-    def __init__(self, run: KeyRun, block_rows: int, row_offset: int = 0) -> None:
+    ``keys_only``: the rows are not read with the keys (``rows`` stays empty), but for
+    the entries asked of :meth:`rows_at`: a merge-join needs the rows of its few matches
+    only, and the keys are two thirds of a run's bytes."""
+
+    def __init__(
+        self, run: KeyRun, block_rows: int, row_offset: int = 0, *, keys_only: bool = False
+    ) -> None:
         import numpy as np
 
         self.run = run
         self.block_rows = max(1, block_rows)
         self.row_offset = row_offset
+        self.keys_only = keys_only
         self.position = 0
         self.keys: NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
         self.rows: NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
@@ -940,6 +959,11 @@ class _Cursor:
         """Read the next block and append it to the buffer."""
         import numpy as np
 
+        if self.keys_only:
+            keys = self.run.read_keys(self.position, self.position + self.block_rows)
+            self.position += len(keys)
+            self.keys = np.concatenate([self.keys, keys]) if len(self.keys) else keys
+            return
         block = self.run.read(self.position, self.position + self.block_rows)
         self.position += len(block.keys)
         rows = block.rows
@@ -953,6 +977,16 @@ class _Cursor:
             self.rows = np.concatenate([self.rows, rows])
         else:
             self.keys, self.rows = block.keys, rows
+
+    def rows_at(self, index: NDArray[np.int64]) -> NDArray[np.uint32]:
+        """The rows of buffered entries ``index`` (positions in the buffer); read from
+        the file, all in one read, when the cursor reads keys only."""
+        if not self.keys_only or not len(index):
+            return self.rows[index]
+        first = self.position - len(self.keys)  # the file position of keys[0]
+        low, high = int(index.min()), int(index.max()) + 1
+        rows = self.run.read_rows(first + low, first + high)
+        return rows[index - low]
 
     def take(self, n: int) -> KeyBlock:
         """Remove and return the first ``n`` buffered entries."""
@@ -1160,7 +1194,7 @@ def common_keys(
 
     probe = _Cursor(run, block_rows)
     probe.drop_below(low)
-    cursors = [_Cursor(other, block_rows) for other in others]
+    cursors = [_Cursor(other, block_rows, keys_only=True) for other in others]
     out: list[KeyMatches] = []
     held = 0
     while True:
@@ -1284,7 +1318,7 @@ def _join(segment: KeyBlock, cursors: list[_Cursor]) -> KeyMatches | None:
                 np.repeat(segment.keys[where], counts),
                 np.repeat(segment.rows[where], counts),
                 np.full(int(counts.sum()), index, dtype=np.uint32),
-                cursor.rows[_ranges(starts, counts)],
+                cursor.rows_at(_ranges(starts, counts)),
             )
         )
     return _concat_matches(parts) if parts else None
