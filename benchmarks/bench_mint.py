@@ -12,6 +12,7 @@ and the start-up time of ``provmint --help``.
     python benchmarks/bench_mint.py --rows 1000000 10000000  # and 10M (one round)
     python benchmarks/bench_mint.py --rows 1000000 10000000 --big   # and 30M
     python benchmarks/bench_mint.py --rows 200000 --rounds 5 --json
+    python benchmarks/bench_mint.py --rounds 1 --days 30     # then 1M a day, 30 days
 
 Targets (2-core machine): at 1M, wall <= 0.35 x reference and peak RSS <= 1 GB; at 10M,
 peak RSS <= 1.5 GB and time per product within 1.15 x of 1M; flat memory at 30M;
@@ -145,6 +146,38 @@ def measure_size(
     return figures
 
 
+def measure_days(
+    work: Path, days: int, rows: int, workers: int, env: dict[str, str], keep: Path | None
+) -> list[dict[str, Any]]:
+    """A ``rows``-product batch a day into one store, ``days`` times (a factory's daily
+    order into its growing store; every CSV made before the timing): wall time and peak
+    RSS of each day's mint, with the products the store held before it. The store is
+    ``keep`` if given (kept afterwards; days it already holds are not minted again)."""
+    store = keep or work / "store-days"
+    first = len(list((store / "batches").glob("*"))) if keep and store.exists() else 0
+    csvs = []
+    for day in range(first, first + days):
+        csvs.append(work / f"day-{day}.csv")
+        write_csv(csvs[-1], rows, seed=1000 + day)  # other seeds, other serials
+    out = []
+    try:
+        for day, csv in enumerate(csvs, start=first):
+            wall, rss, stdout = run_measured(mint_command(csv, store, workers), env)
+            if json.loads(stdout)["products"] != rows:
+                raise SystemExit(
+                    f"day {day + 1}: minted {json.loads(stdout)['products']} of {rows}"
+                )
+            out.append({"day": day + 1, "store_before": day * rows, "wall_s": round(wall, 3),
+                        "peak_rss_mb": round(rss, 1)})  # fmt: skip
+            print(f"day {day + 1}: {day * rows:,} products before, {wall:.2f} s, peak {rss:.0f} MB",
+                  file=sys.stderr)  # fmt: skip
+            csv.unlink()
+    finally:
+        if keep is None:
+            shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -164,6 +197,18 @@ def main() -> int:
         type=int,
         default=1_000_000,
         help="run the reference for sizes up to this many rows (it holds a batch in memory)",
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=0,
+        help="then mint a 1M batch a day into one store for this many days (each day's wall "
+        "against the first: does minting slow down as the store grows?)",
+    )
+    parser.add_argument(
+        "--days-store",
+        type=Path,
+        help="mint the days into this store and keep it (a later run adds more days)",
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -197,6 +242,11 @@ def main() -> int:
             )
             for rows in sizes
         ]
+        daily = (
+            measure_days(work, args.days, 1_000_000, args.workers, env, args.days_store)
+            if args.days
+            else []
+        )
         figures = {
             "workers": args.workers,
             "native_hashing": NATIVE,
@@ -204,6 +254,8 @@ def main() -> int:
             "sizes": results,
             "help_s": round(help_time(env), 3),
         }
+        if daily:
+            figures["days"] = daily
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -226,6 +278,13 @@ def main() -> int:
             f"{f['rows']:>12,} {f['wall_s']:>8.2f} {f['products_per_s']:>11,} "
             f"{f['us_per_product']:>11.3f} {per:>10.2f} {f['peak_rss_mb']:>8.0f} {ref}"
         )
+    if daily:
+        print(f"\n1M a day into one store{'':>14} {'wall s':>8} {'x day 1':>8} {'peak MB':>8}")
+        for d in daily:
+            print(
+                f"day {d['day']:>3} ({d['store_before']:>11,} before) {d['wall_s']:>8.2f} "
+                f"{d['wall_s'] / daily[0]['wall_s']:>8.2f} {d['peak_rss_mb']:>8.0f}"
+            )
     print(f"provmint --help {figures['help_s']:.3f} s (target < 0.3)")
     print(
         "targets: 1M ratio <= 0.35 and peak <= 1 GB; 10M peak <= 1.5 GB and us/product "
