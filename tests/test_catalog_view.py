@@ -352,3 +352,34 @@ def test_a_failed_reload_leaves_the_finder_it_replaces_whole(tmp_path: Path) -> 
         runs = [run for index in first.runs.values() for run in index.runs]
         first.close()
         assert all(run.closed for run in runs)
+
+
+def test_the_audits_index_read_reads_each_run_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``batch_entries`` (the audit's read of the index) reads each live run whole once,
+    with no lookup fences before (they read the keys once more)."""
+    from provmint.store import keyindex
+    from provmint.store.lookup import batch_entries
+
+    with example_store(tmp_path) as (cfg, _):
+        _second_batch(cfg, tmp_path)
+        store = Store.open(cfg.store)
+        read: dict[str, int] = {}
+        original = keyindex._pread_exact
+
+        def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
+            read[path.name] = read.get(path.name, 0) + size
+            return original(fd, size, offset, path)
+
+        monkeypatch.setattr(keyindex, "_pread_exact", counting)
+        with store.connect(write=False) as con:
+            batch = store.batches(con)[1]
+            found = batch_entries(store, con, batch)
+            listed = [e for entries in read_catalog_view(store, con).runs.values() for e in entries]
+        assert {kind: len(block.keys) for kind, block in found.items()} == {
+            keyindex.RunKind.KEY: 9,
+            keyindex.RunKind.TOKEN: 9,
+        }
+        fence = 8  # the one key of the scan fence
+        assert read == {e.name: keyindex.HEADER_SIZE + fence + 12 * e.entries for e in listed}

@@ -345,7 +345,10 @@ def batch_entries(
     for kind, entries in index_runs(con).items():
         pieces: list[KeyBlock] = []
         for entry in entries:
-            with KeyRun.open(store.index_dir / entry.name, kind=kind) as run:
+            # Streamed, not looked up in: no lookup fences (they would read the keys
+            # once more before the whole run is read and checked).
+            path = store.index_dir / entry.name
+            with KeyRun.open(path, kind=kind, fence_stride=SCAN_FENCE_STRIDE) as run:
                 if run.count != entry.entries:
                     raise StoreCorruptError(
                         damaged(f"{run.count} entries, the catalog lists {entry.entries}", run.path)
