@@ -438,11 +438,11 @@ class StagedBatch:
         """Every chunk's run of ``kind`` merged into one (the chunk runs are removed): in
         a worker process, idle once the pass is done (the two kinds' merges, started
         from two threads of this one, then run side by side without sharing its GIL)."""
-        from provmint.store.keyindex import KeyRun
+        from provmint.store.keyindex import SCAN_FENCE_STRIDE, KeyRun
 
-        return KeyRun.open(
-            Path(self.runner.call(merge_chunk_runs, str(self.work), result.chunks, kind))
-        )
+        merged = self.runner.call(merge_chunk_runs, str(self.work), result.chunks, kind)
+        # Streamed by the duplicate checks and the index update, never looked up in.
+        return KeyRun.open(Path(merged), fence_stride=SCAN_FENCE_STRIDE)
 
     def assemble_tree(self, result: MintPass) -> bytes:
         """Write tree.bin from the spilled levels; returns the root."""
@@ -508,7 +508,7 @@ def merge_chunk_runs(work: str, chunks: int, kind: RunKind) -> str:
     """Merge the runs of ``kind`` that chunks ``0..chunks - 1`` left in ``work`` into one
     run file there, remove them, and return its path (run in a worker process)."""
     from provmint.engine import chunk_files
-    from provmint.store.keyindex import KeyRun, RunKind, RunWriter, merge_runs
+    from provmint.store.keyindex import SCAN_FENCE_STRIDE, KeyRun, RunKind, RunWriter, merge_runs
 
     paths = [
         getattr(chunk_files(work, i), "keys" if kind is RunKind.KEY else "tokens")
@@ -520,7 +520,7 @@ def merge_chunk_runs(work: str, chunks: int, kind: RunKind) -> str:
         with RunWriter(target, kind, count=0, durable=False):
             pass
         return str(target)
-    runs = [KeyRun.open(p, kind=kind) for p in paths]
+    runs = [KeyRun.open(p, kind=kind, fence_stride=SCAN_FENCE_STRIDE) for p in paths]
     try:
         merge_runs(runs, target, durable=False).close()
     finally:

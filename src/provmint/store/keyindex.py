@@ -889,11 +889,11 @@ class SpillSorter:
                 self._release()
                 _write_sorted(path, self.kind, keys, rows, durable)
                 del keys, rows
-                return KeyRun.open(path)
+                return KeyRun.open(path, fence_stride=SCAN_FENCE_STRIDE)
             if self._fill:
                 self._spill()
             self._release()
-            runs = [KeyRun.open(spill) for spill in self.spills]
+            runs = [KeyRun.open(spill, fence_stride=SCAN_FENCE_STRIDE) for spill in self.spills]
             try:
                 return merge_runs(
                     runs, path, memory_rows=memory_rows or self.memory_rows, durable=durable
@@ -1056,7 +1056,7 @@ def _merge_once(
     with RunWriter(path, runs[0].kind, count=total, durable=durable) as writer:
         for keys, rows in _merged(cursors):
             writer.append(keys, rows)
-    return KeyRun.open(path)
+    return KeyRun.open(path, fence_stride=SCAN_FENCE_STRIDE)
 
 
 def _merge_in_levels(

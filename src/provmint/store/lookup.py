@@ -472,9 +472,10 @@ class IndexMerge:
 
 def merge_index_run(merge: IndexMerge) -> str:
     """Write ``merge.target`` (durably): the absorbed runs and the batch's run merged."""
-    inputs = [KeyRun.open(Path(p), kind=merge.kind) for p in merge.absorbed]
+    stride = SCAN_FENCE_STRIDE  # streamed, never looked up in
+    inputs = [KeyRun.open(Path(p), kind=merge.kind, fence_stride=stride) for p in merge.absorbed]
     try:
-        new = KeyRun.open(Path(merge.batch_run), kind=merge.kind)
+        new = KeyRun.open(Path(merge.batch_run), kind=merge.kind, fence_stride=stride)
         try:
             offsets = [0] * len(inputs) + [merge.base]
             merge_runs([*inputs, new], merge.target, row_offsets=offsets).close()
