@@ -545,7 +545,7 @@ def test_store_duplicate_lines_with_blank_lines_and_ragged_rows(
     assert product(cli, GTIN14, "N3")["record"]["product_name"] == "two\nlines"
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
 def test_store_duplicates_of_a_large_batch(
     cli, keyed, write_csv, tmp_path: Path, workers: int
 ) -> None:

@@ -53,6 +53,8 @@ MANIFEST_FORMAT = "provmint-manifest/1"
 REJECTS_HEADER = ("row", "line", "column", "value", "code", "reason")
 POOL_MIN_BYTES = 2 << 20
 """Below this input size a process pool costs more than it saves: mint in-process."""
+JOIN_THREADS = 4
+"""Most threads the duplicate check's join against the store's index takes."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``; phases: read, check, mint, commit."""
@@ -360,8 +362,10 @@ class _MintRun:
         identities = Identities(self.staged.work, first.first_records)
         for found in in_file_duplicates(keys, identities):
             self.problems.add(found)
-        # The workers are idle by now: the join takes as many threads as they were.
-        threads = self.job.settings.workers
+        # The workers are idle by now: the join takes a thread for each (up to
+        # JOIN_THREADS: each buffers a block of every store run, and more do not help
+        # a join that reads as fast as the disk gives).
+        threads = min(self.job.settings.workers, JOIN_THREADS)
         for found in store_duplicates(keys, identities, self.catalog().finder, threads=threads):
             self.problems.add(found)
         self.job.report("check", 1, 1)
