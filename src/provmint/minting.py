@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from provmint.engine import ChunkOutcome, ChunkTask, KeyRows
     from provmint.ingest import ProductReader, RawChunk, RowProblem
     from provmint.store import Store
-    from provmint.store.keyindex import KeyRun, RunKind
+    from provmint.store.keyindex import KeyMatches, KeyRun, RunKind
     from provmint.store.lookup import ProductFinder
 
 __all__ = ["MAX_KEPT_PROBLEMS", "MintPass", "Problems", "Runner", "StagedBatch"]
@@ -664,9 +664,6 @@ def store_duplicates(
     of ``keys`` (rows are record indexes) with the store's index, confirmed against the
     stored values part by part. The join reads the store's whole index (1.2 GB at 100M
     products), so ``threads`` threads join a range of keys each."""
-    import numpy as np
-
-    from provmint.ingest import RowProblem
     from provmint.store.keyindex import KeyIndex, RunKind, common_keys_split
 
     index = finder.runs[RunKind.KEY]
@@ -674,26 +671,39 @@ def store_duplicates(
     store_runs = index.runs
     if not store_runs:
         return
-    for matches in common_keys_split(keys, store_runs, parts=threads):
-        records = matches.rows.astype(np.int64) + 1
-        gtins, serials = identities.of(records)
-        stored = _stored_identities(finder, matches.other_rows.astype(np.int64))
-        found = []
+    # Closed on the way out, however it is left, so that the join's threads stop with it.
+    with contextlib.closing(common_keys_split(keys, store_runs, parts=threads)) as joined:
+        for matches in joined:
+            found = _confirmed(matches, identities, finder)
+            if found:
+                yield found
+
+
+def _confirmed(
+    matches: KeyMatches, identities: Identities, finder: ProductFinder
+) -> list[RowProblem]:
+    """The problems of the join's ``matches`` whose stored gtin and serial are the
+    record's (the others are collisions of the 64-bit keys)."""
+    import numpy as np
+
+    from provmint.ingest import RowProblem
+
+    records = matches.rows.astype(np.int64) + 1
+    gtins, serials = identities.of(records)
+    stored = _stored_identities(finder, matches.other_rows.astype(np.int64))
+    return [
+        RowProblem(
+            record,
+            "serial",
+            serial,
+            "duplicate_in_store",
+            f"already minted in batch {batch_id} (same gtin {gtin} and serial)",
+        )
         for record, gtin, serial, (batch_id, s_gtin, s_serial) in zip(
             records.tolist(), gtins, serials, stored, strict=True
-        ):
-            if gtin == s_gtin and serial == s_serial:
-                found.append(
-                    RowProblem(
-                        record,
-                        "serial",
-                        serial,
-                        "duplicate_in_store",
-                        f"already minted in batch {batch_id} (same gtin {gtin} and serial)",
-                    )
-                )
-        if found:
-            yield found
+        )
+        if gtin == s_gtin and serial == s_serial
+    ]
 
 
 def _stored_identities(finder: ProductFinder, rows: np.ndarray) -> list[tuple[str, str, str]]:

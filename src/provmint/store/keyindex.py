@@ -33,7 +33,7 @@ import os
 import secrets
 import struct
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -1242,7 +1242,7 @@ def common_keys_split(
     parts: int,
     block_rows: int = BLOCK_ROWS,
     ahead: int = 4,
-) -> Iterator[KeyMatches]:
+) -> Generator[KeyMatches, None, None]:
     """:func:`common_keys`, the key space cut into ``parts`` ranges of as many keys of
     ``run`` each, joined side by side in threads (``pread`` and numpy's searches release
     the GIL), yielded range after range: the same matches in the same order as one
