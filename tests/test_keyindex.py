@@ -688,6 +688,25 @@ def test_check_finds_disorder_and_rows_out_of_range(workdir: Path) -> None:
         run.check()
 
 
+def test_lookups_and_joins_on_keys_out_of_order_name_the_damage(workdir: Path) -> None:
+    """A flipped bit that puts keys out of order (found by the test below): a lookup or
+    a join whose search ends before it starts raises StoreCorruptError naming the run,
+    not numpy's ValueError."""
+    entries = [(0, 0)] * 7 + [(1, 0)] * 6 + [(5, 0)]
+    raw = bytearray(spec_run(1, entries))
+    raw[1155 // 8] ^= 1 << (1155 % 8)  # a bit of the keys: one of them now sorts late
+    path = workdir / "x.run"
+    path.write_bytes(bytes(raw))
+    probe = write_run(workdir / "p.run", [(0, 0), (5, 0)])
+    with KeyRun.open(path) as run:
+        with pytest.raises(StoreCorruptError, match="out of order") as found:
+            run.find_many([0, U64, 5])
+        assert str(path) in str(found.value)
+        with pytest.raises(StoreCorruptError, match="out of order"):
+            list(common_keys(probe, [run], block_rows=64))
+    probe.close()
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_hostile_files_never_crash(data: st.DataObject) -> None:
@@ -717,10 +736,14 @@ def test_hostile_files_never_crash(data: st.DataObject) -> None:
             return
         with run:
             assert len(raw) == 64 + 12 * run.count
-            for key, _ in entries[:5]:
-                run.find(key)
-            run.find_many([0, U64, 5])
-            list(equal_keys(run, block_rows=2))
+            try:  # keys out of order may be noticed by a lookup: damage, named
+                for key, _ in entries[:5]:
+                    run.find(key)
+                run.find_many([0, U64, 5])
+                list(equal_keys(run, block_rows=2))
+                list(common_keys(run, [run], block_rows=2))
+            except StoreCorruptError as exc:
+                assert str(path) in str(exc)
             try:
                 run.check()
             except StoreCorruptError as exc:

@@ -546,6 +546,8 @@ class KeyRun:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
         starts = left[where].astype(np.int64)
         counts = self._keys.searchsorted(probes[where], "right").astype(np.int64) - starts
+        if (counts < 0).any():  # only keys out of order make a search end before it starts
+            raise _corrupt("the index run's keys are out of order", self.path)
         rows = np.array(self._rows[_ranges(starts, counts)], dtype=np.uint32)
         return np.repeat(where.astype(np.int64), counts), rows
 
@@ -1313,6 +1315,8 @@ def _join(segment: KeyBlock, cursors: list[_Cursor]) -> KeyMatches | None:
             continue
         starts = left[where].astype(np.int64)
         counts = cursor.keys.searchsorted(segment.keys[where], "right").astype(np.int64) - starts
+        if (counts < 0).any():  # only keys out of order make a search end before it starts
+            raise _corrupt("the index run's keys are out of order", cursor.run.path)
         parts.append(
             KeyMatches(
                 np.repeat(segment.keys[where], counts),
