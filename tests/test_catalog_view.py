@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,73 @@ def test_the_audits_index_read_reads_each_run_once(
         }
         fence = 8  # the one key of the scan fence
         assert read == {e.name: keyindex.HEADER_SIZE + fence + 12 * e.entries for e in listed}
+
+
+def _products(store: Store, batches: Any) -> list[tuple[str, str]]:
+    out = []
+    for batch in batches:
+        table = store.read_part(batch, 0, ["gtin", "serial"])
+        out += zip(
+            table.column("gtin").to_pylist(), table.column("serial").to_pylist(), strict=True
+        )
+    return out
+
+
+def test_a_service_answers_before_the_fences_are_read(tmp_path: Path) -> None:
+    """A serve worker's index answers at once through the map (nothing read up front),
+    and a thread then puts a finder with fences in its place; every product is found
+    before and after."""
+    from provmint.server import ProductIndex
+    from provmint.store.keyindex import KeyIndex, PointIndex, RunKind
+
+    with example_store(tmp_path) as (cfg, _):
+        store = Store.open(cfg.store)
+        index = ProductIndex(cfg)
+        assert index.finder is not None
+        products = _products(store, index.finder.batches)
+        assert all(index.find(g, s) is not None for g, s in products)  # either finder
+        assert index.fenced.wait(30)
+        (first,) = index._retired  # the first finder, replaced (closed at the next reload)
+        assert isinstance(first.runs[RunKind.KEY], PointIndex)
+        assert all(first.by_key(g, s) is not None for g, s in products)
+        assert index.finder is not None and isinstance(index.finder.runs[RunKind.KEY], KeyIndex)
+        assert all(index.find(g, s) is not None for g, s in products)
+
+
+def test_a_request_never_waits_for_a_reload_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the first fences are still read (a slow disk, made here by a delay), a
+    request's check for a changed catalog does not wait: it goes on with the finder it
+    has, and the change is loaded at a later check."""
+    import os
+    import threading
+
+    from provmint.server import ProductIndex
+    from provmint.store.lookup import ProductFinder
+
+    opened = ProductFinder.open.__func__  # type: ignore[attr-defined]
+    release = threading.Event()
+
+    def slow_open(cls: Any, store: Any, view: Any, **kw: Any) -> Any:
+        if not kw.get("point"):
+            release.wait(30)
+        return opened(cls, store, view, **kw)
+
+    with example_store(tmp_path) as (cfg, _):
+        monkeypatch.setattr(ProductFinder, "open", classmethod(slow_open))
+        index = ProductIndex(cfg)
+        store = Store.open(cfg.store)
+        os.utime(store.catalog_path, (1.0, 1.0))  # the catalog changes meanwhile
+        index._checked = 0.0
+        started = time.monotonic()
+        index.refresh()  # the fences' thread holds the reload: not waited for
+        assert time.monotonic() - started < 5
+        assert not index.fenced.is_set() and index._stamp != store.catalog_stamp()
+        release.set()
+        assert index.fenced.wait(30)
+        index._checked = 0.0
+        index.refresh()
+        assert index._stamp == store.catalog_stamp()
+        assert index.finder is not None
+        assert all(index.find(g, s) is not None for g, s in _products(store, index.finder.batches))

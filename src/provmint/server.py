@@ -55,7 +55,7 @@ from provmint.edge import (
     sigterm_returns,
     uvicorn_config,
 )
-from provmint.errors import KeyringError
+from provmint.errors import KeyringError, ProvmintError
 from provmint.keys import Keyring, load_keyring
 from provmint.products import (
     ProductRecord,
@@ -129,27 +129,56 @@ class ProductIndex:
         self.hosts: frozenset[str] = frozenset()
         """The hosts of the url bases the batches were minted and printed with."""
         self._hosts_read = 0.0
+        self.fenced = threading.Event()
+        """Set once the finder searches with fences in memory (see :meth:`reload`)."""
         self.reload()
 
     def reload(self) -> None:
         """Load batches, anchors and the finder from the catalog (shared lock, brief).
 
-        The new finder takes over the runs the current one has open (runs never change),
-        so a reload after a commit reads only the fences of the runs it wrote, and one
-        after an anchor none: its cost follows what changed, not the store's size."""
+        The first load answers at once: its finder searches the index runs through the
+        map (:class:`~provmint.store.keyindex.PointIndex`, nothing read up front), while
+        a thread reads the fences (every run's keys: 16 GB at a billion products) and
+        then puts the fenced finder in its place. Later finders take over the runs the
+        current one has open (runs never change), so a reload after a commit reads only
+        the fences of the runs it wrote, and one after an anchor none."""
         with self._reloading:
             self._reload()
 
     def _reload(self) -> None:
         stamp = self.store.catalog_stamp()
+        first = self.finder is None and not self.fenced.is_set()
         batches: list[BatchInfo] = []
         anchors: dict[int, dict[str, Any] | None] = {}
         finder = None
         if stamp != (0.0, 0):
             with catalog_view(self.settings) as (store, view):
-                finder = ProductFinder.open(store, view, reuse=self.finder)
+                finder = ProductFinder.open(store, view, point=first, reuse=self.finder)
             batches = list(view.batches)
             anchors = {b.seq: anchor_section(view.anchor_for_batch(b.seq), b) for b in batches}
+        self._install(stamp, batches, anchors, finder)
+        if finder is None or not first:
+            self.fenced.set()
+        else:
+            threading.Thread(target=self._load_fences, name="fences", daemon=True).start()
+
+    def _load_fences(self) -> None:
+        """Replace the first finder by one with fences (in a thread of its own)."""
+        try:
+            with self._reloading:
+                self._reload()
+        except ProvmintError as exc:  # lookups go on through the map; a change retries
+            logging.getLogger("uvicorn.error").warning("cannot read the index's fences: %s", exc)
+        finally:
+            self.fenced.set()
+
+    def _install(
+        self,
+        stamp: tuple[float, int],
+        batches: list[BatchInfo],
+        anchors: dict[int, dict[str, Any] | None],
+        finder: ProductFinder | None,
+    ) -> None:
         with self._lock:
             # The finder replaced may be in use by a request right now: it is closed at
             # the next reload, seconds later.
@@ -183,8 +212,13 @@ class ProductIndex:
         if now - self._checked < REFRESH_SECONDS:
             return
         self._checked = now
-        if self.store.catalog_stamp() != self._stamp:
-            self.reload()
+        if self.store.catalog_stamp() != self._stamp and self._reloading.acquire(blocking=False):
+            # (A reload already running, such as the first finder's fences being read,
+            # is not waited for in a request: the next check tries again.)
+            try:
+                self._reload()
+            finally:
+                self._reloading.release()
 
     @property
     def products(self) -> int:
