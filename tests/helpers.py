@@ -155,3 +155,19 @@ def as_store_format_v1(store: Path) -> None:
     marker = store / "STORE"
     doc = json.loads(marker.read_text())
     marker.write_text(json.dumps({**doc, "format": "provmint-store/1"}) + "\n")
+
+
+def count_index_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Bytes read from each index run file from now on (by file name): every read of a
+    run goes through ``keyindex._pread_exact``, which this counts."""
+    from provmint.store import keyindex
+
+    read: dict[str, int] = {}
+    original = keyindex._pread_exact
+
+    def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
+        read[path.name] = read.get(path.name, 0) + size
+        return original(fd, size, offset, path)
+
+    monkeypatch.setattr(keyindex, "_pread_exact", counting)
+    return read

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import EXAMPLE_CSV
-from helpers import example_store
+from helpers import count_index_reads, example_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -229,14 +229,7 @@ def test_a_streamed_finder_reads_only_fences_and_finds_the_same(
     with example_store(tmp_path) as (cfg, _):
         _second_batch(cfg, tmp_path)
         store = Store.open(cfg.store)
-        read: dict[str, int] = {}
-        original = keyindex._pread_exact
-
-        def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
-            read[path.name] = read.get(path.name, 0) + size
-            return original(fd, size, offset, path)
-
-        monkeypatch.setattr(keyindex, "_pread_exact", counting)
+        read = count_index_reads(monkeypatch)
         with store.connect(write=False) as con:
             runs = [p for p in store.index_dir.iterdir() if p.suffix == ".run"]
             assert len(runs) >= 2
@@ -294,7 +287,6 @@ def test_a_reload_takes_over_the_open_runs_and_reads_only_new_ones(
     """A service's reload (``reuse``): the runs both views list are the same open runs,
     only the new runs are read, the replaced finder still answers until closed and then
     closes only what it kept; a reload with nothing new reads nothing."""
-    from provmint.store import keyindex
     from provmint.store.lookup import ProductFinder
 
     with example_store(tmp_path) as (cfg, _):
@@ -303,14 +295,7 @@ def test_a_reload_takes_over_the_open_runs_and_reads_only_new_ones(
         first = ProductFinder.open(store, first_view)
         _small_batch(cfg, tmp_path, 4)
         view = _catalog_view(cfg)
-        read: list[str] = []
-        original = keyindex._pread_exact
-
-        def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
-            read.append(path.name)
-            return original(fd, size, offset, path)
-
-        monkeypatch.setattr(keyindex, "_pread_exact", counting)
+        read = count_index_reads(monkeypatch)
         second = ProductFinder.open(store, view, reuse=first)
         old_names = {e.name for runs in first_view.runs.values() for e in runs}
         new_names = {e.name for runs in view.runs.values() for e in runs}
@@ -326,7 +311,7 @@ def test_a_reload_takes_over_the_open_runs_and_reads_only_new_ones(
         assert _all_found(store, second, view.batches)  # its shared runs stay open
         read.clear()
         third = ProductFinder.open(store, view, reuse=second)  # an anchor: no new run
-        assert read == []
+        assert read == {}
         second.close()
         assert _all_found(store, third, view.batches)
         runs = [run for index in third.runs.values() for run in index.runs]
@@ -366,14 +351,7 @@ def test_the_audits_index_read_reads_each_run_once(
     with example_store(tmp_path) as (cfg, _):
         _second_batch(cfg, tmp_path)
         store = Store.open(cfg.store)
-        read: dict[str, int] = {}
-        original = keyindex._pread_exact
-
-        def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
-            read[path.name] = read.get(path.name, 0) + size
-            return original(fd, size, offset, path)
-
-        monkeypatch.setattr(keyindex, "_pread_exact", counting)
+        read = count_index_reads(monkeypatch)
         with store.connect(write=False) as con:
             batch = store.batches(con)[1]
             found = batch_entries(store, con, batch)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import LOCAL_VECTORS
+from helpers import count_index_reads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -248,16 +249,9 @@ def test_sparse_fences_read_key_by_key(
     monkeypatch.setattr(keyindex, "_SPARSE_FENCE_STRIDE", 4)
     entries = [(3 * i // 2, i) for i in range(count)]  # some keys twice
     write_run(workdir / "s.run", entries).close()
-    reads: list[int] = []
-    original = keyindex._pread_exact
-
-    def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
-        reads.append(size)
-        return original(fd, size, offset, path)
-
-    monkeypatch.setattr(keyindex, "_pread_exact", counting)
+    reads = count_index_reads(monkeypatch)
     with KeyRun.open(workdir / "s.run", fence_stride=stride) as run:
-        assert sum(reads) == keyindex.HEADER_SIZE + 8 * -(-count // stride)
+        assert sum(reads.values()) == keyindex.HEADER_SIZE + 8 * -(-count // stride)
         keys = [k for k, _ in entries]
         assert run._fences.tolist() == keys[::stride]
         for key in range(-(-3 * count // 2) + 2):
@@ -933,14 +927,7 @@ def test_index_merges_read_each_input_once(workdir: Path, monkeypatch: pytest.Mo
     batch = [(int(k), i) for i, k in enumerate(rng.integers(0, U64, 700, dtype=np.uint64))]
     write_run(workdir / "stored.run", stored).close()
     write_run(workdir / "batch.run", batch).close()
-    read: dict[str, int] = {}
-    original = keyindex._pread_exact
-
-    def counting(fd: int, size: int, offset: int, path: Path) -> bytes:
-        read[path.name] = read.get(path.name, 0) + size
-        return original(fd, size, offset, path)
-
-    monkeypatch.setattr(keyindex, "_pread_exact", counting)
+    read = count_index_reads(monkeypatch)
     merge = IndexMerge(
         RunKind.KEY, (str(workdir / "stored.run"),), str(workdir / "batch.run"), 3000,
         str(workdir / "new.run"),
