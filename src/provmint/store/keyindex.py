@@ -557,26 +557,31 @@ class KeyRun:
         """Keys ``start:stop`` read with ``pread`` (not through the map)."""
         import numpy as np
 
-        self._check_open()
-        start, stop = max(0, start), min(stop, self.count)
-        if stop <= start:
-            return np.zeros(0, dtype=np.uint64)
-        assert self._fd is not None
-        keys = _pread_exact(self._fd, 8 * (stop - start), HEADER_SIZE + 8 * start, self.path)
-        return np.frombuffer(keys, dtype="<u8").astype(np.uint64, copy=False)
+        keys: NDArray[np.uint64] = self._read_section(start, stop, HEADER_SIZE, np.uint64)
+        return keys
 
     def read_rows(self, start: int, stop: int) -> NDArray[np.uint32]:
         """Rows ``start:stop`` read with ``pread`` (not through the map)."""
         import numpy as np
 
+        section = HEADER_SIZE + 8 * self.count
+        rows: NDArray[np.uint32] = self._read_section(start, stop, section, np.uint32)
+        return rows
+
+    def _read_section(self, start: int, stop: int, section: int, native: type) -> Any:
+        """Items ``start:stop`` of the section of little-endian ``native`` integers that
+        starts at file offset ``section`` (the keys or the rows)."""
+        import numpy as np
+
         self._check_open()
         start, stop = max(0, start), min(stop, self.count)
         if stop <= start:
-            return np.zeros(0, dtype=np.uint32)
+            return np.zeros(0, dtype=native)
         assert self._fd is not None
-        offset = HEADER_SIZE + 8 * self.count + 4 * start
-        rows = _pread_exact(self._fd, 4 * (stop - start), offset, self.path)
-        return np.frombuffer(rows, dtype="<u4").astype(np.uint32, copy=False)
+        stored = np.dtype(native).newbyteorder("<")
+        size = stored.itemsize
+        data = _pread_exact(self._fd, size * (stop - start), section + size * start, self.path)
+        return np.frombuffer(data, dtype=stored).astype(native, copy=False)
 
     def read(self, start: int, stop: int) -> KeyBlock:
         """Entries ``start:stop`` read with ``pread`` (not through the map)."""
