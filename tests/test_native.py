@@ -47,6 +47,10 @@ except ImportError:
         raise
     pytest.skip("provmint._native is not built", allow_module_level=True)
 
+LANES = [1, *([16] if native.SIMD_LANES == 16 else [])]
+"""The loops a call can ask for: one message at a time, and sixteen lanes where this CPU
+has AVX-512 (the default then; CI machines without it test the one-lane loop only)."""
+
 HOSTILE = settings(max_examples=300, deadline=None)
 KNOWN = settings(max_examples=100, deadline=None)
 REFUSED = (TypeError, ValueError, BufferError, OverflowError)
@@ -237,8 +241,8 @@ TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
 
 
 @st.composite
-def product_tables(draw: st.DrawFn) -> pa.Table:
-    rows = draw(st.integers(1, 12))
+def product_tables(draw: st.DrawFn, min_rows: int = 1, max_rows: int = 12) -> pa.Table:
+    rows = draw(st.integers(min_rows, max_rows))
     columns = {
         "gtin": draw(st.lists(GTINS, min_size=rows, max_size=rows)),
         "serial": draw(st.lists(SERIALS, min_size=rows, max_size=rows)),
@@ -267,18 +271,26 @@ def test_hash_products_equals_tokens_and_canonical(table: pa.Table, secret: byte
     assert (toks, leaves) == engine.hash_rows(ids, records, secret)
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @KNOWN
 @given(
-    # RFC 2104: a key over the 64-byte block is hashed first; tags of any length
+    # RFC 2104: a key over the 64-byte block is hashed first; tags of any length (the
+    # sixteen lanes take tags and identities that fit one block, the rest one at a time)
     secret=st.one_of(st.binary(max_size=64), st.binary(min_size=65, max_size=200)),
     ttag=st.one_of(st.binary(max_size=8), st.binary(min_size=60, max_size=140)),
     ctag=st.one_of(st.binary(max_size=8), st.binary(min_size=33, max_size=140)),
     header=st.one_of(st.binary(max_size=8), st.binary(min_size=60, max_size=140)),
-    rows=st.integers(0, 6),
+    rows=st.one_of(st.integers(0, 6), st.integers(15, 40)),  # past one and two groups of 16
     data=st.data(),
 )
 def test_hash_products_any_key_and_tags(
-    secret: bytes, ttag: bytes, ctag: bytes, header: bytes, rows: int, data: st.DataObject
+    lanes: int,
+    secret: bytes,
+    ttag: bytes,
+    ctag: bytes,
+    header: bytes,
+    rows: int,
+    data: st.DataObject,
 ) -> None:
     gtins = data.draw(st.lists(st.binary(max_size=20), min_size=rows, max_size=rows))
     serials = data.draw(st.lists(st.binary(max_size=30), min_size=rows, max_size=rows))
@@ -291,10 +303,10 @@ def test_hash_products_any_key_and_tags(
         secret, ttag, ctag, header, *arrow_column(gtins), *arrow_column(serials),
         [(prefix, *arrow_column(values)) for prefix, values in fields],
     )  # fmt: skip
-    got = native.hash_products(*args)
+    got = native.hash_products(*args, False, lanes)
     assert got == ref_products(secret, ttag, ctag, header, gtins, serials, fields)
     # With payloads: each row's u32be len(record) || record || token besides.
-    toks, leaves, offsets, payloads = native.hash_products(*args, True)
+    toks, leaves, offsets, payloads = native.hash_products(*args, True, lanes)
     assert (toks, leaves) == got
     records = [
         header + b"".join(p + len(v[i]).to_bytes(4, "big") + v[i] for p, v in fields)
@@ -321,21 +333,67 @@ def test_key_hashes_equal_ingest_key_hash(pairs: list[tuple[str, str]]) -> None:
         assert got.tolist() == [ingest.key_hash(g, s) for g, s in pairs]
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @KNOWN
 @given(count=st.integers(0, 70), seed=st.binary(max_size=8))
-def test_reduce_level_equals_merkle(count: int, seed: bytes) -> None:
+def test_reduce_level_equals_merkle(lanes: int, count: int, seed: bytes) -> None:
     level = b"".join(hashlib.sha256(seed + i.to_bytes(2, "big")).digest() for i in range(count))
-    assert native.reduce_level(level) == merkle._reduce_level_py(level) == ref_reduce(level)
+    want = merkle._reduce_level_py(level)
+    assert native.reduce_level(level, lanes) == want == ref_reduce(level)
+    assert native.reduce_level(level) == want  # the default
 
 
-def test_known_answer_vectors() -> None:
+@pytest.mark.parametrize("lanes", LANES)
+@KNOWN
+@given(
+    table=product_tables(min_rows=0, max_rows=70),
+    secret=st.one_of(st.binary(min_size=32, max_size=64), st.binary(min_size=65, max_size=90)),
+)
+def test_hash_products_lanes_on_minting_inputs(lanes: int, table: pa.Table, secret: bytes) -> None:
+    """The tags and identities minting passes (the sixteen lanes' case where the CPU has
+    them), in groups of sixteen and partial ones, with fields long enough that the rows'
+    leaves take different numbers of blocks: equal to the references, payloads included."""
+    names = sorted(table.column_names, key=lambda n: n.encode("ascii"))
+    fields = [(len(n).to_bytes(1, "big") + n.encode(), *arrow_column(
+        [v.encode() for v in table.column(n).to_pylist()])) for n in names]  # fmt: skip
+    header = RECORD_MAGIC + len(names).to_bytes(2, "big")
+    gtins = [v.encode() for v in table.column("gtin").to_pylist()]
+    serials = [v.encode() for v in table.column("serial").to_pylist()]
+    args = (secret, TOKEN_TAG, COMMIT_TAG, header, *arrow_column(gtins), *arrow_column(serials),
+            fields)  # fmt: skip
+    got = native.hash_products(*args, True, lanes)
+    rows = table.to_pylist()
+    want_tokens = [tokens.make_token(secret, r["gtin"], r["serial"]) for r in rows]
+    want_leaves = [
+        merkle.leaf_hash(canonical.leaf_data(r, canonical.token_commitment(t)))
+        for r, t in zip(rows, want_tokens, strict=True)
+    ]
+    assert got[:2] == (b"".join(want_tokens), b"".join(want_leaves))
+    assert got == native.hash_products(*args, True, 1)
+
+
+def test_lanes_argument() -> None:
+    one = (b"k", b"", b"", b"", *arrow_column([b"g"]), *arrow_column([b"s"]), [])
+    for bad in (2, 8, -1, 32):
+        with pytest.raises(ValueError, match="lanes must be 0, 1 or 16"):
+            native.hash_products(*one, False, bad)
+        with pytest.raises(ValueError, match="lanes must be 0, 1 or 16"):
+            native.reduce_level(bytes(64), bad)
+    assert native.SIMD_LANES in (1, 16)
+    if native.SIMD_LANES == 1:
+        with pytest.raises(ValueError, match="no AVX-512"):
+            native.reduce_level(bytes(64), 16)
+
+
+@pytest.mark.parametrize("lanes", LANES)
+def test_known_answer_vectors(lanes: int) -> None:
     """Fixed answers, independent of any reference code: HMAC-SHA256 (RFC 4231 test case
     2, truncated by the token rule) and SHA-256 of ``0x01`` || 64 zero bytes."""
     key, message = b"Jefe", b"what do ya want for nothing?"
     toks, _ = native.hash_products(key, message, b"", b"", *arrow_column([b""]),
-                                   *arrow_column([b""]), [])  # fmt: skip
+                                   *arrow_column([b""]), [], False, lanes)  # fmt: skip
     assert toks.hex() == "5bdcc146bf60754e6a042426089575c7"
-    node = native.reduce_level(bytes(64))
+    node = native.reduce_level(bytes(64), lanes)
     assert node == hashlib.sha256(b"\x01" + bytes(64)).digest()
 
 
@@ -343,12 +401,16 @@ def test_known_answer_vectors() -> None:
 
 
 @HOSTILE
-@given(level=st.binary(max_size=200), kind=st.sampled_from(BUFFER_KINDS))
-def test_reduce_level_hostile(level: bytes, kind: str) -> None:
+@given(
+    level=st.binary(max_size=1100),
+    kind=st.sampled_from(BUFFER_KINDS),
+    lanes=st.sampled_from([(), *((n,) for n in LANES)]),
+)
+def test_reduce_level_hostile(level: bytes, kind: str, lanes: tuple[int, ...]) -> None:
     arg = as_buffer(level, kind)
     raw = c_bytes(arg)
     expected = ref_reduce(raw) if raw is not None and len(raw) % 32 == 0 else None
-    outcome(lambda: native.reduce_level(arg), expected)
+    outcome(lambda: native.reduce_level(arg, *lanes), expected)
 
 
 @HOSTILE
@@ -493,9 +555,10 @@ def test_hash_products_hostile(data: st.DataObject) -> None:
         secret_b, ttag_b, ctag_b, header_b = (s or b"" for s in scalars)
         expected = ref_products(secret_b, ttag_b, ctag_b, header_b, gtin.values, serial.values,
                                 [f for _, f in drawn if f is not None])  # fmt: skip
+    lanes = data.draw(st.sampled_from([(), *((False, n) for n in LANES)]))
     outcome(
         lambda: native.hash_products(secret, ttag, ctag, header, gtin.offsets, gtin.data,
-                                     serial.offsets, serial.data, field_arg),
+                                     serial.offsets, serial.data, field_arg, *lanes),
         expected,
     )  # fmt: skip
 
