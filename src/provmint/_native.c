@@ -85,7 +85,28 @@ sha256_of(const void *data, size_t len, unsigned char *out)
 static inline void
 copy_bytes(unsigned char *dst, const unsigned char *src, size_t len)
 {
-    if (len) /* memcpy(_, NULL, 0) is undefined, and empty buffers may have no address */
+    /* Most values are short: up to 32 bytes they move in two overlapping fixed-size copies
+     * (loads and stores, where a call to memcpy per value cost more than the bytes). Reads
+     * src[0, len) and writes dst[0, len) only. memcpy(_, NULL, 0) is undefined, and empty
+     * buffers may have no address: nothing is touched for len 0. */
+    if (len >= 16 && len <= 32) {
+        memcpy(dst, src, 16);
+        memcpy(dst + len - 16, src + len - 16, 16);
+    }
+    else if (len >= 8 && len < 16) {
+        memcpy(dst, src, 8);
+        memcpy(dst + len - 8, src + len - 8, 8);
+    }
+    else if (len >= 4 && len < 8) {
+        memcpy(dst, src, 4);
+        memcpy(dst + len - 4, src + len - 4, 4);
+    }
+    else if (len > 0 && len < 4) {
+        dst[0] = src[0];
+        dst[len / 2] = src[len / 2];
+        dst[len - 1] = src[len - 1];
+    }
+    else if (len > 32)
         memcpy(dst, src, len);
 }
 
@@ -297,6 +318,11 @@ static const uint32_t SHA256_K[64] = {
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
+/* ror(x, r1) ^ ror(x, r2) ^ last: the sigma functions (a macro: the rotations take
+ * immediates). 0x96 is the truth table of a three-way XOR. */
+#define X16_SIGMA(x, r1, r2, last) \
+    _mm512_ternarylogic_epi32(_mm512_ror_epi32(x, r1), _mm512_ror_epi32(x, r2), last, 0x96)
+
 /* One block in every lane: ``s`` (eight state words a lane) += the rounds over ``in``
  * (sixteen message words a lane, already big-endian decoded). FIPS 180-4, 6.2.2. */
 X16 static inline void
@@ -311,23 +337,18 @@ x16_compress(__m512i s[8], const __m512i in[16])
         __m512i wi = w[i & 15];
         if (i >= 16) {
             __m512i w15 = w[(i + 1) & 15], w2 = w[(i + 14) & 15];
-            /* 0x96: a ^ b ^ c; 0xCA: a ? b : c (Ch); 0xE8: majority (Maj) */
-            __m512i s0 = _mm512_ternarylogic_epi32(_mm512_ror_epi32(w15, 7), _mm512_ror_epi32(w15, 18),
-                                                   _mm512_srli_epi32(w15, 3), 0x96);
-            __m512i s1 = _mm512_ternarylogic_epi32(_mm512_ror_epi32(w2, 17), _mm512_ror_epi32(w2, 19),
-                                                   _mm512_srli_epi32(w2, 10), 0x96);
+            __m512i s0 = X16_SIGMA(w15, 7, 18, _mm512_srli_epi32(w15, 3));
+            __m512i s1 = X16_SIGMA(w2, 17, 19, _mm512_srli_epi32(w2, 10));
             wi = _mm512_add_epi32(_mm512_add_epi32(wi, s0), _mm512_add_epi32(w[(i + 9) & 15], s1));
             w[i & 15] = wi;
         }
-        __m512i big1 = _mm512_ternarylogic_epi32(_mm512_ror_epi32(e, 6), _mm512_ror_epi32(e, 11),
-                                                 _mm512_ror_epi32(e, 25), 0x96);
-        __m512i ch = _mm512_ternarylogic_epi32(e, f, g, 0xCA);
+        __m512i big1 = X16_SIGMA(e, 6, 11, _mm512_ror_epi32(e, 25));
+        __m512i ch = _mm512_ternarylogic_epi32(e, f, g, 0xCA); /* e ? f : g */
         __m512i t1 = _mm512_add_epi32(
             _mm512_add_epi32(h, big1),
             _mm512_add_epi32(ch, _mm512_add_epi32(wi, _mm512_set1_epi32((int)SHA256_K[i]))));
-        __m512i big0 = _mm512_ternarylogic_epi32(_mm512_ror_epi32(a, 2), _mm512_ror_epi32(a, 13),
-                                                 _mm512_ror_epi32(a, 22), 0x96);
-        __m512i t2 = _mm512_add_epi32(big0, _mm512_ternarylogic_epi32(a, b, c, 0xE8));
+        __m512i big0 = X16_SIGMA(a, 2, 13, _mm512_ror_epi32(a, 22));
+        __m512i t2 = _mm512_add_epi32(big0, _mm512_ternarylogic_epi32(a, b, c, 0xE8)); /* Maj */
         h = g;
         g = f;
         f = e;
@@ -383,8 +404,8 @@ x16_store(const __m512i s[8], int words, int lanes, unsigned char *out, size_t s
 X16 static inline __m512i
 x16_lane_offsets(size_t stride)
 {
-    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                              _mm512_set1_epi32((int)stride));
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)stride));
 }
 
 /* SHA-256 padding after the ``len`` bytes at ``msg``, which follow ``before`` bytes already
@@ -1207,7 +1228,9 @@ key_hashes(PyObject *self, PyObject *args)
         unsigned char block[40];
         memset(block, 0, sizeof block);
         memcpy(block, value_at(&gtin, i), GTIN_BYTES);
-        copy_bytes(block + GTIN_BYTES, value_at(&serial, i), value_len(&serial, i));
+        size_t serial_len = value_len(&serial, i); /* at most SERIAL_MAX: checked above */
+        copy_bytes(block + GTIN_BYTES, value_at(&serial, i),
+                   serial_len > SERIAL_MAX ? 0 : serial_len);
         uint64_t h = 0x9E3779B97F4A7C15ULL;
         for (int w = 0; w < 5; w++) {
             h ^= load_u64le(block + w * 8);
