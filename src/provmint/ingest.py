@@ -1619,8 +1619,8 @@ def _validate(names: list[str], cols: list[Any], valid: Any, out: _Found) -> tup
     return gtin14, valid, identity
 
 
-_ALNUM_BYTES = bytes(int(chr(b).isascii() and chr(b).isalnum()) for b in range(256))
-"""1 for the bytes of ASCII letters and digits, 0 for every other byte."""
+_ALNUM_BYTES = bytes(b for b in range(256) if chr(b).isascii() and chr(b).isalnum())
+"""The bytes of ASCII letters and digits."""
 
 
 def _all_short_alnum(values: Any, longest: int) -> bool:
@@ -1640,9 +1640,10 @@ def _all_short_alnum(values: Any, longest: int) -> bool:
     lengths = np.diff(offsets)
     if lengths.min() < 1 or lengths.max() > longest:
         return False
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-    table = np.frombuffer(_ALNUM_BYTES, dtype=np.uint8)
-    return bool(table[data].all())
+    data = memoryview(data_buffer)[offsets[0] : offsets[-1]]
+    # Nothing left once every letter and digit is deleted: one pass in C (a numpy table
+    # lookup took six times as long).
+    return not bytes(data).translate(None, _ALNUM_BYTES)
 
 
 def _in_file_duplicates(keys: np.ndarray, ident: Any) -> list[tuple[int, int]]:
