@@ -423,8 +423,8 @@ pad_message(unsigned char *msg, size_t len, size_t before)
     return (int)blocks;
 }
 
-/* reduce_level's pairs ``first`` .. ``first`` + lanes - 1, hashed as 0x01 || l || r. ``scratch``
- * is LANES x 128 bytes, prepared by x16_pairs_scratch. */
+/* reduce_level's pairs ``first`` .. ``first`` + lanes - 1, hashed as 0x01 || l || r.
+ * ``scratch`` holds LANES padded two-block messages (laid out by x16_reduce). */
 X16 static void
 x16_pairs(const unsigned char *src, Py_ssize_t first, int lanes, unsigned char *scratch,
           unsigned char *dst)
