@@ -372,6 +372,27 @@ def test_hash_products_lanes_on_minting_inputs(lanes: int, table: pa.Table, secr
     assert got == native.hash_products(*args, True, 1)
 
 
+@pytest.mark.parametrize("lanes", LANES)
+def test_long_and_short_leaves_in_one_call(lanes: int) -> None:
+    """A leaf input past what the lanes lay out (1 MB) sends the call to the one-at-a-time
+    loop; short and long rows in one call give the reference's answers either way."""
+    values = [b"v" * n for n in (0, 3, 64, 200, (1 << 20) + 5, 7)]
+    gtins = [f"{i:014d}".encode() for i in range(len(values))]
+    serials = [f"S{i}".encode() for i in range(len(values))]
+    fields = [(b"\x04note", values)]
+    args = (b"k" * 32, TOKEN_TAG, COMMIT_TAG, RECORD_MAGIC + b"\x00\x01",
+            *arrow_column(gtins), *arrow_column(serials),
+            [(p, *arrow_column(v)) for p, v in fields])  # fmt: skip
+    want = ref_products(b"k" * 32, TOKEN_TAG, COMMIT_TAG, RECORD_MAGIC + b"\x00\x01", gtins,
+                        serials, fields)  # fmt: skip
+    assert native.hash_products(*args, False, lanes) == want
+    # The first four rows alone fit the lanes: the same answers as within the long call.
+    short = (*args[:4], *arrow_column(gtins[:4]), *arrow_column(serials[:4]),
+             [(p, *arrow_column(v[:4])) for p, v in fields])  # fmt: skip
+    toks, leaves = native.hash_products(*short, False, lanes)
+    assert (toks, leaves) == (want[0][: 4 * 16], want[1][: 4 * 32])
+
+
 def test_lanes_argument() -> None:
     one = (b"k", b"", b"", b"", *arrow_column([b"g"]), *arrow_column([b"s"]), [])
     for bad in (2, 8, -1, 32):

@@ -933,15 +933,20 @@ typedef struct {
     int64_t *pay_off;
 } products_job_t;
 
+/* The longest leaf input the sixteen lanes take (each lane's is laid out in a scratch
+ * buffer: 16 MB for all at most; the longest record minting makes is about 266 KB). */
+#define X16_LONGEST_LEAF (1 << 20)
+
 /* The sixteen-lane path applies when every fixed-length hash is one block: the identity
  * (token tag || gtin || serial) after the HMAC key's block, the commitment (a tag of whole
- * words || token), and 16 leaf inputs' offsets fit gather's int32 indices. */
+ * words || token), and no leaf input is longer than X16_LONGEST_LEAF (which also keeps
+ * the lanes' offsets within gather's int32 indices). */
 static int
 x16_fits(const minter_t *m, size_t ttag_len, const column_t *gtin, const column_t *serial,
          Py_ssize_t longest_leaf)
 {
     if (m->inner.num != ttag_len || m->ctag_len % 4 != 0 || m->ctag_len + TOKEN_BYTES > BLOCK - 9
-        || longest_leaf > (Py_ssize_t)(INT32_MAX / LANES) - 2 * BLOCK)
+        || longest_leaf > X16_LONGEST_LEAF)
         return 0;
     size_t longest_id = 0;
     for (Py_ssize_t i = 0; i < gtin->n; i++) {
