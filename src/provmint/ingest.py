@@ -1600,16 +1600,15 @@ def _validate(names: list[str], cols: list[Any], valid: Any, out: _Found) -> tup
         identity[idx] = False
 
     serial = by_name["serial"]
-    bad = np.zeros(0, dtype=np.int64)
     if not _all_short_alnum(serial, gs1.SERIAL_MAX):  # punctuation, spaces or bad lengths
         ok = pc.match_substring_regex(serial, pattern=gs1.CSET82_PATTERN)  # full CSET 82
         bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
-    for i, v in zip(bad.tolist(), pc.take(serial, pa.array(bad)).to_pylist(), strict=True):
-        p = gs1.check_serial(v)
-        if p is not None:  # pragma: no branch - the regex and the checker agree
-            out.add(i, "serial", v, p.code, p.reason)
-    valid[bad] = False
-    identity[bad] = False
+        for i, v in zip(bad.tolist(), pc.take(serial, pa.array(bad)).to_pylist(), strict=True):
+            p = gs1.check_serial(v)
+            if p is not None:  # pragma: no branch - the regex and the checker agree
+                out.add(i, "serial", v, p.code, p.reason)
+        valid[bad] = False
+        identity[bad] = False
 
     if "lot" in by_name:
         valid = _unique_check(by_name["lot"], gs1.check_lot, "lot", valid, out)
