@@ -133,7 +133,8 @@ class KeyBlock(NamedTuple):
 class KeyMatches:
     """Pairs of equal keys from :func:`common_keys`: entry ``i`` says that key ``keys[i]``
     is at row ``rows[i]`` of the probed run and at row ``other_rows[i]`` of run
-    ``others[other[i]]``. Sorted by (key, row, other, other row)."""
+    ``others[other[i]]``. Sorted by (key, row, other, other row), from one block to the
+    next too when the probed run's entries are distinct (as a run's rows are)."""
 
     keys: NDArray[np.uint64]
     rows: NDArray[np.uint32]
