@@ -252,6 +252,17 @@ def product_tables(draw: st.DrawFn, min_rows: int = 1, max_rows: int = 12) -> pa
     return pa.table({k: pa.array(v, type=pa.string()) for k, v in columns.items()})
 
 
+def core_tokens_and_leaves(rows: list[dict[str, str]], secret: bytes) -> tuple[bytes, bytes]:
+    """The rows' tokens and leaves by the pure core: ``tokens.make_token``, then
+    ``merkle.leaf_hash`` of ``canonical.leaf_data`` with the token's commitment."""
+    want_tokens = [tokens.make_token(secret, r["gtin"], r["serial"]) for r in rows]
+    want_leaves = [
+        merkle.leaf_hash(canonical.leaf_data(r, canonical.token_commitment(t)))
+        for r, t in zip(rows, want_tokens, strict=True)
+    ]
+    return b"".join(want_tokens), b"".join(want_leaves)
+
+
 @KNOWN
 @given(table=product_tables(), secret=st.binary(min_size=32, max_size=64))
 def test_hash_products_equals_tokens_and_canonical(table: pa.Table, secret: bytes) -> None:
@@ -259,13 +270,7 @@ def test_hash_products_equals_tokens_and_canonical(table: pa.Table, secret: byte
     canonical.leaf_data, row by row (and engine's pure-Python hash_rows)."""
     toks, leaves = engine.hash_table(table, secret)  # the native path (secret <= 64 bytes)
     rows = table.to_pylist()
-    want_tokens = [tokens.make_token(secret, r["gtin"], r["serial"]) for r in rows]
-    want_leaves = [
-        merkle.leaf_hash(canonical.leaf_data(r, canonical.token_commitment(t)))
-        for r, t in zip(rows, want_tokens, strict=True)
-    ]
-    assert toks == b"".join(want_tokens)
-    assert leaves == b"".join(want_leaves)
+    assert (toks, leaves) == core_tokens_and_leaves(rows, secret)
     ids = pa.array([(r["gtin"] + r["serial"]).encode() for r in rows], type=pa.binary())
     records = pa.array([canonical.encode_record(r) for r in rows], type=pa.binary())
     assert (toks, leaves) == engine.hash_rows(ids, records, secret)
@@ -362,13 +367,7 @@ def test_hash_products_lanes_on_minting_inputs(lanes: int, table: pa.Table, secr
     args = (secret, TOKEN_TAG, COMMIT_TAG, header, *arrow_column(gtins), *arrow_column(serials),
             fields)  # fmt: skip
     got = native.hash_products(*args, True, lanes)
-    rows = table.to_pylist()
-    want_tokens = [tokens.make_token(secret, r["gtin"], r["serial"]) for r in rows]
-    want_leaves = [
-        merkle.leaf_hash(canonical.leaf_data(r, canonical.token_commitment(t)))
-        for r, t in zip(rows, want_tokens, strict=True)
-    ]
-    assert got[:2] == (b"".join(want_tokens), b"".join(want_leaves))
+    assert got[:2] == core_tokens_and_leaves(table.to_pylist(), secret)
     assert got == native.hash_products(*args, True, 1)
 
 
