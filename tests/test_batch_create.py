@@ -772,6 +772,44 @@ def test_forked_and_fork_server_workers_write_the_same_batch(
     assert _batch_files(tmp_path / "b") == _batch_files(tmp_path / "a")
 
 
+def test_the_workers_exit_during_the_commit_and_are_gone_after_it(
+    keyed, write_csv, tmp_path: Path, monkeypatch
+) -> None:
+    """Once the index is written the workers have no more tasks: they are let go before
+    the batch is committed (their exit overlaps the commit), and every one of them has
+    exited when mint_batch returns."""
+    import psutil
+
+    import provmint.minting
+    import provmint.store
+
+    path = write_csv("k.csv", thousand_rows())
+    monkeypatch.setattr(provmint.engine, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(provmint.batch, "POOL_MIN_BYTES", 0)
+    events: list[str] = []
+    workers: list[psutil.Process] = []
+    release, commit = provmint.minting.Runner.release, provmint.store.Store.commit_batch
+
+    def spy_release(self: provmint.minting.Runner) -> None:
+        events.append("release")
+        pool = self.pool
+        assert pool is not None
+        workers.extend(psutil.Process(pid) for pid in pool._processes)  # type: ignore[attr-defined]
+        release(self)
+
+    def spy_commit(self: provmint.store.Store, *args: object) -> None:
+        events.append("commit")
+        commit(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(provmint.minting.Runner, "release", spy_release)
+    monkeypatch.setattr(provmint.store.Store, "commit_batch", spy_commit)
+    summary = mint_batch(path, settings=resolve_settings(store=tmp_path / "s", workers=2))
+    assert summary.products == 1000 and summary.workers == 2
+    assert events == ["release", "commit"]
+    assert len(workers) == 2
+    assert not any(worker.is_running() for worker in workers)
+
+
 @pytest.mark.parametrize(
     ("workers", "rows", "opened_after"), [(2, 1000, 4), (2, 300, 3), (1, 1000, 0)]
 )

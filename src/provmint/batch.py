@@ -404,6 +404,7 @@ class _MintRun:
             catalog.finder.products,
             run_all=self.runner.call_all,
         )
+        self.runner.release()  # the workers' last task: they exit during the commit
         try:  # (commit_batch discards the index's new runs itself if it fails)
             root = self.staged.tree_root(result)
             info = _batch_info(

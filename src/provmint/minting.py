@@ -148,6 +148,7 @@ class Runner:
         self.pool: ProcessPoolExecutor | None = None
         self._starting: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._stopping: threading.Thread | None = None
         if use_pool and threading.active_count() == 1:
             from provmint import engine  # noqa: F401  (imported before the fork: the workers have it)
             from provmint.pool import fork_pool
@@ -252,6 +253,17 @@ class Runner:
                 break
         return itertools.chain(early, tasks)
 
+    def release(self) -> None:
+        """No more tasks will come: the workers are stopped in a thread of this process,
+        which waits for them to exit (each frees hundreds of MB) while this one goes on
+        with what is left (a mint's commit); :meth:`close` waits for that thread."""
+        pool, self.pool = self._ready(), None
+        if pool is not None:
+            self._stopping = threading.Thread(
+                target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True}
+            )
+            self._stopping.start()
+
     def close(self) -> None:
         """Stop the workers (also when minting failed half-way, or they never started)."""
         if self._starting is not None:
@@ -259,6 +271,9 @@ class Runner:
             self._starting = None
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._stopping is not None:
+            self._stopping.join()
+            self._stopping = None
 
 
 # -- one pass over the file --------------------------------------------------------------
