@@ -114,6 +114,21 @@ def scratch() -> Iterator[Path]:
         yield Path(name)
 
 
+MERGE_KERNELS = ["numpy", *(["native"] if keyindex._native_merge is not None else [])]
+"""How a merge merges its blocks: numpy always, and the C merge where it is built."""
+
+
+@contextmanager
+def merge_kernel(name: str) -> Iterator[None]:
+    """Merges inside use the named kernel (hypothesis tests cannot take monkeypatch)."""
+    built = keyindex._native_merge
+    keyindex._native_merge = built if name == "native" else None
+    try:
+        yield
+    finally:
+        keyindex._native_merge = built
+
+
 def arrays(entries: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     keys = np.array([k for k, _ in entries], dtype=np.uint64)
     rows = np.array([r for _, r in entries], dtype=np.uint32)
@@ -381,6 +396,7 @@ def test_spill_sorter_equals_sorting(
         assert leftovers(d) == ["out.run"]  # spills removed
 
 
+@pytest.mark.parametrize("kernel", MERGE_KERNELS)
 @settings(max_examples=150, deadline=None)
 @given(
     parts=st.lists(ENTRIES, min_size=1, max_size=12),
@@ -389,13 +405,13 @@ def test_spill_sorter_equals_sorting(
     fan_in=st.integers(2, 13),
 )
 def test_merge_runs_equals_sorted_concatenation(
-    parts: list[list[tuple[int, int]]], offsets: list[int], memory: int, fan_in: int
+    kernel: str, parts: list[list[tuple[int, int]]], offsets: list[int], memory: int, fan_in: int
 ) -> None:
     # Up to fan_in runs are merged at once; more go through levels of scratch runs,
     # which are removed.
     parts = [[(k, min(r, U32 - 1000)) for k, r in part] for part in parts]
     offsets = offsets[: len(parts)]
-    with scratch() as d:
+    with scratch() as d, merge_kernel(kernel):
         runs = [write_run(d / f"in{i}.run", part) for i, part in enumerate(parts)]
         with merge_runs(
             runs, d / "out.run", row_offsets=offsets, memory_rows=memory, fan_in=fan_in

@@ -417,6 +417,45 @@ def test_known_answer_vectors(lanes: int) -> None:
     assert node == hashlib.sha256(b"\x01" + bytes(64)).digest()
 
 
+ENTRY_KEYS = st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1))  # ties, and anything
+ENTRIES = st.lists(st.tuples(ENTRY_KEYS, st.integers(0, 2**32 - 1)), max_size=40)
+
+
+def entry_arrays(entries: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.array([k for k, _ in entries], dtype=np.uint64)
+    return keys, np.array([r for _, r in entries], dtype=np.uint32)
+
+
+def merged_entries(keys: bytes, rows: bytes) -> list[tuple[int, int]]:
+    return list(
+        zip(
+            np.frombuffer(keys, np.uint64).tolist(),
+            np.frombuffer(rows, np.uint32).tolist(),
+            strict=True,
+        )
+    )
+
+
+@KNOWN
+@given(pieces=st.lists(ENTRIES, max_size=40))
+def test_merge_entries_equals_sorted_concatenation(pieces: list[list[tuple[int, int]]]) -> None:
+    """Any number of sorted pieces (none, empty ones, an odd number: a run left over in a
+    round), keys tied or not: every entry once, in (key, row) order."""
+    keys, rows = native.merge_entries([entry_arrays(sorted(p)) for p in pieces])
+    assert merged_entries(keys, rows) == sorted(e for p in pieces for e in p)
+
+
+@KNOWN
+@given(pieces=st.lists(ENTRIES, min_size=1, max_size=9))
+def test_merge_entries_of_unsorted_pieces_keeps_every_entry(
+    pieces: list[list[tuple[int, int]]],
+) -> None:
+    """Pieces out of order are not the contract, but they cost no entry and no memory
+    out of bounds: the result is some interleaving of them."""
+    keys, rows = native.merge_entries([entry_arrays(p) for p in pieces])
+    assert sorted(merged_entries(keys, rows)) == sorted(e for p in pieces for e in p)
+
+
 # --------------------------------------------------------------------------- hostile arguments
 
 
@@ -581,6 +620,61 @@ def test_hash_products_hostile(data: st.DataObject) -> None:
                                      serial.offsets, serial.data, field_arg, *lanes),
         expected,
     )  # fmt: skip
+
+
+@HOSTILE
+@given(data=st.data())
+def test_merge_entries_hostile(data: st.DataObject) -> None:
+    """Pieces of any buffers and shapes: the merge of valid ones, else a refusal."""
+    pieces: list[object] = []
+    expected: list[tuple[int, int]] | None = []
+    for _ in range(data.draw(st.integers(0, 4))):
+        entries = sorted(data.draw(ENTRIES))
+        keys, rows = entry_arrays(entries)
+        raw_keys, raw_rows = keys.tobytes(), rows.tobytes()
+        if data.draw(st.booleans()):  # damaged: cut short, or one entry too many
+            cut = data.draw(st.sampled_from(["keys", "rows"]))
+            extra = data.draw(st.sampled_from([b"\x00", b"\x00" * 4, b"\x00" * 8]))
+            shorter = data.draw(st.booleans())
+            if cut == "keys":
+                raw_keys = raw_keys[:-1] if raw_keys and shorter else raw_keys + extra
+            else:
+                raw_rows = raw_rows[:-1] if raw_rows and shorter else raw_rows + extra
+        key_arg = as_buffer(raw_keys, data.draw(st.sampled_from(BUFFER_KINDS)))
+        row_arg = as_buffer(raw_rows, data.draw(st.sampled_from(BUFFER_KINDS)))
+        shape = data.draw(st.sampled_from(["tuple", "list", "triple"]))
+        piece = {
+            "tuple": (key_arg, row_arg),
+            "list": [key_arg, row_arg],
+            "triple": (key_arg, row_arg, row_arg),
+        }[shape]
+        pieces.append(piece)
+        seen_keys, seen_rows = c_bytes(key_arg), c_bytes(row_arg)
+        if (
+            expected is None
+            or shape != "tuple"
+            or seen_keys is None
+            or seen_rows is None
+            or len(seen_keys) % 8
+            or len(seen_rows) % 4
+            or len(seen_keys) // 8 != len(seen_rows) // 4
+        ):
+            expected = None
+        else:
+            expected += merged_entries(seen_keys, seen_rows)
+    container = data.draw(st.sampled_from(["list", "tuple", "generator", "not_a_sequence"]))
+    if container == "not_a_sequence":
+        arg: object = 42
+        expected = None
+    else:
+        make = {"list": list, "tuple": tuple, "generator": lambda p: (x for x in p)}[container]
+        arg = make(pieces)
+    if expected is None:
+        with pytest.raises(REFUSED):
+            native.merge_entries(arg)  # type: ignore[arg-type]  # anything may come
+    else:
+        keys, rows = native.merge_entries(arg)  # type: ignore[arg-type]
+        assert sorted(merged_entries(keys, rows)) == sorted(expected)
 
 
 def test_refusals_name_the_problem() -> None:

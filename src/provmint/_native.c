@@ -9,10 +9,10 @@
  * Where the CPU has AVX-512, the loops hash sixteen products (or tree nodes) at once, one
  * per lane of the vector registers, in code of their own: about twice OpenSSL's speed there.
  *
- * Optional: provmint.engine, provmint.ingest and provmint.merkle fall back to the
- * pure-Python loops (same results, pinned by tests) when this module is not built. It
- * computes nothing new: it removes Python's per-call overhead (about 0.3 us per hashlib
- * call, five calls per row) and releases the GIL while hashing.
+ * Optional: provmint.engine, provmint.ingest, provmint.merkle and provmint.store.keyindex
+ * fall back to pure-Python or numpy loops (same results, pinned by tests) when this module
+ * is not built. It computes nothing new: it removes Python's per-call overhead (about
+ * 0.3 us per hashlib call, five calls per row) and releases the GIL while hashing.
  *
  *   hash_products(secret, token_tag, commit_tag, record_header, gtin_offsets, gtin_data,
  *                 serial_offsets, serial_data, fields[, payloads[, lanes]])
@@ -30,6 +30,8 @@
  *   at a time with OpenSSL, 16 sixteen or a ValueError; SIMD_LANES is 16 or 1 (see "sixteen
  *   lanes" below: the same bytes either way)
  *   token_text(tokens) -> bytes   every 16-byte token as 22 chars of unpadded base64url
+ *   merge_entries(pieces) -> (keys: bytes, rows: bytes)   sorted (u64 key, u32 row) index
+ *       entries, each piece a (keys, rows) pair, merged by (key, row)
  *   concat(n, parts) -> (offsets: bytes (int32), data: bytes)
  *       row i = the concatenation of every part for row i; a part is
  *       bytes                      the same bytes in every row
@@ -1309,6 +1311,140 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------------- merge_entries */
+
+/*
+ * merge_entries(pieces) -> (keys: bytes, rows: bytes)
+ * Index entries (provmint-keyrun/1: a u64 key and a u32 row each, held as numpy holds
+ * them, in native byte order) merged by (key, row): each piece is (keys, rows), n keys
+ * and n rows, sorted by (key, row); the result holds every entry of every piece, sorted
+ * likewise. Pieces out of order give some interleaving of them (never a read or a write
+ * out of bounds). The pieces are copied side by side into memory of our own, then merged
+ * two runs at a time, round after round, without a branch on the keys (they are hashes:
+ * a branch on them is mispredicted half the time): what provmint.store.keyindex's numpy
+ * merge does by sorting all the entries again, several times as fast.
+ */
+
+/* Runs a and b (both sorted) into out; the tie-break is the row. */
+static void
+merge_two(const uint64_t *ka, const uint32_t *ra, Py_ssize_t na, const uint64_t *kb,
+          const uint32_t *rb, Py_ssize_t nb, uint64_t *ko, uint32_t *ro)
+{
+    Py_ssize_t i = 0, j = 0, o = 0;
+    while (i < na && j < nb) {
+        uint64_t a = ka[i], b = kb[j];
+        uint32_t x = ra[i], y = rb[j];
+        int take_b = (b < a) | ((b == a) & (y < x));
+        ko[o] = take_b ? b : a;
+        ro[o] = take_b ? y : x;
+        o++;
+        i += !take_b;
+        j += take_b;
+    }
+    memcpy(ko + o, ka + i, (size_t)(na - i) * sizeof *ko);
+    memcpy(ro + o, ra + i, (size_t)(na - i) * sizeof *ro);
+    o += na - i;
+    memcpy(ko + o, kb + j, (size_t)(nb - j) * sizeof *ko);
+    memcpy(ro + o, rb + j, (size_t)(nb - j) * sizeof *ro);
+}
+
+static PyObject *
+merge_entries(PyObject *self, PyObject *args)
+{
+    PyObject *arg;
+    if (!PyArg_ParseTuple(args, "O", &arg))
+        return NULL;
+    PyObject *seq = PySequence_Fast(arg, "pieces must be a sequence of (keys, rows) pairs");
+    if (!seq)
+        return NULL;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(seq), held = 0, total = 0;
+    Py_buffer *views = PyMem_Calloc((size_t)(2 * k + 1), sizeof *views);
+    Py_ssize_t *bounds = PyMem_Calloc((size_t)(k + 1), sizeof *bounds);
+    PyObject *keys_out = NULL, *rows_out = NULL, *result = NULL;
+    uint64_t *spare_keys = NULL;
+    uint32_t *spare_rows = NULL;
+    if (!views || !bounds) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t p = 0; p < k; p++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(seq, p);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_Format(PyExc_TypeError, "piece %zd is not a (keys, rows) pair", p);
+            goto done;
+        }
+        for (int c = 0; c < 2; c++) {
+            if (PyObject_GetBuffer(PyTuple_GET_ITEM(pair, c), &views[held], PyBUF_C_CONTIGUOUS) < 0)
+                goto done;
+            held++;
+        }
+        Py_ssize_t klen = views[held - 2].len, rlen = views[held - 1].len;
+        if (klen % 8 || rlen % 4 || klen / 8 != rlen / 4) {
+            PyErr_Format(PyExc_ValueError, "piece %zd: n u64 keys and n u32 rows are needed", p);
+            goto done;
+        }
+        if (klen / 8 > PY_SSIZE_T_MAX / 8 - total) {
+            PyErr_SetString(PyExc_OverflowError, "too many entries");
+            goto done;
+        }
+        bounds[p] = total;
+        total += klen / 8;
+    }
+    bounds[k] = total;
+    keys_out = PyBytes_FromStringAndSize(NULL, total * 8);
+    rows_out = PyBytes_FromStringAndSize(NULL, total * 4);
+    spare_keys = PyMem_Malloc((size_t)(total ? total : 1) * 8);
+    spare_rows = PyMem_Malloc((size_t)(total ? total : 1) * 4);
+    if (!keys_out || !rows_out || !spare_keys || !spare_rows) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    uint64_t *out_keys = (uint64_t *)PyBytes_AS_STRING(keys_out);
+    uint32_t *out_rows = (uint32_t *)PyBytes_AS_STRING(rows_out);
+    int rounds = 0;
+    for (Py_ssize_t runs = k; runs > 1; runs = (runs + 1) / 2)
+        rounds++;
+    /* Each round merges from one buffer into the other: start in the one the last
+     * round does not write to. */
+    uint64_t *src_keys = rounds % 2 ? spare_keys : out_keys;
+    uint32_t *src_rows = rounds % 2 ? spare_rows : out_rows;
+    uint64_t *dst_keys = rounds % 2 ? out_keys : spare_keys;
+    uint32_t *dst_rows = rounds % 2 ? out_rows : spare_rows;
+    for (Py_ssize_t p = 0; p < k; p++) { /* the GIL held: the callers' buffers stay put */
+        memcpy(src_keys + bounds[p], views[2 * p].buf, (size_t)(bounds[p + 1] - bounds[p]) * 8);
+        memcpy(src_rows + bounds[p], views[2 * p + 1].buf, (size_t)(bounds[p + 1] - bounds[p]) * 4);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t runs = k; runs > 1; runs = (runs + 1) / 2) {
+        for (Py_ssize_t r = 0; r < runs; r += 2) {
+            Py_ssize_t a = bounds[r], b = bounds[r + 1 < runs ? r + 1 : runs];
+            Py_ssize_t end = bounds[r + 2 < runs ? r + 2 : runs];
+            merge_two(src_keys + a, src_rows + a, b - a, src_keys + b, src_rows + b, end - b,
+                      dst_keys + a, dst_rows + a);
+            bounds[r / 2] = a;
+        }
+        bounds[(runs + 1) / 2] = total;
+        uint64_t *tk = src_keys;
+        uint32_t *tr = src_rows;
+        src_keys = dst_keys, src_rows = dst_rows;
+        dst_keys = tk, dst_rows = tr;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, keys_out, rows_out);
+done:
+    for (Py_ssize_t v = 0; v < held; v++)
+        PyBuffer_Release(&views[v]);
+    PyMem_Free(views);
+    PyMem_Free(bounds);
+    PyMem_Free(spare_keys);
+    PyMem_Free(spare_rows);
+    Py_XDECREF(keys_out);
+    Py_XDECREF(rows_out);
+    Py_DECREF(seq);
+    return result;
+}
+
 /* ----------------------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
@@ -1317,6 +1453,7 @@ static PyMethodDef methods[] = {
     {"concat", concat, METH_VARARGS, "Concatenate constant and per-row parts."},
     {"token_text", token_text, METH_VARARGS, "Tokens as unpadded base64url, 22 chars each."},
     {"reduce_level", reduce_level, METH_VARARGS, "Hash adjacent pairs of a Merkle level."},
+    {"merge_entries", merge_entries, METH_VARARGS, "Merge sorted (key, row) index entries."},
     {NULL, NULL, 0, NULL},
 };
 
