@@ -114,14 +114,14 @@ def scratch() -> Iterator[Path]:
         yield Path(name)
 
 
-MERGE_KERNELS = ["numpy", *(["native"] if keyindex._native_merge is not None else [])]
+MERGE_KERNELS = ["numpy", *(["native"] if keyindex._native_merger() is not None else [])]
 """How a merge merges its blocks: numpy always, and the C merge where it is built."""
 
 
 @contextmanager
 def merge_kernel(name: str) -> Iterator[None]:
     """Merges inside use the named kernel (hypothesis tests cannot take monkeypatch)."""
-    built = keyindex._native_merge
+    built = keyindex._native_merger()
     keyindex._native_merge = built if name == "native" else None
     try:
         yield

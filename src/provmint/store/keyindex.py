@@ -46,11 +46,24 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-_native_merge: Any
-try:  # the same merge in C (provmint/_native.c); optional
-    from provmint._native import merge_entries as _native_merge
-except ImportError:  # pragma: no cover - machines without a C compiler
-    _native_merge = None
+_UNLOADED: Any = object()
+_native_merge: Any = _UNLOADED
+"""The merge of :func:`_merge_blocks` in C (see provmint/_native.c; None without a C
+compiler), loaded on the first merge: a process that never merges runs (the audit,
+which must not share the minting engine's kernel, reads them) never loads it."""
+
+
+def _native_merger() -> Any:
+    global _native_merge
+    if _native_merge is _UNLOADED:
+        try:
+            from provmint import _native
+        except ImportError:  # pragma: no cover - machines without a C compiler
+            _native_merge = None
+        else:
+            _native_merge = _native.merge_entries
+    return _native_merge
+
 
 __all__ = [
     "BLOCK_ROWS",
@@ -303,8 +316,9 @@ def _merge_blocks(pieces: list[KeyBlock]) -> KeyBlock:
         return KeyBlock(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32))
     if len(pieces) == 1:
         return pieces[0]
-    if _native_merge is not None:
-        keys, rows = _native_merge(
+    merge = _native_merger()
+    if merge is not None:
+        keys, rows = merge(
             [
                 (np.ascontiguousarray(p.keys, np.uint64), np.ascontiguousarray(p.rows, np.uint32))
                 for p in pieces
