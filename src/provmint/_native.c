@@ -1321,8 +1321,9 @@ done:
  * likewise. Pieces out of order give some interleaving of them (never a read or a write
  * out of bounds). The pieces are copied side by side into memory of our own, then merged
  * two runs at a time, round after round, without a branch on the keys (they are hashes:
- * a branch on them is mispredicted half the time): what provmint.store.keyindex's numpy
- * merge does by sorting all the entries again, several times as fast.
+ * a branch on them is mispredicted half the time). provmint.store.keyindex's numpy merge
+ * sorts all the entries again: measured on 1M entries, this takes a quarter to half its
+ * time for two to four pieces, and as long for eight or more (a round per doubling).
  */
 
 /* Runs a and b (both sorted) into out; the tie-break is the row. */

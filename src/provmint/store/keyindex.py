@@ -306,9 +306,9 @@ def _insert_sorted(big: KeyBlock, small: KeyBlock) -> KeyBlock:
 
 
 def _merge_blocks(pieces: list[KeyBlock]) -> KeyBlock:
-    """Sorted blocks merged into one: by the C merge when it is built (3 to 6 times as
-    fast), else inserted into the longest when the others are few, sorted together
-    otherwise."""
+    """Sorted blocks merged into one: by the C merge when it is built (up to four times
+    as fast for a few blocks, as fast as numpy's sort for many), else inserted into the
+    longest when the others are few, sorted together otherwise."""
     import numpy as np
 
     pieces = [p for p in pieces if len(p.keys)]
